@@ -1,0 +1,177 @@
+"""The typed records that flow between pipeline stages.
+
+feed -> fetch -> parse -> normalise -> dedupe -> match -> publish:
+``Feed`` says what to poll, ``Article`` is one normalised entry, ``Rule`` is one
+operator rule, ``Match`` is a rule that fired on an article (with its evidence),
+and ``Alert`` is the message published to Kafka.
+
+Standard library only: every other module may import this one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping
+
+__all__ = [
+    "FIELDS",
+    "Alert",
+    "Article",
+    "Feed",
+    "Hit",
+    "Match",
+    "Rule",
+    "RuleExamples",
+    "SourceLocation",
+    "alert_id_for",
+]
+
+#: The article fields a rule can be scoped to, in the order they are searched.
+FIELDS: tuple[str, ...] = ("title", "summary", "body")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLocation:
+    """Where something came from: a file and, when known, a 1-based line and column."""
+
+    path: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.path
+        if self.column is None:
+            return f"{self.path}:{self.line}"
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """One feed to poll, as the operator configured it."""
+
+    url: str
+    interval: float = 300.0
+    name: str | None = None
+    enabled: bool = True
+    headers: Mapping[str, str] = field(default_factory=dict)
+    fulltext: bool = False
+    #: Seconds without a new item after which the feed counts as stale (None: learned).
+    expected_update_period: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One feed entry after parsing and normalisation.
+
+    ``title``, ``summary`` and ``body`` are plain text: HTML stripped, Unicode NFC,
+    whitespace collapsed. They are what rules match against and what character
+    offsets in a :class:`Hit` refer to.
+    """
+
+    id: str
+    feed_url: str
+    title: str = ""
+    summary: str = ""
+    body: str = ""
+    url: str | None = None
+    published: datetime | None = None
+    #: The entry's guid/id exactly as the feed gave it, when it gave one.
+    guid: str | None = None
+    #: Which field held full article text fetched from the page, if any ("body").
+    fulltext_field: str | None = None
+
+    def field_text(self, name: str) -> str:
+        """Return the text of one of :data:`FIELDS`."""
+        if name not in FIELDS:
+            raise KeyError(f"unknown article field {name!r}; expected one of {', '.join(FIELDS)}")
+        return getattr(self, name)
+
+    @property
+    def content_hash(self) -> str:
+        """A digest of the matchable text, so a changed entry can be told from a repeat."""
+        digest = hashlib.blake2b(digest_size=16)
+        for name in FIELDS:
+            digest.update(getattr(self, name).encode("utf-8", "surrogatepass"))
+            digest.update(b"\x00")
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleExamples:
+    """Texts a rule must match and must not match (``rules test`` runs them)."""
+
+    match: tuple[str, ...] = ()
+    no_match: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One operator rule, as loaded from a rule file."""
+
+    id: str
+    query: str
+    description: str = ""
+    topic: str = ""
+    severity: str = "medium"
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+    #: "live" publishes to ``topic``; "shadow" publishes to ``topic + ".shadow"``.
+    mode: str = "live"
+    examples: RuleExamples = field(default_factory=RuleExamples)
+    location: SourceLocation | None = None
+
+    @property
+    def output_topic(self) -> str:
+        """The Kafka topic this rule's alerts are published to."""
+        return f"{self.topic}.shadow" if self.mode == "shadow" else self.topic
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One matched term: which query term, in which field, at which character offsets."""
+
+    term: str
+    field: str
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A rule that fired on an article, with the evidence."""
+
+    rule: Rule
+    hits: tuple[Hit, ...]
+
+
+def alert_id_for(rule_id: str, article_id: str) -> str:
+    """The deterministic alert id: the same rule on the same article always gives the same id,
+    so consumers can drop the duplicates that at-least-once delivery may bring."""
+    digest = hashlib.sha256(f"{rule_id}\x1f{article_id}".encode()).hexdigest()
+    return digest[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """The message published to Kafka for one match."""
+
+    alert_id: str
+    rule_id: str
+    topic: str
+    severity: str
+    tags: tuple[str, ...]
+    article_id: str
+    url: str | None
+    title: str
+    published: datetime | None
+    feed_url: str
+    matches: tuple[Hit, ...]
+    snippet: str
+    detected_at: datetime
+    ruleset_version: str
+    mode: str = "live"
+    story_id: str | None = None
