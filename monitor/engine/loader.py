@@ -1,0 +1,406 @@
+"""Load rule files: YAML nodes with positions -> validated :class:`Rule` objects.
+
+PyYAML is used at the node level (``compose``) rather than ``safe_load`` so that every
+key and value keeps its line and column, duplicate keys can be refused, and an error in
+a query points at the character of the query in the file. All errors from all files are
+collected (``rules check`` lists them together); :func:`load_rules` raises them as one
+:class:`RuleSetError`.
+
+Loading happens in two passes: the named ``lists:`` of every file first (names are
+global), then the rules, whose queries may use lists from any file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from monitor.engine.compiler import CompiledRule
+from monitor.engine.query import QueryError, TermSpec, can_match_without_terms, parse_query, parse_term
+from monitor.engine.ruleset import RuleSet
+from monitor.errors import RuleError
+from monitor.model import Rule, RuleExamples, SourceLocation
+
+__all__ = ["RuleSetError", "collect_rules", "load_rules", "parse_rules", "rule_files"]
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+MODES = ("live", "shadow")
+RULE_KEYS = ("id", "query", "description", "topic", "severity", "tags", "enabled", "mode", "examples")
+TOP_KEYS = ("rules", "lists")
+EXAMPLE_KEYS = ("match", "no_match")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Kafka topic names: these characters, at most 249 of them.
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_LIST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+_STR = "tag:yaml.org,2002:str"
+_BOOL = "tag:yaml.org,2002:bool"
+
+
+class RuleSetError(RuleError):
+    """One or more invalid rules; ``errors`` holds each, ``str()`` lists one per line."""
+
+    def __init__(self, errors: Sequence[RuleError]) -> None:
+        self.errors = list(errors)
+        super().__init__(f"{len(self.errors)} error(s) in rule files")
+
+    def __str__(self) -> str:
+        return "\n".join(str(error) for error in self.errors)
+
+
+@dataclass
+class _Source:
+    """One parsed YAML document and what is needed to point into it."""
+
+    path: str
+    lines: list[str]
+    root: Node | None
+
+
+@dataclass
+class _State:
+    errors: list[RuleError] = field(default_factory=list)
+    lists: dict[str, tuple[TermSpec, ...]] = field(default_factory=dict)
+    list_locations: dict[str, SourceLocation] = field(default_factory=dict)
+    ids: dict[str, SourceLocation] = field(default_factory=dict)
+
+    def error(self, message: str, location: SourceLocation, hint: str | None = None) -> None:
+        self.errors.append(RuleError(message, location=location, hint=hint))
+
+
+def _at(path: str, node: Node) -> SourceLocation:
+    return SourceLocation(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def rule_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[RuleError]]:
+    """Expand files and directories (their ``*.yaml``/``*.yml``, sorted) into rule files."""
+    files: list[Path] = []
+    errors: list[RuleError] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            errors.append(RuleError("no such rule file or directory", location=SourceLocation(str(path))))
+    unique = list(dict.fromkeys(files))
+    return unique, errors
+
+
+def _compose(path: str, text: str, state: _State) -> _Source:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        location = SourceLocation(path, mark.line + 1, mark.column + 1) if mark else SourceLocation(path)
+        state.error(f"invalid YAML: {exc.problem or exc.context}", location, "check indentation and quoting")
+        return _Source(path, text.splitlines(), None)
+    source = _Source(path, text.splitlines(), root)
+    if root is not None:
+        _check_duplicates(source, root, state)
+    return source
+
+
+def _check_duplicates(source: _Source, node: Node, state: _State) -> None:
+    """Refuse duplicate mapping keys anywhere (YAML would silently keep the last one)."""
+    if isinstance(node, MappingNode):
+        seen: dict[object, Node] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, ScalarNode) else id(key)
+            if name in seen:
+                first = seen[name]
+                state.error(
+                    f"duplicate key {name!r}",
+                    _at(source.path, key),
+                    f"it is already set at line {first.start_mark.line + 1}; keep one",
+                )
+            else:
+                seen[name] = key
+            _check_duplicates(source, value, state)
+    elif isinstance(node, SequenceNode):
+        for item in node.value:
+            _check_duplicates(source, item, state)
+
+
+def _scalar(node: Node) -> object:
+    return SafeConstructor().construct_object(node, deep=True)
+
+
+def _string(source: _Source, node: Node, what: str, state: _State, *, empty_ok: bool = True) -> str | None:
+    if not isinstance(node, ScalarNode) or node.tag != _STR:
+        state.error(f"{what} must be a string", _at(source.path, node), "quote the value")
+        return None
+    value = str(node.value)
+    if not empty_ok and not value.strip():
+        state.error(f"{what} must not be empty", _at(source.path, node))
+        return None
+    return value
+
+
+def _strings(source: _Source, node: Node, what: str, state: _State) -> list[tuple[str, Node]] | None:
+    if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+        return []
+    if not isinstance(node, SequenceNode):
+        state.error(f"{what} must be a list of strings", _at(source.path, node), "write [a, b] or one '- item' per line")
+        return None
+    items: list[tuple[str, Node]] = []
+    for item in node.value:
+        value = _string(source, item, f"each item of {what}", state)
+        if value is not None:
+            items.append((value, item))
+    return items
+
+
+def _unknown_key(source: _Source, key: Node, valid: Sequence[str], where: str, state: _State) -> None:
+    name = str(key.value) if isinstance(key, ScalarNode) else "?"
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+    state.error(f"unknown key {name!r} in {where}", _at(source.path, key), hint)
+
+
+def _collect_lists(source: _Source, node: Node, state: _State) -> None:
+    if not isinstance(node, MappingNode):
+        state.error("lists must be a mapping of name: [terms]", _at(source.path, node), "write lists:\\n  leaders: [Putin, Trump]")
+        return
+    for key, value in node.value:
+        name = str(key.value)
+        location = _at(source.path, key)
+        if not _LIST_NAME.fullmatch(name):
+            state.error(f"bad list name {name!r}", location, "use letters, digits, '_' and '-', starting with a letter")
+            continue
+        if name in state.list_locations:
+            state.error(f"list {name!r} is defined twice", location, f"first defined at {state.list_locations[name]}")
+            continue
+        items = _strings(source, value, f"list {name!r}", state)
+        if items is None:
+            continue
+        if not items:
+            state.error(f"list {name!r} is empty", location, "add at least one term")
+            continue
+        specs: list[TermSpec] = []
+        for text, item_node in items:
+            try:
+                specs.append(parse_term(text))
+            except QueryError as exc:
+                state.error(exc.message, _at(source.path, item_node), exc.hint)
+        state.list_locations[name] = location
+        state.lists[name] = tuple(specs)
+
+
+def _query_location(source: _Source, node: ScalarNode, offset: int) -> SourceLocation:
+    """The file position of character ``offset`` of a query scalar (best effort for
+    multi-line scalars: each content line is stripped of its indentation and joined)."""
+    start, end = node.start_mark, node.end_mark
+    quoted = node.style in ("'", '"')
+    if node.style in (None, "'", '"') and start.line == end.line:
+        return SourceLocation(source.path, start.line + 1, start.column + 1 + int(quoted) + offset)
+    first = start.line + (1 if node.style in ("|", ">") else 0)
+    segments: list[tuple[int, int, str]] = []
+    for line_no in range(first, min(end.line, len(source.lines) - 1) + 1):
+        raw = source.lines[line_no]
+        if line_no == start.line:
+            column = start.column + int(quoted)
+            text = raw[column:].rstrip()
+        else:
+            text = raw.strip()
+            column = len(raw) - len(raw.lstrip())
+        if text:
+            segments.append((line_no, column, text))
+    position = 0
+    for line_no, column, text in segments:
+        if offset <= position + len(text):
+            return SourceLocation(source.path, line_no + 1, column + 1 + (offset - position))
+        position += len(text) + 1
+    return _at(source.path, node)
+
+
+def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | None:
+    path = source.path
+    if not isinstance(node, MappingNode):
+        state.error("each rule must be a mapping", _at(path, node), "start it with '- id: name'")
+        return None
+    errors_before = len(state.errors)
+    values: dict[str, Node] = {}
+    for key, value in node.value:
+        name = str(key.value) if isinstance(key, ScalarNode) else ""
+        if name not in RULE_KEYS:
+            _unknown_key(source, key, RULE_KEYS, "rule", state)
+        else:
+            values[name] = value
+    location = _at(path, node)
+    rule_id = _string(source, values["id"], "id", state, empty_ok=False) if "id" in values else None
+    if "id" not in values:
+        state.error("rule has no id", location, "add 'id: a-short-name'")
+    elif rule_id is not None:
+        if not _ID.fullmatch(rule_id):
+            state.error(f"bad rule id {rule_id!r}", _at(path, values["id"]), "use letters, digits, '.', '_' and '-'")
+        elif rule_id in state.ids:
+            state.error(f"duplicate rule id {rule_id!r}", _at(path, values["id"]), f"first defined at {state.ids[rule_id]}")
+        else:
+            state.ids[rule_id] = _at(path, values["id"])
+    query_node = values.get("query")
+    query_text = _string(source, query_node, "query", state) if query_node is not None else None
+    if query_node is None:
+        state.error("rule has no query", location, "add 'query: ...' (see docs/rules.md)")
+    parsed = None
+    if query_text is not None and isinstance(query_node, ScalarNode):
+        try:
+            parsed = parse_query(query_text, state.lists)
+            if can_match_without_terms(parsed):
+                raise QueryError(
+                    "query can match an article that contains none of its terms",
+                    0,
+                    "add a required positive term, as in: sanctions AND NOT sport",
+                )
+        except QueryError as exc:
+            state.error(exc.message, _query_location(source, query_node, exc.offset), exc.hint)
+    description = _string(source, values["description"], "description", state) if "description" in values else ""
+    topic = _string(source, values["topic"], "topic", state, empty_ok=False) if "topic" in values else None
+    if topic is not None and not _TOPIC.fullmatch(topic):
+        state.error(f"bad topic {topic!r}", _at(path, values["topic"]), "Kafka topics use letters, digits, '.', '_' and '-'")
+    severity = _choice(source, values.get("severity"), "severity", SEVERITIES, "medium", state)
+    mode = _choice(source, values.get("mode"), "mode", MODES, "live", state)
+    enabled = True
+    if "enabled" in values:
+        enabled_node = values["enabled"]
+        if isinstance(enabled_node, ScalarNode) and enabled_node.tag == _BOOL:
+            enabled = bool(_scalar(enabled_node))
+        else:
+            state.error("enabled must be true or false", _at(path, enabled_node))
+    tags: tuple[str, ...] = ()
+    if "tags" in values:
+        items = _strings(source, values["tags"], "tags", state)
+        tags = tuple(text for text, _ in items or ())
+    examples = _parse_examples(source, values.get("examples"), state)
+    if len(state.errors) > errors_before or rule_id is None or query_text is None or parsed is None:
+        return None
+    rule = Rule(
+        id=rule_id,
+        query=query_text,
+        description=description or "",
+        topic=topic or f"alerts.{rule_id}",
+        severity=severity,
+        tags=tags,
+        enabled=enabled,
+        mode=mode,
+        examples=examples,
+        location=location,
+    )
+    return CompiledRule(rule, parsed)
+
+
+def _choice(source: _Source, node: Node | None, what: str, valid: Sequence[str], default: str, state: _State) -> str:
+    if node is None:
+        return default
+    value = _string(source, node, what, state)
+    if value is None:
+        return default
+    if value not in valid:
+        close = difflib.get_close_matches(value, valid, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        state.error(f"bad {what} {value!r}", _at(source.path, node), f"{hint}one of: {', '.join(valid)}")
+        return default
+    return value
+
+
+def _parse_examples(source: _Source, node: Node | None, state: _State) -> RuleExamples:
+    if node is None:
+        return RuleExamples()
+    if not isinstance(node, MappingNode):
+        state.error("examples must be a mapping", _at(source.path, node), "write examples: {match: [...], no_match: [...]}")
+        return RuleExamples()
+    found: dict[str, tuple[str, ...]] = {}
+    for key, value in node.value:
+        name = str(key.value) if isinstance(key, ScalarNode) else ""
+        if name not in EXAMPLE_KEYS:
+            _unknown_key(source, key, EXAMPLE_KEYS, "examples", state)
+            continue
+        items = _strings(source, value, f"examples.{name}", state)
+        found[name] = tuple(text for text, _ in items or ())
+    return RuleExamples(match=found.get("match", ()), no_match=found.get("no_match", ()))
+
+
+def _rule_nodes(source: _Source, state: _State) -> tuple[Node | None, Node | None]:
+    """The file's ``rules:`` and ``lists:`` nodes (top-level keys are checked here)."""
+    root = source.root
+    if root is None:
+        return None, None
+    if not isinstance(root, MappingNode):
+        state.error("a rule file must be a mapping with a 'rules:' key", _at(source.path, root), "start the file with 'rules:'")
+        return None, None
+    rules = lists = None
+    for key, value in root.value:
+        name = str(key.value) if isinstance(key, ScalarNode) else ""
+        if name == "rules":
+            rules = value
+        elif name == "lists":
+            lists = value
+        else:
+            _unknown_key(source, key, TOP_KEYS, "rule file", state)
+    return rules, lists
+
+
+def _load_sources(sources: Sequence[_Source], state: _State) -> RuleSet:
+    parts = [(source, *_rule_nodes(source, state)) for source in sources]
+    for source, _rules, lists in parts:
+        if lists is not None:
+            _collect_lists(source, lists, state)
+    compiled: list[CompiledRule] = []
+    for source, rules, _lists in parts:
+        if rules is None:
+            continue
+        if isinstance(rules, ScalarNode) and rules.tag == "tag:yaml.org,2002:null":
+            continue
+        if not isinstance(rules, SequenceNode):
+            state.error("rules must be a list", _at(source.path, rules), "put '- id: ...' items under rules:")
+            continue
+        for node in rules.value:
+            item = _parse_rule(source, node, state)
+            if item is not None:
+                compiled.append(item)
+    return RuleSet(compiled, state.lists)
+
+
+def collect_rules(paths: Iterable[str | Path]) -> tuple[RuleSet, list[RuleError]]:
+    """Load what is valid and return every error found (for ``rules check``)."""
+    state = _State()
+    files, state.errors = rule_files(paths)
+    sources = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            state.error(f"cannot read rule file: {exc}", SourceLocation(str(path)))
+            continue
+        sources.append(_compose(str(path), text, state))
+    ruleset = _load_sources(sources, state)
+    return ruleset, state.errors
+
+
+def load_rules(paths: Iterable[str | Path]) -> RuleSet:
+    """Load rule files and directories into a :class:`RuleSet`.
+
+    Raises :class:`RuleSetError` listing every problem if any rule or file is invalid.
+    """
+    ruleset, errors = collect_rules(paths)
+    if errors:
+        raise RuleSetError(errors)
+    return ruleset
+
+
+def parse_rules(text: str, path: str = "<string>") -> RuleSet:
+    """Load rules from YAML text (for tests and embedding); errors name ``path``."""
+    state = _State()
+    ruleset = _load_sources([_compose(path, text, state)], state)
+    if state.errors:
+        raise RuleSetError(state.errors)
+    return ruleset

@@ -1,0 +1,79 @@
+"""The loaded, compiled rule set: what the pipeline holds and calls per article."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Mapping, Sequence
+
+from monitor.engine.compiler import CompiledRule, Matcher
+from monitor.engine.query import Node, TermSpec
+from monitor.model import Article, Match, Rule
+
+__all__ = ["RuleSet"]
+
+
+class RuleSet:
+    """Rules loaded from files, compiled for matching.
+
+    ``rules`` holds every rule (disabled ones too, for tooling); only enabled rules match.
+    """
+
+    def __init__(self, compiled: Sequence[CompiledRule], lists: Mapping[str, tuple[TermSpec, ...]]) -> None:
+        self._compiled = tuple(compiled)
+        self.rules: tuple[Rule, ...] = tuple(item.rule for item in self._compiled)
+        self.lists = dict(lists)
+        self._matcher = Matcher([item for item in self._compiled if item.rule.enabled])
+        self.version: str = _version(self.rules, self.lists)
+
+    @property
+    def topics(self) -> set[str]:
+        """The output topics of enabled rules (shadow rules publish to ``<topic>.shadow``)."""
+        return {rule.output_topic for rule in self.rules if rule.enabled}
+
+    def get(self, rule_id: str) -> Rule | None:
+        """The rule with this id, enabled or not."""
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        return None
+
+    def query(self, rule_id: str) -> Node:
+        """The parsed query of a rule (for tooling); KeyError if there is no such rule."""
+        for item in self._compiled:
+            if item.rule.id == rule_id:
+                return item.query
+        raise KeyError(rule_id)
+
+    def match(self, article: Article) -> list[Match]:
+        """The enabled rules that fire on ``article``, in rule order, with their hits."""
+        return self._matcher.match(article)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __repr__(self) -> str:
+        return f"<RuleSet {len(self.rules)} rules version={self.version}>"
+
+
+def _version(rules: Sequence[Rule], lists: Mapping[str, tuple[TermSpec, ...]]) -> str:
+    """A content hash: stable across runs and file moves, changed by any rule or list edit."""
+    content = {
+        "rules": [
+            {
+                "id": r.id,
+                "query": r.query,
+                "description": r.description,
+                "topic": r.topic,
+                "severity": r.severity,
+                "tags": list(r.tags),
+                "enabled": r.enabled,
+                "mode": r.mode,
+                "examples": [list(r.examples.match), list(r.examples.no_match)],
+            }
+            for r in rules
+        ],
+        "lists": {name: [spec.label for spec in specs] for name, specs in sorted(lists.items())},
+    }
+    encoded = json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
