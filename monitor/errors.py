@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from monitor.model import SourceLocation
 
-__all__ = ["ConfigError", "FeedError", "MonitorError", "RuleError", "BrokerError"]
+__all__ = ["BrokerError", "ConfigError", "FeedError", "MonitorError", "PublishError", "RecordRejected", "RuleError"]
 
 
 class MonitorError(Exception):
@@ -52,3 +52,11 @@ class FeedError(MonitorError):
 
 class BrokerError(MonitorError):
     """The Kafka broker cannot be reached or refused what we asked of it."""
+
+
+class PublishError(BrokerError):
+    """Sending one record failed in a way a retry may fix (broker away, timeout)."""
+
+
+class RecordRejected(BrokerError):
+    """The broker refused one record for good (too large, invalid): retrying cannot help."""

@@ -16,10 +16,10 @@ from typing import Any, AsyncIterator, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_lz4, has_zstd
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.helpers import create_ssl_context
 
-from monitor.errors import BrokerError
+from monitor.errors import BrokerError, PublishError, RecordRejected
 from monitor.log import get_logger
 from monitor.model import Record
 from monitor.settings import KafkaSettings
@@ -171,18 +171,37 @@ class KafkaPublisher:
             return
 
     async def ensure_topics(self, topics: Iterable[str]) -> TopicReport:
-        return await self.admin.ensure(topics)
+        """Create missing topics; :class:`PublishError` when the broker cannot be asked."""
+        try:
+            return await self.admin.ensure(topics)
+        except (KafkaError, OSError) as exc:
+            raise PublishError(f"cannot check topics: {type(exc).__name__}: {exc}") from exc
 
-    async def send(self, record: Record) -> "asyncio.Future[Any]":
-        """Queue a record in the producer's batch; the returned future resolves on ack."""
+    async def publish(self, record: Record) -> None:
+        """Send one record and wait for the broker's acknowledgement.
+
+        Raises :class:`RecordRejected` when no retry can help, :class:`PublishError` when
+        one may (broker away, timeout).
+        """
         if self._producer is None:
-            raise BrokerError("publisher is not started")
-        return await self._producer.send(
-            record.topic,
-            value=record.value,
-            key=record.key,
-            headers=list(record.headers),
-        )
+            raise PublishError("publisher is not started")
+        try:
+            ack = await self._producer.send(
+                record.topic,
+                value=record.value,
+                key=record.key,
+                headers=list(record.headers),
+            )
+            await ack
+        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+            raise RecordRejected(
+                f"record of {len(record.value)} bytes for {record.topic} rejected: {type(exc).__name__}",
+                hint="raise [kafka] max_request_size and the topic's max.message.bytes, or shorten the alert",
+            ) from exc
+        except KafkaError as exc:
+            raise PublishError(f"publish to {record.topic} failed: {type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise PublishError(f"publish to {record.topic} failed: {exc}") from exc
 
     async def flush(self) -> None:
         if self._producer is not None:

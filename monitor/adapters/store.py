@@ -31,9 +31,10 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import orjson
 
+from monitor.dedupe import SeenArticle
 from monitor.model import Record
 
-__all__ = ["AsyncStore", "FeedState", "SeenArticle", "Store"]
+__all__ = ["AsyncStore", "FeedState", "Store"]
 
 T = TypeVar("T")
 
@@ -86,18 +87,6 @@ CREATE TABLE IF NOT EXISTS feeds (
     health         TEXT NOT NULL DEFAULT 'ok'
 );
 """
-
-
-@dataclass(frozen=True, slots=True)
-class SeenArticle:
-    """What the store remembers of an article."""
-
-    id: str
-    url: str | None
-    content_hash: str
-    rules: frozenset[str]
-    state: str
-    story_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +159,10 @@ class Store:
         if row is None:
             return None
         return SeenArticle(row[0], row[1], row[2], frozenset(orjson.loads(row[3])), row[4], row[5])
+
+    def find_articles(self, keys: Iterable[tuple[str, str | None]]) -> list[SeenArticle | None]:
+        """:meth:`find_article` for many (id, url) pairs in one call."""
+        return [self.find_article(article_id, url) for article_id, url in keys]
 
     def record_article(
         self,

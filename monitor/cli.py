@@ -1,0 +1,372 @@
+"""The ``news-monitor`` command line. Builds settings and adapters; nothing imports it.
+
+Exit codes: 0 ok; 1 a check failed (``rules check``/``test``/``eval``); 2 bad usage,
+config or rule files; 3 the broker could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence, TextIO
+
+import orjson
+
+from monitor import __version__
+from monitor.errors import BrokerError, MonitorError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BROKER = 3
+
+_EPILOG_RUN = """examples:
+  news-monitor run --once                    poll every feed once, print a summary, exit
+  news-monitor run                           run as a daemon until SIGINT/SIGTERM
+  news-monitor run --config /etc/news-monitor/monitor.toml
+  NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 news-monitor run
+"""
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML config file (default: $NEWS_MONITOR_CONFIG, else ./monitor.toml, else built-in defaults)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="news-monitor",
+        description="Streaming news-alert monitor: polls RSS/Atom/JSON feeds, matches rules, publishes alerts to Kafka.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes: 0 ok, 1 check failed, 2 bad usage/config/rules, 3 broker unreachable\n"
+        "run 'news-monitor COMMAND --help' for a command's options and examples",
+    )
+    parser.add_argument("--version", action="version", version=f"news-monitor {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run", help="run the monitor (daemon, or --once)", epilog=_EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config(run)
+    run.add_argument("--once", action="store_true", help="poll every feed once, wait for every alert to be acknowledged, print a summary, exit")
+    run.set_defaults(handler=_cmd_run)
+
+    tail = commands.add_parser(
+        "tail", help="print alerts from a topic as JSON lines",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  news-monitor tail alerts.summit --from-beginning --max 1\n"
+        "  news-monitor tail alerts.sanctions --group analyst-desk --format table\n"
+        "  news-monitor tail alerts.summit --from-beginning --since 2026-11-25T00:00:00Z\n",
+    )
+    _add_config(tail)
+    tail.add_argument("topic", nargs="+", help="topic(s) to read, e.g. alerts.summit")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest message instead of new ones")
+    tail.add_argument("--max", type=int, metavar="N", help="stop after N messages")
+    tail.add_argument("--group", metavar="ID", help="consumer group (commits offsets, so the next tail continues)")
+    tail.add_argument("--since", metavar="TIME", help="only alerts detected at or after this ISO-8601 time")
+    tail.add_argument("--format", choices=("json", "table"), default="json", help="output format (default json lines)")
+    tail.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after SECONDS without a message")
+    tail.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="override [kafka] bootstrap_servers")
+    tail.set_defaults(handler=_cmd_tail)
+
+    match = commands.add_parser(
+        "match", help="match one article offline and explain which rules fire",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="the article is plain text, HTML, or a JSON object with title/summary/body (or text)\n"
+        "examples:\n  news-monitor match article.txt\n  curl -s https://example.org/story | news-monitor match -\n"
+        "  news-monitor match --rules rules/summit.yaml story.json\n",
+    )
+    _add_config(match)
+    match.add_argument("file", help="article file, or - for standard input")
+    match.add_argument("--rules", nargs="+", metavar="PATH", help="rule files or folders (default: [rules] paths)")
+    match.set_defaults(handler=_cmd_match)
+
+    broker = commands.add_parser(
+        "broker", help="run the embedded Kafka-protocol broker in the foreground",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  news-monitor broker --port 9092 &\n"
+        "  NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 news-monitor run --once\n",
+    )
+    broker.add_argument("--port", type=int, default=9092, help="loopback port to listen on (default 9092)")
+    broker.set_defaults(handler=_cmd_broker)
+
+    rules = commands.add_parser("rules", help="check, test and evaluate rule files")
+    rule_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
+    rule_commands.required = True
+    check = rule_commands.add_parser(
+        "check", help="validate rule files (exit 1 on any error)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  news-monitor rules check\n  news-monitor rules check rules/summit.yaml\n",
+    )
+    _add_config(check)
+    check.add_argument("paths", nargs="*", help="rule files or folders (default: [rules] paths)")
+    check.set_defaults(handler=_cmd_rules_check)
+    test = rule_commands.add_parser(
+        "test", help="run every rule's examples (exit 1 on a failure)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  news-monitor rules test\n  news-monitor rules test rules/\n",
+    )
+    _add_config(test)
+    test.add_argument("paths", nargs="*", help="rule files or folders (default: [rules] paths)")
+    test.set_defaults(handler=_cmd_rules_test)
+    evaluate = rule_commands.add_parser(
+        "eval", help="precision/recall/F1 of the rules on a labeled JSON-lines set",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  news-monitor rules eval tests/data/labeled.jsonl --rules rules/\n",
+    )
+    _add_config(evaluate)
+    evaluate.add_argument("labeled", help='JSON lines: {"id": ..., "text": ..., "labels": [...]}')
+    evaluate.add_argument("--rules", nargs="+", metavar="PATH", help="rule files or folders (default: [rules] paths)")
+    evaluate.set_defaults(handler=_cmd_rules_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``news-monitor`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except BrokerError as exc:
+        _error(exc)
+        return EXIT_BROKER
+    except MonitorError as exc:
+        _error(exc)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _error(exc: BaseException, stream: TextIO | None = None) -> None:
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    stream = stream or sys.stderr
+    stream.write(f"news-monitor: error: {lines[0]}\n")
+    for line in lines[1:]:
+        stream.write(f"  {line}\n")
+
+
+def _settings(args: argparse.Namespace):
+    import os
+
+    from monitor.log import configure_logging
+    from monitor.settings import load_settings
+
+    path = getattr(args, "config", None) or os.environ.get("NEWS_MONITOR_CONFIG")
+    settings = load_settings(path, required=path is not None)
+    configure_logging(settings.log.level, settings.log.format)
+    return settings
+
+
+def _rule_paths(args: argparse.Namespace, given: Sequence[str] | None) -> list[str]:
+    if given:
+        return list(given)
+    return [str(p) for p in _settings(args).rule_paths]
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from monitor.worker import Monitor
+
+    settings = _settings(args)
+    monitor = Monitor(settings)
+    summary = asyncio.run(monitor.run(once=args.once))
+    if args.once:
+        _print_summary(summary, sys.stdout)
+    return EXIT_OK
+
+
+def _print_summary(summary, out: TextIO) -> None:
+    out.write(f"feeds polled:   {summary.polls} of {summary.feeds}")
+    out.write(f" ({len(summary.failed)} failed)\n" if summary.failed else "\n")
+    for url, error in summary.failed:
+        out.write(f"  failed: {error}\n")
+    out.write(f"new articles:   {summary.new_articles} ({summary.duplicates} already seen)\n")
+    total = sum(summary.alerts_by_topic.values())
+    out.write(f"alerts:         {total} raised, {summary.published} acknowledged by Kafka\n")
+    for topic, count in sorted(summary.alerts_by_topic.items()):
+        out.write(f"  {topic:<28} {count}\n")
+    if summary.undelivered:
+        out.write(f"undelivered:    {summary.undelivered} (kept in the outbox; sent on the next run)\n")
+
+
+# -- tail ------------------------------------------------------------------------------
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    bootstrap = args.bootstrap_servers or settings.kafka.bootstrap_servers
+    if bootstrap.strip().lower() == "embedded":
+        raise MonitorError(
+            "tail needs a running broker; the embedded one lives only as long as 'run'",
+            hint="start one with 'news-monitor broker' and set NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092, or pass --bootstrap-servers",
+        )
+    since = _parse_time(args.since) if args.since else None
+    if args.max is not None and args.max < 1:
+        raise MonitorError("--max must be at least 1")
+    try:
+        return asyncio.run(_tail(settings, bootstrap, args, since))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+async def _tail(settings, bootstrap: str, args: argparse.Namespace, since: datetime | None) -> int:
+    from aiokafka.errors import KafkaError
+
+    from monitor.adapters.kafka import consume
+
+    shown = 0
+    out = sys.stdout
+    if args.format == "table":
+        out.write(f"{'detected':<21} {'rule':<16} {'severity':<9} title\n")
+    try:
+        async for record in consume(
+            settings.kafka,
+            bootstrap,
+            list(args.topic),
+            from_beginning=args.from_beginning or since is not None,
+            group=args.group,
+            idle_timeout=args.timeout,
+        ):
+            alert = _decode(record.value)
+            if since is not None and not _detected_since(alert, since):
+                continue
+            if args.format == "table":
+                out.write(_table_row(alert))
+            else:
+                out.write((record.value or b"").decode("utf-8", "replace") + "\n")
+            out.flush()
+            shown += 1
+            if args.max is not None and shown >= args.max:
+                break
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
+    return EXIT_OK
+
+
+def _decode(value: bytes | None) -> dict:
+    try:
+        decoded = orjson.loads(value or b"{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise MonitorError(f"--since {text!r} is not an ISO-8601 time", hint="e.g. 2026-11-25T08:00:00Z") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _detected_since(alert: dict, since: datetime) -> bool:
+    detected = alert.get("detected_at")
+    if not isinstance(detected, str):
+        return False
+    try:
+        return _parse_time(detected) >= since
+    except MonitorError:
+        return False
+
+
+def _table_row(alert: dict) -> str:
+    article = alert.get("article") or {}
+    title = " ".join(str(article.get("title") or "").split())
+    return f"{str(alert.get('detected_at', ''))[:19]:<21} {str(alert.get('rule_id', '')):<16} {str(alert.get('severity', '')):<9} {title[:80]}\n"
+
+
+# -- match -----------------------------------------------------------------------------
+
+
+def _cmd_match(args: argparse.Namespace) -> int:
+    from monitor.engine import load_rules
+    from monitor.textinput import article_from_input
+
+    rule_paths = _rule_paths(args, args.rules)
+    ruleset = load_rules(rule_paths)
+    if args.file == "-":
+        raw = sys.stdin.buffer.read()
+        name = "<stdin>"
+    else:
+        try:
+            raw = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise MonitorError(f"{args.file}: cannot read: {exc.strerror or exc}") from exc
+        name = args.file
+    article = article_from_input(raw, name)
+    from monitor.publish import snippet_around
+
+    for match in ruleset.match(article):
+        first = match.hits[0] if match.hits else None
+        line = {
+            "rule_id": match.rule.id,
+            "topic": match.rule.output_topic,
+            "severity": match.rule.severity,
+            "matches": [
+                {"term": h.term, "field": h.field, "start": h.start, "end": h.end, "text": h.text} for h in match.hits
+            ],
+            "snippet": snippet_around(article.field_text(first.field), first.start, first.end) if first else "",
+        }
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+    return EXIT_OK
+
+
+# -- broker ----------------------------------------------------------------------------
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    import signal
+
+    from monitor.adapters.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port).start()
+    sys.stderr.write(
+        f"embedded broker listening on {broker.bootstrap_servers} (data in memory; Ctrl-C stops it)\n"
+        f"  point the monitor at it: NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}\n"
+    )
+    sys.stderr.flush()
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        broker.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return EXIT_OK
+
+
+# -- rules -----------------------------------------------------------------------------
+
+
+def _cmd_rules_check(args: argparse.Namespace) -> int:
+    from monitor.engine import tools
+
+    return tools.check(_rule_paths(args, args.paths), sys.stdout)
+
+
+def _cmd_rules_test(args: argparse.Namespace) -> int:
+    from monitor.engine import tools
+
+    return tools.test(_rule_paths(args, args.paths), sys.stdout)
+
+
+def _cmd_rules_eval(args: argparse.Namespace) -> int:
+    from monitor.engine import tools
+
+    return tools.evaluate(args.labeled, _rule_paths(args, args.rules), sys.stdout)

@@ -1,0 +1,135 @@
+"""The dedupe stage: which articles are new, and which of their alerts are new.
+
+An article is known when the store remembers its stable id *or* its canonical url, so
+one story carried by two feeds (same link, different guids) and one guid whose link
+changed are both recognised. A known article whose text changed is re-matched, and
+alerts only for rules that did not alert on it before.
+
+:func:`admit` runs inside the store's thread (see :class:`~monitor.adapters.store.AsyncStore`),
+so checking and recording a batch is atomic with respect to every other feed's batch:
+two feeds carrying the same story at the same moment still alert once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Callable, Iterable, Protocol, Sequence
+
+from monitor.model import Alert, Article, Match, Record
+
+__all__ = ["Admission", "Candidate", "SeenArticle", "SeenStore", "Verdict", "admit", "needs_matching"]
+
+
+@dataclass(frozen=True, slots=True)
+class SeenArticle:
+    """What the store remembers of an article."""
+
+    id: str
+    url: str | None
+    content_hash: str
+    #: Every rule that has alerted on the article.
+    rules: frozenset[str]
+    #: ``pending`` while some alert waits for Kafka, then ``published``.
+    state: str
+    story_id: str | None = None
+
+
+class SeenStore(Protocol):
+    """The part of the state store the dedupe stage needs."""
+
+    def find_article(self, article_id: str, url: str | None) -> SeenArticle | None: ...
+
+    def touch_articles(self, article_ids: Iterable[str], now: float | None = None) -> None: ...
+
+    def record_article(
+        self,
+        *,
+        article_id: str,
+        url: str | None,
+        feed_url: str,
+        content_hash: str,
+        rules: Iterable[str],
+        outbox: Iterable[Record] = (),
+        story_id: str | None = None,
+        now: float | None = None,
+    ) -> None: ...
+
+
+class Verdict(str, Enum):
+    NEW = "new"
+    #: Known, same text: nothing to do.
+    DUPLICATE = "duplicate"
+    #: Known, text changed: re-matched; alerts only for newly matching rules.
+    UPDATED = "updated"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An article with the rules that matched it."""
+
+    article: Article
+    matches: Sequence[Match]
+
+
+@dataclass(slots=True)
+class Admission:
+    """What :func:`admit` decided for a batch."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(1 for v in self.verdicts if v is verdict)
+
+
+def needs_matching(seen: SeenArticle | None, article: Article) -> bool:
+    """Whether an article must go through the rule engine (new, or its text changed)."""
+    return seen is None or seen.content_hash != article.content_hash
+
+
+def admit(
+    store: SeenStore,
+    candidates: Sequence[Candidate],
+    make_alert: Callable[[Match, Article], Alert],
+    make_record: Callable[[Alert], Record],
+    now: float | None = None,
+) -> Admission:
+    """Record a batch of matched articles and return the alerts to publish.
+
+    Must run on the store's thread. Each article's row and its alerts' outbox rows are
+    written in one transaction, before anything is published.
+    """
+    now = time.time() if now is None else now
+    result = Admission()
+    for candidate in candidates:
+        article = candidate.article
+        seen = store.find_article(article.id, article.url)
+        if seen is not None and seen.content_hash == article.content_hash:
+            result.verdicts.append(Verdict.DUPLICATE)
+            store.touch_articles([seen.id], now)
+            continue
+        previous_rules = seen.rules if seen is not None else frozenset()
+        # Keep the first id the story was known by: alert ids derive from it, so a story
+        # met again under another guid or link never gets a second alert id.
+        if seen is not None and seen.id != article.id:
+            article = replace(article, id=seen.id)
+        fresh = [m for m in candidate.matches if m.rule.id not in previous_rules]
+        alerts = [make_alert(m, article) for m in fresh]
+        records = [make_record(a) for a in alerts]
+        store.record_article(
+            article_id=article.id,
+            url=article.url if seen is None else (seen.url or article.url),
+            feed_url=article.feed_url,
+            content_hash=article.content_hash,
+            rules=previous_rules | {m.rule.id for m in candidate.matches},
+            outbox=records,
+            now=now,
+        )
+        result.verdicts.append(Verdict.NEW if seen is None else Verdict.UPDATED)
+        result.alerts.extend(alerts)
+        result.records.extend(records)
+    return result
+

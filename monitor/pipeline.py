@@ -1,0 +1,218 @@
+"""One poll of one feed, through every stage:
+
+fetch -> parse -> normalise -> dedupe -> match -> publish -> mark seen.
+
+:meth:`Pipeline.poll` never raises for a feed's own problems (unreachable, slow, not a
+feed, malformed): it logs them with the feed url and the reason, counts them in the
+feed's state, and returns a :class:`PollReport` whose ``outcome`` tells the scheduler
+when to try again. Only the caller's cancellation escapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Protocol
+
+from monitor.adapters.store import AsyncStore, FeedState
+from monitor.dedupe import Admission, Candidate, Verdict, admit, needs_matching
+from monitor.errors import FeedError
+from monitor.fetch import FeedHttpError, FetchResult, Transport, Validators
+from monitor.log import get_logger
+from monitor.model import Alert, Article, Feed, Match, Record
+from monitor.parse import ParsedFeed
+from monitor.publish import alert_record, build_alert
+from monitor.schedule import PollOutcome
+
+__all__ = ["Matcher", "Pipeline", "PollReport"]
+
+log = get_logger("pipeline")
+
+
+class Matcher(Protocol):
+    """The rule set as the pipeline sees it (see :class:`monitor.engine.RuleSet`)."""
+
+    version: str
+
+    def match(self, article: Article) -> list[Match]: ...
+
+
+class Parser(Protocol):
+    async def parse(self, body: bytes, feed_url: str, content_type: str | None = None) -> ParsedFeed: ...
+
+
+class Sink(Protocol):
+    async def submit(self, records: list[Record]) -> None: ...
+
+
+@dataclass
+class PollReport:
+    """What one poll of one feed did."""
+
+    feed: Feed
+    status: str
+    outcome: PollOutcome
+    articles: int = 0
+    new: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+    error: str | None = None
+    warning: str | None = None
+    elapsed: float = 0.0
+
+
+class Pipeline:
+    """Polls feeds: wires the stages together around the state store."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        parser: Parser,
+        store: AsyncStore,
+        rules: Callable[[], Matcher],
+        sink: Sink,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._transport = transport
+        self._parser = parser
+        self._store = store
+        self._rules = rules
+        self._sink = sink
+        self._clock = clock
+
+    async def poll(self, feed: Feed) -> PollReport:
+        """Poll one feed once; see the module docstring for the error contract."""
+        started = time.monotonic()
+        state: FeedState = await self._store.feed_state(feed.url)
+        now = self._clock()
+        state = replace(state, last_poll=now, polls=state.polls + 1)
+        location = state.current_url or feed.url
+        bound = log.bind(feed_url=feed.url)
+        try:
+            result = await self._transport.fetch(location, Validators(state.etag, state.last_modified), feed.headers)
+            report = await self._process(feed, state, result, now, bound)
+        except FeedError as exc:
+            report = await self._failed(feed, state, exc, now, bound)
+        report.elapsed = time.monotonic() - started
+        return report
+
+    async def _process(self, feed: Feed, state: FeedState, result: FetchResult, now: float, bound) -> PollReport:
+        if result.moved_to and result.moved_to != state.current_url:
+            bound.info("feed.moved", new_url=result.moved_to, hint="update the feed list; the new address is used from now on")
+            state = replace(state, current_url=result.moved_to)
+        state = replace(
+            state,
+            etag=result.etag,
+            last_modified=result.last_modified,
+            last_success=now,
+            consecutive_errors=0,
+        )
+        if result.not_modified:
+            await self._store.save_feed_state(state)
+            bound.debug("feed.poll.not_modified")
+            return PollReport(feed, "not_modified", PollOutcome(ok=True, max_age=result.max_age))
+        body = result.body or b""
+        body_hash = hashlib.blake2b(body, digest_size=16).hexdigest()
+        if body_hash == state.body_hash:
+            # The server ignores conditional GET, but the bytes are the same: skip parsing.
+            await self._store.save_feed_state(state)
+            bound.debug("feed.poll.unchanged")
+            return PollReport(feed, "unchanged", PollOutcome(ok=True, max_age=result.max_age))
+        parsed = await self._parser.parse(body, feed.url, result.content_type)
+        if parsed.warning:
+            bound.warning("feed.parse.malformed", reason=parsed.warning, entries=len(parsed.articles))
+        admission = await self._admit(parsed.articles)
+        if admission.records:
+            await self._sink.submit(admission.records)
+        new = admission.count(Verdict.NEW)
+        state = replace(
+            state,
+            body_hash=body_hash,
+            items_seen=state.items_seen + new,
+            last_new_item=now if new else state.last_new_item,
+        )
+        await self._store.save_feed_state(state)
+        report = PollReport(
+            feed,
+            "ok",
+            PollOutcome(ok=True, new_items=new, max_age=result.max_age, ttl=parsed.ttl),
+            articles=len(parsed.articles),
+            new=new,
+            updated=admission.count(Verdict.UPDATED),
+            duplicates=admission.count(Verdict.DUPLICATE),
+            alerts=admission.alerts,
+            warning=parsed.warning,
+        )
+        bound.info(
+            "feed.poll.ok",
+            entries=report.articles,
+            new=report.new,
+            updated=report.updated,
+            duplicates=report.duplicates,
+            alerts=len(report.alerts),
+        )
+        for alert in admission.alerts:
+            bound.info("alert.created", rule_id=alert.rule_id, topic=alert.topic, article_id=alert.article_id, alert_id=alert.alert_id)
+        return report
+
+    async def _admit(self, articles: list[Article]) -> Admission:
+        """Match what is new or changed, then record and queue its alerts atomically."""
+        unique = _unique(articles)
+        seen = await self._store.find_articles([(a.id, a.url) for a in unique])
+        ruleset = self._rules()
+        candidates = [
+            Candidate(article, ruleset.match(article) if needs_matching(known, article) else [])
+            for article, known in zip(unique, seen)
+        ]
+
+        def make_alert(match: Match, article: Article) -> Alert:
+            return build_alert(match, article, ruleset_version=ruleset.version)
+
+        admission = await self._store.call(admit, self._store.sync, candidates, make_alert, alert_record)
+        # Entries repeated inside one feed count as duplicates too.
+        admission.verdicts.extend([Verdict.DUPLICATE] * (len(articles) - len(unique)))
+        return admission
+
+    async def _failed(self, feed: Feed, state: FeedState, exc: FeedError, now: float, bound) -> PollReport:
+        errors = state.consecutive_errors + 1
+        retry_after = exc.retry_after if isinstance(exc, FeedHttpError) else None
+        gone = isinstance(exc, FeedHttpError) and exc.gone
+        disabled = state.disabled
+        if gone:
+            disabled = f"HTTP 410 Gone at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}"
+            bound.error("feed.disabled", reason=str(exc))
+        else:
+            bound.warning("feed.poll.error", error=str(exc), consecutive_errors=errors)
+        state = replace(
+            state,
+            last_error=str(exc),
+            last_error_at=now,
+            error_count=state.error_count + 1,
+            consecutive_errors=errors,
+            disabled=disabled,
+        )
+        await self._store.save_feed_state(state)
+        return PollReport(
+            feed,
+            "gone" if gone else "error",
+            PollOutcome(ok=False, consecutive_errors=errors, retry_after=retry_after),
+            error=str(exc),
+        )
+
+
+def _unique(articles: list[Article]) -> list[Article]:
+    """First occurrence of each id and each canonical url within one feed."""
+    seen_ids: set[str] = set()
+    seen_urls: set[str] = set()
+    unique: list[Article] = []
+    for article in articles:
+        if article.id in seen_ids or (article.url and article.url in seen_urls):
+            continue
+        seen_ids.add(article.id)
+        if article.url:
+            seen_urls.add(article.url)
+        unique.append(article)
+    return unique

@@ -1,0 +1,258 @@
+"""The daemon: lifecycle, concurrency limits, signals, and the run-once mode.
+
+Start-up: rules are loaded and validated, feeds are read (config and OPML), the broker
+is reached (the embedded one is started when configured) within a bounded wait, topics
+are ensured, alerts left in the outbox by a previous run are queued again, and every
+feed is polled once right away. Then each feed is polled on its schedule, with a global
+and a per-host concurrency limit.
+
+Shutdown (SIGINT/SIGTERM): polling stops; polls in flight finish; pending alerts are
+drained within ``[delivery] shutdown_timeout``; whatever is left stays in the durable
+outbox for the next start. Exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from monitor.adapters.broker import EmbeddedBroker
+from monitor.adapters.http import FileTransport, HttpTransport, RoutingTransport
+from monitor.adapters.kafka import KafkaPublisher
+from monitor.adapters.store import AsyncStore
+from monitor.delivery import Delivery
+from monitor.engine import RuleSet, load_rules
+from monitor.errors import ConfigError
+from monitor.log import get_logger
+from monitor.model import Feed, SourceLocation
+from monitor.opml import feeds_from_opml
+from monitor.parser_pool import ParserPool
+from monitor.pipeline import Pipeline, PollReport
+from monitor.schedule import Schedule, next_interval
+from monitor.settings import Settings
+
+__all__ = ["Monitor", "RunSummary", "load_feeds"]
+
+log = get_logger("worker")
+
+
+def load_feeds(settings: Settings) -> list[Feed]:
+    """Every enabled feed from the config file and the OPML file it names, deduplicated by url."""
+    feeds = settings.configured_feeds()
+    if settings.feeds.opml:
+        feeds.extend(feeds_from_opml(settings.resolve(settings.feeds.opml), settings.feeds.interval))
+    unique: dict[str, Feed] = {}
+    for feed in feeds:
+        unique.setdefault(feed.url, feed)
+    enabled = [f for f in unique.values() if f.enabled]
+    if not enabled:
+        raise ConfigError(
+            "no feeds to poll",
+            location=SourceLocation(str(settings.source or "<defaults>")),
+            hint="list feeds as [[feeds.feed]] tables or name an OPML file in [feeds] opml",
+        )
+    return enabled
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``run --once`` prints it."""
+
+    feeds: int = 0
+    polls: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    new_articles: int = 0
+    duplicates: int = 0
+    alerts_by_topic: Counter[str] = field(default_factory=Counter)
+    published: int = 0
+    undelivered: int = 0
+
+    def add(self, report: PollReport) -> None:
+        self.polls += 1
+        self.new_articles += report.new
+        self.duplicates += report.duplicates
+        if report.error:
+            self.failed.append((report.feed.url, report.error))
+        for alert in report.alerts:
+            self.alerts_by_topic[alert.topic] += 1
+
+
+class RulesHolder:
+    """The active rule set; swapped whole between articles, never half-applied."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.current = ruleset
+
+    def __call__(self) -> RuleSet:
+        return self.current
+
+
+class Monitor:
+    """The long-running daemon (or one pass of it with ``once``)."""
+
+    def __init__(self, settings: Settings, *, feeds: list[Feed] | None = None) -> None:
+        self.settings = settings
+        self.rules = RulesHolder(load_rules([str(p) for p in settings.rule_paths]))
+        self.feeds = feeds if feeds is not None else load_feeds(settings)
+        self.summary = RunSummary(feeds=len(self.feeds))
+        self.delivery: Delivery | None = None
+        self.broker: EmbeddedBroker | None = None
+        self._stop = asyncio.Event()
+        self._schedule = Schedule()
+        self._polls: set[asyncio.Task[None]] = set()
+        self._global_limit = asyncio.Semaphore(settings.feeds.concurrency)
+        self._host_limits: dict[str, asyncio.Semaphore] = {}
+        self.bootstrap_servers = settings.kafka.bootstrap_servers
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (what SIGINT/SIGTERM do)."""
+        self._stop.set()
+
+    async def run(self, *, once: bool = False, handle_signals: bool = True) -> RunSummary:
+        """Run until :meth:`stop` (or one pass over every feed with ``once``)."""
+        settings = self.settings
+        async with AsyncExitStack() as stack:
+            if handle_signals:
+                self._install_signal_handlers()
+                stack.callback(self._remove_signal_handlers)
+            if settings.kafka.embedded:
+                self.broker = EmbeddedBroker(port=settings.kafka.embedded_port)
+                await stack.enter_async_context(self.broker)
+                self.bootstrap_servers = self.broker.bootstrap_servers
+                log.info("broker.embedded.started", bootstrap_servers=self.bootstrap_servers)
+            store = AsyncStore.open(settings.state_dir)
+            stack.push_async_callback(store.close)
+            transport = RoutingTransport(
+                HttpTransport(
+                    timeout=settings.feeds.timeout,
+                    connect_timeout=settings.feeds.connect_timeout,
+                    max_bytes=settings.feeds.max_bytes,
+                    max_redirects=settings.feeds.max_redirects,
+                    user_agent=settings.feeds.user_agent,
+                    connection_limit=settings.feeds.concurrency,
+                ),
+                FileTransport(max_bytes=settings.feeds.max_bytes),
+            )
+            stack.push_async_callback(transport.close)
+            parser = ParserPool(settings.feeds.parse_workers, settings.feeds.parse_timeout)
+            stack.callback(parser.close)
+
+            publisher = KafkaPublisher(settings.kafka, self.bootstrap_servers)
+            await publisher.start()
+            stack.push_async_callback(publisher.stop)
+            await publisher.ensure_topics(sorted(self.rules.current.topics | {settings.kafka.dead_letter_topic}))
+
+            delivery = Delivery(
+                publisher,
+                store,
+                queue_size=settings.delivery.queue_size,
+                dead_letter_topic=settings.kafka.dead_letter_topic,
+                topics=self.rules.current.topics,
+            )
+            self.delivery = delivery
+            await delivery.start()
+            stack.push_async_callback(self._drain, delivery)
+
+            pipeline = Pipeline(
+                transport=transport,
+                parser=parser,
+                store=store,
+                rules=self.rules,
+                sink=delivery,
+            )
+            log.info(
+                "monitor.started",
+                feeds=len(self.feeds),
+                rules=len(self.rules.current.rules),
+                ruleset_version=self.rules.current.version,
+                bootstrap_servers=self.bootstrap_servers,
+                once=once,
+            )
+            if once:
+                await self._poll_all_once(pipeline)
+                await delivery.wait_idle()
+            else:
+                await self._poll_forever(pipeline)
+        return self.summary
+
+    async def _drain(self, delivery: Delivery) -> None:
+        drained = await delivery.stop(self.settings.delivery.shutdown_timeout)
+        self.summary.published = delivery.stats.published
+        self.summary.undelivered = delivery.pending if not drained else 0
+        log.info("monitor.stopped", published=delivery.stats.published, undelivered=self.summary.undelivered)
+
+    # -- polling -----------------------------------------------------------------------
+
+    async def _poll_all_once(self, pipeline: Pipeline) -> None:
+        await asyncio.gather(*(self._limited_poll(pipeline, feed) for feed in self.feeds))
+
+    async def _poll_forever(self, pipeline: Pipeline) -> None:
+        by_url = {feed.url: feed for feed in self.feeds}
+        now = time.monotonic()
+        for feed in self.feeds:
+            self._schedule.add(feed.url, now)
+        while not self._stop.is_set():
+            next_time = self._schedule.next_time()
+            delay = 1.0 if next_time is None else max(0.0, next_time - time.monotonic())
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                break
+            except asyncio.TimeoutError:
+                pass
+            for url in self._schedule.pop_due(time.monotonic()):
+                task = asyncio.create_task(self._poll_and_reschedule(pipeline, by_url[url]), name=f"poll {url}")
+                self._polls.add(task)
+                task.add_done_callback(self._polls.discard)
+        # Let polls in flight finish so their alerts reach the outbox and the queue.
+        if self._polls:
+            await asyncio.wait(self._polls, timeout=self.settings.feeds.timeout + self.settings.feeds.parse_timeout)
+            for task in self._polls:
+                task.cancel()
+
+    async def _poll_and_reschedule(self, pipeline: Pipeline, feed: Feed) -> None:
+        report = await self._limited_poll(pipeline, feed)
+        if report.status == "gone" or self._stop.is_set():
+            return
+        feeds = self.settings.feeds
+        interval = next_interval(
+            feed.interval,
+            report.outcome,
+            min_interval=min(feeds.effective_min_interval, feed.interval),
+            max_interval=feeds.max_interval,
+        )
+        self._schedule.reschedule(feed.url, time.monotonic(), interval)
+
+    async def _limited_poll(self, pipeline: Pipeline, feed: Feed) -> PollReport:
+        async with self._global_limit, self._host_limit(feed.url):
+            report = await pipeline.poll(feed)
+        self.summary.add(report)
+        return report
+
+    def _host_limit(self, url: str) -> asyncio.Semaphore:
+        host = urlsplit(url).hostname or "<local>"
+        limit = self._host_limits.get(host)
+        if limit is None:
+            limit = self._host_limits[host] = asyncio.Semaphore(self.settings.feeds.per_host)
+        return limit
+
+    # -- signals -----------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("monitor.stopping", signal=sig.name)
+        self.stop()
+
