@@ -49,6 +49,14 @@ class RuleSet:
         """The enabled rules that fire on ``article``, in rule order, with their hits."""
         return self._matcher.match(article)
 
+    def match_rule(self, rule_id: str, article: Article) -> Match | None:
+        """Match one rule, enabled or not (for example tests); KeyError if unknown."""
+        for item in self._compiled:
+            if item.rule.id == rule_id:
+                matches = Matcher([item]).match(article)
+                return matches[0] if matches else None
+        raise KeyError(rule_id)
+
     def __len__(self) -> int:
         return len(self.rules)
 
