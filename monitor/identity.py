@@ -35,9 +35,9 @@ TRACKING_PARAMS: frozenset[str] = frozenset(
         "_ga", "_gl",
         # Publisher campaign/referral tags (CNN/WaPo "cmpid", NYT/Guardian "smid"/"CMP",
         # BBC/Reuters "at_*", AT Internet "xtor", Adobe "s_cid", "icid"/"ocid"/"ncid",
-        # Webtrends "wt.mc_id", comScore "ns_*", Outbrain/Taboola "obOrigUrl").
+        # Webtrends "wt.mc_id" and heise's "wt_mc", comScore "ns_*", Outbrain/Taboola "obOrigUrl").
         "cmpid", "cmp", "smid", "smtyp", "icid", "ocid", "ncid", "s_cid", "xtor",
-        "wt.mc_id", "wt.mc_ev", "ns_mchannel", "ns_source", "ns_campaign", "ns_linkname",
+        "wt.mc_id", "wt.mc_ev", "wt_mc", "wt_zmc", "ns_mchannel", "ns_source", "ns_campaign", "ns_linkname",
         "ns_fee", "at_medium", "at_campaign", "at_custom1", "at_custom2", "at_custom3",
         "at_custom4", "oborigurl", "sr_share",
         # Generic referral markers. "ref" can in principle select content (a git ref), but

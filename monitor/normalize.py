@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html.entities
 import re
+import threading
 import unicodedata
 
 from lxml import etree
@@ -51,16 +52,25 @@ _BLOCK_TAGS: tuple[str, ...] = (
     "thead", "tr", "ul", "body", "html", "center", "option", "legend",
 )  # fmt: skip
 
-# One parser per process: lxml parsers are reusable (not thread-safe, but the pipeline
-# parses in worker processes, one document at a time per thread of each).
-_HTML_PARSER = etree.HTMLParser(
-    encoding="utf-8",
-    remove_comments=True,
-    remove_pis=True,
-    no_network=True,
-    recover=True,
-    default_doctype=False,
-)
+# Parsers are reused (building one per call costs more than parsing a short description)
+# but kept per thread: the pipeline may parse in threads (asyncio.to_thread), and a shared
+# lxml parser would serialise them.
+_PARSERS = threading.local()
+
+
+def _html_parser() -> etree.HTMLParser:
+    parser: etree.HTMLParser | None = getattr(_PARSERS, "html", None)
+    if parser is None:
+        parser = etree.HTMLParser(
+            encoding="utf-8",
+            remove_comments=True,
+            remove_pis=True,
+            no_network=True,
+            recover=True,
+            default_doctype=False,
+        )
+        _PARSERS.html = parser
+    return parser
 
 # C0/C1 controls (except tab/newline handled as whitespace), lone surrogates from broken
 # decoders, and invisible characters that split words for a matcher without showing
@@ -117,10 +127,12 @@ def html_to_text(markup: str) -> str:
     """
     if "<" not in markup and "&" not in markup:
         return clean_text(markup)
+    # Removed before parsing because libxml2 turns a NUL into U+FFFD, which is real text.
+    markup = _INVISIBLE.sub("", markup)
     # Bytes, not str: lxml refuses str input that carries an XML encoding declaration
-    # (feeds do embed those in CDATA). Lone surrogates cannot be UTF-8 encoded and would
-    # be removed by clean_text anyway, so dropping them here loses nothing.
-    root = etree.HTML(markup.encode("utf-8", "ignore"), _HTML_PARSER)
+    # (feeds do embed those in CDATA). Lone surrogates are already gone, so strict
+    # UTF-8 encoding cannot fail.
+    root = etree.HTML(markup.encode("utf-8"), _html_parser())
     if root is None:  # only whitespace, comments or processing instructions
         return ""
     etree.strip_elements(root, *_DROP_TAGS, with_tail=False)

@@ -1,0 +1,101 @@
+"""Parse stage: response body bytes -> :class:`ParsedFeed` of normalised Articles.
+
+:func:`parse_feed` is a short dispatch in the style of miniflux's ``parser.ParseFeed``:
+sniff the body, defuse XML entity declarations, hand the document to one format
+adapter (feedparser for RSS/RDF/Atom, orjson for JSON Feed), and turn every raw entry
+into an :class:`~monitor.model.Article` the same way (:func:`_common.build_article`).
+
+Pure and CPU-bound: no network, no files. The daemon runs it in a process pool, so its
+arguments and result are picklable and it is a plain module-level function.
+"""
+
+from __future__ import annotations
+
+from monitor.errors import FeedError
+from monitor.parse._common import ParsedFeed, RawEntry, build_article, one_line
+from monitor.parse._feedparser import read_feedparser
+from monitor.parse._jsonfeed import NotAJsonFeed, read_json_feed
+from monitor.parse._sniff import BodyKind, gunzip, looks_like_html_page, sniff
+from monitor.parse._xmlguard import UnsafeDoctype, defuse_doctype
+from monitor.normalize import markup_to_text
+
+__all__ = ["ParsedFeed", "parse_feed"]
+
+_DOCTYPE_WARNING = "DOCTYPE entity declarations ignored (only short literal entities are expanded)"
+
+
+def parse_feed(body: bytes, feed_url: str, content_type: str | None = None) -> ParsedFeed:
+    """Parse one fetched feed body into normalised Articles, in feed order.
+
+    ``content_type`` is the HTTP ``Content-Type`` header (its charset is honoured for
+    XML). Returns a :class:`ParsedFeed`; when the feed was malformed but entries could
+    still be read, they are returned and ``warning`` says what was wrong.
+
+    Raises :class:`~monitor.errors.FeedError` naming ``feed_url`` when nothing usable
+    could be read: an empty body, an HTML page, JSON that is not a JSON Feed, or XML that
+    is not a feed.
+    """
+    kind = sniff(body, content_type)
+    if kind is BodyKind.GZIP:
+        try:
+            body = gunzip(body)
+        except ValueError as error:
+            raise _error(feed_url, f"not a feed: {error}") from error
+        kind = sniff(body, content_type)
+    if kind is BodyKind.EMPTY:
+        raise _error(feed_url, "empty body")
+    if kind is BodyKind.HTML:
+        raise _error(feed_url, "not a feed: got an HTML page", hint="is the feed URL right?")
+    if kind is BodyKind.JSON:
+        return _parse_json(body, feed_url)
+    return _parse_xml(body, feed_url, content_type)
+
+
+def _parse_xml(body: bytes, feed_url: str, content_type: str | None) -> ParsedFeed:
+    try:
+        data, defused = defuse_doctype(body)
+    except UnsafeDoctype as error:
+        raise _error(feed_url, f"not parsed: {error}") from error
+    result = read_feedparser(data, feed_url, content_type)
+    if not result.entries and (result.warning or not result.recognised):
+        if looks_like_html_page(body):
+            raise _error(feed_url, "not a feed: got an HTML page", hint="is the feed URL right?")
+        reason = result.warning or "no RSS, Atom or RDF root element"
+        raise _error(feed_url, f"not a feed: {reason}")
+    warning = result.warning
+    if defused:
+        warning = f"{warning}; {_DOCTYPE_WARNING}" if warning else _DOCTYPE_WARNING
+    return ParsedFeed(
+        articles=_articles(result.entries, feed_url),
+        title=_title(result.title),
+        ttl=result.ttl,
+        warning=warning,
+        format=result.version or "unknown",
+    )
+
+
+def _parse_json(body: bytes, feed_url: str) -> ParsedFeed:
+    try:
+        result = read_json_feed(body)
+    except NotAJsonFeed as error:
+        raise _error(feed_url, f"not a feed: {error}") from error
+    return ParsedFeed(
+        articles=_articles(result.entries, feed_url),
+        title=_title((result.title, False) if result.title else None),
+        warning=result.warning,
+        format=result.version,
+    )
+
+
+def _articles(entries: list[RawEntry], feed_url: str) -> list:
+    return [build_article(entry, feed_url) for entry in entries]
+
+
+def _title(title: tuple[str, bool | None] | None) -> str | None:
+    if title is None:
+        return None
+    return markup_to_text(title[0], is_html=title[1]) or None
+
+
+def _error(feed_url: str, problem: str, hint: str | None = None) -> FeedError:
+    return FeedError(f"{feed_url}: {one_line(problem)}", hint=hint)

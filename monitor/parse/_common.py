@@ -1,0 +1,75 @@
+"""What every format adapter produces: raw entries, and the one way they become Articles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from monitor.identity import article_id, canonical_url
+from monitor.model import Article
+from monitor.normalize import markup_to_text
+
+__all__ = ["MarkupText", "ParsedFeed", "RawEntry", "build_article", "one_line"]
+
+#: A feed value and whether the format says it is HTML (None: unknown, sniff it).
+MarkupText = tuple[str, "bool | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """The result of :func:`monitor.parse.parse_feed`; picklable across processes."""
+
+    #: The entries in feed order, as normalised Articles.
+    articles: list[Article]
+    #: The feed's own title (plain text), or None.
+    title: str | None = None
+    #: RSS ``<ttl>`` in seconds: how long the publisher asks clients to cache the feed.
+    ttl: float | None = None
+    #: None, or a one-line reason the feed was malformed although entries were read.
+    warning: str | None = None
+    #: The format: "rss20", "rss10", "atom10", "json11"... (feedparser's version names).
+    format: str = "unknown"
+
+
+@dataclass(slots=True)
+class RawEntry:
+    """One entry as an adapter read it, before normalisation and identity."""
+
+    guid: str | None = None
+    link: str | None = None
+    title: MarkupText = ("", None)
+    summary: MarkupText = ("", True)
+    #: Every full-content value (``content:encoded``, Atom ``<content>``, ``content_html``).
+    contents: list[MarkupText] = field(default_factory=list)
+    published: datetime | None = None
+
+
+def build_article(raw: RawEntry, feed_url: str) -> Article:
+    """Normalise one raw entry's text and give it its identity."""
+    title = markup_to_text(raw.title[0], is_html=raw.title[1])
+    summary = markup_to_text(raw.summary[0], is_html=raw.summary[1])
+    body = ""
+    if raw.contents:
+        # The longest raw value is the fullest version; only that one is normalised.
+        value, is_html = max(raw.contents, key=lambda content: len(content[0]))
+        body = markup_to_text(value, is_html=is_html)
+        if body == summary:
+            body = ""
+    link = raw.link.strip() if raw.link else None
+    guid = raw.guid if raw.guid and raw.guid.strip() else None
+    return Article(
+        id=article_id(guid, link, title, raw.published, feed_url=feed_url),
+        feed_url=feed_url,
+        title=title,
+        summary=summary,
+        body=body,
+        url=canonical_url(link) if link else None,
+        published=raw.published,
+        guid=guid,
+    )
+
+
+def one_line(text: str, limit: int = 240) -> str:
+    """Collapse ``text`` to one line of at most ``limit`` characters, for warnings and errors."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -1,0 +1,96 @@
+"""JSON Feed 1.0/1.1 (https://jsonfeed.org/version/1.1), which feedparser does not read."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from monitor.parse._common import MarkupText, RawEntry
+
+__all__ = ["JsonFeed", "NotAJsonFeed", "read_json_feed"]
+
+_VERSION_PREFIX = "https://jsonfeed.org/version/"
+
+
+class NotAJsonFeed(ValueError):
+    """The body is not JSON, or is JSON but not a JSON Feed."""
+
+
+class JsonFeed:
+    """The parts of a JSON Feed the pipeline uses."""
+
+    __slots__ = ("entries", "title", "version", "warning")
+
+    def __init__(self, entries: list[RawEntry], title: str | None, version: str, warning: str | None) -> None:
+        self.entries = entries
+        self.title = title
+        self.version = version
+        self.warning = warning
+
+
+def read_json_feed(data: bytes) -> JsonFeed:
+    """Parse a JSON Feed document (UTF-8, as the spec requires).
+
+    Raises :class:`NotAJsonFeed` with the reason when ``data`` is not one.
+    """
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise NotAJsonFeed(f"invalid JSON ({error})") from error
+    if not isinstance(document, dict):
+        raise NotAJsonFeed(f"JSON {type(document).__name__}, not a JSON Feed object")
+    version = document.get("version")
+    items = document.get("items")
+    if not isinstance(items, list):
+        raise NotAJsonFeed('JSON without an "items" list, not a JSON Feed')
+    warning = None
+    if isinstance(version, str) and version.startswith(_VERSION_PREFIX):
+        name = "json" + version[len(_VERSION_PREFIX) :].replace(".", "")
+    else:
+        name = "json"
+        warning = f"JSON Feed without a known version ({version!r}); items read anyway"
+    entries = [_raw_entry(item) for item in items if isinstance(item, dict)]
+    if len(entries) != len(items):
+        skipped = len(items) - len(entries)
+        warning = warning or f"{skipped} item(s) that are not JSON objects were skipped"
+    title = document.get("title")
+    return JsonFeed(entries, title if isinstance(title, str) else None, name, warning)
+
+
+def _raw_entry(item: dict[str, Any]) -> RawEntry:
+    contents: list[MarkupText] = []
+    if html := _string(item.get("content_html")):
+        contents.append((html, True))
+    elif text := _string(item.get("content_text")):
+        contents.append((text, False))
+    link = _string(item.get("url")) or _string(item.get("external_url"))
+    guid = item.get("id")
+    return RawEntry(
+        # The spec says id is a string; numbers are common in the wild.
+        guid=str(guid) if isinstance(guid, (str, int)) and not isinstance(guid, bool) else None,
+        link=link,
+        # JSON Feed titles and summaries are plain text by spec.
+        title=(_string(item.get("title")), False),
+        summary=(_string(item.get("summary")), False),
+        contents=contents,
+        published=_rfc3339(item.get("date_published")) or _rfc3339(item.get("date_modified")),
+    )
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _rfc3339(value: Any) -> datetime | None:
+    """Parse an RFC 3339 date to aware UTC; a date without an offset is taken as UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)

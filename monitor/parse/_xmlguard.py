@@ -1,0 +1,205 @@
+"""Defuse the DOCTYPE of an XML feed before any XML parser sees it.
+
+Entity attacks live in the DTD internal subset (``<!DOCTYPE rss [ ... ]>``): nested
+entities that expand exponentially ("billion laughs"), large entities referenced many
+times (quadratic blow-up), and external entities (``SYSTEM "file:///etc/passwd"``,
+``SYSTEM "http://..."``) that read files or reach the network.
+
+feedparser strips these with a regular expression that only sees declarations at the
+start of a line: ``<?xml ...?><!DOCTYPE rss [<!ENTITY ...>]>`` on one line reaches expat
+intact, which then expands the entities until its amplification limit stops it (about
+a second of CPU per feed). So we rewrite the internal subset ourselves, scanning the
+prolog the way an XML parser does:
+
+* Internal general entities whose value is a short literal (at most
+  :data:`MAX_ENTITY_VALUE` characters with no ``&``, ``%`` or ``<``), or a single
+  character reference, are kept: feeds do declare ``<!ENTITY nbsp "&#160;">``, and such
+  a value cannot nest, so expansion is bounded by ~:data:`MAX_ENTITY_VALUE`/3 times the
+  document size.
+* Everything else in the subset goes: parameter entities, external entities, nested
+  entity values, element/attribute/notation declarations.
+* The external DTD reference (``<!DOCTYPE rss PUBLIC "..." "...">``) is kept: feedparser
+  uses it to recognise Netscape RSS 0.91 and its SAX parser is configured never to load
+  it (``feature_external_ges`` off); ``tests/test_xml_attacks.py`` proves neither a file
+  nor the network is read.
+
+The lenient fallback parser feedparser uses for broken XML only expands the entities it
+is given, which after this rewrite are the safe ones.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MAX_ENTITY_VALUE", "UnsafeDoctype", "defuse_doctype"]
+
+#: Longest literal entity value kept from an internal subset.
+MAX_ENTITY_VALUE = 32
+
+# How the first bytes of a document reveal an encoding that is not ASCII-compatible
+# (XML 1.0 appendix F). Order matters: UTF-32 BOMs start like UTF-16 ones.
+_WIDE_ENCODINGS: tuple[tuple[bytes, str, int], ...] = (
+    (b"\x00\x00\xfe\xff", "utf-32-be", 4),
+    (b"\xff\xfe\x00\x00", "utf-32-le", 4),
+    (b"\xfe\xff", "utf-16-be", 2),
+    (b"\xff\xfe", "utf-16-le", 2),
+    (b"\x00\x00\x00<", "utf-32-be", 0),
+    (b"<\x00\x00\x00", "utf-32-le", 0),
+    (b"\x00<\x00?", "utf-16-be", 0),
+    (b"<\x00?\x00", "utf-16-le", 0),
+    (b"\x4c\x6f\xa7\x94", "cp037", 0),  # EBCDIC "<?xm"
+)
+
+_XML_SPACE = " \t\r\n"
+_SAFE_ENTITY = re.compile(
+    r"""<!ENTITY\s+([A-Za-z_:][\w.:-]*)\s+(?:"([^"]*)"|'([^']*)')\s*>\Z"""
+)
+_SAFE_VALUE = re.compile(
+    r"&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|[^&%<]{0," + str(MAX_ENTITY_VALUE) + "}"
+)
+
+
+class UnsafeDoctype(ValueError):
+    """The DOCTYPE's internal subset could not be delimited, so it cannot be defused."""
+
+
+def defuse_doctype(data: bytes) -> tuple[bytes, bool]:
+    """Return ``data`` with its DOCTYPE internal subset defused, and whether anything was dropped.
+
+    Raises :class:`UnsafeDoctype` when a DOCTYPE has an internal subset whose end cannot
+    be found: an XML parser might read it differently from us, so nothing is parsed.
+    """
+    codec, bom = "latin-1", 0  # latin-1 maps bytes 1:1, so positions are byte offsets
+    for marker, name, bom_length in _WIDE_ENCODINGS:
+        if data.startswith(marker):
+            codec, bom = name, bom_length
+            break
+    else:
+        if data.startswith(b"\xef\xbb\xbf"):
+            bom = 3
+    # Decoding errors in a wide encoding are the XML parser's problem, not ours: they
+    # can only be after the prolog (or the parser rejects the document outright).
+    text = data[bom:].decode(codec, "replace")
+    rewritten = _defuse_text(text)
+    if rewritten is None:
+        return data, False
+    return data[:bom] + rewritten.encode(codec, "replace"), True
+
+
+def _defuse_text(text: str) -> str | None:
+    """Return ``text`` with its internal subset rewritten, or None when nothing was dropped."""
+    position = _skip_misc(text, 0)
+    if position is None or text[position : position + 9].upper() != "<!DOCTYPE":
+        return None
+    subset_start = _find_subset_start(text, position + 9)
+    if subset_start is None:
+        return None
+    declarations, subset_end = _scan_subset(text, subset_start + 1)
+    kept = [declaration for declaration in declarations if _is_safe_entity(declaration)]
+    new_subset = "[" + "\n".join(kept) + "]" if kept else ""
+    if new_subset == text[subset_start : subset_end + 1]:
+        return None
+    return text[:subset_start] + new_subset + text[subset_end + 1 :]
+
+
+def _skip_misc(text: str, position: int) -> int | None:
+    """Skip whitespace, processing instructions and comments; None if one is unterminated."""
+    length = len(text)
+    while position < length:
+        if text[position] in _XML_SPACE:
+            position += 1
+        elif text.startswith("<?", position):
+            end = text.find("?>", position + 2)
+            if end < 0:
+                return None
+            position = end + 2
+        elif text.startswith("<!--", position):
+            end = text.find("-->", position + 4)
+            if end < 0:
+                return None
+            position = end + 3
+        else:
+            return position
+    return position
+
+
+def _find_subset_start(text: str, position: int) -> int | None:
+    """Return the index of the DOCTYPE's ``[``, or None when it has no internal subset."""
+    length = len(text)
+    while position < length:
+        char = text[position]
+        if char in "\"'":
+            end = text.find(char, position + 1)
+            if end < 0:
+                return None
+            position = end + 1
+        elif char == "[":
+            return position
+        elif char == ">":
+            return None
+        else:
+            position += 1
+    return None
+
+
+def _scan_subset(text: str, position: int) -> tuple[list[str], int]:
+    """Return the markup declarations of an internal subset and the index of its ``]``."""
+    declarations: list[str] = []
+    length = len(text)
+    while position < length:
+        if text.startswith("<!--", position):
+            end = text.find("-->", position + 4)
+            if end < 0:
+                break
+            position = end + 3
+        elif text.startswith("<?", position):
+            end = text.find("?>", position + 2)
+            if end < 0:
+                break
+            position = end + 2
+        elif text.startswith("<!", position):
+            end = _declaration_end(text, position + 2)
+            if end < 0:
+                break
+            declarations.append(text[position : end + 1])
+            position = end + 1
+        elif text[position] == "]":
+            close = _skip_space(text, position + 1)
+            if close < length and text[close] == ">":
+                return declarations, position
+            break
+        else:  # whitespace and parameter-entity references such as "%HTMLlat1;"
+            position += 1
+    raise UnsafeDoctype("malformed DOCTYPE: its internal subset never ends")
+
+
+def _declaration_end(text: str, position: int) -> int:
+    """Return the index of the ``>`` closing a markup declaration, or -1."""
+    length = len(text)
+    while position < length:
+        char = text[position]
+        if char in "\"'":
+            end = text.find(char, position + 1)
+            if end < 0:
+                return -1
+            position = end + 1
+        elif char == ">":
+            return position
+        else:
+            position += 1
+    return -1
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in _XML_SPACE:
+        position += 1
+    return position
+
+
+def _is_safe_entity(declaration: str) -> bool:
+    """True for ``<!ENTITY name "short literal">``: internal, general, not nested."""
+    match = _SAFE_ENTITY.match(declaration)
+    if match is None:
+        return False
+    value = match.group(2) if match.group(2) is not None else match.group(3)
+    return _SAFE_VALUE.fullmatch(value) is not None

@@ -1,0 +1,233 @@
+"""monitor.parse.parse_feed: formats, text, identity, encodings and errors."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from monitor.errors import FeedError
+from monitor.model import Article
+from monitor.parse import ParsedFeed, parse_feed
+
+FEEDS = Path(__file__).parent / "data" / "feeds"
+FEED_URL = "https://news.example.com/feed.xml"
+
+
+def parse_fixture(name: str, content_type: str | None = None) -> ParsedFeed:
+    return parse_feed((FEEDS / name).read_bytes(), FEED_URL, content_type)
+
+
+class TestRss20:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def parsed(cls) -> ParsedFeed:
+        return parse_fixture("rss20.xml")
+
+    def test_feed_fields(self, parsed: ParsedFeed) -> None:
+        assert parsed.format == "rss20"
+        assert parsed.title == "Example News & Views"
+        assert parsed.ttl == 15 * 60
+        assert parsed.warning is None
+
+    def test_entries_in_feed_order(self, parsed: ParsedFeed) -> None:
+        assert [a.title for a in parsed.articles] == [
+            "AT&T <3 Apple: merger talks",
+            "Second story",
+            "No guid, no link",
+        ]
+        assert all(isinstance(a, Article) and a.feed_url == FEED_URL for a in parsed.articles)
+
+    def test_summary_is_plain_text_with_block_breaks(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[0].summary == "First paragraph.\nSecond\nline & more"
+
+    def test_body_from_content_encoded(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[0].body == "Heading\nFull body text.\none\ntwo"
+        assert parsed.articles[1].body == ""
+
+    def test_url_is_canonical(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[0].url == "https://news.example.com/2026/11/merger?a=1&id=7"
+
+    def test_published_is_aware_utc(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[0].published == datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+        assert parsed.articles[1].published is None  # "not a date"
+
+    def test_id_fallback_chain(self, parsed: ParsedFeed) -> None:
+        local_guid, link_only, neither = parsed.articles
+        assert local_guid.guid == "12345"
+        assert local_guid.id == "news.example.com:12345"
+        assert link_only.guid is None and link_only.id == "https://news.example.com/2026/11/second"
+        assert neither.id.startswith("sha256:") and neither.url is None
+
+
+class TestAtom10:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def parsed(cls) -> ParsedFeed:
+        return parse_fixture("atom10.xml")
+
+    def test_feed_fields(self, parsed: ParsedFeed) -> None:
+        assert (parsed.format, parsed.title, parsed.ttl, parsed.warning) == ("atom10", "Example Atom", None, None)
+
+    def test_text_title_keeps_angle_brackets(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[0].title == "x <b> y: literal angle brackets"
+
+    def test_html_title_is_decoded(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[1].title == "Tom & Jerry"
+
+    def test_summary_and_xhtml_content(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[0].summary == "Summary html"
+        assert parsed.articles[0].body == "Hello\nWorld"
+
+    def test_body_equal_to_summary_is_dropped(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[1].summary == "Same text" and parsed.articles[1].body == ""
+
+    def test_relative_link_resolved_against_feed_url(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[1].url == "https://news.example.com/relative/tom"
+
+    def test_published_offset_converted_to_utc(self, parsed: ParsedFeed) -> None:
+        assert parsed.articles[1].published == datetime(2026, 11, 23, 17, 0, tzinfo=timezone.utc)
+
+    def test_same_story_in_rss_and_atom_has_same_url(self, parsed: ParsedFeed) -> None:
+        rss_article = parse_fixture("rss20.xml").articles[0]
+        atom_article = parsed.articles[0]
+        assert rss_article.id != atom_article.id
+        assert rss_article.url == atom_article.url
+
+
+class TestJsonFeed:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def parsed(cls) -> ParsedFeed:
+        return parse_fixture("jsonfeed11.json", "application/feed+json")
+
+    def test_feed_fields(self, parsed: ParsedFeed) -> None:
+        assert (parsed.format, parsed.title, parsed.warning) == ("json11", "Example JSON", None)
+
+    def test_items(self, parsed: ParsedFeed) -> None:
+        first, second = parsed.articles
+        assert first.title == "AT&T <3 Apple"  # plain text by spec, never HTML-parsed
+        assert first.summary == "A summary"
+        assert first.body == "Body one\ntwo"
+        assert first.url == "https://news.example.com/2026/11/merger"
+        assert first.published == datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+        assert second.id == "news.example.com:42"  # numeric id: local, prefixed
+        assert second.body == "Only text\nwith gaps"
+
+    def test_detected_by_body_without_content_type(self) -> None:
+        assert parse_fixture("jsonfeed11.json").format == "json11"
+
+    def test_json_that_is_not_a_feed(self) -> None:
+        with pytest.raises(FeedError, match=r"https://news.example.com/feed.xml: not a feed: .*items"):
+            parse_feed(b'{"hello": "world"}', FEED_URL, "application/json")
+
+    def test_invalid_json(self) -> None:
+        with pytest.raises(FeedError, match="invalid JSON"):
+            parse_feed(b'{"items": [', FEED_URL)
+
+    def test_unknown_version_warns(self) -> None:
+        parsed = parse_feed(b'{"items": [{"id": "x:1", "title": "t"}]}', FEED_URL)
+        assert len(parsed.articles) == 1 and "version" in (parsed.warning or "")
+
+
+class TestEncodings:
+    def test_declared_latin1(self) -> None:
+        parsed = parse_fixture("latin1.xml")
+        assert parsed.title == "Café Nachrichten"
+        assert parsed.articles[0].title == "Grüße aus München"
+        assert parsed.articles[0].summary == "Straße & Café"
+        assert parsed.warning is None
+
+    def test_declared_windows_1251(self) -> None:
+        parsed = parse_fixture("cp1251.xml")
+        assert (parsed.title, parsed.articles[0].title) == ("Новости", "Привет")
+
+    def test_http_charset_is_honoured(self) -> None:
+        body = '<rss version="2.0"><channel><item><title>Grüße</title></item></channel></rss>'.encode("latin-1")
+        parsed = parse_feed(body, FEED_URL, "application/rss+xml; charset=ISO-8859-1")
+        assert parsed.articles[0].title == "Grüße"
+
+    def test_utf16_with_bom(self) -> None:
+        text = '<?xml version="1.0" encoding="utf-16"?><rss version="2.0"><channel><item><title>Ünïcode</title></item></channel></rss>'
+        parsed = parse_feed(text.encode("utf-16"), FEED_URL)
+        assert parsed.articles[0].title == "Ünïcode"
+
+    def test_text_is_nfc(self) -> None:
+        body = '<rss version="2.0"><channel><item><title>Cafe\u0301</title></item></channel></rss>'.encode()
+        assert parse_feed(body, FEED_URL).articles[0].title == "Caf\u00e9"
+
+
+class TestMalformed:
+    def test_bozo_feed_returns_entries_and_warning(self) -> None:
+        parsed = parse_fixture("bozo.xml")
+        assert [a.url for a in parsed.articles] == ["https://broken.example.com/1", "https://broken.example.com/2"]
+        assert parsed.warning is not None and "\n" not in parsed.warning
+        assert "mismatched tag" in parsed.warning
+
+    def test_mislabelled_content_type_is_not_a_warning(self) -> None:
+        assert parse_fixture("rss20.xml", "text/html; charset=utf-8").warning is None
+
+    def test_html_page_names_the_url(self) -> None:
+        with pytest.raises(FeedError) as caught:
+            parse_fixture("page.html", "text/html")
+        assert str(caught.value).startswith(f"{FEED_URL}: not a feed: got an HTML page")
+
+    def test_html_page_after_a_comment(self) -> None:
+        with pytest.raises(FeedError, match="got an HTML page"):
+            parse_feed(b"<!-- cached --><html><body><p>hi</p></body></html>", FEED_URL)
+
+    @pytest.mark.parametrize("body", [b"", b"   \n\t ", b"\xef\xbb\xbf  "])
+    def test_empty_body(self, body: bytes) -> None:
+        with pytest.raises(FeedError, match=f"^{FEED_URL}: empty body$"):
+            parse_feed(body, FEED_URL)
+
+    def test_xml_that_is_not_a_feed(self) -> None:
+        with pytest.raises(FeedError, match="not a feed"):
+            parse_feed(b'<?xml version="1.0"?><config><a>1</a></config>', FEED_URL)
+
+    def test_garbage(self) -> None:
+        with pytest.raises(FeedError, match=f"^{FEED_URL}: not a feed"):
+            parse_feed(b"\x00\x01\x02 binary junk \xff\xfe", FEED_URL)
+
+    def test_empty_but_valid_feed_is_not_an_error(self) -> None:
+        parsed = parse_feed(b'<rss version="2.0"><channel><title>Quiet</title></channel></rss>', FEED_URL)
+        assert parsed.articles == [] and parsed.title == "Quiet" and parsed.warning is None
+
+    def test_body_that_looks_like_a_path_is_not_opened(self, tmp_path: Path) -> None:
+        secret = tmp_path / "feed.xml"
+        secret.write_text('<rss version="2.0"><channel><item><title>SECRET</title></item></channel></rss>')
+        with pytest.raises(FeedError):
+            parse_feed(str(secret).encode(), FEED_URL)
+
+
+class TestGzip:
+    def test_stray_gzip_layer_is_undone(self) -> None:
+        parsed = parse_feed(gzip.compress((FEEDS / "rss20.xml").read_bytes()), FEED_URL)
+        assert len(parsed.articles) == 3
+
+    def test_corrupt_gzip(self) -> None:
+        with pytest.raises(FeedError, match="gzip"):
+            parse_feed(b"\x1f\x8b\x08\x00garbage", FEED_URL)
+
+
+class TestTtl:
+    @pytest.mark.parametrize(("ttl", "seconds"), [("60", 3600.0), (" 5 ", 300.0), ("0", None), ("-5", None), ("soon", None)])
+    def test_ttl(self, ttl: str, seconds: float | None) -> None:
+        body = f'<rss version="2.0"><channel><ttl>{ttl}</ttl><item><title>t</title></item></channel></rss>'.encode()
+        assert parse_feed(body, FEED_URL).ttl == seconds
+
+
+def test_result_is_picklable() -> None:
+    for name in ("rss20.xml", "atom10.xml", "jsonfeed11.json", "bozo.xml"):
+        parsed = parse_fixture(name)
+        assert pickle.loads(pickle.dumps(parsed)) == parsed
+
+
+def test_feed_error_is_picklable() -> None:
+    with pytest.raises(FeedError) as caught:
+        parse_feed(b"", FEED_URL)
+    # A process pool sends exceptions back pickled.
+    assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)
