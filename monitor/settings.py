@@ -50,7 +50,7 @@ class KafkaSettings:
     bootstrap_servers: str = EMBEDDED
     client_id: str = "news-monitor"
     acks: str = "all"
-    #: ``"auto"``: on for a real cluster, off for the embedded broker (it cannot do it).
+    #: ``"auto"``: on, except for the embedded broker and brokers that refuse it (Tansu).
     enable_idempotence: str = "auto"
     #: ``"auto"`` picks zstd, then lz4, when their codec is installed, else gzip.
     compression_type: str = "auto"

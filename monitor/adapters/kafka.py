@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_lz4, has_zstd
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError, UnknownError
 from aiokafka.helpers import create_ssl_context
 
 from monitor.errors import BrokerError, PublishError, RecordRejected
@@ -153,10 +153,31 @@ class KafkaPublisher:
         timeout = self.settings.connect_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
+        options = producer_options(self.settings, self.bootstrap_servers)
         while True:
-            producer = AIOKafkaProducer(**producer_options(self.settings, self.bootstrap_servers))
+            producer = AIOKafkaProducer(**options)
             try:
                 await asyncio.wait_for(producer.start(), timeout=max(0.5, deadline - time.monotonic()))
+            except UnknownError as exc:
+                await producer.stop()
+                if options["enable_idempotence"] and self.settings.enable_idempotence.strip().lower() == "auto":
+                    # Some Kafka-protocol brokers (Tansu, used by `news-monitor broker`) refuse
+                    # InitProducerId. "auto" means: idempotent where the broker can do it.
+                    log.warning(
+                        "kafka.idempotence.unsupported",
+                        bootstrap_servers=self.bootstrap_servers,
+                        hint="the broker refused an idempotent producer; continuing without idempotence",
+                    )
+                    options = {**options, "enable_idempotence": False}
+                    continue
+                last_error = exc
+                if time.monotonic() >= deadline:
+                    raise BrokerError(
+                        f"Kafka at {self.bootstrap_servers} refused the producer: {exc}",
+                        hint="if this broker cannot do idempotent producers, set [kafka] enable_idempotence = false",
+                    ) from exc
+                await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                continue
             except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                 last_error = exc
                 await producer.stop()

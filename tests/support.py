@@ -1,0 +1,200 @@
+"""Test helpers shared by the suite: a local feed server, a Kafka reader, settings.
+
+Everything here talks to real things on loopback: a real aiohttp server and the real
+embedded broker. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from monitor.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ROOT / "seeds"
+RULES = ROOT / "rules"
+SHARED = ROOT.parent / "shared"
+REFERENCE_TOPICS = ("alerts.summit", "alerts.sanctions", "alerts.arms-control")
+
+
+@dataclass
+class Resource:
+    """What the feed server answers for one path."""
+
+    body: bytes = b""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Honour If-None-Match with 304 when set.
+    etag: str | None = None
+    hits: int = 0
+
+
+class FeedServer:
+    """A real aiohttp server on 127.0.0.1 serving whatever the test puts in ``resources``."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Resource] = {}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.requests: list[tuple[str, dict[str, str]]] = []
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def serve(self, path: str, body: bytes | str, **kwargs: Any) -> str:
+        """Serve ``body`` at ``path``; returns the full url."""
+        data = body.encode() if isinstance(body, str) else body
+        self.resources[path] = Resource(body=data, **kwargs)
+        return self.url(path)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.path, dict(request.headers)))
+        resource = self.resources.get(request.path)
+        if resource is None:
+            return web.Response(status=404, text="not found")
+        resource.hits += 1
+        headers = dict(resource.headers)
+        if resource.etag:
+            headers["ETag"] = resource.etag
+            if request.headers.get("If-None-Match") == resource.etag:
+                return web.Response(status=304, headers=headers)
+        headers.setdefault("Content-Type", "application/rss+xml; charset=utf-8")
+        return web.Response(status=resource.status, body=resource.body, headers=headers)
+
+    async def start(self) -> "FeedServer":
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def make_settings(
+    tmp_path: Path,
+    bootstrap_servers: str,
+    feeds: Iterable[str | dict[str, Any]] = (),
+    *,
+    rules: Iterable[Path | str] = (RULES,),
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Settings:
+    """Settings for a test: its own state dir, the given feeds, a real broker.
+
+    ``overrides`` maps a section name to the keys to change, e.g. ``{"feeds": {"interval": 2.0}}``.
+    """
+    base = load_settings(None, environ={})
+    feed_tables = tuple(f if isinstance(f, dict) else {"url": f} for f in feeds)
+    changed: dict[str, Any] = {
+        "kafka": dataclasses.replace(base.kafka, bootstrap_servers=bootstrap_servers, connect_timeout=10.0, linger_ms=1),
+        "state": dataclasses.replace(base.state, dir=str(tmp_path / "state")),
+        "feeds": dataclasses.replace(base.feeds, feed=feed_tables, interval=1.0, parse_workers=0, opml=""),
+        "rules": dataclasses.replace(base.rules, paths=tuple(str(r) for r in rules)),
+        "http": dataclasses.replace(base.http, enabled=False),
+        "delivery": dataclasses.replace(base.delivery, shutdown_timeout=10.0),
+    }
+    for section, values in (overrides or {}).items():
+        changed[section] = dataclasses.replace(changed.get(section, getattr(base, section)), **values)
+    return dataclasses.replace(base, source=None, **changed)
+
+
+async def read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    until: Callable[[list[Any]], bool] | None = None,
+    timeout: float = 15.0,
+    idle: float = 1.0,
+) -> list[Any]:
+    """Every record in ``topic`` from the beginning.
+
+    Stops as soon as ``until(records)`` holds, or (without ``until``) after ``idle``
+    seconds with nothing new; never later than ``timeout``.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id=f"test-reader-{uuid.uuid4().hex[:8]}",
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        partitions = None
+        deadline = time.monotonic() + timeout
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()  # the topic may not exist yet
+                partitions = consumer.partitions_for_topic(topic)
+                if partitions is None:
+                    await asyncio.sleep(0.1)
+        if not partitions:
+            return records
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            got = [r for rs in batch.values() for r in rs]
+            if got:
+                records.extend(got)
+                last_new = time.monotonic()
+            if until is not None:
+                if until(records):
+                    return records
+            elif time.monotonic() - last_new >= idle:
+                return records
+        return records
+    finally:
+        await consumer.stop()
+
+
+def alerts_from(records: Iterable[Any], feed_urls: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Decoded alert JSON of the records, keeping only those from ``feed_urls`` when given."""
+    wanted = set(feed_urls) if feed_urls is not None else None
+    alerts = [orjson.loads(r.value) for r in records]
+    if wanted is None:
+        return alerts
+    return [a for a in alerts if a["article"]["feed_url"] in wanted]
+
+
+async def read_alerts(
+    bootstrap_servers: str,
+    feed_urls: Iterable[str],
+    topics: Iterable[str] = REFERENCE_TOPICS,
+    *,
+    expect: int | None = None,
+    timeout: float = 15.0,
+) -> list[dict[str, Any]]:
+    """Alerts from this test's feeds across ``topics`` (other tests share the broker)."""
+    urls = list(feed_urls)
+    found: list[dict[str, Any]] = []
+    for topic in topics:
+        records = await read_topic(bootstrap_servers, topic, timeout=timeout)
+        found.extend(alerts_from(records, urls))
+    if expect is not None and len(found) < expect:
+        # Publishing may still be under way: read again until the deadline.
+        deadline = time.monotonic() + timeout
+        while len(found) < expect and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            found = []
+            for topic in topics:
+                found.extend(alerts_from(await read_topic(bootstrap_servers, topic, timeout=timeout, idle=0.3), urls))
+    return found
