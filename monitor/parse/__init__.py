@@ -58,10 +58,12 @@ def _parse_xml(body: bytes, feed_url: str, content_type: str | None) -> ParsedFe
         raise _error(feed_url, f"not parsed: {error}") from error
     result = read_feedparser(data, feed_url, content_type)
     if not result.entries and (result.warning or not result.recognised):
+        # Nothing usable: either not a feed at all, or a feed so broken no entry survived.
         if looks_like_html_page(body):
             raise _error(feed_url, "not a feed: got an HTML page", hint="is the feed URL right?")
-        reason = result.warning or "no RSS, Atom or RDF root element"
-        raise _error(feed_url, f"not a feed: {reason}")
+        if result.recognised:
+            raise _error(feed_url, f"malformed {result.version} feed, no entries could be read: {result.warning}")
+        raise _error(feed_url, f"not a feed: {result.warning or 'no RSS, Atom or RDF root element'}")
     warning = result.warning
     if defused:
         warning = f"{warning}; {_DOCTYPE_WARNING}" if warning else _DOCTYPE_WARNING

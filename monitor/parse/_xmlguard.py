@@ -12,7 +12,7 @@ a second of CPU per feed). So we rewrite the internal subset ourselves, scanning
 prolog the way an XML parser does:
 
 * Internal general entities whose value is a short literal (at most
-  :data:`MAX_ENTITY_VALUE` characters with no ``&``, ``%`` or ``<``), or a single
+  :data:`MAX_ENTITY_VALUE` characters, none of ``&%<>]``), or a single
   character reference, are kept: feeds do declare ``<!ENTITY nbsp "&#160;">``, and such
   a value cannot nest, so expansion is bounded by ~:data:`MAX_ENTITY_VALUE`/3 times the
   document size.
@@ -54,8 +54,10 @@ _XML_SPACE = " \t\r\n"
 _SAFE_ENTITY = re.compile(
     r"""<!ENTITY\s+([A-Za-z_:][\w.:-]*)\s+(?:"([^"]*)"|'([^']*)')\s*>\Z"""
 )
+# No "&" or "%" (nothing nests), no "<" (no markup), no ">" or "]" (feedparser's regular
+# expressions would end the declaration or the DOCTYPE there).
 _SAFE_VALUE = re.compile(
-    r"&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|[^&%<]{0," + str(MAX_ENTITY_VALUE) + "}"
+    r"&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|[^&%<>\]]{0," + str(MAX_ENTITY_VALUE) + "}"
 )
 
 
@@ -80,26 +82,32 @@ def defuse_doctype(data: bytes) -> tuple[bytes, bool]:
     # Decoding errors in a wide encoding are the XML parser's problem, not ours: they
     # can only be after the prolog (or the parser rejects the document outright).
     text = data[bom:].decode(codec, "replace")
-    rewritten = _defuse_text(text)
+    rewritten, dropped = _defuse_text(text)
     if rewritten is None:
         return data, False
-    return data[:bom] + rewritten.encode(codec, "replace"), True
+    return data[:bom] + rewritten.encode(codec, "replace"), dropped
 
 
-def _defuse_text(text: str) -> str | None:
-    """Return ``text`` with its internal subset rewritten, or None when nothing was dropped."""
-    position = _skip_misc(text, 0)
-    if position is None or text[position : position + 9].upper() != "<!DOCTYPE":
-        return None
-    subset_start = _find_subset_start(text, position + 9)
+def _defuse_text(text: str) -> tuple[str | None, bool]:
+    """Return ``text`` with its internal subset rewritten (None: no subset), and whether
+    any declaration was dropped."""
+    doctype = _skip_misc(text, 0)
+    if doctype is None or text[doctype : doctype + 9].upper() != "<!DOCTYPE":
+        return None, False
+    subset_start = _find_subset_start(text, doctype + 9)
     if subset_start is None:
-        return None
+        return None, False
     declarations, subset_end = _scan_subset(text, subset_start + 1)
     kept = [declaration for declaration in declarations if _is_safe_entity(declaration)]
-    new_subset = "[" + "\n".join(kept) + "]" if kept else ""
-    if new_subset == text[subset_start : subset_end + 1]:
-        return None
-    return text[:subset_start] + new_subset + text[subset_end + 1 :]
+    dropped = len(kept) < len(declarations) or "%" in text[subset_start:subset_end]
+    if not kept:
+        return text[:subset_start] + text[subset_end + 1 :], dropped
+    # feedparser re-reads the DOCTYPE with line-anchored regular expressions: it keeps an
+    # entity only when its declaration starts a line, and finds the DOCTYPE only when it
+    # starts one too. Lay the kept declarations out that way or they would be lost.
+    new_subset = "[\n" + "\n".join(kept) + "\n]"
+    prefix = text[:doctype] if text[:doctype].endswith("\n") else text[:doctype] + "\n"
+    return prefix + text[doctype:subset_start] + new_subset + text[subset_end + 1 :], dropped
 
 
 def _skip_misc(text: str, position: int) -> int | None:
