@@ -12,6 +12,7 @@ arguments and result are picklable and it is a plain module-level function.
 from __future__ import annotations
 
 from monitor.errors import FeedError
+from monitor.model import Article
 from monitor.parse._common import ParsedFeed, RawEntry, build_article, one_line
 from monitor.parse._feedparser import read_feedparser
 from monitor.parse._jsonfeed import NotAJsonFeed, read_json_feed
@@ -89,7 +90,7 @@ def _parse_json(body: bytes, feed_url: str) -> ParsedFeed:
     )
 
 
-def _articles(entries: list[RawEntry], feed_url: str) -> list:
+def _articles(entries: list[RawEntry], feed_url: str) -> list[Article]:
     return [build_article(entry, feed_url) for entry in entries]
 
 
