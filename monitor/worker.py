@@ -26,8 +26,9 @@ from monitor.adapters.http import FileTransport, HttpTransport, RoutingTransport
 from monitor.adapters.kafka import KafkaPublisher
 from monitor.adapters.store import AsyncStore
 from monitor.delivery import Delivery
-from monitor.engine import RuleSet, load_rules
+from monitor.engine import load_rules
 from monitor.errors import ConfigError
+from monitor.hot_reload import RulesHolder, watch_rules
 from monitor.log import get_logger
 from monitor.model import Feed, SourceLocation
 from monitor.opml import feeds_from_opml
@@ -82,22 +83,13 @@ class RunSummary:
             self.alerts_by_topic[alert.topic] += 1
 
 
-class RulesHolder:
-    """The active rule set; swapped whole between articles, never half-applied."""
-
-    def __init__(self, ruleset: RuleSet) -> None:
-        self.current = ruleset
-
-    def __call__(self) -> RuleSet:
-        return self.current
-
-
 class Monitor:
     """The long-running daemon (or one pass of it with ``once``)."""
 
     def __init__(self, settings: Settings, *, feeds: list[Feed] | None = None) -> None:
         self.settings = settings
-        self.rules = RulesHolder(load_rules([str(p) for p in settings.rule_paths]))
+        rule_paths = tuple(str(p) for p in settings.rule_paths)
+        self.rules = RulesHolder(load_rules(rule_paths), paths=rule_paths)
         self.feeds = feeds if feeds is not None else load_feeds(settings)
         self.summary = RunSummary(feeds=len(self.feeds))
         self.delivery: Delivery | None = None
@@ -173,6 +165,9 @@ class Monitor:
                 bootstrap_servers=self.bootstrap_servers,
                 once=once,
             )
+            if settings.rules.watch and not once:
+                watcher = asyncio.create_task(watch_rules(self.rules, self._stop), name="rules-watch")
+                stack.push_async_callback(_finish, watcher)
             if once:
                 await self._poll_all_once(pipeline)
                 await delivery.wait_idle()
@@ -256,3 +251,11 @@ class Monitor:
         log.info("monitor.stopping", signal=sig.name)
         self.stop()
 
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    """Cancel a helper task and wait for it, letting only its cancellation pass."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -1,0 +1,106 @@
+"""Hot reload of rule files in a running daemon, against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from monitor.worker import Monitor
+from tests.support import RULES, make_settings, read_topic
+
+pytestmark = pytest.mark.integration
+
+FEED = """<?xml version="1.0"?><rss version="2.0"><channel><title>Widgets Daily</title><link>https://widgets.example/</link>
+{items}</channel></rss>"""
+ITEM = """<item><title>{title}</title><link>https://widgets.example/{slug}</link><guid>https://widgets.example/{slug}</guid>
+<description>{text}</description></item>"""
+
+
+def _feed(*stories: tuple[str, str]) -> str:
+    return FEED.format(items="".join(ITEM.format(slug=slug, title=f"Story {slug}", text=text) for slug, text in stories))
+
+
+async def _until(condition, timeout: float = 20.0) -> None:
+    async def wait() -> None:
+        while not condition():
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(wait(), timeout)
+
+
+def _rule(rule_id: str, topic: str, query: str) -> str:
+    return f"rules:\n  - id: {rule_id}\n    topic: {topic}\n    query: '{query}'\n"
+
+
+async def test_rule_edits_apply_live_and_broken_edits_keep_old_rules(broker, feed_server, tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    topic = f"alerts.widgets-{uuid.uuid4().hex[:8]}"
+    url = feed_server.serve("/widgets.rss", _feed(("a", "Quantum widget makers gathered in Oslo.")))
+    settings = make_settings(
+        tmp_path,
+        broker.bootstrap_servers,
+        [{"url": url, "interval": 1}],
+        rules=[rules],
+        overrides={"rules": {"watch": True}},
+    )
+    monitor = Monitor(settings)
+    run = asyncio.create_task(monitor.run(handle_signals=False))
+    try:
+        await _until(lambda: monitor.summary.polls >= 1)
+        assert sum(monitor.summary.alerts_by_topic.values()) == 0
+
+        # An operator adds a rule while the daemon runs.
+        (rules / "widgets.yaml").write_text(_rule("widgets", topic, '"quantum widget*"'))
+        await _until(lambda: monitor.rules.reloads == 1)
+        assert monitor.rules.current.get("widgets") is not None
+
+        feed_server.serve("/widgets.rss", _feed(("a", "Quantum widget makers gathered in Oslo."), ("b", "Quantum widgets sold out in Bergen.")))
+        records = await read_topic(broker.bootstrap_servers, topic, until=lambda rs: len(rs) >= 1, timeout=20)
+        assert len(records) == 1
+        assert b"widgets.example/b" in records[0].value
+
+        # A broken edit: the old rules stay active and the daemon keeps publishing.
+        version = monitor.rules.current.version
+        (rules / "widgets.yaml").write_text(_rule("widgets", topic, '("quantum widget*" AND'))
+        await _until(lambda: monitor.rules.reload_failures >= 1)
+        assert monitor.rules.current.version == version
+        assert "widgets.yaml:4" in (monitor.rules.last_error or "")
+
+        feed_server.serve(
+            "/widgets.rss",
+            _feed(("a", "Quantum widget makers gathered in Oslo."), ("b", "Quantum widgets sold out in Bergen."), ("c", "A quantum widget recall in Trondheim.")),
+        )
+        records = await read_topic(broker.bootstrap_servers, topic, until=lambda rs: len(rs) >= 2, timeout=20)
+        urls = sorted(orjson.loads(r.value)["article"]["url"] for r in records)
+        assert urls == ["https://widgets.example/b", "https://widgets.example/c"]
+        assert not run.done()
+    finally:
+        monitor.stop()
+        await asyncio.wait_for(run, timeout=20)
+    # The first article was never re-alerted by the new rule: it was already seen unchanged.
+    assert not any(orjson.loads(r.value)["article"]["url"].endswith("/a") for r in records)
+
+
+async def test_reload_swaps_whole_set_or_nothing(tmp_path):
+    from monitor.engine import load_rules
+    from monitor.hot_reload import RulesHolder
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "one.yaml").write_text(_rule("one", "alerts.one", "alpha"))
+    holder = RulesHolder(load_rules([rules]), paths=(str(rules),))
+    # Two files change; one is broken: neither change may apply.
+    (rules / "one.yaml").write_text(_rule("one", "alerts.one", "beta"))
+    (rules / "two.yaml").write_text(_rule("two", "alerts.two", "(gamma"))
+    assert await holder.reload() is False
+    assert [r.query for r in holder.current.rules] == ["alpha"]
+    (rules / "two.yaml").write_text(_rule("two", "alerts.two", "gamma"))
+    assert await holder.reload() is True
+    assert sorted(r.query for r in holder.current.rules) == ["beta", "gamma"]
+    assert holder.reloads == 1 and holder.reload_failures == 1
