@@ -16,15 +16,16 @@ patterns) plus the evaluation of the few rules that have candidate terms.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import ahocorasick_rs
-import re
 
-from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term, TermKey, iter_terms
-from monitor.engine.text import FoldedText, fold
+from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term, TermKey, iter_terms, required_groups
+from monitor.engine.text import FoldedText, fold, scan_text
 from monitor.model import FIELDS, Article, Hit, Match, Rule
 
 __all__ = ["CompiledRule", "Matcher", "Span", "TermHits", "find_term_hits"]
@@ -70,12 +71,17 @@ class _Context:
 _Evaluator = Callable[[_Context], "list[Span] | None"]
 
 
+@lru_cache(maxsize=None)
+def _field_indexes(fields: tuple[str, ...]) -> frozenset[int]:
+    return frozenset(FIELDS.index(name) for name in fields)
+
+
 def _compile_node(node: Node, key_ids: dict[TermKey, int]) -> _Evaluator:
     """Turn an AST into nested closures (faster than walking the AST per article)."""
     if isinstance(node, Term):
         key_id = key_ids[node.key]
         label = node.label
-        allowed = frozenset(FIELDS.index(name) for name in node.fields)
+        allowed = _field_indexes(node.fields)
         every_field = len(allowed) == len(FIELDS)
 
         def term(ctx: _Context) -> list[Span] | None:
@@ -166,35 +172,25 @@ def _within(ctx: _Context, a: Span, b: Span, distance: int) -> bool:
 
 
 def find_term_hits(key: TermKey, text: FoldedText, field_index: int = 0) -> TermHits:
-    """Every hit of one term in one folded field, without the automaton.
+    """Every hit of one term in one folded field, found with a regex instead of the automaton.
 
-    The reference semantics of a term, used by tests and tools; the matcher must agree.
+    The reference semantics of a term (whole words, punctuation counts as a space, a
+    wildcard's last word may continue, a case-sensitive term must match ``text.cased``);
+    tests check that the matcher agrees.
     """
     hits: TermHits = []
-    haystack = text.lower
-    start = haystack.find(key.pattern)
-    while start != -1:
-        end = _accept(key, text, start, start + len(key.pattern))
-        if end is not None:
-            hits.append((field_index, start, end))
-        start = haystack.find(key.pattern, start + 1)
+    # Any punctuation in the pattern matches any non-alphanumeric character in the text.
+    parts = []
+    for char in key.pattern:
+        parts.append(re.escape(char) if char.isalnum() else r"[\W_]")
+    tail = r"[^\W_]*" if key.wildcard else r"(?![^\W_])"
+    regex = re.compile(r"(?<![^\W_])(?=(" + "".join(parts) + tail + "))")
+    for found in regex.finditer(text.lower):
+        start, end = found.start(1), found.end(1)
+        if key.cased is not None and text.cased[start : start + len(key.cased)] != key.cased:
+            continue
+        hits.append((field_index, start, end))
     return hits
-
-
-def _accept(key: TermKey, text: FoldedText, start: int, end: int) -> int | None:
-    """Check one raw occurrence of ``key.pattern``; return the hit's end, or None."""
-    haystack = text.lower
-    if key.left_boundary and start > 0 and haystack[start - 1].isalnum():
-        return None
-    if key.wildcard:
-        size = len(haystack)
-        while end < size and haystack[end].isalnum():
-            end += 1
-    elif key.right_boundary and end < len(haystack) and haystack[end].isalnum():
-        return None
-    if key.cased is not None and text.cased[start : start + len(key.cased)] != key.cased:
-        return None
-    return end
 
 
 class Matcher:
@@ -203,26 +199,49 @@ class Matcher:
     def __init__(self, compiled: Sequence[CompiledRule]) -> None:
         self.rules = tuple(item.rule for item in compiled)
         key_ids: dict[TermKey, int] = {}
-        key_rules: list[list[int]] = []
-        for rule_index, item in enumerate(compiled):
+        for item in compiled:
             for term in iter_terms(item.query):
-                key_id = key_ids.setdefault(term.key, len(key_ids))
-                if key_id == len(key_rules):
-                    key_rules.append([])
-                if not key_rules[key_id] or key_rules[key_id][-1] != rule_index:
-                    key_rules[key_id].append(rule_index)
+                key_ids.setdefault(term.key, len(key_ids))
+        # Each rule is indexed under the keys of one necessary condition (so it becomes a
+        # candidate only if one of them occurs) and its other conditions are checked with
+        # set operations before the full evaluation. The loader guarantees a condition.
+        key_rules: list[list[int]] = [[] for _ in key_ids]
+        checks: list[tuple[tuple[int, tuple[frozenset[int], ...]], ...]] = []
+        for rule_index, item in enumerate(compiled):
+            conditions = [
+                (k, tuple(frozenset(key_ids[key] for key in group) for group in groups))
+                for k, groups in required_groups(item.query)
+            ]
+            if not conditions:
+                raise ValueError(f"rule {item.rule.id!r} can match without any of its terms")
+            conditions.sort(key=lambda cond: (cond[0] > 1 or len(cond[1]) > 1, sum(map(len, cond[1]))))
+            index_condition = conditions[0]
+            for key_id in frozenset().union(*index_condition[1]):
+                key_rules[key_id].append(rule_index)
+            simple_index = index_condition[0] == 1 and len(index_condition[1]) == 1
+            checks.append(tuple(conditions[1:] if simple_index else conditions))
+        self._checks = tuple(checks)
         self.keys: tuple[TermKey, ...] = tuple(key_ids)
-        self._key_rules = tuple(tuple(rules) for rules in key_rules)
-        patterns: dict[str, list[tuple[int, TermKey]]] = {}
+        self._key_rules = tuple(frozenset(rules) for rules in key_rules)
+        patterns: dict[str, list[tuple[int, bool, str | None]]] = {}
         for key, key_id in key_ids.items():
-            patterns.setdefault(key.pattern, []).append((key_id, key))
+            patterns.setdefault(key.scan_pattern, []).append((key_id, key.wildcard, key.cased))
         self._pattern_keys = tuple(tuple(group) for group in patterns.values())
+        # Pattern id -> key id when the pattern is one plain term (no wildcard, no case).
+        self._simple = tuple(
+            group[0][0] if len(group) == 1 and not group[0][1] and group[0][2] is None else -1
+            for group in self._pattern_keys
+        )
         self._automaton = (
             ahocorasick_rs.AhoCorasick(list(patterns), matchkind=ahocorasick_rs.MatchKind.Standard)
             if patterns
             else None
         )
-        self._evaluators = tuple(_compile_node(item.query, key_ids) for item in compiled)
+        # Evaluators are built on first use: most rules are never candidates for most
+        # articles, and this halves the time to load a large rule set.
+        self._queries = tuple(item.query for item in compiled)
+        self._key_ids = key_ids
+        self._evaluators: list[_Evaluator | None] = [None] * len(compiled)
 
     def term_hits(self, fields: Sequence[FoldedText]) -> dict[int, TermHits]:
         """Scan every field once; return the hits of each term key id that occurs."""
@@ -230,18 +249,33 @@ class Matcher:
         if self._automaton is None:
             return hits
         pattern_keys = self._pattern_keys
+        simple = self._simple
         for field_index, text in enumerate(fields):
             if not text.lower:
                 continue
-            for pattern_id, start, end in self._automaton.find_matches_as_indexes(text.lower, overlapping=True):
-                for key_id, key in pattern_keys[pattern_id]:
-                    hit_end = _accept(key, text, start, end)
-                    if hit_end is not None:
-                        found = hits.get(key_id)
-                        if found is None:
-                            hits[key_id] = [(field_index, start, hit_end)]
-                        else:
-                            found.append((field_index, start, hit_end))
+            # Offsets in the padded scan text are those of text.lower plus one, and a
+            # pattern starts with its padding space, so a hit's word starts at ``start``.
+            scan = " " + scan_text(text.lower) + " "
+            cased_text = text.cased
+            for pattern_id, start, end in self._automaton.find_matches_as_indexes(scan, overlapping=True):
+                key_id = simple[pattern_id]
+                if key_id >= 0:  # the common case: one plain term, no check needed
+                    found = hits.get(key_id)
+                    if found is None:
+                        hits[key_id] = [(field_index, start, end - 2)]
+                    else:
+                        found.append((field_index, start, end - 2))
+                    continue
+                for key_id, wildcard, cased in pattern_keys[pattern_id]:
+                    # A wildcard runs to the end of its word; others end before their pad.
+                    hit_end = scan.find(" ", end) - 1 if wildcard else end - 2
+                    if cased is not None and cased_text[start : start + len(cased)] != cased:
+                        continue
+                    found = hits.get(key_id)
+                    if found is None:
+                        hits[key_id] = [(field_index, start, hit_end)]
+                    else:
+                        found.append((field_index, start, hit_end))
         return hits
 
     def match(self, article: Article) -> list[Match]:
@@ -250,15 +284,26 @@ class Matcher:
         hits = self.term_hits(fields)
         if not hits:
             return []
-        candidates: set[int] = set()
-        for key_id in hits:
-            candidates.update(self._key_rules[key_id])
+        # Union in C of the rule sets indexed under each key that occurs.
+        candidates = set().union(*map(self._key_rules.__getitem__, hits))
         context = _Context(fields, hits)
         matches: list[Match] = []
+        present = hits.keys()
+        checks = self._checks
         for rule_index in sorted(candidates):
-            spans = self._evaluators[rule_index](context)
-            if spans is not None:
-                matches.append(Match(self.rules[rule_index], _to_hits(spans, fields)))
+            for k, groups in checks[rule_index]:
+                if k == 1 and len(groups) == 1:
+                    if present.isdisjoint(groups[0]):
+                        break
+                elif sum(not present.isdisjoint(group) for group in groups) < k:
+                    break
+            else:
+                evaluator = self._evaluators[rule_index]
+                if evaluator is None:
+                    evaluator = self._evaluators[rule_index] = _compile_node(self._queries[rule_index], self._key_ids)
+                spans = evaluator(context)
+                if spans is not None:
+                    matches.append(Match(self.rules[rule_index], _to_hits(spans, fields)))
         return matches
 
 

@@ -40,6 +40,9 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _LIST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
+# libyaml's composer keeps the same node marks and is ~10x faster on large rule sets.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 _STR = "tag:yaml.org,2002:str"
 _BOOL = "tag:yaml.org,2002:bool"
 
@@ -98,7 +101,7 @@ def rule_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[RuleError]
 
 def _compose(path: str, text: str, state: _State) -> _Source:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         location = SourceLocation(path, mark.line + 1, mark.column + 1) if mark else SourceLocation(path)

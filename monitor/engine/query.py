@@ -27,9 +27,10 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping, Union
 
-from monitor.engine.text import fold, is_word_char
+from monitor.engine.text import fold, is_word_char, scan_text
 from monitor.model import FIELDS
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "iter_terms",
     "parse_query",
     "parse_term",
+    "required_groups",
 ]
 
 #: Largest NEAR distance accepted; beyond this "NEAR" means "anywhere", so use AND.
@@ -77,14 +79,11 @@ class TermKey:
     cased: str | None = None
 
     @property
-    def left_boundary(self) -> bool:
-        """A hit must not start inside a word (unless the term starts with punctuation)."""
-        return is_word_char(self.pattern[0])
-
-    @property
-    def right_boundary(self) -> bool:
-        """A hit must not end inside a word (wildcards instead extend to the word's end)."""
-        return not self.wildcard and is_word_char(self.pattern[-1])
+    def scan_pattern(self) -> str:
+        """The string the automaton searches in padded scan text (see ``scan_text``):
+        spaces around the term make it match whole words only; a wildcard has no
+        trailing space, so the last word may continue."""
+        return " " + scan_text(self.pattern) + ("" if self.wildcard else " ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +147,19 @@ _FIELD_NAME = re.compile(r"[A-Za-z_]+")
 def parse_term(raw: str, offset: int = 0, *, case_sensitive: bool = False) -> TermSpec:
     """Parse one term: a word or phrase (spaces allowed), ``=`` prefix, ``*`` suffix.
 
-    Used for query terms and for entries of named lists.
+    Used for query terms and for entries of named lists; ``offset`` is where the term
+    starts in its query, for errors.
     """
+    try:
+        return _parse_term(raw, case_sensitive)
+    except QueryError as exc:
+        raise QueryError(exc.message, offset + exc.offset, exc.hint) from None
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_term(raw: str, case_sensitive: bool) -> TermSpec:
+    # Cached: large rule sets repeat the same entities in many rules.
+    offset = 0
     text = raw.strip()
     label = text
     if text.startswith("="):
@@ -167,16 +177,23 @@ def parse_term(raw: str, offset: int = 0, *, case_sensitive: bool = False) -> Te
             "only a trailing '*' is supported, as in sanction*",
         )
     folded = fold(text)
-    pattern = folded.lower.strip()
-    if not any(is_word_char(c) for c in pattern):
+    # Terms start and end at a letter or digit: surrounding punctuation ("U.S." -> "u.s")
+    # is a word separator like any other, and boundaries are checked at the letters.
+    start, end = 0, len(folded.lower)
+    while start < end and not is_word_char(folded.lower[start]):
+        start += 1
+    while end > start and not is_word_char(folded.lower[end - 1]):
+        end -= 1
+    if start == end:
         raise QueryError(f"term {label!r} has no letters or digits", offset, "quote a real word or phrase")
-    if wildcard and (len(pattern) < MIN_WILDCARD_PREFIX or not is_word_char(pattern[-1])):
+    pattern = folded.lower[start:end]
+    if wildcard and (len(pattern) < MIN_WILDCARD_PREFIX or not is_word_char(text.rstrip()[-1:] or " ")):
         raise QueryError(
             f"wildcard {label!r} needs at least {MIN_WILDCARD_PREFIX} letters before '*'",
             offset,
             "write a longer prefix, as in sanction*",
         )
-    cased = folded.cased.strip() if case_sensitive else None
+    cased = folded.cased[start:end] if case_sensitive else None
     return TermSpec(TermKey(pattern, wildcard, cased), label)
 
 
@@ -478,3 +495,43 @@ def can_match_without_terms(node: Node) -> bool:
     if isinstance(node, Or):
         return any(can_match_without_terms(child) for child in node.children)
     return sum(can_match_without_terms(child) for child in node.children) >= node.k
+
+
+def required_groups(node: Node) -> list[tuple[int, tuple[frozenset[TermKey], ...]]]:
+    """Necessary conditions on which terms occur, for cheap filtering before evaluation.
+
+    Each condition ``(k, groups)`` means: ``node`` can only be true if at least ``k`` of
+    ``groups`` each have one of their keys in the article. An empty list: no term is
+    required (the loader rejects such queries).
+    """
+    if isinstance(node, Term):
+        return [(1, (frozenset((node.key,)),))]
+    if isinstance(node, Not):
+        return []
+    if isinstance(node, And):
+        return [cond for child in node.children for cond in required_groups(child)]
+    if isinstance(node, Near):
+        return required_groups(node.left) + required_groups(node.right)
+    if isinstance(node, Or):
+        union: set[TermKey] = set()
+        for child in node.children:
+            conditions = required_groups(child)
+            if not conditions:
+                return []
+            union.update(_any_group(conditions[0]))
+        return [(1, (frozenset(union),))]
+    # AtLeast: if f items can be true without terms, k - f of the others must be true.
+    needing = [child for child in node.children if not can_match_without_terms(child)]
+    free = len(node.children) - len(needing)
+    if free >= node.k:
+        return []
+    groups = tuple(frozenset(_any_group(required_groups(child)[0])) for child in needing)
+    return [(node.k - free, groups)]
+
+
+def _any_group(condition: tuple[int, tuple[frozenset[TermKey], ...]]) -> set[TermKey]:
+    """Keys of which at least one must occur when ``condition`` holds."""
+    keys: set[TermKey] = set()
+    for group in condition[1]:
+        keys.update(group)
+    return keys

@@ -29,7 +29,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["FoldedText", "OffsetMap", "fold", "fold_char", "is_word_char"]
+__all__ = ["FoldedText", "OffsetMap", "fold", "fold_char", "is_word_char", "scan_text"]
 
 #: Characters that fold to a space (word separators that would otherwise break phrases).
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d\u00ad"
@@ -40,8 +40,10 @@ _SPACES = "\t\n\r\x0b\x0c\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\
 #: One-to-one replacements applied to ASCII text (fast path of ``str.translate``).
 _ASCII_TABLE = {ord("-"): " ", ord("`"): "'", **{ord(c): " " for c in "\t\n\r\x0b\x0c"}}
 
-_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
-_SPACE_RUN = re.compile(r"  +")
+#: Punctuation (anything not a letter, digit or space) for :func:`scan_text`.
+_PUNCTUATION = re.compile(r"[^\w ]|_")
+_ASCII_REPLACEMENTS = tuple((chr(code), replacement) for code, replacement in _ASCII_TABLE.items())
+_ASCII_SCAN_TABLE = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
 
 
 def is_word_char(char: str) -> bool:
@@ -127,22 +129,45 @@ class FoldedText:
         return orig_start, last + 1
 
 
+_ASCII_BYTES = bytes(range(128))
+
+
 def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None]:
-    """Fold every non-ASCII run of ``text``; record the segments whose length changed."""
+    """Fold every non-ASCII character of ``text``; record those whose length changed.
+
+    A regex over the whole text is slow on non-ASCII strings (~12 ns a character), so
+    the distinct non-ASCII characters are found in C (UTF-8 bytes minus the ASCII ones)
+    and each one-to-one fold is a ``str.replace``; only characters that fold to another
+    length are located one by one.
+    """
+    others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
+    expanding: list[str] = []
+    for char in set(others):
+        folded = fold_char(char)
+        if len(folded) == 1:
+            text = text.replace(char, folded)
+        else:
+            expanding.append(char)
+    if not expanding:
+        return text, None
+    positions: list[int] = []
+    for char in expanding:
+        index = text.find(char)
+        while index != -1:
+            positions.append(index)
+            index = text.find(char, index + 1)
+    positions.sort()
     pieces: list[str] = []
     breaks: list[tuple[int, int, int, int]] = []
     last = 0
     delta = 0  # new offset minus old offset so far
-    for run in _NON_ASCII_RUN.finditer(text):
-        start, end = run.span()
-        pieces.append(text[last:start])
-        folded_run = [fold_char(c) for c in run.group()]
-        for i, piece in enumerate(folded_run):
-            if len(piece) != 1:
-                breaks.append((start + i + delta, len(piece), start + i, 1))
-                delta += len(piece) - 1
-        pieces.append("".join(folded_run))
-        last = end
+    for index in positions:
+        folded = fold_char(text[index])
+        pieces.append(text[last:index])
+        pieces.append(folded)
+        breaks.append((index + delta, len(folded), index, 1))
+        delta += len(folded) - 1
+        last = index + 1
     pieces.append(text[last:])
     return "".join(pieces), _build_map(breaks)
 
@@ -150,23 +175,37 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None]:
 def _collapse_spaces(text: str) -> tuple[str, OffsetMap | None]:
     """Collapse runs of spaces to one space; record each run as a changed segment."""
     breaks: list[tuple[int, int, int, int]] = []
+    pieces: list[str] = []
     delta = 0
-    for run in _SPACE_RUN.finditer(text):
-        start, end = run.span()
+    last = 0
+    start = text.find("  ")
+    while start != -1:
+        end = start + 2
+        while end < len(text) and text[end] == " ":
+            end += 1
+        pieces.append(text[last : start + 1])
         breaks.append((start + delta, 1, start, end - start))
         delta -= end - start - 1
-    return _SPACE_RUN.sub(" ", text), _build_map(breaks)
+        last = end
+        start = text.find("  ", end)
+    pieces.append(text[last:])
+    return "".join(pieces), _build_map(breaks)
 
 
 def fold(text: str) -> FoldedText:
     """Fold ``text`` for matching (see the module docstring for what folding does)."""
+    if not text:
+        return _EMPTY
     maps: list[OffsetMap] = []
     cased = text
     if not text.isascii():
         cased, offset_map = _fold_non_ascii(text)
         if offset_map is not None:
             maps.append(offset_map)
-    cased = cased.translate(_ASCII_TABLE)
+    for char, replacement in _ASCII_REPLACEMENTS:
+        # str.replace is a C memchr loop; translate is slow on non-ASCII strings.
+        if char in cased:
+            cased = cased.replace(char, replacement)
     if "  " in cased:
         cased, offset_map = _collapse_spaces(cased)
         if offset_map is not None:
@@ -176,3 +215,18 @@ def fold(text: str) -> FoldedText:
         # Should not happen after fold_char; keep offsets valid if some script surprises us.
         lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in cased)
     return FoldedText(text, cased, lower, tuple(maps))
+
+
+def scan_text(lower: str) -> str:
+    """Folded text with every punctuation character replaced by a space, one for one.
+
+    Searching ``" " + pattern + " "`` in ``" " + scan_text(text) + " "`` finds whole-word
+    occurrences only, so the automaton itself enforces word boundaries; offsets are those
+    of ``lower`` plus one (the leading pad).
+    """
+    if lower.isascii():
+        return lower.translate(_ASCII_SCAN_TABLE)
+    return _PUNCTUATION.sub(" ", lower)
+
+
+_EMPTY = FoldedText("", "", "")

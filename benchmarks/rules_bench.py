@@ -1,0 +1,222 @@
+"""Rule-engine throughput at 10, 1,000 and 10,000 rules (a script, not a test).
+
+    .venv/bin/python benchmarks/rules_bench.py [--articles 400] [--seed 7]
+
+Generates a large vocabulary of names and phrases, rule sets whose queries use 2-6 of
+them (AND/OR/NOT/NEAR/K OF), and ~5 KB news-like articles that mention a few dozen
+vocabulary items, so a typical article fires a handful of rules at 10,000 rules.
+For each size it prints articles/s and MB/s, normalisation included, for:
+
+* engine:  ``RuleSet.match`` (fold, one Aho-Corasick scan, evaluate candidate rules);
+* naive:   one compiled ``re`` per rule searched over the folded text, in a loop. It only
+           asks "does any term of this rule occur", so it is a lower bound on the cost of
+           a real naive engine; it runs on a subset of articles at large sizes;
+* ceiling: the same normalisation (fold + scan view) plus a bare Aho-Corasick scan for
+           the union of all terms, with no hit bookkeeping and no rule evaluation.
+
+Then compile time and memory (RSS growth, and Python allocations via tracemalloc) for
+10,000 rules, loaded from YAML text as an operator's files would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import re
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import ahocorasick_rs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from monitor.engine import RuleSet, fold, parse_rules  # noqa: E402
+from monitor.engine.query import iter_terms  # noqa: E402
+from monitor.engine.text import scan_text  # noqa: E402
+from monitor.model import Article  # noqa: E402
+
+FIRST = (
+    "Anna Boris Carlos Dmitri Elena Farid Grace Hiroshi Ines Jamal Katarzyna Luis Mei Nadia Omar Pavel "
+    "Quentin Rosa Sergei Tomas Ursula Viktor Wei Ximena Yusuf Zofia Ahmed Bianca Chen Diego Emeka Fatima"
+).split()
+SYLLABLES = "ka ro vin del ma ra ten sko vich ber gan lo mi sa to ne dor ul fen ish ar quo zel pra mon tis".split()
+COMMON_PHRASES = (
+    "interest rates|supply chain|central bank|trade deficit|grain exports|border crossing|ceasefire talks|"
+    "election results|oil prices|gas pipeline|refugee camp|peace plan|drone strike|power grid|budget deficit|"
+    "bond yields|labour strike|wildfire season|flood defences|vaccine rollout|chip exports|rare earths|"
+    "naval drills|air defence|debt relief|housing market|coalition talks|court ruling|prison sentence|heatwave"
+).split("|")
+FILLER = (
+    "the officials said on Tuesday that talks would continue despite the setback and that a statement was "
+    "expected later in the week according to people familiar with the matter who spoke on condition of "
+    "anonymity because they were not authorised to discuss the negotiations publicly while analysts warned "
+    "markets could react sharply if the plan collapsed and ministers met again in the capital to review"
+).split()
+
+
+def vocabulary(rng: random.Random, size: int) -> list[str]:
+    """Distinct names and phrases: 'First Surname', surnames, places, topic phrases."""
+    words: set[str] = set(COMMON_PHRASES)
+    while len(words) < size:
+        surname = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))).capitalize()
+        kind = rng.random()
+        if kind < 0.4:
+            words.add(f"{rng.choice(FIRST)} {surname}")
+        elif kind < 0.7:
+            words.add(surname)
+        elif kind < 0.85:
+            words.add(f"{surname} {rng.choice(['province', 'ministry', 'port', 'group', 'bank'])}")
+        else:
+            words.add(f"{surname.lower()} {rng.choice(COMMON_PHRASES).split()[0]}")
+    return sorted(words)
+
+
+def quoted(term: str) -> str:
+    return f'"{term}"' if " " in term else term
+
+
+def random_query(rng: random.Random, vocab: list[str]) -> str:
+    terms = [quoted(t) for t in rng.sample(vocab, rng.randint(2, 6))]
+    shape = rng.random()
+    if shape < 0.35:
+        return f"{terms[0]} AND ({' OR '.join(terms[1:])})"
+    if shape < 0.55:
+        return " OR ".join(f"({a} {b})" for a, b in zip(terms[::2], terms[1::2])) or terms[0]
+    if shape < 0.7:
+        return f"({terms[0]} NEAR/8 {terms[1]})" + "".join(f" OR {t}" for t in terms[2:4])
+    if shape < 0.85 and len(terms) >= 3:
+        return f"2 OF ({', '.join(terms)})"
+    return f"{terms[0]} AND {terms[1]}" + (f" AND NOT {terms[2]}" if len(terms) > 2 else "")
+
+
+def rules_yaml(rng: random.Random, vocab: list[str], count: int) -> str:
+    lines = ["rules:"]
+    for index in range(count):
+        query = random_query(rng, vocab).replace("'", "''")
+        lines.append(f"  - id: r{index}\n    query: '{query}'")
+    return "\n".join(lines) + "\n"
+
+
+def article(rng: random.Random, vocab: list[str], hot: list[str], index: int, size: int = 5000) -> Article:
+    """~``size`` characters of filler prose with vocabulary items sprinkled in, some curly
+    quotes, dashes and accents so folding is exercised as in real feeds."""
+    words: list[str] = []
+    length = 0
+    while length < size:
+        if rng.random() < 0.06:
+            term = rng.choice(hot) if rng.random() < 0.5 else rng.choice(vocab)
+        else:
+            term = rng.choice(FILLER)
+        if rng.random() < 0.01:
+            term = rng.choice(["“Kyïv’s”", "—", "Sánchez’s", "arms–control"])
+        words.append(term)
+        length += len(term) + 1
+    body = " ".join(words)
+    return Article(id=f"a{index}", feed_url="bench", title=" ".join(words[:10]), body=body)
+
+
+def throughput(run, articles: list[Article]) -> tuple[float, float]:
+    """(articles/s, MB/s) for ``run`` applied to every article once."""
+    size = sum(len(a.title) + len(a.body) for a in articles)
+    start = time.perf_counter()
+    for item in articles:
+        run(item)
+    elapsed = time.perf_counter() - start
+    return len(articles) / elapsed, size / elapsed / 1e6
+
+
+def naive_runner(ruleset: RuleSet):
+    patterns = []
+    for rule in ruleset.rules:
+        terms = {term.key.pattern for term in iter_terms(ruleset.query(rule.id))}
+        alternation = "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))
+        patterns.append(re.compile(rf"\b(?:{alternation})\b"))
+
+    def run(item: Article) -> int:
+        texts = [fold(item.title).lower, fold(item.summary).lower, fold(item.body).lower]
+        fired = 0
+        for pattern in patterns:
+            for text in texts:
+                if pattern.search(text):
+                    fired += 1
+                    break
+        return fired
+
+    return run
+
+
+def ceiling_runner(ruleset: RuleSet):
+    terms = sorted({term.key.scan_pattern for rule in ruleset.rules for term in iter_terms(ruleset.query(rule.id))})
+    automaton = ahocorasick_rs.AhoCorasick(terms)
+
+    def run(item: Article) -> int:
+        hits = 0
+        for text in (item.title, item.summary, item.body):
+            if text:
+                scan = " " + scan_text(fold(text).lower) + " "
+                hits += len(automaton.find_matches_as_indexes(scan, overlapping=True))
+        return hits
+
+    return run
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--articles", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    vocab = vocabulary(rng, 30_000)
+    hot = rng.sample(vocab, 300)  # frequently mentioned names, as in any news cycle
+    articles = [article(rng, vocab, hot, i) for i in range(args.articles)]
+    mean_kb = sum(len(a.title) + len(a.body) for a in articles) / len(articles) / 1000
+    print(f"{len(articles)} articles, mean {mean_kb:.1f} KB; vocabulary {len(vocab)} names and phrases")
+    print()
+    header = f"{'rules':>6} | {'engine art/s':>12} {'MB/s':>6} | {'ceiling art/s':>13} {'MB/s':>6} | " \
+             f"{'naive art/s':>11} | {'eng/ceil':>8} | {'eng/naive':>9} | {'fired/art':>9}"
+    print(header)
+    print("-" * len(header))
+    results = {}
+    for count in (10, 1_000, 10_000):
+        ruleset = parse_rules(rules_yaml(random.Random(count), vocab, count), f"<bench-{count}>")
+        engine = throughput(ruleset.match, articles)
+        ceiling = throughput(ceiling_runner(ruleset), articles)
+        subset = articles[: max(5, min(len(articles), 200_000 // count))]
+        naive = throughput(naive_runner(ruleset), subset)
+        fired = sum(len(ruleset.match(a)) for a in articles[:100]) / min(100, len(articles))
+        results[count] = engine[0]
+        print(
+            f"{count:>6} | {engine[0]:>12,.0f} {engine[1]:>6.1f} | {ceiling[0]:>13,.0f} {ceiling[1]:>6.1f} | "
+            f"{naive[0]:>11,.1f} | {engine[0] / ceiling[0]:>8.0%} | {engine[0] / naive[0]:>8,.0f}x | {fired:>9.1f}"
+        )
+    print()
+    print(f"throughput at 10,000 rules / at 10 rules: {results[10_000] / results[10]:.0%}")
+    text = rules_yaml(random.Random(10_000), vocab, 10_000)
+    gc.collect()
+    before = rss_bytes()
+    start = time.perf_counter()
+    ruleset = parse_rules(text, "<bench-10000>")
+    elapsed = time.perf_counter() - start
+    grown = rss_bytes() - before
+    del ruleset
+    gc.collect()
+    tracemalloc.start()
+    parse_rules(text, "<bench-10000>")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        f"compile 10,000 rules from YAML: {elapsed:.2f} s; RSS growth {grown / 1e6:.0f} MB; "
+        f"peak Python allocations {peak / 1e6:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
