@@ -1,0 +1,175 @@
+"""Every kind of rule error names file, line and column, and says what would be right."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from monitor.engine import RuleSetError, load_rules, parse_rules
+from monitor.errors import RuleError
+
+
+def errors_of(text: str) -> list[RuleError]:
+    with pytest.raises(RuleSetError) as caught:
+        parse_rules(textwrap.dedent(text), "r.yaml")
+    return caught.value.errors
+
+
+def only_error(text: str) -> RuleError:
+    (error,) = errors_of(text)
+    return error
+
+
+def query_error(query: str) -> RuleError:
+    """The error for a rule whose query sits at line 3, content starting at column 13."""
+    escaped = query.replace("'", "''")
+    return only_error(f"rules:\n  - id: r\n    query: '{escaped}'\n")
+
+
+def position(error: RuleError) -> tuple[int | None, int | None]:
+    assert error.location is not None and error.location.path == "r.yaml"
+    return error.location.line, error.location.column
+
+
+class TestQueryErrors:
+    def test_empty_query(self) -> None:
+        error = query_error("")
+        assert "empty query" in error.message and position(error)[0] == 3
+
+    def test_unclosed_parenthesis_points_at_it(self) -> None:
+        error = query_error("putin AND (trump")
+        assert "unbalanced '('" in error.message and position(error) == (3, 13 + 10)
+        assert "add ')'" in (error.hint or "")
+
+    def test_stray_closing_parenthesis(self) -> None:
+        error = query_error("putin)")
+        assert "unbalanced ')'" in error.message and position(error) == (3, 13 + 5)
+
+    def test_unknown_field_suggests_the_closest(self) -> None:
+        error = query_error("putin titel:summit")
+        assert "unknown field 'titel'" in error.message and position(error) == (3, 13 + 6)
+        assert "did you mean title:?" in (error.hint or "")
+
+    @pytest.mark.parametrize("operator", ["NEAR", "NEAR/x", "NEAR/-1", "NEAR/1000"])
+    def test_bad_near(self, operator: str) -> None:
+        error = query_error(f"putin {operator} trump")
+        assert "bad proximity operator" in error.message and position(error) == (3, 13 + 6)
+        assert "NEAR/N" in (error.hint or "")
+
+    def test_near_of_an_and_is_refused(self) -> None:
+        error = query_error("(a AND b) NEAR/3 c")
+        assert "NEAR/3 needs a term" in error.message and position(error) == (3, 13)
+
+    def test_unknown_list_suggests_the_closest(self) -> None:
+        error = only_error(
+            """\
+            lists:
+              leaders: [Putin]
+            rules:
+              - id: r
+                query: 'summit @leadrs'
+            """
+        )
+        assert "unknown list @leadrs" in error.message and error.location.line == 5
+        assert error.location.column == 13 + 7 and "@leaders" in (error.hint or "")
+
+    @pytest.mark.parametrize("query", ["3 OF (a, b)", "0 OF (a, b)"])
+    def test_bad_k(self, query: str) -> None:
+        error = query_error(query)
+        assert "K must be between 1 and 2" in error.message and position(error) == (3, 13)
+
+    def test_query_without_positive_term(self) -> None:
+        error = query_error("NOT football")
+        assert "none of its terms" in error.message and "positive term" in (error.hint or "")
+
+    def test_short_wildcard(self) -> None:
+        error = query_error("putin ab*")
+        assert "wildcard 'ab*'" in error.message and position(error) == (3, 13 + 6)
+
+    def test_unterminated_phrase(self) -> None:
+        error = query_error('putin "arms control')
+        assert "unterminated" in error.message and position(error) == (3, 13 + 6)
+
+    def test_trailing_operator(self) -> None:
+        error = query_error("putin AND")
+        assert "ends where a term was expected" in error.message
+
+    def test_error_in_folded_block_query_points_at_its_line(self) -> None:
+        error = only_error(
+            """\
+            rules:
+              - id: r
+                query: >-
+                  putin AND
+                  (trump OR titel:x)
+            """
+        )
+        assert "unknown field" in error.message and position(error) == (5, 17)
+
+    def test_plain_multiline_query_points_at_its_line(self) -> None:
+        error = only_error("rules:\n  - id: r\n    query: putin AND\n      trump NEAR/y x\n")
+        assert position(error) == (4, 13)
+
+
+class TestFileErrors:
+    def test_unknown_key_suggests_the_closest(self) -> None:
+        error = only_error("rules:\n  - id: r\n    query: x\n    severty: high\n")
+        assert "unknown key 'severty'" in error.message and position(error) == (4, 5)
+        assert "did you mean 'severity'?" in (error.hint or "")
+
+    def test_unknown_top_level_key(self) -> None:
+        error = only_error("rule:\n  - id: r\n")
+        assert "unknown key 'rule'" in error.message and "'rules'" in (error.hint or "")
+
+    def test_duplicate_key(self) -> None:
+        error = only_error("rules:\n  - id: r\n    query: x\n    query: y\n")
+        assert "duplicate key 'query'" in error.message and position(error) == (4, 5)
+        assert "line 3" in (error.hint or "")
+
+    def test_duplicate_id_across_files(self, tmp_path) -> None:
+        (tmp_path / "a.yaml").write_text("rules:\n  - id: r\n    query: x\n")
+        (tmp_path / "b.yaml").write_text("rules:\n  - id: r\n    query: y\n")
+        with pytest.raises(RuleSetError) as caught:
+            load_rules([tmp_path])
+        (error,) = caught.value.errors
+        assert "duplicate rule id 'r'" in error.message
+        assert str(error.location) == f"{tmp_path / 'b.yaml'}:2:9" and "a.yaml:2:9" in (error.hint or "")
+
+    def test_missing_id(self) -> None:
+        error = only_error("rules:\n  - query: x\n")
+        assert "no id" in error.message and position(error) == (2, 5)
+
+    def test_bad_severity_lists_choices(self) -> None:
+        error = only_error("rules:\n  - id: r\n    query: x\n    severity: urgent\n")
+        assert "bad severity 'urgent'" in error.message and "critical" in (error.hint or "")
+
+    def test_bad_mode(self) -> None:
+        error = only_error("rules:\n  - id: r\n    query: x\n    mode: dark\n")
+        assert "bad mode 'dark'" in error.message and position(error) == (4, 11)
+
+    def test_enabled_must_be_boolean(self) -> None:
+        error = only_error("rules:\n  - id: r\n    query: x\n    enabled: maybe\n")
+        assert "enabled must be true or false" in error.message
+
+    def test_yaml_syntax_error_has_a_position(self) -> None:
+        error = only_error("rules:\n  - id: r\n    query: [x\n")
+        assert "invalid YAML" in error.message and error.location.line is not None
+
+    def test_missing_path(self, tmp_path) -> None:
+        with pytest.raises(RuleSetError) as caught:
+            load_rules([tmp_path / "nope.yaml"])
+        assert "no such rule file" in str(caught.value)
+
+    def test_all_errors_are_collected_and_listed_one_per_line(self) -> None:
+        with pytest.raises(RuleSetError) as caught:
+            parse_rules("rules:\n  - id: a\n    query: '(x'\n  - id: b\n    query: 'NEAR y'\n", "r.yaml")
+        lines = str(caught.value).splitlines()
+        assert len(caught.value.errors) == 2 and lines[0].startswith("r.yaml:3:") and lines[1].startswith("r.yaml:5:")
+
+    def test_error_string_is_path_line_col_message_hint(self) -> None:
+        error = query_error("a NEAR b")
+        assert str(error).startswith("r.yaml:3:15: bad proximity operator 'NEAR' (write NEAR/N")
+
+    def test_rule_set_error_is_a_rule_error(self) -> None:
+        assert issubclass(RuleSetError, RuleError)

@@ -1,0 +1,165 @@
+"""The query language: each feature, precedence and the implicit operator."""
+
+from __future__ import annotations
+
+from monitor.engine.query import And, AtLeast, Near, Not, Or, Term, parse_query
+from tests.engine.helpers import article, fires, one_rule
+
+LEADERS = "lists:\n  leaders: [Putin, Trump, Xi Jinping, zelensk*]\n"
+
+
+class TestTerms:
+    def test_bare_term_is_case_insensitive(self) -> None:
+        assert fires("putin", "PUTIN arrives")
+
+    def test_phrase_needs_adjacent_words(self) -> None:
+        assert not fires('"arms control"', "arms and control")
+
+    def test_wildcard_matches_word_continuations(self) -> None:
+        assert fires("sanction*", "new sanctions on oil")
+
+    def test_wildcard_matches_the_prefix_itself(self) -> None:
+        assert fires("sanction*", "a sanction")
+
+    def test_wildcard_does_not_match_inside_words(self) -> None:
+        assert not fires("sanction*", "unsanctioned")
+
+    def test_wildcard_hit_covers_the_whole_word(self) -> None:
+        (match,) = one_rule("sanction*").match(article("new sanctions."))
+        assert match.hits[0].text == "sanctions"
+
+    def test_wildcard_in_phrase_applies_to_last_word(self) -> None:
+        assert fires('"nuclear weapon*"', "nuclear weapons programme")
+
+    def test_case_sensitive_term_matches_exact_case(self) -> None:
+        assert fires("=START", "the START treaty")
+
+    def test_case_sensitive_term_rejects_other_case(self) -> None:
+        assert not fires("=START", "a new start for the firm")
+
+    def test_case_sensitive_phrase(self) -> None:
+        assert not fires('="New START"', "a New Start for the firm")
+
+    def test_case_sensitive_term_is_still_accent_insensitive(self) -> None:
+        assert fires("=IAEA", "the ÍAEA said")
+
+
+class TestBoolean:
+    def test_and_needs_both(self) -> None:
+        assert not fires("putin AND trump", "Putin spoke")
+
+    def test_or_needs_either(self) -> None:
+        assert fires("putin OR trump", "Trump spoke")
+
+    def test_not_excludes(self) -> None:
+        assert not fires("sanctions AND NOT football", "football sanctions")
+
+    def test_implicit_operator_is_and(self) -> None:
+        node = parse_query("putin trump")
+        assert isinstance(node, And) and [child.label for child in node.children] == ["putin", "trump"]
+
+    def test_lowercase_operators_are_words(self) -> None:
+        assert fires("rock and roll", "rock and roll")
+        assert isinstance(parse_query("rock and roll"), And)
+
+    def test_and_binds_tighter_than_or(self) -> None:
+        node = parse_query("a OR b AND c")
+        assert isinstance(node, Or) and isinstance(node.children[1], And)
+
+    def test_not_binds_tighter_than_and(self) -> None:
+        node = parse_query("a AND NOT b c")
+        assert isinstance(node, And) and isinstance(node.children[1], Not) and len(node.children) == 3
+
+    def test_near_binds_tighter_than_and(self) -> None:
+        node = parse_query("a b NEAR/3 c")
+        assert isinstance(node, And) and isinstance(node.children[1], Near)
+
+    def test_parentheses_override_precedence(self) -> None:
+        assert isinstance(parse_query("(a OR b) AND c"), And)
+
+
+class TestNear:
+    def test_within_distance_fires(self) -> None:
+        assert fires("Putin NEAR/3 Trump", "Putin will meet Trump")
+
+    def test_beyond_distance_does_not_fire(self) -> None:
+        assert not fires("Putin NEAR/1 Trump", "Putin will meet Trump")
+
+    def test_order_does_not_matter(self) -> None:
+        assert fires("Trump NEAR/2 Putin", "Putin will meet Trump")
+
+    def test_zero_means_adjacent(self) -> None:
+        assert fires("Putin NEAR/0 Trump", "a Putin–Trump summit")
+
+    def test_possessive_counts_as_one_word(self) -> None:
+        assert fires("Putin NEAR/0 summit", "Putin’s summit")
+
+    def test_both_sides_in_the_same_field(self) -> None:
+        assert not fires("Putin NEAR/5 Trump", body="Trump spoke", title="Putin")
+
+    def test_near_accepts_or_groups_and_phrases(self) -> None:
+        assert fires('(summit OR talks) NEAR/4 "Vladimir Putin"', "talks with Vladimir Putin")
+
+    def test_near_evidence_is_the_close_pair(self) -> None:
+        body = "Trump spoke. " + "filler " * 30 + "Putin met Trump."
+        (match,) = one_rule("Putin NEAR/2 Trump").match(article(body))
+        assert [hit.start for hit in match.hits] == [body.index("Putin"), body.rindex("Trump")]
+
+
+class TestFields:
+    def test_title_scope(self) -> None:
+        assert fires("title:summit", title="Summit in Alaska", body="no")
+
+    def test_title_scope_ignores_body(self) -> None:
+        assert not fires("title:summit", title="Talks", body="summit")
+
+    def test_scope_applies_to_group(self) -> None:
+        assert fires("summary:(putin OR trump)", summary="Trump", body="x")
+
+    def test_default_is_all_fields(self) -> None:
+        assert fires("putin", summary="Putin")
+
+    def test_hit_names_its_field(self) -> None:
+        (match,) = one_rule("putin").match(article(title="Putin"))
+        assert match.hits[0].field == "title"
+
+
+class TestAtLeast:
+    def test_k_distinct_items(self) -> None:
+        assert fires("2 OF (Putin, Trump, Xi)", "Putin and Xi")
+
+    def test_fewer_than_k_does_not_fire(self) -> None:
+        assert not fires("2 OF (Putin, Trump, Xi)", "Putin and Putin again")
+
+    def test_k_of_a_list(self) -> None:
+        assert fires("2 OF @leaders", "Zelenskyy and Xi Jinping", lists=LEADERS)
+
+    def test_items_can_be_expressions(self) -> None:
+        assert isinstance(parse_query("1 OF (a b, c)"), AtLeast)
+
+
+class TestLists:
+    def test_list_is_or_of_entries(self) -> None:
+        assert fires("@leaders", "Zelensky spoke", lists=LEADERS)
+
+    def test_list_entry_is_a_phrase(self) -> None:
+        assert not fires("@leaders", "Xi and Jinping", lists=LEADERS)
+
+    def test_list_hits_name_the_list(self) -> None:
+        (match,) = one_rule("@leaders", LEADERS).match(article("Putin"))
+        assert match.hits[0].term == "@leaders:Putin"
+
+    def test_list_from_another_file_is_visible(self, tmp_path) -> None:
+        from monitor.engine import load_rules
+
+        (tmp_path / "a.yaml").write_text("rules:\n  - id: r\n    query: '@start_treaty'\n")
+        (tmp_path / "b.yaml").write_text(
+            "lists:\n  start_treaty: ['=New START', Strategic Arms Reduction Treaty]\n"
+        )
+        ruleset = load_rules([tmp_path])
+        assert ruleset.match(article("the Strategic Arms Reduction Treaty"))
+
+
+def test_parse_produces_terms_with_fields() -> None:
+    node = parse_query("title:putin")
+    assert isinstance(node, Term) and node.fields == ("title",)

@@ -1,0 +1,85 @@
+"""Folding for matching, and the offsets of hits in the original text."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.engine.text import fold, scan_text
+from tests.engine.helpers import article, fires, one_rule
+
+
+class TestFold:
+    def test_lowercases_and_strips_accents(self) -> None:
+        assert fold("Kyïv Sánchez").lower == "kyiv sanchez"
+
+    def test_keeps_case_in_cased_text(self) -> None:
+        assert fold("NATO Sánchez").cased == "NATO Sanchez"
+
+    def test_dashes_become_spaces(self) -> None:
+        assert fold("arms-control arms–control arms—control").lower == "arms control arms control arms control"
+
+    def test_curly_quotes_become_straight(self) -> None:
+        assert fold("“Kyiv’s”").lower == "\"kyiv's\""
+
+    def test_whitespace_runs_collapse(self) -> None:
+        assert fold("a \t\n  b\u00a0 c").lower == "a b c"
+
+    def test_expanding_character_keeps_lengths_equal(self) -> None:
+        folded = fold("Straße")
+        assert folded.lower == "strasse" and len(folded.cased) == len(folded.lower)
+
+    def test_scan_text_replaces_punctuation_one_for_one(self) -> None:
+        assert scan_text("u.s. putin's") == "u s  putin s"
+
+
+class TestOffsets:
+    @pytest.mark.parametrize(
+        "original, folded_span, expected",
+        [
+            ("Kyi\u0308v talks", (0, 4), "Kyi\u0308v"),  # a combining mark removed
+            ("Große summit", (7, 13), "summit"),  # ß expanded to ss before the hit
+            ("Große summit", (0, 6), "Große"),  # the hit includes the expansion
+            ("a  —  summit", (2, 8), "summit"),  # whitespace collapsed before the hit
+            ("x…y summit", (6, 12), "summit"),  # ellipsis expanded to three dots
+        ],
+    )
+    def test_folded_span_maps_to_original_text(self, original: str, folded_span: tuple[int, int], expected: str) -> None:
+        folded = fold(original)
+        start, end = folded.original_span(*folded_span)
+        assert original[start:end] == expected
+
+    def test_hit_offsets_point_into_original_field(self) -> None:
+        body = "Große  Gespräche in Kyïv — “summit’s” agenda"
+        (match,) = one_rule("summit kyiv").match(article(body))
+        for hit in match.hits:
+            assert body[hit.start : hit.end] == hit.text
+        assert {hit.text for hit in match.hits} == {"Kyïv", "summit"}
+
+
+class TestNormalisedMatching:
+    def test_plain_term_matches_accented_text(self) -> None:
+        assert fires("Kyiv", "Talks in Kyïv")
+
+    def test_accented_term_matches_plain_text(self) -> None:
+        assert fires("Sánchez", "Pedro Sanchez said")
+
+    def test_phrase_matches_hyphenated_text(self) -> None:
+        assert fires('"arms control"', "new arms-control talks")
+
+    def test_phrase_matches_en_dash_text(self) -> None:
+        assert fires('"arms control"', "new arms–control talks")
+
+    def test_hyphenated_term_matches_spaced_text(self) -> None:
+        assert fires("arms-control", "arms control talks")
+
+    def test_curly_apostrophe_in_text_matches_straight_in_term(self) -> None:
+        assert fires('"Kyiv\'s participation"', "without Kyiv’s participation")
+
+    def test_whole_words_only(self) -> None:
+        assert not fires("arms", "the farms were dry")
+
+    def test_possessive_matches_base_word(self) -> None:
+        assert fires("summit", "the summit’s agenda")
+
+    def test_plural_is_not_the_word(self) -> None:
+        assert not fires("summit", "two summits")

@@ -1,0 +1,108 @@
+"""Operators' tools: check, test, evaluate, explain."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from monitor.engine.tools import check, evaluate, explain, snippet
+from monitor.engine.tools import test as run_examples
+from tests.engine.helpers import article, rules_from
+
+GOOD = "rules:\n  - id: war\n    query: war*\n    examples:\n      match: [the war goes on]\n      no_match: [a sunny day]\n"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+class TestCheck:
+    def test_valid_files_exit_0_with_one_line_summary(self, tmp_path: Path) -> None:
+        out = io.StringIO()
+        assert check([write(tmp_path, "a.yaml", GOOD)], out) == 0
+        assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("OK: 1 rules")
+
+    def test_every_error_in_every_file_is_printed(self, tmp_path: Path) -> None:
+        write(tmp_path, "a.yaml", "rules:\n  - id: a\n    query: '(x'\n  - id: b\n    qeury: y\n")
+        write(tmp_path, "b.yaml", "rules:\n  - id: c\n    query: 'x NEAR y'\n")
+        out = io.StringIO()
+        assert check([tmp_path], out) == 1
+        lines = out.getvalue().splitlines()
+        assert [line.split(":")[0].rsplit("/", 1)[-1] for line in lines[:-1]] == ["a.yaml", "a.yaml", "a.yaml", "b.yaml"]
+        assert lines[-1] == "4 error(s)"
+
+    def test_error_lines_carry_line_col_and_hint(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "a.yaml", "rules:\n  - id: a\n    query: 'x NEAR y'\n")
+        out = io.StringIO()
+        check([path], out)
+        assert out.getvalue().startswith(f"{path}:3:15: bad proximity operator 'NEAR' (write NEAR/N")
+
+
+class TestExamples:
+    def test_passing_examples_exit_0(self, tmp_path: Path) -> None:
+        out = io.StringIO()
+        assert run_examples([write(tmp_path, "a.yaml", GOOD)], out) == 0
+        assert "SUCCESS" in out.getvalue() and "2/2 examples passed" in out.getvalue()
+
+    def test_unwanted_match_is_reported_with_matched_terms(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "a.yaml", "rules:\n  - id: war\n    query: war*\n    examples:\n      no_match: [warships sail]\n")
+        out = io.StringIO()
+        assert run_examples([path], out) == 1
+        report = out.getvalue()
+        assert "FAILED" in report and "rule: war, example no_match[0]" in report
+        assert "expected: no alert" in report and "war* body[0:8] 'warships'" in report
+
+    def test_missing_match_is_reported(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "a.yaml", "rules:\n  - id: war\n    query: war\n    examples:\n      match: [warfare]\n")
+        out = io.StringIO()
+        assert run_examples([path], out) == 1 and "got: no alert" in out.getvalue()
+
+    def test_disabled_rules_are_tested_too(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "a.yaml", "rules:\n  - id: w\n    query: war\n    enabled: false\n    examples:\n      match: [peace]\n")
+        assert run_examples([path], io.StringIO()) == 1
+
+
+class TestEvaluate:
+    def test_metrics_and_errors_per_rule(self, tmp_path: Path) -> None:
+        rules = write(tmp_path, "r.yaml", "rules:\n  - id: war\n    query: war\n")
+        records = [
+            {"id": "tp", "text": "the war", "labels": ["war"]},
+            {"id": "fp", "title": "war games", "body": "a board game", "labels": []},
+            {"id": "fn", "text": "the conflict", "labels": ["war"]},
+            {"id": "tn", "text": "peace", "labels": []},
+            {"id": "tp2", "body": "war again", "labels": ["war"]},
+        ]
+        labeled = write(tmp_path, "l.jsonl", "\n".join(json.dumps(r) for r in records) + "\n")
+        out = io.StringIO()
+        assert evaluate(labeled, [rules], out) == 0
+        report = out.getvalue().splitlines()
+        row = next(line for line in report if line.startswith("war "))
+        # tp=2 fp=1 fn=1: precision 2/3, recall 2/3, F1 2/3
+        assert row.split() == ["war", "2", "1", "1", "0.667", "0.667", "0.667"]
+        assert "false positives war: fp" in report and "false negatives war: fn" in report
+
+    def test_bad_line_is_reported_with_its_number(self, tmp_path: Path) -> None:
+        rules = write(tmp_path, "r.yaml", "rules:\n  - id: war\n    query: war\n")
+        labeled = write(tmp_path, "l.jsonl", '{"id": 1, "text": "x", "labels": []}\nnot json\n')
+        out = io.StringIO()
+        assert evaluate(labeled, [rules], out) == 1 and f"{labeled}:2:" in out.getvalue()
+
+
+class TestExplain:
+    def test_explains_terms_fields_offsets_and_snippet(self) -> None:
+        ruleset = rules_from("rules:\n  - id: s\n    query: Putin NEAR/3 summit\n")
+        body = "Officials said Putin will attend the summit in Alaska next week."
+        (entry,) = explain(article(body), ruleset)
+        assert entry["id"] == "s" and entry["topic"] == "alerts.s" and entry["terms"] == ["Putin", "summit"]
+        first = entry["hits"][0]
+        assert (first["field"], body[first["start"] : first["end"]]) == ("body", "Putin")
+        assert "[Putin]" in entry["snippet"]
+
+    def test_snippet_marks_the_hit_and_trims_at_words(self) -> None:
+        text = "word " * 40 + "HIT" + " word" * 40
+        start = text.index("HIT")
+        result = snippet(text, start, start + 3, width=20)
+        assert result.startswith("…word") and "[HIT]" in result and result.endswith("word…")
