@@ -21,6 +21,8 @@ from monitor.errors import FeedError
 __all__ = [
     "FetchResult",
     "FeedHttpError",
+    "FeedTimeout",
+    "error_kind",
     "Transport",
     "Validators",
     "cache_max_age",
@@ -90,6 +92,19 @@ class FeedHttpError(FeedError):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+
+class FeedTimeout(FeedError):
+    """The server did not answer (or finish answering) within the configured time."""
+
+
+def error_kind(exc: FeedError) -> str:
+    """The counter a failed poll goes to: ``http_4xx``, ``http_5xx``, ``timeout`` or ``other``."""
+    if isinstance(exc, FeedHttpError):
+        return "http_5xx" if exc.status >= 500 else "http_4xx"
+    if isinstance(exc, FeedTimeout):
+        return "timeout"
+    return "other"
 
 
 class Transport(Protocol):

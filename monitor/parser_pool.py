@@ -1,17 +1,23 @@
-"""Parsing off the event loop: a process pool with a per-parse time limit.
+"""CPU work off the event loop: a process pool with a per-task time limit.
 
-Feed parsing is the CPU bottleneck (tens of milliseconds per feed with feedparser), so
-it runs in worker processes: both cores work and the event loop never blocks. A parse
-that runs past its limit is abandoned and the pool is recycled, so one pathological
-feed cannot stall the others.
+Feed parsing is the CPU bottleneck (tens of milliseconds per feed with feedparser), and
+full-text extraction is as costly, so both run in worker processes: every core works
+and the event loop never blocks.
+
+A task that runs past its limit is abandoned. A process pool cannot stop one running
+task, so the stuck worker is killed with the whole pool (a fresh pool starts on the
+next task). The other tasks that pool was running or holding die with it through no
+fault of their own: they are run once more on the fresh pool instead of failing, so
+one pathological feed costs only its own poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, TypeVar
 
 from monitor.errors import FeedError
 from monitor.log import get_logger
@@ -21,14 +27,24 @@ __all__ = ["ParserPool"]
 
 log = get_logger("parse")
 
+T = TypeVar("T")
+
 
 class ParserPool:
-    """Runs :func:`monitor.parse.parse_feed` in worker processes (or a thread when ``workers == 0``)."""
+    """Runs :func:`monitor.parse.parse_feed` (and other pure CPU tasks) in worker processes.
+
+    ``workers == 0`` runs tasks on a thread instead (tests, tiny deployments); a thread
+    cannot be killed, so there the time limit only stops waiting.
+    """
 
     def __init__(self, workers: int = -1, timeout: float = 20.0) -> None:
         self.workers = (os.cpu_count() or 1) if workers < 0 else workers
         self.timeout = timeout
         self._pool: ProcessPoolExecutor | None = None
+        #: Pools killed so far (for metrics and tests).
+        self.recycled = 0
+        #: Tasks run again after a pool was killed under them.
+        self.retried = 0
 
     def _executor(self) -> ProcessPoolExecutor | None:
         if self.workers == 0:
@@ -39,33 +55,64 @@ class ParserPool:
 
     async def parse(self, body: bytes, feed_url: str, content_type: str | None = None) -> ParsedFeed:
         """Parse one feed body; :class:`FeedError` when it cannot be read or takes too long."""
-        loop = asyncio.get_running_loop()
-        executor = self._executor()
-        if executor is None:
-            future = asyncio.ensure_future(asyncio.to_thread(parse_feed, body, feed_url, content_type))
-        else:
-            future = loop.run_in_executor(executor, parse_feed, body, feed_url, content_type)
-        try:
-            return await asyncio.wait_for(future, self.timeout)
-        except asyncio.TimeoutError as exc:
-            self._recycle()
-            raise FeedError(f"{feed_url}: parsing took longer than {self.timeout:g}s and was abandoned",
-                            hint="the feed is pathological; raise [feeds] parse_timeout if it is just huge") from exc
-        except BrokenProcessPool as exc:
-            self._recycle()
-            raise FeedError(f"{feed_url}: the parser process died while parsing this feed") from exc
+        return await self.run(parse_feed, body, feed_url, content_type, label=feed_url, what="parsing")
 
-    def _recycle(self) -> None:
-        """Kill the workers (one may be stuck in a runaway parse) and start afresh next time."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
+    async def run(self, function: Callable[..., T], *args: Any, label: str, what: str = "processing") -> T:
+        """Run a picklable module-level ``function(*args)`` within the time limit.
+
+        ``label`` (a feed or page url) and ``what`` name the task in errors.
+        """
+        for attempt in (1, 2):
+            executor = self._executor()
+            if executor is None:
+                return await self._run_in_thread(function, args, label, what)
+            try:
+                future: Future[T] = executor.submit(function, *args)
+            except (BrokenProcessPool, RuntimeError):
+                # The pool broke (or was shut down) between our check and the submit.
+                self._recycle(executor, reason="broken")
+                continue
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+            except asyncio.TimeoutError as exc:
+                self._recycle(executor, reason="timeout", culprit=label)
+                raise FeedError(
+                    f"{label}: {what} took longer than {self.timeout:g}s and was abandoned",
+                    hint="the input is pathological; raise [feeds] parse_timeout if it is just huge",
+                ) from exc
+            except BrokenProcessPool as exc:
+                if self._pool is executor:
+                    # Nobody recycled it: a worker died while running this very task.
+                    self._recycle(executor, reason="worker died", culprit=label)
+                    raise FeedError(f"{label}: the worker process died while {what} it") from exc
+                if attempt == 2:
+                    raise FeedError(f"{label}: {what} was interrupted twice by other tasks' failures") from exc
+                # Another task's timeout killed the pool under us: run again on a fresh one.
+                self.retried += 1
+                log.info("parse.retried", label=label, reason="pool recycled by another task")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run_in_thread(self, function: Callable[..., T], args: tuple[Any, ...], label: str, what: str) -> T:
+        task = asyncio.ensure_future(asyncio.to_thread(function, *args))
+        try:
+            return await asyncio.wait_for(task, self.timeout)
+        except asyncio.TimeoutError as exc:
+            raise FeedError(f"{label}: {what} took longer than {self.timeout:g}s and was abandoned") from exc
+
+    def _recycle(self, pool: ProcessPoolExecutor, *, reason: str, culprit: str | None = None) -> None:
+        """Kill ``pool``'s workers (one may be stuck in a runaway task); a new pool starts next time."""
+        if self._pool is not pool:
+            return  # Someone else already replaced it.
+        self._pool = None
+        self.recycled += 1
         # ProcessPoolExecutor has no public way to stop a running task; killing the
-        # processes is the only way to get the core back.
-        for process in list(getattr(pool, "_processes", {}).values()):
+        # processes is the only way to get the core back. Futures of the tasks it held
+        # then fail with BrokenProcessPool, which :meth:`run` turns into a retry.
+        processes = getattr(pool, "_processes", None) or {}
+        for process in list(processes.values()):
             process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        log.warning("parse.pool.recycled")
+        pool.shutdown(wait=False)
+        log.warning("parse.pool.recycled", reason=reason, culprit=culprit)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

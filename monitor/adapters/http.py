@@ -1,25 +1,48 @@
-"""Transports that fetch a feed location: aiohttp for http(s), the disk for files.
+"""Transports that fetch a feed location: aiohttp for http(s), the disk for files;
+and the guarded fetcher for article pages named by (untrusted) feed content.
 
 The HTTP transport makes conditional GETs, follows a bounded number of redirects itself
 (so it can tell a permanent move from a temporary one), and enforces the body-size
-limit while streaming: a 1 GB answer is aborted, never buffered.
+limit while streaming: a 1 GB answer is aborted, never buffered. Compressed answers
+(gzip, deflate, brotli) are inflated chunk by chunk (aiohttp >= 3.13.3 caps each step),
+and the limit counts inflated bytes, so a gzip bomb stops at the limit too.
+
+:class:`PageFetcher` fetches article pages for full-text matching. Their URLs come
+from feed content anyone can write, so it refuses loopback, private, link-local,
+multicast and other non-public addresses after DNS resolution (the check sits in the
+resolver the connection itself uses, so a second lookup cannot swap the address) and
+again on every redirect hop, unless the operator's allow-list names them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from monitor import USER_AGENT
 from monitor.errors import FeedError
-from monitor.fetch import FeedHttpError, FetchResult, Validators, cache_max_age, retry_after_seconds
+from monitor.fetch import FeedHttpError, FeedTimeout, FetchResult, Validators, cache_max_age, retry_after_seconds
 
-__all__ = ["FileTransport", "HttpTransport", "RoutingTransport", "local_path"]
+__all__ = [
+    "AddressPolicy",
+    "BlockedAddress",
+    "FileTransport",
+    "HttpTransport",
+    "Page",
+    "PageFetcher",
+    "RoutingTransport",
+    "local_path",
+]
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _PERMANENT = {301, 308}
@@ -48,10 +71,13 @@ class HttpTransport:
         max_redirects: int = 5,
         user_agent: str = "",
         connection_limit: int = 100,
+        read_timeout: float | None = None,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout, sock_read=timeout)
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=connect_timeout, sock_read=read_timeout if read_timeout else timeout
+        )
         self._user_agent = user_agent or USER_AGENT
         self._connection_limit = connection_limit
         self._session: aiohttp.ClientSession | None = None
@@ -86,7 +112,7 @@ class HttpTransport:
                         location = response.headers.get("Location")
                         if not location:
                             raise FeedError(f"{url}: HTTP {response.status} redirect without a Location header")
-                        current = urljoin(current, location)
+                        current = _redirect_target(url, current, location)
                         still_permanent = still_permanent and response.status in _PERMANENT
                         if still_permanent:
                             moved_to = current
@@ -127,23 +153,43 @@ class HttpTransport:
         except FeedError:
             raise
         except asyncio.TimeoutError as exc:
-            raise FeedError(f"{url}: timed out after {time.monotonic() - started:.1f}s", hint="the server is slow or unreachable; it is retried later") from exc
+            raise FeedTimeout(f"{url}: timed out after {time.monotonic() - started:.1f}s", hint="the server is slow or unreachable; it is retried later") from exc
         except aiohttp.ClientError as exc:
             raise FeedError(f"{url}: {type(exc).__name__}: {exc}", hint="the server is unreachable or answered badly; it is retried later") from exc
+        except ValueError as exc:
+            # yarl/aiohttp reject some malformed urls and headers with a bare ValueError.
+            raise FeedError(f"{url}: invalid request or answer: {exc}") from exc
 
     async def _read_bounded(self, response: aiohttp.ClientResponse, url: str) -> bytes:
-        declared = response.content_length
-        if declared is not None and declared > self.max_bytes:
-            raise FeedError(f"{url}: body of {declared} bytes is over the {self.max_bytes}-byte limit", hint="raise [feeds] max_bytes if the feed is really that large")
-        chunks: list[bytes] = []
-        size = 0
-        # Counted after decompression, so a gzip bomb stops at the limit too.
-        async for chunk in response.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise FeedError(f"{url}: body exceeds the {self.max_bytes}-byte limit", hint="raise [feeds] max_bytes if the feed is really that large")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_bounded(response, url, self.max_bytes, "[feeds] max_bytes")
+
+
+async def read_bounded(response: aiohttp.ClientResponse, url: str, max_bytes: int, setting: str) -> bytes:
+    """The response body, or :class:`FeedError` as soon as it passes ``max_bytes``.
+
+    Counted after decompression, chunk by chunk, so neither a huge body nor a gzip bomb
+    is ever held in memory beyond the limit plus one chunk.
+    """
+    declared = response.content_length
+    encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+    if declared is not None and declared > max_bytes and not encoded:
+        raise FeedError(f"{url}: body of {declared} bytes is over the {max_bytes}-byte limit", hint=f"raise {setting} if it is really that large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > max_bytes:
+            response.close()
+            raise FeedError(f"{url}: body exceeds the {max_bytes}-byte limit", hint=f"raise {setting} if it is really that large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _redirect_target(url: str, current: str, location: str) -> str:
+    target = urljoin(current, location.strip())
+    if urlsplit(target).scheme.lower() not in ("http", "https"):
+        raise FeedError(f"{url}: redirected to {target[:200]!r}, which is not http(s)", hint="only http(s) redirects are followed")
+    return target
 
 
 class FileTransport:
@@ -192,3 +238,185 @@ class RoutingTransport:
 
     async def close(self) -> None:
         await self.http.close()
+
+
+# -- article pages (full text) ----------------------------------------------------------
+
+
+class BlockedAddress(FeedError):
+    """A page url resolved to an address the operator did not allow (SSRF guard)."""
+
+
+_NOT_PUBLIC = "loopback, private, link-local, multicast, reserved and unspecified addresses"
+
+
+class AddressPolicy:
+    """Which IP addresses page fetches may connect to: public ones, plus the allow-list.
+
+    ``allow`` holds networks (``10.1.0.0/16``), single addresses (``127.0.0.1``) or host
+    names (``intranet.example``; the name as written in the url, any port).
+    """
+
+    def __init__(self, allow: Iterable[str] = ()) -> None:
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.hosts: set[str] = set()
+        for entry in allow:
+            entry = entry.strip()
+            if not entry:
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.hosts.add(entry.lower().rstrip("."))
+
+    def host_allowed(self, host: str) -> bool:
+        """The operator named this host itself: any address it resolves to is fine."""
+        return host.lower().rstrip(".") in self.hosts
+
+    def address_allowed(self, address: str) -> bool:
+        """True for a public unicast address, or one inside an allowed network."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in network for network in self.networks):
+            return True
+        return ip.is_global and not ip.is_multicast
+
+
+class _GuardedResolver(AbstractResolver):
+    """Resolves through the system resolver and drops every address the policy refuses.
+
+    The connector connects only to what this returns, so the address checked is the
+    address used: no window for a rebinding DNS server to answer differently.
+    """
+
+    def __init__(self, policy: AddressPolicy) -> None:
+        self._policy = policy
+        self._inner = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if self._policy.host_allowed(host):
+            return results
+        allowed = [r for r in results if self._policy.address_allowed(r["host"])]
+        if not allowed:
+            refused = ", ".join(sorted({r["host"] for r in results}))
+            raise OSError(f"{host} resolves only to refused addresses ({refused})")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One fetched article page."""
+
+    url: str
+    body: bytes
+    content_type: str | None
+
+
+class PageFetcher:
+    """Fetches article pages for full-text matching, refusing non-public addresses."""
+
+    def __init__(
+        self,
+        *,
+        policy: AddressPolicy | None = None,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        read_timeout: float | None = None,
+        max_bytes: int = 5 * 1024 * 1024,
+        max_redirects: int = 5,
+        user_agent: str = "",
+        connection_limit: int = 32,
+    ) -> None:
+        self.policy = policy or AddressPolicy()
+        self.max_bytes = max_bytes
+        self.max_redirects = max_redirects
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=connect_timeout, sock_read=read_timeout if read_timeout else timeout
+        )
+        self._user_agent = user_agent or USER_AGENT
+        self._connection_limit = connection_limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_or_new(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(
+                    limit=self._connection_limit, ttl_dns_cache=60, resolver=_GuardedResolver(self.policy)
+                ),
+                headers={"User-Agent": self._user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"},
+                # Proxies from the environment would make the address check meaningless.
+                trust_env=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def check_url(self, url: str) -> None:
+        """Refuse a url that is not http(s) or names a refused IP address literally.
+
+        Host names are checked when they resolve (see :class:`_GuardedResolver`);
+        literal addresses never reach a resolver, so they are checked here.
+        """
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https"):
+            raise BlockedAddress(f"{url[:200]}: not an http(s) url", hint="only http(s) article pages are fetched")
+        host = parts.hostname
+        if not host:
+            raise BlockedAddress(f"{url[:200]}: no host in the url")
+        if self.policy.host_allowed(host):
+            return
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return
+        if not self.policy.address_allowed(host):
+            raise BlockedAddress(
+                f"{url[:200]}: refused address {host}",
+                hint=f"{_NOT_PUBLIC} are refused; name it in [fulltext] allow to permit it",
+            )
+
+    async def fetch(self, url: str) -> Page:
+        """GET an article page, following redirects one hop at a time, every hop checked."""
+        session = self._session_or_new()
+        started = time.monotonic()
+        current = url
+        try:
+            for _hop in range(self.max_redirects + 1):
+                self.check_url(current)
+                async with session.get(current, allow_redirects=False) as response:
+                    if response.status in _REDIRECTS:
+                        location = response.headers.get("Location")
+                        if not location:
+                            raise FeedError(f"{url}: HTTP {response.status} redirect without a Location header")
+                        current = _redirect_target(url, current, location)
+                        continue
+                    if response.status >= 400:
+                        raise FeedHttpError(url, response.status, response.reason or "")
+                    body = await read_bounded(response, url, self.max_bytes, "[fulltext] max_bytes")
+                    return Page(url=current, body=body, content_type=response.headers.get("Content-Type"))
+            raise FeedError(f"{url}: more than {self.max_redirects} redirects")
+        except FeedError:
+            raise
+        except asyncio.TimeoutError as exc:
+            raise FeedTimeout(f"{url}: timed out after {time.monotonic() - started:.1f}s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            cause = exc.os_error
+            if isinstance(cause, OSError) and "refused addresses" in str(cause):
+                raise BlockedAddress(f"{current[:200]}: {cause}", hint=f"{_NOT_PUBLIC} are refused; name it in [fulltext] allow to permit it") from exc
+            raise FeedError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise FeedError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:
+            raise FeedError(f"{url}: invalid request or answer: {exc}") from exc
