@@ -1,0 +1,344 @@
+"""The daemon's own HTTP endpoint (aiohttp): metrics, probes and a status page for people.
+
+``/metrics``      Prometheus text format
+``/healthz``      200 while the process is alive (liveness)
+``/readyz``       200 when rules are loaded and the broker is reachable, else 503 with the reasons
+``/status.json``  the status page's data, for scripts
+``/``             the status page: feeds, rules, latest alerts; refreshes itself
+
+The page is server-rendered HTML without scripts. Everything shown comes from feeds
+and operators, so all of it is escaped, and only http(s) links are made clickable.
+
+Also here: :func:`probe_broker`, the cheap broker check behind ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from datetime import datetime, timezone
+from html import escape
+from itertools import count
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from monitor import __version__
+from monitor.errors import ConfigError
+from monitor.health import DISABLED, FAILING, OK, STALE, format_duration
+from monitor.log import get_logger
+from monitor.metrics import Observer, StatusSnapshot
+from monitor.model import SourceLocation
+
+__all__ = ["WebServer", "parse_listen", "probe_broker", "render_status_page"]
+
+log = get_logger("web")
+
+#: No scripts, no remote anything: the page is static HTML with inline styles.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:8765"`` -> ``("127.0.0.1", 8765)``; ``"[::1]:8765"`` -> ``("::1", 8765)``."""
+    host, _, port = listen.strip().rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"[http] listen = {listen!r} is not host:port", hint='e.g. "127.0.0.1:8765"')
+    return host.strip("[]"), int(port)
+
+
+class WebServer:
+    """Serves the observer's metrics, probes and status page on ``listen``."""
+
+    def __init__(self, observer: Observer, listen: str, *, refresh: float = 10.0) -> None:
+        self.observer = observer
+        self.listen = listen
+        self.refresh = refresh
+        self._runner: web.AppRunner | None = None
+        #: The address actually bound (the port is chosen by the OS when ``listen`` says 0).
+        self.address: tuple[str, int] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base url of the endpoint, e.g. ``http://127.0.0.1:8765``."""
+        if self.address is None:
+            raise RuntimeError("the web server is not started")
+        host, port = self.address
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self._status_page)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/status.json", self._status_json)
+        return app
+
+    async def start(self) -> "WebServer":
+        """Bind and serve; :class:`ConfigError` naming the address when it cannot be bound."""
+        host, port = parse_listen(self.listen)
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"cannot listen on {self.listen}: {exc.strerror or exc}",
+                location=SourceLocation("[http] listen"),
+                hint="choose a free port with [http] listen (NEWS_MONITOR_HTTP_LISTEN), or set [http] enabled = false",
+            ) from exc
+        self._runner = runner
+        sockets = getattr(site._server, "sockets", None) or []  # aiohttp keeps the bound sockets here
+        bound = sockets[0].getsockname() if sockets else (host, port)
+        self.address = (bound[0], bound[1])
+        log.info("http.started", url=self.url)
+        return self
+
+    async def stop(self) -> None:
+        """Stop serving; safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> "WebServer":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- handlers ------------------------------------------------------------------------
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body = self.observer.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ready, problems = self.observer.readiness()
+        return web.json_response({"ready": ready, "problems": problems}, status=200 if ready else 503)
+
+    async def _status_json(self, _request: web.Request) -> web.Response:
+        snapshot = self.observer.snapshot()
+        body = orjson.dumps(snapshot, default=_jsonable)
+        return web.Response(body=body, content_type="application/json", headers=_SECURITY_HEADERS)
+
+    async def _status_page(self, _request: web.Request) -> web.Response:
+        html = render_status_page(self.observer.snapshot(), refresh=self.refresh)
+        return web.Response(text=html, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: getattr(value, name) for name in value.__dataclass_fields__}
+    raise TypeError(type(value).__name__)
+
+
+# -- the status page ----------------------------------------------------------------------
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fff}
+h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.6em 0 .4em}
+table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.h-ok{color:#176f2c}.h-stale{color:#9a6700}.h-failing,.h-disabled{color:#b42318;font-weight:600}
+.badge{display:inline-block;padding:.1em .5em;border-radius:.8em;background:#eee;margin-right:.4em}
+.bad{background:#fde2e1}.good{background:#dcf5e3}.muted{color:#777}.err{color:#b42318;max-width:40em;overflow-wrap:anywhere}
+td.url{max-width:32em;overflow-wrap:anywhere}
+"""
+
+
+def _t(text: object) -> str:
+    return escape(str(text), quote=True)
+
+
+def _iso(moment: float | None) -> str:
+    if moment is None:
+        return ""
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _when(moment: float | None, now: float) -> str:
+    """A <time> element: relative text, absolute UTC in the title."""
+    if moment is None:
+        return '<span class="muted">never</span>'
+    delta = moment - now
+    text = f"in {format_duration(delta)}" if delta > 0.5 else f"{format_duration(-delta)} ago"
+    return f'<time datetime="{_iso(moment)}" title="{_iso(moment)}">{_t(text)}</time>'
+
+
+def _link(url: str | None, label: str) -> str:
+    """A link only for http(s) urls: a feed could carry ``javascript:`` or ``data:`` links."""
+    if url and urlsplit(url).scheme.lower() in {"http", "https"}:
+        return f'<a href="{_t(url)}" rel="noopener noreferrer nofollow" target="_blank">{_t(label)}</a>'
+    return _t(label)
+
+
+def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> str:
+    """The status page as one HTML document (every value escaped)."""
+    s = snapshot
+    now = s.now
+    parts: list[str] = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+    ]
+    if refresh > 0:
+        parts.append(f'<meta http-equiv="refresh" content="{refresh:g}">')
+    parts += [f"<title>news-monitor: {_t(_summary_word(s))}</title>", f"<style>{_STYLE}</style></head><body>"]
+    parts.append(f"<h1>news-monitor {_t(__version__)}</h1>")
+    ready_class = "good" if s.ready else "bad"
+    parts.append(
+        f'<p id="summary"><span class="badge {ready_class}" id="ready">{"ready" if s.ready else "not ready"}</span>'
+        f'<span class="badge">up {_t(format_duration(now - s.started))}</span>'
+        f'<span class="badge">polls <b id="polls">{s.polls}</b></span>'
+        f'<span class="badge">alerts raised <b id="alerts-raised">{s.alerts_raised}</b></span>'
+        f'<span class="badge">published <b id="alerts-published">{s.alerts_published}</b></span>'
+        f'<span class="badge">pending <b id="pending">{s.pending}</b></span>'
+        f'<span class="badge">publish errors <b id="publish-errors">{s.publish_errors}</b></span>'
+        f'<span class="muted">as of {_t(_iso(now))}</span></p>'
+    )
+    if s.not_ready:
+        parts.append('<ul class="err" id="not-ready">' + "".join(f"<li>{_t(p)}</li>" for p in s.not_ready) + "</ul>")
+    if s.last_reload_error:
+        parts.append(f'<p class="err" id="reload-error">last rule reload failed: {_t(s.last_reload_error)}</p>')
+
+    counts = ", ".join(f'<span class="h-{_t(h)}">{n} {_t(h)}</span>' for h, n in s.health_counts.items() if n)
+    parts.append(f"<h2>Feeds ({len(s.feeds)}: {counts or 'none'})</h2>")
+    parts.append(
+        '<table id="feeds"><thead><tr><th>feed</th><th>health</th><th>last success</th><th>last error</th>'
+        "<th>items seen</th><th>polls</th><th>last new item</th><th>next poll</th></tr></thead><tbody>"
+    )
+    for row in s.feeds:
+        label = row.name or row.url
+        reason = f'<div class="muted">{_t(row.reason)}</div>' if row.reason else ""
+        error = ""
+        if row.last_error:
+            error = f'<div class="err">{_t(row.last_error[:500])}</div>{_when(row.last_error_at, now)}'
+        parts.append(
+            f'<tr data-url="{_t(row.url)}" data-health="{_t(row.health)}">'
+            f'<td class="url">{_link(row.url, label)}</td>'
+            f'<td class="health h-{_t(row.health)}">{_t(row.health)}{reason}</td>'
+            f'<td class="last-success">{_when(row.last_success, now)}</td>'
+            f'<td class="last-error">{error or "<span class=muted>none</span>"}</td>'
+            f'<td class="num items-seen">{row.items_seen}</td>'
+            f'<td class="num polls">{row.polls}</td>'
+            f'<td class="last-new-item">{_when(row.last_new_item, now)}</td>'
+            f'<td class="next-poll">{_when(row.next_poll, now)}</td></tr>'
+        )
+    parts.append("</tbody></table>")
+
+    version = f" version {_t(s.ruleset_version)}" if s.ruleset_version else ""
+    parts.append(f"<h2>Rules ({len(s.rules)}{version})</h2>")
+    parts.append(
+        '<table id="rules"><thead><tr><th>rule</th><th>topic</th><th>severity</th><th>mode</th>'
+        "<th>alerts</th></tr></thead><tbody>"
+    )
+    for rule in s.rules:
+        state = "" if rule.enabled else ' <span class="muted">(disabled)</span>'
+        parts.append(
+            f'<tr data-rule="{_t(rule.id)}"><td class="rule-id">{_t(rule.id)}{state}</td><td class="topic">{_t(rule.topic)}</td>'
+            f'<td>{_t(rule.severity)}</td><td>{_t(rule.mode)}</td><td class="num alerts">{rule.alerts}</td></tr>'
+        )
+    parts.append("</tbody></table>")
+
+    parts.append(f"<h2>Latest alerts ({len(s.alerts)})</h2>")
+    parts.append(
+        '<table id="alerts"><thead><tr><th>detected</th><th>rule</th><th>severity</th><th>title</th>'
+        "<th>feed</th><th>delivered</th></tr></thead><tbody>"
+    )
+    for alert in s.alerts:
+        parts.append(
+            f'<tr data-alert="{_t(alert.alert_id)}"><td>{_when(alert.detected_at, now)}</td>'
+            f'<td class="rule-id">{_t(alert.rule_id)}</td><td>{_t(alert.severity)}</td>'
+            f'<td class="title">{_link(alert.url, alert.title or alert.url or "(untitled)")}</td>'
+            f'<td class="url">{_t(alert.feed_url)}</td>'
+            f'<td class="delivered">{"yes" if alert.delivered else "pending"}</td></tr>'
+        )
+    if not s.alerts:
+        parts.append('<tr><td colspan="6" class="muted">no alerts since start-up</td></tr>')
+    parts.append("</tbody></table>")
+    refresh_note = f"refreshes every {refresh:g}s; " if refresh > 0 else ""
+    parts.append(
+        f'<p class="muted">{refresh_note}machine-readable: <a href="status.json">status.json</a>, '
+        '<a href="metrics">metrics</a>, <a href="readyz">readyz</a></p></body></html>'
+    )
+    return "\n".join(parts)
+
+
+def _summary_word(snapshot: StatusSnapshot) -> str:
+    counts = snapshot.health_counts
+    bad = counts.get(FAILING, 0) + counts.get(DISABLED, 0)
+    if not snapshot.ready:
+        return "not ready"
+    if bad:
+        return f"{bad} feed(s) failing"
+    if counts.get(STALE, 0):
+        return f"{counts[STALE]} feed(s) stale"
+    return OK
+
+
+# -- broker check --------------------------------------------------------------------------
+
+_API_VERSIONS = 18
+_correlation = count(1)
+
+
+def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    addresses = []
+    for part in bootstrap_servers.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if host and port.isdigit():
+            addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+async def probe_broker(bootstrap_servers: str, *, timeout: float = 2.0, kafka_protocol: bool = True) -> tuple[bool, str | None]:
+    """Whether any bootstrap broker answers, and the error when none does.
+
+    With ``kafka_protocol`` (plaintext listeners) the broker must answer a Kafka
+    ApiVersions request, not just accept the connection; TLS listeners get a TCP check.
+    """
+    errors: list[str] = []
+    for host, port in _addresses(bootstrap_servers):
+        try:
+            await asyncio.wait_for(_probe_one(host, port, kafka_protocol), timeout)
+            return True, None
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            errors.append(f"{host}:{port}: {type(exc).__name__}: {exc}".rstrip(": "))
+    return False, "; ".join(errors) or f"no usable address in {bootstrap_servers!r}"
+
+
+async def _probe_one(host: str, port: int, kafka_protocol: bool) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        if not kafka_protocol:
+            return
+        correlation = next(_correlation) & 0x7FFFFFFF
+        client_id = b"news-monitor-probe"
+        # ApiVersions v0: header (api key, version, correlation id, client id), empty body.
+        payload = struct.pack(">hhih", _API_VERSIONS, 0, correlation, len(client_id)) + client_id
+        writer.write(struct.pack(">i", len(payload)) + payload)
+        await writer.drain()
+        size = struct.unpack(">i", await reader.readexactly(4))[0]
+        answer = await reader.readexactly(min(size, 1 << 20))
+        if size < 4 or struct.unpack(">i", answer[:4])[0] != correlation:
+            raise ValueError("the broker's answer does not match the request")
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await writer.wait_closed()

@@ -1,0 +1,430 @@
+"""Feed health: which feeds are failing, which have gone quiet, and the events that say so.
+
+A feed is
+
+``failing``
+    when its last ``failing_after`` polls failed in a row (unreachable, HTTP errors,
+    unparseable);
+``stale``
+    when it still answers but has had no new item for much longer than usual: longer
+    than its operator-set ``expected_update_period``, or else than ``stale_factor`` times
+    its learned cadence (never sooner than ``stale_min_age``, nor than two poll intervals,
+    since new items are only noticed when the feed is polled);
+``disabled``
+    when the server said it is gone for good (HTTP 410);
+``ok``
+    otherwise.
+
+The cadence is learned from the feed itself: the median gap between the publication
+dates of its newest entries, or, for feeds without dates, a moving average of the gaps
+between polls that found something new. It is stored with the feed's state so a
+restart does not forget it.
+
+Every change of health is a :class:`Transition`; its :func:`health_record` is the
+Kafka record published on the feed-health topic, so another service can page someone.
+
+Pure: no I/O; the clock is passed in.
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Protocol, Sequence
+
+import orjson
+
+from monitor.model import Feed, Record
+
+__all__ = [
+    "DISABLED",
+    "FAILING",
+    "HEALTH_EVENT_TYPE",
+    "HEALTH_STATES",
+    "OK",
+    "STALE",
+    "FeedHealth",
+    "FeedHealthTracker",
+    "FeedRow",
+    "FeedStateLike",
+    "HealthPolicy",
+    "Transition",
+    "assess",
+    "format_duration",
+    "health_record",
+    "learn_cadence",
+]
+
+OK = "ok"
+STALE = "stale"
+FAILING = "failing"
+DISABLED = "disabled"
+#: Every health a feed can have, best first.
+HEALTH_STATES: tuple[str, ...] = (OK, STALE, FAILING, DISABLED)
+
+HEALTH_EVENT_TYPE = "news.feed-health.v1"
+HEALTH_SCHEMA_VERSION = 1
+
+#: Newest entries whose publication dates the cadence is learned from.
+_CADENCE_ENTRIES = 20
+#: A cadence below this is noise (entries stamped seconds apart by a batch import).
+_MIN_CADENCE = 60.0
+#: Weight of the newest observed gap in the moving average (feeds without dates).
+_EWMA_WEIGHT = 0.3
+#: Publication dates further ahead than this are clock errors and are ignored.
+_FUTURE_SLACK = 86400.0
+
+
+def learn_cadence(
+    previous: float | None,
+    published: Iterable[datetime | None],
+    last_new_item: float | None,
+    now: float,
+    new: int,
+) -> float | None:
+    """The typical seconds between two new items of a feed, or None while unknown.
+
+    ``published`` are the publication dates of the entries in the current feed
+    document; ``last_new_item`` is when a poll last found a new item and ``new`` how many
+    this poll found (at ``now``).
+    """
+    stamps = sorted(
+        {stamp for stamp in (_aware(m).timestamp() for m in published if m is not None) if stamp <= now + _FUTURE_SLACK},
+        reverse=True,
+    )[:_CADENCE_ENTRIES]
+    gaps = [newer - older for newer, older in zip(stamps, stamps[1:]) if newer > older]
+    if len(gaps) >= 2:
+        return max(_MIN_CADENCE, float(statistics.median(gaps)))
+    if new and last_new_item is not None and now > last_new_item:
+        observed = max(_MIN_CADENCE, now - last_new_item)
+        if previous is None:
+            return observed
+        return (1 - _EWMA_WEIGHT) * previous + _EWMA_WEIGHT * observed
+    return previous
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """The thresholds of :func:`assess` (``[health]`` in the config)."""
+
+    failing_after: int = 3
+    stale_factor: float = 4.0
+    stale_min_age: float = 3600.0
+
+    def stale_after(self, feed: Feed, cadence: float | None) -> float | None:
+        """Seconds without a new item after which ``feed`` is stale; None when unknown."""
+        if feed.expected_update_period is not None and feed.expected_update_period > 0:
+            # The operator said how quiet the feed may be: take them at their word.
+            return float(feed.expected_update_period)
+        if cadence is None or cadence <= 0:
+            return None
+        return max(self.stale_factor * cadence, self.stale_min_age, 2 * feed.interval)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHealth:
+    """A feed's health and the reason for it, in words an operator can act on."""
+
+    health: str
+    reason: str = ""
+
+
+def assess(
+    feed: Feed,
+    *,
+    now: float,
+    policy: HealthPolicy,
+    consecutive_errors: int = 0,
+    last_error: str | None = None,
+    disabled: str | None = None,
+    last_new_item: float | None = None,
+    cadence: float | None = None,
+    quiet_since: float | None = None,
+) -> FeedHealth:
+    """The health of one feed now.
+
+    ``quiet_since`` is when silence started counting for a feed that never had a new
+    item (when monitoring of it began).
+    """
+    if disabled:
+        return FeedHealth(DISABLED, f"disabled: {disabled}")
+    if consecutive_errors >= policy.failing_after:
+        return FeedHealth(FAILING, f"{consecutive_errors} failed poll(s) in a row: {last_error or 'unknown error'}")
+    limit = policy.stale_after(feed, cadence)
+    since = last_new_item if last_new_item is not None else quiet_since
+    if limit is not None and since is not None and now - since > limit:
+        basis = (
+            f"expected_update_period {format_duration(limit)}"
+            if feed.expected_update_period
+            else f"usually one every {format_duration(cadence or 0)}"
+        )
+        return FeedHealth(STALE, f"no new item for {format_duration(now - since)} ({basis})")
+    return FeedHealth(OK)
+
+
+def format_duration(seconds: float) -> str:
+    """``95`` -> ``1m35s``; ``7300`` -> ``2h01m``; ``200000`` -> ``2d07h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A feed's health changed."""
+
+    feed: Feed
+    previous: str
+    current: FeedHealth
+    at: float
+    last_success: float | None = None
+    last_new_item: float | None = None
+    consecutive_errors: int = 0
+    last_error: str | None = None
+
+
+def _iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def health_record(transition: Transition, topic: str) -> Record:
+    """The Kafka record of a health change: JSON value keyed by feed url (one partition per feed,
+    so a consumer sees a feed's changes in order), with CloudEvents headers."""
+    event_id = uuid.uuid4().hex
+    feed = transition.feed
+    value = orjson.dumps(
+        {
+            "schema_version": HEALTH_SCHEMA_VERSION,
+            "event_id": event_id,
+            "feed_url": feed.url,
+            "feed_name": feed.name,
+            "previous": transition.previous,
+            "health": transition.current.health,
+            "reason": transition.current.reason,
+            "at": _iso(transition.at),
+            "last_success": _iso(transition.last_success),
+            "last_new_item": _iso(transition.last_new_item),
+            "consecutive_errors": transition.consecutive_errors,
+            "last_error": transition.last_error,
+        }
+    )
+    url = feed.url.encode("utf-8", "surrogatepass")
+    return Record(
+        alert_id=event_id,
+        article_id=f"feed-health:{feed.url}",
+        topic=topic,
+        key=url,
+        value=value,
+        headers=(
+            ("ce_specversion", b"1.0"),
+            ("ce_id", event_id.encode()),
+            ("ce_source", url),
+            ("ce_type", HEALTH_EVENT_TYPE.encode()),
+            ("ce_time", (_iso(transition.at) or "").encode()),
+            ("content-type", b"application/json"),
+        ),
+    )
+
+
+class FeedStateLike(Protocol):
+    """What the tracker reads of a feed's stored state (``monitor.adapters.store.FeedState``)."""
+
+    url: str
+    polls: int
+    items_seen: int
+    last_poll: float | None
+    last_success: float | None
+    last_new_item: float | None
+    last_error: str | None
+    last_error_at: float | None
+    consecutive_errors: int
+    disabled: str | None
+    cadence: float | None
+    next_poll: float | None
+    health: str
+
+
+@dataclass
+class _Entry:
+    feed: Feed
+    health: FeedHealth
+    quiet_since: float
+    polls: int = 0
+    items_seen: int = 0
+    last_poll: float | None = None
+    last_success: float | None = None
+    last_new_item: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    consecutive_errors: int = 0
+    disabled: str | None = None
+    cadence: float | None = None
+    next_poll: float | None = None
+    #: The health last written to the state store.
+    stored_health: str = OK
+
+
+_COPIED = (
+    "polls", "items_seen", "last_poll", "last_success", "last_new_item", "last_error",
+    "last_error_at", "consecutive_errors", "disabled", "cadence",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRow:
+    """One feed as the status page and ``news-monitor status`` show it."""
+
+    url: str
+    name: str | None
+    health: str
+    reason: str
+    polls: int
+    items_seen: int
+    last_poll: float | None
+    last_success: float | None
+    last_new_item: float | None
+    last_error: str | None
+    last_error_at: float | None
+    next_poll: float | None
+    cadence: float | None
+    stale_after: float | None
+
+
+@dataclass
+class FeedHealthTracker:
+    """Every feed's latest state and health, updated from polls and periodic sweeps."""
+
+    feeds: Sequence[Feed]
+    policy: HealthPolicy = field(default_factory=HealthPolicy)
+    started: float = 0.0
+    _entries: dict[str, _Entry] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        for feed in self.feeds:
+            self._entries[feed.url] = _Entry(feed, FeedHealth(OK), quiet_since=self.started)
+
+    def load(self, state: FeedStateLike) -> None:
+        """Take a stored FeedState (from a previous run) as the starting point, health included,
+        so a restart does not announce changes that were announced before."""
+        entry = self._entries.get(state.url)
+        if entry is None:
+            return
+        self._update(entry, state)
+        stored = state.health if state.health in HEALTH_STATES else OK
+        entry.stored_health = stored
+        entry.health = FeedHealth(stored, "as of the previous run" if stored != OK else "")
+
+    def observe(self, state: FeedStateLike, now: float) -> Transition | None:
+        """Record a feed's state after a poll; the transition when its health changed."""
+        entry = self._entries.get(state.url)
+        if entry is None:
+            return None
+        self._update(entry, state)
+        return self._reassess(entry, now)
+
+    def sweep(self, now: float) -> list[Transition]:
+        """Re-assess every feed (silence grows between polls)."""
+        return [t for t in (self._reassess(entry, now) for entry in self._entries.values()) if t is not None]
+
+    def scheduled(self, url: str, next_poll: float) -> None:
+        entry = self._entries.get(url)
+        if entry is not None:
+            entry.next_poll = next_poll
+
+    def needs_store(self, url: str) -> str | None:
+        """The health to write to the store for ``url``, when the stored one is out of date."""
+        entry = self._entries.get(url)
+        if entry is None or entry.stored_health == entry.health.health:
+            return None
+        return entry.health.health
+
+    def stored(self, url: str, health: str) -> None:
+        entry = self._entries.get(url)
+        if entry is not None:
+            entry.stored_health = health
+
+    def health_of(self, url: str) -> FeedHealth | None:
+        entry = self._entries.get(url)
+        return entry.health if entry is not None else None
+
+    def counts(self) -> dict[str, int]:
+        """Number of feeds in each health state (every state present, zero or not)."""
+        counts = dict.fromkeys(HEALTH_STATES, 0)
+        for entry in self._entries.values():
+            counts[entry.health.health] = counts.get(entry.health.health, 0) + 1
+        return counts
+
+    def rows(self) -> list[FeedRow]:
+        """Every feed, worst health first, then by url."""
+        order = {name: index for index, name in enumerate(HEALTH_STATES)}
+        rows = [
+            FeedRow(
+                url=e.feed.url,
+                name=e.feed.name,
+                health=e.health.health,
+                reason=e.health.reason,
+                polls=e.polls,
+                items_seen=e.items_seen,
+                last_poll=e.last_poll,
+                last_success=e.last_success,
+                last_new_item=e.last_new_item,
+                last_error=e.last_error,
+                last_error_at=e.last_error_at,
+                next_poll=e.next_poll,
+                cadence=e.cadence,
+                stale_after=self.policy.stale_after(e.feed, e.cadence),
+            )
+            for e in self._entries.values()
+        ]
+        rows.sort(key=lambda row: (-order.get(row.health, 0), row.url))
+        return rows
+
+    def _update(self, entry: _Entry, state: FeedStateLike) -> None:
+        for name in _COPIED:
+            setattr(entry, name, getattr(state, name))
+        if state.next_poll is not None and entry.next_poll is None:
+            entry.next_poll = state.next_poll
+
+    def _reassess(self, entry: _Entry, now: float) -> Transition | None:
+        verdict = assess(
+            entry.feed,
+            now=now,
+            policy=self.policy,
+            consecutive_errors=entry.consecutive_errors,
+            last_error=entry.last_error,
+            disabled=entry.disabled,
+            last_new_item=entry.last_new_item,
+            cadence=entry.cadence,
+            quiet_since=entry.quiet_since,
+        )
+        previous = entry.health
+        entry.health = verdict
+        if verdict.health == previous.health:
+            return None
+        return Transition(
+            feed=entry.feed,
+            previous=previous.health,
+            current=verdict,
+            at=now,
+            last_success=entry.last_success,
+            last_new_item=entry.last_new_item,
+            consecutive_errors=entry.consecutive_errors,
+            last_error=entry.last_error,
+        )
+
