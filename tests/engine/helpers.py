@@ -8,7 +8,7 @@ from pathlib import Path
 from monitor.engine import RuleSet, parse_rules
 from monitor.model import Article
 
-DATA = Path(__file__).parent / "data"
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 
 
@@ -33,7 +33,12 @@ def fires(query: str, body: str = "", title: str = "", summary: str = "", lists:
 
 
 def reference_article() -> Article:
-    """The reference story: a Trump-Putin summit that also covers sanctions and arms control."""
-    text = (DATA / "reference_summit.txt").read_text(encoding="utf-8")
-    title, _, body = text.partition("\n")
-    return Article(id="ref", feed_url="test", title=title, body=body)
+    """The reference story: a Trump-Putin summit that also covers sanctions and arms control.
+
+    Read from the sample RSS feed in seeds/ (the repo's own copy of the reference article),
+    through the real parse stage.
+    """
+    from monitor.parse import parse_feed
+
+    feed = SEEDS / "world-news.rss.xml"
+    return parse_feed(feed.read_bytes(), str(feed)).articles[0]
