@@ -1,0 +1,139 @@
+"""The HTTP feed transport against a real local server: conditional GET, encodings,
+redirects, limits, timeouts and error statuses."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from monitor import USER_AGENT
+from monitor.adapters.http import HttpTransport
+from monitor.errors import FeedError
+from monitor.fetch import FeedHttpError, FeedTimeout, Validators
+from tests.hostile_app import HostileServer
+
+pytestmark = pytest.mark.integration
+
+NONE = Validators()
+
+
+@pytest.fixture
+async def server():
+    running = await HostileServer().start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def transport():
+    client = HttpTransport(timeout=3.0, connect_timeout=2.0, read_timeout=1.0, max_bytes=2 * 1024 * 1024, max_redirects=4)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_conditional_get_sends_validators_and_304_costs_no_body(server, transport):
+    first = await transport.fetch(server.url("/conditional"), NONE, {})
+    assert first.status == 200 and b"First item" in first.body
+    assert first.etag == '"v1"' and first.last_modified
+
+    second = await transport.fetch(server.url("/conditional"), first.validators, {})
+    assert second.not_modified and second.body is None
+    assert second.etag == '"v1"' and second.max_age == 600
+    sent = server.headers["/conditional"][-1]
+    assert sent["If-None-Match"] == '"v1"'
+    assert sent["If-Modified-Since"] == first.last_modified
+
+
+async def test_user_agent_names_product_and_url(server, transport):
+    await transport.fetch(server.url("/conditional"), NONE, {})
+    agent = server.headers["/conditional"][-1]["User-Agent"]
+    assert agent == USER_AGENT and "news-monitor" in agent and "https://" in agent
+
+
+async def test_per_feed_headers_are_sent(server, transport):
+    await transport.fetch(server.url("/conditional"), NONE, {"Authorization": "Bearer x", "X-Feed": "1"})
+    assert server.headers["/conditional"][-1]["X-Feed"] == "1"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+async def test_compressed_bodies_are_decoded(server, transport, encoding):
+    result = await transport.fetch(server.url(f"/encoded?with={encoding}"), NONE, {})
+    assert b"Compressed item" in result.body
+    assert encoding in server.headers["/encoded"][-1]["Accept-Encoding"]
+
+
+async def test_permanent_redirect_reports_new_address(server, transport):
+    result = await transport.fetch(server.url("/moved"), NONE, {})
+    assert result.moved_to == server.url("/conditional")
+
+
+async def test_temporary_redirect_keeps_old_address(server, transport):
+    result = await transport.fetch(server.url("/temporary"), NONE, {})
+    assert result.status == 200 and result.moved_to is None
+
+
+async def test_redirect_loop_is_bounded(server, transport):
+    with pytest.raises(FeedError, match="more than 4 redirects") as caught:
+        await transport.fetch(server.url("/loop"), NONE, {})
+    assert server.url("/loop") in str(caught.value)
+    assert server.hits["/loop"] + server.hits["/loop-b"] == 5
+
+
+async def test_redirect_to_another_scheme_is_refused(server, transport):
+    with pytest.raises(FeedError, match="not http"):
+        await transport.fetch(server.url("/to-file"), NONE, {})
+
+
+async def test_gone_is_reported(server, transport):
+    with pytest.raises(FeedHttpError) as caught:
+        await transport.fetch(server.url("/gone"), NONE, {})
+    assert caught.value.gone and "disabled" in str(caught.value)
+
+
+async def test_retry_after_is_read_on_429_and_503(server, transport):
+    with pytest.raises(FeedHttpError) as limited:
+        await transport.fetch(server.url("/rate-limited"), NONE, {})
+    assert limited.value.status == 429 and limited.value.retry_after == 120
+    with pytest.raises(FeedHttpError) as unavailable:
+        await transport.fetch(server.url("/unavailable"), NONE, {})
+    assert unavailable.value.status == 503 and unavailable.value.retry_after is not None
+    assert unavailable.value.retry_after <= 1
+
+
+async def test_declared_huge_body_is_refused_before_reading(server, transport):
+    started = time.monotonic()
+    with pytest.raises(FeedError, match="over the 2097152-byte limit"):
+        await transport.fetch(server.url("/huge"), NONE, {})
+    assert time.monotonic() - started < 2
+
+
+async def test_undeclared_huge_body_is_aborted_while_streaming(server, transport):
+    with pytest.raises(FeedError, match="exceeds the 2097152-byte limit"):
+        await transport.fetch(server.url("/huge-chunked"), NONE, {})
+
+
+async def test_gzip_bomb_stops_at_the_limit(server, transport):
+    with pytest.raises(FeedError, match="exceeds the 2097152-byte limit"):
+        await transport.fetch(server.url("/gzip-bomb"), NONE, {})
+
+
+async def test_never_ending_body_times_out(server, transport):
+    started = time.monotonic()
+    with pytest.raises(FeedTimeout) as caught:
+        await transport.fetch(server.url("/slow"), NONE, {})
+    assert 2.5 <= time.monotonic() - started < 6
+    assert server.url("/slow") in str(caught.value)
+
+
+async def test_unreachable_port_names_the_url(transport):
+    from monitor.adapters.broker import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/feed"
+    with pytest.raises(FeedError) as caught:
+        await transport.fetch(url, NONE, {})
+    assert url in str(caught.value)
