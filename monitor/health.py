@@ -155,7 +155,8 @@ def assess(
     if disabled:
         return FeedHealth(DISABLED, f"disabled: {disabled}")
     if consecutive_errors >= policy.failing_after:
-        return FeedHealth(FAILING, f"{consecutive_errors} failed poll(s) in a row: {last_error or 'unknown error'}")
+        # The error itself travels separately (last_error): the reason stays short.
+        return FeedHealth(FAILING, f"{consecutive_errors} failed poll{'s' if consecutive_errors != 1 else ''} in a row")
     limit = policy.stale_after(feed, cadence)
     since = last_new_item if last_new_item is not None else quiet_since
     if limit is not None and since is not None and now - since > limit:

@@ -1,27 +1,72 @@
-"""structlog set-up: JSON lines for machines, readable lines on a terminal.
+"""structlog set-up: JSON lines for machines, readable coloured lines on a terminal.
 
 Every event has a stable dotted name (``feed.poll.ok``, ``alert.published``...) and its
-context as keys, so logs can be filtered and counted without parsing prose.
+context as keys (``feed_url``, ``rule_id``, ``article_id``...), so logs can be filtered
+and counted without parsing prose. ``docs/operations.md`` lists the events.
+
+Libraries that log through the standard ``logging`` module (aiokafka, aiohttp, asyncio)
+are routed through the same renderer, so a JSON log stays one JSON object per line.
+
+Secrets never reach a line: values of keys that name a secret (password, token,
+authorization, ...) are masked, and credentials inside URLs (``https://user:pw@host``,
+``?token=...``) are masked wherever they appear in a value.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 import structlog
 
-__all__ = ["configure_logging", "get_logger", "SECRET_KEYS"]
+__all__ = ["SECRET_KEYS", "configure_logging", "get_logger", "redact"]
 
-#: Keys whose values never reach a log line.
-SECRET_KEYS = frozenset({"password", "sasl_password", "ssl_password", "secret", "token", "authorization"})
+#: Key names (or parts of them) whose values never reach a log line.
+SECRET_KEYS = frozenset(
+    {"password", "passwd", "secret", "token", "authorization", "api_key", "apikey", "credential", "cookie", "private_key"}
+)
+_MASK = "***"
+_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/@\s:]+(?::[^/@\s]*)?)@", re.IGNORECASE)
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&;](?:[a-z0-9_.-]*(?:token|secret|password|passwd|api_?key|apikey|signature|sig|auth)[a-z0-9_.-]*))=(?P<value>[^&#\s\"']*)",
+    re.IGNORECASE,
+)
+
+
+def _secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in SECRET_KEYS)
+
+
+def _scrub_text(text: str) -> str:
+    if "://" in text:
+        text = _USERINFO.sub(lambda m: f"{m['scheme']}{_MASK}@", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(lambda m: f"{m['key']}={_MASK}", text)
+    return text
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
+    """``value`` with secrets masked: secret-named keys in mappings, credentials in URLs."""
+    if _depth > 6:
+        return value
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, dict):
+        return {k: (_MASK if isinstance(k, str) and _secret_key(k) else redact(v, _depth + 1)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v, _depth + 1) for v in value)
+    return value
 
 
 def _redact_secrets(_logger: object, _name: str, event: dict) -> dict:
-    for key in event.keys() & SECRET_KEYS:
-        event[key] = "***"
+    for key, value in event.items():
+        if key == "event":
+            continue
+        event[key] = _MASK if _secret_key(key) else redact(value)
     return event
 
 
@@ -29,35 +74,80 @@ def _orjson_dumps(obj: object, default: object = None) -> str:
     return orjson.dumps(obj, default=default).decode()
 
 
+def _stringify(obj: object) -> str:
+    # Anything orjson cannot encode (exceptions, paths, sets) is logged as its text.
+    return str(obj)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Configure structlog for the whole process.
+    """Configure structlog, and the standard ``logging`` module, for the whole process.
 
     ``fmt`` is ``json``, ``console`` or ``auto`` (console when ``stream`` is a terminal).
     Logs go to stderr so stdout stays clean for command output (``tail``, ``match``).
     """
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    numeric_level = logging.getLevelName(level.upper())
     renderer: structlog.typing.Processor
     if use_console:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     else:
-        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        renderer = structlog.processors.JSONRenderer(serializer=lambda o, **_: _orjson_dumps(o, _stringify))
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_secrets,
+    ]
+    # The console renderer prints exceptions itself, readably; JSON needs them as a string.
+    tail: list[structlog.typing.Processor] = [] if use_console else [structlog.processors.format_exc_info]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact_secrets,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        processors=[*shared, *tail, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib_logging(numeric_level, stream, shared, tail, renderer)
+
+
+def _route_stdlib_logging(
+    level: int,
+    stream: TextIO,
+    shared: list[structlog.typing.Processor],
+    tail: list[structlog.typing.Processor],
+    renderer: structlog.typing.Processor,
+) -> None:
+    """Send records of the ``logging`` module (aiokafka, aiohttp...) through the same renderer."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _name_foreign_event],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
+        )
+    )
+    handler.set_name("news-monitor")
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if existing.get_name() == "news-monitor":
+            root.removeHandler(existing)
+    root.addHandler(handler)
+    # Libraries are chatty at INFO (aiokafka reconnects): keep them at WARNING unless debugging.
+    root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+
+
+def _name_foreign_event(_logger: object, _name: str, event: dict) -> dict:
+    """A library's message becomes ``message``; the event name is ``lib.<logger>``, stable per logger."""
+    logger_name = event.pop("logger", None) or "root"
+    event["message"] = event.get("event")
+    event["event"] = f"lib.{logger_name}"
+    return event
 
 
 def get_logger(name: str | None = None) -> structlog.typing.FilteringBoundLogger:
-    """A logger bound to a component name."""
-    logger = structlog.get_logger()
-    return logger.bind(component=name) if name else logger
+    """A logger bound to a component name.
+
+    Lazy: modules create their loggers at import time, often before
+    :func:`configure_logging` runs, and must still follow that configuration
+    (``get_logger().bind(...)`` would freeze structlog's defaults: console on stdout).
+    """
+    return structlog.get_logger(component=name) if name else structlog.get_logger()

@@ -162,10 +162,13 @@ class Observer:
         self.alerts_raised = 0
         self.alerts_published = 0
         self.publish_errors = 0
+        self.health_events_published = 0
         self._store: _Store | None = None
         self._delivery: _Delivery | None = None
         self._events: asyncio.Queue[Record] | None = None
         self._event_task: asyncio.Task[None] | None = None
+        #: Called with each PollReport after it is accounted for (the CLI's progress bar).
+        self.poll_listeners: list[Callable[[Any], None]] = []
 
     # -- metrics -------------------------------------------------------------------------
 
@@ -296,6 +299,8 @@ class Observer:
             if transition is not None:
                 self._announce(transition)
             await self._persist_health(report.feed.url)
+        for listener in self.poll_listeners:
+            listener(report)
 
     async def feed_scheduled(self, url: str, next_poll: float, interval: float) -> None:
         """The worker scheduled ``url``'s next poll at ``next_poll`` (Unix time)."""
@@ -307,6 +312,7 @@ class Observer:
         """Delivery's ``on_published``: Kafka acknowledged ``record`` after ``latency`` s."""
         self.m_publish_seconds.observe(latency)
         if record.topic == self.health_topic:
+            self.health_events_published += 1
             self.m_health_events.inc()
             return
         self.alerts_published += 1

@@ -1,0 +1,119 @@
+"""The status page in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``),
+loaded from a running daemon with a real broker and a local feed server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from monitor.worker import Monitor
+from tests.support import SEEDS, make_settings
+from tests.test_metrics import ITEM, ONE_ITEM, SANCTIONS, Daemon, until, value
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not CHROMIUM.exists() or not CHROMEDRIVER.exists(),
+        reason="needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver",
+    ),
+]
+
+REFERENCE_LINK = "https://news.example.org/world/2025/08/14/trump-putin-anchorage-meeting"
+HOSTILE_TITLE = "<img src=x onerror=\"document.title='pwned'\"> sanctions & <b>bold</b>"
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="news-monitor-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _cells(driver, table: str, column: str) -> dict[str, str]:
+    from selenium.webdriver.common.by import By
+
+    rows = driver.find_elements(By.CSS_SELECTOR, f"table#{table} tbody tr[data-{'url' if table == 'feeds' else 'rule'}]")
+    key = "data-url" if table == "feeds" else "data-rule"
+    return {row.get_attribute(key): row.find_element(By.CSS_SELECTOR, f"td.{column}").text for row in rows}
+
+
+async def test_status_page_shows_live_numbers(broker, feed_server, tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = feed_server.serve("/world.rss", (SEEDS / "world-news.rss.xml").read_bytes())
+    broken = feed_server.serve("/broken.rss", "nope", status=500)
+    settings = make_settings(
+        tmp_path, broker.bootstrap_servers, [url, broken],
+        overrides={
+            "http": {"enabled": True, "listen": "127.0.0.1:0", "refresh": 1.0},
+            "health": {"check_interval": 0.2, "failing_after": 1},
+            "feeds": {"interval": 1.0, "max_interval": 1.0},
+        },
+    )
+    async with Daemon(Monitor(settings)) as daemon:
+        async def published_three() -> bool:
+            scrape = await daemon.scrape()
+            return sum(value(scrape, "news_monitor_alerts_published_total", topic=t)
+                       for t in ("alerts.summit", "alerts.sanctions", "alerts.arms-control")) == 3
+
+        await until(published_three, what="three alerts to be acknowledged")
+        await asyncio.to_thread(browser.get, daemon.base + "/")
+
+        def page() -> None:
+            assert browser.find_element(By.ID, "ready").text == "ready"
+            assert _cells(browser, "feeds", "items-seen")[url] == "4"
+            health = _cells(browser, "feeds", "health")
+            assert health[url].startswith("ok")
+            assert health[broken].startswith("failing")
+            assert "HTTP 500" in _cells(browser, "feeds", "last-error")[broken]
+            assert _cells(browser, "feeds", "last-success")[broken] == "never"
+            assert _cells(browser, "feeds", "next-poll")[url].startswith("in ") or "ago" in _cells(browser, "feeds", "next-poll")[url]
+            alerts = _cells(browser, "rules", "alerts")
+            assert alerts["summit"] == "1" and alerts["sanctions"] == "1" and alerts["arms-control"] == "1"
+            links = browser.find_elements(By.CSS_SELECTOR, "table#alerts td.title a")
+            assert len(links) == 3 and {link.get_attribute("href") for link in links} == {REFERENCE_LINK}
+            assert browser.find_element(By.ID, "alerts-raised").text == "3"
+
+        await asyncio.to_thread(page)
+
+        # A new story whose title, once parsed, is markup: the page refreshes itself and shows
+        # it as text. Escaped twice in the XML, since the parser itself strips one layer.
+        double_escaped = HOSTILE_TITLE.replace("&", "&amp;amp;").replace("<", "&amp;lt;").replace(">", "&amp;gt;").replace('"', "&quot;")
+        feed_server.serve("/world.rss", ONE_ITEM.format(items=ITEM.format(title=double_escaped, slug="eu-9", text=SANCTIONS)))
+
+        def refreshed() -> None:
+            WebDriverWait(browser, 20, poll_frequency=0.2).until(
+                lambda d: d.find_element(By.ID, "alerts-raised").text == "4"
+            )
+            assert _cells(browser, "rules", "alerts")["sanctions"] == "2"
+            assert _cells(browser, "feeds", "items-seen")[url] == "5"
+            newest = browser.find_elements(By.CSS_SELECTOR, "table#alerts td.title")[0].text
+            assert newest == HOSTILE_TITLE  # shown as text, not markup
+            assert browser.title != "pwned"
+            assert not browser.find_elements(By.CSS_SELECTOR, "table#alerts td.title img")
+
+        await asyncio.to_thread(refreshed)

@@ -1,0 +1,184 @@
+"""Feed health: the rules (pure), and the events a running daemon publishes when it changes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from monitor.adapters.store import FeedState
+from monitor.health import (
+    DISABLED,
+    FAILING,
+    OK,
+    STALE,
+    FeedHealthTracker,
+    HealthPolicy,
+    assess,
+    health_record,
+    learn_cadence,
+)
+from monitor.model import Feed
+from monitor.worker import Monitor
+from tests.support import make_settings, read_topic
+
+HOUR = 3600.0
+NOW = 1_800_000_000.0
+
+
+class TestLearnCadence:
+    def test_median_gap_of_publication_dates(self):
+        base = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
+        dates = [base - timedelta(minutes=30 * i) for i in range(10)] + [base - timedelta(days=3)]
+        # One old straggler does not move the median.
+        assert learn_cadence(None, dates, None, base.timestamp(), 10) == 1800.0
+
+    def test_naive_dates_count_as_utc_and_future_ones_are_ignored(self):
+        base = datetime(2026, 11, 25, 12)
+        dates = [base, base - timedelta(hours=2), base - timedelta(hours=4), base + timedelta(days=30)]
+        assert learn_cadence(None, dates, None, base.replace(tzinfo=timezone.utc).timestamp(), 1) == 2 * HOUR
+
+    def test_without_dates_gaps_between_new_items_are_averaged(self):
+        first = learn_cadence(None, [None, None], NOW - 600, NOW, 2)
+        assert first == 600
+        second = learn_cadence(first, [], NOW, NOW + 1200, 1)
+        assert 600 < second < 1200
+
+    def test_nothing_new_keeps_what_was_learned(self):
+        assert learn_cadence(900.0, [], NOW - 10, NOW, 0) == 900.0
+        assert learn_cadence(None, [], None, NOW, 0) is None
+
+
+class TestAssess:
+    policy = HealthPolicy(failing_after=3, stale_factor=4.0, stale_min_age=HOUR)
+    feed = Feed("https://example.org/feed.xml", interval=300)
+
+    def test_quiet_for_much_longer_than_usual_is_stale(self):
+        verdict = assess(self.feed, now=NOW, policy=self.policy, last_new_item=NOW - 5 * HOUR, cadence=HOUR)
+        assert verdict.health == STALE
+        assert "no new item for 5h00m" in verdict.reason
+
+    def test_a_little_quiet_is_ok_and_min_age_protects_busy_feeds(self):
+        assert assess(self.feed, now=NOW, policy=self.policy, last_new_item=NOW - 3 * HOUR, cadence=HOUR).health == OK
+        # Every minute usually, quiet for 30 minutes: below stale_min_age, still ok.
+        assert assess(self.feed, now=NOW, policy=self.policy, last_new_item=NOW - 1800, cadence=60).health == OK
+
+    def test_operator_expected_update_period_wins_over_learned_cadence(self):
+        feed = Feed("https://example.org/feed.xml", expected_update_period=600)
+        verdict = assess(feed, now=NOW, policy=self.policy, last_new_item=NOW - 700, cadence=10 * HOUR)
+        assert verdict.health == STALE and "expected_update_period" in verdict.reason
+
+    def test_unknown_cadence_is_never_stale(self):
+        assert assess(self.feed, now=NOW, policy=self.policy, last_new_item=NOW - 100 * HOUR).health == OK
+
+    def test_failing_after_consecutive_errors_and_disabled_first(self):
+        assert assess(self.feed, now=NOW, policy=self.policy, consecutive_errors=2).health == OK
+        failing = assess(self.feed, now=NOW, policy=self.policy, consecutive_errors=3, last_error="HTTP 500")
+        assert failing.health == FAILING and "3 failed polls" in failing.reason
+        assert assess(self.feed, now=NOW, policy=self.policy, consecutive_errors=9, disabled="HTTP 410").health == DISABLED
+
+
+class TestTracker:
+    def test_transitions_are_reported_once_each_way(self):
+        feed = Feed("https://example.org/a.xml")
+        tracker = FeedHealthTracker([feed], HealthPolicy(failing_after=2), started=NOW)
+        assert tracker.observe(FeedState(feed.url, consecutive_errors=1, polls=1), NOW) is None
+        down = tracker.observe(FeedState(feed.url, consecutive_errors=2, polls=2, last_error="boom"), NOW + 1)
+        assert (down.previous, down.current.health) == (OK, FAILING)
+        assert tracker.observe(FeedState(feed.url, consecutive_errors=3, polls=3), NOW + 2) is None
+        up = tracker.observe(FeedState(feed.url, consecutive_errors=0, polls=4, last_success=NOW + 3), NOW + 3)
+        assert (up.previous, up.current.health) == (FAILING, OK)
+        assert tracker.counts() == {OK: 1, STALE: 0, FAILING: 0, DISABLED: 0}
+
+    def test_stored_health_is_the_starting_point(self):
+        feed = Feed("https://example.org/a.xml")
+        tracker = FeedHealthTracker([feed], HealthPolicy(failing_after=1), started=NOW)
+        tracker.load(FeedState(feed.url, consecutive_errors=4, health=FAILING))
+        # Still failing after a restart: nothing new to announce.
+        assert tracker.sweep(NOW) == []
+        assert tracker.needs_store(feed.url) is None
+
+    def test_sweep_notices_silence_between_polls(self):
+        feed = Feed("https://example.org/a.xml", expected_update_period=60)
+        tracker = FeedHealthTracker([feed], started=NOW)
+        tracker.observe(FeedState(feed.url, polls=1, last_success=NOW, last_new_item=NOW), NOW)
+        assert tracker.sweep(NOW + 30) == []
+        [stale] = tracker.sweep(NOW + 61)
+        assert stale.current.health == STALE
+        assert tracker.needs_store(feed.url) == STALE
+
+
+def test_health_record_is_a_keyed_cloudevent():
+    feed = Feed("https://example.org/a.xml", name="A")
+    tracker = FeedHealthTracker([feed], HealthPolicy(failing_after=1), started=NOW)
+    transition = tracker.observe(FeedState(feed.url, consecutive_errors=1, last_error="HTTP 503"), NOW)
+    record = health_record(transition, "monitor.feed-health")
+    event = orjson.loads(record.value)
+    assert record.topic == "monitor.feed-health" and record.key == feed.url.encode()
+    assert event["health"] == FAILING and event["previous"] == OK and event["last_error"] == "HTTP 503"
+    assert event["feed_name"] == "A" and event["at"].endswith("Z")
+    assert dict(record.headers)["ce_type"] == b"news.feed-health.v1"
+
+
+# -- a running daemon -------------------------------------------------------------------
+
+RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><link>https://example.net/</link>
+{items}</channel></rss>"""
+ITEM = "<item><title>Item {n}</title><link>https://example.net/{n}</link><guid>urn:ex:{n}</guid></item>"
+
+
+async def _events(bootstrap: str, feed_url: str, count: int) -> list[dict]:
+    def mine(records):
+        return [e for e in (orjson.loads(r.value) for r in records) if e["feed_url"] == feed_url]
+
+    records = await read_topic(bootstrap, "monitor.feed-health", until=lambda rs: len(mine(rs)) >= count, timeout=20)
+    return mine(records)
+
+
+@pytest.mark.integration
+async def test_daemon_publishes_failing_and_recovery(broker, feed_server, tmp_path):
+    url = feed_server.serve("/flaky.rss", "down for maintenance", status=503)
+    settings = make_settings(
+        tmp_path, broker.bootstrap_servers, [url],
+        overrides={"health": {"failing_after": 2, "check_interval": 0.2}, "feeds": {"interval": 1.0, "max_interval": 1.0}},
+    )
+    monitor = Monitor(settings)
+    run = asyncio.create_task(monitor.run(handle_signals=False))
+    try:
+        [failing] = await _events(broker.bootstrap_servers, url, 1)
+        assert (failing["previous"], failing["health"]) == ("ok", "failing")
+        assert "503" in failing["last_error"] and failing["consecutive_errors"] == 2
+        feed_server.serve("/flaky.rss", RSS.format(items=ITEM.format(n=1)))
+        events = await _events(broker.bootstrap_servers, url, 2)
+        assert [(e["previous"], e["health"]) for e in events] == [("ok", "failing"), ("failing", "ok")]
+    finally:
+        monitor.stop()
+        await asyncio.wait_for(run, timeout=30)
+    from monitor.adapters.store import Store
+
+    assert Store(settings.state_dir).feed_state(url).health == OK
+
+
+@pytest.mark.integration
+async def test_daemon_flags_a_silent_feed_stale_and_clears_it(broker, feed_server, tmp_path):
+    url = feed_server.serve("/quiet.rss", RSS.format(items=ITEM.format(n=1)))
+    settings = make_settings(
+        tmp_path, broker.bootstrap_servers, [{"url": url, "expected_update_period": 1.5}],
+        overrides={"health": {"check_interval": 0.2}, "feeds": {"interval": 1.0, "max_interval": 1.0}},
+    )
+    monitor = Monitor(settings)
+    run = asyncio.create_task(monitor.run(handle_signals=False))
+    try:
+        [stale] = await _events(broker.bootstrap_servers, url, 1)
+        assert (stale["previous"], stale["health"]) == ("ok", "stale")
+        assert "no new item" in stale["reason"]
+        # The feed answers all along (the same document): stale, not failing.
+        assert monitor.observer.tracker.health_of(url).health == STALE
+        feed_server.serve("/quiet.rss", RSS.format(items=ITEM.format(n=2) + ITEM.format(n=1)))
+        events = await _events(broker.bootstrap_servers, url, 2)
+        assert (events[1]["previous"], events[1]["health"]) == ("stale", "ok")
+    finally:
+        monitor.stop()
+        await asyncio.wait_for(run, timeout=30)

@@ -1,0 +1,108 @@
+"""Logging: JSON lines or console, stable dotted event names, no secrets, level from config."""
+
+from __future__ import annotations
+
+import ast
+import io
+import logging
+import re
+
+import orjson
+import pytest
+
+from monitor.log import configure_logging, get_logger
+from monitor.settings import load_settings
+from tests.support import ROOT
+
+
+@pytest.fixture
+def stream():
+    buffer = io.StringIO()
+    yield buffer
+    configure_logging("warning", "json")  # what conftest set up for the rest of the suite
+
+
+def _lines(buffer: io.StringIO) -> list[dict]:
+    return [orjson.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_json_lines_off_a_terminal_with_name_and_context(stream):
+    configure_logging("info", "auto", stream)
+    get_logger("pipeline").info("feed.poll.ok", feed_url="https://example.org/feed", new=2)
+    [line] = _lines(stream)
+    assert line["event"] == "feed.poll.ok" and line["feed_url"] == "https://example.org/feed" and line["new"] == 2
+    assert line["level"] == "info" and line["component"] == "pipeline" and line["timestamp"].endswith("Z")
+
+
+def test_console_format_is_readable_not_json(stream):
+    configure_logging("info", "console", stream)
+    get_logger().info("alert.published", topic="alerts.summit")
+    text = stream.getvalue()
+    assert "alert.published" in text and "topic=alerts.summit" in text
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(text)
+
+
+def test_level_filters(stream):
+    configure_logging("warning", "json", stream)
+    get_logger().info("feed.poll.ok")
+    get_logger().warning("feed.poll.error", feed_url="u")
+    assert [line["event"] for line in _lines(stream)] == ["feed.poll.error"]
+
+
+def test_level_comes_from_config_or_environment():
+    assert load_settings(None, environ={"NEWS_MONITOR_LOG_LEVEL": "debug"}).log.level == "debug"
+    assert load_settings(None, environ={"NEWS_MONITOR_LOG_FORMAT": "json"}).log.format == "json"
+
+
+def test_secrets_never_reach_a_line(stream):
+    configure_logging("info", "json", stream)
+    get_logger().info(
+        "kafka.connect",
+        sasl_password="hunter2",
+        headers={"Authorization": "Bearer hunter2", "Accept": "application/rss+xml"},
+        feed_url="https://bob:hunter2@feeds.example/rss?api_key=hunter2&page=2",
+        error="GET https://bob:hunter2@feeds.example/x failed",
+    )
+    text = stream.getvalue()
+    assert "hunter2" not in text
+    [line] = _lines(stream)
+    assert line["headers"]["Accept"] == "application/rss+xml"
+    assert line["feed_url"] == "https://***@feeds.example/rss?api_key=***&page=2"
+
+
+def test_library_logs_are_json_too(stream):
+    configure_logging("info", "json", stream)
+    logging.getLogger("aiokafka.conn").warning("Unable to connect to node %s", 1)
+    logging.getLogger("aiokafka.conn").info("chatty library detail")
+    [line] = _lines(stream)
+    assert line["event"] == "lib.aiokafka.conn" and line["message"] == "Unable to connect to node 1"
+
+
+_EVENT = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+_LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
+
+
+def _log_calls():
+    """(file, line, first argument) of every log call in the package."""
+    for path in sorted((ROOT / "monitor").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _LEVELS):
+                continue
+            receiver = node.func.value
+            name = receiver.id if isinstance(receiver, ast.Name) else getattr(receiver, "attr", "")
+            if name not in {"log", "bound", "logger", "level"} or not node.args:
+                continue
+            yield path.relative_to(ROOT), node.lineno, node.args[0]
+
+
+def test_every_event_name_is_a_stable_dotted_literal():
+    calls = list(_log_calls())
+    assert len(calls) > 20, "the scan finds the package's log calls"
+    bad = [
+        f"{path}:{line}: {ast.unparse(arg)}"
+        for path, line, arg in calls
+        if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str) and _EVENT.match(arg.value))
+    ]
+    assert not bad, "event names must be literal dotted names:\n" + "\n".join(bad)
