@@ -100,7 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, default=9092, help="loopback port to listen on (default 9092)")
     broker.set_defaults(handler=_cmd_broker)
 
-    rules = commands.add_parser("rules", help="check, test and evaluate rule files")
+    status = commands.add_parser(
+        "status", help="print every feed's health from the state store (works while the daemon runs)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="health: ok, stale (no new item for much longer than usual), failing (polls fail),\n"
+        "disabled (HTTP 410). Exit code 0 when every feed is ok, 1 when any is not.\n"
+        "examples:\n  news-monitor status\n  news-monitor status --config /etc/news-monitor/monitor.toml\n"
+        "  news-monitor status --format json | jq -r 'select(.health != \"ok\") | .url'\n",
+    )
+    _add_config(status)
+    status.add_argument(
+        "--format", choices=("auto", "table", "plain", "json"), default="auto",
+        help="table (rich, the default on a terminal), plain aligned text (default otherwise), or JSON lines",
+    )
+    status.set_defaults(handler=_cmd_status)
+
+    rules = commands.add_parser(
+        "rules", help="check, test and evaluate rule files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  news-monitor rules check\n  news-monitor rules test rules/\n"
+        "  news-monitor rules eval tests/data/labeled.jsonl --rules rules/\n"
+        "run 'news-monitor rules SUBCOMMAND --help' for each one's options\n",
+    )
     rule_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     rule_commands.required = True
     check = rule_commands.add_parser(
@@ -143,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MonitorError as exc:
         _error(exc)
         return EXIT_USAGE
+    except OSError as exc:
+        # Files, permissions, ports: the operator's to fix, so one line, not a traceback.
+        _error(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -181,10 +206,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     monitor = Monitor(settings)
-    summary = asyncio.run(monitor.run(once=args.once))
+    if args.once and sys.stderr.isatty():
+        summary = _run_once_with_progress(monitor)
+    else:
+        summary = asyncio.run(monitor.run(once=args.once))
     if args.once:
         _print_summary(summary, sys.stdout)
     return EXIT_OK
+
+
+def _run_once_with_progress(monitor):
+    """``run --once`` on a terminal: a progress bar over the feeds on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("polling feeds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("feeds", total=len(monitor.feeds))
+        monitor.observer.poll_listeners.append(lambda _report: progress.advance(task))
+        return asyncio.run(monitor.run(once=True))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from monitor.status import status
+
+    return status(_settings(args), sys.stdout, fmt=args.format)
 
 
 def _print_summary(summary, out: TextIO) -> None:
