@@ -19,6 +19,7 @@ from monitor.adapters.store import AsyncStore, FeedState
 from monitor.dedupe import Admission, Candidate, Verdict, admit, needs_matching
 from monitor.errors import FeedError
 from monitor.fetch import FeedHttpError, FetchResult, Transport, Validators
+from monitor.health import learn_cadence
 from monitor.log import get_logger
 from monitor.model import Alert, Article, Feed, Match, Record
 from monitor.parse import ParsedFeed
@@ -61,6 +62,14 @@ class PollReport:
     error: str | None = None
     warning: str | None = None
     elapsed: float = 0.0
+    #: Seconds the fetch alone took (the rest of ``elapsed`` is parse, dedupe and store).
+    fetch_elapsed: float = 0.0
+    #: The HTTP status the server answered with, when it answered.
+    http_status: int | None = None
+    #: Which stage failed: "fetch" or "parse" (None when the poll succeeded).
+    error_stage: str | None = None
+    #: The feed's state as saved after this poll.
+    state: FeedState | None = None
 
 
 class Pipeline:
@@ -93,9 +102,20 @@ class Pipeline:
         bound = log.bind(feed_url=feed.url)
         try:
             result = await self._transport.fetch(location, Validators(state.etag, state.last_modified), feed.headers)
-            report = await self._process(feed, state, result, now, bound)
         except FeedError as exc:
             report = await self._failed(feed, state, exc, now, bound)
+            report.error_stage = "fetch"
+            report.http_status = exc.status if isinstance(exc, FeedHttpError) else None
+            report.fetch_elapsed = time.monotonic() - started
+        else:
+            fetch_elapsed = time.monotonic() - started
+            try:
+                report = await self._process(feed, state, result, now, bound)
+            except FeedError as exc:
+                report = await self._failed(feed, state, exc, now, bound)
+                report.error_stage = "parse"
+            report.http_status = result.status
+            report.fetch_elapsed = fetch_elapsed
         report.elapsed = time.monotonic() - started
         return report
 
@@ -113,14 +133,14 @@ class Pipeline:
         if result.not_modified:
             await self._store.save_feed_state(state)
             bound.debug("feed.poll.not_modified")
-            return PollReport(feed, "not_modified", PollOutcome(ok=True, max_age=result.max_age))
+            return PollReport(feed, "not_modified", PollOutcome(ok=True, max_age=result.max_age), state=state)
         body = result.body or b""
         body_hash = hashlib.blake2b(body, digest_size=16).hexdigest()
         if body_hash == state.body_hash:
             # The server ignores conditional GET, but the bytes are the same: skip parsing.
             await self._store.save_feed_state(state)
             bound.debug("feed.poll.unchanged")
-            return PollReport(feed, "unchanged", PollOutcome(ok=True, max_age=result.max_age))
+            return PollReport(feed, "unchanged", PollOutcome(ok=True, max_age=result.max_age), state=state)
         parsed = await self._parser.parse(body, feed.url, result.content_type)
         if parsed.warning:
             bound.warning("feed.parse.malformed", reason=parsed.warning, entries=len(parsed.articles))
@@ -133,6 +153,7 @@ class Pipeline:
             body_hash=body_hash,
             items_seen=state.items_seen + new,
             last_new_item=now if new else state.last_new_item,
+            cadence=learn_cadence(state.cadence, [a.published for a in parsed.articles], state.last_new_item, now, new),
         )
         await self._store.save_feed_state(state)
         report = PollReport(
@@ -145,6 +166,7 @@ class Pipeline:
             duplicates=admission.count(Verdict.DUPLICATE),
             alerts=admission.alerts,
             warning=parsed.warning,
+            state=state,
         )
         bound.info(
             "feed.poll.ok",
@@ -200,6 +222,7 @@ class Pipeline:
             "gone" if gone else "error",
             PollOutcome(ok=False, consecutive_errors=errors, retry_after=retry_after),
             error=str(exc),
+            state=state,
         )
 
 

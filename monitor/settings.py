@@ -28,6 +28,7 @@ __all__ = [
     "ENV_PREFIX",
     "DeliverySettings",
     "FeedsSettings",
+    "HealthSettings",
     "HttpSettings",
     "KafkaSettings",
     "LogSettings",
@@ -167,6 +168,27 @@ class HttpSettings:
 
     enabled: bool = True
     listen: str = "127.0.0.1:8765"
+    #: Seconds between two automatic refreshes of the status page (0 = never).
+    refresh: float = 10.0
+    #: Latest alerts kept in memory and shown on the status page.
+    latest_alerts: int = 50
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """Feed health (failing, stale), readiness probing, and the feed-health topic."""
+
+    #: Topic that feed-health changes (ok -> failing, ok -> stale, and back) are published to.
+    topic: str = "monitor.feed-health"
+    #: Consecutive failed polls after which a feed counts as failing.
+    failing_after: int = 3
+    #: A feed is stale after this many times its learned cadence without a new item.
+    stale_factor: float = 4.0
+    #: ...but never before this many seconds without a new item (quiet nights are normal).
+    stale_min_age: float = 3600.0
+    #: Seconds between two broker reachability checks and stale-feed sweeps.
+    check_interval: float = 15.0
+
 
 
 @dataclass(frozen=True)
@@ -178,6 +200,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     log: LogSettings = field(default_factory=LogSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     #: The file these settings came from (None: defaults only).
     source: Path | None = None
 
@@ -471,8 +494,36 @@ def _validate(settings: Settings, where: str) -> None:
         raise ConfigError("[log] format must be auto, json or console", location=loc)
     if settings.log.level.lower() not in {"debug", "info", "warning", "error", "critical"}:
         raise ConfigError("[log] level must be debug, info, warning, error or critical", location=loc)
+    _validate_http_and_health(settings, loc)
     if not settings.kafka.embedded and not settings.kafka.bootstrap_servers.strip():
         raise ConfigError("[kafka] bootstrap_servers is empty", location=loc, hint='"embedded" or "host:9092"')
+
+
+def _validate_http_and_health(settings: Settings, loc: SourceLocation) -> None:
+    http, health = settings.http, settings.health
+    if http.enabled:
+        host, _, port = http.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(
+                f"[http] listen = {http.listen!r} is not host:port",
+                location=loc,
+                hint='e.g. "127.0.0.1:8765", or "0.0.0.0:8765" to open it beyond this machine',
+            )
+    if http.refresh < 0:
+        raise ConfigError("[http] refresh must be 0 (off) or a number of seconds", location=loc)
+    if http.latest_alerts < 0:
+        raise ConfigError("[http] latest_alerts must not be negative", location=loc)
+    if not health.topic.strip():
+        raise ConfigError("[health] topic is empty", location=loc, hint='topic = "monitor.feed-health"')
+    if health.failing_after < 1:
+        raise ConfigError("[health] failing_after must be at least 1", location=loc)
+    if health.stale_factor <= 1:
+        raise ConfigError("[health] stale_factor must be above 1", location=loc, hint="4 flags a feed after four of its usual gaps")
+    if health.stale_min_age < 0:
+        raise ConfigError("[health] stale_min_age must not be negative", location=loc)
+    if health.check_interval <= 0:
+        raise ConfigError("[health] check_interval must be above 0", location=loc)
+
 
 
 def env_overridable_keys() -> dict[str, list[str]]:

@@ -25,11 +25,13 @@ from monitor.adapters.broker import EmbeddedBroker
 from monitor.adapters.http import FileTransport, HttpTransport, RoutingTransport
 from monitor.adapters.kafka import KafkaPublisher
 from monitor.adapters.store import AsyncStore
+from monitor.adapters.web import WebServer, probe_broker
 from monitor.delivery import Delivery
 from monitor.engine import load_rules
 from monitor.errors import ConfigError
 from monitor.hot_reload import RulesHolder, watch_rules
 from monitor.log import get_logger
+from monitor.metrics import Observer
 from monitor.model import Feed, SourceLocation
 from monitor.opml import feeds_from_opml
 from monitor.parser_pool import ParserPool
@@ -100,6 +102,17 @@ class Monitor:
         self._global_limit = asyncio.Semaphore(settings.feeds.concurrency)
         self._host_limits: dict[str, asyncio.Semaphore] = {}
         self.bootstrap_servers = settings.kafka.bootstrap_servers
+        #: Metrics, feed health and status; the HTTP endpoint serves what it collects.
+        self.observer = Observer(self.feeds, health=settings.health, latest_alerts=settings.http.latest_alerts)
+        self.observer.rules_loaded(self.rules.current)
+        self.rules.listeners.append(self.observer.rules_reloaded)
+        self.rules.failure_listeners.append(self.observer.rules_reload_failed)
+        self.web: WebServer | None = None
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The (host, port) the HTTP endpoint listens on, once started (None when off)."""
+        return self.web.address if self.web is not None else None
 
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGINT/SIGTERM do)."""
@@ -119,6 +132,10 @@ class Monitor:
                 log.info("broker.embedded.started", bootstrap_servers=self.bootstrap_servers)
             store = AsyncStore.open(settings.state_dir)
             stack.push_async_callback(store.close)
+            if settings.http.enabled and not once:
+                # Up before the broker is reached, so probes answer (not ready) during start-up.
+                self.web = WebServer(self.observer, settings.http.listen, refresh=settings.http.refresh)
+                await stack.enter_async_context(self.web)
             transport = RoutingTransport(
                 HttpTransport(
                     timeout=settings.feeds.timeout,
@@ -137,7 +154,9 @@ class Monitor:
             publisher = KafkaPublisher(settings.kafka, self.bootstrap_servers)
             await publisher.start()
             stack.push_async_callback(publisher.stop)
-            await publisher.ensure_topics(sorted(self.rules.current.topics | {settings.kafka.dead_letter_topic}))
+            await publisher.ensure_topics(
+                sorted(self.rules.current.topics | {settings.kafka.dead_letter_topic, settings.health.topic})
+            )
 
             delivery = Delivery(
                 publisher,
@@ -145,10 +164,17 @@ class Monitor:
                 queue_size=settings.delivery.queue_size,
                 dead_letter_topic=settings.kafka.dead_letter_topic,
                 topics=self.rules.current.topics,
+                on_published=self.observer.alert_published,
+                on_error=self.observer.publish_failed,
             )
             self.delivery = delivery
             await delivery.start()
             stack.push_async_callback(self._drain, delivery)
+            self.observer.attach(store=store, delivery=delivery)
+            await self.observer.start()
+            # Runs before the drain (exit callbacks run last-in first-out): health events
+            # still queued reach delivery, or the outbox, before delivery stops.
+            stack.push_async_callback(self.observer.stop)
 
             pipeline = Pipeline(
                 transport=transport,
@@ -170,16 +196,40 @@ class Monitor:
                 stack.push_async_callback(_finish, watcher)
             if once:
                 await self._poll_all_once(pipeline)
+                await self.observer.flush()
                 await delivery.wait_idle()
             else:
+                checks = asyncio.create_task(self._watch_health(), name="health-checks")
+                stack.push_async_callback(_finish, checks)
                 await self._poll_forever(pipeline)
         return self.summary
 
     async def _drain(self, delivery: Delivery) -> None:
         drained = await delivery.stop(self.settings.delivery.shutdown_timeout)
-        self.summary.published = delivery.stats.published
+        # Feed-health events go through the same delivery but are not alerts.
+        self.summary.published = delivery.stats.published - self.observer.health_events_published
         self.summary.undelivered = delivery.pending if not drained else 0
         log.info("monitor.stopped", published=delivery.stats.published, undelivered=self.summary.undelivered)
+
+    async def _watch_health(self) -> None:
+        """Every ``[health] check_interval``: check the broker answers (readiness) and re-assess
+        feed health (a silent feed grows stale between polls)."""
+        interval = self.settings.health.check_interval
+        # A TLS listener cannot be asked in plain Kafka protocol; a TCP connect must do.
+        kafka_protocol = self.settings.kafka.security_protocol in {"PLAINTEXT", "SASL_PLAINTEXT"}
+        while not self._stop.is_set():
+            try:
+                reachable, error = await probe_broker(
+                    self.bootstrap_servers, timeout=min(5.0, max(0.5, interval)), kafka_protocol=kafka_protocol
+                )
+                self.observer.broker_checked(reachable, error)
+                await self.observer.sweep()
+            except Exception as exc:  # noqa: BLE001 - one failed round must not end the checks
+                log.error("monitor.health_check.failed", error=f"{type(exc).__name__}: {exc}")
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
 
     # -- polling -----------------------------------------------------------------------
 
@@ -220,12 +270,14 @@ class Monitor:
             min_interval=min(feeds.effective_min_interval, feed.interval),
             max_interval=feeds.max_interval,
         )
-        self._schedule.reschedule(feed.url, time.monotonic(), interval)
+        when = self._schedule.reschedule(feed.url, time.monotonic(), interval)
+        await self.observer.feed_scheduled(feed.url, time.time() + (when - time.monotonic()), interval)
 
     async def _limited_poll(self, pipeline: Pipeline, feed: Feed) -> PollReport:
         async with self._global_limit, self._host_limit(feed.url):
             report = await pipeline.poll(feed)
         self.summary.add(report)
+        await self.observer.poll_finished(report)
         return report
 
     def _host_limit(self, url: str) -> asyncio.Semaphore:

@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS feeds (
     next_poll      REAL,
     interval       REAL,
     disabled       TEXT,
-    health         TEXT NOT NULL DEFAULT 'ok'
+    health         TEXT NOT NULL DEFAULT 'ok',
+    cadence        REAL
 );
 """
 
@@ -111,6 +112,8 @@ class FeedState:
     interval: float | None = None
     disabled: str | None = None
     health: str = "ok"
+    #: Learned seconds between two new items (for stale detection); None until known.
+    cadence: float | None = None
 
 
 _FEED_COLUMNS = tuple(FeedState.__dataclass_fields__)
@@ -134,6 +137,13 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add columns newer versions introduced to a database an older version created."""
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(feeds)")}
+        if "cadence" not in present:
+            self._db.execute("ALTER TABLE feeds ADD COLUMN cadence REAL")
 
     def close(self) -> None:
         self._db.close()
@@ -246,6 +256,16 @@ class Store:
                 (article_id, article_id),
             )
 
+    def enqueue(self, records: Iterable[Record], now: float | None = None) -> None:
+        """Put records that belong to no article row (feed-health events) in the outbox."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.executemany(
+                """INSERT OR IGNORE INTO outbox (alert_id, article_id, topic, key, value, headers, created)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [(r.alert_id, r.article_id, r.topic, r.key, r.value, _dump_headers(r.headers), now) for r in records],
+            )
+
     def note_attempt(self, alert_id: str, topic: str) -> None:
         self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE alert_id = ? AND topic = ?", (alert_id, topic))
 
@@ -259,6 +279,22 @@ class Store:
 
     def all_feed_states(self) -> list[FeedState]:
         return [FeedState(*row) for row in self._db.execute(f"SELECT {', '.join(_FEED_COLUMNS)} FROM feeds ORDER BY url")]
+
+    def set_feed_health(self, url: str, health: str) -> None:
+        """Record a feed's health without touching the rest of its state (the row is created
+        when the feed's state has not been written yet)."""
+        self._db.execute(
+            "INSERT INTO feeds (url, health) VALUES (?, ?) ON CONFLICT(url) DO UPDATE SET health = excluded.health",
+            (url, health),
+        )
+
+    def set_feed_schedule(self, url: str, next_poll: float, interval: float) -> None:
+        """Record when a feed is polled next (wall-clock seconds) and at what interval."""
+        self._db.execute(
+            "INSERT INTO feeds (url, next_poll, interval) VALUES (?, ?, ?) "
+            "ON CONFLICT(url) DO UPDATE SET next_poll = excluded.next_poll, interval = excluded.interval",
+            (url, next_poll, interval),
+        )
 
     def save_feed_state(self, state: FeedState) -> None:
         values = [getattr(state, column) for column in _FEED_COLUMNS]
