@@ -270,32 +270,35 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 async def _tail(settings, bootstrap: str, args: argparse.Namespace, since: datetime | None) -> int:
     from aiokafka.errors import KafkaError
 
-    from monitor.adapters.kafka import consume
+    from monitor.adapters.kafka import TopicReader
 
     shown = 0
     out = sys.stdout
     if args.format == "table":
         out.write(f"{'detected':<21} {'rule':<16} {'severity':<9} title\n")
+    reader = TopicReader(
+        settings.kafka,
+        bootstrap,
+        list(args.topic),
+        from_beginning=args.from_beginning or since is not None,
+        group=args.group,
+        idle_timeout=args.timeout,
+    )
     try:
-        async for record in consume(
-            settings.kafka,
-            bootstrap,
-            list(args.topic),
-            from_beginning=args.from_beginning or since is not None,
-            group=args.group,
-            idle_timeout=args.timeout,
-        ):
-            alert = _decode(record.value)
-            if since is not None and not _detected_since(alert, since):
-                continue
-            if args.format == "table":
-                out.write(_table_row(alert))
-            else:
-                out.write((record.value or b"").decode("utf-8", "replace") + "\n")
-            out.flush()
-            shown += 1
-            if args.max is not None and shown >= args.max:
-                break
+        async with reader:
+            async for record in reader.records():
+                alert = _decode(record.value)
+                if since is None or _detected_since(alert, since):
+                    if args.format == "table":
+                        out.write(_table_row(alert))
+                    else:
+                        out.write((record.value or b"").decode("utf-8", "replace") + "\n")
+                    out.flush()
+                    shown += 1
+                # Committed with the group only once printed (or skipped by --since).
+                reader.processed(record)
+                if args.max is not None and shown >= args.max:
+                    break
     except KafkaError as exc:
         raise BrokerError(f"cannot read from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
     return EXIT_OK

@@ -2,14 +2,22 @@
 
 Every record handed to :class:`Delivery` is already durable in the store's outbox.
 Delivery sends it, and only when Kafka acknowledges it is it deleted from the outbox.
-While the broker is away, sends are retried with capped exponential back-off; the
-bounded queue fills, and :meth:`Delivery.submit` then blocks, which pauses polling
-(back-pressure) instead of dropping anything. After any failure the publisher makes
-sure its topics exist again before it sends more (a broker that came back empty would
-otherwise accept records for topics it no longer has).
 
-A record Kafka rejects for good (too large, or otherwise unsendable) goes to the
-dead-letter topic with the reason in a header, so it never blocks the pipeline.
+While the broker is away, one record at a time probes it, with capped exponential
+back-off between probes; every other record waits for the probe to succeed instead of
+hammering a dead broker. The bounded queue fills, and :meth:`Delivery.submit` then
+blocks, which pauses polling (back-pressure) instead of dropping anything. After any
+failure the publisher makes sure its topics exist again before it sends more (a broker
+that came back empty would otherwise accept records for topics it no longer has).
+
+Records with the same topic and key (the alerts of one article on one topic) are sent
+one after the other, each only after the previous one was acknowledged, so retries
+never reorder them.
+
+A record Kafka rejects for good (too large, invalid), or one that could not be
+serialised (marked by :func:`monitor.publish.alert_record`), goes to the dead-letter
+topic with the reason in the ``dlq_reason`` header, is counted, and is removed from the
+outbox: it never blocks the pipeline. See ``docs/delivery.md`` for the whole contract.
 """
 
 from __future__ import annotations
@@ -19,14 +27,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
+import orjson
+
 from monitor.adapters.store import AsyncStore
 from monitor.errors import PublishError, RecordRejected
 from monitor.log import get_logger
 from monitor.model import Record
+from monitor.publish import DLQ_ORIGINAL_TOPIC_HEADER, DLQ_REASON_HEADER, rejection_reason
 
 __all__ = ["Delivery", "DeliveryStats", "Publisher"]
 
 log = get_logger("delivery")
+
+#: Longest ``dlq_reason`` header value, in bytes.
+_REASON_LIMIT = 500
+#: Records read from the outbox per batch when re-queuing at start-up.
+_RESEND_PAGE = 1000
+
 
 class Publisher(Protocol):
     """What delivery needs from a Kafka producer."""
@@ -40,9 +57,13 @@ class Publisher(Protocol):
 
 @dataclass
 class DeliveryStats:
+    """Counters for metrics and the run summary."""
+
     published: int = 0
     failed_attempts: int = 0
     dead_lettered: int = 0
+    #: Records re-queued from the outbox at start-up.
+    resent: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     #: Seconds from submit to acknowledgement, last value (for metrics).
@@ -50,7 +71,11 @@ class DeliveryStats:
 
 
 class Delivery:
-    """Sends outbox records and deletes them on acknowledgement."""
+    """Sends outbox records and deletes them on acknowledgement.
+
+    ``healthy`` is the readiness signal: False from the first failed send until a send
+    succeeds again.
+    """
 
     def __init__(
         self,
@@ -65,6 +90,7 @@ class Delivery:
         backoff_max: float = 30.0,
         on_published: Callable[[Record, float], None] | None = None,
         on_error: Callable[[Record, BaseException], None] | None = None,
+        on_dead_letter: Callable[[Record, str], None] | None = None,
     ) -> None:
         self._publisher = publisher
         self._store = store
@@ -73,15 +99,23 @@ class Delivery:
         self._known_topics: set[str] = set(topics)
         self._verified_topics: set[str] = set()
         self._topic_lock = asyncio.Lock()
+        # While unhealthy, only the holder of this lock talks to the broker.
+        self._probe_lock = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
+        self._backoff = backoff_initial
         self._on_published = on_published
         self._on_error = on_error
+        self._on_dead_letter = on_dead_letter
         self._sender: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        #: The completion event of the last record queued per (topic, key).
+        self._tails: dict[tuple[str, bytes | None], asyncio.Event] = {}
         #: Records taken from the queue but not yet acknowledged.
         self._unacked = 0
+        #: Outbox records still to be re-queued by :meth:`start`.
+        self._resending = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self.stats = DeliveryStats()
@@ -91,15 +125,38 @@ class Delivery:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self, *, resend_outbox: bool = True) -> int:
-        """Start sending; with ``resend_outbox`` first queue what a previous run left. Returns that count."""
+        """Start sending; with ``resend_outbox`` first queue what a previous run left.
+
+        Returns how many outbox records were left. They are queued in the background,
+        oldest first, so a large outbox never holds up start-up.
+        """
         self._sender = asyncio.create_task(self._send_loop(), name="delivery-sender")
         if not resend_outbox:
             return 0
-        leftovers = await self._store.pending()
-        if leftovers:
-            log.info("delivery.outbox.resend", count=len(leftovers))
-            self._spawn(self.submit(leftovers))
-        return len(leftovers)
+        count = await self._store.pending_count()
+        if count:
+            log.info("delivery.outbox.resend", count=count)
+            self._resending = count
+            self._idle.clear()
+            self._spawn(self._resend(count))
+        return count
+
+    async def _resend(self, count: int) -> None:
+        # Paged, so an outbox grown large during a long outage is never loaded whole.
+        after = 0
+        try:
+            while True:
+                page = await self._store.pending_page(after, _RESEND_PAGE)
+                if not page:
+                    break
+                after = page[-1][0]
+                for _seq, record in page:
+                    self._resending = max(0, self._resending - 1)
+                    self.stats.resent += 1
+                    await self.submit([record])
+        finally:
+            self._resending = 0
+            self._maybe_idle()
 
     async def submit(self, records: Iterable[Record]) -> None:
         """Queue records that are already in the outbox; blocks while the queue is full."""
@@ -107,31 +164,42 @@ class Delivery:
             self._idle.clear()
             await self._queue.put((record, time.monotonic()))
 
+    async def outbox_count(self) -> int:
+        """Records in the durable outbox: everything not yet acknowledged, in this run or before."""
+        return await self._store.pending_count()
+
     @property
     def pending(self) -> int:
-        """Records queued or in flight."""
-        return self._queue.qsize() + self._unacked
+        """Records queued, in flight, or still to be re-queued from the outbox."""
+        return self._queue.qsize() + self._unacked + self._resending
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted is acknowledged; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while self.pending:
                 self._idle.clear()
-                await asyncio.wait_for(self._idle.wait(), timeout)
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                await asyncio.wait_for(self._idle.wait(), remaining)
             return True
         except asyncio.TimeoutError:
             return False
 
     async def stop(self, timeout: float = 30.0) -> bool:
         """Drain for up to ``timeout`` s, then stop; what is left stays in the outbox."""
-        drained = await self.wait_idle(timeout)
+        drained = await self.wait_idle(max(0.0, timeout))
+        left = self.pending
         tasks = [t for t in (self._sender, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._sender = None
         if not drained:
-            log.warning("delivery.stop.undelivered", pending=self.pending, hint="left in the outbox; sent on next start")
+            log.warning(
+                "delivery.stop.undelivered",
+                pending=left,
+                hint="kept in the outbox of the state store; sent again on the next start",
+            )
         return drained
 
     # -- sending -----------------------------------------------------------------------
@@ -141,37 +209,74 @@ class Delivery:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _maybe_idle(self) -> None:
+        if not self.pending:
+            self._idle.set()
+
     async def _send_loop(self) -> None:
         while True:
             record, submitted = await self._queue.get()
             self._unacked += 1
             self._queue.task_done()
             await self._in_flight.acquire()
-            self._spawn(self._deliver(record, submitted))
+            key = (record.topic, record.key)
+            previous = self._tails.get(key)
+            done = asyncio.Event()
+            self._tails[key] = done
+            self._spawn(self._deliver(record, submitted, previous, done))
 
-    async def _deliver(self, record: Record, submitted: float) -> None:
+    async def _deliver(
+        self, record: Record, submitted: float, previous: asyncio.Event | None, done: asyncio.Event
+    ) -> None:
+        key = (record.topic, record.key)
         try:
-            backoff = self._backoff_initial
-            while True:
-                try:
-                    await self._ensure_topic(record.topic)
-                    await self._publisher.publish(record)
-                except RecordRejected as exc:
-                    await self._dead_letter(record, exc)
-                    break
-                except (PublishError, asyncio.TimeoutError) as exc:
-                    self._note_failure(record, exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(self._backoff_max, backoff * 2)
-                    continue
-                await self._store.ack(record.alert_id, record.topic, record.article_id)
-                self._note_success(record, time.monotonic() - submitted)
-                break
+            if previous is not None:
+                await previous.wait()
+            reason = rejection_reason(record)
+            if reason is not None:
+                await self._dead_letter(record, reason)
+                return
+            while not await self._attempt(record, submitted):
+                pass
         finally:
+            done.set()
+            if self._tails.get(key) is done:
+                del self._tails[key]
             self._in_flight.release()
             self._unacked -= 1
-            if not self.pending:
-                self._idle.set()
+            self._maybe_idle()
+
+    async def _attempt(self, record: Record, submitted: float) -> bool:
+        """One try at sending ``record``: True when it is settled (acknowledged or dead-lettered)."""
+        if self.healthy:
+            return await self._try_send(record, submitted)
+        async with self._probe_lock:
+            if self.healthy:
+                return await self._try_send(record, submitted)
+            return await self._try_send(record, submitted, probing=True)
+
+    async def _try_send(self, record: Record, submitted: float, *, probing: bool = False) -> bool:
+        try:
+            await self._ensure_topic(record.topic)
+            await self._publisher.publish(record)
+        except RecordRejected as exc:
+            await self._dead_letter(record, str(exc))
+            return True
+        except (PublishError, asyncio.TimeoutError) as exc:
+            self._note_failure(record, exc)
+            if probing:
+                # Sleeping while holding the probe lock is the back-off for everyone; a
+                # record that failed outside it just queues up behind the probe.
+                await asyncio.sleep(self._next_backoff())
+            return False
+        await self._store.ack(record.alert_id, record.topic, record.article_id)
+        self._note_success(record, time.monotonic() - submitted)
+        return True
+
+    def _next_backoff(self) -> float:
+        delay = self._backoff
+        self._backoff = min(self._backoff_max, self._backoff * 2)
+        return delay
 
     async def _ensure_topic(self, topic: str) -> None:
         if topic in self._verified_topics:
@@ -194,12 +299,24 @@ class Delivery:
         if self._on_error is not None:
             self._on_error(record, exc)
         if first:
-            log.warning("alert.publish.retrying", topic=record.topic, alert_id=record.alert_id, error=self.stats.last_error)
+            log.warning(
+                "delivery.unhealthy",
+                topic=record.topic,
+                alert_id=record.alert_id,
+                error=self.stats.last_error,
+                hint="alerts wait in the outbox and are retried with back-off until Kafka answers",
+            )
+        else:
+            log.debug("alert.publish.retrying", topic=record.topic, alert_id=record.alert_id, error=self.stats.last_error)
+
+    def _mark_healthy(self) -> None:
+        if not self.healthy:
+            log.info("delivery.recovered", failed_attempts=self.stats.failed_attempts, pending=self.pending)
+        self.healthy = True
+        self._backoff = self._backoff_initial
 
     def _note_success(self, record: Record, latency: float) -> None:
-        if not self.healthy:
-            log.info("delivery.recovered", failed_attempts=self.stats.failed_attempts)
-        self.healthy = True
+        self._mark_healthy()
         self.stats.published += 1
         self.stats.by_topic[record.topic] = self.stats.by_topic.get(record.topic, 0) + 1
         self.stats.last_latency = latency
@@ -207,32 +324,86 @@ class Delivery:
         if self._on_published is not None:
             self._on_published(record, latency)
 
-    async def _dead_letter(self, record: Record, exc: BaseException) -> None:
-        reason = str(exc)[:500]
+    # -- dead letters ------------------------------------------------------------------
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        """Send ``record`` to the dead-letter topic (as is, else as a stub) and drop it from the outbox."""
+        reason = reason.encode("utf-8", "replace")[:_REASON_LIMIT].decode("utf-8", "ignore")
         log.error("alert.dead_lettered", topic=record.topic, alert_id=record.alert_id, reason=reason)
-        # Keep only the evidence that fits: a too-large value cannot go to the DLQ as is.
-        value = record.value if len(record.value) < 512 * 1024 else record.value[: 64 * 1024]
-        letter = Record(
-            alert_id=record.alert_id,
-            article_id=record.article_id,
-            topic=self._dead_letter_topic,
-            key=record.key,
-            value=value,
-            headers=(*record.headers, ("dlq_reason", reason.encode()), ("dlq_original_topic", record.topic.encode())),
-        )
-        backoff = self._backoff_initial
+        for letter in (_letter(record, reason, self._dead_letter_topic), _stub_letter(record, reason, self._dead_letter_topic)):
+            if await self._send_letter(letter):
+                break
+        else:
+            # Even a few hundred bytes are refused: the dead-letter topic itself is broken.
+            # The log line keeps the alert so an operator can replay it by hand.
+            log.critical(
+                "alert.dead_letter.rejected",
+                alert_id=record.alert_id,
+                topic=record.topic,
+                dead_letter_topic=self._dead_letter_topic,
+                value=record.value[:4096].decode("utf-8", "replace"),
+                hint="check the dead-letter topic's max.message.bytes and ACLs",
+            )
+        await self._store.ack(record.alert_id, record.topic, record.article_id)
+        self.stats.dead_lettered += 1
+        if self._on_dead_letter is not None:
+            self._on_dead_letter(record, reason)
+
+    async def _send_letter(self, letter: Record) -> bool:
+        """True when the broker took the letter, False when it rejected it for good."""
         while True:
             try:
                 await self._ensure_topic(letter.topic)
                 await self._publisher.publish(letter)
-                break
-            except RecordRejected as letter_exc:
-                # Even the trimmed letter is refused: the log line is the only trace left.
-                log.error("alert.dead_letter.rejected", alert_id=record.alert_id, reason=str(letter_exc))
-                break
-            except (PublishError, asyncio.TimeoutError) as retry_exc:
-                self._note_failure(letter, retry_exc)
-                await asyncio.sleep(backoff)
-                backoff = min(self._backoff_max, backoff * 2)
-        await self._store.ack(record.alert_id, record.topic, record.article_id)
-        self.stats.dead_lettered += 1
+            except RecordRejected as exc:
+                log.warning("alert.dead_letter.too_large", alert_id=letter.alert_id, reason=str(exc))
+                return False
+            except (PublishError, asyncio.TimeoutError) as exc:
+                self._note_failure(letter, exc)
+                # Not under the probe lock: this may run inside a probe already.
+                await asyncio.sleep(self._next_backoff())
+                continue
+            self._mark_healthy()
+            return True
+
+
+def _letter(record: Record, reason: str, topic: str) -> Record:
+    headers = tuple((k, v) for k, v in record.headers if k not in (DLQ_REASON_HEADER, DLQ_ORIGINAL_TOPIC_HEADER))
+    return Record(
+        alert_id=record.alert_id,
+        article_id=record.article_id,
+        topic=topic,
+        key=record.key,
+        value=record.value,
+        headers=(
+            *headers,
+            (DLQ_REASON_HEADER, reason.encode()),
+            (DLQ_ORIGINAL_TOPIC_HEADER, record.topic.encode()),
+        ),
+    )
+
+
+def _stub_letter(record: Record, reason: str, topic: str) -> Record:
+    """A small stand-in for a record too large for the dead-letter topic: enough to find it again."""
+    value = orjson.dumps(
+        {
+            "dead_letter": True,
+            "alert_id": record.alert_id,
+            "article_id": record.article_id[:1000],
+            "original_topic": record.topic,
+            "original_bytes": len(record.value),
+            "reason": reason,
+        }
+    )
+    return Record(
+        alert_id=record.alert_id,
+        article_id=record.article_id,
+        topic=topic,
+        key=record.key if record.key is None or len(record.key) <= 1000 else None,
+        value=value,
+        headers=(
+            (DLQ_REASON_HEADER, reason.encode()),
+            (DLQ_ORIGINAL_TOPIC_HEADER, record.topic.encode()),
+            ("content-type", b"application/json"),
+        ),
+    )

@@ -23,7 +23,7 @@ from monitor.health import learn_cadence
 from monitor.log import get_logger
 from monitor.model import Alert, Article, Feed, Match, Record
 from monitor.parse import ParsedFeed
-from monitor.publish import alert_record, build_alert
+from monitor.publish import alert_record, article_record, build_alert
 from monitor.schedule import PollOutcome
 
 __all__ = ["Matcher", "Pipeline", "PollReport"]
@@ -84,6 +84,7 @@ class Pipeline:
         rules: Callable[[], Matcher],
         sink: Sink,
         clock: Callable[[], float] = time.time,
+        articles_topic: str = "",
     ) -> None:
         self._transport = transport
         self._parser = parser
@@ -91,6 +92,8 @@ class Pipeline:
         self._rules = rules
         self._sink = sink
         self._clock = clock
+        #: ``[kafka] articles_topic``: also publish every new or changed article there ("" = off).
+        self._articles_topic = articles_topic
 
     async def poll(self, feed: Feed) -> PollReport:
         """Poll one feed once; see the module docstring for the error contract."""
@@ -193,7 +196,14 @@ class Pipeline:
         def make_alert(match: Match, article: Article) -> Alert:
             return build_alert(match, article, ruleset_version=ruleset.version)
 
+        articles_out = self._article_records(unique, seen)
+        if articles_out:
+            # Into the outbox before the articles are recorded as seen, so a crash in
+            # between re-sends them rather than losing them.
+            await self._store.enqueue(articles_out)
         admission = await self._store.call(admit, self._store.sync, candidates, make_alert, alert_record)
+        await self._remember_story_members(candidates)
+        admission.records.extend(articles_out)
         # Entries repeated inside one feed count as duplicates too.
         admission.verdicts.extend([Verdict.DUPLICATE] * (len(articles) - len(unique)))
         return admission
@@ -224,6 +234,37 @@ class Pipeline:
             error=str(exc),
             state=state,
         )
+
+
+    def _article_records(self, articles: list[Article], seen: list) -> list[Record]:
+        """Records for the raw article stream: new or changed articles, under the id they are known by."""
+        if not self._articles_topic:
+            return []
+        records = []
+        for article, known in zip(articles, seen):
+            if not needs_matching(known, article):
+                continue
+            if known is not None and known.id != article.id:
+                article = replace(article, id=known.id)
+            records.append(article_record(article, self._articles_topic))
+        return records
+
+
+def _quiet_outcome(state: FeedState, result: FetchResult, now: float) -> PollOutcome:
+    """What a poll that found nothing new (304, or the same bytes) tells the scheduler."""
+    since_new = None if state.last_new_item is None else max(0.0, now - state.last_new_item)
+    return PollOutcome(ok=True, max_age=result.max_age, since_new=since_new, previous=state.interval)
+
+
+def _count_error(state: FeedState, exc: FeedError) -> dict[str, int]:
+    kind = error_kind(exc)
+    if kind == "http_4xx":
+        return {"http_4xx": state.http_4xx + 1}
+    if kind == "http_5xx":
+        return {"http_5xx": state.http_5xx + 1}
+    if kind == "timeout":
+        return {"timeouts": state.timeouts + 1}
+    return {}
 
 
 def _unique(articles: list[Article]) -> list[Article]:

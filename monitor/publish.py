@@ -6,13 +6,23 @@ Kafka binary binding: the alert JSON is the value, the event attributes are ``ce
 headers, and the key is the article id so all alerts of one article stay in order in
 one partition.
 
-Pure: no Kafka client here (see :mod:`monitor.adapters.kafka`).
+An alert that cannot be serialised (text no JSON encoder accepts, such as lone UTF-16
+surrogates) still becomes a record, marked with a ``dlq_reason`` header, so delivery
+routes it to the dead-letter topic instead of failing the whole feed's batch.
+
+:func:`article_record` is the optional raw stream (``[kafka] articles_topic``): every
+new or changed normalised article, keyed by article id.
+
+Pure: no Kafka client here (see :mod:`monitor.adapters.kafka`). The message contract is
+``schemas/alert-v1.json`` and ``docs/delivery.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -20,15 +30,27 @@ from monitor.model import Alert, Article, Match, Record, alert_id_for
 
 __all__ = [
     "ALERT_SCHEMA_VERSION",
+    "ARTICLE_CLOUDEVENT_TYPE",
     "CLOUDEVENT_TYPE",
+    "DLQ_ORIGINAL_TOPIC_HEADER",
+    "DLQ_REASON_HEADER",
     "alert_record",
     "alert_to_dict",
+    "article_record",
+    "article_record_id",
+    "article_to_dict",
     "build_alert",
+    "rejection_reason",
     "snippet_around",
 ]
 
 ALERT_SCHEMA_VERSION = 1
 CLOUDEVENT_TYPE = "news.alert.v1"
+ARTICLE_CLOUDEVENT_TYPE = "news.article.v1"
+#: Header naming why a record went to the dead-letter topic.
+DLQ_REASON_HEADER = "dlq_reason"
+#: Header naming the topic a dead-lettered record was meant for.
+DLQ_ORIGINAL_TOPIC_HEADER = "dlq_original_topic"
 #: Characters of context on each side of the first match in an alert's snippet.
 SNIPPET_CONTEXT = 90
 
@@ -123,23 +145,97 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
 
 
 def alert_record(alert: Alert) -> Record:
-    """The Kafka record of an alert: JSON value, article-id key, CloudEvents headers."""
-    value = orjson.dumps(alert_to_dict(alert))
-    headers = (
-        ("ce_specversion", b"1.0"),
-        ("ce_id", alert.alert_id.encode()),
-        ("ce_source", alert.feed_url.encode("utf-8", "surrogatepass")),
-        ("ce_type", CLOUDEVENT_TYPE.encode()),
-        ("ce_time", (_iso(alert.detected_at) or "").encode()),
-        ("ce_subject", alert.article_id.encode("utf-8", "surrogatepass")),
-        ("content-type", b"application/json"),
-        ("rule_id", alert.rule_id.encode()),
+    """The Kafka record of an alert: JSON value, article-id key, CloudEvents headers.
+
+    Never raises for the alert's content: an alert that cannot be serialised comes back
+    marked for the dead-letter topic (see :func:`rejection_reason`).
+    """
+    attributes = (
+        ("ce_specversion", "1.0"),
+        ("ce_id", alert.alert_id),
+        ("ce_source", alert.feed_url),
+        ("ce_type", CLOUDEVENT_TYPE),
+        ("ce_time", _iso(alert.detected_at) or ""),
+        ("ce_subject", alert.article_id),
+        ("content-type", "application/json"),
+        ("rule_id", alert.rule_id),
     )
-    return Record(
-        alert_id=alert.alert_id,
-        article_id=alert.article_id,
-        topic=alert.topic,
-        key=alert.article_id.encode("utf-8", "surrogatepass"),
-        value=value,
-        headers=headers,
+    return _record(alert.alert_id, alert.article_id, alert.topic, lambda: alert_to_dict(alert), attributes)
+
+
+def article_record_id(article: Article) -> str:
+    """The outbox id of an article record: one per article and text version."""
+    digest = hashlib.blake2b(f"article\x1f{article.id}\x1f{article.content_hash}".encode("utf-8", "surrogatepass"), digest_size=16)
+    return digest.hexdigest()
+
+
+def article_to_dict(article: Article, observed_at: datetime) -> dict[str, Any]:
+    """The JSON document of a normalised article on the articles topic."""
+    return {
+        "schema_version": 1,
+        "id": article.id,
+        "feed_url": article.feed_url,
+        "url": article.url,
+        "guid": article.guid,
+        "title": article.title,
+        "summary": article.summary,
+        "body": article.body,
+        "published": _iso(article.published),
+        "content_hash": article.content_hash,
+        "fulltext_field": article.fulltext_field,
+        "observed_at": _iso(observed_at),
+    }
+
+
+def article_record(article: Article, topic: str, observed_at: datetime | None = None) -> Record:
+    """The Kafka record of a normalised article for ``[kafka] articles_topic``, keyed by article id."""
+    observed_at = observed_at or datetime.now(timezone.utc)
+    record_id = article_record_id(article)
+    attributes = (
+        ("ce_specversion", "1.0"),
+        ("ce_id", record_id),
+        ("ce_source", article.feed_url),
+        ("ce_type", ARTICLE_CLOUDEVENT_TYPE),
+        ("ce_time", _iso(observed_at) or ""),
+        ("ce_subject", article.id),
+        ("content-type", "application/json"),
     )
+    return _record(record_id, article.id, topic, lambda: article_to_dict(article, observed_at), attributes)
+
+
+def _record(
+    record_id: str,
+    article_id: str,
+    topic: str,
+    document: Callable[[], dict[str, Any]],
+    attributes: tuple[tuple[str, str], ...],
+) -> Record:
+    try:
+        value = orjson.dumps(document())
+        key = article_id.encode("utf-8")
+        headers = tuple((name, text.encode("utf-8")) for name, text in attributes)
+    except (TypeError, ValueError) as exc:
+        # orjson.JSONEncodeError is a TypeError, UnicodeEncodeError a ValueError: both mean
+        # the content (lone surrogates, typically) cannot be valid UTF-8 JSON. Keep an
+        # escaped copy as evidence and let delivery send it to the dead-letter topic.
+        reason = f"cannot serialise record for {topic}: {type(exc).__name__}: {exc}"
+        return Record(
+            alert_id=record_id,
+            article_id=article_id,
+            topic=topic,
+            key=article_id.encode("utf-8", "backslashreplace"),
+            value=json.dumps(document(), ensure_ascii=True, default=str).encode("ascii"),
+            headers=(
+                *((name, text.encode("utf-8", "backslashreplace")) for name, text in attributes),
+                (DLQ_REASON_HEADER, reason.encode("utf-8", "backslashreplace")),
+            ),
+        )
+    return Record(alert_id=record_id, article_id=article_id, topic=topic, key=key, value=value, headers=headers)
+
+
+def rejection_reason(record: Record) -> str | None:
+    """Why a record must go to the dead-letter topic unsent, or None when it can be sent."""
+    for name, value in record.headers:
+        if name == DLQ_REASON_HEADER:
+            return value.decode("utf-8", "replace")
+    return None

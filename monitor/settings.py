@@ -151,8 +151,14 @@ class DeliverySettings:
 
     #: Alerts waiting for the broker before polling pauses (back-pressure).
     queue_size: int = 10000
-    #: Seconds SIGTERM waits for pending alerts before exiting.
+    #: Seconds from SIGTERM to exit: polls in flight finish and pending alerts drain within
+    #: it; what is not acknowledged by then stays in the outbox for the next start.
     shutdown_timeout: float = 30.0
+    #: Seconds before the first retry while Kafka is unreachable; doubles per failed retry.
+    retry_backoff_initial: float = 0.5
+    #: Upper bound of the retry back-off, in seconds (also the longest wait after the broker is back).
+    retry_backoff_max: float = 30.0
+
 
 
 @dataclass(frozen=True)
@@ -480,6 +486,7 @@ def _validate(settings: Settings, where: str) -> None:
             raise ConfigError(f"[feeds] {name} must be at least 1", location=loc)
     if settings.delivery.queue_size < 1:
         raise ConfigError("[delivery] queue_size must be at least 1", location=loc)
+    _validate_kafka_and_delivery(settings, loc)
     if not settings.rules.paths:
         raise ConfigError("[rules] paths is empty", location=loc, hint='paths = ["rules"]')
     if settings.kafka.acks not in {"all", "1", "-1"}:
@@ -524,6 +531,63 @@ def _validate_http_and_health(settings: Settings, loc: SourceLocation) -> None:
     if health.check_interval <= 0:
         raise ConfigError("[health] check_interval must be above 0", location=loc)
 
+
+
+_SECURITY_PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+_SASL_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+
+
+def _validate_kafka_and_delivery(settings: Settings, loc: SourceLocation) -> None:
+    kafka, delivery = settings.kafka, settings.delivery
+    if delivery.shutdown_timeout < 0:
+        raise ConfigError("[delivery] shutdown_timeout must not be negative", location=loc)
+    if delivery.retry_backoff_initial <= 0 or delivery.retry_backoff_max < delivery.retry_backoff_initial:
+        raise ConfigError(
+            "[delivery] retry_backoff_initial must be above 0 and at most retry_backoff_max",
+            location=loc,
+            hint="e.g. retry_backoff_initial = 0.5, retry_backoff_max = 30",
+        )
+    if kafka.security_protocol not in _SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"[kafka] security_protocol = {kafka.security_protocol!r} is not supported",
+            location=loc,
+            hint=f"one of {', '.join(sorted(_SECURITY_PROTOCOLS))}",
+        )
+    if kafka.security_protocol.startswith("SASL_"):
+        if (kafka.sasl_mechanism or "PLAIN") not in _SASL_MECHANISMS:
+            raise ConfigError(
+                f"[kafka] sasl_mechanism = {kafka.sasl_mechanism!r} is not supported",
+                location=loc,
+                hint=f"one of {', '.join(sorted(_SASL_MECHANISMS))}",
+            )
+        if not kafka.sasl_username or not kafka.sasl_password:
+            raise ConfigError(
+                f"[kafka] security_protocol = {kafka.security_protocol} needs sasl_username and sasl_password",
+                location=loc,
+                hint="set the password in NEWS_MONITOR_KAFKA_SASL_PASSWORD rather than in the file",
+            )
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(kafka, name)
+        # Checked as the TLS library will open it (relative to the working directory).
+        if path and kafka.security_protocol in {"SSL", "SASL_SSL"} and not Path(path).expanduser().is_file():
+            raise ConfigError(f"[kafka] {name} = {path!r}: no such file", location=loc, hint="use an absolute path")
+    if bool(kafka.ssl_certfile) != bool(kafka.ssl_keyfile) and kafka.security_protocol in {"SSL", "SASL_SSL"}:
+        raise ConfigError("[kafka] ssl_certfile and ssl_keyfile go together (client certificate)", location=loc)
+    for name in ("topic_partitions", "topic_replication_factor", "request_timeout_ms", "max_request_size", "max_batch_size"):
+        if getattr(kafka, name) < 1:
+            raise ConfigError(f"[kafka] {name} must be at least 1", location=loc)
+    if kafka.linger_ms < 0 or kafka.retry_backoff_ms < 0:
+        raise ConfigError("[kafka] linger_ms and retry_backoff_ms must not be negative", location=loc)
+    if kafka.compression_type not in {"auto", "none", "", "gzip", "snappy", "lz4", "zstd"}:
+        raise ConfigError(
+            f"[kafka] compression_type = {kafka.compression_type!r} is not supported",
+            location=loc,
+            hint="auto, zstd, lz4, snappy, gzip or none",
+        )
+    if not kafka.dead_letter_topic.strip():
+        raise ConfigError("[kafka] dead_letter_topic is empty", location=loc, hint='dead_letter_topic = "alerts.dead-letter"')
+    if kafka.articles_topic and kafka.articles_topic == kafka.dead_letter_topic:
+        raise ConfigError("[kafka] articles_topic must differ from dead_letter_topic", location=loc)
 
 
 def env_overridable_keys() -> dict[str, list[str]]:

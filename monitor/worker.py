@@ -102,6 +102,8 @@ class Monitor:
         self._global_limit = asyncio.Semaphore(settings.feeds.concurrency)
         self._host_limits: dict[str, asyncio.Semaphore] = {}
         self.bootstrap_servers = settings.kafka.bootstrap_servers
+        #: When the shutdown that :meth:`stop` started must be over (monotonic clock).
+        self._stop_deadline: float | None = None
         #: Metrics, feed health and status; the HTTP endpoint serves what it collects.
         self.observer = Observer(self.feeds, health=settings.health, latest_alerts=settings.http.latest_alerts)
         self.observer.rules_loaded(self.rules.current)
@@ -115,8 +117,17 @@ class Monitor:
         return self.web.address if self.web is not None else None
 
     def stop(self) -> None:
-        """Ask the daemon to stop (what SIGINT/SIGTERM do)."""
+        """Ask the daemon to stop (what SIGINT/SIGTERM do) within ``[delivery] shutdown_timeout``."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.settings.delivery.shutdown_timeout
         self._stop.set()
+
+    def _shutdown_remaining(self) -> float:
+        """Seconds left of the shutdown deadline (the whole budget when no stop was asked)."""
+        if self._stop_deadline is None:
+            return self.settings.delivery.shutdown_timeout
+        return max(0.0, self._stop_deadline - time.monotonic())
+
 
     async def run(self, *, once: bool = False, handle_signals: bool = True) -> RunSummary:
         """Run until :meth:`stop` (or one pass over every feed with ``once``)."""
@@ -153,17 +164,18 @@ class Monitor:
 
             publisher = KafkaPublisher(settings.kafka, self.bootstrap_servers)
             await publisher.start()
-            stack.push_async_callback(publisher.stop)
-            await publisher.ensure_topics(
-                sorted(self.rules.current.topics | {settings.kafka.dead_letter_topic, settings.health.topic})
-            )
+            stack.push_async_callback(self._stop_publisher, publisher)
+            extra_topics = {settings.kafka.articles_topic, settings.health.topic} - {""}
+            await publisher.ensure_topics(sorted(self.rules.current.topics | extra_topics | {settings.kafka.dead_letter_topic}))
 
             delivery = Delivery(
                 publisher,
                 store,
                 queue_size=settings.delivery.queue_size,
                 dead_letter_topic=settings.kafka.dead_letter_topic,
-                topics=self.rules.current.topics,
+                topics=self.rules.current.topics | extra_topics,
+                backoff_initial=settings.delivery.retry_backoff_initial,
+                backoff_max=settings.delivery.retry_backoff_max,
                 on_published=self.observer.alert_published,
                 on_error=self.observer.publish_failed,
             )
@@ -182,6 +194,7 @@ class Monitor:
                 store=store,
                 rules=self.rules,
                 sink=delivery,
+                articles_topic=settings.kafka.articles_topic,
             )
             log.info(
                 "monitor.started",
@@ -197,7 +210,7 @@ class Monitor:
             if once:
                 await self._poll_all_once(pipeline)
                 await self.observer.flush()
-                await delivery.wait_idle()
+                await self._wait_idle_or_stop(delivery)
             else:
                 checks = asyncio.create_task(self._watch_health(), name="health-checks")
                 stack.push_async_callback(_finish, checks)
@@ -205,11 +218,24 @@ class Monitor:
         return self.summary
 
     async def _drain(self, delivery: Delivery) -> None:
-        drained = await delivery.stop(self.settings.delivery.shutdown_timeout)
+        drained = await delivery.stop(self._shutdown_remaining())
         # Feed-health events go through the same delivery but are not alerts.
         self.summary.published = delivery.stats.published - self.observer.health_events_published
-        self.summary.undelivered = delivery.pending if not drained else 0
+        self.summary.undelivered = 0 if drained else await delivery.outbox_count()
         log.info("monitor.stopped", published=delivery.stats.published, undelivered=self.summary.undelivered)
+
+    async def _stop_publisher(self, publisher: KafkaPublisher) -> None:
+        # A little grace even at the deadline: a drained producer stops in milliseconds.
+        await publisher.stop(max(0.5, self._shutdown_remaining()))
+
+    async def _wait_idle_or_stop(self, delivery: Delivery) -> None:
+        """``run --once``: wait for every alert's ack, unless a signal asks to stop first."""
+        idle = asyncio.ensure_future(delivery.wait_idle())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (idle, stopped):
+            task.cancel()
+        await asyncio.gather(idle, stopped, return_exceptions=True)
 
     async def _watch_health(self) -> None:
         """Every ``[health] check_interval``: check the broker answers (readiness) and re-assess
@@ -255,7 +281,12 @@ class Monitor:
                 task.add_done_callback(self._polls.discard)
         # Let polls in flight finish so their alerts reach the outbox and the queue.
         if self._polls:
-            await asyncio.wait(self._polls, timeout=self.settings.feeds.timeout + self.settings.feeds.parse_timeout)
+            # Within the shutdown deadline: a poll blocked by back-pressure (broker down) may
+            # be cancelled; its alerts are in the outbox already.
+            await asyncio.wait(
+                self._polls,
+                timeout=min(self.settings.feeds.timeout + self.settings.feeds.parse_timeout, self._shutdown_remaining()),
+            )
             for task in self._polls:
                 task.cancel()
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 import uuid
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -166,10 +168,44 @@ async def read_topic(
         await consumer.stop()
 
 
+ALERT_SCHEMA_PATH = ROOT / "schemas" / "alert-v1.json"
+
+
+@functools.cache
+def _alert_validator() -> Any:
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    schema = orjson.loads(ALERT_SCHEMA_PATH.read_bytes())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def validate_alert(alert: Any) -> None:
+    """Fail unless ``alert`` (decoded JSON) conforms to ``schemas/alert-v1.json``.
+
+    Timestamps are checked here too: jsonschema checks ``date-time`` only when an
+    optional RFC 3339 package is installed, and the contract also promises UTC ("Z").
+    """
+    errors = sorted(_alert_validator().iter_errors(alert), key=lambda e: list(e.path))
+    if errors:
+        details = "; ".join(f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:5])
+        raise AssertionError(f"alert does not match {ALERT_SCHEMA_PATH.name}: {details}")
+    for moment in (alert["detected_at"], alert["article"]["published"]):
+        if moment is not None:
+            assert moment.endswith("Z"), f"timestamp {moment!r} is not UTC with a Z suffix"
+            datetime.fromisoformat(moment.replace("Z", "+00:00"))
+
+
 def alerts_from(records: Iterable[Any], feed_urls: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """Decoded alert JSON of the records, keeping only those from ``feed_urls`` when given."""
+    """Decoded alert JSON of the records, keeping only those from ``feed_urls`` when given.
+
+    Every alert read is validated against the alert schema, so each test that reads
+    alerts also checks the contract.
+    """
     wanted = set(feed_urls) if feed_urls is not None else None
     alerts = [orjson.loads(r.value) for r in records]
+    for alert in alerts:
+        validate_alert(alert)
     if wanted is None:
         return alerts
     return [a for a in alerts if a["article"]["feed_url"] in wanted]

@@ -16,19 +16,46 @@ from typing import Any, AsyncIterator, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_lz4, has_zstd
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError, UnknownError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnknownError,
+    UnsupportedForMessageFormatError,
+)
 from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import TopicPartition
 
 from monitor.errors import BrokerError, PublishError, RecordRejected
 from monitor.log import get_logger
 from monitor.model import Record
 from monitor.settings import KafkaSettings
 
-__all__ = ["KafkaPublisher", "TopicAdmin", "consume", "connection_options", "producer_options"]
+__all__ = ["KafkaPublisher", "TopicAdmin", "TopicReader", "connection_options", "producer_options"]
 
 log = get_logger("kafka")
 
 _TOPIC_ALREADY_EXISTS = 36
+#: Errors the broker (or the client, before sending) gives for one record that no retry
+#: can fix: the record goes to the dead-letter topic instead.
+_RECORD_REJECTIONS = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTopicError,
+    UnsupportedForMessageFormatError,
+)
+#: Create-topic error codes that mean "ask again later" (not a configuration problem).
+_CREATE_TOPIC_TRANSIENT = {
+    5,  # LEADER_NOT_AVAILABLE
+    7,  # REQUEST_TIMED_OUT
+    8,  # BROKER_NOT_AVAILABLE
+    41,  # NOT_CONTROLLER
+}
 
 
 def connection_options(settings: KafkaSettings, bootstrap_servers: str) -> dict[str, Any]:
@@ -100,8 +127,9 @@ class TopicAdmin:
             **connection_options(self._settings, self._bootstrap),
             request_timeout_ms=self._settings.request_timeout_ms,
         )
-        await admin.start()
         try:
+            # Inside the try: a start that fails half-way still holds connections to close.
+            await admin.start()
             existing = set(await admin.list_topics())
             missing = [t for t in wanted if t not in existing]
             created: list[str] = []
@@ -116,8 +144,13 @@ class TopicAdmin:
                 for topic, code, message in response.topic_errors:
                     if code == 0:
                         created.append(topic)
+                    elif code in _CREATE_TOPIC_TRANSIENT:
+                        raise PublishError(f"cannot create topic {topic!r} yet: error {code}: {message}")
                     elif code != _TOPIC_ALREADY_EXISTS:
-                        raise BrokerError(f"cannot create topic {topic!r}: error {code}: {message}")
+                        raise BrokerError(
+                            f"cannot create topic {topic!r}: error {code}: {message}",
+                            hint="check the topic name, [kafka] topic_partitions and topic_replication_factor, and the ACLs",
+                        )
             present = [t for t in wanted if t in existing]
             under: dict[str, int] = {}
             if present:
@@ -195,8 +228,15 @@ class KafkaPublisher:
         """Create missing topics; :class:`PublishError` when the broker cannot be asked."""
         try:
             return await self.admin.ensure(topics)
-        except (KafkaError, OSError) as exc:
-            raise PublishError(f"cannot check topics: {type(exc).__name__}: {exc}") from exc
+        except PublishError:
+            raise
+        except BrokerError as exc:
+            # Retried like an outage: an operator can fix ACLs or settings without a restart.
+            raise PublishError(str(exc)) from exc
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            raise PublishError(
+                f"cannot check topics at {self.bootstrap_servers}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def publish(self, record: Record) -> None:
         """Send one record and wait for the broker's acknowledgement.
@@ -214,11 +254,15 @@ class KafkaPublisher:
                 headers=list(record.headers),
             )
             await ack
-        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+        except _RECORD_REJECTIONS as exc:
             raise RecordRejected(
-                f"record of {len(record.value)} bytes for {record.topic} rejected: {type(exc).__name__}",
+                f"record of {len(record.value)} bytes for {record.topic} rejected: {type(exc).__name__}: {exc}",
                 hint="raise [kafka] max_request_size and the topic's max.message.bytes, or shorten the alert",
             ) from exc
+        except (TypeError, ValueError) as exc:
+            # The client could not encode the record (a header or key of the wrong type):
+            # the same every time, so retrying cannot help.
+            raise RecordRejected(f"record for {record.topic} cannot be encoded: {type(exc).__name__}: {exc}") from exc
         except KafkaError as exc:
             raise PublishError(f"publish to {record.topic} failed: {type(exc).__name__}: {exc}") from exc
         except OSError as exc:
@@ -228,48 +272,86 @@ class KafkaPublisher:
         if self._producer is not None:
             await self._producer.flush()
 
-    async def stop(self) -> None:
-        """Flush and disconnect; safe to call twice."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Flush and disconnect, waiting at most ``timeout`` s (None: as long as it takes); safe to call twice.
+
+        Records the producer still holds when time runs out are not lost: they were
+        never acknowledged, so they are still in the outbox.
+        """
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        if producer is None:
+            return
+        stopping = asyncio.ensure_future(producer.stop())
+        try:
+            # Shielded: cancelling aiokafka's stop half-way leaves its sender running.
+            await asyncio.wait_for(asyncio.shield(stopping), timeout)
+        except asyncio.TimeoutError:
+            log.warning("kafka.producer.stop_timeout", timeout=timeout, hint="unacknowledged records stay in the outbox")
 
 
-async def consume(
-    settings: KafkaSettings,
-    bootstrap_servers: str,
-    topics: list[str],
-    *,
-    from_beginning: bool = False,
-    group: str | None = None,
-    idle_timeout: float | None = None,
-) -> AsyncIterator[Any]:
-    """Yield consumer records from ``topics``; stop after ``idle_timeout`` s without one.
+class TopicReader:
+    """Reads records from topics, for ``news-monitor tail`` and other consumers.
 
-    Without a group nothing is committed. With a group, offsets are committed after
-    each record is yielded back (the caller has processed it).
+    Without a group nothing is committed. With a group, auto-commit is off and only
+    records the caller marked with :meth:`processed` are committed (after each batch
+    and on close), so a consumer that dies re-reads at most what it had not finished.
     """
-    consumer = AIOKafkaConsumer(
-        *topics,
-        **connection_options(settings, bootstrap_servers),
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        session_timeout_ms=10000,
-        heartbeat_interval_ms=1000,
-    )
-    await consumer.start()
-    try:
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        bootstrap_servers: str,
+        topics: list[str],
+        *,
+        from_beginning: bool = False,
+        group: str | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self._group = group
+        self._idle_timeout = idle_timeout
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            **connection_options(settings, bootstrap_servers),
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            # The broker holds a JoinGroup for half the session timeout; 6 s is Kafka's minimum.
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        self._done: dict[TopicPartition, int] = {}
+
+    async def __aenter__(self) -> "TopicReader":
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.commit()
+        finally:
+            await self._consumer.stop()
+
+    def processed(self, record: Any) -> None:
+        """Mark ``record`` as handled: its offset is committed with the next commit."""
+        self._done[TopicPartition(record.topic, record.partition)] = record.offset + 1
+
+    async def commit(self) -> None:
+        """Commit the offsets of processed records (nothing without a group)."""
+        if self._group is None or not self._done:
+            return
+        offsets, self._done = dict(self._done), {}
+        await self._consumer.commit(offsets)
+
+    async def records(self) -> AsyncIterator[Any]:
+        """Yield records as they arrive; stop after ``idle_timeout`` s without one."""
+        wait_ms = int((self._idle_timeout or 1.0) * 1000)
         while True:
-            batch = await consumer.getmany(timeout_ms=int((idle_timeout or 1.0) * 1000), max_records=500)
+            batch = await self._consumer.getmany(timeout_ms=wait_ms, max_records=500)
             if not batch:
-                if idle_timeout is not None:
+                if self._idle_timeout is not None:
                     return
                 continue
-            for records in batch.values():
-                for record in records:
+            for partition_records in batch.values():
+                for record in partition_records:
                     yield record
-            if group is not None:
-                await consumer.commit()
-    finally:
-        await consumer.stop()
+            await self.commit()

@@ -243,8 +243,33 @@ class Store:
             for row in self._db.execute(sql)
         ]
 
+    def pending_page(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, Record]]:
+        """Up to ``limit`` unacknowledged records after outbox position ``after_seq``, oldest first.
+
+        Page through a large outbox by passing the last position seen.
+        """
+        rows = self._db.execute(
+            "SELECT seq, alert_id, article_id, topic, key, value, headers FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (int(after_seq), int(limit)),
+        )
+        return [(row[0], Record(row[1], row[2], row[3], row[4], row[5], _load_headers(row[6]))) for row in rows]
+
     def pending_count(self) -> int:
+        """How many records wait in the outbox."""
         return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def enqueue(self, records: Iterable[Record], now: float | None = None) -> None:
+        """Put records that belong to no article row (e.g. the raw article stream) in the outbox.
+
+        A record already waiting under the same id and topic is kept, not duplicated.
+        """
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.executemany(
+                """INSERT OR IGNORE INTO outbox (alert_id, article_id, topic, key, value, headers, created)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [(r.alert_id, r.article_id, r.topic, r.key, r.value, _dump_headers(r.headers), now) for r in records],
+            )
 
     def ack(self, alert_id: str, topic: str, article_id: str) -> None:
         """Kafka acknowledged an alert: drop it from the outbox, finish its article when last."""

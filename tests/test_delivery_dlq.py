@@ -1,0 +1,150 @@
+"""Dead letters and the raw article stream, against the real broker.
+
+A record the broker cannot take (too large) or that cannot be serialised goes to the
+dead-letter topic with its reason in a header, is counted, and never holds up the
+alerts behind it. With ``[kafka] articles_topic`` every new article is published too.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from monitor.adapters.kafka import KafkaPublisher
+from monitor.adapters.store import AsyncStore
+from monitor.delivery import Delivery
+from monitor.model import Alert, Hit, alert_id_for
+from monitor.publish import alert_record
+from monitor.worker import Monitor
+from tests.support import FeedServer, alerts_from, make_settings, read_topic
+
+pytestmark = pytest.mark.integration
+
+_RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><link>https://example.net/</link>
+{items}</channel></rss>"""
+_ITEM = """<item><title>{title}</title><link>https://example.net/{run}/{n}</link>
+<guid isPermaLink="false">urn:dlq:{run}:{n}</guid><description>{text}</description></item>"""
+SANCTIONS_TEXT = "The European Union agreed a new package of economic sanctions against Russia on Friday."
+
+
+def _headers(record) -> dict[str, bytes]:
+    return {k: v for k, v in record.headers}
+
+
+async def test_too_large_alert_is_dead_lettered_and_does_not_block(broker, feed_server: FeedServer, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    dead_letters = f"alerts.dead-letter.{run}"
+    # A headline of 4000 characters makes an alert far beyond the 2000-byte request limit.
+    huge_title = "EU sanctions against Russia " + " ".join(f"clause{i}" for i in range(600))
+    items = [
+        _ITEM.format(run=run, n=0, title=huge_title, text=SANCTIONS_TEXT),
+        _ITEM.format(run=run, n=1, title="EU adopts sanctions on Russia", text="Brussels widened economic sanctions against Russia's banks."),
+    ]
+    url = feed_server.serve("/big.rss", _RSS.format(items="".join(items)))
+    settings = make_settings(
+        tmp_path,
+        broker.bootstrap_servers,
+        [url],
+        overrides={"kafka": {"max_request_size": 2000, "dead_letter_topic": dead_letters, "enable_idempotence": "false"}},
+    )
+
+    monitor = Monitor(settings)
+    summary = await monitor.run(once=True, handle_signals=False)
+
+    assert monitor.delivery is not None and monitor.delivery.stats.dead_lettered == 1
+    assert summary.undelivered == 0
+    letters = await read_topic(broker.bootstrap_servers, dead_letters, until=lambda rs: len(rs) >= 1)
+    assert len(letters) == 1
+    headers = _headers(letters[0])
+    assert b"rejected" in headers["dlq_reason"] and b"TooLarge" in headers["dlq_reason"]
+    assert headers["dlq_original_topic"] == b"alerts.sanctions"
+    # The letter itself could not carry the 4 KB alert: it is the stub that names it.
+    stub = orjson.loads(letters[0].value)
+    assert stub["alert_id"] == alert_id_for("sanctions", f"urn:dlq:{run}:0")
+    assert stub["original_topic"] == "alerts.sanctions" and stub["original_bytes"] > 2000
+    assert letters[0].key == f"urn:dlq:{run}:0".encode()
+    # The small alert behind it was delivered.
+    delivered = alerts_from(await read_topic(broker.bootstrap_servers, "alerts.sanctions"), [url])
+    assert [a["article"]["id"] for a in delivered] == [f"urn:dlq:{run}:1"]
+
+
+async def test_unserialisable_alert_goes_to_dead_letter_topic_with_reason(broker, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    dead_letters = f"alerts.dead-letter.{run}"
+    article_id = f"urn:dlq:{run}:bad"
+    alert = Alert(
+        alert_id=alert_id_for("sanctions", article_id),
+        rule_id="sanctions",
+        topic=f"alerts.sanctions.{run}",
+        severity="medium",
+        tags=(),
+        article_id=article_id,
+        url=None,
+        title="broken decoder output \ud800 here",
+        published=None,
+        feed_url="https://example.net/feed",
+        matches=(Hit("sanctions", "title", 0, 9, "sanctions"),),
+        snippet="",
+        detected_at=datetime.now(timezone.utc),
+        ruleset_version="test",
+    )
+    record = alert_record(alert)
+    assert _headers(record)["dlq_reason"].startswith(b"cannot serialise")
+
+    settings = make_settings(tmp_path, broker.bootstrap_servers, overrides={"kafka": {"enable_idempotence": "false"}})
+    store = AsyncStore.open(settings.state_dir)
+    publisher = KafkaPublisher(settings.kafka, broker.bootstrap_servers)
+    await publisher.start()
+    try:
+        await store.enqueue([record])
+        delivery = Delivery(publisher, store, dead_letter_topic=dead_letters)
+        assert await delivery.start() == 1  # re-queued from the outbox, like after a restart
+        assert await delivery.wait_idle(15)
+        await delivery.stop(1)
+        assert delivery.stats.dead_lettered == 1 and delivery.stats.published == 0
+        assert await store.pending_count() == 0
+    finally:
+        await publisher.stop()
+        await store.close()
+    letters = await read_topic(broker.bootstrap_servers, dead_letters, until=lambda rs: len(rs) >= 1)
+    assert len(letters) == 1
+    headers = _headers(letters[0])
+    assert headers["dlq_reason"].startswith(b"cannot serialise") and b"surrogates" in headers["dlq_reason"]
+    assert headers["dlq_original_topic"] == alert.topic.encode()
+    assert headers["ce_id"] == alert.alert_id.encode()
+    # The evidence is kept, the bad character escaped, in JSON the standard library reads.
+    evidence = json.loads(letters[0].value)
+    assert evidence["alert_id"] == alert.alert_id and evidence["article"]["title"] == alert.title
+
+
+async def test_articles_topic_carries_every_new_article_keyed_by_id(broker, feed_server: FeedServer, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    topic = f"news.articles.{run}"
+    items = [
+        _ITEM.format(run=run, n=0, title="EU adopts sanctions on Russia", text=SANCTIONS_TEXT),
+        _ITEM.format(run=run, n=1, title="Local bakery wins award", text="The bakery on Main Street won a regional bread prize."),
+    ]
+    url = feed_server.serve("/articles.rss", _RSS.format(items="".join(items)))
+    settings = make_settings(tmp_path, broker.bootstrap_servers, [url], overrides={"kafka": {"articles_topic": topic, "enable_idempotence": "false"}})
+
+    summary = await Monitor(settings).run(once=True, handle_signals=False)
+    assert summary.new_articles == 2 and summary.undelivered == 0
+
+    records = await read_topic(broker.bootstrap_servers, topic, until=lambda rs: len(rs) >= 2)
+    by_key = {r.key.decode(): orjson.loads(r.value) for r in records}
+    assert set(by_key) == {f"urn:dlq:{run}:0", f"urn:dlq:{run}:1"}
+    bakery = by_key[f"urn:dlq:{run}:1"]
+    assert bakery["title"] == "Local bakery wins award" and "bread prize" in bakery["summary"] + bakery["body"]
+    assert bakery["feed_url"] == url and bakery["id"] == f"urn:dlq:{run}:1"
+    for record in records:
+        headers = _headers(record)
+        assert headers["ce_type"] == b"news.article.v1" and headers["content-type"] == b"application/json"
+
+    # A second pass over the same feed publishes no article again.
+    again = await Monitor(settings).run(once=True, handle_signals=False)
+    assert again.new_articles == 0
+    assert len(await read_topic(broker.bootstrap_servers, topic, idle=0.5)) == 2

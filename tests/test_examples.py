@@ -1,0 +1,78 @@
+"""The downstream consumer in examples/, run as its users run it, against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections import Counter
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from monitor.worker import Monitor
+from tests.support import ROOT, FeedServer, make_settings, read_alerts, read_topic, validate_alert
+
+pytestmark = pytest.mark.integration
+
+CONSUMER = ROOT / "examples" / "alert_consumer.py"
+
+_RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><link>https://example.net/</link>
+{items}</channel></rss>"""
+_ITEM = """<item><title>EU adopts sanctions on Russia, {what}</title><link>https://example.net/{run}/{n}</link>
+<guid isPermaLink="false">urn:example:{run}:{n}</guid>
+<description>The European Union agreed economic sanctions against Russia targeting {what}.</description></item>"""
+_WHAT = ["oil exports and tankers", "state banks and insurers", "diamond traders in Antwerp"]
+
+
+async def _run_consumer(bootstrap: str, group: str, output) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(CONSUMER),
+        "--bootstrap-servers", bootstrap, "--group", group, "--output", str(output), "--idle-exit", "1.5",
+        "alerts.sanctions",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    return stderr.decode()
+
+
+async def test_consumer_writes_each_alert_once_and_resumes_with_its_group(broker, feed_server: FeedServer, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    items = "".join(_ITEM.format(run=run, n=n, what=what) for n, what in enumerate(_WHAT))
+    url = feed_server.serve("/example.rss", _RSS.format(items=items))
+    summary = await Monitor(make_settings(tmp_path, broker.bootstrap_servers, [url])).run(once=True, handle_signals=False)
+    assert summary.alerts_by_topic["alerts.sanctions"] == 3
+    ours = {a["alert_id"]: a for a in await read_alerts(broker.bootstrap_servers, [url], ["alerts.sanctions"], expect=3)}
+    assert len(ours) == 3
+    output = tmp_path / "alerts.jsonl"
+    group = f"archive-{run}"
+
+    await _run_consumer(broker.bootstrap_servers, group, output)
+
+    def our_lines() -> Counter[str]:
+        lines = [orjson.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+        for alert in lines:
+            validate_alert(alert)
+        return Counter(a["alert_id"] for a in lines if a["alert_id"] in ours)
+
+    assert our_lines() == Counter({alert_id: 1 for alert_id in ours})
+    written_first = len(output.read_text(encoding="utf-8").splitlines())
+
+    # At-least-once delivery repeats alerts: publish ours again, as a monitor restart would.
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for record in await read_topic(broker.bootstrap_servers, "alerts.sanctions"):
+            if orjson.loads(record.value)["alert_id"] in ours:
+                await producer.send_and_wait("alerts.sanctions", record.value, key=record.key, headers=list(record.headers))
+    finally:
+        await producer.stop()
+
+    log = await _run_consumer(broker.bootstrap_servers, group, output)
+
+    assert our_lines() == Counter({alert_id: 1 for alert_id in ours}), "duplicates are dropped by alert_id"
+    # The group's committed offsets let the second run start after the first run's records.
+    assert len(output.read_text(encoding="utf-8").splitlines()) == written_first
+    assert "wrote 0 new alert(s)" in log
