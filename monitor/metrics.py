@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from monitor.health import OK, FeedHealthTracker, FeedRow, HealthPolicy, Transition, health_record
-from monitor.log import get_logger
+from monitor.log import get_logger, redact
 from monitor.model import Alert, Feed, Record, Rule
 from monitor.settings import HealthSettings
 
@@ -482,7 +482,8 @@ class _ScrapeTimeCollector(Collector):
         )
         for row in observer.tracker.rows():
             if row.last_success is not None:
-                age.add_metric([row.url], max(0.0, now - row.last_success))
+                # A feed url may carry credentials (user:pw@, ?token=): never in a label.
+                age.add_metric([redact(row.url)], max(0.0, now - row.last_success))
         yield age
         if observer.ruleset is not None:
             info = GaugeMetricFamily(f"{PREFIX}_ruleset_info", "The active rule set's version.", labels=["version"])

@@ -112,3 +112,15 @@ async def test_probe_rejects_a_server_that_is_not_kafka():
     async with WebServer(Observer([]), "127.0.0.1:0") as http_only:
         reachable, error = await probe_broker(f"127.0.0.1:{http_only.address[1]}", timeout=2)
     assert not reachable
+
+
+async def test_credentials_in_feed_urls_stay_off_the_page_and_metrics():
+    feed = Feed("https://bob:hunter2@feeds.example/rss?token=hunter2")
+    observer = Observer([feed])
+    observer.tracker.observe(FeedState(feed.url, polls=1, last_success=1.0, last_error=f"{feed.url}: HTTP 500"), 2.0)
+    async with WebServer(observer, "127.0.0.1:0", refresh=0) as server:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/", "/metrics", "/status.json"):
+                async with http.get(server.url + path) as response:
+                    text = await response.text()
+                    assert "feeds.example" in text and "hunter2" not in text, path

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from monitor import __version__
 from monitor.errors import ConfigError
 from monitor.health import DISABLED, FAILING, OK, STALE, format_duration
-from monitor.log import get_logger
+from monitor.log import get_logger, redact
 from monitor.metrics import Observer, StatusSnapshot
 from monitor.model import SourceLocation
 
@@ -134,7 +134,7 @@ class WebServer:
 
     async def _status_json(self, _request: web.Request) -> web.Response:
         snapshot = self.observer.snapshot()
-        body = orjson.dumps(snapshot, default=_jsonable)
+        body = orjson.dumps(redact(orjson.loads(orjson.dumps(snapshot, default=_jsonable))))
         return web.Response(body=body, content_type="application/json", headers=_SECURITY_HEADERS)
 
     async def _status_page(self, _request: web.Request) -> web.Response:
@@ -224,14 +224,16 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
         "<th>items seen</th><th>polls</th><th>last new item</th><th>next poll</th></tr></thead><tbody>"
     )
     for row in s.feeds:
-        label = row.name or row.url
+        # Feed urls may carry credentials (user:pw@, ?token=): the page shows them masked.
+        shown_url = redact(row.url)
+        label = row.name or shown_url
         reason = f'<div class="muted">{_t(row.reason)}</div>' if row.reason else ""
         error = ""
         if row.last_error:
-            error = f'<div class="err">{_t(row.last_error[:500])}</div>{_when(row.last_error_at, now)}'
+            error = f'<div class="err">{_t(redact(row.last_error[:500]))}</div>{_when(row.last_error_at, now)}'
         parts.append(
-            f'<tr data-url="{_t(row.url)}" data-health="{_t(row.health)}">'
-            f'<td class="url">{_link(row.url, label)}</td>'
+            f'<tr data-url="{_t(shown_url)}" data-health="{_t(row.health)}">'
+            f'<td class="url">{_link(shown_url, label)}</td>'
             f'<td class="health h-{_t(row.health)}">{_t(row.health)}{reason}</td>'
             f'<td class="last-success">{_when(row.last_success, now)}</td>'
             f'<td class="last-error">{error or "<span class=muted>none</span>"}</td>'
@@ -266,7 +268,7 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
             f'<tr data-alert="{_t(alert.alert_id)}"><td>{_when(alert.detected_at, now)}</td>'
             f'<td class="rule-id">{_t(alert.rule_id)}</td><td>{_t(alert.severity)}</td>'
             f'<td class="title">{_link(alert.url, alert.title or alert.url or "(untitled)")}</td>'
-            f'<td class="url">{_t(alert.feed_url)}</td>'
+            f'<td class="url">{_t(redact(alert.feed_url))}</td>'
             f'<td class="delivered">{"yes" if alert.delivered else "pending"}</td></tr>'
         )
     if not s.alerts:
