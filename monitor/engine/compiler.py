@@ -17,9 +17,10 @@ patterns) plus the evaluation of the few rules that have candidate terms.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
+from operator import itemgetter
 from typing import Callable, Sequence
 
 import ahocorasick_rs
@@ -28,7 +29,7 @@ from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term, TermKe
 from monitor.engine.text import FoldedText, fold, scan_text
 from monitor.model import FIELDS, Article, Hit, Match, Rule
 
-__all__ = ["CompiledRule", "Matcher", "Span", "TermHits", "find_term_hits"]
+__all__ = ["CompiledRule", "Matcher", "Span", "TermHits", "find_term_hits", "fold_fields"]
 
 #: One piece of evidence: (term label, field index, folded start, folded end).
 Span = tuple[str, int, int, int]
@@ -51,20 +52,33 @@ class CompiledRule:
 class _Context:
     """Per-article state shared by the evaluators of all candidate rules."""
 
-    __slots__ = ("fields", "hits", "_word_starts")
+    __slots__ = ("fields", "scans", "special", "hits")
 
-    def __init__(self, fields: Sequence[FoldedText], hits: dict[int, TermHits]) -> None:
+    def __init__(self, fields: Sequence[FoldedText], scans: list[tuple[int, str, list[tuple[int, int, int]]]]) -> None:
         self.fields = fields
-        self.hits = hits
-        self._word_starts: dict[int, list[int]] = {}
+        #: (field index, padded scan text, raw automaton matches) for each field with any.
+        self.scans = scans
+        #: Hits of the keys that needed a check (see ``Matcher._check_special``).
+        self.special: dict[int, TermHits] | None = None
+        #: Hits of every key id found; built by :meth:`load` before any evaluation.
+        self.hits: dict[int, TermHits] = {}
 
-    def word_starts(self, field_index: int) -> list[int]:
-        """Start offsets of every word of a field (computed once, only if NEAR needs it)."""
-        starts = self._word_starts.get(field_index)
-        if starts is None:
-            starts = [m.start() for m in _WORD.finditer(self.fields[field_index].lower)]
-            self._word_starts[field_index] = starts
-        return starts
+    def load(self) -> dict[int, TermHits]:
+        """Group the raw automaton matches by key id (once, and only if a rule needs it)."""
+        hits: dict[int, TermHits] = {}
+        get = hits.get
+        for field_index, _scan, found in self.scans:
+            for pattern_id, start, end in found:
+                # A plain key ends before its pattern's trailing pad.
+                key_hits = get(pattern_id)
+                if key_hits is None:
+                    hits[pattern_id] = [(field_index, start, end - 2)]
+                else:
+                    key_hits.append((field_index, start, end - 2))
+        if self.special:
+            hits.update(self.special)
+        self.hits = hits
+        return hits
 
 
 #: An evaluator returns None when false, else the evidence (empty for a true NOT).
@@ -167,8 +181,10 @@ def _within(ctx: _Context, a: Span, b: Span, distance: int) -> bool:
         gap_start, gap_end = b[3], a[2]
     else:
         return False  # overlapping spans are one mention, not two near each other
-    starts = ctx.word_starts(a[1])
-    return bisect_left(starts, gap_end) - bisect_left(starts, gap_start) <= distance
+    # Count the words starting in the gap, stopping after distance + 1 of them (the
+    # lookbehind sees the text before ``gap_start``, so a word is never counted twice).
+    words = _WORD.finditer(ctx.fields[a[1]].lower, gap_start, gap_end)
+    return next(islice(words, distance, None), None) is None
 
 
 def find_term_hits(key: TermKey, text: FoldedText, field_index: int = 0) -> TermHits:
@@ -198,121 +214,329 @@ class Matcher:
 
     def __init__(self, compiled: Sequence[CompiledRule]) -> None:
         self.rules = tuple(item.rule for item in compiled)
+        self._queries = tuple(item.query for item in compiled)
+        rule_terms = [iter_terms(query) for query in self._queries]
+        # Key ids: the plain key (no wildcard, no case) of scan pattern ``p`` has id ``p``,
+        # so the automaton's pattern ids are key ids and the set of keys present in an
+        # article is computed in C. Other keys (wildcards, case-sensitive terms, a second
+        # spelling with the same scan pattern such as "U.S." and "u s") get ids after the
+        # patterns and are checked hit by hit. A pattern id with no plain key behind it is
+        # referenced by no rule, so finding it in an article is harmless.
+        distinct = dict.fromkeys(term.key for terms in rule_terms for term in terms)
+        patterns: dict[str, int] = {}
+        pattern_of: dict[TermKey, int] = {}
+        plain: dict[int, TermKey] = {}
+        for key in distinct:
+            pattern_id = pattern_of[key] = patterns.setdefault(key.scan_pattern, len(patterns))
+            if not key.wildcard and key.cased is None and pattern_id not in plain:
+                plain[pattern_id] = key
         key_ids: dict[TermKey, int] = {}
-        for item in compiled:
-            for term in iter_terms(item.query):
-                key_ids.setdefault(term.key, len(key_ids))
-        # Each rule is indexed under the keys of one necessary condition (so it becomes a
-        # candidate only if one of them occurs) and its other conditions are checked with
-        # set operations before the full evaluation. The loader guarantees a condition.
-        key_rules: list[list[int]] = [[] for _ in key_ids]
-        checks: list[tuple[tuple[int, tuple[frozenset[int], ...]], ...]] = []
-        for rule_index, item in enumerate(compiled):
-            conditions = [
-                (k, tuple(frozenset(key_ids[key] for key in group) for group in groups))
-                for k, groups in required_groups(item.query)
-            ]
-            if not conditions:
-                raise ValueError(f"rule {item.rule.id!r} can match without any of its terms")
-            conditions.sort(key=lambda cond: (cond[0] > 1 or len(cond[1]) > 1, sum(map(len, cond[1]))))
-            index_condition = conditions[0]
-            for key_id in frozenset().union(*index_condition[1]):
-                key_rules[key_id].append(rule_index)
-            simple_index = index_condition[0] == 1 and len(index_condition[1]) == 1
-            checks.append(tuple(conditions[1:] if simple_index else conditions))
-        self._checks = tuple(checks)
-        self.keys: tuple[TermKey, ...] = tuple(key_ids)
-        self._key_rules = tuple(frozenset(rules) for rules in key_rules)
-        patterns: dict[str, list[tuple[int, bool, str | None]]] = {}
-        for key, key_id in key_ids.items():
-            patterns.setdefault(key.scan_pattern, []).append((key_id, key.wildcard, key.cased))
-        self._pattern_keys = tuple(tuple(group) for group in patterns.values())
-        # Pattern id -> key id when the pattern is one plain term (no wildcard, no case).
-        self._simple = tuple(
-            group[0][0] if len(group) == 1 and not group[0][1] and group[0][2] is None else -1
-            for group in self._pattern_keys
-        )
+        special: dict[int, list[tuple[int, bool, str | None]]] = {}
+        next_id = len(patterns)
+        for key, pattern_id in pattern_of.items():
+            if plain.get(pattern_id) == key:
+                key_ids[key] = pattern_id
+            else:
+                key_ids[key] = next_id
+                special.setdefault(pattern_id, []).append((next_id, key.wildcard, key.cased))
+                next_id += 1
+        self._key_ids = key_ids
+        self.keys: tuple[TermKey, ...] = tuple(sorted(key_ids, key=key_ids.__getitem__))
+        self._special = {pattern_id: tuple(entries) for pattern_id, entries in special.items()}
+        self._special_patterns = frozenset(special)
         self._automaton = (
             ahocorasick_rs.AhoCorasick(list(patterns), matchkind=ahocorasick_rs.MatchKind.Standard)
             if patterns
             else None
         )
+        # Each rule gets one predicate on the set of key ids present in an article: exact
+        # for pure boolean queries (terms, AND, OR, NOT, K OF over unscoped terms), else a
+        # necessary condition. Rules passing it are evaluated in full (the evaluator is
+        # the reference, and produces the evidence).
+        #
+        # Candidates for the predicate are found with a two-level index: each rule is listed
+        # under pairs of keys (a, b) such that whenever the rule can fire both keys of one
+        # of its pairs occur, usually one key from each of two conditions it needs (a with
+        # itself when it has only one). So a rule is only looked at when the article has
+        # a pair; finding the pairs is set intersections in C.
+        lengths = [0] * next_id
+        for key, key_id in key_ids.items():
+            lengths[key_id] = len(key.pattern)
+        pair_index: dict[int, dict[int, list[int]]] = {}
+        predicates: list[Callable[[set[int]], bool]] = []
+        for rule_index, query in enumerate(self._queries):
+            clauses = [_clause(node, key_ids) for node in _or_children(query)]
+            if any(clause is None for clause in clauses):
+                raise ValueError(f"rule {self.rules[rule_index].id!r} can match without any of its terms")
+            pairs: set[tuple[int, int]] = set()
+            for clause in clauses:
+                pairs.update(clause.index_pairs(lengths))  # type: ignore[union-attr]
+            for a, b in pairs:
+                pair_index.setdefault(a, {}).setdefault(b, []).append(rule_index)
+            predicates.append(_any_predicate([clause.predicate() for clause in clauses]))  # type: ignore[union-attr]
+        self._pair_index = {a: {b: tuple(rules) for b, rules in inner.items()} for a, inner in pair_index.items()}
+        self._first_keys = frozenset(pair_index)
+        self._partner_keys = {a: frozenset(inner) for a, inner in pair_index.items()}
+        self._predicates = tuple(predicates)
         # Evaluators are built on first use: most rules are never candidates for most
         # articles, and this halves the time to load a large rule set.
-        self._queries = tuple(item.query for item in compiled)
-        self._key_ids = key_ids
         self._evaluators: list[_Evaluator | None] = [None] * len(compiled)
 
-    def term_hits(self, fields: Sequence[FoldedText]) -> dict[int, TermHits]:
-        """Scan every field once; return the hits of each term key id that occurs."""
+    def scan(self, fields: Sequence[FoldedText]) -> tuple[set[int], _Context]:
+        """Scan every field once: the key ids present, and the context to evaluate with."""
+        present: set[int] = set()
+        scans: list[tuple[int, str, list[tuple[int, int, int]]]] = []
+        automaton = self._automaton
+        if automaton is not None:
+            for field_index, text in enumerate(fields):
+                if text.lower:
+                    # Offsets in the padded scan text are those of text.lower plus one, and
+                    # a pattern starts with its padding space, so a word starts at ``start``.
+                    scan = " " + scan_text(text.lower) + " "
+                    found = automaton.find_matches_as_indexes(scan, overlapping=True)
+                    if found:
+                        scans.append((field_index, scan, found))
+                        present.update(map(_FIRST, found))
+        context = _Context(fields, scans)
+        if self._special_patterns and not present.isdisjoint(self._special_patterns):
+            present.update(self._check_special(context))
+        return present, context
+
+    def _check_special(self, context: _Context) -> dict[int, TermHits]:
+        """Hits of the keys that need a check (wildcards, case, shared patterns)."""
+        special = self._special
         hits: dict[int, TermHits] = {}
-        if self._automaton is None:
-            return hits
-        pattern_keys = self._pattern_keys
-        simple = self._simple
-        for field_index, text in enumerate(fields):
-            if not text.lower:
-                continue
-            # Offsets in the padded scan text are those of text.lower plus one, and a
-            # pattern starts with its padding space, so a hit's word starts at ``start``.
-            scan = " " + scan_text(text.lower) + " "
-            cased_text = text.cased
-            for pattern_id, start, end in self._automaton.find_matches_as_indexes(scan, overlapping=True):
-                key_id = simple[pattern_id]
-                if key_id >= 0:  # the common case: one plain term, no check needed
-                    found = hits.get(key_id)
-                    if found is None:
-                        hits[key_id] = [(field_index, start, end - 2)]
-                    else:
-                        found.append((field_index, start, end - 2))
+        for field_index, scan, found in context.scans:
+            cased_text = context.fields[field_index].cased
+            for pattern_id, start, end in found:
+                entries = special.get(pattern_id)
+                if entries is None:
                     continue
-                for key_id, wildcard, cased in pattern_keys[pattern_id]:
+                for key_id, wildcard, cased in entries:
                     # A wildcard runs to the end of its word; others end before their pad.
                     hit_end = scan.find(" ", end) - 1 if wildcard else end - 2
                     if cased is not None and cased_text[start : start + len(cased)] != cased:
                         continue
-                    found = hits.get(key_id)
-                    if found is None:
+                    found_hits = hits.get(key_id)
+                    if found_hits is None:
                         hits[key_id] = [(field_index, start, hit_end)]
                     else:
-                        found.append((field_index, start, hit_end))
+                        found_hits.append((field_index, start, hit_end))
+        context.special = hits
         return hits
 
     def match(self, article: Article) -> list[Match]:
         """The rules that fire on ``article``, in rule order, each with its evidence."""
-        fields = [fold(article.field_text(name)) for name in FIELDS]
-        hits = self.term_hits(fields)
-        if not hits:
+        fields = fold_fields(article)
+        present, context = self.scan(fields)
+        if not present:
             return []
-        # Union in C of the rule sets indexed under each key that occurs.
-        candidates = set().union(*map(self._key_rules.__getitem__, hits))
-        context = _Context(fields, hits)
+        predicates = self._predicates
+        pair_index = self._pair_index
+        partner_keys = self._partner_keys
+        candidates: set[int] = set()
+        for a in self._first_keys & present:
+            if not partner_keys[a].isdisjoint(present):
+                partners = pair_index[a]
+                for b in partners.keys() & present:
+                    candidates.update(partners[b])
+        passed = [rule_index for rule_index in candidates if predicates[rule_index](present)]
+        if not passed:
+            return []
+        passed.sort()
+        context.load()
+        evaluators = self._evaluators
         matches: list[Match] = []
-        present = hits.keys()
-        checks = self._checks
-        for rule_index in sorted(candidates):
-            for k, groups in checks[rule_index]:
-                if k == 1 and len(groups) == 1:
-                    if present.isdisjoint(groups[0]):
-                        break
-                elif sum(not present.isdisjoint(group) for group in groups) < k:
-                    break
-            else:
-                evaluator = self._evaluators[rule_index]
-                if evaluator is None:
-                    evaluator = self._evaluators[rule_index] = _compile_node(self._queries[rule_index], self._key_ids)
-                spans = evaluator(context)
-                if spans is not None:
-                    matches.append(Match(self.rules[rule_index], _to_hits(spans, fields)))
+        cache: dict[Span, Hit] = {}
+        for rule_index in passed:
+            evaluator = evaluators[rule_index]
+            if evaluator is None:
+                evaluator = evaluators[rule_index] = _compile_node(self._queries[rule_index], self._key_ids)
+            spans = evaluator(context)
+            if spans is not None:
+                matches.append(Match(self.rules[rule_index], _to_hits(spans, fields, cache)))
         return matches
 
 
-def _to_hits(spans: list[Span], fields: Sequence[FoldedText]) -> tuple[Hit, ...]:
-    """Evidence in folded offsets -> unique Hits in original offsets, in text order."""
-    unique = sorted(set(spans), key=lambda span: (span[1], span[2], span[3], span[0]))
+_FIRST = itemgetter(0)
+#: Most index pairs per clause (beyond this a rule is indexed under single keys).
+_MAX_PAIRS = 64
+
+
+def fold_fields(article: Article) -> list[FoldedText]:
+    """Every field of an article folded (:data:`monitor.model.FIELDS` order)."""
+    return [fold(article.field_text(name)) for name in FIELDS]
+
+
+def _or_children(node: Node) -> list[Node]:
+    """The alternatives of a query: the children of a top-level OR, flattened."""
+    if isinstance(node, Or):
+        return [leaf for child in node.children for leaf in _or_children(child)]
+    return [node]
+
+
+class _Clause:
+    """Conditions on the keys present: all ``singles``, one of each of ``groups``, at
+    least k of each ``kofs`` groups, none of ``negatives``."""
+
+    __slots__ = ("singles", "groups", "kofs", "negatives")
+
+    def __init__(self) -> None:
+        self.singles: set[int] = set()
+        self.groups: list[frozenset[int]] = []
+        self.kofs: list[tuple[int, tuple[frozenset[int], ...]]] = []
+        self.negatives: set[int] = set()
+
+    def add_group(self, group: frozenset[int]) -> None:
+        if len(group) == 1:
+            self.singles.update(group)
+        else:
+            self.groups.append(group)
+
+    def add_kof(self, k: int, groups: tuple[frozenset[int], ...]) -> None:
+        if k == 1:
+            self.add_group(frozenset().union(*groups))
+        elif k == len(groups):
+            for group in groups:
+                self.add_group(group)
+        else:
+            self.kofs.append((k, groups))
+
+    def index_pairs(self, lengths: list[int]) -> set[tuple[int, int]]:
+        """Pairs of keys such that, whenever the clause holds, both keys of one pair occur:
+        a key from each of the two most selective conditions (few keys, long patterns)
+        when there are two, else each key of the only condition with itself."""
+        options: list[tuple[int, int, frozenset[int]]] = [(1, -lengths[key], frozenset((key,))) for key in self.singles]
+        options.extend((len(group), 0, group) for group in self.groups)
+        for k, groups in self.kofs:
+            # If k of n groups occur, one of any n - k + 1 of them does.
+            union = frozenset().union(*sorted(groups, key=len)[: len(groups) - k + 1])
+            options.append((len(union), 0, union))
+        options.sort(key=lambda option: option[:2])
+        best = options[0][2]
+        if len(options) >= 2 and len(best) * len(options[1][2]) <= _MAX_PAIRS:
+            return {(a, b) for a in best for b in options[1][2]}
+        if len(options) == 1 and self.kofs:
+            # The only condition is k >= 2 of n groups: two groups occur.
+            groups = self.kofs[0][1]
+            pairs = {(a, b) for i, first in enumerate(groups) for second in groups[i + 1 :] for a in first for b in second}
+            if len(pairs) <= _MAX_PAIRS:
+                return pairs
+        return {(key, key) for key in best}
+
+    def predicate(self) -> Callable[[set[int]], bool]:
+        singles = frozenset(self.singles)
+        groups = tuple(self.groups)
+        kofs = tuple(self.kofs)
+        negatives = frozenset(self.negatives)
+        if not groups and not kofs and not negatives:
+            return singles.issubset
+        if not singles and len(groups) == 1 and not kofs and not negatives:
+            group = groups[0]
+            return lambda present: not group.isdisjoint(present)
+        if len(groups) == 1 and not kofs and not negatives:
+            group = groups[0]
+            return lambda present: singles.issubset(present) and not group.isdisjoint(present)
+        if not groups and not kofs:
+            return lambda present: singles.issubset(present) and negatives.isdisjoint(present)
+        if not singles and not groups and not negatives and len(kofs) == 1:
+            k, kof_groups = kofs[0]
+            if all(len(group) == 1 for group in kof_groups) and len(set(kof_groups)) == len(kof_groups):
+                keys = frozenset().union(*kof_groups)
+                return lambda present: len(keys.intersection(present)) >= k
+
+        def general(present: set[int]) -> bool:
+            if not singles.issubset(present) or not negatives.isdisjoint(present):
+                return False
+            for group in groups:
+                if group.isdisjoint(present):
+                    return False
+            for k, kof_groups in kofs:
+                if sum(not group.isdisjoint(present) for group in kof_groups) < k:
+                    return False
+            return True
+
+        return general
+
+
+def _clause(node: Node, key_ids: dict[TermKey, int]) -> _Clause | None:
+    """The exact conditions of a pure boolean query, else necessary ones (None: none)."""
+    clause = _Clause()
+    if not _exact(node, key_ids, clause):
+        clause = _Clause()
+        for k, groups in required_groups(node):
+            clause.add_kof(k, tuple(frozenset(key_ids[key] for key in group) for group in groups))
+    if not clause.singles and not clause.groups and not clause.kofs:
+        return None
+    return clause
+
+
+def _exact(node: Node, key_ids: dict[TermKey, int], clause: _Clause) -> bool:
+    """Add the conditions equivalent to ``node`` to ``clause``; False if there are none
+    (NEAR, field scopes, NOT or K OF over anything but terms and OR-groups of terms)."""
+    if isinstance(node, And):
+        return all(_exact(child, key_ids, clause) for child in node.children)
+    if isinstance(node, Not):
+        group = _term_group(node.child, key_ids)
+        if group is None:
+            return False
+        clause.negatives.update(group)
+        return True
+    if isinstance(node, AtLeast):
+        groups = tuple(_term_group(child, key_ids) for child in node.children)
+        if any(group is None for group in groups):
+            return False
+        clause.add_kof(node.k, groups)  # type: ignore[arg-type]
+        return True
+    group = _term_group(node, key_ids)
+    if group is None:
+        return False
+    clause.add_group(group)
+    return True
+
+
+def _term_group(node: Node, key_ids: dict[TermKey, int]) -> frozenset[int] | None:
+    """The keys of an unscoped term or an OR of such terms (true iff one occurs)."""
+    if isinstance(node, Term):
+        return frozenset((key_ids[node.key],)) if len(node.fields) == len(FIELDS) else None
+    if isinstance(node, Or):
+        keys: set[int] = set()
+        for child in node.children:
+            group = _term_group(child, key_ids)
+            if group is None:
+                return None
+            keys.update(group)
+        return frozenset(keys)
+    return None
+
+
+def _any_predicate(predicates: list[Callable[[set[int]], bool]]) -> Callable[[set[int]], bool]:
+    if len(predicates) == 1:
+        return predicates[0]
+    if len(predicates) == 2:
+        first, second = predicates
+        return lambda present: first(present) or second(present)
+    if len(predicates) == 3:
+        first, second, third = predicates
+        return lambda present: first(present) or second(present) or third(present)
+    return lambda present: any(predicate(present) for predicate in predicates)
+
+
+_SPAN_ORDER = itemgetter(1, 2, 3, 0)
+
+
+def _to_hits(spans: list[Span], fields: Sequence[FoldedText], cache: dict[Span, Hit]) -> tuple[Hit, ...]:
+    """Evidence in folded offsets -> unique Hits in original offsets, in text order.
+
+    ``cache`` holds the Hits already built for this article (rules share terms; a Hit is
+    immutable, so matches may share one)."""
     hits = []
-    for label, field_index, start, end in unique:
-        text = fields[field_index]
-        orig_start, orig_end = text.original_span(start, end)
-        hits.append(Hit(label, FIELDS[field_index], orig_start, orig_end, text.original[orig_start:orig_end]))
+    for span in sorted(set(spans), key=_SPAN_ORDER) if len(spans) > 1 else spans:
+        hit = cache.get(span)
+        if hit is None:
+            label, field_index, start, end = span
+            text = fields[field_index]
+            orig_start, orig_end = text.original_span(start, end)
+            hit = cache[span] = Hit(label, FIELDS[field_index], orig_start, orig_end, text.original[orig_start:orig_end])
+        hits.append(hit)
     return tuple(hits)

@@ -116,6 +116,26 @@ class FoldedText:
         """Map a folded ``[start, end)`` span to the corresponding span of ``original``."""
         if not self.maps:
             return start, end
+        if len(self.maps) == 1:
+            # The common case (one map), inlined: OffsetMap.point for both ends.
+            offset_map = self.maps[0]
+            starts = offset_map.starts
+            breaks = offset_map.breaks
+            index = bisect_right(starts, start) - 1
+            if index < 0:
+                orig_start = start
+            else:
+                new_start, new_len, old_start, old_len = breaks[index]
+                orig_start = old_start if start < new_start + new_len else old_start + old_len + (start - new_start - new_len)
+            if end <= start:
+                return orig_start, orig_start
+            last = end - 1
+            index = bisect_right(starts, last, index if index > 0 else 0) - 1
+            if index < 0:
+                return orig_start, end
+            new_start, new_len, old_start, old_len = breaks[index]
+            last = old_start if last < new_start + new_len else old_start + old_len + (last - new_start - new_len)
+            return orig_start, last + 1
         orig_start = start
         for offset_map in reversed(self.maps):
             orig_start = offset_map.point(orig_start)
