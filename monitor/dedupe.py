@@ -43,6 +43,12 @@ class SeenStore(Protocol):
 
     def touch_articles(self, article_ids: Iterable[str], now: float | None = None) -> None: ...
 
+    def story_rules(self, story_id: str) -> frozenset[str] | None:
+        """Rules that alerted on some copy of the story (only asked when stories are on)."""
+        ...
+
+    def note_story(self, story_id: str, article_id: str, alerted: Iterable[str], *, copy: bool, now: float | None = None) -> None: ...
+
     def record_article(
         self,
         *,
@@ -71,6 +77,17 @@ class Candidate:
 
     article: Article
     matches: Sequence[Match]
+    #: The near-duplicate story the article belongs to (see :mod:`monitor.stories`).
+    story_id: str | None = None
+    #: Whether the story existed before this article (a later copy of wire text).
+    story_copy: bool = False
+    #: The hash to remember for the article when it differs from its text's (full text
+    #: replaced the feed's body: the feed's own version decides "changed" next time).
+    content_hash: str | None = None
+
+    @property
+    def stored_hash(self) -> str:
+        return self.content_hash or self.article.content_hash
 
 
 @dataclass(slots=True)
@@ -80,6 +97,8 @@ class Admission:
     verdicts: list[Verdict] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
+    #: Later copies of an already known story (counted, alerted only for rules new to the story).
+    story_copies: int = 0
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for v in self.verdicts if v is verdict)
@@ -107,7 +126,7 @@ def admit(
     for candidate in candidates:
         article = candidate.article
         seen = store.find_article(article.id, article.url)
-        if seen is not None and seen.content_hash == article.content_hash:
+        if seen is not None and seen.content_hash == candidate.stored_hash:
             result.verdicts.append(Verdict.DUPLICATE)
             store.touch_articles([seen.id], now)
             continue
@@ -117,15 +136,27 @@ def admit(
         if seen is not None and seen.id != article.id:
             article = replace(article, id=seen.id)
         fresh = [m for m in candidate.matches if m.rule.id not in previous_rules]
+        story_id = candidate.story_id or (seen.story_id if seen is not None else None)
+        if story_id is not None:
+            # One alert per rule per story: a copy of wire text already alerted on under
+            # another url is counted, not alerted again.
+            story_rules = store.story_rules(story_id) or frozenset()
+            fresh = [m for m in fresh if m.rule.id not in story_rules]
+            store.note_story(story_id, article.id, [m.rule.id for m in fresh], copy=candidate.story_copy and seen is None, now=now)
+            if candidate.story_copy and seen is None:
+                result.story_copies += 1
         alerts = [make_alert(m, article) for m in fresh]
+        if story_id is not None:
+            alerts = [replace(alert, story_id=story_id) for alert in alerts]
         records = [make_record(a) for a in alerts]
         store.record_article(
             article_id=article.id,
             url=article.url if seen is None else (seen.url or article.url),
             feed_url=article.feed_url,
-            content_hash=article.content_hash,
+            content_hash=candidate.stored_hash,
             rules=previous_rules | {m.rule.id for m in candidate.matches},
             outbox=records,
+            story_id=story_id,
             now=now,
         )
         result.verdicts.append(Verdict.NEW if seen is None else Verdict.UPDATED)

@@ -18,13 +18,16 @@ from typing import Callable, Protocol
 from monitor.adapters.store import AsyncStore, FeedState
 from monitor.dedupe import Admission, Candidate, Verdict, admit, needs_matching
 from monitor.errors import FeedError
-from monitor.fetch import FeedHttpError, FetchResult, Transport, Validators
+from monitor.feedstate import FeedStates
+from monitor.fetch import FeedHttpError, FetchResult, Transport, Validators, error_kind
+from monitor.fulltext import FulltextEnricher
 from monitor.health import learn_cadence
 from monitor.log import get_logger
 from monitor.model import Alert, Article, Feed, Match, Record
 from monitor.parse import ParsedFeed
 from monitor.publish import alert_record, article_record, build_alert
-from monitor.schedule import PollOutcome
+from monitor.schedule import PollOutcome, publish_gap
+from monitor.stories import StoryIndex
 
 __all__ = ["Matcher", "Pipeline", "PollReport"]
 
@@ -85,8 +88,17 @@ class Pipeline:
         sink: Sink,
         clock: Callable[[], float] = time.time,
         articles_topic: str = "",
+        feed_states: FeedStates | None = None,
+        fulltext: FulltextEnricher | None = None,
+        stories: StoryIndex | None = None,
     ) -> None:
         self._transport = transport
+        #: Feed state lives in memory and is written back in batches (see monitor.feedstate).
+        self.feed_states = feed_states if feed_states is not None else FeedStates(store)
+        self._fulltext = fulltext
+        self._stories = stories
+        #: Story members assigned but not yet saved: article id -> (story id, seen at, signature).
+        self._pending_members: dict[str, tuple[str, float, bytes]] = {}
         self._parser = parser
         self._store = store
         self._rules = rules
@@ -98,7 +110,7 @@ class Pipeline:
     async def poll(self, feed: Feed) -> PollReport:
         """Poll one feed once; see the module docstring for the error contract."""
         started = time.monotonic()
-        state: FeedState = await self._store.feed_state(feed.url)
+        state: FeedState = await self.feed_states.get(feed.url)
         now = self._clock()
         state = replace(state, last_poll=now, polls=state.polls + 1)
         location = state.current_url or feed.url
@@ -134,20 +146,20 @@ class Pipeline:
             consecutive_errors=0,
         )
         if result.not_modified:
-            await self._store.save_feed_state(state)
+            self.feed_states.put(state)
             bound.debug("feed.poll.not_modified")
-            return PollReport(feed, "not_modified", PollOutcome(ok=True, max_age=result.max_age), state=state)
+            return PollReport(feed, "not_modified", _quiet_outcome(state, result, now), state=state)
         body = result.body or b""
         body_hash = hashlib.blake2b(body, digest_size=16).hexdigest()
         if body_hash == state.body_hash:
             # The server ignores conditional GET, but the bytes are the same: skip parsing.
-            await self._store.save_feed_state(state)
+            self.feed_states.put(state)
             bound.debug("feed.poll.unchanged")
-            return PollReport(feed, "unchanged", PollOutcome(ok=True, max_age=result.max_age), state=state)
+            return PollReport(feed, "unchanged", _quiet_outcome(state, result, now), state=state)
         parsed = await self._parser.parse(body, feed.url, result.content_type)
         if parsed.warning:
             bound.warning("feed.parse.malformed", reason=parsed.warning, entries=len(parsed.articles))
-        admission = await self._admit(parsed.articles)
+        admission = await self._admit(parsed.articles, feed)
         if admission.records:
             await self._sink.submit(admission.records)
         new = admission.count(Verdict.NEW)
@@ -158,11 +170,21 @@ class Pipeline:
             last_new_item=now if new else state.last_new_item,
             cadence=learn_cadence(state.cadence, [a.published for a in parsed.articles], state.last_new_item, now, new),
         )
-        await self._store.save_feed_state(state)
+        self.feed_states.put(state)
+        outcome = PollOutcome(
+            ok=True,
+            # The first poll finds everything "new": that says nothing about the feed's pace.
+            new_items=new if state.polls > 1 else 0,
+            max_age=result.max_age,
+            ttl=parsed.ttl,
+            publish_gap=publish_gap((a.published.timestamp() if a.published else None for a in parsed.articles), now),
+            since_new=None if new or state.last_new_item is None else max(0.0, now - state.last_new_item),
+            previous=state.interval,
+        )
         report = PollReport(
             feed,
             "ok",
-            PollOutcome(ok=True, new_items=new, max_age=result.max_age, ttl=parsed.ttl),
+            outcome,
             articles=len(parsed.articles),
             new=new,
             updated=admission.count(Verdict.UPDATED),
@@ -178,20 +200,18 @@ class Pipeline:
             updated=report.updated,
             duplicates=report.duplicates,
             alerts=len(report.alerts),
+            story_copies=admission.story_copies,
         )
         for alert in admission.alerts:
             bound.info("alert.created", rule_id=alert.rule_id, topic=alert.topic, article_id=alert.article_id, alert_id=alert.alert_id)
         return report
 
-    async def _admit(self, articles: list[Article]) -> Admission:
+    async def _admit(self, articles: list[Article], feed: Feed | None = None) -> Admission:
         """Match what is new or changed, then record and queue its alerts atomically."""
         unique = _unique(articles)
         seen = await self._store.find_articles([(a.id, a.url) for a in unique])
         ruleset = self._rules()
-        candidates = [
-            Candidate(article, ruleset.match(article) if needs_matching(known, article) else [])
-            for article, known in zip(unique, seen)
-        ]
+        candidates = await self._candidates(unique, seen, feed, ruleset)
 
         def make_alert(match: Match, article: Article) -> Alert:
             return build_alert(match, article, ruleset_version=ruleset.version)
@@ -207,6 +227,43 @@ class Pipeline:
         # Entries repeated inside one feed count as duplicates too.
         admission.verdicts.extend([Verdict.DUPLICATE] * (len(articles) - len(unique)))
         return admission
+
+    async def _candidates(self, unique: list[Article], seen: list, feed: Feed | None, ruleset: Matcher) -> list[Candidate]:
+        """Each article with its matches; full text fetched and story assigned for what needs matching."""
+        todo = [i for i, (article, known) in enumerate(zip(unique, seen)) if needs_matching(known, article)]
+        feed_hashes: dict[int, str] = {}
+        if self._fulltext is not None and feed is not None and feed.fulltext and todo:
+            originals = [unique[i] for i in todo]
+            enriched = await self._fulltext.enrich_all(originals)
+            for i, original, article in zip(todo, originals, enriched):
+                if article is not original:
+                    # Remember the feed's own text hash, so an unchanged entry is not refetched.
+                    feed_hashes[i] = original.content_hash
+                    unique[i] = article
+        candidates = [Candidate(article, []) for article in unique]
+        now = self._clock()
+        for i in todo:
+            article = unique[i]
+            story = self._stories.assign(article, now) if self._stories is not None and seen[i] is None else None
+            candidates[i] = Candidate(
+                article,
+                ruleset.match(article),
+                story_id=story.story_id if story else None,
+                story_copy=story.copy if story else False,
+                content_hash=feed_hashes.get(i),
+            )
+            if story is not None:
+                self._pending_members[article.id] = (story.story_id, now, story.signature)
+        return candidates
+
+    async def _remember_story_members(self, candidates: list[Candidate]) -> None:
+        members = [
+            (c.article.id, *self._pending_members.pop(c.article.id))
+            for c in candidates
+            if c.article.id in self._pending_members
+        ]
+        if members:
+            await self._store.save_story_members(members)
 
     async def _failed(self, feed: Feed, state: FeedState, exc: FeedError, now: float, bound) -> PollReport:
         errors = state.consecutive_errors + 1
@@ -225,8 +282,9 @@ class Pipeline:
             error_count=state.error_count + 1,
             consecutive_errors=errors,
             disabled=disabled,
+            **_count_error(state, exc),
         )
-        await self._store.save_feed_state(state)
+        self.feed_states.put(state)
         return PollReport(
             feed,
             "gone" if gone else "error",

@@ -28,6 +28,8 @@ __all__ = [
     "ENV_PREFIX",
     "DeliverySettings",
     "FeedsSettings",
+    "FulltextSettings",
+    "StoriesSettings",
     "HealthSettings",
     "HttpSettings",
     "KafkaSettings",
@@ -99,6 +101,10 @@ class StateSettings:
     dir: str = "state"
     #: Days a seen article id is remembered before it may be forgotten.
     retention_days: float = 30.0
+    #: Seconds between two retention sweeps (forgetting old article ids and stories).
+    retention_check: float = 3600.0
+    #: Seconds between two write-backs of the in-memory feed state (validators, counters).
+    flush_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,8 @@ class FeedsSettings:
     #: Seconds for a whole fetch (connect, headers and body).
     timeout: float = 30.0
     connect_timeout: float = 10.0
+    #: Seconds without a single byte from the server before a fetch is abandoned.
+    read_timeout: float = 15.0
     #: Largest feed body accepted, in bytes; larger ones are aborted while streaming.
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 5
@@ -128,12 +136,48 @@ class FeedsSettings:
     #: Worker processes for parsing (0 = parse in a thread; CPU count when negative).
     parse_workers: int = -1
     user_agent: str = ""
+    #: Random spread of each next poll, as a share of its interval (0.05 = ±5 %).
+    jitter: float = 0.05
     #: Feeds listed in the file itself: ``[[feeds.feed]]`` tables (url, interval, ...).
     feed: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def effective_min_interval(self) -> float:
         return self.min_interval if self.min_interval > 0 else self.interval
+
+
+@dataclass(frozen=True)
+class FulltextSettings:
+    """Fetching article pages for feeds with ``fulltext = true``."""
+
+    #: Addresses page fetches may reach although not public: networks ("10.0.0.0/8"),
+    #: addresses ("127.0.0.1") or host names ("intranet.example"). Empty: public only.
+    allow: tuple[str, ...] = ()
+    #: Largest article page accepted, in bytes (aborted while streaming).
+    max_bytes: int = 5 * 1024 * 1024
+    #: Seconds for a whole page fetch.
+    timeout: float = 20.0
+    #: Pages fetched at the same time, in all.
+    concurrency: int = 8
+    #: Extracted text shorter than this many characters counts as a failure (feed text used).
+    min_chars: int = 200
+
+
+@dataclass(frozen=True)
+class StoriesSettings:
+    """Near-duplicate detection of wire copy republished under different URLs."""
+
+    enabled: bool = True
+    #: Hours an article stays eligible as an earlier copy of a story.
+    window_hours: float = 24.0
+    #: Estimated Jaccard similarity of word shingles from which two texts are one story.
+    threshold: float = 0.5
+    #: MinHash permutations (more: finer estimates, more memory; ~0.3 KB per article at 64).
+    num_perm: int = 64
+    #: Words per shingle.
+    shingle_size: int = 4
+    #: Texts with fewer shingles than this are not clustered (too short to tell apart).
+    min_shingles: int = 8
 
 
 @dataclass(frozen=True)
@@ -158,7 +202,6 @@ class DeliverySettings:
     retry_backoff_initial: float = 0.5
     #: Upper bound of the retry back-off, in seconds (also the longest wait after the broker is back).
     retry_backoff_max: float = 30.0
-
 
 
 @dataclass(frozen=True)
@@ -196,12 +239,13 @@ class HealthSettings:
     check_interval: float = 15.0
 
 
-
 @dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     state: StateSettings = field(default_factory=StateSettings)
     feeds: FeedsSettings = field(default_factory=FeedsSettings)
+    fulltext: FulltextSettings = field(default_factory=FulltextSettings)
+    stories: StoriesSettings = field(default_factory=StoriesSettings)
     rules: RulesSettings = field(default_factory=RulesSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -502,8 +546,47 @@ def _validate(settings: Settings, where: str) -> None:
     if settings.log.level.lower() not in {"debug", "info", "warning", "error", "critical"}:
         raise ConfigError("[log] level must be debug, info, warning, error or critical", location=loc)
     _validate_http_and_health(settings, loc)
+    _validate_polling(settings, loc)
     if not settings.kafka.embedded and not settings.kafka.bootstrap_servers.strip():
         raise ConfigError("[kafka] bootstrap_servers is empty", location=loc, hint='"embedded" or "host:9092"')
+
+
+def _validate_polling(settings: Settings, loc: SourceLocation) -> None:
+    feeds, fulltext, stories, state = settings.feeds, settings.fulltext, settings.stories, settings.state
+    for name in ("timeout", "connect_timeout", "read_timeout", "parse_timeout"):
+        if getattr(feeds, name) <= 0:
+            raise ConfigError(f"[feeds] {name} must be above 0 seconds", location=loc)
+    if not 0 <= feeds.jitter <= 0.5:
+        raise ConfigError("[feeds] jitter must be between 0 and 0.5", location=loc, hint="0.05 spreads each poll by ±5 % of its interval")
+    if state.retention_days <= 0:
+        raise ConfigError("[state] retention_days must be above 0", location=loc)
+    if state.retention_check <= 0 or state.flush_interval <= 0:
+        raise ConfigError("[state] retention_check and flush_interval must be above 0 seconds", location=loc)
+    if fulltext.max_bytes < 1 or fulltext.concurrency < 1 or fulltext.timeout <= 0 or fulltext.min_chars < 0:
+        raise ConfigError("[fulltext] max_bytes and concurrency must be at least 1, timeout above 0, min_chars not negative", location=loc)
+    for entry in fulltext.allow:
+        if not isinstance(entry, str) or not entry.strip() or "/" in entry and not _is_network(entry):
+            raise ConfigError(
+                f"[fulltext] allow entry {entry!r} is not an address, network or host name",
+                location=loc,
+                hint='e.g. allow = ["10.0.0.0/8", "127.0.0.1", "intranet.example"]',
+            )
+    if not 0 < stories.threshold <= 1:
+        raise ConfigError("[stories] threshold must be above 0 and at most 1", location=loc, hint="0.5 is a good start")
+    if stories.window_hours <= 0:
+        raise ConfigError("[stories] window_hours must be above 0", location=loc)
+    if not 16 <= stories.num_perm <= 512 or stories.shingle_size < 1 or stories.min_shingles < 1:
+        raise ConfigError("[stories] num_perm must be 16-512; shingle_size and min_shingles at least 1", location=loc)
+
+
+def _is_network(entry: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(entry.strip(), strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _validate_http_and_health(settings: Settings, loc: SourceLocation) -> None:
@@ -530,7 +613,6 @@ def _validate_http_and_health(settings: Settings, loc: SourceLocation) -> None:
         raise ConfigError("[health] stale_min_age must not be negative", location=loc)
     if health.check_interval <= 0:
         raise ConfigError("[health] check_interval must be above 0", location=loc)
-
 
 
 _SECURITY_PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}

@@ -87,6 +87,24 @@ CREATE TABLE IF NOT EXISTS feeds (
     health         TEXT NOT NULL DEFAULT 'ok',
     cadence        REAL
 );
+
+CREATE TABLE IF NOT EXISTS stories (
+    story_id          TEXT PRIMARY KEY,
+    first_article_id  TEXT NOT NULL,
+    first_seen        REAL NOT NULL,
+    last_seen         REAL NOT NULL,
+    copies            INTEGER NOT NULL DEFAULT 0,
+    rules             TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS stories_last_seen ON stories(last_seen);
+
+CREATE TABLE IF NOT EXISTS story_members (
+    article_id  TEXT PRIMARY KEY,
+    story_id    TEXT NOT NULL,
+    seen_at     REAL NOT NULL,
+    signature   BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS story_members_seen ON story_members(seen_at);
 """
 
 
@@ -114,6 +132,10 @@ class FeedState:
     health: str = "ok"
     #: Learned seconds between two new items (for stale detection); None until known.
     cadence: float | None = None
+    #: Failed polls by kind, since the feed was first polled.
+    http_4xx: int = 0
+    http_5xx: int = 0
+    timeouts: int = 0
 
 
 _FEED_COLUMNS = tuple(FeedState.__dataclass_fields__)
@@ -144,6 +166,9 @@ class Store:
         present = {row[1] for row in self._db.execute("PRAGMA table_info(feeds)")}
         if "cadence" not in present:
             self._db.execute("ALTER TABLE feeds ADD COLUMN cadence REAL")
+        for counter in ("http_4xx", "http_5xx", "timeouts"):
+            if counter not in present:
+                self._db.execute(f"ALTER TABLE feeds ADD COLUMN {counter} INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -281,16 +306,6 @@ class Store:
                 (article_id, article_id),
             )
 
-    def enqueue(self, records: Iterable[Record], now: float | None = None) -> None:
-        """Put records that belong to no article row (feed-health events) in the outbox."""
-        now = time.time() if now is None else now
-        with self._transaction() as db:
-            db.executemany(
-                """INSERT OR IGNORE INTO outbox (alert_id, article_id, topic, key, value, headers, created)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                [(r.alert_id, r.article_id, r.topic, r.key, r.value, _dump_headers(r.headers), now) for r in records],
-            )
-
     def note_attempt(self, alert_id: str, topic: str) -> None:
         self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE alert_id = ? AND topic = ?", (alert_id, topic))
 
@@ -320,6 +335,84 @@ class Store:
             "ON CONFLICT(url) DO UPDATE SET next_poll = excluded.next_poll, interval = excluded.interval",
             (url, next_poll, interval),
         )
+
+    # -- stories -----------------------------------------------------------------------
+
+    def story_rules(self, story_id: str) -> frozenset[str] | None:
+        """The rules that alerted on some copy of a story, or None when the story is new."""
+        row = self._db.execute("SELECT rules FROM stories WHERE story_id = ?", (story_id,)).fetchone()
+        return None if row is None else frozenset(orjson.loads(row[0]))
+
+    def note_story(self, story_id: str, article_id: str, alerted: Iterable[str], *, copy: bool, now: float | None = None) -> None:
+        """Record one article of a story: the rules it alerted on, and whether it was a later copy."""
+        now = time.time() if now is None else now
+        row = self._db.execute("SELECT rules FROM stories WHERE story_id = ?", (story_id,)).fetchone()
+        rules = set(orjson.loads(row[0])) if row else set()
+        rules.update(alerted)
+        self._db.execute(
+            """INSERT INTO stories (story_id, first_article_id, first_seen, last_seen, copies, rules)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(story_id) DO UPDATE SET last_seen = excluded.last_seen,
+                   copies = stories.copies + excluded.copies, rules = excluded.rules""",
+            (story_id, article_id, now, now, 1 if copy else 0, orjson.dumps(sorted(rules)).decode()),
+        )
+
+    def story(self, story_id: str) -> dict[str, Any] | None:
+        """One story's row (first article, times, copies, rules), or None."""
+        row = self._db.execute(
+            "SELECT story_id, first_article_id, first_seen, last_seen, copies, rules FROM stories WHERE story_id = ?",
+            (story_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("story_id", "first_article_id", "first_seen", "last_seen", "copies", "rules")
+        return {**dict(zip(keys, row)), "rules": orjson.loads(row[5])}
+
+    def save_story_members(self, members: Iterable[tuple[str, str, float, bytes]]) -> None:
+        """Remember (article id, story id, seen at, signature) so a restart keeps the story window."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO story_members (article_id, story_id, seen_at, signature) VALUES (?, ?, ?, ?)",
+            list(members),
+        )
+
+    def story_members_since(self, cutoff: float) -> list[tuple[str, str, float, bytes]]:
+        """Members seen at or after ``cutoff``, oldest first."""
+        return list(
+            self._db.execute(
+                "SELECT article_id, story_id, seen_at, signature FROM story_members WHERE seen_at >= ? ORDER BY seen_at",
+                (cutoff,),
+            )
+        )
+
+    def forget_stories_before(self, cutoff: float) -> int:
+        """Drop story members and stories last seen before ``cutoff``; returns members dropped."""
+        with self._transaction() as db:
+            dropped = db.execute("DELETE FROM story_members WHERE seen_at < ?", (cutoff,)).rowcount
+            db.execute("DELETE FROM stories WHERE last_seen < ?", (cutoff,))
+        return dropped
+
+    # -- feeds (batched) -----------------------------------------------------------------
+
+    def save_feed_states(self, states: Iterable[FeedState], *, keep: Iterable[str] = ("health", "next_poll", "interval")) -> int:
+        """Write many feed states in one transaction (the poller's batched write-back).
+
+        Columns named in ``keep`` are written for new rows only: other writers own them
+        (:meth:`set_feed_health`, :meth:`set_feed_schedule`), and a cached copy must not
+        overwrite what they wrote since. Returns the number of rows written.
+        """
+        kept = set(keep)
+        placeholders = ", ".join("?" for _ in _FEED_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _FEED_COLUMNS if c != "url" and c not in kept)
+        rows = [[getattr(state, column) for column in _FEED_COLUMNS] for state in states]
+        if not rows:
+            return 0
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT INTO feeds ({', '.join(_FEED_COLUMNS)}) VALUES ({placeholders}) "
+                f"ON CONFLICT(url) DO UPDATE SET {updates}",
+                rows,
+            )
+        return len(rows)
 
     def save_feed_state(self, state: FeedState) -> None:
         values = [getattr(state, column) for column in _FEED_COLUMNS]
