@@ -34,6 +34,7 @@ import ahocorasick_rs
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from monitor.engine import RuleSet, fold, parse_rules  # noqa: E402
+from monitor.engine.compiler import fold_fields  # noqa: E402
 from monitor.engine.query import iter_terms  # noqa: E402
 from monitor.engine.text import scan_text  # noqa: E402
 from monitor.model import Article  # noqa: E402
@@ -157,9 +158,9 @@ def ceiling_runner(ruleset: RuleSet):
 
     def run(item: Article) -> int:
         hits = 0
-        for text in (item.title, item.summary, item.body):
-            if text:
-                scan = " " + scan_text(fold(text).lower) + " "
+        for text in fold_fields(item):  # the engine's own folding of every field
+            if text.lower:
+                scan = " " + scan_text(text.lower) + " "
                 hits += len(automaton.find_matches_as_indexes(scan, overlapping=True))
         return hits
 

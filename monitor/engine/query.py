@@ -140,6 +140,8 @@ Node = Union[Term, And, Or, Not, Near, AtLeast]
 
 _QUOTES = '"\u201c\u201d\u201e'
 _WORD_STOP = set(" \t\r\n(),") | set(_QUOTES)
+_WORD_END = re.compile("[" + re.escape("".join(sorted(_WORD_STOP))) + "]")
+_QUOTE = re.compile("[" + re.escape(_QUOTES) + "]")
 _LIST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _FIELD_NAME = re.compile(r"[A-Za-z_]+")
 
@@ -197,8 +199,8 @@ def _parse_term(raw: str, case_sensitive: bool) -> TermSpec:
     return TermSpec(TermKey(pattern, wildcard, cased), label)
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+@dataclass(slots=True)
+class _Token:  # not frozen: a frozen dataclass's __init__ is several times slower
     kind: str  # TERM LIST LPAREN RPAREN COMMA AND OR NOT NEAR ATLEAST FIELD END
     offset: int
     text: str = ""
@@ -230,18 +232,16 @@ def _lex(query: str) -> list[_Token]:
             pos += 1
             continue
         if char in _QUOTES:
-            end = pos + 1
-            while end < n and query[end] not in _QUOTES:
-                end += 1
+            closing = _QUOTE.search(query, pos + 1)
+            end = closing.start() if closing else n
             if end >= n:
                 raise QueryError("unterminated quoted phrase", pos, 'close the phrase with a matching "')
             tokens.append(_Token("TERM", start, query[pos : end + 1], case_sensitive=case_next is not None))
             case_next = None
             pos = end + 1
             continue
-        end = pos
-        while end < n and query[end] not in _WORD_STOP:
-            end += 1
+        stop = _WORD_END.search(query, pos)
+        end = stop.start() if stop else n
         word = query[pos:end]
         if char == "@":
             match = _LIST_NAME.fullmatch(word[1:])

@@ -106,3 +106,84 @@ def test_presearcher_equals_brute_force_on_random_rules() -> None:
         fields = [fold(item.field_text(name)) for name in FIELDS]
         expected = [f"r{i}" for i, node in enumerate(nodes) if brute_force(node, fields)]
         assert [m.rule.id for m in ruleset.match(item)] == expected, item
+
+
+SHAPE_WORDS = WORDS + ["grain exports", "Sánchez", "central bank", "ceasefire", "x-ray deal", "kyiv talks"]
+
+
+def _term(rng: random.Random) -> str:
+    word = rng.choice(SHAPE_WORDS)
+    roll = rng.random()
+    if " " in word or "-" in word:
+        return f'"{word}"'
+    if roll < 0.1 and len(word) >= 4:
+        return f"{word[:4]}*"
+    if roll < 0.2:
+        return f"={word}"
+    if roll < 0.3:
+        return f"{rng.choice(FIELDS)}:{word}"
+    return word
+
+
+def shaped_query(rng: random.Random) -> str:
+    """The shapes the fast paths target (AND of OR-groups, OR of ANDs, NOT, NEAR OR terms,
+    K OF with groups and NOT items), with field scopes, wildcards and case mixed in."""
+    t = [_term(rng) for _ in range(6)]
+    roll = rng.random()
+    if roll < 0.2:
+        return f"{t[0]} AND ({t[1]} OR {t[2]}) AND ({t[3]} OR {t[4]})"
+    if roll < 0.35:
+        return f"({t[0]} {t[1]}) OR ({t[2]} {t[3]}) OR ({t[4]} AND NOT {t[5]})"
+    if roll < 0.5:
+        return f"({rng.choice(WORDS)} NEAR/{rng.randint(0, 5)} {rng.choice(WORDS)}) OR {t[2]} OR ({t[3]} {t[4]})"
+    if roll < 0.62:
+        return f"{rng.randint(1, 3)} OF ({t[0]}, {t[1]}, ({t[2]} OR {t[3]}), {t[4]})"
+    if roll < 0.7:
+        return f"2 OF ({t[0]}, NOT {t[1]}, {t[2]})"
+    if roll < 0.8:
+        return f"{t[0]} AND NOT ({t[1]} OR {t[2]}) AND {t[3]}"
+    if roll < 0.9:
+        return f"title:({t[0]} OR {t[1]}) AND {t[2]}"
+    return f"({t[0]} OR ({t[1]} AND {t[2]})) AND NOT {t[3]}"
+
+
+def test_presearcher_fast_paths_equal_brute_force_and_reference_evidence() -> None:
+    from monitor.engine.compiler import _compile_node, _Context, _to_hits
+    from monitor.engine.query import iter_terms
+
+    rng = random.Random(1125)
+    queries: list[str] = []
+    while len(queries) < 400:
+        query = shaped_query(rng)
+        try:
+            node = parse_query(query)
+        except ValueError:
+            continue
+        if not can_match_without_terms(node):
+            queries.append(query)
+    yaml_text = "rules:\n" + "".join(
+        f"  - id: r{i}\n    query: '{q.replace(chr(39), chr(39) * 2)}'\n" for i, q in enumerate(queries)
+    )
+    ruleset = rules_from(yaml_text)
+    nodes = [parse_query(q) for q in queries]
+    keys = {term.key for node in nodes for term in iter_terms(node)}
+    key_ids = {key: i for i, key in enumerate(keys)}
+    fired_total = 0
+    for index in range(120):
+        item = Article(id=str(index), feed_url="t", title=random_text(rng), summary=random_text(rng), body=random_text(rng))
+        fields = [fold(item.field_text(name)) for name in FIELDS]
+        expected = [i for i, node in enumerate(nodes) if brute_force(node, fields)]
+        got = ruleset.match(item)
+        assert [m.rule.id for m in got] == [f"r{i}" for i in expected], item
+        fired_total += len(expected)
+        # Evidence: the plain evaluator over regex-found hits is the reference.
+        context = _Context(fields, [])
+        context.hits = {
+            key_ids[key]: [hit for f in range(len(FIELDS)) for hit in find_term_hits(key, fields[f], f)] for key in keys
+        }
+        context.hits = {key_id: hits for key_id, hits in context.hits.items() if hits}
+        for match, i in zip(got, expected):
+            spans = _compile_node(nodes[i], key_ids)(context)
+            assert spans is not None
+            assert match.hits == _to_hits(spans, fields, {}), (queries[i], item)
+    assert fired_total > 150  # the check is not vacuous
