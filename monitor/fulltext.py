@@ -64,6 +64,17 @@ def extract_main_text(body: bytes, url: str) -> str:
     return clean_text(text) if text else ""
 
 
+#: Content types trafilatura can read; anything else (PDF, images, JSON) is not tried.
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
+
+
+def _looks_like_html(content_type: str | None) -> bool:
+    """Whether a page's declared type is (X)HTML; an undeclared type is given a try."""
+    if not content_type:
+        return True
+    return content_type.split(";", 1)[0].strip().lower() in _HTML_TYPES
+
+
 @dataclass
 class FulltextStats:
     fetched: int = 0
@@ -99,6 +110,8 @@ class FulltextEnricher:
         async with self._limit:
             try:
                 page = await self._pages.fetch(article.url)
+                if not _looks_like_html(page.content_type):
+                    raise FeedError(f"{page.url}: not an HTML page ({page.content_type})")
                 text = await self._run(extract_main_text, page.body, page.url, label=article.url, what="extracting text from")
             except FeedError as exc:
                 self.stats.failed += 1
