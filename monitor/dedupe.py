@@ -47,8 +47,6 @@ class SeenStore(Protocol):
         """Rules that alerted on some copy of the story (only asked when stories are on)."""
         ...
 
-    def note_story(self, story_id: str, article_id: str, alerted: Iterable[str], *, copy: bool, now: float | None = None) -> None: ...
-
     def record_article(
         self,
         *,
@@ -59,6 +57,8 @@ class SeenStore(Protocol):
         rules: Iterable[str],
         outbox: Iterable[Record] = (),
         story_id: str | None = None,
+        story_alerted: Iterable[str] | None = None,
+        story_copy: bool = False,
         now: float | None = None,
     ) -> None: ...
 
@@ -142,7 +142,6 @@ def admit(
             # another url is counted, not alerted again.
             story_rules = store.story_rules(story_id) or frozenset()
             fresh = [m for m in fresh if m.rule.id not in story_rules]
-            store.note_story(story_id, article.id, [m.rule.id for m in fresh], copy=candidate.story_copy and seen is None, now=now)
             if candidate.story_copy and seen is None:
                 result.story_copies += 1
         alerts = [make_alert(m, article) for m in fresh]
@@ -157,6 +156,10 @@ def admit(
             rules=previous_rules | {m.rule.id for m in candidate.matches},
             outbox=records,
             story_id=story_id,
+            # The story's rule record goes in the article's own transaction: recorded
+            # without the alerts (a crash in between), later copies would never alert.
+            story_alerted=[m.rule.id for m in fresh] if story_id is not None else None,
+            story_copy=candidate.story_copy and seen is None,
             now=now,
         )
         result.verdicts.append(Verdict.NEW if seen is None else Verdict.UPDATED)

@@ -209,13 +209,17 @@ class Store:
         rules: Iterable[str],
         outbox: Iterable[Record] = (),
         story_id: str | None = None,
+        story_alerted: Iterable[str] | None = None,
+        story_copy: bool = False,
         now: float | None = None,
     ) -> None:
         """Remember an article and queue its alerts, atomically.
 
         ``rules`` is every rule id that has alerted on the article so far. When
         ``outbox`` is not empty the article stays ``pending`` until its last alert is
-        acknowledged (:meth:`ack`).
+        acknowledged (:meth:`ack`). With ``story_alerted`` (the rules this article
+        alerted on for its story) the story is noted in the same transaction (see
+        :meth:`note_story`).
         """
         now = time.time() if now is None else now
         records = list(outbox)
@@ -240,6 +244,8 @@ class Store:
                     for r in records
                 ],
             )
+            if story_id is not None and story_alerted is not None:
+                _note_story(db, story_id, article_id, story_alerted, copy=story_copy, now=now)
 
     def touch_articles(self, article_ids: Iterable[str], now: float | None = None) -> None:
         """Refresh ``last_seen`` so articles still in a feed are not forgotten by retention."""
@@ -345,17 +351,8 @@ class Store:
 
     def note_story(self, story_id: str, article_id: str, alerted: Iterable[str], *, copy: bool, now: float | None = None) -> None:
         """Record one article of a story: the rules it alerted on, and whether it was a later copy."""
-        now = time.time() if now is None else now
-        row = self._db.execute("SELECT rules FROM stories WHERE story_id = ?", (story_id,)).fetchone()
-        rules = set(orjson.loads(row[0])) if row else set()
-        rules.update(alerted)
-        self._db.execute(
-            """INSERT INTO stories (story_id, first_article_id, first_seen, last_seen, copies, rules)
-               VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT(story_id) DO UPDATE SET last_seen = excluded.last_seen,
-                   copies = stories.copies + excluded.copies, rules = excluded.rules""",
-            (story_id, article_id, now, now, 1 if copy else 0, orjson.dumps(sorted(rules)).decode()),
-        )
+        with self._transaction() as db:
+            _note_story(db, story_id, article_id, alerted, copy=copy, now=time.time() if now is None else now)
 
     def story(self, story_id: str) -> dict[str, Any] | None:
         """One story's row (first article, times, copies, rules), or None."""
@@ -437,6 +434,19 @@ class _Tx:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _note_story(db: sqlite3.Connection, story_id: str, article_id: str, alerted: Iterable[str], *, copy: bool, now: float) -> None:
+    row = db.execute("SELECT rules FROM stories WHERE story_id = ?", (story_id,)).fetchone()
+    rules = set(orjson.loads(row[0])) if row else set()
+    rules.update(alerted)
+    db.execute(
+        """INSERT INTO stories (story_id, first_article_id, first_seen, last_seen, copies, rules)
+           VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT(story_id) DO UPDATE SET last_seen = excluded.last_seen,
+               copies = stories.copies + excluded.copies, rules = excluded.rules""",
+        (story_id, article_id, now, now, 1 if copy else 0, orjson.dumps(sorted(rules)).decode()),
+    )
 
 
 def _dump_headers(headers: Iterable[tuple[str, bytes]]) -> bytes:

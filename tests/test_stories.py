@@ -1,0 +1,247 @@
+"""Story clusters: one wire story republished by several outlets under different URLs.
+
+The daemon runs against local feed servers and the real broker. Outlets carry the same
+agency text with their own headline, link, guid and boilerplate; the monitor must alert
+once per rule for the story, name the story in the alert, count the later copies, keep
+recognising them after a restart within ``[stories] window_hours``, and treat a copy
+that arrives after the window as news again. A different story on the same topic is a
+different story.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pytest
+
+from monitor.adapters.store import Store
+from monitor.dedupe import Candidate, admit
+from monitor.model import Article, Match, Rule
+from monitor.publish import alert_record, build_alert
+from monitor.stories import StoryIndex
+from monitor.worker import Monitor
+from tests.support import REFERENCE_TOPICS, FeedServer, make_settings, read_alerts
+
+STORIES = Path(__file__).parent / "data" / "stories"
+WIRE = (STORIES / "wire-sanctions.txt").read_text().strip().split("\n")
+OTHER = (STORIES / "other-sanctions.txt").read_text().strip().split("\n")
+
+#: Each outlet's copy: its own headline and boilerplate; some trim or reorder paragraphs.
+COPIES = {
+    "daily": (
+        "EU agrees 20th sanctions package targeting Russia's shadow fleet",
+        WIRE + ["Reporting by the Brussels bureau; editing by the world desk."],
+    ),
+    "courier": (
+        "EU adopts new Russia sanctions aimed at oil tankers and banks",
+        ["(Adds Kremlin comment, analyst reaction)"] + WIRE[:-1] + ["Read more: Europe's energy crisis explained.", "Sign up for our newsletter."],
+    ),
+    "herald": (
+        "Brussels tightens the screws on Moscow's oil trade",
+        WIRE[:3] + WIRE[4:] + ["This story has been updated with the Kremlin's reaction."],
+    ),
+}
+
+
+def _rss(outlet: str, items: list[tuple[str, str, list[str]]]) -> str:
+    entries = "\n".join(
+        f"<item><title>{escape(title)}</title><link>https://{outlet}.example/{slug}</link>"
+        f"<guid isPermaLink=\"false\">urn:{outlet}:{slug}</guid>"
+        f"<pubDate>Thu, 20 Nov 2025 12:00:00 +0000</pubDate>"
+        f"<description>{escape(''.join(f'<p>{p}</p>' for p in paragraphs))}</description></item>"
+        for slug, title, paragraphs in items
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>{outlet}</title><link>https://{outlet}.example/</link>{entries}</channel></rss>"
+    )
+
+
+def _serve_copy(server: FeedServer, outlet: str, slug: str = "eu-sanctions") -> str:
+    title, paragraphs = COPIES[outlet]
+    return server.serve(f"/{outlet}.rss", _rss(outlet, [(f"{slug}-{outlet}", title, paragraphs)]))
+
+
+async def _alerts(broker, feeds: list[str], expect: int | None = None) -> list[dict]:
+    return await read_alerts(broker.bootstrap_servers, feeds, REFERENCE_TOPICS, expect=expect)
+
+
+def _per_rule(alerts: list[dict]) -> Counter[str]:
+    return Counter(a["rule_id"] for a in alerts)
+
+
+# -- the daemon against the real broker ------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_one_wire_story_from_two_feeds_alerts_once_and_names_the_story(broker, feed_server, tmp_path):
+    daily = _serve_copy(feed_server, "daily")
+    courier = _serve_copy(feed_server, "courier")
+    settings = make_settings(tmp_path, broker.bootstrap_servers, [daily, courier])
+
+    summary = await Monitor(settings).run(once=True, handle_signals=False)
+
+    assert summary.new_articles == 2 and not summary.failed
+    alerts = await _alerts(broker, [daily, courier], expect=1)
+    assert alerts and set(_per_rule(alerts).values()) == {1}, f"one alert per rule: {_per_rule(alerts)}"
+    assert "sanctions" in _per_rule(alerts)
+    story_ids = {a["story_id"] for a in alerts}
+    assert len(story_ids) == 1 and None not in story_ids
+    (story_id,) = story_ids
+
+    store = Store(settings.state_dir)
+    try:
+        story = store.story(story_id)
+        assert story is not None and story["copies"] == 1, story
+        assert "sanctions" in story["rules"]
+        # Both copies are remembered as members of the one story.
+        members = {article_id: sid for article_id, sid, _at, _sig in store.story_members_since(0)}
+        assert sorted(members) == ["urn:courier:eu-sanctions-courier", "urn:daily:eu-sanctions-daily"]
+        assert set(members.values()) == {story_id}
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+async def test_a_different_story_on_the_same_topic_alerts_separately(broker, feed_server, tmp_path):
+    daily = _serve_copy(feed_server, "daily")
+    other = feed_server.serve(
+        "/wire2.rss", _rss("wire2", [("us-sanctions-drones", "US sanctions Iranian drone parts network", OTHER)])
+    )
+    settings = make_settings(tmp_path, broker.bootstrap_servers, [daily, other])
+
+    await Monitor(settings).run(once=True, handle_signals=False)
+
+    alerts = await _alerts(broker, [daily, other], expect=2)
+    sanctions = [a for a in alerts if a["rule_id"] == "sanctions"]
+    assert len(sanctions) == 2
+    assert len({a["story_id"] for a in sanctions}) == 2
+    assert {a["article"]["feed_url"] for a in sanctions} == {daily, other}
+
+
+@pytest.mark.integration
+async def test_copies_are_recognised_after_a_restart_and_counted(broker, feed_server, tmp_path):
+    daily = _serve_copy(feed_server, "daily")
+    courier = _serve_copy(feed_server, "courier")
+    herald = _serve_copy(feed_server, "herald")
+
+    first = await Monitor(make_settings(tmp_path, broker.bootstrap_servers, [daily])).run(once=True, handle_signals=False)
+    assert first.alerts_by_topic["alerts.sanctions"] == 1
+    # A new process on the same state dir: the story window is reloaded from the store.
+    second = await Monitor(make_settings(tmp_path, broker.bootstrap_servers, [daily, courier, herald])).run(
+        once=True, handle_signals=False
+    )
+
+    # The daily feed's bytes are unchanged, so it is not even parsed again.
+    assert second.new_articles == 2
+    assert sum(second.alerts_by_topic.values()) == 0
+    alerts = await _alerts(broker, [daily, courier, herald])
+    assert set(_per_rule(alerts).values()) == {1}
+    assert {a["article"]["feed_url"] for a in alerts} == {daily}
+    store = Store(tmp_path / "state")
+    try:
+        story = store.story(alerts[0]["story_id"])
+        assert story is not None and story["copies"] == 2
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+async def test_a_copy_after_the_story_window_alerts_again(broker, feed_server, tmp_path):
+    daily = _serve_copy(feed_server, "daily")
+    courier = _serve_copy(feed_server, "courier")
+    window = 1.0
+    settings = make_settings(
+        tmp_path, broker.bootstrap_servers, [daily], overrides={"stories": {"window_hours": window / 3600}}
+    )
+    started = time.time()
+    await Monitor(settings).run(once=True, handle_signals=False)
+    # The window is wall-clock time: let it pass (there is no event to wait for).
+    await asyncio.sleep(max(0.0, started + window + 0.2 - time.time()))
+    later = make_settings(
+        tmp_path, broker.bootstrap_servers, [daily, courier], overrides={"stories": {"window_hours": window / 3600}}
+    )
+
+    summary = await Monitor(later).run(once=True, handle_signals=False)
+
+    assert summary.alerts_by_topic["alerts.sanctions"] == 1
+    alerts = [a for a in await _alerts(broker, [daily, courier], expect=2) if a["rule_id"] == "sanctions"]
+    assert len(alerts) == 2
+    assert len({a["story_id"] for a in alerts}) == 2
+
+
+# -- the story index and the store, directly -------------------------------------------------
+
+
+def _article(outlet: str, title: str, paragraphs: list[str]) -> Article:
+    return Article(id=f"urn:{outlet}:1", feed_url=f"https://{outlet}.example/rss", title=title, summary=" ".join(paragraphs))
+
+
+def test_copies_are_similar_and_the_other_story_is_not():
+    index = StoryIndex(threshold=0.5, window=3600.0)
+    first = index.assign(_article("daily", *COPIES["daily"]), now=1000.0)
+    assert first is not None and not first.copy
+    for outlet in ("courier", "herald"):
+        copy = index.assign(_article(outlet, *COPIES[outlet]), now=1001.0)
+        assert copy is not None and copy.copy and copy.story_id == first.story_id
+        assert copy.similarity >= 0.5
+    other = index.assign(_article("wire2", "US sanctions Iranian drone parts network", OTHER), now=1002.0)
+    assert other is not None and not other.copy and other.story_id != first.story_id
+
+
+def test_the_window_is_measured_from_the_earlier_copy():
+    index = StoryIndex(threshold=0.5, window=3600.0)
+    first = index.assign(_article("daily", *COPIES["daily"]), now=0.0)
+    inside = index.assign(_article("courier", *COPIES["courier"]), now=3599.0)
+    assert inside.copy and inside.story_id == first.story_id
+    # The courier copy (seen at 3599) keeps the story findable after the first copy expires.
+    late = index.assign(_article("herald", *COPIES["herald"]), now=3600.0 + 3599.0)
+    assert late.copy and late.story_id == first.story_id
+    alone = StoryIndex(threshold=0.5, window=3600.0)
+    alone.assign(_article("daily", *COPIES["daily"]), now=0.0)
+    after = alone.assign(_article("herald", *COPIES["herald"]), now=3601.0)
+    assert not after.copy
+
+
+def test_a_headline_alone_is_not_clustered():
+    index = StoryIndex()
+    assert index.assign(Article(id="a", feed_url="f", title="EU agrees new sanctions on Russia"), now=0.0) is None
+
+
+def test_story_rules_are_recorded_in_the_articles_own_transaction(tmp_path):
+    """If the article's row or its alerts cannot be written, the story must not record the
+    rule as alerted: otherwise every later copy would be silenced for an alert never sent."""
+    store = Store(tmp_path)
+    rule = Rule(id="sanctions", query="sanctions", topic="alerts.sanctions")
+    article = _article("daily", *COPIES["daily"])
+
+    candidate = Candidate(article, [Match(rule, ())], story_id="story-x", story_copy=False)
+
+    def unserialisable(alert):
+        raise ValueError("cannot serialise the alert")
+
+    # Admission fails between deciding on the alert and writing it (standing in for a
+    # crash at that moment): nothing of it may be left, the story's rule record included.
+    with pytest.raises(ValueError):
+        admit(store, [candidate], lambda m, a: build_alert(m, a, ruleset_version="v1"), unserialisable)
+    assert store.story_rules("story-x") is None
+    assert store.find_article(article.id, None) is None and store.pending() == []
+    # The articles table refusing the row (feed_url NOT NULL) is the same: nothing noted.
+    broken = Candidate(replace(article, feed_url=None), [], story_id="story-x")  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+        admit(store, [broken], lambda m, a: build_alert(m, a, ruleset_version="v1"), alert_record)
+    assert store.story("story-x") is None
+
+    admission = admit(store, [candidate], lambda m, a: build_alert(m, a, ruleset_version="v1"), alert_record)
+    assert [a.story_id for a in admission.alerts] == ["story-x"]
+    assert store.story_rules("story-x") == {"sanctions"}
+    copy = Candidate(_article("courier", *COPIES["courier"]), [Match(rule, ())], story_id="story-x", story_copy=True)
+    again = admit(store, [copy], lambda m, a: build_alert(m, a, ruleset_version="v1"), alert_record)
+    assert again.alerts == [] and again.story_copies == 1
+    assert store.story("story-x")["copies"] == 1
