@@ -101,6 +101,10 @@ class Monitor:
         self.delivery: Delivery | None = None
         self.broker: EmbeddedBroker | None = None
         self._stop = asyncio.Event()
+        #: Set when the poll loop must look at the schedule again before its wait is over
+        #: (a feed was rescheduled earlier than the loop's wake-up time, or a stop).
+        self._wake = asyncio.Event()
+        self._sleeping_until = float("inf")
         self._schedule = Schedule(jitter=settings.feeds.jitter)
         self._polls: set[asyncio.Task[None]] = set()
         self._global_limit = asyncio.Semaphore(settings.feeds.concurrency)
@@ -125,6 +129,7 @@ class Monitor:
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + self.settings.delivery.shutdown_timeout
         self._stop.set()
+        self._wake.set()
 
     def _shutdown_remaining(self) -> float:
         """Seconds left of the shutdown deadline (the whole budget when no stop was asked)."""
@@ -349,28 +354,38 @@ class Monitor:
     # -- polling -----------------------------------------------------------------------
 
     async def _poll_all_once(self, pipeline: Pipeline) -> None:
-        await asyncio.gather(*(self._limited_poll(pipeline, feed) for feed in self.feeds))
+        feeds = self._active_feeds(pipeline)
+        await asyncio.gather(*(self._limited_poll(pipeline, feed) for feed in feeds))
 
-    async def _poll_forever(self, pipeline: Pipeline) -> None:
-        by_url = {feed.url: feed for feed in self.feeds}
+    def _active_feeds(self, pipeline: Pipeline) -> list[Feed]:
+        """The feeds to poll: all but those a 410 Gone disabled (logged as skipped)."""
         active = []
         for feed in self.feeds:
             state = pipeline.feed_states.peek(feed.url)
             if state is not None and state.disabled:
                 log.warning("feed.skipped", feed_url=feed.url, reason=state.disabled, hint="the feed is disabled; remove it from the feed list")
                 continue
-            active.append(feed.url)
+            active.append(feed)
+        return active
+
+    async def _poll_forever(self, pipeline: Pipeline) -> None:
+        by_url = {feed.url: feed for feed in self.feeds}
+        active = [feed.url for feed in self._active_feeds(pipeline)]
         shortest = min((by_url[url].interval for url in active), default=self.settings.feeds.interval)
         # Every feed's first poll happens at start-up, spread so thousands never fire at once.
         self._schedule.start(active, time.monotonic(), window=max(1.0, shortest))
         while not self._stop.is_set():
+            self._wake.clear()
             next_time = self._schedule.next_time()
             delay = 1.0 if next_time is None else max(0.0, next_time - time.monotonic())
+            self._sleeping_until = time.monotonic() + delay
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                break
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
+            self._sleeping_until = float("inf")
+            if self._stop.is_set():
+                break
             for url in self._schedule.pop_due(time.monotonic()):
                 task = asyncio.create_task(self._poll_and_reschedule(pipeline, by_url[url]), name=f"poll {url}")
                 self._polls.add(task)
@@ -398,6 +413,10 @@ class Monitor:
             max_interval=feeds.max_interval,
         )
         when = self._schedule.reschedule(feed.url, time.monotonic(), interval)
+        if when < self._sleeping_until:
+            # The loop sleeps until a later feed is due: without this a 1 s feed among
+            # 300 s feeds would wait for the next of those.
+            self._wake.set()
         pipeline.feed_states.note_interval(feed.url, interval)
         await self.observer.feed_scheduled(feed.url, time.time() + (when - time.monotonic()), interval)
 

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS articles (
 );
 CREATE INDEX IF NOT EXISTS articles_url ON articles(url) WHERE url IS NOT NULL;
 CREATE INDEX IF NOT EXISTS articles_last_seen ON articles(last_seen);
+CREATE INDEX IF NOT EXISTS articles_feed_seen ON articles(feed_url, last_seen);
 
 CREATE TABLE IF NOT EXISTS outbox (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -253,9 +254,18 @@ class Store:
         self._db.executemany("UPDATE articles SET last_seen = ? WHERE id = ?", [(now, i) for i in article_ids])
 
     def forget_articles_before(self, cutoff: float) -> int:
-        """Drop articles not seen since ``cutoff`` (never ones with alerts still pending)."""
+        """Drop articles not seen since ``cutoff`` (never ones with alerts still pending).
+
+        "Seen" means present when its feed was last read: a feed answering 304 (or the
+        same bytes) for months is not re-read, so its articles are not touched, yet they
+        are still in it. Forgetting them would make them new again at the feed's next
+        change and alert twice. So an article is forgotten only when a newer version of
+        its feed (a later ``last_seen`` among the feed's articles) went without it.
+        """
         cursor = self._db.execute(
-            "DELETE FROM articles WHERE last_seen < ? AND state = 'published'", (cutoff,)
+            """DELETE FROM articles WHERE last_seen < ? AND state = 'published'
+               AND last_seen < (SELECT MAX(newer.last_seen) FROM articles AS newer WHERE newer.feed_url = articles.feed_url)""",
+            (cutoff,),
         )
         return cursor.rowcount
 
