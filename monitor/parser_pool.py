@@ -6,9 +6,17 @@ and the event loop never blocks.
 
 A task that runs past its limit is abandoned. A process pool cannot stop one running
 task, so the stuck worker is killed with the whole pool (a fresh pool starts on the
-next task). The other tasks that pool was running or holding die with it through no
-fault of their own: they are run once more on the fresh pool instead of failing, so
-one pathological feed costs only its own poll.
+next task). The other tasks that pool was running die with it through no fault of
+their own: they are run once more on the fresh pool instead of failing, so one
+pathological feed costs only its own poll.
+
+The limit measures a task's own running time, not time spent queueing behind others:
+no more tasks are handed to the pool than it has workers (the rest wait here, on the
+event loop), so a busy pool never makes an innocent task look pathological.
+
+With ``workers == 0`` tasks run on threads, which cannot be killed: a runaway task is
+only abandoned (its thread keeps a core until it ends). Use worker processes wherever
+feeds are untrusted.
 """
 
 from __future__ import annotations
@@ -41,6 +49,10 @@ class ParserPool:
         self.workers = (os.cpu_count() or 1) if workers < 0 else workers
         self.timeout = timeout
         self._pool: ProcessPoolExecutor | None = None
+        #: One slot per worker: a task is submitted only when a worker is free for it.
+        self._slots = asyncio.Semaphore(max(1, self.workers))
+        #: Tasks that finished (for metrics and tests: a 304 or an unchanged body parses nothing).
+        self.completed = 0
         #: Pools killed so far (for metrics and tests).
         self.recycled = 0
         #: Tasks run again after a pool was killed under them.
@@ -62,35 +74,47 @@ class ParserPool:
 
         ``label`` (a feed or page url) and ``what`` name the task in errors.
         """
+        if self.workers == 0:
+            result = await self._run_in_thread(function, args, label, what)
+            self.completed += 1
+            return result
         for attempt in (1, 2):
-            executor = self._executor()
-            if executor is None:
-                return await self._run_in_thread(function, args, label, what)
-            try:
-                future: Future[T] = executor.submit(function, *args)
-            except (BrokenProcessPool, RuntimeError):
-                # The pool broke (or was shut down) between our check and the submit.
-                self._recycle(executor, reason="broken")
-                continue
-            try:
-                return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
-            except asyncio.TimeoutError as exc:
-                self._recycle(executor, reason="timeout", culprit=label)
-                raise FeedError(
-                    f"{label}: {what} took longer than {self.timeout:g}s and was abandoned",
-                    hint="the input is pathological; raise [feeds] parse_timeout if it is just huge",
-                ) from exc
-            except BrokenProcessPool as exc:
-                if self._pool is executor:
-                    # Nobody recycled it: a worker died while running this very task.
-                    self._recycle(executor, reason="worker died", culprit=label)
-                    raise FeedError(f"{label}: the worker process died while {what} it") from exc
-                if attempt == 2:
-                    raise FeedError(f"{label}: {what} was interrupted twice by other tasks' failures") from exc
-                # Another task's timeout killed the pool under us: run again on a fresh one.
-                self.retried += 1
-                log.info("parse.retried", label=label, reason="pool recycled by another task")
-        raise AssertionError("unreachable")  # pragma: no cover
+            async with self._slots:
+                executor = self._executor()
+                assert executor is not None
+                try:
+                    future: Future[T] = executor.submit(function, *args)
+                except (BrokenProcessPool, RuntimeError):
+                    # The pool broke (or was shut down) between our check and the submit.
+                    self._recycle(executor, reason="broken")
+                    continue
+                try:
+                    result = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+                    self.completed += 1
+                    return result
+                except asyncio.TimeoutError as exc:
+                    if self._pool is not executor and attempt == 1:
+                        # Another task's timeout killed the pool under us at about the same
+                        # moment: this task never had its full time; give it a fresh pool.
+                        self.retried += 1
+                        log.info("parse.retried", label=label, reason="pool recycled by another task")
+                        continue
+                    self._recycle(executor, reason="timeout", culprit=label)
+                    raise FeedError(
+                        f"{label}: {what} took longer than {self.timeout:g}s and was abandoned",
+                        hint="the input is pathological; raise [feeds] parse_timeout if it is just huge",
+                    ) from exc
+                except BrokenProcessPool as exc:
+                    if self._pool is executor:
+                        # Nobody recycled it: a worker died while running this very task.
+                        self._recycle(executor, reason="worker died", culprit=label)
+                        raise FeedError(f"{label}: the worker process died while {what} it") from exc
+                    if attempt == 2:
+                        raise FeedError(f"{label}: {what} was interrupted twice by other tasks' failures") from exc
+                    # Another task's timeout killed the pool under us: run again on a fresh one.
+                    self.retried += 1
+                    log.info("parse.retried", label=label, reason="pool recycled by another task")
+        raise FeedError(f"{label}: {what} failed: the worker pool broke twice")
 
     async def _run_in_thread(self, function: Callable[..., T], args: tuple[Any, ...], label: str, what: str) -> T:
         task = asyncio.ensure_future(asyncio.to_thread(function, *args))
