@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import islice
-from operator import itemgetter
+from itertools import chain, compress, islice
+from operator import itemgetter, not_
 from typing import Callable, Sequence
 
 import ahocorasick_rs
@@ -77,6 +77,25 @@ class _Context:
                     key_hits.append((field_index, start, end - 2))
         if self.special:
             hits.update(self.special)
+        self.hits = hits
+        return hits
+
+    def load_keys(self, keys: set[int]) -> dict[int, TermHits]:
+        """Hits of ``keys`` only (the rest of the raw matches are skipped in C)."""
+        hits: dict[int, TermHits] = {}
+        get = hits.get
+        contains = keys.__contains__
+        for field_index, _scan, found in self.scans:
+            for pattern_id, start, end in compress(found, map(contains, map(_FIRST, found))):
+                key_hits = get(pattern_id)
+                if key_hits is None:
+                    hits[pattern_id] = [(field_index, start, end - 2)]
+                else:
+                    key_hits.append((field_index, start, end - 2))
+        special = self.special
+        if special:
+            for key_id in keys.intersection(special):
+                hits[key_id] = special[key_id]
         self.hits = hits
         return hits
 
@@ -264,8 +283,10 @@ class Matcher:
             lengths[key_id] = len(key.pattern)
         pair_index: dict[int, dict[int, list[int]]] = {}
         predicates: list[Callable[[set[int]], bool]] = []
+        plans: list[tuple[_Plan, ...]] = []
         for rule_index, query in enumerate(self._queries):
-            clauses = [_clause(node, key_ids) for node in _or_children(query)]
+            nodes = _or_children(query)
+            clauses = [_clause(node, key_ids) for node in nodes]
             if any(clause is None for clause in clauses):
                 raise ValueError(f"rule {self.rules[rule_index].id!r} can match without any of its terms")
             pairs: set[tuple[int, int]] = set()
@@ -273,14 +294,44 @@ class Matcher:
                 pairs.update(clause.index_pairs(lengths))  # type: ignore[union-attr]
             for a, b in pairs:
                 pair_index.setdefault(a, {}).setdefault(b, []).append(rule_index)
-            predicates.append(_any_predicate([clause.predicate() for clause in clauses]))  # type: ignore[union-attr]
+            clause_predicates = [clause.predicate() for clause in clauses]  # type: ignore[union-attr]
+            predicates.append(_any_predicate(clause_predicates))
+            plans.append(
+                tuple(
+                    _plan(node, clause, predicate, key_ids, index)  # type: ignore[arg-type]
+                    for index, (node, clause, predicate) in enumerate(zip(nodes, clauses, clause_predicates))
+                )
+            )
         self._pair_index = {a: {b: tuple(rules) for b, rules in inner.items()} for a, inner in pair_index.items()}
-        self._first_keys = frozenset(pair_index)
-        self._partner_keys = {a: frozenset(inner) for a, inner in pair_index.items()}
+        # The partners of each key, indexed by key id (empty: the key is first in no pair),
+        # so that the first keys with a partner present are found in C with one lookup
+        # per key present (a large set or dict costs a cache miss or two per lookup).
+        # With a partner present, every rule listed under the key is a candidate (the
+        # predicates then drop those whose own pair is not present: one predicate call is
+        # cheaper than looking the pair up).
+        no_keys: tuple[int, ...] = ()
+        partner_keys: list[tuple[int, ...]] = [no_keys] * next_id
+        first_rules: list[tuple[int, ...]] = [no_keys] * next_id
+        for a, inner in pair_index.items():
+            partner_keys[a] = tuple(inner)
+            first_rules[a] = tuple(sorted({rule for rules in inner.values() for rule in rules}))
+        self._partner_keys = partner_keys
+        self._first_rules = first_rules
         self._predicates = tuple(predicates)
-        # Evaluators are built on first use: most rules are never candidates for most
+        self._plans = tuple(plans)
+        # Everything matching needs about one rule in one place (one cache miss, not five):
+        # (predicate, rule, terms and keys of its only clause when that is exact, plan).
+        entries = []
+        for predicate, rule, plan in zip(predicates, self.rules, plans):
+            if len(plan) == 1 and plan[0][3] is None:
+                entries.append((predicate, rule, plan[0][1], plan[0][2], plan))
+            else:
+                entries.append((predicate, rule, None, None, plan))
+        self._entries = tuple(entries)
+        # Evaluators (only for clauses whose predicate is a necessary condition: NEAR,
+        # field scopes) are built on first use: most rules are never candidates for most
         # articles, and this halves the time to load a large rule set.
-        self._evaluators: list[_Evaluator | None] = [None] * len(compiled)
+        self._evaluators: dict[tuple[int, int], _Evaluator] = {}
 
     def scan(self, fields: Sequence[FoldedText]) -> tuple[set[int], _Context]:
         """Scan every field once: the key ids present, and the context to evaluate with."""
@@ -331,31 +382,96 @@ class Matcher:
         present, context = self.scan(fields)
         if not present:
             return []
-        predicates = self._predicates
-        pair_index = self._pair_index
-        partner_keys = self._partner_keys
-        candidates: set[int] = set()
-        for a in self._first_keys & present:
-            if not partner_keys[a].isdisjoint(present):
-                partners = pair_index[a]
-                for b in partners.keys() & present:
-                    candidates.update(partners[b])
-        passed = [rule_index for rule_index in candidates if predicates[rule_index](present)]
-        if not passed:
+        # Candidates: rules listed under a pair of keys that are both present. The first
+        # keys with a partner present are found in C (map/compress, no Python loop).
+        keys = tuple(present)
+        firsts = compress(keys, map(not_, map(present.isdisjoint, map(self._partner_keys.__getitem__, keys))))
+        candidates = set(chain.from_iterable(map(self._first_rules.__getitem__, firsts)))
+        if not candidates:
             return []
-        passed.sort()
-        context.load()
-        evaluators = self._evaluators
+        # Passing rules in rule order; for each, the clauses that hold (exact predicates) or
+        # may hold (necessary ones, evaluated below), and the keys whose hits that takes.
+        entries = self._entries
+        work: list[tuple[Rule, tuple[tuple[int, str], ...] | None, list[_Plan] | None, int]] = []
+        needed: set[int] = set()
+        for rule_index in sorted(candidates):
+            predicate, rule, terms, keys, plan = entries[rule_index]
+            if not predicate(present):
+                continue
+            if terms is not None:  # one exact clause: the rule's predicate is the clause's
+                needed.update(keys)
+                work.append((rule, terms, None, rule_index))
+            else:
+                clauses = [clause for clause in plan if clause[0](present)]
+                for clause in clauses:
+                    needed.update(clause[2])
+                work.append((rule, None, clauses, rule_index))
+        if not work:
+            return []
+        hits = context.load_keys(needed)
         matches: list[Match] = []
         cache: dict[Span, Hit] = {}
-        for rule_index in passed:
-            evaluator = evaluators[rule_index]
-            if evaluator is None:
-                evaluator = evaluators[rule_index] = _compile_node(self._queries[rule_index], self._key_ids)
-            spans = evaluator(context)
-            if spans is not None:
-                matches.append(Match(self.rules[rule_index], _to_hits(spans, fields, cache)))
+        for rule, terms, clauses, rule_index in work:
+            if terms is not None:
+                # An exact clause that holds: every hit of its positive terms.
+                spans = [(label, f, s, e) for key_id, label in terms for f, s, e in hits.get(key_id, ())]
+            else:
+                spans = self._clause_spans(rule_index, clauses, hits, context)  # type: ignore[arg-type]
+                if spans is None:
+                    continue
+            matches.append(Match(rule, _to_hits(spans, fields, cache)))
         return matches
+
+    def _clause_spans(
+        self, rule_index: int, clauses: list[_Plan], hits: dict[int, TermHits], context: _Context
+    ) -> list[Span] | None:
+        """The evidence of the clauses of a rule that hold, or None if none does."""
+        spans: list[Span] | None = None
+        evaluators = self._evaluators
+        for _predicate, terms, _keys, node, clause_index in clauses:
+            if node is None:
+                if spans is None:
+                    spans = []
+                for key_id, label in terms:
+                    spans.extend([(label, f, s, e) for f, s, e in hits.get(key_id, ())])
+                continue
+            evaluator = evaluators.get((rule_index, clause_index))
+            if evaluator is None:
+                evaluator = evaluators[(rule_index, clause_index)] = _compile_node(node, self._key_ids)
+            result = evaluator(context)
+            if result is not None:
+                spans = result if spans is None else spans + result
+        return spans
+
+
+#: How one clause (top-level OR alternative) of a rule is checked and what it proves:
+#: (predicate on the keys present, positive (key id, label) terms, key ids whose hits it
+#: needs, None when the predicate is exact else the clause's query for the evaluator,
+#: the clause's index in the rule).
+_Plan = tuple[Callable[[set[int]], bool], tuple[tuple[int, str], ...], frozenset[int], "Node | None", int]
+
+
+def _plan(
+    node: Node, clause: _Clause, predicate: Callable[[set[int]], bool], key_ids: dict[TermKey, int], index: int
+) -> _Plan:
+    """The plan of one clause. An exact clause (pure boolean over unscoped terms) that holds
+    has as evidence every hit of every term not under a NOT, which is what the reference
+    evaluator returns for it (AND, OR and K OF keep the evidence of every true child)."""
+    if clause.exact:
+        terms = tuple(dict.fromkeys((key_ids[term.key], term.label) for term in _positive_terms(node)))
+        return predicate, terms, frozenset(key_id for key_id, _label in terms), None, index
+    return predicate, (), frozenset(key_ids[term.key] for term in iter_terms(node)), node, index
+
+
+def _positive_terms(node: Node) -> list[Term]:
+    """The terms of ``node`` not under a NOT, in query order."""
+    if isinstance(node, Term):
+        return [node]
+    if isinstance(node, Not):
+        return []
+    if isinstance(node, Near):
+        return _positive_terms(node.left) + _positive_terms(node.right)
+    return [term for child in node.children for term in _positive_terms(child)]
 
 
 _FIRST = itemgetter(0)
@@ -379,9 +495,11 @@ class _Clause:
     """Conditions on the keys present: all ``singles``, one of each of ``groups``, at
     least k of each ``kofs`` groups, none of ``negatives``."""
 
-    __slots__ = ("singles", "groups", "kofs", "negatives")
+    __slots__ = ("singles", "groups", "kofs", "negatives", "exact")
 
     def __init__(self) -> None:
+        #: True when the conditions are equivalent to the clause (else only necessary).
+        self.exact = False
         self.singles: set[int] = set()
         self.groups: list[frozenset[int]] = []
         self.kofs: list[tuple[int, tuple[frozenset[int], ...]]] = []
@@ -462,7 +580,9 @@ class _Clause:
 def _clause(node: Node, key_ids: dict[TermKey, int]) -> _Clause | None:
     """The exact conditions of a pure boolean query, else necessary ones (None: none)."""
     clause = _Clause()
-    if not _exact(node, key_ids, clause):
+    if _exact(node, key_ids, clause):
+        clause.exact = True
+    else:
         clause = _Clause()
         for k, groups in required_groups(node):
             clause.add_kof(k, tuple(frozenset(key_ids[key] for key in group) for group in groups))
@@ -530,13 +650,24 @@ def _to_hits(spans: list[Span], fields: Sequence[FoldedText], cache: dict[Span, 
 
     ``cache`` holds the Hits already built for this article (rules share terms; a Hit is
     immutable, so matches may share one)."""
-    hits = []
-    for span in sorted(set(spans), key=_SPAN_ORDER) if len(spans) > 1 else spans:
+    if len(spans) == 1:
+        span = spans[0]
         hit = cache.get(span)
         if hit is None:
-            label, field_index, start, end = span
-            text = fields[field_index]
-            orig_start, orig_end = text.original_span(start, end)
-            hit = cache[span] = Hit(label, FIELDS[field_index], orig_start, orig_end, text.original[orig_start:orig_end])
+            hit = cache[span] = _hit(span, fields)
+        return (hit,)
+    hits = []
+    for span in sorted(set(spans), key=_SPAN_ORDER):
+        hit = cache.get(span)
+        if hit is None:
+            hit = cache[span] = _hit(span, fields)
         hits.append(hit)
     return tuple(hits)
+
+
+def _hit(span: Span, fields: Sequence[FoldedText]) -> Hit:
+    label, field_index, start, end = span
+    text = fields[field_index]
+    if text.maps:
+        start, end = text.original_span(start, end)
+    return Hit(label, FIELDS[field_index], start, end, text.original[start:end])
