@@ -17,10 +17,11 @@ patterns) plus the evaluation of the few rules that have candidate terms.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain, compress, islice
-from operator import itemgetter, not_
+from itertools import chain, compress, filterfalse, islice
+from operator import itemgetter
 from typing import Callable, Sequence
 
 import ahocorasick_rs
@@ -308,25 +309,26 @@ class Matcher:
         # per key present (a large set or dict costs a cache miss or two per lookup).
         # With a partner present, every rule listed under the key is a candidate (the
         # predicates then drop those whose own pair is not present: one predicate call is
-        # cheaper than looking the pair up).
+        # cheaper than looking the pair up). The rules are stored in the same tuple as the
+        # partners, as negative codes ``~rule_index`` that can never be a key present, so
+        # each key present costs one list lookup and one ``isdisjoint``, both in C.
         no_keys: tuple[int, ...] = ()
         partner_keys: list[tuple[int, ...]] = [no_keys] * next_id
-        first_rules: list[tuple[int, ...]] = [no_keys] * next_id
         for a, inner in pair_index.items():
-            partner_keys[a] = tuple(inner)
-            first_rules[a] = tuple(sorted({rule for rules in inner.values() for rule in rules}))
+            rule_codes = sorted({~rule for rules in inner.values() for rule in rules})
+            partner_keys[a] = tuple(inner) + tuple(rule_codes)
         self._partner_keys = partner_keys
-        self._first_rules = first_rules
         self._predicates = tuple(predicates)
         self._plans = tuple(plans)
         # Everything matching needs about one rule in one place (one cache miss, not five):
-        # (predicate, rule, terms and keys of its only clause when that is exact, plan).
+        # (predicate, rule, terms and keys of its only clause when that is exact, else
+        # None and whether every clause is exact, plan).
         entries = []
         for predicate, rule, plan in zip(predicates, self.rules, plans):
             if len(plan) == 1 and plan[0][3] is None:
                 entries.append((predicate, rule, plan[0][1], plan[0][2], plan))
             else:
-                entries.append((predicate, rule, None, None, plan))
+                entries.append((predicate, rule, None, all(clause[3] is None for clause in plan), plan))
         self._entries = tuple(entries)
         # Evaluators (only for clauses whose predicate is a necessary condition: NEAR,
         # field scopes) are built on first use: most rules are never candidates for most
@@ -382,35 +384,44 @@ class Matcher:
         present, context = self.scan(fields)
         if not present:
             return []
-        # Candidates: rules listed under a pair of keys that are both present. The first
-        # keys with a partner present are found in C (map/compress, no Python loop).
-        keys = tuple(present)
-        firsts = compress(keys, map(not_, map(present.isdisjoint, map(self._partner_keys.__getitem__, keys))))
-        candidates = set(chain.from_iterable(map(self._first_rules.__getitem__, firsts)))
-        if not candidates:
+        # Candidates: rules listed under a key present that has a partner present, found in
+        # C (itemgetter/filterfalse/chain, no Python loop over the keys).
+        # (itemgetter(*keys) looks every key up in C without a call per key.)
+        parts = itemgetter(*present)(self._partner_keys) if len(present) > 1 else (self._partner_keys[next(iter(present))],)
+        codes = sorted(set(chain.from_iterable(filterfalse(present.isdisjoint, parts))))
+        if not codes or codes[0] >= 0:
             return []
+        # The negative codes (rules) come first, the last rule first.
+        candidates = codes[: bisect_left(codes, 0)]
+        candidates.reverse()
         # Passing rules in rule order; for each, the clauses that hold (exact predicates) or
         # may hold (necessary ones, evaluated below), and the keys whose hits that takes.
         entries = self._entries
         work: list[tuple[Rule, tuple[tuple[int, str], ...] | None, list[_Plan] | None, int]] = []
         needed: set[int] = set()
-        for rule_index in sorted(candidates):
+        for code in candidates:
+            rule_index = ~code
             predicate, rule, terms, keys, plan = entries[rule_index]
-            if not predicate(present):
-                continue
             if terms is not None:  # one exact clause: the rule's predicate is the clause's
-                needed.update(keys)
-                work.append((rule, terms, None, rule_index))
+                if predicate(present):
+                    needed.update(keys)
+                    work.append((rule, terms, None, rule_index))
             else:
                 clauses = [clause for clause in plan if clause[0](present)]
+                if not clauses:
+                    continue
                 for clause in clauses:
                     needed.update(clause[2])
-                work.append((rule, None, clauses, rule_index))
+                if keys:  # every clause exact: the evidence is the terms of those that hold
+                    work.append((rule, [term for clause in clauses for term in clause[1]], None, rule_index))
+                else:
+                    work.append((rule, None, clauses, rule_index))
         if not work:
             return []
         hits = context.load_keys(needed)
         matches: list[Match] = []
         cache: dict[Span, Hit] = {}
+        get = cache.get
         for rule, terms, clauses, rule_index in work:
             if terms is not None:
                 # An exact clause that holds: every hit of its positive terms.
@@ -419,7 +430,14 @@ class Matcher:
                 spans = self._clause_spans(rule_index, clauses, hits, context)  # type: ignore[arg-type]
                 if spans is None:
                     continue
-            matches.append(Match(rule, _to_hits(spans, fields, cache)))
+            if len(spans) == 1:  # the usual case, inlined
+                span = spans[0]
+                hit = get(span)
+                if hit is None:
+                    hit = cache[span] = _hit(span, fields)
+                matches.append(Match(rule, (hit,)))
+            else:
+                matches.append(Match(rule, _to_hits(spans, fields, cache)))
         return matches
 
     def _clause_spans(
