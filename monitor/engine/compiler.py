@@ -21,8 +21,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain, compress, filterfalse, islice
-from operator import itemgetter
-from typing import Callable, Sequence
+from operator import attrgetter, itemgetter
+from typing import Any, Callable, Sequence
 
 import ahocorasick_rs
 
@@ -55,9 +55,12 @@ class _Context:
 
     __slots__ = ("fields", "scans", "special", "hits")
 
-    def __init__(self, fields: Sequence[FoldedText], scans: list[tuple[int, str, list[tuple[int, int, int]]]]) -> None:
+    def __init__(
+        self, fields: Sequence[FoldedText], scans: list[tuple[int, str, list[tuple[int, int, int]], tuple[int, ...]]]
+    ) -> None:
         self.fields = fields
-        #: (field index, padded scan text, raw automaton matches) for each field with any.
+        #: (field index, padded scan text, raw automaton matches, their pattern ids) for
+        #: each field with any.
         self.scans = scans
         #: Hits of the keys that needed a check (see ``Matcher._check_special``).
         self.special: dict[int, TermHits] | None = None
@@ -68,7 +71,7 @@ class _Context:
         """Group the raw automaton matches by key id (once, and only if a rule needs it)."""
         hits: dict[int, TermHits] = {}
         get = hits.get
-        for field_index, _scan, found in self.scans:
+        for field_index, _scan, found, _ids in self.scans:
             for pattern_id, start, end in found:
                 # A plain key ends before its pattern's trailing pad.
                 key_hits = get(pattern_id)
@@ -86,8 +89,8 @@ class _Context:
         hits: dict[int, TermHits] = {}
         get = hits.get
         contains = keys.__contains__
-        for field_index, _scan, found in self.scans:
-            for pattern_id, start, end in compress(found, map(contains, map(_FIRST, found))):
+        for field_index, _scan, found, pattern_ids in self.scans:
+            for pattern_id, start, end in compress(found, map(contains, pattern_ids)):
                 key_hits = get(pattern_id)
                 if key_hits is None:
                     hits[pattern_id] = [(field_index, start, end - 2)]
@@ -307,29 +310,26 @@ class Matcher:
         # The partners of each key, indexed by key id (empty: the key is first in no pair),
         # so that the first keys with a partner present are found in C with one lookup
         # per key present (a large set or dict costs a cache miss or two per lookup).
-        # With a partner present, every rule listed under the key is a candidate (the
-        # predicates then drop those whose own pair is not present: one predicate call is
-        # cheaper than looking the pair up). The rules are stored in the same tuple as the
-        # partners, as negative codes ``~rule_index`` that can never be a key present, so
-        # each key present costs one list lookup and one ``isdisjoint``, both in C.
-        no_keys: tuple[int, ...] = ()
-        partner_keys: list[tuple[int, ...]] = [no_keys] * next_id
-        for a, inner in pair_index.items():
-            rule_codes = sorted({~rule for rules in inner.values() for rule in rules})
-            partner_keys[a] = tuple(inner) + tuple(rule_codes)
-        self._partner_keys = partner_keys
         self._predicates = tuple(predicates)
         self._plans = tuple(plans)
-        # Everything matching needs about one rule in one place (one cache miss, not five):
-        # (predicate, rule, terms and keys of its only clause when that is exact, else
-        # None and whether every clause is exact, plan).
-        entries = []
-        for predicate, rule, plan in zip(predicates, self.rules, plans):
+        # Everything matching needs about one rule in one object (see _Entry).
+        entries: list[_Entry] = []
+        for rule_index, (predicate, rule, plan) in enumerate(zip(predicates, self.rules, plans)):
             if len(plan) == 1 and plan[0][3] is None:
-                entries.append((predicate, rule, plan[0][1], plan[0][2], plan))
+                entries.append(_Entry(rule_index, predicate, rule, plan[0][1], plan[0][2], plan))
             else:
-                entries.append((predicate, rule, None, all(clause[3] is None for clause in plan), plan))
-        self._entries = tuple(entries)
+                entries.append(_Entry(rule_index, predicate, rule, None, all(clause[3] is None for clause in plan), plan))
+        # With a partner present, every rule listed under the key is a candidate (the
+        # predicates then drop those whose own pair is not present: one predicate call is
+        # cheaper than looking the pair up). Per key id, the partners are a frozenset that
+        # also carries the entries of those rules, so a key present costs one list lookup
+        # and one ``isdisjoint`` (hashes stored in the set: no int objects to read), in C.
+        no_partners = _Partners()
+        partner_keys: list[_Partners] = [no_partners] * next_id
+        for a, inner in pair_index.items():
+            partners = partner_keys[a] = _Partners(inner)
+            partners.entries = tuple(entries[index] for index in sorted({r for rules in inner.values() for r in rules}))
+        self._partner_keys = partner_keys
         # Evaluators (only for clauses whose predicate is a necessary condition: NEAR,
         # field scopes) are built on first use: most rules are never candidates for most
         # articles, and this halves the time to load a large rule set.
@@ -338,7 +338,7 @@ class Matcher:
     def scan(self, fields: Sequence[FoldedText]) -> tuple[set[int], _Context]:
         """Scan every field once: the key ids present, and the context to evaluate with."""
         present: set[int] = set()
-        scans: list[tuple[int, str, list[tuple[int, int, int]]]] = []
+        scans: list[tuple[int, str, list[tuple[int, int, int]], tuple[int, ...]]] = []
         automaton = self._automaton
         if automaton is not None:
             for field_index, text in enumerate(fields):
@@ -348,8 +348,10 @@ class Matcher:
                     scan = " " + scan_text(text.lower) + " "
                     found = automaton.find_matches_as_indexes(scan, overlapping=True)
                     if found:
-                        scans.append((field_index, scan, found))
-                        present.update(map(_FIRST, found))
+                        # The pattern ids, transposed out of the match tuples in C.
+                        pattern_ids = next(zip(*found))
+                        scans.append((field_index, scan, found, pattern_ids))
+                        present.update(pattern_ids)
         context = _Context(fields, scans)
         if self._special_patterns and not present.isdisjoint(self._special_patterns):
             present.update(self._check_special(context))
@@ -359,7 +361,7 @@ class Matcher:
         """Hits of the keys that need a check (wildcards, case, shared patterns)."""
         special = self._special
         hits: dict[int, TermHits] = {}
-        for field_index, scan, found in context.scans:
+        for field_index, scan, found, _ids in context.scans:
             cased_text = context.fields[field_index].cased
             for pattern_id, start, end in found:
                 entries = special.get(pattern_id)
@@ -388,41 +390,38 @@ class Matcher:
         # C (itemgetter/filterfalse/chain, no Python loop over the keys).
         # (itemgetter(*keys) looks every key up in C without a call per key.)
         parts = itemgetter(*present)(self._partner_keys) if len(present) > 1 else (self._partner_keys[next(iter(present))],)
-        codes = sorted(set(chain.from_iterable(filterfalse(present.isdisjoint, parts))))
-        if not codes or codes[0] >= 0:
+        # Rule entries hash by identity: deduplicating them reads no int objects.
+        candidates = set(chain.from_iterable(map(_ENTRIES, filterfalse(present.isdisjoint, parts))))
+        if not candidates:
             return []
-        # The negative codes (rules) come first, the last rule first.
-        candidates = codes[: bisect_left(codes, 0)]
-        candidates.reverse()
-        # Passing rules in rule order; for each, the clauses that hold (exact predicates) or
-        # may hold (necessary ones, evaluated below), and the keys whose hits that takes.
-        entries = self._entries
-        work: list[tuple[Rule, tuple[tuple[int, str], ...] | None, list[_Plan] | None, int]] = []
+        # Passing rules; for each, the clauses that hold (exact predicates) or may hold
+        # (necessary ones, evaluated below), and the keys whose hits that takes.
+        work: list[tuple[int, Rule, list[tuple[int, str]] | tuple[tuple[int, str], ...] | None, list[_Plan] | None]] = []
         needed: set[int] = set()
-        for code in candidates:
-            rule_index = ~code
-            predicate, rule, terms, keys, plan = entries[rule_index]
+        for entry in candidates:
+            terms = entry.terms
             if terms is not None:  # one exact clause: the rule's predicate is the clause's
-                if predicate(present):
-                    needed.update(keys)
-                    work.append((rule, terms, None, rule_index))
+                if entry.predicate(present):
+                    needed.update(entry.keys)
+                    work.append((entry.index, entry.rule, terms, None))
             else:
-                clauses = [clause for clause in plan if clause[0](present)]
+                clauses = [clause for clause in entry.plan if clause[0](present)]
                 if not clauses:
                     continue
                 for clause in clauses:
                     needed.update(clause[2])
-                if keys:  # every clause exact: the evidence is the terms of those that hold
-                    work.append((rule, [term for clause in clauses for term in clause[1]], None, rule_index))
+                if entry.keys:  # every clause exact: the evidence is the terms of those that hold
+                    work.append((entry.index, entry.rule, [term for clause in clauses for term in clause[1]], None))
                 else:
-                    work.append((rule, None, clauses, rule_index))
+                    work.append((entry.index, entry.rule, None, clauses))
         if not work:
             return []
+        work.sort(key=_FIRST)  # rule order
         hits = context.load_keys(needed)
         matches: list[Match] = []
         cache: dict[Span, Hit] = {}
         get = cache.get
-        for rule, terms, clauses, rule_index in work:
+        for rule_index, rule, terms, clauses in work:
             if terms is not None:
                 # An exact clause that holds: every hit of its positive terms.
                 spans = [(label, f, s, e) for key_id, label in terms for f, s, e in hits.get(key_id, ())]
@@ -462,6 +461,35 @@ class Matcher:
         return spans
 
 
+class _Entry:
+    """What matching needs about one rule, in one object: its index (rule order), the
+    predicate on the keys present, the rule, the terms and keys of its only clause when
+    that clause is exact (else None, and whether every clause is exact), its plan."""
+
+    __slots__ = ("index", "predicate", "rule", "terms", "keys", "plan")
+
+    def __init__(self, index: int, predicate: Callable[[set[int]], bool], rule: Rule, terms: Any, keys: Any, plan: tuple) -> None:
+        self.index = index
+        self.predicate = predicate
+        self.rule = rule
+        self.terms = terms
+        self.keys = keys
+        self.plan = plan
+
+
+class _Partners(frozenset):
+    """The partner keys of a key, carrying the entries of the rules listed under it."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self, *args: Any) -> None:
+        self.entries: tuple[_Entry, ...] = ()
+
+
+_ENTRIES = attrgetter("entries")
+_FIRST = itemgetter(0)
+
+
 #: How one clause (top-level OR alternative) of a rule is checked and what it proves:
 #: (predicate on the keys present, positive (key id, label) terms, key ids whose hits it
 #: needs, None when the predicate is exact else the clause's query for the evaluator,
@@ -492,7 +520,6 @@ def _positive_terms(node: Node) -> list[Term]:
     return [term for child in node.children for term in _positive_terms(child)]
 
 
-_FIRST = itemgetter(0)
 #: Most index pairs per clause (beyond this a rule is indexed under single keys).
 _MAX_PAIRS = 64
 
@@ -688,4 +715,20 @@ def _hit(span: Span, fields: Sequence[FoldedText]) -> Hit:
     text = fields[field_index]
     if text.maps:
         start, end = text.original_span(start, end)
-    return Hit(label, FIELDS[field_index], start, end, text.original[start:end])
+    # Hit(...) without the frozen dataclass __init__ (five object.__setattr__ calls by
+    # name): the slots are set through their descriptors. Same object, half the time.
+    hit = _new(Hit)
+    _set_term(hit, label)
+    _set_field(hit, FIELDS[field_index])
+    _set_start(hit, start)
+    _set_end(hit, end)
+    _set_text(hit, text.original[start:end])
+    return hit
+
+
+_new = object.__new__
+_set_term = Hit.term.__set__  # type: ignore[attr-defined]
+_set_field = Hit.field.__set__  # type: ignore[attr-defined]
+_set_start = Hit.start.__set__  # type: ignore[attr-defined]
+_set_end = Hit.end.__set__  # type: ignore[attr-defined]
+_set_text = Hit.text.__set__  # type: ignore[attr-defined]
