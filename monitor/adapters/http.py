@@ -59,8 +59,60 @@ def local_path(url: str) -> Path | None:
     return None
 
 
-class HttpTransport:
+class _SessionClient:
+    """One lazily created aiohttp session with our timeouts, User-Agent and limits.
+
+    Subclasses say what the session accepts and how it connects (:meth:`_connector`).
+    """
+
+    _accept = "*/*"
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        read_timeout: float | None,
+        max_bytes: int,
+        max_redirects: int,
+        user_agent: str,
+        connection_limit: int,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_redirects = max_redirects
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=connect_timeout, sock_read=read_timeout if read_timeout else timeout
+        )
+        self._user_agent = user_agent or USER_AGENT
+        self._connection_limit = connection_limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def _connector(self) -> aiohttp.TCPConnector:
+        return aiohttp.TCPConnector(limit=self._connection_limit, ttl_dns_cache=300)
+
+    def _session_options(self) -> dict[str, object]:
+        return {}
+
+    def _session_or_new(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=self._connector(),
+                headers={"User-Agent": self._user_agent, "Accept": self._accept},
+                **self._session_options(),  # type: ignore[arg-type]
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class HttpTransport(_SessionClient):
     """Fetches http(s) feeds with one shared aiohttp session."""
+
+    _accept = _ACCEPT
 
     def __init__(
         self,
@@ -73,29 +125,15 @@ class HttpTransport:
         connection_limit: int = 100,
         read_timeout: float | None = None,
     ) -> None:
-        self.max_bytes = max_bytes
-        self.max_redirects = max_redirects
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout, sock_connect=connect_timeout, sock_read=read_timeout if read_timeout else timeout
+        super().__init__(
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_bytes=max_bytes,
+            max_redirects=max_redirects,
+            user_agent=user_agent,
+            connection_limit=connection_limit,
         )
-        self._user_agent = user_agent or USER_AGENT
-        self._connection_limit = connection_limit
-        self._session: aiohttp.ClientSession | None = None
-
-    def _session_or_new(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._connection_limit, ttl_dns_cache=300),
-                headers={"User-Agent": self._user_agent, "Accept": _ACCEPT},
-                auto_decompress=True,
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def fetch(self, url: str, validators: Validators, headers: Mapping[str, str]) -> FetchResult:
         """One conditional GET of ``url``; raises :class:`FeedError` with the url and reason."""
@@ -345,8 +383,10 @@ class Page:
     content_type: str | None
 
 
-class PageFetcher:
+class PageFetcher(_SessionClient):
     """Fetches article pages for full-text matching, refusing non-public addresses."""
+
+    _accept = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
 
     def __init__(
         self,
@@ -360,33 +400,24 @@ class PageFetcher:
         user_agent: str = "",
         connection_limit: int = 32,
     ) -> None:
-        self.policy = policy or AddressPolicy()
-        self.max_bytes = max_bytes
-        self.max_redirects = max_redirects
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout, sock_connect=connect_timeout, sock_read=read_timeout if read_timeout else timeout
+        super().__init__(
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_bytes=max_bytes,
+            max_redirects=max_redirects,
+            user_agent=user_agent,
+            connection_limit=connection_limit,
         )
-        self._user_agent = user_agent or USER_AGENT
-        self._connection_limit = connection_limit
-        self._session: aiohttp.ClientSession | None = None
+        self.policy = policy or AddressPolicy()
 
-    def _session_or_new(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(
-                    limit=self._connection_limit, ttl_dns_cache=60, resolver=_GuardedResolver(self.policy)
-                ),
-                headers={"User-Agent": self._user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"},
-                # Proxies from the environment would make the address check meaningless.
-                trust_env=False,
-            )
-        return self._session
+    def _connector(self) -> aiohttp.TCPConnector:
+        # Every address is checked inside the resolver the connection itself uses.
+        return aiohttp.TCPConnector(limit=self._connection_limit, ttl_dns_cache=60, resolver=_GuardedResolver(self.policy))
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    def _session_options(self) -> dict[str, object]:
+        # Proxies from the environment would make the address check meaningless.
+        return {"trust_env": False}
 
     def check_url(self, url: str) -> None:
         """Refuse a url that is not http(s) or names a refused IP address literally.
