@@ -13,10 +13,12 @@ global), then the rules, whose queries may use lists from any file.
 from __future__ import annotations
 
 import difflib
+import gc
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -373,8 +375,32 @@ def _load_sources(sources: Sequence[_Source], state: _State) -> RuleSet:
     return RuleSet(compiled, state.lists)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a rule set is built.
+
+    Compiling allocates hundreds of thousands of long-lived objects, and every
+    collection of the oldest generation triggered on the way re-traverses all of them:
+    at 10,000 rules that was ~40% of the load time. Nothing is freed by pausing (no
+    cycles are made here that matter), and the collector resumes as it was.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def collect_rules(paths: Iterable[str | Path]) -> tuple[RuleSet, list[RuleError]]:
     """Load what is valid and return every error found (for ``rules check``)."""
+    with _gc_paused():
+        return _collect_rules(paths)
+
+
+def _collect_rules(paths: Iterable[str | Path]) -> tuple[RuleSet, list[RuleError]]:
     state = _State()
     files, state.errors = rule_files(paths)
     sources = []
@@ -403,7 +429,8 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
 def parse_rules(text: str, path: str = "<string>") -> RuleSet:
     """Load rules from YAML text (for tests and embedding); errors name ``path``."""
     state = _State()
-    ruleset = _load_sources([_compose(path, text, state)], state)
+    with _gc_paused():
+        ruleset = _load_sources([_compose(path, text, state)], state)
     if state.errors:
         raise RuleSetError(state.errors)
     return ruleset

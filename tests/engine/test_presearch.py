@@ -187,3 +187,109 @@ def test_presearcher_fast_paths_equal_brute_force_and_reference_evidence() -> No
             assert spans is not None
             assert match.hits == _to_hits(spans, fields, {}), (queries[i], item)
     assert fired_total > 150  # the check is not vacuous
+
+
+CLAUSE_WORDS = ["Putin", "putin", "PUTIN", "summit", "Summit", "U.S.", "u s", "sanction*", "=START", "start",
+                "\"arms control\"", "\"arms-control\"", "oil", "@leaders", "deal", "x-ray"]
+
+
+def clause_query(rng: random.Random) -> str:
+    """OR of clauses, each exact (AND/NOT/K OF over terms and OR-groups) or not (NEAR,
+    field scope), with one key under several labels and terms repeated across clauses:
+    the shapes whose evidence the matcher builds from the terms present, not the evaluator."""
+    def term() -> str:
+        return rng.choice(CLAUSE_WORDS)
+
+    def clause() -> str:
+        roll = rng.random()
+        if roll < 0.25:
+            return term()
+        if roll < 0.45:
+            return f"({term()} {term()})"
+        if roll < 0.6:
+            return f"({term()} AND ({term()} OR {term()}) AND NOT {term()})"
+        if roll < 0.72:
+            return f"2 OF ({term()}, {term()}, ({term()} OR {term()}))"
+        if roll < 0.86:
+            return f"({rng.choice(['putin', 'summit', 'oil', 'deal'])} NEAR/{rng.randint(0, 4)} {rng.choice(['putin', 'summit', 'oil', 'deal'])})"
+        return f"{rng.choice(FIELDS)}:{term()}"
+
+    return " OR ".join(clause() for _ in range(rng.randint(1, 4)))
+
+
+def test_clause_evidence_equals_reference_evaluator() -> None:
+    """Evidence built from exact clauses (and evaluators for the others) must equal the
+    reference evaluator's, hit for hit, on rules that repeat keys under several labels."""
+    from monitor.engine.compiler import _compile_node, _Context, _to_hits
+    from monitor.engine.query import iter_terms
+
+    lists = {"leaders": "    - Putin\n    - =Xi\n    - summit\n"}
+    lists_yaml = "lists:\n  leaders:\n" + lists["leaders"]
+    rng = random.Random(251125)
+    queries: list[str] = []
+    while len(queries) < 300:
+        query = clause_query(rng)
+        try:
+            ruleset = rules_from(lists_yaml + f"rules:\n  - id: r\n    query: '{query.replace(chr(39), chr(39) * 2)}'\n")
+        except ValueError:
+            continue
+        queries.append(query)
+    yaml_text = lists_yaml + "rules:\n" + "".join(
+        f"  - id: r{i}\n    query: '{q.replace(chr(39), chr(39) * 2)}'\n" for i, q in enumerate(queries)
+    )
+    ruleset = rules_from(yaml_text)
+    nodes = [ruleset.query(f"r{i}") for i in range(len(queries))]
+    keys = {term.key for node in nodes for term in iter_terms(node)}
+    key_ids = {key: i for i, key in enumerate(keys)}
+    words = WORDS + ["Xi", "xi", "PUTIN", "Summit", "arms-control", "u.s.", "sanctioned"]
+    fired_total = 0
+    for index in range(150):
+        texts = ["".join(rng.choice(words) + rng.choice([" ", " ", "-", ", ", "’s "]) for _ in range(rng.randint(0, 30)))
+                 for _ in FIELDS]
+        item = Article(id=str(index), feed_url="t", title=texts[0], summary=texts[1], body=texts[2])
+        fields = [fold(item.field_text(name)) for name in FIELDS]
+        expected = [i for i, node in enumerate(nodes) if brute_force(node, fields)]
+        got = ruleset.match(item)
+        assert [m.rule.id for m in got] == [f"r{i}" for i in expected], item
+        context = _Context(fields, [])
+        context.hits = {
+            key_ids[key]: [hit for f in range(len(FIELDS)) for hit in find_term_hits(key, fields[f], f)] for key in keys
+        }
+        context.hits = {key_id: hits for key_id, hits in context.hits.items() if hits}
+        for match, i in zip(got, expected):
+            spans = _compile_node(nodes[i], key_ids)(context)
+            assert spans is not None
+            assert match.hits == _to_hits(spans, fields, {}), (queries[i], item)
+            fired_total += len(match.hits) > 1
+    assert fired_total > 100  # many matches carry several hits (merging is exercised)
+
+
+def test_fast_hit_construction_sets_every_field() -> None:
+    """Hits are built through the slot descriptors; they must equal Hit(...) field for field."""
+    import dataclasses
+
+    from monitor.engine.compiler import _hit
+    from monitor.model import Hit
+
+    assert [f.name for f in dataclasses.fields(Hit)] == ["term", "field", "start", "end", "text"]
+    fields = [fold("Kyïv’s  summit"), fold(""), fold("a — b  summit")]
+    for span in [("summit", 0, 8, 14), ("b", 2, 2, 3), ("summit", 2, 4, 10)]:
+        field_text = fields[span[1]]
+        start, end = field_text.original_span(span[2], span[3])
+        expected = Hit(span[0], FIELDS[span[1]], start, end, field_text.original[start:end])
+        built = _hit(span, fields)
+        assert built == expected and hash(built) == hash(expected) and repr(built) == repr(expected)
+
+
+def test_loading_rules_restores_the_garbage_collector() -> None:
+    import gc
+
+    assert gc.isenabled()
+    rules_from("rules:\n  - id: r\n    query: putin\n")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        rules_from("rules:\n  - id: r\n    query: putin\n")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
