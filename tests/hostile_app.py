@@ -15,6 +15,8 @@ from functools import lru_cache
 import brotli
 from aiohttp import web
 
+from tests.support import LocalServer
+
 RSS = """<?xml version="1.0" encoding="utf-8"?>
 <rss version="2.0"><channel><title>{title}</title><link>https://example.net/</link>
 {items}
@@ -65,7 +67,7 @@ def gzip_bomb() -> bytes:
     return b"".join(parts)
 
 
-class HostileServer:
+class HostileServer(LocalServer):
     """Serves the hostile paths below, plus healthy feeds the test registers in ``feeds``."""
 
     def __init__(self) -> None:
@@ -76,27 +78,8 @@ class HostileServer:
         #: Monotonic times of the requests for each path.
         self.times: dict[str, list[float]] = {}
         self.headers: dict[str, list[dict[str, str]]] = {}
-        self.port = 0
-        self._runner: web.AppRunner | None = None
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def start(self) -> "HostileServer":
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.hits[path] = self.hits.get(path, 0) + 1
         self.times.setdefault(path, []).append(asyncio.get_running_loop().time())

@@ -41,17 +41,40 @@ class Resource:
     hits: int = 0
 
 
-class FeedServer:
-    """A real aiohttp server on 127.0.0.1 serving whatever the test puts in ``resources``."""
+class LocalServer:
+    """A real aiohttp server on a free 127.0.0.1 port; subclasses answer in :meth:`handle`."""
 
-    def __init__(self) -> None:
-        self.resources: dict[str, Resource] = {}
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-        self.requests: list[tuple[str, dict[str, str]]] = []
+    port = 0
+    _runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def start(self):  # -> Self
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self.handle)
+        # handler_cancellation: a client that gives up (a timeout under test) ends the handler too.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class FeedServer(LocalServer):
+    """Serves whatever the test puts in ``resources``."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Resource] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
 
     def serve(self, path: str, body: bytes | str, **kwargs: Any) -> str:
         """Serve ``body`` at ``path``; returns the full url."""
@@ -59,7 +82,7 @@ class FeedServer:
         self.resources[path] = Resource(body=data, **kwargs)
         return self.url(path)
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.path, dict(request.headers)))
         resource = self.resources.get(request.path)
         if resource is None:
@@ -73,19 +96,6 @@ class FeedServer:
         headers.setdefault("Content-Type", "application/rss+xml; charset=utf-8")
         return web.Response(status=resource.status, body=resource.body, headers=headers)
 
-    async def start(self) -> "FeedServer":
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 def make_settings(

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from monitor.adapters.store import Store
 from monitor.worker import Monitor
-from tests.support import make_settings, read_alerts
+from tests.support import LocalServer, make_settings, read_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ class Hit:
 
 
 @dataclass
-class PollServer:
+class PollServer(LocalServer):
     """A real aiohttp server on 127.0.0.1 with per-path handlers and a request log."""
 
     handlers: dict[str, Handler] = field(default_factory=dict)
@@ -60,11 +60,6 @@ class PollServer:
     delay: float = 0.0
     in_flight: int = 0
     max_in_flight: int = 0
-    port: int = 0
-    _runner: web.AppRunner | None = None
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
 
     def of(self, path: str) -> list[Hit]:
         return [h for h in self.hits if h.path == path]
@@ -83,21 +78,7 @@ class PollServer:
         self.handlers[path] = handler
         return self.url(path)
 
-    async def start(self) -> "PollServer":
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         hit = Hit(request.path, dict(request.headers), time.monotonic())
         self.hits.append(hit)
         self.in_flight += 1
