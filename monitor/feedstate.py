@@ -13,7 +13,6 @@ before any alert is queued) keeps that from alerting twice.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Iterable
 
 from monitor.adapters.store import AsyncStore, FeedState
@@ -56,15 +55,16 @@ class FeedStates:
         self._states[state.url] = state
         self._dirty.add(state.url)
 
-    def note_interval(self, url: str, interval: float) -> None:
-        """Remember the interval the scheduler chose (the next poll's ``previous``).
-
-        Not marked dirty: the ``interval`` column has its own writer (the worker's
-        schedule record); this only keeps the cached copy current.
-        """
+    def note_schedule(self, url: str, next_poll: float, interval: float) -> None:
+        """Remember when the feed is polled next (Unix time) and the interval the scheduler
+        chose (the next poll's ``previous``); written with the next :meth:`flush`."""
         state = self._states.get(url)
-        if state is not None and state.interval != interval:
-            self._states[url] = replace(state, interval=interval)
+        if state is None:
+            # Only a polled feed is scheduled, and polling caches its state; never write a
+            # blank row over a stored one.
+            return
+        self._states[url] = state.evolve(next_poll=next_poll, interval=interval)
+        self._dirty.add(url)
 
     @property
     def dirty(self) -> int:
@@ -78,7 +78,9 @@ class FeedStates:
         urls, self._dirty = self._dirty, set()
         batch = [self._states[url] for url in urls]
         try:
-            return await self._store.save_feed_states(batch)
+            # ``health`` has its own writer (the Observer, when it changes); everything
+            # else in the row is this cache's.
+            return await self._store.save_feed_states(batch, keep=("health",))
         except BaseException:
             # Not written: keep them dirty so the next flush tries again.
             self._dirty |= urls

@@ -51,7 +51,6 @@ PUBLISH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class _Store(Protocol):
     async def all_feed_states(self) -> list[Any]: ...
     async def set_feed_health(self, url: str, health: str) -> None: ...
-    async def set_feed_schedule(self, url: str, next_poll: float, interval: float) -> None: ...
     async def enqueue(self, records: list[Record]) -> None: ...
 
 
@@ -174,6 +173,7 @@ class Observer:
 
     def _define_metrics(self) -> None:
         r = self.registry
+        self._poll_counters: dict[tuple[str, str], Any] = {}
         self.m_polls = PromCounter(
             f"{PREFIX}_feed_polls", "Feed polls by result (ok, not_modified, unchanged, error, gone) and status class "
             "(2xx, 3xx, 4xx, 5xx, network, parse).", ["result", "status_class"], registry=r,
@@ -282,7 +282,12 @@ class Observer:
     async def poll_finished(self, report: Any) -> None:
         """Account for one poll (a :class:`~monitor.pipeline.PollReport`)."""
         self.polls += 1
-        self.m_polls.labels(report.status, status_class(report)).inc()
+        key = (report.status, status_class(report))
+        counter = self._poll_counters.get(key)
+        if counter is None:
+            # labels() takes a lock and builds a key every call: keep the children.
+            counter = self._poll_counters[key] = self.m_polls.labels(*key)
+        counter.inc()
         self.m_fetch.observe(report.fetch_elapsed)
         self.m_poll.observe(report.elapsed)
         if report.error_stage == "parse":
@@ -302,11 +307,13 @@ class Observer:
         for listener in self.poll_listeners:
             listener(report)
 
-    async def feed_scheduled(self, url: str, next_poll: float, interval: float) -> None:
-        """The worker scheduled ``url``'s next poll at ``next_poll`` (Unix time)."""
+    def feed_scheduled(self, url: str, next_poll: float, interval: float) -> None:
+        """The worker scheduled ``url``'s next poll at ``next_poll`` (Unix time).
+
+        Memory only: the worker's feed-state cache writes the schedule to the store in
+        its batched flush (a store round trip per poll cost more than a 304 poll).
+        """
         self.tracker.scheduled(url, next_poll)
-        if self._store is not None:
-            await self._store.set_feed_schedule(url, next_poll, interval)
 
     def alert_published(self, record: Record, latency: float) -> None:
         """Delivery's ``on_published``: Kafka acknowledged ``record`` after ``latency`` s."""

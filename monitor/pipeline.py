@@ -111,36 +111,39 @@ class Pipeline:
     async def poll(self, feed: Feed) -> PollReport:
         """Poll one feed once; see the module docstring for the error contract."""
         started = time.monotonic()
-        state: FeedState = await self.feed_states.get(feed.url)
+        # The state before this poll; each outcome below makes its successor in one copy
+        # (last_poll and polls included): copies are a visible share of a 304 poll.
+        state: FeedState = self.feed_states.peek(feed.url) or await self.feed_states.get(feed.url)
         now = self._clock()
-        state = replace(state, last_poll=now, polls=state.polls + 1)
         location = state.current_url or feed.url
-        bound = log.bind(feed_url=feed.url)
         try:
             result = await self._transport.fetch(location, Validators(state.etag, state.last_modified), feed.headers)
         except FeedError as exc:
-            report = await self._failed(feed, state, exc, now, bound)
+            report = await self._failed(feed, state, exc, now, log.bind(feed_url=feed.url))
             report.error_stage = "fetch"
             report.http_status = exc.status if isinstance(exc, FeedHttpError) else None
             report.fetch_elapsed = time.monotonic() - started
         else:
             fetch_elapsed = time.monotonic() - started
             try:
-                report = await self._process(feed, state, result, now, bound)
+                report = await self._process(feed, state, result, now)
             except FeedError as exc:
-                report = await self._failed(feed, state, exc, now, bound)
+                report = await self._failed(feed, state, exc, now, log.bind(feed_url=feed.url))
                 report.error_stage = "parse"
             report.http_status = result.status
             report.fetch_elapsed = fetch_elapsed
         report.elapsed = time.monotonic() - started
         return report
 
-    async def _process(self, feed: Feed, state: FeedState, result: FetchResult, now: float, bound) -> PollReport:
-        if result.moved_to and result.moved_to != state.current_url:
-            bound.info("feed.moved", new_url=result.moved_to, hint="update the feed list; the new address is used from now on")
-            state = replace(state, current_url=result.moved_to)
-        state = replace(
-            state,
+    async def _process(self, feed: Feed, state: FeedState, result: FetchResult, now: float) -> PollReport:
+        current_url = state.current_url
+        if result.moved_to and result.moved_to != current_url:
+            log.info("feed.moved", feed_url=feed.url, new_url=result.moved_to, hint="update the feed list; the new address is used from now on")
+            current_url = result.moved_to
+        state = state.evolve(
+            last_poll=now,
+            polls=state.polls + 1,
+            current_url=current_url,
             etag=result.etag,
             last_modified=result.last_modified,
             last_success=now,
@@ -148,15 +151,16 @@ class Pipeline:
         )
         if result.not_modified:
             self.feed_states.put(state)
-            bound.debug("feed.poll.not_modified")
+            log.debug("feed.poll.not_modified", feed_url=feed.url)
             return PollReport(feed, "not_modified", _quiet_outcome(state, result, now), state=state)
         body = result.body or b""
         body_hash = hashlib.blake2b(body, digest_size=16).hexdigest()
         if body_hash == state.body_hash:
             # The server ignores conditional GET, but the bytes are the same: skip parsing.
             self.feed_states.put(state)
-            bound.debug("feed.poll.unchanged")
+            log.debug("feed.poll.unchanged", feed_url=feed.url)
             return PollReport(feed, "unchanged", _quiet_outcome(state, result, now), state=state)
+        bound = log.bind(feed_url=feed.url)
         parsed = await self._parser.parse(body, feed.url, result.content_type)
         if parsed.warning:
             bound.warning("feed.parse.malformed", reason=parsed.warning, entries=len(parsed.articles))
@@ -283,6 +287,8 @@ class Pipeline:
             bound.warning("feed.poll.error", error=str(exc), consecutive_errors=errors)
         state = replace(
             state,
+            last_poll=now,
+            polls=state.polls + 1,
             last_error=str(exc),
             last_error_at=now,
             error_count=state.error_count + 1,

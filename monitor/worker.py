@@ -17,7 +17,7 @@ import asyncio
 import gc
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -106,9 +106,15 @@ class Monitor:
         self._wake = asyncio.Event()
         self._sleeping_until = float("inf")
         self._schedule = Schedule(jitter=settings.feeds.jitter)
-        self._polls: set[asyncio.Task[None]] = set()
-        self._global_limit = asyncio.Semaphore(settings.feeds.concurrency)
-        self._host_limits: dict[str, asyncio.Semaphore] = {}
+        #: Feeds due and waiting for a poller, in the order they fell due (made per run).
+        self._ready: asyncio.Queue[str] | None = None
+        #: Polls in flight per host, and the due feeds of hosts at their ``per_host`` limit.
+        self._host_busy: Counter[str] = Counter()
+        self._host_waiting: dict[str, deque[str]] = {}
+        #: Feed url -> host, so a poll does not parse its url again.
+        self._hosts: dict[str, str] = {}
+        #: Pollers inside a poll right now (the rest wait for a due feed).
+        self._busy_pollers: set[asyncio.Task[None]] = set()
         self.bootstrap_servers = settings.kafka.bootstrap_servers
         #: When the shutdown that :meth:`stop` started must be over (monotonic clock).
         self._stop_deadline: float | None = None
@@ -354,8 +360,15 @@ class Monitor:
     # -- polling -----------------------------------------------------------------------
 
     async def _poll_all_once(self, pipeline: Pipeline) -> None:
-        feeds = self._active_feeds(pipeline)
-        await asyncio.gather(*(self._limited_poll(pipeline, feed) for feed in feeds))
+        by_url = {feed.url: feed for feed in self.feeds}
+        self._ready = asyncio.Queue()
+        for feed in self._active_feeds(pipeline):
+            self._ready.put_nowait(feed.url)
+        pollers = [
+            asyncio.create_task(self._poller(pipeline, by_url, reschedule=False, exit_when_idle=True), name=f"poller {n}")
+            for n in range(self.settings.feeds.concurrency)
+        ]
+        await asyncio.gather(*pollers)
 
     def _active_feeds(self, pipeline: Pipeline) -> list[Feed]:
         """The feeds to poll: all but those a 410 Gone disabled (logged as skipped)."""
@@ -374,35 +387,99 @@ class Monitor:
         shortest = min((by_url[url].interval for url in active), default=self.settings.feeds.interval)
         # Every feed's first poll happens at start-up, spread so thousands never fire at once.
         self._schedule.start(active, time.monotonic(), window=max(1.0, shortest))
-        while not self._stop.is_set():
-            self._wake.clear()
-            next_time = self._schedule.next_time()
-            delay = 1.0 if next_time is None else max(0.0, next_time - time.monotonic())
-            self._sleeping_until = time.monotonic() + delay
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
-            self._sleeping_until = float("inf")
-            if self._stop.is_set():
-                break
-            for url in self._schedule.pop_due(time.monotonic()):
-                task = asyncio.create_task(self._poll_and_reschedule(pipeline, by_url[url]), name=f"poll {url}")
-                self._polls.add(task)
-                task.add_done_callback(self._polls.discard)
-        # Let polls in flight finish so their alerts reach the outbox and the queue.
-        if self._polls:
+        ready = self._ready = asyncio.Queue()
+        # A fixed set of pollers (``[feeds] concurrency``) drains the due feeds: the global
+        # limit without a task, a semaphore wait and a wake-up per poll for every due feed.
+        pollers = [
+            asyncio.create_task(self._poller(pipeline, by_url, reschedule=True), name=f"poller {n}")
+            for n in range(self.settings.feeds.concurrency)
+        ]
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                next_time = self._schedule.next_time()
+                delay = 1.0 if next_time is None else max(0.0, next_time - time.monotonic())
+                self._sleeping_until = time.monotonic() + delay
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+                self._sleeping_until = float("inf")
+                if self._stop.is_set():
+                    break
+                for url in self._schedule.pop_due(time.monotonic()):
+                    ready.put_nowait(url)
+        finally:
+            await self._stop_pollers(pollers)
+
+    async def _stop_pollers(self, pollers: list[asyncio.Task[None]]) -> None:
+        """Let polls in flight finish (their alerts reach the outbox and the queue); idle pollers just end."""
+        for task in pollers:
+            if task not in self._busy_pollers:
+                task.cancel()
+        busy = [task for task in pollers if not task.done()]
+        if busy:
             # Within the shutdown deadline: a poll blocked by back-pressure (broker down) may
             # be cancelled; its alerts are in the outbox already.
             await asyncio.wait(
-                self._polls,
+                busy,
                 timeout=min(self.settings.feeds.timeout + self.settings.feeds.parse_timeout, self._shutdown_remaining()),
             )
-            for task in self._polls:
-                task.cancel()
+        for task in pollers:
+            task.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+
+    async def _poller(self, pipeline: Pipeline, by_url: dict[str, Feed], *, reschedule: bool, exit_when_idle: bool = False) -> None:
+        """Poll due feeds one at a time, keeping each host under ``[feeds] per_host``.
+
+        A feed whose host is at its limit waits in that host's line, and a poller that
+        finishes a poll of a host takes the next feed in that host's line itself, so a busy
+        host never holds pollers that other hosts' feeds could use.
+        """
+        per_host = self.settings.feeds.per_host
+        ready = self._ready
+        me = asyncio.current_task()
+        assert ready is not None and me is not None
+        while not self._stop.is_set():
+            if exit_when_idle:
+                if ready.empty():
+                    return
+                url = ready.get_nowait()
+            else:
+                url = await ready.get()
+            host = self._hosts.get(url)
+            if host is None:
+                host = self._hosts[url] = urlsplit(url).hostname or "<local>"
+            if self._host_busy[host] >= per_host:
+                self._host_waiting.setdefault(host, deque()).append(url)
+                continue
+            self._host_busy[host] += 1
+            self._busy_pollers.add(me)
+            try:
+                while True:
+                    await self._poll_guarded(pipeline, by_url[url], reschedule)
+                    waiting = self._host_waiting.get(host)
+                    if not waiting or self._stop.is_set():
+                        break
+                    url = waiting.popleft()
+            finally:
+                self._busy_pollers.discard(me)
+                self._host_busy[host] -= 1
+
+    async def _poll_guarded(self, pipeline: Pipeline, feed: Feed, reschedule: bool) -> None:
+        """One poll; a bug in it is logged and the feed tried again later, and the poller lives on."""
+        try:
+            if reschedule:
+                await self._poll_and_reschedule(pipeline, feed)
+            else:
+                await self._poll_one(pipeline, feed)
+        except Exception as exc:  # noqa: BLE001 - one poll's bug must not end a poller (and a share of polling)
+            log.exception("feed.poll.crashed", feed_url=feed.url, error=f"{type(exc).__name__}: {exc}", hint="a bug: please report it")
+            if reschedule and not self._stop.is_set():
+                self._schedule.reschedule(feed.url, time.monotonic(), feed.interval)
 
     async def _poll_and_reschedule(self, pipeline: Pipeline, feed: Feed) -> None:
-        report = await self._limited_poll(pipeline, feed)
+        report = await self._poll_one(pipeline, feed)
         if report.status == "gone" or self._stop.is_set():
             return
         feeds = self.settings.feeds
@@ -412,27 +489,23 @@ class Monitor:
             min_interval=min(feeds.effective_min_interval, feed.interval),
             max_interval=feeds.max_interval,
         )
-        when = self._schedule.reschedule(feed.url, time.monotonic(), interval)
+        now = time.monotonic()
+        when = self._schedule.reschedule(feed.url, now, interval)
         if when < self._sleeping_until:
             # The loop sleeps until a later feed is due: without this a 1 s feed among
             # 300 s feeds would wait for the next of those.
             self._wake.set()
-        pipeline.feed_states.note_interval(feed.url, interval)
-        await self.observer.feed_scheduled(feed.url, time.time() + (when - time.monotonic()), interval)
+        next_poll = time.time() + (when - now)
+        # In memory only: written to the store with the next batched feed-state flush (a
+        # store round trip per poll cost more than a whole 304 poll).
+        pipeline.feed_states.note_schedule(feed.url, next_poll, interval)
+        self.observer.feed_scheduled(feed.url, next_poll, interval)
 
-    async def _limited_poll(self, pipeline: Pipeline, feed: Feed) -> PollReport:
-        async with self._global_limit, self._host_limit(feed.url):
-            report = await pipeline.poll(feed)
+    async def _poll_one(self, pipeline: Pipeline, feed: Feed) -> PollReport:
+        report = await pipeline.poll(feed)
         self.summary.add(report)
         await self.observer.poll_finished(report)
         return report
-
-    def _host_limit(self, url: str) -> asyncio.Semaphore:
-        host = urlsplit(url).hostname or "<local>"
-        limit = self._host_limits.get(host)
-        if limit is None:
-            limit = self._host_limits[host] = asyncio.Semaphore(self.settings.feeds.per_host)
-        return limit
 
     # -- signals -----------------------------------------------------------------------
 
