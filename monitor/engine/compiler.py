@@ -16,12 +16,13 @@ patterns) plus the evaluation of the few rules that have candidate terms.
 
 from __future__ import annotations
 
+import heapq
 import re
 from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain, compress, filterfalse, islice
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any, Callable, Sequence
 
 import ahocorasick_rs
@@ -272,68 +273,56 @@ class Matcher:
             if patterns
             else None
         )
-        # Each rule gets one predicate on the set of key ids present in an article: exact
-        # for pure boolean queries (terms, AND, OR, NOT, K OF over unscoped terms), else a
-        # necessary condition. Rules passing it are evaluated in full (the evaluator is
-        # the reference, and produces the evidence).
+        # Each clause (top-level OR alternative) of each rule gets a predicate on the set of
+        # key ids present in an article: exact for pure boolean clauses (terms, AND, OR,
+        # NOT, K OF over unscoped terms), else a necessary condition; clauses passing a
+        # necessary one are evaluated in full (the evaluator is the reference, and produces
+        # the evidence). A rule fires when one of its clauses holds; its evidence is that of
+        # every clause that holds.
         #
-        # Candidates for the predicate are found with a two-level index: each rule is listed
-        # under pairs of keys (a, b) such that whenever the rule can fire both keys of one
-        # of its pairs occur, usually one key from each of two conditions it needs (a with
-        # itself when it has only one). So a rule is only looked at when the article has
-        # a pair; finding the pairs is set intersections in C.
+        # Candidates are found with a two-level index: each clause is listed under pairs of
+        # keys (a, b) such that whenever it holds both keys of one of its pairs occur,
+        # usually one key from each of two conditions it needs (a with itself when it has
+        # only one). A clause is only looked at when the article has one of its own pairs;
+        # for most exact clauses (one or two conditions, no NOT) that alone proves the
+        # clause holds, so no predicate runs for them.
         lengths = [0] * next_id
         for key, key_id in key_ids.items():
             lengths[key_id] = len(key.pattern)
-        pair_index: dict[int, dict[int, list[int]]] = {}
-        predicates: list[Callable[[set[int]], bool]] = []
-        plans: list[tuple[_Plan, ...]] = []
+        clause_pairs: list[tuple[_Entry, set[tuple[int, int]]]] = []
         for rule_index, query in enumerate(self._queries):
+            rule = self.rules[rule_index]
             nodes = _or_children(query)
             clauses = [_clause(node, key_ids) for node in nodes]
             if any(clause is None for clause in clauses):
-                raise ValueError(f"rule {self.rules[rule_index].id!r} can match without any of its terms")
-            pairs: set[tuple[int, int]] = set()
-            for clause in clauses:
-                pairs.update(clause.index_pairs(lengths))  # type: ignore[union-attr]
+                raise ValueError(f"rule {rule.id!r} can match without any of its terms")
+            for clause_index, (node, clause) in enumerate(zip(nodes, clauses)):
+                pairs, implied = clause.index_pairs(lengths)  # type: ignore[union-attr]
+                predicate = clause.predicate()  # type: ignore[union-attr]
+                _check, terms, keys, evaluated, _index = _plan(node, clause, predicate, key_ids, clause_index)  # type: ignore[arg-type]
+                entry = _Entry(rule_index, rule, None if implied else predicate, terms, keys, evaluated)
+                clause_pairs.append((entry, pairs))
+        # Which key of a pair (a, b) it is listed under is free (both must occur): each key
+        # present that heads a pair costs a lookup, so the pairs are oriented to make few
+        # keys heads (a greedy vertex cover of the pair graph; static, no article data).
+        heads = _cover({pair for _entry, pairs in clause_pairs for pair in pairs})
+        pair_index: dict[int, dict[int, list[_Entry]]] = {}
+        for entry, pairs in clause_pairs:
             for a, b in pairs:
-                pair_index.setdefault(a, {}).setdefault(b, []).append(rule_index)
-            clause_predicates = [clause.predicate() for clause in clauses]  # type: ignore[union-attr]
-            predicates.append(_any_predicate(clause_predicates))
-            plans.append(
-                tuple(
-                    _plan(node, clause, predicate, key_ids, index)  # type: ignore[arg-type]
-                    for index, (node, clause, predicate) in enumerate(zip(nodes, clauses, clause_predicates))
-                )
-            )
-        self._pair_index = {a: {b: tuple(rules) for b, rules in inner.items()} for a, inner in pair_index.items()}
-        # The partners of each key, indexed by key id (empty: the key is first in no pair),
-        # so that the first keys with a partner present are found in C with one lookup
-        # per key present (a large set or dict costs a cache miss or two per lookup).
-        self._predicates = tuple(predicates)
-        self._plans = tuple(plans)
-        # Everything matching needs about one rule in one object (see _Entry).
-        entries: list[_Entry] = []
-        for rule_index, (predicate, rule, plan) in enumerate(zip(predicates, self.rules, plans)):
-            if len(plan) == 1 and plan[0][3] is None:
-                entries.append(_Entry(rule_index, predicate, rule, plan[0][1], plan[0][2], plan))
-            else:
-                entries.append(_Entry(rule_index, predicate, rule, None, all(clause[3] is None for clause in plan), plan))
-        # With a partner present, every rule listed under the key is a candidate (the
-        # predicates then drop those whose own pair is not present: one predicate call is
-        # cheaper than looking the pair up). Per key id, the partners are a frozenset that
-        # also carries the entries of those rules, so a key present costs one list lookup
-        # and one ``isdisjoint`` (hashes stored in the set: no int objects to read), in C.
+                if a not in heads:
+                    a, b = b, a
+                pair_index.setdefault(a, {}).setdefault(b, []).append(entry)
+        # Per key id, the partners are a frozenset (the keys it heads a pair with), which
+        # also carries the clause entries of each pair, so a key present costs one list
+        # lookup and one ``isdisjoint`` (hashes stored in the set: no int objects to read),
+        # in C; only keys with a partner present go further.
         no_partners = _Partners()
         partner_keys: list[_Partners] = [no_partners] * next_id
         for a, inner in pair_index.items():
             partners = partner_keys[a] = _Partners(inner)
-            partners.entries = tuple(entries[index] for index in sorted({r for rules in inner.values() for r in rules}))
+            # Deduplicated (a clause can list one pair twice only via duplicate keys).
+            partners.pairs = {b: tuple(dict.fromkeys(entries)) for b, entries in inner.items()}
         self._partner_keys = partner_keys
-        # Evaluators (only for clauses whose predicate is a necessary condition: NEAR,
-        # field scopes) are built on first use: most rules are never candidates for most
-        # articles, and this halves the time to load a large rule set.
-        self._evaluators: dict[tuple[int, int], _Evaluator] = {}
 
     def scan(self, fields: Sequence[FoldedText]) -> tuple[set[int], _Context]:
         """Scan every field once: the key ids present, and the context to evaluate with."""
@@ -386,47 +375,44 @@ class Matcher:
         present, context = self.scan(fields)
         if not present:
             return []
-        # Candidates: rules listed under a key present that has a partner present, found in
-        # C (itemgetter/filterfalse/chain, no Python loop over the keys).
-        # (itemgetter(*keys) looks every key up in C without a call per key.)
+        # Keys present that have a partner present, found in C (itemgetter/filterfalse, no
+        # Python loop over the keys; itemgetter(*keys) looks every key up without a call).
         parts = itemgetter(*present)(self._partner_keys) if len(present) > 1 else (self._partner_keys[next(iter(present))],)
-        # Rule entries hash by identity: deduplicating them reads no int objects.
-        candidates = set(chain.from_iterable(map(_ENTRIES, filterfalse(present.isdisjoint, parts))))
-        if not candidates:
+        live = list(filterfalse(present.isdisjoint, parts))
+        if not live:
             return []
-        # Passing rules; for each, the clauses that hold (exact predicates) or may hold
-        # (necessary ones, evaluated below), and the keys whose hits that takes.
-        work: list[tuple[int, Rule, list[tuple[int, str]] | tuple[tuple[int, str], ...] | None, list[_Plan] | None]] = []
+        # Candidates: the clauses listed under a pair present (entries hash by identity:
+        # deduplicating them reads no int objects).
+        candidates: set[_Entry] = set()
+        for partners in live:
+            candidates.update(chain.from_iterable(map(partners.pairs.__getitem__, partners.intersection(present))))
+        # Clauses that hold (exact) or may hold (necessary predicate, evaluated below), by
+        # rule, and the keys whose hits that takes.
+        fired: dict[int, list[_Entry]] = {}
         needed: set[int] = set()
         for entry in candidates:
-            terms = entry.terms
-            if terms is not None:  # one exact clause: the rule's predicate is the clause's
-                if entry.predicate(present):
-                    needed.update(entry.keys)
-                    work.append((entry.index, entry.rule, terms, None))
-            else:
-                clauses = [clause for clause in entry.plan if clause[0](present)]
-                if not clauses:
-                    continue
-                for clause in clauses:
-                    needed.update(clause[2])
-                if entry.keys:  # every clause exact: the evidence is the terms of those that hold
-                    work.append((entry.index, entry.rule, [term for clause in clauses for term in clause[1]], None))
+            check = entry.check
+            if check is None or check(present):
+                needed.update(entry.keys)
+                group = fired.get(entry.index)
+                if group is None:
+                    fired[entry.index] = [entry]
                 else:
-                    work.append((entry.index, entry.rule, None, clauses))
-        if not work:
+                    group.append(entry)
+        if not fired:
             return []
-        work.sort(key=_FIRST)  # rule order
         hits = context.load_keys(needed)
         matches: list[Match] = []
         cache: dict[Span, Hit] = {}
         get = cache.get
-        for rule_index, rule, terms, clauses in work:
-            if terms is not None:
-                # An exact clause that holds: every hit of its positive terms.
-                spans = [(label, f, s, e) for key_id, label in terms for f, s, e in hits.get(key_id, ())]
+        for rule_index in sorted(fired):
+            group = fired[rule_index]
+            entry = group[0]
+            if len(group) == 1 and entry.node is None:
+                # One exact clause that holds: every hit of its positive terms.
+                spans = [(label, f, s, e) for key_id, label in entry.terms for f, s, e in hits.get(key_id, ())]
             else:
-                spans = self._clause_spans(rule_index, clauses, hits, context)  # type: ignore[arg-type]
+                spans = self._clause_spans(group, hits, context)  # type: ignore[assignment]
                 if spans is None:
                     continue
             if len(spans) == 1:  # the usual case, inlined
@@ -434,60 +420,88 @@ class Matcher:
                 hit = get(span)
                 if hit is None:
                     hit = cache[span] = _hit(span, fields)
-                matches.append(Match(rule, (hit,)))
+                evidence: tuple[Hit, ...] = (hit,)
             else:
-                matches.append(Match(rule, _to_hits(spans, fields, cache)))
+                evidence = _to_hits(spans, fields, cache)
+            # Match(...) without the frozen dataclass __init__ (see _hit).
+            match = _new(Match)
+            _set_rule(match, entry.rule)
+            _set_hits(match, evidence)
+            matches.append(match)
         return matches
 
-    def _clause_spans(
-        self, rule_index: int, clauses: list[_Plan], hits: dict[int, TermHits], context: _Context
-    ) -> list[Span] | None:
-        """The evidence of the clauses of a rule that hold, or None if none does."""
+    def _clause_spans(self, group: list[_Entry], hits: dict[int, TermHits], context: _Context) -> list[Span] | None:
+        """The evidence of the clauses of one rule that hold, or None if none does."""
         spans: list[Span] | None = None
-        evaluators = self._evaluators
-        for _predicate, terms, _keys, node, clause_index in clauses:
-            if node is None:
-                if spans is None:
-                    spans = []
-                for key_id, label in terms:
-                    spans.extend([(label, f, s, e) for f, s, e in hits.get(key_id, ())])
-                continue
-            evaluator = evaluators.get((rule_index, clause_index))
-            if evaluator is None:
-                evaluator = evaluators[(rule_index, clause_index)] = _compile_node(node, self._key_ids)
-            result = evaluator(context)
-            if result is not None:
-                spans = result if spans is None else spans + result
+        for entry in group:
+            if entry.node is None:
+                result = [(label, f, s, e) for key_id, label in entry.terms for f, s, e in hits.get(key_id, ())]
+            else:
+                evaluator = entry.evaluator
+                if evaluator is None:
+                    evaluator = entry.evaluator = _compile_node(entry.node, self._key_ids)
+                result = evaluator(context)
+                if result is None:
+                    continue
+            spans = result if spans is None else spans + result
         return spans
 
 
 class _Entry:
-    """What matching needs about one rule, in one object: its index (rule order), the
-    predicate on the keys present, the rule, the terms and keys of its only clause when
-    that clause is exact (else None, and whether every clause is exact), its plan."""
+    """What matching needs about one clause of one rule, in one object: the rule's index
+    (rule order) and the rule, the predicate to check on the keys present (None when a
+    pair of the clause being present proves it holds), the positive (key id, label) terms
+    of an exact clause, the key ids whose hits the clause needs, and for a clause whose
+    predicate is only a necessary condition its query (else None) and evaluator (built on
+    first use: most clauses are never candidates, and this halves the time to load)."""
 
-    __slots__ = ("index", "predicate", "rule", "terms", "keys", "plan")
+    __slots__ = ("index", "rule", "check", "terms", "keys", "node", "evaluator")
 
-    def __init__(self, index: int, predicate: Callable[[set[int]], bool], rule: Rule, terms: Any, keys: Any, plan: tuple) -> None:
+    def __init__(self, index: int, rule: Rule, check: Any, terms: Any, keys: frozenset[int], node: Node | None) -> None:
         self.index = index
-        self.predicate = predicate
         self.rule = rule
+        self.check = check
         self.terms = terms
         self.keys = keys
-        self.plan = plan
+        self.node = node
+        self.evaluator: _Evaluator | None = None
 
 
 class _Partners(frozenset):
-    """The partner keys of a key, carrying the entries of the rules listed under it."""
+    """The partner keys of a key, carrying the clause entries listed under each pair."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("pairs",)
 
     def __init__(self, *args: Any) -> None:
-        self.entries: tuple[_Entry, ...] = ()
+        self.pairs: dict[int, tuple[_Entry, ...]] = {}
 
 
-_ENTRIES = attrgetter("entries")
-_FIRST = itemgetter(0)
+def _cover(pairs: set[tuple[int, int]]) -> set[int]:
+    """Keys such that every pair has one (greedy vertex cover: the key in most pairs not
+    yet covered first, ties by smaller key id for determinism)."""
+    heads = {a for a, b in pairs if a == b}
+    edges: dict[int, set[int]] = {}
+    for a, b in pairs:
+        if a != b and a not in heads and b not in heads:
+            edges.setdefault(a, set()).add(b)
+            edges.setdefault(b, set()).add(a)
+    heap = [(-len(partners), key) for key, partners in edges.items()]
+    heapq.heapify(heap)
+    while heap:
+        degree, key = heapq.heappop(heap)
+        partners = edges[key]
+        if not partners:
+            continue
+        if -degree != len(partners):
+            heapq.heappush(heap, (-len(partners), key))
+            continue
+        heads.add(key)
+        for other in partners:
+            edges[other].discard(key)
+        partners.clear()
+    return heads
+
+
 
 
 #: How one clause (top-level OR alternative) of a rule is checked and what it proves:
@@ -565,10 +579,13 @@ class _Clause:
         else:
             self.kofs.append((k, groups))
 
-    def index_pairs(self, lengths: list[int]) -> set[tuple[int, int]]:
+    def index_pairs(self, lengths: list[int]) -> tuple[set[tuple[int, int]], bool]:
         """Pairs of keys such that, whenever the clause holds, both keys of one pair occur:
         a key from each of the two most selective conditions (few keys, long patterns)
-        when there are two, else each key of the only condition with itself."""
+        when there are two, else each key of the only condition with itself. Also whether
+        both keys of any one pair occurring proves that the clause holds (an exact clause
+        without NOT whose conditions are just the one or two the pairs are made from, or
+        only "2 OF" groups)."""
         options: list[tuple[int, int, frozenset[int]]] = [(1, -lengths[key], frozenset((key,))) for key in self.singles]
         options.extend((len(group), 0, group) for group in self.groups)
         for k, groups in self.kofs:
@@ -576,16 +593,17 @@ class _Clause:
             union = frozenset().union(*sorted(groups, key=len)[: len(groups) - k + 1])
             options.append((len(union), 0, union))
         options.sort(key=lambda option: option[:2])
+        simple = self.exact and not self.negatives
         best = options[0][2]
         if len(options) >= 2 and len(best) * len(options[1][2]) <= _MAX_PAIRS:
-            return {(a, b) for a in best for b in options[1][2]}
+            return {(a, b) for a in best for b in options[1][2]}, simple and len(options) == 2 and not self.kofs
         if len(options) == 1 and self.kofs:
             # The only condition is k >= 2 of n groups: two groups occur.
-            groups = self.kofs[0][1]
+            k, groups = self.kofs[0]
             pairs = {(a, b) for i, first in enumerate(groups) for second in groups[i + 1 :] for a in first for b in second}
             if len(pairs) <= _MAX_PAIRS:
-                return pairs
-        return {(key, key) for key in best}
+                return pairs, simple and k == 2
+        return {(key, key) for key in best}, simple and len(options) == 1 and not self.kofs
 
     def predicate(self) -> Callable[[set[int]], bool]:
         singles = frozenset(self.singles)
@@ -675,18 +693,6 @@ def _term_group(node: Node, key_ids: dict[TermKey, int]) -> frozenset[int] | Non
     return None
 
 
-def _any_predicate(predicates: list[Callable[[set[int]], bool]]) -> Callable[[set[int]], bool]:
-    if len(predicates) == 1:
-        return predicates[0]
-    if len(predicates) == 2:
-        first, second = predicates
-        return lambda present: first(present) or second(present)
-    if len(predicates) == 3:
-        first, second, third = predicates
-        return lambda present: first(present) or second(present) or third(present)
-    return lambda present: any(predicate(present) for predicate in predicates)
-
-
 _SPAN_ORDER = itemgetter(1, 2, 3, 0)
 
 
@@ -732,3 +738,5 @@ _set_field = Hit.field.__set__  # type: ignore[attr-defined]
 _set_start = Hit.start.__set__  # type: ignore[attr-defined]
 _set_end = Hit.end.__set__  # type: ignore[attr-defined]
 _set_text = Hit.text.__set__  # type: ignore[attr-defined]
+_set_rule = Match.rule.__set__  # type: ignore[attr-defined]
+_set_hits = Match.hits.__set__  # type: ignore[attr-defined]
