@@ -51,9 +51,20 @@ def is_word_char(char: str) -> bool:
     return char.isalnum()
 
 
+#: Latin letters that Unicode does not decompose into a base letter plus a mark, so NFKD
+#: alone would leave "Støre" and "Łódź" unmatched by "Store" and "Lodz".
+_UNDECOMPOSED_LATIN = {
+    "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D",
+    "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T", "ı": "i", "þ": "th", "Þ": "Th",
+    "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe",
+}  # fmt: skip
+
+
 @lru_cache(maxsize=65536)
 def fold_char(char: str) -> str:
     """Fold one non-ASCII character (case preserved); may return 0, 1 or more characters."""
+    if char in _UNDECOMPOSED_LATIN:
+        return _UNDECOMPOSED_LATIN[char]
     if char in _DASHES or char in _SPACES:
         return " "
     if char in _SINGLE_QUOTES:

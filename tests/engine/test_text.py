@@ -63,6 +63,18 @@ class TestNormalisedMatching:
     def test_accented_term_matches_plain_text(self) -> None:
         assert fires("Sánchez", "Pedro Sanchez said")
 
+    def test_letters_without_a_unicode_decomposition_fold_too(self) -> None:
+        # ø, ł, đ, æ... are letters of their own in Unicode, not a base letter plus a mark.
+        assert fires("Store", "Prime Minister Jonas Gahr Støre said")
+        assert fires("Lodz", "talks in Łódź")
+        assert fires("Dukanovic", "Milo Đukanović met")
+        assert fires('"Faroe Islands"', "the Færøe Islands") is False
+        assert fires("Faeroe", "the Færøe Islands")
+
+    def test_expanding_fold_keeps_offsets_on_the_original(self) -> None:
+        match = one_rule("Thorshavn").match(article("Welcome to Þórshavn today"))[0]
+        assert [(h.start, h.end, h.text) for h in match.hits] == [(11, 19, "Þórshavn")]
+
     def test_phrase_matches_hyphenated_text(self) -> None:
         assert fires('"arms control"', "new arms-control talks")
 
