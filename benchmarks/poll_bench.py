@@ -182,14 +182,37 @@ class StallTracer:
         self.threshold = threshold
         self.every = every
         self.samples: "collections.Counter[tuple[str, ...]]" = collections.Counter()
+        #: Where the poller tasks wait, sampled every 10 ticks.
+        self.waits: "collections.Counter[str]" = collections.Counter()
+        #: What the other threads were doing meanwhile (one may hold the GIL the loop waits for).
+        self.others: "collections.Counter[tuple[str, str]]" = collections.Counter()
         self._tick = time.monotonic()
         self._stop = threading.Event()
         self._loop_thread = threading.get_ident()
 
     async def _ticker(self) -> None:
+        beat = 0
         while True:
             self._tick = time.monotonic()
             await asyncio.sleep(self.every)
+            beat += 1
+            if beat % 10 == 0:
+                self._sample_waits()
+
+    def _sample_waits(self) -> None:
+        """Where the pollers wait (the innermost await of each poller task in this repository)."""
+        for task in asyncio.all_tasks():
+            if not task.get_name().startswith("poller"):
+                continue
+            # Follow the await chain (Task.get_stack shows only the outermost coroutine).
+            coro, where = task.get_coro(), None
+            while coro is not None:
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                if frame is not None and "/monitor/" in frame.f_code.co_filename:
+                    where = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}"
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            if where:
+                self.waits[where] += 1
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every):
@@ -204,6 +227,12 @@ class StallTracer:
             if stack and stack[-1] not in ours:
                 key += (f"-> {Path(stack[-1].filename).name}:{stack[-1].lineno} {stack[-1].name}",)
             self.samples[key] += 1
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, other in sys._current_frames().items():
+                if ident in (self._loop_thread, threading.get_ident()):
+                    continue
+                where = traceback.extract_stack(other)[-1]
+                self.others[(names.get(ident, "?").split("_")[0], f"{Path(where.filename).name}:{where.lineno} {where.name}")] += 1
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._ticker())
@@ -215,6 +244,12 @@ class StallTracer:
         print(f"\nstall samples (loop stuck > {self.threshold * 1000:.0f} ms, one sample per {self.every * 1000:.0f} ms): {total}", flush=True)
         for key, count in self.samples.most_common(top):
             print(f"{count:6d}  " + "\n        ".join(key), flush=True)
+        print("where the pollers wait (samples of all pollers):", flush=True)
+        for where, count in self.waits.most_common(top):
+            print(f"{count:6d}  {where}", flush=True)
+        print("other threads meanwhile:", flush=True)
+        for (thread, where), count in self.others.most_common(top):
+            print(f"{count:6d}  {thread:<24} {where}", flush=True)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -25,17 +25,40 @@ import asyncio
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, TypeVar
 
 from monitor.errors import FeedError
 from monitor.log import get_logger
 from monitor.parse import ParsedFeed, parse_feed
+from monitor.stories import story_text
 
-__all__ = ["ParserPool"]
+__all__ = ["ParserPool", "SignedFeed", "parse_and_sign"]
 
 log = get_logger("parse")
 
 T = TypeVar("T")
+
+#: Turns article texts into story signatures (see :attr:`monitor.stories.StoryIndex.signer`).
+Signer = Callable[[Sequence[str]], "list[bytes | None]"]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedFeed:
+    """A parsed feed and the story signature of each of its articles (same order)."""
+
+    parsed: ParsedFeed
+    signatures: list[bytes | None]
+
+
+def parse_and_sign(body: bytes, feed_url: str, content_type: str | None, signer: Signer) -> SignedFeed:
+    """:func:`~monitor.parse.parse_feed`, then every article's story signature, in one worker task.
+
+    Signing in the worker that already holds the articles costs no extra round trip and
+    keeps shingling and MinHash (~0.3 ms an article) off the event loop.
+    """
+    parsed = parse_feed(body, feed_url, content_type)
+    return SignedFeed(parsed, signer([story_text(article) for article in parsed.articles]))
 
 
 class ParserPool:
@@ -68,6 +91,10 @@ class ParserPool:
     async def parse(self, body: bytes, feed_url: str, content_type: str | None = None) -> ParsedFeed:
         """Parse one feed body; :class:`FeedError` when it cannot be read or takes too long."""
         return await self.run(parse_feed, body, feed_url, content_type, label=feed_url, what="parsing")
+
+    async def parse_and_sign(self, body: bytes, feed_url: str, content_type: str | None, signer: Signer) -> SignedFeed:
+        """:meth:`parse` plus each article's story signature (see :func:`parse_and_sign`)."""
+        return await self.run(parse_and_sign, body, feed_url, content_type, signer, label=feed_url, what="parsing")
 
     async def run(self, function: Callable[..., T], *args: Any, label: str, what: str = "processing") -> T:
         """Run a picklable module-level ``function(*args)`` within the time limit.

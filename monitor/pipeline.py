@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from monitor.adapters.store import AsyncStore, FeedState
 from monitor.dedupe import Admission, Candidate, Verdict, admit, needs_matching
@@ -26,9 +26,10 @@ from monitor.health import learn_cadence
 from monitor.log import get_logger
 from monitor.model import Alert, Article, Feed, Match, Record
 from monitor.parse import ParsedFeed
+from monitor.parser_pool import SignedFeed
 from monitor.publish import alert_record, article_record, build_alert
 from monitor.schedule import PollOutcome, publish_gap
-from monitor.stories import StoryIndex
+from monitor.stories import StoryIndex, story_text
 
 __all__ = ["Matcher", "Pipeline", "PollReport"]
 
@@ -44,7 +45,47 @@ class Matcher(Protocol):
 
 
 class Parser(Protocol):
+    """The CPU pool (see :class:`monitor.parser_pool.ParserPool`)."""
+
     async def parse(self, body: bytes, feed_url: str, content_type: str | None = None) -> ParsedFeed: ...
+
+    async def parse_and_sign(self, body: bytes, feed_url: str, content_type: str | None, signer: Any) -> SignedFeed: ...
+
+    async def run(self, function: Callable[..., Any], *args: Any, label: str, what: str = "processing") -> Any: ...
+
+
+class CpuLane:
+    """Time-slices the CPU work polls do on the event loop (rule matching, story lookup).
+
+    Yielding between articles is not enough: when 64 polls each hold new articles, every
+    loop iteration would run one article of each, ~100 ms before any socket is served.
+    One poll at a time holds the lane, for at most ``slice_seconds`` before it lets the
+    loop (and the other polls) run.
+    """
+
+    def __init__(self, slice_seconds: float = 0.005) -> None:
+        self.slice_seconds = slice_seconds
+        self._lock = asyncio.Lock()
+        self._since = 0.0
+
+    async def __aenter__(self) -> "CpuLane":
+        await self._lock.acquire()
+        self._since = time.perf_counter()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._lock.release()
+
+    async def pause(self) -> None:
+        """Let the loop run when this turn's slice is used up; returns holding the lane again."""
+        if time.perf_counter() - self._since < self.slice_seconds:
+            return
+        self._lock.release()
+        try:
+            await asyncio.sleep(0)
+        finally:
+            await self._lock.acquire()
+        self._since = time.perf_counter()
 
 
 class Sink(Protocol):
@@ -107,6 +148,7 @@ class Pipeline:
         self._clock = clock
         #: ``[kafka] articles_topic``: also publish every new or changed article there ("" = off).
         self._articles_topic = articles_topic
+        self._lane = CpuLane()
 
     async def poll(self, feed: Feed) -> PollReport:
         """Poll one feed once; see the module docstring for the error contract."""
@@ -161,10 +203,17 @@ class Pipeline:
             log.debug("feed.poll.unchanged", feed_url=feed.url)
             return PollReport(feed, "unchanged", _quiet_outcome(state, result, now), state=state)
         bound = log.bind(feed_url=feed.url)
-        parsed = await self._parser.parse(body, feed.url, result.content_type)
+        signatures: dict[int, bytes | None] = {}
+        if self._stories is not None:
+            signed = await self._parser.parse_and_sign(body, feed.url, result.content_type, self._stories.signer)
+            parsed = signed.parsed
+            # Keyed by object: dedupe within the feed and full text pick articles out of the list.
+            signatures = {id(article): sig for article, sig in zip(parsed.articles, signed.signatures)}
+        else:
+            parsed = await self._parser.parse(body, feed.url, result.content_type)
         if parsed.warning:
             bound.warning("feed.parse.malformed", reason=parsed.warning, entries=len(parsed.articles))
-        admission = await self._admit(parsed.articles, feed)
+        admission = await self._admit(parsed.articles, feed, signatures)
         if admission.records:
             await self._sink.submit(admission.records)
         new = admission.count(Verdict.NEW)
@@ -211,12 +260,15 @@ class Pipeline:
             bound.info("alert.created", rule_id=alert.rule_id, topic=alert.topic, article_id=alert.article_id, alert_id=alert.alert_id)
         return report
 
-    async def _admit(self, articles: list[Article], feed: Feed | None = None) -> Admission:
-        """Match what is new or changed, then record and queue its alerts atomically."""
+    async def _admit(self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None) -> Admission:
+        """Match what is new or changed, then record and queue its alerts atomically.
+
+        ``signatures`` maps ``id(article)`` to its story signature, when the parse made them.
+        """
         unique = _unique(articles)
         seen = await self._store.find_articles([(a.id, a.url) for a in unique])
         ruleset = self._rules()
-        candidates = await self._candidates(unique, seen, feed, ruleset)
+        candidates = await self._candidates(unique, seen, feed, ruleset, signatures or {})
 
         def make_alert(match: Match, article: Article) -> Alert:
             return build_alert(match, article, ruleset_version=ruleset.version)
@@ -233,7 +285,9 @@ class Pipeline:
         admission.verdicts.extend([Verdict.DUPLICATE] * (len(articles) - len(unique)))
         return admission
 
-    async def _candidates(self, unique: list[Article], seen: list, feed: Feed | None, ruleset: Matcher) -> list[Candidate]:
+    async def _candidates(
+        self, unique: list[Article], seen: list, feed: Feed | None, ruleset: Matcher, signed: dict[int, bytes | None]
+    ) -> list[Candidate]:
         """Each article with its matches; full text fetched and story assigned for what needs matching."""
         todo = [i for i, (article, known) in enumerate(zip(unique, seen)) if needs_matching(known, article)]
         feed_hashes: dict[int, str] = {}
@@ -246,24 +300,38 @@ class Pipeline:
                     feed_hashes[i] = original.content_hash
                     unique[i] = article
         candidates = [Candidate(article, []) for article in unique]
+        stories = self._stories
+        signatures: dict[int, bytes | None] = {}
+        if stories is not None:
+            fresh = [i for i in todo if seen[i] is None]
+            signatures = {i: signed[id(unique[i])] for i in fresh if id(unique[i]) in signed}
+            # Full text replaced these since the parse signed them (or nothing signed them).
+            fresh = [i for i in fresh if i not in signatures]
+            if fresh:
+                # Shingling and MinHash (~0.3 ms an article) in the worker processes.
+                label = feed.url if feed is not None else unique[fresh[0]].feed_url
+                try:
+                    computed = await self._parser.run(stories.signer, [story_text(unique[i]) for i in fresh], label=label, what="signing")
+                except FeedError as exc:
+                    # Only the story grouping is lost: the articles still match and alert.
+                    log.warning("stories.sign.failed", feed_url=label, error=str(exc), articles=len(fresh))
+                else:
+                    signatures.update(zip(fresh, computed))
         now = self._clock()
-        for step, i in enumerate(todo):
-            if step:
-                # Matching and the story MinHash cost ~1-2 ms per article on the event
-                # loop; yielding between articles keeps a 50-new-item feed from stalling
-                # every other poll for ~100 ms.
-                await asyncio.sleep(0)
-            article = unique[i]
-            story = self._stories.assign(article, now) if self._stories is not None and seen[i] is None else None
-            candidates[i] = Candidate(
-                article,
-                ruleset.match(article),
-                story_id=story.story_id if story else None,
-                story_copy=story.copy if story else False,
-                content_hash=feed_hashes.get(i),
-            )
-            if story is not None:
-                self._pending_members[article.id] = (story.story_id, now, story.signature)
+        async with self._lane as lane:
+            for i in todo:
+                await lane.pause()
+                article = unique[i]
+                story = stories.assign(article, now, signatures[i]) if i in signatures else None
+                candidates[i] = Candidate(
+                    article,
+                    ruleset.match(article),
+                    story_id=story.story_id if story else None,
+                    story_copy=story.copy if story else False,
+                    content_hash=feed_hashes.get(i),
+                )
+                if story is not None:
+                    self._pending_members[article.id] = (story.story_id, now, story.signature)
         return candidates
 
     async def _remember_story_members(self, candidates: list[Candidate]) -> None:

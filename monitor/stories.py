@@ -18,23 +18,43 @@ little text makes unrelated articles look alike.
 
 Signatures are persisted by the state store (table ``story_members``) so a restart
 keeps the window: :meth:`StoryIndex.restore` reloads them.
+
+Cost: a signature takes ~0.3 ms of CPU per article (shingling and hashing), so the
+daemon computes them in its worker processes with :func:`sign_texts` (pure, picklable:
+:attr:`StoryIndex.signer`) and hands them to :meth:`StoryIndex.assign`; the event loop
+only queries and updates the LSH index. That work is bounded too: a story keeps at most
+:data:`INDEXED_PER_STORY` members in the index (later copies join the story without
+being indexed: its first members already find every further copy), and at most
+:data:`MAX_CANDIDATES` LSH candidates are compared per article, so a burst of
+near-identical texts costs linear, not quadratic, time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Sequence
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from monitor.model import Article
 
-__all__ = ["Assignment", "StoryIndex", "shingles", "story_text"]
+__all__ = ["INDEXED_PER_STORY", "MAX_CANDIDATES", "Assignment", "StoryIndex", "shingles", "sign_texts", "story_text"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+#: Members of one story kept in the LSH index; later copies join without being indexed.
+INDEXED_PER_STORY = 8
+#: LSH candidates compared with a new article, at most.
+MAX_CANDIDATES = 64
+
+#: Per process: (num_perm, seed) -> (permutations, scheme); making them costs more than an article.
+_PERMUTATIONS: dict[tuple[int, int], tuple[object, object]] = {}
 
 
 def story_text(article: Article) -> str:
@@ -48,6 +68,39 @@ def shingles(text: str, size: int) -> set[bytes]:
     if len(words) < size:
         return set()
     return {" ".join(words[i : i + size]).encode("utf-8", "surrogatepass") for i in range(len(words) - size + 1)}
+
+
+def _template(num_perm: int, seed: int) -> tuple[object, object]:
+    cached = _PERMUTATIONS.get((num_perm, seed))
+    if cached is None:
+        template = MinHash(num_perm=num_perm, seed=seed)
+        cached = _PERMUTATIONS[(num_perm, seed)] = (template.permutations, template.scheme)
+    return cached
+
+
+def _signature(text: str, num_perm: int, seed: int, shingle_size: int, min_shingles: int) -> MinHash | None:
+    grams = shingles(text, shingle_size)
+    if len(grams) < min_shingles:
+        return None
+    permutations, scheme = _template(num_perm, seed)
+    minhash = MinHash(num_perm=num_perm, seed=seed, permutations=permutations, scheme=scheme)
+    minhash.update_batch(list(grams))
+    return minhash
+
+
+def sign_texts(
+    texts: Sequence[str], *, num_perm: int = 64, seed: int = 1, shingle_size: int = 4, min_shingles: int = 8
+) -> list[bytes | None]:
+    """The packed MinHash signature of each text (None for one too short to cluster).
+
+    Pure and picklable: the daemon runs it in its worker processes. The result is what
+    :meth:`StoryIndex.assign` takes as ``signature``.
+    """
+    signed = []
+    for text in texts:
+        minhash = _signature(text, num_perm, seed, shingle_size, min_shingles)
+        signed.append(None if minhash is None else _pack(minhash.hashvalues))
+    return signed
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,41 +136,54 @@ class StoryIndex:
         self.min_shingles = min_shingles
         self._seed = seed
         self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        #: article id -> (story id, signature)
-        self._members: dict[str, tuple[str, np.ndarray]] = {}
+        #: article id -> (story id, signature, whether it is in the LSH index)
+        self._members: dict[str, tuple[str, np.ndarray, bool]] = {}
+        #: Members of each story in the LSH index (at most INDEXED_PER_STORY).
+        self._indexed: Counter[str] = Counter()
+        #: Story id -> its members left out of the index, oldest first (promoted as indexed ones expire).
+        self._unindexed: dict[str, deque[str]] = {}
         #: (time added, article id), oldest first, for expiry.
         self._order: deque[tuple[float, str]] = deque()
         # Made once: generating the permutations costs more than hashing a whole article.
-        template = MinHash(num_perm=num_perm, seed=seed)
-        self._permutations = template.permutations
-        #: The hashing scheme of this datasketch version; signatures are only comparable within one.
-        self._scheme = template.scheme
+        self._permutations, self._scheme = _template(num_perm, seed)
+
+    @property
+    def signer(self) -> Callable[[Sequence[str]], list[bytes | None]]:
+        """:func:`sign_texts` with this index's settings; picklable, for worker processes."""
+        return partial(
+            sign_texts, num_perm=self.num_perm, seed=self._seed, shingle_size=self.shingle_size, min_shingles=self.min_shingles
+        )
 
     def __len__(self) -> int:
         return len(self._members)
 
     def signature(self, text: str) -> MinHash | None:
         """The MinHash of ``text``, or None when it is too short to cluster."""
-        grams = shingles(text, self.shingle_size)
-        if len(grams) < self.min_shingles:
-            return None
-        minhash = self._minhash()
-        minhash.update_batch(list(grams))
-        return minhash
+        return _signature(text, self.num_perm, self._seed, self.shingle_size, self.min_shingles)
 
-    def assign(self, article: Article, now: float) -> Assignment | None:
-        """Put the article in a story (an earlier one, or its own); None when too short."""
+    def assign(self, article: Article, now: float, signature: bytes | None | object = ...) -> Assignment | None:
+        """Put the article in a story (an earlier one, or its own); None when too short.
+
+        ``signature`` is the article's packed signature from :attr:`signer` (None: too
+        short to cluster); without it the signature is computed here, on the caller's thread.
+        """
         self.expire(now)
         existing = self._members.get(article.id)
-        minhash = self.signature(story_text(article))
-        if minhash is None:
-            return None
-        values = np.asarray(minhash.hashvalues)
+        if signature is ...:
+            minhash = self.signature(story_text(article))
+            if minhash is None:
+                return None
+            values = np.asarray(minhash.hashvalues)
+        else:
+            values = _unpack(signature) if isinstance(signature, bytes) else None
+            if values is None or len(values) != self.num_perm:
+                return None
+            minhash = self._minhash(values)
         if existing is not None:
             return Assignment(existing[0], existing[0] != _story_id_for(article.id), _pack(values))
         best: tuple[float, str] | None = None
-        for key in self._lsh.query(minhash):
-            story_id, other = self._members[key]
+        for key in itertools.islice(self._lsh.query(minhash), MAX_CANDIDATES):
+            story_id, other, _indexed = self._members[key]
             similarity = float(np.mean(values == other))
             # LSH only proposes candidates: keep those whose estimate really passes.
             if similarity >= self.threshold and (best is None or similarity > best[0]):
@@ -145,9 +211,32 @@ class StoryIndex:
         dropped = 0
         while self._order and now - self._order[0][0] > self.window:
             _when, key = self._order.popleft()
-            if self._members.pop(key, None) is not None:
-                self._lsh.remove(key)
-                dropped += 1
+            member = self._members.pop(key, None)
+            if member is None:
+                continue
+            dropped += 1
+            story_id = member[0]
+            if not member[2]:
+                waiting = self._unindexed.get(story_id)
+                if waiting and waiting[0] == key:
+                    # Expiry goes oldest first, so it is usually the head of its story's line.
+                    waiting.popleft()
+                continue
+            self._lsh.remove(key)
+            self._indexed[story_id] -= 1
+            waiting = self._unindexed.get(story_id)
+            while waiting:
+                # The story's newest copies keep it findable once its first ones expire.
+                promoted = waiting.pop()
+                if promoted in self._members:
+                    story, values, _ = self._members[promoted]
+                    self._lsh.insert(promoted, self._minhash(values), check_duplication=False)
+                    self._members[promoted] = (story, values, True)
+                    self._indexed[story_id] += 1
+                    break
+            if self._indexed[story_id] <= 0:
+                del self._indexed[story_id]
+                self._unindexed.pop(story_id, None)
         return dropped
 
     def _minhash(self, values: np.ndarray | None = None) -> MinHash:
@@ -160,9 +249,15 @@ class StoryIndex:
         )
 
     def _insert(self, article_id: str, story_id: str, values: np.ndarray, when: float) -> None:
-        minhash = self._minhash(values)
-        self._lsh.insert(article_id, minhash, check_duplication=False)
-        self._members[article_id] = (story_id, values)
+        # A story's first members find every later copy; indexing all of them would make
+        # a burst of one wire text compare each copy with every earlier one.
+        indexed = self._indexed[story_id] < INDEXED_PER_STORY
+        if indexed:
+            self._lsh.insert(article_id, self._minhash(values), check_duplication=False)
+            self._indexed[story_id] += 1
+        else:
+            self._unindexed.setdefault(story_id, deque()).append(article_id)
+        self._members[article_id] = (story_id, values, indexed)
         self._order.append((when, article_id))
 
 
