@@ -234,7 +234,17 @@ class StallTracer:
                 where = traceback.extract_stack(other)[-1]
                 self.others[(names.get(ident, "?").split("_")[0], f"{Path(where.filename).name}:{where.lineno} {where.name}")] += 1
 
+    def _gc_timer(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._gc_started
+            count, worst, total = self.gc.get(info["generation"], (0, 0.0, 0.0))
+            self.gc[info["generation"]] = (count + 1, max(worst, took), total + took)
+
     def start(self) -> None:
+        self.gc: dict[int, tuple[int, float, float]] = {}
+        gc.callbacks.append(self._gc_timer)
         self._task = asyncio.create_task(self._ticker())
         threading.Thread(target=self._watch, daemon=True, name="stall-tracer").start()
 
@@ -244,6 +254,9 @@ class StallTracer:
         print(f"\nstall samples (loop stuck > {self.threshold * 1000:.0f} ms, one sample per {self.every * 1000:.0f} ms): {total}", flush=True)
         for key, count in self.samples.most_common(top):
             print(f"{count:6d}  " + "\n        ".join(key), flush=True)
+        gc.callbacks.remove(self._gc_timer)
+        for generation, (count, worst, total) in sorted(self.gc.items()):
+            print(f"gc generation {generation}: {count} collections, worst {worst * 1000:.0f} ms, total {total:.2f} s", flush=True)
         print("where the pollers wait (samples of all pollers):", flush=True)
         for where, count in self.waits.most_common(top):
             print(f"{count:6d}  {where}", flush=True)
@@ -542,6 +555,7 @@ def main() -> None:
     parser.add_argument("--time-box", type=float, default=30.0, help="seconds for scenario (c)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of (a), each between two ceiling measurements")
     parser.add_argument("--repeat-changed", type=int, default=2, help="cycles of (b)")
+    parser.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval for this process (0: Python's default)")
     parser.add_argument("--profile", action="store_true", help="cProfile the event loop's thread during each (a) run and print the top functions")
     parser.add_argument("--trace-stalls", action="store_true", help="sample the loop's stack during stalls > 50 ms and print where")
     parser.add_argument("--log-level", default="info", help="the daemon's default is info")
@@ -552,6 +566,8 @@ def main() -> None:
     # in production; written to /dev/null to keep the report readable.
     with open(os.devnull, "w") as sink:
         configure_logging(args.log_level, "json", stream=sink)
+        if args.switch_interval:
+            sys.setswitchinterval(args.switch_interval)
         asyncio.run(run(args))
 
 

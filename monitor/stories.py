@@ -27,6 +27,12 @@ only queries and updates the LSH index. That work is bounded too: a story keeps 
 being indexed: its first members already find every further copy), and at most
 :data:`MAX_CANDIDATES` LSH candidates are compared per article, so a burst of
 near-identical texts costs linear, not quadratic, time.
+
+The LSH buckets live in plain dicts of bytes -> tuple of article ids (:class:`_Bands`,
+banded exactly as datasketch's ``MinHashLSH`` chooses for the threshold), not in
+``MinHashLSH`` itself: its per-bucket sets and lists are containers the cyclic garbage
+collector walks on every full collection, and a day's window of ~100,000 articles made
+those collections stall the event loop for ~400 ms. Tuples of strings are not tracked.
 """
 
 from __future__ import annotations
@@ -103,6 +109,45 @@ def sign_texts(
     return signed
 
 
+class _Bands:
+    """MinHash LSH: ``b`` bands of ``r`` signature rows; texts sharing a band are candidates."""
+
+    def __init__(self, threshold: float, num_perm: int) -> None:
+        # datasketch's choice of bands and rows for this threshold (minimising false
+        # positives and negatives), so candidates are those MinHashLSH would propose.
+        probe = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.bands, self.rows = probe.b, probe.r
+        self._tables: list[dict[bytes, tuple[str, ...]]] = [{} for _ in range(self.bands)]
+
+    def _keys(self, values: np.ndarray) -> list[bytes]:
+        r = self.rows
+        return [values[i * r : (i + 1) * r].tobytes() for i in range(self.bands)]
+
+    def insert(self, key: str, values: np.ndarray) -> None:
+        for table, band in zip(self._tables, self._keys(values)):
+            table[band] = table.get(band, ()) + (key,)
+
+    def remove(self, key: str, values: np.ndarray) -> None:
+        for table, band in zip(self._tables, self._keys(values)):
+            members = table.get(band)
+            if members is None:
+                continue
+            rest = tuple(k for k in members if k != key)
+            if rest:
+                table[band] = rest
+            else:
+                del table[band]
+
+    def query(self, values: np.ndarray) -> list[str]:
+        """Keys sharing at least one band with ``values``, each once, in insertion order per band."""
+        found: dict[str, None] = {}
+        for table, band in zip(self._tables, self._keys(values)):
+            members = table.get(band)
+            if members:
+                found.update(dict.fromkeys(members))
+        return list(found)
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """Which story an article belongs to."""
@@ -135,7 +180,7 @@ class StoryIndex:
         self.shingle_size = shingle_size
         self.min_shingles = min_shingles
         self._seed = seed
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._lsh = _Bands(threshold, num_perm)
         #: article id -> (story id, signature, whether it is in the LSH index)
         self._members: dict[str, tuple[str, np.ndarray, bool]] = {}
         #: Members of each story in the LSH index (at most INDEXED_PER_STORY).
@@ -173,16 +218,16 @@ class StoryIndex:
             minhash = self.signature(story_text(article))
             if minhash is None:
                 return None
-            values = np.asarray(minhash.hashvalues)
+            # One dtype for every source (the packed form is uint64): band keys are its bytes.
+            values = np.asarray(minhash.hashvalues, dtype=np.uint64)
         else:
             values = _unpack(signature) if isinstance(signature, bytes) else None
             if values is None or len(values) != self.num_perm:
                 return None
-            minhash = self._minhash(values)
         if existing is not None:
             return Assignment(existing[0], existing[0] != _story_id_for(article.id), _pack(values))
         best: tuple[float, str] | None = None
-        for key in itertools.islice(self._lsh.query(minhash), MAX_CANDIDATES):
+        for key in itertools.islice(self._lsh.query(values), MAX_CANDIDATES):
             story_id, other, _indexed = self._members[key]
             similarity = float(np.mean(values == other))
             # LSH only proposes candidates: keep those whose estimate really passes.
@@ -222,7 +267,7 @@ class StoryIndex:
                     # Expiry goes oldest first, so it is usually the head of its story's line.
                     waiting.popleft()
                 continue
-            self._lsh.remove(key)
+            self._lsh.remove(key, member[1])
             self._indexed[story_id] -= 1
             waiting = self._unindexed.get(story_id)
             while waiting:
@@ -230,7 +275,7 @@ class StoryIndex:
                 promoted = waiting.pop()
                 if promoted in self._members:
                     story, values, _ = self._members[promoted]
-                    self._lsh.insert(promoted, self._minhash(values), check_duplication=False)
+                    self._lsh.insert(promoted, values)
                     self._members[promoted] = (story, values, True)
                     self._indexed[story_id] += 1
                     break
@@ -239,21 +284,12 @@ class StoryIndex:
                 self._unindexed.pop(story_id, None)
         return dropped
 
-    def _minhash(self, values: np.ndarray | None = None) -> MinHash:
-        return MinHash(
-            num_perm=self.num_perm,
-            seed=self._seed,
-            hashvalues=values,
-            permutations=self._permutations,
-            scheme=self._scheme,
-        )
-
     def _insert(self, article_id: str, story_id: str, values: np.ndarray, when: float) -> None:
         # A story's first members find every later copy; indexing all of them would make
         # a burst of one wire text compare each copy with every earlier one.
         indexed = self._indexed[story_id] < INDEXED_PER_STORY
         if indexed:
-            self._lsh.insert(article_id, self._minhash(values), check_duplication=False)
+            self._lsh.insert(article_id, values)
             self._indexed[story_id] += 1
         else:
             self._unindexed.setdefault(story_id, deque()).append(article_id)
