@@ -110,3 +110,23 @@ async def test_the_limit_counts_running_time_not_the_wait_for_a_worker():
         pool.close()
     assert results == [0.6, 0.6, 0.6]
     assert pool.recycled == 0
+
+
+async def test_parse_and_sign_returns_each_articles_story_signature_in_one_task(pool):
+    from monitor.stories import StoryIndex, story_text
+
+    index = StoryIndex(min_shingles=1, shingle_size=1)
+    signed = await pool.parse_and_sign(SMALL, SMALL_URL, "application/rss+xml", index.signer)
+
+    assert [a.title for a in signed.parsed.articles] == ["One", "Two"]
+    assert len(signed.signatures) == 2
+    # The same signatures the index would compute itself, so stories match across both paths.
+    assert signed.signatures == index.signer([story_text(a) for a in signed.parsed.articles])
+    assert pool.completed == 1
+
+
+async def test_parse_and_sign_fails_naming_the_feed_like_parse(pool):
+    from monitor.stories import StoryIndex
+
+    with pytest.raises(FeedError, match="small.example"):
+        await pool.parse_and_sign(b"<html><body>not a feed</body></html>", SMALL_URL, "text/html", StoryIndex().signer)

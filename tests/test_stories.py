@@ -245,3 +245,80 @@ def test_story_rules_are_recorded_in_the_articles_own_transaction(tmp_path):
     again = admit(store, [copy], lambda m, a: build_alert(m, a, ruleset_version="v1"), alert_record)
     assert again.alerts == [] and again.story_copies == 1
     assert store.story("story-x")["copies"] == 1
+
+
+# -- cost bounds: signatures made elsewhere, a burst of one wire text, the garbage collector ----
+
+
+def _wire_copy(n: int) -> Article:
+    """The daily's copy of the wire story as outlet ``n`` republished it (its own sign-off)."""
+    title, paragraphs = COPIES["daily"]
+    return _article(f"outlet{n}", title, paragraphs + [f"Published by outlet number {n}."])
+
+
+def test_a_signature_made_in_a_worker_process_places_the_article_like_one_made_here():
+    from concurrent.futures import ProcessPoolExecutor
+
+    from monitor.stories import story_text
+
+    here = StoryIndex(threshold=0.5, window=3600.0)
+    there = StoryIndex(threshold=0.5, window=3600.0)
+    articles = [_article(outlet, *COPIES[outlet]) for outlet in ("daily", "courier", "herald")]
+    articles.append(_article("wire2", "US sanctions Iranian drone parts network", OTHER))
+    articles.append(Article(id="short", feed_url="f", title="EU agrees new sanctions"))
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        signatures = pool.submit(there.signer, [story_text(a) for a in articles]).result()
+
+    assert signatures[-1] is None  # a headline alone is too short, there as here
+    for article, signature in zip(articles, signatures):
+        local, remote = here.assign(article, now=1000.0), there.assign(article, now=1000.0, signature=signature)
+        assert (local is None) == (remote is None)
+        if local is not None:
+            assert (remote.story_id, remote.copy, remote.signature) == (local.story_id, local.copy, local.signature)
+
+
+def test_a_burst_of_one_wire_text_is_one_story_at_linear_cost():
+    from monitor.stories import INDEXED_PER_STORY
+
+    index = StoryIndex(threshold=0.5, window=3600.0)
+    placed = [index.assign(_wire_copy(n), now=1000.0 + n) for n in range(400)]
+
+    assert len({p.story_id for p in placed}) == 1
+    assert sum(p.copy for p in placed) == 399
+    # Only the first copies are indexed, so each later copy is compared with a handful of
+    # earlier ones, not with all of them.
+    assert len(index._lsh.query(index._members["urn:outlet399:1"][1])) == INDEXED_PER_STORY
+
+
+def test_a_story_stays_findable_when_its_indexed_copies_expire():
+    from monitor.stories import INDEXED_PER_STORY
+
+    index = StoryIndex(threshold=0.5, window=3600.0)
+    # The first copies at t=0 (indexed), the rest later (not indexed while those live).
+    first = [index.assign(_wire_copy(n), now=0.0) for n in range(INDEXED_PER_STORY)]
+    later = [index.assign(_wire_copy(n), now=3000.0) for n in range(INDEXED_PER_STORY, INDEXED_PER_STORY + 5)]
+    assert {p.story_id for p in first + later} == {first[0].story_id}
+
+    # At t=4000 every indexed copy has expired; the later ones, still in the window, take over.
+    copy = index.assign(_wire_copy(99), now=4000.0)
+    assert copy.copy and copy.story_id == first[0].story_id
+    assert len(index) == 5 + 1
+
+
+def test_the_story_window_adds_no_objects_for_the_garbage_collector_to_walk():
+    """A day's window holds ~100,000 articles; containers per article made every full
+    collection walk millions of objects and stall the event loop for hundreds of ms."""
+    import gc
+    import random
+
+    rng = random.Random(7)
+    words = [f"word{n}" for n in range(5000)]
+    index = StoryIndex(threshold=0.5, window=86400.0)
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(2000):
+        text = " ".join(rng.choice(words) for _ in range(80))
+        index.assign(Article(id=f"a{n}", feed_url="f", body=text), now=float(n))
+    gc.collect()
+    assert len(index) == 2000
+    assert len(gc.get_objects()) - before < 200, "the index keeps GC-tracked containers per article"

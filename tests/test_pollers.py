@@ -1,0 +1,36 @@
+"""The poll loop's bounded dispatch: a fixed set of pollers drains the due feeds.
+
+Against a real local server through the whole daemon (real broker): the global limit is
+the number of pollers, every due feed is still polled, and the schedule the pollers
+choose reaches the store through the batched feed-state flush (no store write per poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.support import make_settings
+from tests.test_polling_daemon import Running, rss, server, stored, until  # noqa: F401 - server is a fixture
+
+
+async def test_concurrency_pollers_cap_requests_in_flight_and_every_feed_is_polled(broker, server, tmp_path):  # noqa: F811
+    server.delay = 0.1
+    urls = [server.feed(f"/bounded/{n}.rss", rss([(f"b{n}", f"Item {n}", "Many feeds, few pollers.")])) for n in range(12)]
+    settings = make_settings(
+        tmp_path, broker.bootstrap_servers, urls, overrides={"feeds": {"interval": 60.0, "per_host": 12, "concurrency": 3}}
+    )
+
+    async with Running(settings) as monitor:
+        await until(lambda: monitor.observer.polls >= 12, what="every feed's first poll")
+        # Pollers, not a task per due feed: a handful of tasks however many feeds are due.
+        pollers = [t for t in asyncio.all_tasks() if t.get_name().startswith("poller")]
+        assert len(pollers) == 3
+
+    assert server.max_in_flight == 3
+    assert {h.path for h in server.hits} == {f"/bounded/{n}.rss" for n in range(12)}
+    # The next poll chosen after each poll was written by the flush at shutdown.
+    for url in urls:
+        state = stored(settings, url)
+        assert state.interval == 60.0
+        assert state.next_poll is not None and state.next_poll > time.time() + 30
