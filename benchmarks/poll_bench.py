@@ -3,13 +3,14 @@
 A separate process runs an aiohttp server with N distinct RSS feeds (50 items, ~55 KB
 each, ETag / If-None-Match support). Each "cycle" the server changes a share of the
 feeds (a new item on top, the oldest dropped, a new ETag). This process polls every
-feed once per cycle through the daemon's own per-poll code: ``Monitor._poll_and_reschedule``
-(global and per-host limits, ``Pipeline.poll``, the run summary, the metrics/health
-``Observer``, ``next_interval`` and the ``Schedule``, the feed-state cache) on a
-``Monitor`` built from default settings, with the real ``HttpTransport``, the
-``ParserPool`` worker processes, the SQLite state store, the story index (MinHash) and
-the repository's rules; the daemon's state-upkeep task (batched feed-state write-back)
-runs alongside. Differences from the daemon, on purpose:
+feed once per cycle through the daemon's own poll loop, ``Monitor._poll_forever`` (the
+``Schedule``, the due-queue drained by ``[feeds] concurrency`` pollers with per-host
+lines, ``Pipeline.poll``, the run summary, the metrics/health ``Observer``,
+``next_interval``, the feed-state cache) on a ``Monitor`` built from default settings,
+with the real ``HttpTransport``, the ``ParserPool`` worker processes (parsing and story
+signatures), the SQLite state store, the story index and the repository's rules; the
+daemon's state-upkeep task (batched feed-state write-back) runs alongside. A cycle makes
+every feed due at once and wakes the loop. Differences from the daemon, on purpose:
 
 * Kafka is stubbed: alert records are counted instead of sent (the outbox rows and the
   seen-store are still written).
@@ -24,6 +25,11 @@ GET rate against the same server (304s) is measured right before and after each 
 run, so ceiling and polls see the same machine load; (a) and its ceiling are repeated
 ``--repeat`` times and the medians reported. Then parse_feed vs feedparser (default
 settings) on the same body in one process.
+
+Diagnostics: ``--trace-stalls`` samples the loop thread's stack whenever the loop has
+not ticked for 50 ms (printing where it was stuck), where the pollers wait, and how long
+garbage collections took; ``--profile`` runs cProfile over each (a) run; ``--gc-off`` and
+``--switch-interval`` show what GC pauses and GIL hand-offs cost.
 
 Start-up note: every feed's first poll gets a 1-item body (version 0), so the warm-up
 that fills ETags and the seen-store takes seconds, not minutes; a feed's first change
@@ -255,6 +261,9 @@ class StallTracer:
         for key, count in self.samples.most_common(top):
             print(f"{count:6d}  " + "\n        ".join(key), flush=True)
         gc.callbacks.remove(self._gc_timer)
+        kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        print(f"objects the GC tracks now: {sum(kinds.values())} (frozen at start-up: {gc.get_freeze_count()}); most common: "
+              + ", ".join(f"{name} {count}" for name, count in kinds.most_common(8)), flush=True)
         for generation, (count, worst, total) in sorted(self.gc.items()):
             print(f"gc generation {generation}: {count} collections, worst {worst * 1000:.0f} ms, total {total:.2f} s", flush=True)
         print("where the pollers wait (samples of all pollers):", flush=True)
@@ -555,6 +564,7 @@ def main() -> None:
     parser.add_argument("--time-box", type=float, default=30.0, help="seconds for scenario (c)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of (a), each between two ceiling measurements")
     parser.add_argument("--repeat-changed", type=int, default=2, help="cycles of (b)")
+    parser.add_argument("--gc-off", action="store_true", help="disable the cyclic GC in this process (to see what its pauses cost)")
     parser.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval for this process (0: Python's default)")
     parser.add_argument("--profile", action="store_true", help="cProfile the event loop's thread during each (a) run and print the top functions")
     parser.add_argument("--trace-stalls", action="store_true", help="sample the loop's stack during stalls > 50 ms and print where")
@@ -566,6 +576,8 @@ def main() -> None:
     # in production; written to /dev/null to keep the report readable.
     with open(os.devnull, "w") as sink:
         configure_logging(args.log_level, "json", stream=sink)
+        if args.gc_off:
+            gc.disable()
         if args.switch_interval:
             sys.setswitchinterval(args.switch_interval)
         asyncio.run(run(args))
