@@ -22,7 +22,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
@@ -70,13 +70,13 @@ class _SessionClient:
     def __init__(
         self,
         *,
-        timeout: float,
-        connect_timeout: float,
-        read_timeout: float | None,
-        max_bytes: int,
-        max_redirects: int,
-        user_agent: str,
-        connection_limit: int,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        read_timeout: float | None = None,
+        max_bytes: int = 20 * 1024 * 1024,
+        max_redirects: int = 5,
+        user_agent: str = "",
+        connection_limit: int = 100,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
@@ -113,27 +113,6 @@ class HttpTransport(_SessionClient):
     """Fetches http(s) feeds with one shared aiohttp session."""
 
     _accept = _ACCEPT
-
-    def __init__(
-        self,
-        *,
-        timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        max_bytes: int = 20 * 1024 * 1024,
-        max_redirects: int = 5,
-        user_agent: str = "",
-        connection_limit: int = 100,
-        read_timeout: float | None = None,
-    ) -> None:
-        super().__init__(
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_bytes=max_bytes,
-            max_redirects=max_redirects,
-            user_agent=user_agent,
-            connection_limit=connection_limit,
-        )
 
     async def fetch(self, url: str, validators: Validators, headers: Mapping[str, str]) -> FetchResult:
         """One conditional GET of ``url``; raises :class:`FeedError` with the url and reason."""
@@ -392,23 +371,12 @@ class PageFetcher(_SessionClient):
         self,
         *,
         policy: AddressPolicy | None = None,
-        timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-        read_timeout: float | None = None,
         max_bytes: int = 5 * 1024 * 1024,
-        max_redirects: int = 5,
-        user_agent: str = "",
         connection_limit: int = 32,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_bytes=max_bytes,
-            max_redirects=max_redirects,
-            user_agent=user_agent,
-            connection_limit=connection_limit,
-        )
+        """``options``: the timeouts, ``max_redirects`` and ``user_agent`` of :class:`_SessionClient`."""
+        super().__init__(max_bytes=max_bytes, connection_limit=connection_limit, **options)
         self.policy = policy or AddressPolicy()
 
     def _connector(self) -> aiohttp.TCPConnector:
