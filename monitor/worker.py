@@ -161,18 +161,7 @@ class Monitor:
                 # Up before the broker is reached, so probes answer (not ready) during start-up.
                 self.web = WebServer(self.observer, settings.http.listen, refresh=settings.http.refresh)
                 await stack.enter_async_context(self.web)
-            transport = RoutingTransport(
-                HttpTransport(
-                    timeout=settings.feeds.timeout,
-                    connect_timeout=settings.feeds.connect_timeout,
-                    max_bytes=settings.feeds.max_bytes,
-                    max_redirects=settings.feeds.max_redirects,
-                    user_agent=settings.feeds.user_agent,
-                    connection_limit=settings.feeds.concurrency,
-                    read_timeout=settings.feeds.read_timeout,
-                ),
-                FileTransport(max_bytes=settings.feeds.max_bytes),
-            )
+            transport = self._transport()
             stack.push_async_callback(transport.close)
             parser = ParserPool(settings.feeds.parse_workers, settings.feeds.parse_timeout)
             stack.callback(parser.close)
@@ -186,26 +175,7 @@ class Monitor:
             # Registered after the store: runs before it closes (exit callbacks run last-in first-out).
             stack.push_async_callback(self._flush_feed_states, feed_states)
 
-            publisher = KafkaPublisher(settings.kafka, self.bootstrap_servers)
-            await publisher.start()
-            stack.push_async_callback(self._stop_publisher, publisher)
-            extra_topics = {settings.kafka.articles_topic, settings.health.topic} - {""}
-            await publisher.ensure_topics(sorted(self.rules.current.topics | extra_topics | {settings.kafka.dead_letter_topic}))
-
-            delivery = Delivery(
-                publisher,
-                store,
-                queue_size=settings.delivery.queue_size,
-                dead_letter_topic=settings.kafka.dead_letter_topic,
-                topics=self.rules.current.topics | extra_topics,
-                backoff_initial=settings.delivery.retry_backoff_initial,
-                backoff_max=settings.delivery.retry_backoff_max,
-                on_published=self.observer.alert_published,
-                on_error=self.observer.publish_failed,
-            )
-            self.delivery = delivery
-            await delivery.start()
-            stack.push_async_callback(self._drain, delivery)
+            delivery = await self._start_delivery(store, stack)
             self.observer.attach(store=store, delivery=delivery)
             await self.observer.start()
             # Runs before the drain (exit callbacks run last-in first-out): health events
@@ -245,6 +215,47 @@ class Monitor:
                 stack.push_async_callback(_finish, upkeep)
                 await self._poll_forever(pipeline)
         return self.summary
+
+    def _transport(self) -> RoutingTransport:
+        """Feed fetching: aiohttp for http(s) locations, the disk for files."""
+        feeds = self.settings.feeds
+        return RoutingTransport(
+            HttpTransport(
+                timeout=feeds.timeout,
+                connect_timeout=feeds.connect_timeout,
+                max_bytes=feeds.max_bytes,
+                max_redirects=feeds.max_redirects,
+                user_agent=feeds.user_agent,
+                connection_limit=feeds.concurrency,
+                read_timeout=feeds.read_timeout,
+            ),
+            FileTransport(max_bytes=feeds.max_bytes),
+        )
+
+    async def _start_delivery(self, store: AsyncStore, stack: AsyncExitStack) -> Delivery:
+        """Reach the broker (bounded wait), ensure the topics, and start draining the outbox."""
+        kafka = self.settings.kafka
+        publisher = KafkaPublisher(kafka, self.bootstrap_servers)
+        await publisher.start()
+        stack.push_async_callback(self._stop_publisher, publisher)
+        extra_topics = {kafka.articles_topic, self.settings.health.topic} - {""}
+        await publisher.ensure_topics(sorted(self.rules.current.topics | extra_topics | {kafka.dead_letter_topic}))
+        delivery = Delivery(
+            publisher,
+            store,
+            queue_size=self.settings.delivery.queue_size,
+            dead_letter_topic=kafka.dead_letter_topic,
+            topics=self.rules.current.topics | extra_topics,
+            backoff_initial=self.settings.delivery.retry_backoff_initial,
+            backoff_max=self.settings.delivery.retry_backoff_max,
+            on_published=self.observer.alert_published,
+            on_error=self.observer.publish_failed,
+        )
+        self.delivery = delivery
+        await delivery.start()
+        # Runs after everything pushed later (last-in first-out): polls stop before the drain.
+        stack.push_async_callback(self._drain, delivery)
+        return delivery
 
     async def _drain(self, delivery: Delivery) -> None:
         drained = await delivery.stop(self._shutdown_remaining())
