@@ -80,7 +80,7 @@ class FeedStates:
         try:
             # ``health`` has its own writer (the Observer, when it changes); everything
             # else in the row is this cache's.
-            return await self._store.save_feed_states(batch, keep=("health",))
+            return await self._store.save_feed_states(batch)
         except BaseException:
             # Not written: keep them dirty so the next flush tries again.
             self._dirty |= urls

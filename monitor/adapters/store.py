@@ -358,14 +358,6 @@ class Store:
             (url, health),
         )
 
-    def set_feed_schedule(self, url: str, next_poll: float, interval: float) -> None:
-        """Record when a feed is polled next (wall-clock seconds) and at what interval."""
-        self._db.execute(
-            "INSERT INTO feeds (url, next_poll, interval) VALUES (?, ?, ?) "
-            "ON CONFLICT(url) DO UPDATE SET next_poll = excluded.next_poll, interval = excluded.interval",
-            (url, next_poll, interval),
-        )
-
     # -- stories -----------------------------------------------------------------------
 
     def story_rules(self, story_id: str) -> frozenset[str] | None:
@@ -414,12 +406,12 @@ class Store:
 
     # -- feeds (batched) -----------------------------------------------------------------
 
-    def save_feed_states(self, states: Iterable[FeedState], *, keep: Iterable[str] = ("health", "next_poll", "interval")) -> int:
+    def save_feed_states(self, states: Iterable[FeedState], *, keep: Iterable[str] = ("health",)) -> int:
         """Write many feed states in one transaction (the poller's batched write-back).
 
-        Columns named in ``keep`` are written for new rows only: other writers own them
-        (:meth:`set_feed_health`, :meth:`set_feed_schedule`), and a cached copy must not
-        overwrite what they wrote since. Returns the number of rows written.
+        Columns named in ``keep`` are written for new rows only: another writer owns them
+        (:meth:`set_feed_health`), and a cached copy must not overwrite what it wrote
+        since. Returns the number of rows written.
         """
         kept = set(keep)
         placeholders = ", ".join("?" for _ in _FEED_COLUMNS)
