@@ -336,9 +336,6 @@ class Store:
                 (article_id, article_id),
             )
 
-    def note_attempt(self, alert_id: str, topic: str) -> None:
-        self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE alert_id = ? AND topic = ?", (alert_id, topic))
-
     # -- feeds -------------------------------------------------------------------------
 
     def feed_state(self, url: str) -> FeedState:
