@@ -247,9 +247,13 @@ class StallTracer:
             took = time.perf_counter() - self._gc_started
             count, worst, total = self.gc.get(info["generation"], (0, 0.0, 0.0))
             self.gc[info["generation"]] = (count + 1, max(worst, took), total + took)
+            if took > 0.02:
+                self.slow_gc.append((took, info["generation"], threading.current_thread().name, info["collected"], gc.get_count()))
 
     def start(self) -> None:
         self.gc: dict[int, tuple[int, float, float]] = {}
+        #: Collections over 20 ms: (seconds, generation, thread, objects collected, counts after).
+        self.slow_gc: list[tuple[float, int, str, int, tuple[int, int, int]]] = []
         gc.callbacks.append(self._gc_timer)
         self._task = asyncio.create_task(self._ticker())
         threading.Thread(target=self._watch, daemon=True, name="stall-tracer").start()
@@ -264,8 +268,14 @@ class StallTracer:
         kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
         print(f"objects the GC tracks now: {sum(kinds.values())} (frozen at start-up: {gc.get_freeze_count()}); most common: "
               + ", ".join(f"{name} {count}" for name, count in kinds.most_common(8)), flush=True)
+        # A collection's cost is the references it follows, not the objects it counts:
+        # the containers with the most referents are what a full collection walks.
+        biggest = sorted(((len(gc.get_referents(o)), type(o).__name__) for o in gc.get_objects()), reverse=True)[:top]
+        print("largest tracked containers (referents): " + ", ".join(f"{name} {size}" for size, name in biggest), flush=True)
         for generation, (count, worst, total) in sorted(self.gc.items()):
             print(f"gc generation {generation}: {count} collections, worst {worst * 1000:.0f} ms, total {total:.2f} s", flush=True)
+        for took, generation, thread, collected, counts in sorted(self.slow_gc, reverse=True)[:top]:
+            print(f"  slow collection: {took * 1000:.0f} ms, generation {generation}, thread {thread}, {collected} objects freed, counts after {counts}", flush=True)
         print("where the pollers wait (samples of all pollers):", flush=True)
         for where, count in self.waits.most_common(top):
             print(f"{count:6d}  {where}", flush=True)

@@ -28,11 +28,15 @@ being indexed: its first members already find every further copy), and at most
 :data:`MAX_CANDIDATES` LSH candidates are compared per article, so a burst of
 near-identical texts costs linear, not quadratic, time.
 
-The LSH buckets live in plain dicts of bytes -> tuple of article ids (:class:`_Bands`,
-banded exactly as datasketch's ``MinHashLSH`` chooses for the threshold), not in
-``MinHashLSH`` itself: its per-bucket sets and lists are containers the cyclic garbage
-collector walks on every full collection, and a day's window of ~100,000 articles made
-those collections stall the event loop for ~400 ms. Tuples of strings are not tracked.
+The index is built so that the cyclic garbage collector never walks it. A day's window
+holds ~100,000 articles, and a collection follows every reference of every container
+it tracks: datasketch's ``MinHashLSH`` (per-bucket sets and lists) made full collections
+stall the event loop for ~400 ms, and even dicts of tuples cost 50-130 ms, because a
+tuple is tracked when it is made and one insert of it puts its dict back under watch.
+So members are numbered, the LSH buckets (:class:`_Bands`, banded exactly as
+``MinHashLSH`` chooses for the threshold) are dicts of bytes to packed member numbers,
+and each member attribute is a dict of plain values: strings, floats, numpy arrays,
+none of which the collector tracks.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from collections import Counter, deque
+import sys
+from array import array
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Sequence
@@ -110,42 +116,52 @@ def sign_texts(
 
 
 class _Bands:
-    """MinHash LSH: ``b`` bands of ``r`` signature rows; texts sharing a band are candidates."""
+    """MinHash LSH: ``b`` bands of ``r`` signature rows; texts sharing a band are candidates.
+
+    Members are serial numbers. A bucket holds them packed as 8-byte integers in one
+    bytes object, so every table is a dict of bytes to bytes, which the cyclic garbage
+    collector never tracks (see the module docstring).
+    """
 
     def __init__(self, threshold: float, num_perm: int) -> None:
         # datasketch's choice of bands and rows for this threshold (minimising false
         # positives and negatives), so candidates are those MinHashLSH would propose.
         probe = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self.bands, self.rows = probe.b, probe.r
-        self._tables: list[dict[bytes, tuple[str, ...]]] = [{} for _ in range(self.bands)]
+        self._tables: list[dict[bytes, bytes]] = [{} for _ in range(self.bands)]
 
     def _keys(self, values: np.ndarray) -> list[bytes]:
         r = self.rows
         return [values[i * r : (i + 1) * r].tobytes() for i in range(self.bands)]
 
-    def insert(self, key: str, values: np.ndarray) -> None:
+    def insert(self, serial: int, values: np.ndarray) -> None:
+        packed = serial.to_bytes(8, sys.byteorder)
         for table, band in zip(self._tables, self._keys(values)):
-            table[band] = table.get(band, ()) + (key,)
+            table[band] = table.get(band, b"") + packed
 
-    def remove(self, key: str, values: np.ndarray) -> None:
+    def remove(self, serial: int, values: np.ndarray) -> None:
         for table, band in zip(self._tables, self._keys(values)):
             members = table.get(band)
             if members is None:
                 continue
-            rest = tuple(k for k in members if k != key)
+            rest = [member for member in _serials(members) if member != serial]
             if rest:
-                table[band] = rest
+                table[band] = array("Q", rest).tobytes()
             else:
                 del table[band]
 
-    def query(self, values: np.ndarray) -> list[str]:
-        """Keys sharing at least one band with ``values``, each once, in insertion order per band."""
-        found: dict[str, None] = {}
+    def query(self, values: np.ndarray) -> list[int]:
+        """Serials sharing at least one band with ``values``, each once, in insertion order per band."""
+        found: dict[int, None] = {}
         for table, band in zip(self._tables, self._keys(values)):
             members = table.get(band)
             if members:
-                found.update(dict.fromkeys(members))
+                found.update(dict.fromkeys(_serials(members)))
         return list(found)
+
+
+def _serials(packed: bytes) -> list[int]:
+    return memoryview(packed).cast("Q").tolist()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,14 +197,25 @@ class StoryIndex:
         self.min_shingles = min_shingles
         self._seed = seed
         self._lsh = _Bands(threshold, num_perm)
-        #: article id -> (story id, signature, whether it is in the LSH index)
-        self._members: dict[str, tuple[str, np.ndarray, bool]] = {}
+        # Members are numbered in the order they are added. Their attributes live in
+        # dicts of plain values (strings, floats, arrays), never tuples: such dicts are
+        # invisible to the garbage collector (see the module docstring).
+        self._serial_of: dict[str, int] = {}
+        self._article_of: dict[int, str] = {}
+        self._story_of: dict[int, str] = {}
+        self._values_of: dict[int, np.ndarray] = {}
+        #: Time added, in serial order (expiry walks it from ``_oldest``).
+        self._added_at: dict[int, float] = {}
+        #: Whether the member is in the LSH index.
+        self._in_index: dict[int, bool] = {}
+        self._next_serial = 0
+        #: No member has a smaller serial.
+        self._oldest = 0
         #: Members of each story in the LSH index (at most INDEXED_PER_STORY).
-        self._indexed: Counter[str] = Counter()
-        #: Story id -> its members left out of the index, oldest first (promoted as indexed ones expire).
-        self._unindexed: dict[str, deque[str]] = {}
-        #: (time added, article id), oldest first, for expiry.
-        self._order: deque[tuple[float, str]] = deque()
+        self._indexed: dict[str, int] = {}
+        #: Story id -> serials of its members left out of the index, oldest first (promoted
+        #: as indexed ones expire).
+        self._unindexed: dict[str, deque[int]] = {}
         # Made once: generating the permutations costs more than hashing a whole article.
         self._permutations, self._scheme = _template(num_perm, seed)
 
@@ -200,7 +227,7 @@ class StoryIndex:
         )
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self._serial_of)
 
     def signature(self, text: str) -> MinHash | None:
         """The MinHash of ``text``, or None when it is too short to cluster."""
@@ -213,7 +240,7 @@ class StoryIndex:
         short to cluster); without it the signature is computed here, on the caller's thread.
         """
         self.expire(now)
-        existing = self._members.get(article.id)
+        existing = self._serial_of.get(article.id)
         if signature is ...:
             minhash = self.signature(story_text(article))
             if minhash is None:
@@ -225,11 +252,12 @@ class StoryIndex:
             if values is None or len(values) != self.num_perm:
                 return None
         if existing is not None:
-            return Assignment(existing[0], existing[0] != _story_id_for(article.id), _pack(values))
+            story_id = self._story_of[existing]
+            return Assignment(story_id, story_id != _story_id_for(article.id), _pack(values))
         best: tuple[float, str] | None = None
-        for key in itertools.islice(self._lsh.query(values), MAX_CANDIDATES):
-            story_id, other, _indexed = self._members[key]
-            similarity = float(np.mean(values == other))
+        for serial in itertools.islice(self._lsh.query(values), MAX_CANDIDATES):
+            story_id = self._story_of[serial]
+            similarity = float(np.mean(values == self._values_of[serial]))
             # LSH only proposes candidates: keep those whose estimate really passes.
             if similarity >= self.threshold and (best is None or similarity > best[0]):
                 best = (similarity, story_id)
@@ -243,7 +271,7 @@ class StoryIndex:
 
     def restore(self, article_id: str, story_id: str, signature: bytes, seen_at: float, now: float) -> bool:
         """Re-add a member saved by an earlier run; False when it is outside the window or unreadable."""
-        if now - seen_at > self.window or article_id in self._members:
+        if now - seen_at > self.window or article_id in self._serial_of:
             return False
         values = _unpack(signature)
         if values is None or len(values) != self.num_perm:
@@ -254,32 +282,35 @@ class StoryIndex:
     def expire(self, now: float) -> int:
         """Forget members older than the window; returns how many."""
         dropped = 0
-        while self._order and now - self._order[0][0] > self.window:
-            _when, key = self._order.popleft()
-            member = self._members.pop(key, None)
-            if member is None:
+        # Oldest first, stopping at the first member still inside the window (as members
+        # are added in time order, bar restored ones, that is every expired member).
+        while self._oldest < self._next_serial:
+            serial = self._oldest
+            added = self._added_at.get(serial)
+            if added is not None and now - added <= self.window:
+                break
+            self._oldest += 1
+            if added is None:
                 continue
             dropped += 1
-            story_id = member[0]
-            if not member[2]:
+            story_id, indexed = self._forget(serial)
+            if not indexed:
                 waiting = self._unindexed.get(story_id)
-                if waiting and waiting[0] == key:
+                if waiting and waiting[0] == serial:
                     # Expiry goes oldest first, so it is usually the head of its story's line.
                     waiting.popleft()
                 continue
-            self._lsh.remove(key, member[1])
-            self._indexed[story_id] -= 1
+            self._indexed[story_id] = remaining = self._indexed[story_id] - 1
             waiting = self._unindexed.get(story_id)
             while waiting:
                 # The story's newest copies keep it findable once its first ones expire.
                 promoted = waiting.pop()
-                if promoted in self._members:
-                    story, values, _ = self._members[promoted]
-                    self._lsh.insert(promoted, values)
-                    self._members[promoted] = (story, values, True)
-                    self._indexed[story_id] += 1
+                if promoted in self._in_index:
+                    self._lsh.insert(promoted, self._values_of[promoted])
+                    self._in_index[promoted] = True
+                    self._indexed[story_id] = remaining = remaining + 1
                     break
-            if self._indexed[story_id] <= 0:
+            if remaining <= 0:
                 del self._indexed[story_id]
                 self._unindexed.pop(story_id, None)
         return dropped
@@ -287,14 +318,32 @@ class StoryIndex:
     def _insert(self, article_id: str, story_id: str, values: np.ndarray, when: float) -> None:
         # A story's first members find every later copy; indexing all of them would make
         # a burst of one wire text compare each copy with every earlier one.
-        indexed = self._indexed[story_id] < INDEXED_PER_STORY
+        serial = self._next_serial
+        self._next_serial += 1
+        count = self._indexed.get(story_id, 0)
+        indexed = count < INDEXED_PER_STORY
         if indexed:
-            self._lsh.insert(article_id, values)
-            self._indexed[story_id] += 1
+            self._lsh.insert(serial, values)
+            self._indexed[story_id] = count + 1
         else:
-            self._unindexed.setdefault(story_id, deque()).append(article_id)
-        self._members[article_id] = (story_id, values, indexed)
-        self._order.append((when, article_id))
+            self._unindexed.setdefault(story_id, deque()).append(serial)
+        self._serial_of[article_id] = serial
+        self._article_of[serial] = article_id
+        self._story_of[serial] = story_id
+        self._values_of[serial] = values
+        self._added_at[serial] = when
+        self._in_index[serial] = indexed
+
+    def _forget(self, serial: int) -> tuple[str, bool]:
+        """Drop one member everywhere but the story bookkeeping: (its story, whether it was indexed)."""
+        del self._serial_of[self._article_of.pop(serial)]
+        story_id = self._story_of.pop(serial)
+        values = self._values_of.pop(serial)
+        del self._added_at[serial]
+        indexed = self._in_index.pop(serial)
+        if indexed:
+            self._lsh.remove(serial, values)
+        return story_id, indexed
 
 
 def _story_id_for(article_id: str) -> str:

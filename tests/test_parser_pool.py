@@ -130,3 +130,16 @@ async def test_parse_and_sign_fails_naming_the_feed_like_parse(pool):
 
     with pytest.raises(FeedError, match="small.example"):
         await pool.parse_and_sign(b"<html><body>not a feed</body></html>", SMALL_URL, "text/html", StoryIndex().signer)
+
+
+async def test_workers_run_at_a_lower_cpu_priority_than_the_daemon(pool):
+    """A busy pool must not take cores from the event loop (or from the thread holding the
+    GIL the loop waits for): the workers are niced, the daemon is not."""
+    import os
+
+    from monitor.parser_pool import WORKER_NICENESS
+
+    daemon = os.nice(0)
+    worker = await pool.run(os.nice, 0, label="niceness")
+    assert worker == min(19, daemon + WORKER_NICENESS)
+    assert os.nice(0) == daemon
