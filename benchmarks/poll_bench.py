@@ -519,7 +519,10 @@ async def run(args: argparse.Namespace) -> None:
                 a_runs.append(await poll_cycle(ctx, f"(a) all 304, run {round_ + 1}"))
                 if profiler is not None:
                     profiler.disable()
-                    pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
+                    stats = pstats.Stats(profiler)
+                    stats.sort_stats("tottime").print_stats(35)
+                    # The daemon's own share: its functions by cumulative time.
+                    stats.sort_stats("cumulative").print_stats("/monitor/", 40)
             rate, stall, _ = await raw_rate(port, args.feeds, args.raw_requests, args.concurrency, conditional=True)
             ceilings.append(rate)
             print(f"raw aiohttp ceiling: {rate:7.0f} req/s of 304s (stall {stall * 1000:.0f} ms)", flush=True)

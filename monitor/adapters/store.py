@@ -148,12 +148,19 @@ class FeedState:
             if index is None:
                 raise TypeError(f"FeedState has no field {name!r}")
             values[index] = value
-        return FeedState(*values)
+        # Filled through the slot descriptors: the frozen dataclass __init__ calls
+        # object.__setattr__ by name once per field, twice as slow.
+        state = _new_feed_state(FeedState)
+        for set_slot, value in zip(_FEED_SLOT_SETTERS, values):
+            set_slot(state, value)
+        return state
 
 
 _FEED_COLUMNS = tuple(FeedState.__dataclass_fields__)
 _FEED_INDEX = {name: index for index, name in enumerate(_FEED_COLUMNS)}
 _feed_values = operator.attrgetter(*_FEED_COLUMNS)
+_FEED_SLOT_SETTERS = tuple(getattr(FeedState, name).__set__ for name in _FEED_COLUMNS)
+_new_feed_state = object.__new__
 
 
 class Store:
