@@ -537,8 +537,8 @@ async def run(args: argparse.Namespace) -> None:
             monitor.stop()
             await ctx.loop_task
             errors = monitor.summary.failed
-            print(f"alert/outbox records written: {sink.records}; poll errors: {len(errors)}"
-                  + (f" (first: {errors[0]})" if errors else ""), flush=True)
+            print(f"alert/outbox records written: {sink.records}; poll errors: {monitor.summary.failures}"
+                  + (f" (latest: {errors[-1]})" if errors else ""), flush=True)
             ceiling = statistics.median(ceilings)
             a_rate = statistics.median(r.polls / r.seconds for r in a_runs)
             lines = [f"\n304 polls: median {a_rate:.0f}/s = {a_rate / ceiling:.0%} of the median raw aiohttp ceiling {ceiling:.0f} req/s (target >= 60%)"]

@@ -235,9 +235,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _print_summary(summary, out: TextIO) -> None:
     out.write(f"feeds polled:   {summary.polls} of {summary.feeds}")
-    out.write(f" ({len(summary.failed)} failed)\n" if summary.failed else "\n")
+    out.write(f" ({summary.failures} failed)\n" if summary.failures else "\n")
     for url, error in summary.failed:
         out.write(f"  failed: {error}\n")
+    if summary.failures > len(summary.failed):
+        out.write(f"  ... and {summary.failures - len(summary.failed)} earlier failures (see the log)\n")
     out.write(f"new articles:   {summary.new_articles} ({summary.duplicates} already seen)\n")
     total = sum(summary.alerts_by_topic.values())
     out.write(f"alerts:         {total} raised, {summary.published} acknowledged by Kafka\n")

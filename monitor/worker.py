@@ -66,13 +66,21 @@ def load_feeds(settings: Settings) -> list[Feed]:
     return enabled
 
 
+#: Failures a run summary lists (``run --once`` prints them); older ones are only counted.
+FAILURES_KEPT = 1000
+
+
 @dataclass
 class RunSummary:
     """What a run did; ``run --once`` prints it."""
 
     feeds: int = 0
     polls: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Failed polls, all of them counted...
+    failures: int = 0
+    #: ...and the latest ones kept, (feed url, error): the daemon runs for months, and an
+    #: unbounded list of every failure would grow for as long.
+    failed: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=FAILURES_KEPT))
     new_articles: int = 0
     duplicates: int = 0
     alerts_by_topic: Counter[str] = field(default_factory=Counter)
@@ -84,6 +92,7 @@ class RunSummary:
         self.new_articles += report.new
         self.duplicates += report.duplicates
         if report.error:
+            self.failures += 1
             self.failed.append((report.feed.url, report.error))
         for alert in report.alerts:
             self.alerts_by_topic[alert.topic] += 1

@@ -34,3 +34,18 @@ async def test_concurrency_pollers_cap_requests_in_flight_and_every_feed_is_poll
         state = stored(settings, url)
         assert state.interval == 60.0
         assert state.next_poll is not None and state.next_poll > time.time() + 30
+
+
+def test_the_run_summary_keeps_the_latest_failures_and_counts_them_all():
+    """The daemon runs for months: its summary must not keep every failure it ever saw."""
+    from types import SimpleNamespace
+
+    from monitor.worker import FAILURES_KEPT, RunSummary
+
+    summary = RunSummary(feeds=1)
+    for n in range(FAILURES_KEPT + 5):
+        summary.add(SimpleNamespace(new=0, duplicates=0, error=f"http://f/{n}: HTTP 500", feed=SimpleNamespace(url=f"http://f/{n}"), alerts=[]))
+
+    assert summary.failures == FAILURES_KEPT + 5
+    assert len(summary.failed) == FAILURES_KEPT
+    assert summary.failed[-1] == (f"http://f/{FAILURES_KEPT + 4}", f"http://f/{FAILURES_KEPT + 4}: HTTP 500")
