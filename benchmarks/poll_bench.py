@@ -290,6 +290,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def major_faults(pid: int) -> int:
+    """Page faults of a process that had to read from disk (a stall no code change fixes)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[9])
+
+
 @dataclass
 class Sample:
     polls: int
@@ -298,6 +303,7 @@ class Sample:
     workers_cpu: float
     server_cpu: float
     stall: float
+    major_faults: int = 0
 
     def line(self, label: str) -> str:
         rate = self.polls / self.seconds
@@ -305,6 +311,7 @@ class Sample:
             f"{label:<34} {self.polls:>6} polls in {self.seconds:6.2f}s = {rate:7.0f} polls/s   "
             f"CPU: client {self.client_cpu / self.seconds:4.0%}, parse workers {self.workers_cpu / self.seconds:4.0%}, "
             f"server {self.server_cpu / self.seconds:4.0%}   worst loop stall {self.stall * 1000:5.0f} ms"
+            + (f"   major page faults {self.major_faults}" if self.major_faults else "")
         )
 
 
@@ -367,6 +374,7 @@ async def poll_cycle(ctx: "Context", label: str, *, time_box: float | None = Non
 
     monitor.observer.poll_listeners.append(counted)
     client0, workers0, server0 = cpu_seconds(os.getpid()), ctx.workers_cpu(), await ctx.server_cpu()
+    faults0 = major_faults(os.getpid())
     ctx.meter.start()
     started = time.perf_counter()
     if ctx.loop_task is None:
@@ -381,7 +389,8 @@ async def poll_cycle(ctx: "Context", label: str, *, time_box: float | None = Non
     elapsed = time.perf_counter() - started
     polls = monitor.summary.polls - polls_before
     stall = await ctx.meter.stop()
-    sample = Sample(polls, elapsed, cpu_seconds(os.getpid()) - client0, ctx.workers_cpu() - workers0, await ctx.server_cpu() - server0, stall)
+    sample = Sample(polls, elapsed, cpu_seconds(os.getpid()) - client0, ctx.workers_cpu() - workers0, await ctx.server_cpu() - server0, stall,
+                    major_faults(os.getpid()) - faults0)
     monitor.observer.poll_listeners.remove(counted)
     print(sample.line(label), flush=True)
     return sample

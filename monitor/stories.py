@@ -36,7 +36,8 @@ tuple is tracked when it is made and one insert of it puts its dict back under w
 So members are numbered, the LSH buckets (:class:`_Bands`, banded exactly as
 ``MinHashLSH`` chooses for the threshold) are dicts of bytes to packed member numbers,
 and each member attribute is a dict of plain values: strings, floats, numpy arrays,
-none of which the collector tracks.
+none of which the collector tracks. Those dicts are sharded (:class:`_Shards`) so that
+none grows by rebuilding a table of the whole window at once.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -115,12 +116,54 @@ def sign_texts(
     return signed
 
 
+#: Shards of each of the index's dicts (see :class:`_Shards`).
+_SHARDS = 256
+
+
+class _Shards:
+    """A dict split by key hash into :data:`_SHARDS` small dicts.
+
+    A dict grows by rebuilding its whole table in one step, and the index's dicts grow
+    in lockstep (one entry per member each) to hundreds of thousands of entries: one
+    article's insert that made ~20 of them double together held the event loop for
+    ~680 ms. Split, each step rebuilds one small table, and the shards reach their
+    thresholds at different moments. Each shard holds plain values only, so none is
+    tracked by the garbage collector.
+    """
+
+    __slots__ = ("shards",)
+
+    def __init__(self) -> None:
+        self.shards: list[dict] = [{} for _ in range(_SHARDS)]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.shards[hash(key) % _SHARDS].get(key, default)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        return self.shards[hash(key) % _SHARDS].pop(key, *default)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.shards[hash(key) % _SHARDS][key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.shards[hash(key) % _SHARDS][key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self.shards[hash(key) % _SHARDS][key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.shards[hash(key) % _SHARDS]
+
+    def __len__(self) -> int:
+        return sum(map(len, self.shards))
+
+
 class _Bands:
     """MinHash LSH: ``b`` bands of ``r`` signature rows; texts sharing a band are candidates.
 
     Members are serial numbers. A bucket holds them packed as 8-byte integers in one
-    bytes object, so every table is a dict of bytes to bytes, which the cyclic garbage
-    collector never tracks (see the module docstring).
+    bytes object, in one table of bytes (band number + band rows) to bytes, which the
+    cyclic garbage collector never tracks (see the module docstring).
     """
 
     def __init__(self, threshold: float, num_perm: int) -> None:
@@ -128,19 +171,22 @@ class _Bands:
         # positives and negatives), so candidates are those MinHashLSH would propose.
         probe = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self.bands, self.rows = probe.b, probe.r
-        self._tables: list[dict[bytes, bytes]] = [{} for _ in range(self.bands)]
+        self._table = _Shards()
 
     def _keys(self, values: np.ndarray) -> list[bytes]:
         r = self.rows
-        return [values[i * r : (i + 1) * r].tobytes() for i in range(self.bands)]
+        return [i.to_bytes(2, "little") + values[i * r : (i + 1) * r].tobytes() for i in range(self.bands)]
 
     def insert(self, serial: int, values: np.ndarray) -> None:
         packed = serial.to_bytes(8, sys.byteorder)
-        for table, band in zip(self._tables, self._keys(values)):
-            table[band] = table.get(band, b"") + packed
+        shards = self._table.shards  # shard by shard, without a method call per band
+        for band in self._keys(values):
+            shard = shards[hash(band) % _SHARDS]
+            shard[band] = shard.get(band, b"") + packed
 
     def remove(self, serial: int, values: np.ndarray) -> None:
-        for table, band in zip(self._tables, self._keys(values)):
+        table = self._table
+        for band in self._keys(values):
             members = table.get(band)
             if members is None:
                 continue
@@ -153,8 +199,9 @@ class _Bands:
     def query(self, values: np.ndarray) -> list[int]:
         """Serials sharing at least one band with ``values``, each once, in insertion order per band."""
         found: dict[int, None] = {}
-        for table, band in zip(self._tables, self._keys(values)):
-            members = table.get(band)
+        shards = self._table.shards
+        for band in self._keys(values):
+            members = shards[hash(band) % _SHARDS].get(band)
             if members:
                 found.update(dict.fromkeys(_serials(members)))
         return list(found)
@@ -200,19 +247,20 @@ class StoryIndex:
         # Members are numbered in the order they are added. Their attributes live in
         # dicts of plain values (strings, floats, arrays), never tuples: such dicts are
         # invisible to the garbage collector (see the module docstring).
-        self._serial_of: dict[str, int] = {}
-        self._article_of: dict[int, str] = {}
-        self._story_of: dict[int, str] = {}
-        self._values_of: dict[int, np.ndarray] = {}
-        #: Time added, in serial order (expiry walks it from ``_oldest``).
-        self._added_at: dict[int, float] = {}
-        #: Whether the member is in the LSH index.
-        self._in_index: dict[int, bool] = {}
+        # Sharded (see _Shards): these grow together, an entry per member each.
+        self._serial_of = _Shards()  # article id -> serial
+        self._article_of = _Shards()  # serial -> article id
+        self._story_of = _Shards()  # serial -> story id
+        self._values_of = _Shards()  # serial -> signature (numpy array)
+        #: Serial -> time added (expiry walks the serials from ``_oldest``).
+        self._added_at = _Shards()
+        #: Serial -> whether the member is in the LSH index.
+        self._in_index = _Shards()
         self._next_serial = 0
         #: No member has a smaller serial.
         self._oldest = 0
         #: Members of each story in the LSH index (at most INDEXED_PER_STORY).
-        self._indexed: dict[str, int] = {}
+        self._indexed = _Shards()
         #: Story id -> serials of its members left out of the index, oldest first (promoted
         #: as indexed ones expire).
         self._unindexed: dict[str, deque[int]] = {}

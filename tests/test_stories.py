@@ -24,7 +24,7 @@ from monitor.adapters.store import Store
 from monitor.dedupe import Candidate, admit
 from monitor.model import Article, Match, Rule
 from monitor.publish import alert_record, build_alert
-from monitor.stories import StoryIndex
+from monitor.stories import StoryIndex, _Shards
 from monitor.worker import Monitor
 from tests.support import REFERENCE_TOPICS, FeedServer, make_settings, read_alerts
 
@@ -340,8 +340,25 @@ def test_the_index_is_invisible_to_the_garbage_collector():
     index.expire(1000.0 + 3600.0 + 5)  # expiry and promotion touch every structure
 
     assert len(index) > 30
-    big = [name for name, value in vars(index).items() if isinstance(value, dict) and name != "_unindexed"]
-    assert {"_serial_of", "_story_of", "_values_of", "_added_at", "_in_index", "_indexed"} <= set(big)
-    tracked = [name for name in big if gc.is_tracked(getattr(index, name))]
-    tracked += [f"band table {i}" for i, table in enumerate(index._lsh._tables) if gc.is_tracked(table)]
+    big = {name: value for name, value in vars(index).items() if isinstance(value, _Shards)}
+    assert {"_serial_of", "_article_of", "_story_of", "_values_of", "_added_at", "_in_index", "_indexed"} <= set(big)
+    big["band table"] = index._lsh._table
+    tracked = [name for name, sharded in big.items() if any(gc.is_tracked(shard) for shard in sharded.shards)]
     assert tracked == []
+    # Every member is in each per-member map exactly once.
+    assert sum(len(shard) for shard in index._story_of.shards) == len(index)
+
+
+def test_the_index_maps_grow_in_small_steps():
+    """Each per-member map is split into many dicts, so none of them rebuilds a table of
+    the whole window in one step (one insert made ~20 dicts double: 680 ms stalls)."""
+    from monitor.stories import _SHARDS
+
+    sharded = _Shards()
+    for serial in range(20_000):
+        sharded[serial] = float(serial)
+    assert len(sharded) == 20_000
+    assert max(len(shard) for shard in sharded.shards) <= 2 * 20_000 // _SHARDS
+    assert sharded[12_345] == 12_345.0 and 12_345 in sharded and sharded.get(-1) is None
+    del sharded[12_345]
+    assert 12_345 not in sharded and sharded.pop(12_346) == 12_346.0 and len(sharded) == 19_998

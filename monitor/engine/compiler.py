@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain, compress, filterfalse, islice
@@ -54,14 +54,14 @@ class CompiledRule:
 class _Context:
     """Per-article state shared by the evaluators of all candidate rules."""
 
-    __slots__ = ("fields", "scans", "special", "hits")
+    __slots__ = ("fields", "haystack", "scans", "special", "hits")
 
-    def __init__(
-        self, fields: Sequence[FoldedText], scans: list[tuple[int, str, list[tuple[int, int, int]], tuple[int, ...]]]
-    ) -> None:
+    def __init__(self, fields: Sequence[FoldedText], haystack: str, scans: list[_FieldScan]) -> None:
         self.fields = fields
-        #: (field index, padded scan text, raw automaton matches, their pattern ids) for
-        #: each field with any.
+        #: Every field's padded scan text, joined (see ``Matcher.scan``).
+        self.haystack = haystack
+        #: (field index, where its scan text starts in the haystack, raw automaton matches
+        #: in haystack offsets, their pattern ids) for each field with any.
         self.scans = scans
         #: Hits of the keys that needed a check (see ``Matcher._check_special``).
         self.special: dict[int, TermHits] | None = None
@@ -72,14 +72,14 @@ class _Context:
         """Group the raw automaton matches by key id (once, and only if a rule needs it)."""
         hits: dict[int, TermHits] = {}
         get = hits.get
-        for field_index, _scan, found, _ids in self.scans:
+        for field_index, base, found, _ids in self.scans:
             for pattern_id, start, end in found:
                 # A plain key ends before its pattern's trailing pad.
                 key_hits = get(pattern_id)
                 if key_hits is None:
-                    hits[pattern_id] = [(field_index, start, end - 2)]
+                    hits[pattern_id] = [(field_index, start - base, end - 2 - base)]
                 else:
-                    key_hits.append((field_index, start, end - 2))
+                    key_hits.append((field_index, start - base, end - 2 - base))
         if self.special:
             hits.update(self.special)
         self.hits = hits
@@ -90,13 +90,13 @@ class _Context:
         hits: dict[int, TermHits] = {}
         get = hits.get
         contains = keys.__contains__
-        for field_index, _scan, found, pattern_ids in self.scans:
+        for field_index, base, found, pattern_ids in self.scans:
             for pattern_id, start, end in compress(found, map(contains, pattern_ids)):
                 key_hits = get(pattern_id)
                 if key_hits is None:
-                    hits[pattern_id] = [(field_index, start, end - 2)]
+                    hits[pattern_id] = [(field_index, start - base, end - 2 - base)]
                 else:
-                    key_hits.append((field_index, start, end - 2))
+                    key_hits.append((field_index, start - base, end - 2 - base))
         special = self.special
         if special:
             for key_id in keys.intersection(special):
@@ -104,6 +104,12 @@ class _Context:
         self.hits = hits
         return hits
 
+
+#: One field's share of an article's scan: (field index, where the field's scan text
+#: starts in the haystack, its raw automaton matches (pattern id, start, end) in haystack
+#: offsets, their pattern ids).
+_FieldScan = tuple[int, int, list[tuple[int, int, int]], tuple[int, ...]]
+_END = itemgetter(2)
 
 #: An evaluator returns None when false, else the evidence (empty for a true NOT).
 _Evaluator = Callable[[_Context], "list[Span] | None"]
@@ -325,23 +331,46 @@ class Matcher:
         self._partner_keys = partner_keys
 
     def scan(self, fields: Sequence[FoldedText]) -> tuple[set[int], _Context]:
-        """Scan every field once: the key ids present, and the context to evaluate with."""
+        """Scan every field once: the key ids present, and the context to evaluate with.
+
+        The fields' padded scan texts are joined with NUL (which no scan text or pattern
+        contains, so no match spans two fields) and searched in one call: the automaton
+        releases the GIL for every search, and each time it must be won back from the
+        daemon's other threads, which can hold the event loop up.
+        """
         present: set[int] = set()
-        scans: list[tuple[int, str, list[tuple[int, int, int]], tuple[int, ...]]] = []
+        scans: list[_FieldScan] = []
         automaton = self._automaton
+        pieces: list[str] = []
+        haystack = ""
         if automaton is not None:
+            starts: list[tuple[int, int, int]] = []  # (field index, start, end) in the haystack
+            base = 0
             for field_index, text in enumerate(fields):
                 if text.lower:
-                    # Offsets in the padded scan text are those of text.lower plus one, and
-                    # a pattern starts with its padding space, so a word starts at ``start``.
-                    scan = " " + scan_text(text.lower) + " "
-                    found = automaton.find_matches_as_indexes(scan, overlapping=True)
-                    if found:
-                        # The pattern ids, transposed out of the match tuples in C.
-                        pattern_ids = next(zip(*found))
-                        scans.append((field_index, scan, found, pattern_ids))
-                        present.update(pattern_ids)
-        context = _Context(fields, scans)
+                    # Offsets in a padded scan text are those of text.lower plus one, and a
+                    # pattern starts with its padding space, so a word starts at ``start``.
+                    piece = " " + scan_text(text.lower) + " "
+                    pieces.append(piece)
+                    starts.append((field_index, base, base + len(piece)))
+                    base += len(piece) + 1
+            haystack = "\0".join(pieces)
+            found = automaton.find_matches_as_indexes(haystack, overlapping=True) if haystack else None
+            if found:
+                # The pattern ids, transposed out of the match tuples in C.
+                pattern_ids = next(zip(*found))
+                present.update(pattern_ids)
+                if len(starts) == 1:
+                    scans.append((starts[0][0], 0, found, pattern_ids))
+                else:
+                    # Matches come in order of their end, so each field's are a slice.
+                    low = 0
+                    for field_index, start, end in starts:
+                        high = bisect_right(found, end, low, key=_END)
+                        if high > low:
+                            scans.append((field_index, start, found[low:high], pattern_ids[low:high]))
+                        low = high
+        context = _Context(fields, haystack, scans)
         if self._special_patterns and not present.isdisjoint(self._special_patterns):
             present.update(self._check_special(context))
         return present, context
@@ -350,15 +379,18 @@ class Matcher:
         """Hits of the keys that need a check (wildcards, case, shared patterns)."""
         special = self._special
         hits: dict[int, TermHits] = {}
-        for field_index, scan, found, _ids in context.scans:
+        haystack = context.haystack
+        for field_index, base, found, _ids in context.scans:
             cased_text = context.fields[field_index].cased
             for pattern_id, start, end in found:
                 entries = special.get(pattern_id)
                 if entries is None:
                     continue
+                start -= base
                 for key_id, wildcard, cased in entries:
-                    # A wildcard runs to the end of its word; others end before their pad.
-                    hit_end = scan.find(" ", end) - 1 if wildcard else end - 2
+                    # A wildcard runs to the end of its word (a field's scan text ends
+                    # with a space); others end before their pad.
+                    hit_end = (haystack.find(" ", end) if wildcard else end - 1) - 1 - base
                     if cased is not None and cased_text[start : start + len(cased)] != cased:
                         continue
                     found_hits = hits.get(key_id)
