@@ -410,7 +410,8 @@ class Matcher:
         # Keys present that have a partner present, found in C (itemgetter/filterfalse, no
         # Python loop over the keys; itemgetter(*keys) looks every key up without a call).
         parts = itemgetter(*present)(self._partner_keys) if len(present) > 1 else (self._partner_keys[next(iter(present))],)
-        live = list(filterfalse(present.isdisjoint, parts))
+        # Keys that head no pair map to the empty (false) partner set: dropped in C first.
+        live = list(filterfalse(present.isdisjoint, filter(None, parts)))
         if not live:
             return []
         # Candidates: the clauses listed under a pair present (entries hash by identity:
@@ -437,12 +438,29 @@ class Matcher:
         matches: list[Match] = []
         cache: dict[Span, Hit] = {}
         get = cache.get
-        for rule_index in sorted(fired):
+        for rule_index in sorted(fired) if len(fired) > 1 else fired:
             group = fired[rule_index]
             entry = group[0]
             if len(group) == 1 and entry.node is None:
                 # One exact clause that holds: every hit of its positive terms.
-                spans = [(label, f, s, e) for key_id, label in entry.terms for f, s, e in hits.get(key_id, ())]
+                terms = entry.terms
+                if len(terms) == 1:
+                    key_id, label = terms[0]
+                    found = hits.get(key_id, ())
+                    if len(found) == 1:
+                        # The usual case (one term, found once), inlined.
+                        span = (label, *found[0])
+                        hit = get(span)
+                        if hit is None:
+                            hit = cache[span] = _hit(span, fields)
+                        match = _new(Match)
+                        _set_rule(match, entry.rule)
+                        _set_hits(match, (hit,))
+                        matches.append(match)
+                        continue
+                    spans = [(label, f, s, e) for f, s, e in found]
+                else:
+                    spans = [(label, f, s, e) for key_id, label in terms for f, s, e in hits.get(key_id, ())]
             else:
                 spans = self._clause_spans(group, hits, context)  # type: ignore[assignment]
                 if spans is None:
