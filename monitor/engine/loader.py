@@ -109,6 +109,18 @@ def _compose(path: str, text: str, state: _State) -> _Source:
         location = SourceLocation(path, mark.line + 1, mark.column + 1) if mark else SourceLocation(path)
         state.error(f"invalid YAML: {exc.problem or exc.context}", location, "check indentation and quoting")
         return _Source(path, text.splitlines(), None)
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow (a control character pasted in with a term):
+        # the reader gives only its position in the text.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        state.error(
+            f"invalid YAML: character U+{exc.character:04X} is not allowed" if isinstance(exc.character, int)
+            else f"invalid YAML: {exc.reason}",
+            SourceLocation(path, line, column),
+            "delete the control character (it may be invisible in an editor)",
+        )
+        return _Source(path, text.splitlines(), None)
     source = _Source(path, text.splitlines(), root)
     if root is not None:
         _check_duplicates(source, root, state)

@@ -156,6 +156,11 @@ class TestFileErrors:
         error = only_error("rules:\n  - id: r\n    query: [x\n")
         assert "invalid YAML" in error.message and error.location.line is not None
 
+    def test_a_control_character_is_an_error_at_its_position_not_a_crash(self) -> None:
+        # YAML refuses control characters (one pasted in with a term, invisible in an editor).
+        error = only_error('rules:\n  - id: r\n    query: "arms\x00control"\n')
+        assert "U+0000 is not allowed" in error.message and position(error) == (3, 17)
+
     def test_missing_path(self, tmp_path) -> None:
         with pytest.raises(RuleSetError) as caught:
             load_rules([tmp_path / "nope.yaml"])
