@@ -79,6 +79,10 @@ def _stringify(obj: object) -> str:
     return str(obj)
 
 
+#: Bumped by every :func:`configure_logging`; loggers rebuild themselves when it moves.
+_generation = 0
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog, and the standard ``logging`` module, for the whole process.
 
@@ -143,10 +147,6 @@ def _name_foreign_event(_logger: object, _name: str, event: dict) -> dict:
     event["message"] = event.get("event")
     event["event"] = f"lib.{logger_name}"
     return event
-
-
-#: Bumped by every :func:`configure_logging`; loggers rebuild themselves when it moves.
-_generation = 0
 
 
 class _Logger:

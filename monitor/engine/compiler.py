@@ -444,21 +444,10 @@ class Matcher:
             if len(group) == 1 and entry.node is None:
                 # One exact clause that holds: every hit of its positive terms.
                 terms = entry.terms
-                if len(terms) == 1:
-                    key_id, label = terms[0]
-                    found = hits.get(key_id, ())
-                    if len(found) == 1:
-                        # The usual case (one term, found once), inlined.
-                        span = (label, *found[0])
-                        hit = get(span)
-                        if hit is None:
-                            hit = cache[span] = _hit(span, fields)
-                        match = _new(Match)
-                        _set_rule(match, entry.rule)
-                        _set_hits(match, (hit,))
-                        matches.append(match)
-                        continue
-                    spans = [(label, f, s, e) for f, s, e in found]
+                found = hits.get(terms[0][0], ()) if len(terms) == 1 else ()
+                if len(found) == 1:
+                    # The usual case, one term found once, without a comprehension.
+                    spans = [(terms[0][1], *found[0])]
                 else:
                     spans = [(label, f, s, e) for key_id, label in terms for f, s, e in hits.get(key_id, ())]
             else:
