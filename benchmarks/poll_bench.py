@@ -7,7 +7,7 @@ feed once per cycle through the daemon's own poll loop, ``Monitor._poll_forever`
 ``Schedule``, the due-queue drained by ``[feeds] concurrency`` pollers with per-host
 lines, ``Pipeline.poll``, the run summary, the metrics/health ``Observer``,
 ``next_interval``, the feed-state cache) on a ``Monitor`` built from default settings,
-with the real ``HttpTransport``, the ``ParserPool`` worker processes (parsing and story
+with the daemon's own transport (``Monitor._transport``: scheme routing, then aiohttp), the ``ParserPool`` worker processes (parsing and story
 signatures), the SQLite state store, the story index and the repository's rules; the
 daemon's state-upkeep task (batched feed-state write-back) runs alongside. A cycle makes
 every feed due at once and wakes the loop. Differences from the daemon, on purpose:
@@ -458,7 +458,6 @@ async def run(args: argparse.Namespace) -> None:
     import statistics
 
     from monitor.adapters.broker import free_port
-    from monitor.adapters.http import HttpTransport
     from monitor.adapters.store import AsyncStore
     from monitor.feedstate import FeedStates
     from monitor.model import Feed
@@ -496,9 +495,7 @@ async def run(args: argparse.Namespace) -> None:
         monitor._schedule = Schedule(jitter=settings.feeds.jitter, startup_rate=float("inf"))
         store = AsyncStore.open(state_dir)
         fs = settings.feeds
-        transport = HttpTransport(timeout=fs.timeout, connect_timeout=fs.connect_timeout, max_bytes=fs.max_bytes,
-                                  max_redirects=fs.max_redirects, user_agent=fs.user_agent,
-                                  connection_limit=fs.concurrency, read_timeout=fs.read_timeout)
+        transport = monitor._transport()  # the daemon's own: routing by scheme, then aiohttp
         parser = ParserPool(fs.parse_workers, fs.parse_timeout)
         stories = await monitor._stories(store)
         feed_states = FeedStates(store)

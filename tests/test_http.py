@@ -137,3 +137,22 @@ async def test_unreachable_port_names_the_url(transport):
     with pytest.raises(FeedError) as caught:
         await transport.fetch(url, NONE, {})
     assert url in str(caught.value)
+
+
+async def test_the_daemon_transport_routes_by_scheme(tmp_path, server):
+    """http(s) goes to aiohttp, a path or file:// to the disk, anything else is refused by name."""
+    from monitor.adapters.http import FileTransport, RoutingTransport
+
+    feed = tmp_path / "feed.rss"
+    feed.write_bytes(b"<rss version='2.0'><channel><title>t</title></channel></rss>")
+    routing = RoutingTransport(HttpTransport(), FileTransport(max_bytes=1_000_000))
+    try:
+        for location in (str(feed), feed.as_uri()):
+            result = await routing.fetch(location, Validators(None, None), {})
+            assert result.body == feed.read_bytes()
+        web = await routing.fetch(server.url("/conditional"), Validators(None, None), {})
+        assert web.status == 200 and web.body
+        with pytest.raises(FeedError, match="unsupported scheme 'ftp'"):
+            await routing.fetch("ftp://example.org/feed.rss", Validators(None, None), {})
+    finally:
+        await routing.close()

@@ -246,12 +246,13 @@ class RoutingTransport:
         self.files = files
 
     async def fetch(self, url: str, validators: Validators, headers: Mapping[str, str]) -> FetchResult:
+        # The web first: nearly every poll, and an http(s) location is never a local one.
+        scheme = urlsplit(url).scheme.lower()
+        if scheme in ("http", "https"):
+            return await self.http.fetch(url, validators, headers)
         if local_path(url) is not None:
             return await self.files.fetch(url, validators, headers)
-        scheme = urlsplit(url).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise FeedError(f"{url}: unsupported scheme {scheme!r}", hint="use http(s)://, file:// or a path")
-        return await self.http.fetch(url, validators, headers)
+        raise FeedError(f"{url}: unsupported scheme {scheme!r}", hint="use http(s)://, file:// or a path")
 
     async def close(self) -> None:
         await self.http.close()
