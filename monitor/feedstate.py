@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from monitor.adapters.store import AsyncStore, FeedState
+from monitor.adapters.store import AsyncStore, FeedState, feed_row
 
 __all__ = ["FeedStates"]
 
@@ -63,7 +63,9 @@ class FeedStates:
             # Only a polled feed is scheduled, and polling caches its state; never write a
             # blank row over a stored one.
             return
-        self._states[url] = state.evolve(next_poll=next_poll, interval=interval)
+        # In place (see FeedState): this runs once per poll.
+        state.next_poll = next_poll
+        state.interval = interval
         self._dirty.add(url)
 
     @property
@@ -76,11 +78,13 @@ class FeedStates:
         if not self._dirty:
             return 0
         urls, self._dirty = self._dirty, set()
-        batch = [self._states[url] for url in urls]
+        # Snapshots taken here, on the event loop: polls go on updating the states in
+        # place while the store's thread writes.
+        rows = [feed_row(self._states[url]) for url in urls]
         try:
             # ``health`` has its own writer (the Observer, when it changes); everything
             # else in the row is this cache's.
-            return await self._store.save_feed_states(batch)
+            return await self._store.save_feed_rows(rows)
         except BaseException:
             # Not written: keep them dirty so the next flush tries again.
             self._dirty |= urls

@@ -153,8 +153,8 @@ class Pipeline:
     async def poll(self, feed: Feed) -> PollReport:
         """Poll one feed once; see the module docstring for the error contract."""
         started = time.monotonic()
-        # The state before this poll; each outcome below makes its successor in one copy
-        # (last_poll and polls included): copies are a visible share of a 304 poll.
+        # The state before this poll: a poll that finds nothing new updates it in place,
+        # the others record their outcome on a copy (see _process and _failed).
         state: FeedState = self.feed_states.peek(feed.url) or await self.feed_states.get(feed.url)
         now = self._clock()
         location = state.current_url or feed.url
@@ -182,16 +182,10 @@ class Pipeline:
         if result.moved_to and result.moved_to != current_url:
             log.info("feed.moved", feed_url=feed.url, new_url=result.moved_to, hint="update the feed list; the new address is used from now on")
             current_url = result.moved_to
-        state = state.evolve(
-            last_poll=now,
-            polls=state.polls + 1,
-            current_url=current_url,
-            etag=result.etag,
-            last_modified=result.last_modified,
-            last_success=now,
-            consecutive_errors=0,
-        )
         if result.not_modified:
+            # Nothing new, the usual poll: recorded in place (see FeedState), as nothing
+            # after this can fail.
+            _record_success(state, result, current_url, now)
             self.feed_states.put(state)
             log.debug("feed.poll.not_modified", feed_url=feed.url)
             return PollReport(feed, "not_modified", _quiet_outcome(state, result, now), state=state)
@@ -199,9 +193,13 @@ class Pipeline:
         body_hash = hashlib.blake2b(body, digest_size=16).hexdigest()
         if body_hash == state.body_hash:
             # The server ignores conditional GET, but the bytes are the same: skip parsing.
+            _record_success(state, result, current_url, now)
             self.feed_states.put(state)
             log.debug("feed.poll.unchanged", feed_url=feed.url)
             return PollReport(feed, "unchanged", _quiet_outcome(state, result, now), state=state)
+        # A copy: should parsing fail, the failure is recorded on the state as it was.
+        state = state.evolve()
+        _record_success(state, result, current_url, now)
         bound = log.bind(feed_url=feed.url)
         signatures: dict[int, bytes | None] = {}
         if self._stories is not None:
@@ -386,6 +384,17 @@ class Pipeline:
                 article = replace(article, id=known.id)
             records.append(article_record(article, self._articles_topic))
         return records
+
+
+def _record_success(state: FeedState, result: FetchResult, current_url: str | None, now: float) -> None:
+    """Record a successful fetch in ``state``, in place."""
+    state.last_poll = now
+    state.polls += 1
+    state.current_url = current_url
+    state.etag = result.etag
+    state.last_modified = result.last_modified
+    state.last_success = now
+    state.consecutive_errors = 0
 
 
 def _quiet_outcome(state: FeedState, result: FetchResult, now: float) -> PollOutcome:

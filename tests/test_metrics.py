@@ -193,3 +193,44 @@ async def test_readyz_flips_when_the_broker_stops_and_returns(feed_server, tmp_p
             assert value(await daemon.scrape(), "news_monitor_ready") == 1
     finally:
         await asyncio.to_thread(broker.stop)
+
+
+def _report(status: str, http_status: int | None, fetch: float, whole: float, error_stage: str | None = None):
+    from monitor.model import Feed
+    from monitor.pipeline import PollReport
+    from monitor.schedule import PollOutcome
+
+    report = PollReport(Feed(url="https://example.net/feed"), status, PollOutcome(ok=error_stage is None))
+    report.http_status, report.fetch_elapsed, report.elapsed, report.error_stage = http_status, fetch, whole, error_stage
+    return report
+
+
+async def test_per_poll_metrics_expose_what_prometheus_expects():
+    """The lock-free poll counter and histograms read back, through prometheus-client's
+    parser, as a Counter and Histograms would: cumulative ``le`` buckets (a value on a
+    bound counts in it), +Inf, _count and _sum."""
+    from monitor.metrics import FETCH_BUCKETS, Observer
+
+    observer = Observer([])
+    reports = [
+        _report("not_modified", 304, 0.01, 0.01),  # exactly on the first bound
+        _report("not_modified", 304, 0.02, 0.03),
+        _report("ok", 200, 0.3, 0.7),
+        _report("error", 503, 2.0, 2.0),
+        _report("error", None, 100.0, 100.0, error_stage="fetch"),  # beyond every bound
+    ]
+    for report in reports:
+        await observer.poll_finished(report)
+    scrape = samples(observer.render().decode())
+    assert value(scrape, "news_monitor_feed_polls_total", result="not_modified", status_class="3xx") == 2
+    assert value(scrape, "news_monitor_feed_polls_total", result="ok", status_class="2xx") == 1
+    assert value(scrape, "news_monitor_feed_polls_total", result="error", status_class="5xx") == 1
+    assert value(scrape, "news_monitor_feed_polls_total", result="error", status_class="network") == 1
+    for name, observed in (("fetch", [r.fetch_elapsed for r in reports]), ("poll", [r.elapsed for r in reports])):
+        metric = f"news_monitor_feed_{name}_seconds"
+        for bound in FETCH_BUCKETS:
+            expected = sum(1 for v in observed if v <= bound)
+            assert value(scrape, f"{metric}_bucket", le=str(bound)) == expected, (metric, bound)
+        assert value(scrape, f"{metric}_bucket", le="+Inf") == len(observed)
+        assert value(scrape, f"{metric}_count") == len(observed)
+        assert value(scrape, f"{metric}_sum") == pytest.approx(sum(observed))
