@@ -106,6 +106,19 @@ class HostileServer(LocalServer):
             await asyncio.sleep(0.1)
             await response.write(b" ")
 
+    async def _silent(self, request: web.Request) -> web.StreamResponse:
+        """Takes the request and never answers."""
+        await asyncio.sleep(3600)
+        return web.Response(status=204)
+
+    async def _mute_body(self, request: web.Request) -> web.StreamResponse:
+        """Headers and the start of a body, then silence."""
+        response = web.StreamResponse(headers={"Content-Type": "application/rss+xml"})
+        await response.prepare(request)
+        await response.write(b'<?xml version="1.0"?><rss version="2.0"><channel>')
+        await asyncio.sleep(3600)
+        return response
+
     async def _huge(self, request: web.Request) -> web.StreamResponse:
         """200 MB, declared in Content-Length."""
         return await self._stream(request, HUGE_BYTES, declare=True)

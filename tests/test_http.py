@@ -3,6 +3,7 @@ redirects, limits, timeouts and error statuses."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -130,6 +131,28 @@ async def test_never_ending_body_times_out(server, transport):
     assert server.url("/slow") in str(caught.value)
 
 
+@pytest.mark.parametrize("path", ["/silent", "/mute-body"])
+async def test_a_silent_server_is_abandoned_at_the_read_timeout(server, transport, path):
+    """No answer at all, or headers and then nothing: abandoned after read_timeout (1 s),
+    well before the total timeout (3 s); the transport goes on working."""
+    started = time.monotonic()
+    with pytest.raises(FeedTimeout, match="nothing from the server for 1s") as caught:
+        await transport.fetch(server.url(path), NONE, {})
+    assert 1.0 <= time.monotonic() - started < 2.2
+    assert server.url(path) in str(caught.value)
+    again = await transport.fetch(server.url("/conditional"), NONE, {})
+    assert again.status == 200
+
+
+async def test_a_fetch_cancelled_by_its_caller_stays_cancelled(server, transport):
+    """The read-timeout watch turns only its own cancellations into FeedTimeout."""
+    fetch = asyncio.ensure_future(transport.fetch(server.url("/silent"), NONE, {}))
+    await asyncio.sleep(0.3)
+    fetch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fetch
+
+
 async def test_unreachable_port_names_the_url(transport):
     from monitor.adapters.broker import free_port
 
@@ -150,8 +173,11 @@ async def test_the_daemon_transport_routes_by_scheme(tmp_path, server):
         for location in (str(feed), feed.as_uri()):
             result = await routing.fetch(location, Validators(None, None), {})
             assert result.body == feed.read_bytes()
-        web = await routing.fetch(server.url("/conditional"), Validators(None, None), {})
-        assert web.status == 200 and web.body
+        address = server.url("/conditional")
+        # The usual spelling, an upper-case scheme, and a stray leading space (urlsplit's rules).
+        for location in (address, "HTTP" + address[4:], " " + address):
+            web = await routing.fetch(location, Validators(None, None), {})
+            assert web.status == 200 and web.body, location
         with pytest.raises(FeedError, match="unsupported scheme 'ftp'"):
             await routing.fetch("ftp://example.org/feed.rss", Validators(None, None), {})
     finally:
