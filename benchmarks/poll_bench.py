@@ -22,9 +22,11 @@ Printed, for (a) all 304, (b) 10 % changed, (c) all changed (time-boxed): sustai
 polls/s, CPU (this process, the parse workers, the server), and the event loop's worst
 stall, probed by a task that sleeps 10 ms and records how late it wakes. The raw aiohttp
 GET rate against the same server (304s) is measured right before and after each (a)
-run, so ceiling and polls see the same machine load; (a) and its ceiling are repeated
-``--repeat`` times and the medians reported. Then parse_feed vs feedparser (default
-settings) on the same body in one process.
+run (as many requests as a cycle polls feeds), so ceiling and polls see the same
+machine load; (a) and its ceiling are repeated ``--repeat`` times and both the ratio of
+the medians and the median of each run against the ceilings beside it are reported (the
+second cancels the drift of a shared machine's speed). Then parse_feed vs feedparser
+(default settings) on the same body in one process.
 
 Diagnostics: ``--trace-stalls`` samples the loop thread's stack whenever the loop has
 not ticked for 50 ms (printing where it was stuck), where the pollers wait, and how long
@@ -35,7 +37,7 @@ Start-up note: every feed's first poll gets a 1-item body (version 0), so the wa
 that fills ETags and the seen-store takes seconds, not minutes; a feed's first change
 therefore brings 49 new items, not 1 (pessimistic for (b) and (c)).
 
-    .venv/bin/python benchmarks/poll_bench.py [--feeds 10000] [--changed 0.1] [--concurrency 64] [--repeat 3]
+    .venv/bin/python benchmarks/poll_bench.py [--feeds 10000] [--changed 0.1] [--concurrency 64] [--repeat 7]
 """
 
 from __future__ import annotations
@@ -328,17 +330,25 @@ class Counting:
 # -- the benchmark ----------------------------------------------------------------------
 
 
-async def raw_rate(port: int, feeds: int, requests: int, concurrency: int, conditional: bool) -> tuple[float, float, float]:
-    """Plain aiohttp GETs against the same server: (requests/s, worst stall, mean body bytes)."""
+async def current_etags(port: int, feeds: int) -> dict[int, str]:
+    """Every feed's current ETag (for the ceiling's conditional GETs)."""
+    etags: dict[int, str] = {}
+    async with aiohttp.ClientSession() as session:
+        for index in range(feeds):
+            async with session.get(f"http://{HOST}:{port}/feed/{index}") as response:
+                await response.read()
+                etags[index] = response.headers["ETag"]
+    return etags
+
+
+async def raw_rate(port: int, feeds: int, requests: int, concurrency: int, etags: dict[int, str] | None) -> tuple[float, float, float]:
+    """Plain aiohttp GETs against the same server, conditional when ``etags`` are given:
+    (requests/s, worst stall, mean body bytes)."""
     meter = StallMeter()
     connector = aiohttp.TCPConnector(limit=concurrency)
-    etags: dict[int, str] = {}
+    conditional = bool(etags)
+    etags = etags or {}
     async with aiohttp.ClientSession(connector=connector) as session:
-        if conditional:
-            for index in range(min(feeds, requests)):
-                async with session.get(f"http://{HOST}:{port}/feed/{index}") as response:
-                    await response.read()
-                    etags[index] = response.headers["ETag"]
         queue = iter(range(requests))
         received = 0
         meter.start()
@@ -513,10 +523,12 @@ async def run(args: argparse.Namespace) -> None:
         async with aiohttp.ClientSession() as session:
             ctx = Context(port, urls, feeds, pipeline, monitor, parser, args.concurrency, StallMeter(), session)
             await poll_cycle(ctx, "warm-up (first polls, 1-item bodies)")
+            # The server's ETags stay put until scenario (b) changes feeds.
+            etags = await current_etags(port, args.feeds)
             ceilings, a_runs = [], []
             for round_ in range(args.repeat):
                 for _ in range(2 if round_ == 0 else 1):
-                    rate, stall, _ = await raw_rate(port, args.feeds, args.raw_requests, args.concurrency, conditional=True)
+                    rate, stall, _ = await raw_rate(port, args.feeds, args.raw_requests or args.feeds, args.concurrency, etags)
                     ceilings.append(rate)
                     print(f"raw aiohttp ceiling: {rate:7.0f} req/s of 304s (stall {stall * 1000:.0f} ms)", flush=True)
                 profiler = cProfile.Profile() if args.profile else None
@@ -529,7 +541,7 @@ async def run(args: argparse.Namespace) -> None:
                     stats.sort_stats("tottime").print_stats(35)
                     # The daemon's own share: its functions by cumulative time.
                     stats.sort_stats("cumulative").print_stats("/monitor/", 40)
-            rate, stall, _ = await raw_rate(port, args.feeds, args.raw_requests, args.concurrency, conditional=True)
+            rate, stall, _ = await raw_rate(port, args.feeds, args.raw_requests or args.feeds, args.concurrency, etags)
             ceilings.append(rate)
             print(f"raw aiohttp ceiling: {rate:7.0f} req/s of 304s (stall {stall * 1000:.0f} ms)", flush=True)
             b_runs = []
@@ -588,9 +600,9 @@ def main() -> None:
     parser.add_argument("--changed", type=float, default=0.10, help="share of feeds changed in scenario (b)")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--parse-workers", type=int, default=-1, help="-1: one per CPU")
-    parser.add_argument("--raw-requests", type=int, default=20_000)
+    parser.add_argument("--raw-requests", type=int, default=0, help="requests per ceiling measurement (0: one per feed, as a cycle)")
     parser.add_argument("--time-box", type=float, default=30.0, help="seconds for scenario (c)")
-    parser.add_argument("--repeat", type=int, default=5, help="runs of (a), each between two ceiling measurements")
+    parser.add_argument("--repeat", type=int, default=7, help="runs of (a), each between two ceiling measurements")
     parser.add_argument("--repeat-changed", type=int, default=2, help="cycles of (b)")
     parser.add_argument("--gc-off", action="store_true", help="disable the cyclic GC in this process (to see what its pauses cost)")
     parser.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval for this process (0: Python's default)")
