@@ -281,6 +281,34 @@ async def test_conditional_get_sends_validators_and_a_304_is_not_parsed(broker, 
         assert hit.status == 304
     state = stored(settings, server.url("/conditional.rss"))
     assert state.etag == etag and state.last_modified == modified
+    # The 304 polls update the cached state in place; what they counted reached the store.
+    assert state.polls == len(server.of("/conditional.rss")) and state.last_success is not None
+
+
+async def test_a_changed_body_that_cannot_be_parsed_keeps_the_last_good_validators(broker, server, tmp_path):
+    """The failure is recorded on the state as it was before the poll: the ETag of the last
+    answer that could be read stays, so the next poll fetches the feed in full again."""
+    answers = 0
+
+    async def flipping(request: web.Request) -> web.StreamResponse:
+        nonlocal answers
+        answers += 1
+        if answers == 1:
+            body = rss([("p1", "Readable", "The last answer that could be read.")])
+            return web.Response(body=body, headers={"ETag": '"good"', "Content-Type": "application/rss+xml"})
+        return web.Response(body=b"<html><body><p>Not a feed at all</p></body></html>", headers={"ETag": '"bad"', "Content-Type": "text/html"})
+
+    server.handlers["/flip.rss"] = flipping
+    url = server.url("/flip.rss")
+    settings = _settings(tmp_path, broker, [url])
+    first = await Monitor(settings).run(once=True, handle_signals=False)
+    assert not first.failed
+    good = stored(settings, url)
+    second = await Monitor(settings).run(once=True, handle_signals=False)
+    assert len(second.failed) == 1
+    state = stored(settings, url)
+    assert state.etag == '"good"' and state.body_hash == good.body_hash
+    assert state.last_success == good.last_success and state.consecutive_errors == 1 and state.polls == 2
 
 
 async def test_identical_bytes_are_not_parsed_again_when_the_server_ignores_validators(broker, server, tmp_path):
