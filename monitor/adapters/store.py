@@ -147,7 +147,7 @@ class FeedState:
 
     def evolve(self, **changes: Any) -> "FeedState":
         """A copy with ``changes`` applied: :func:`dataclasses.replace` at half the cost
-        (the poller makes one or two per poll, thousands of times a second)."""
+        (a poll that parses a changed body makes one)."""
         values = list(_feed_values(self))
         for name, value in changes.items():
             index = _FEED_INDEX.get(name)
