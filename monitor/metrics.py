@@ -177,11 +177,11 @@ class Observer:
 
     def _define_metrics(self) -> None:
         r = self.registry
-        # Counted after every poll, so kept lock-free (see _LoopHistogram).
+        # Counted after every poll, so kept lock-free (see _LoopHistogram) and exposed by
+        # the scrape-time collector.
         self.poll_counts: Counter[tuple[str, str]] = Counter()
         self.fetch_seconds = _LoopHistogram(FETCH_BUCKETS)
         self.poll_seconds = _LoopHistogram(FETCH_BUCKETS)
-        r.register(_PollCollector(self))
         self.m_parse_errors = PromCounter(
             f"{PREFIX}_feed_parse_errors", "Feed bodies that could not be parsed (error) or parsed with "
             "problems (malformed).", ["kind"], registry=r,
@@ -447,7 +447,8 @@ class Observer:
 
 
 class _ScrapeTimeCollector(Collector):
-    """Values read when Prometheus scrapes: queue depth, broker and readiness, feed ages."""
+    """Values read when Prometheus scrapes: the per-poll counts, queue depth, broker and
+    readiness, feed ages."""
 
     def __init__(self, observer: Observer) -> None:
         self._observer = observer
@@ -460,6 +461,7 @@ class _ScrapeTimeCollector(Collector):
         observer = self._observer
         now = observer.clock()
         delivery = observer._delivery
+        yield from _poll_families(observer)
         yield _gauge("pending_alerts", "Records (alerts and health events) queued or in flight to Kafka.",
                      delivery.pending if delivery is not None else 0)
         yield _gauge("broker_up", "1 when the last broker check reached the broker.", 1 if observer.broker_up else 0)
@@ -495,7 +497,7 @@ class _LoopHistogram:
     prometheus_client's Histogram takes a lock per observation and per bucket, as threads
     may share it. Observed twice after every poll, thousands of times a second, that was
     (with the poll counter) a sixth of a 304 poll's own work. Read by
-    :class:`_PollCollector` when Prometheus scrapes, which also runs on the event loop.
+    :class:`_ScrapeTimeCollector` when Prometheus scrapes, which also runs on the event loop.
     """
 
     __slots__ = ("bounds", "counts", "total")
@@ -516,28 +518,19 @@ class _LoopHistogram:
         return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
 
 
-class _PollCollector(Collector):
+def _poll_families(observer: Observer) -> Iterator[Any]:
     """The per-poll metrics, kept lock-free by the Observer (see :class:`_LoopHistogram`)."""
-
-    def __init__(self, observer: Observer) -> None:
-        self._observer = observer
-
-    def describe(self) -> Iterable[Any]:
-        return []
-
-    def collect(self) -> Iterator[Any]:
-        observer = self._observer
-        polls = CounterMetricFamily(
-            f"{PREFIX}_feed_polls",
-            "Feed polls by result (ok, not_modified, unchanged, error, gone) and status class "
-            "(2xx, 3xx, 4xx, 5xx, network, parse).",
-            labels=["result", "status_class"],
-        )
-        for (result, status), count in sorted(observer.poll_counts.items()):
-            polls.add_metric([result, status], count)
-        yield polls
-        yield observer.fetch_seconds.family(f"{PREFIX}_feed_fetch_seconds", "Time to fetch a feed (connect, headers and body).")
-        yield observer.poll_seconds.family(f"{PREFIX}_feed_poll_seconds", "Time for a whole poll: fetch, parse, dedupe, match, queue.")
+    polls = CounterMetricFamily(
+        f"{PREFIX}_feed_polls",
+        "Feed polls by result (ok, not_modified, unchanged, error, gone) and status class "
+        "(2xx, 3xx, 4xx, 5xx, network, parse).",
+        labels=["result", "status_class"],
+    )
+    for (result, status), count in sorted(observer.poll_counts.items()):
+        polls.add_metric([result, status], count)
+    yield polls
+    yield observer.fetch_seconds.family(f"{PREFIX}_feed_fetch_seconds", "Time to fetch a feed (connect, headers and body).")
+    yield observer.poll_seconds.family(f"{PREFIX}_feed_poll_seconds", "Time for a whole poll: fetch, parse, dedupe, match, queue.")
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -362,14 +362,11 @@ class RoutingTransport:
         # The web first: nearly every poll, and an http(s) location is never a local one.
         # A prefix test for the usual spelling: urlsplit of each of thousands of distinct
         # urls (its cache is small) was 5 us a poll.
-        head = url[:8].lower()
-        if head.startswith(("http://", "https://")):
-            return await self.http.fetch(url, validators, headers)
-        scheme = urlsplit(url).scheme.lower()
-        if scheme in ("http", "https"):
+        if url[:8].lower().startswith(("http://", "https://")) or urlsplit(url).scheme.lower() in ("http", "https"):
             return await self.http.fetch(url, validators, headers)
         if local_path(url) is not None:
             return await self.files.fetch(url, validators, headers)
+        scheme = urlsplit(url).scheme.lower()
         raise FeedError(f"{url}: unsupported scheme {scheme!r}", hint="use http(s)://, file:// or a path")
 
     async def close(self) -> None:

@@ -154,12 +154,7 @@ class FeedState:
             if index is None:
                 raise TypeError(f"FeedState has no field {name!r}")
             values[index] = value
-        # Filled through the slot descriptors: the frozen dataclass __init__ calls
-        # object.__setattr__ by name once per field, twice as slow.
-        state = _new_feed_state(FeedState)
-        for set_slot, value in zip(_FEED_SLOT_SETTERS, values):
-            set_slot(state, value)
-        return state
+        return FeedState(*values)
 
 
 _FEED_COLUMNS = tuple(FeedState.__dataclass_fields__)
@@ -169,8 +164,6 @@ _feed_values = operator.attrgetter(*_FEED_COLUMNS)
 #: A snapshot of a FeedState as a row of the ``feeds`` table (column order), taken in one
 #: C call: safe to hand to the store's thread while the poller goes on updating the state.
 feed_row: Callable[[FeedState], tuple[Any, ...]] = _feed_values
-_FEED_SLOT_SETTERS = tuple(getattr(FeedState, name).__set__ for name in _FEED_COLUMNS)
-_new_feed_state = object.__new__
 
 
 class Store:
@@ -419,10 +412,6 @@ class Store:
         return dropped
 
     # -- feeds (batched) -----------------------------------------------------------------
-
-    def save_feed_states(self, states: Iterable[FeedState], *, keep: Iterable[str] = ("health",)) -> int:
-        """Write many feed states in one transaction; see :meth:`save_feed_rows`."""
-        return self.save_feed_rows([feed_row(state) for state in states], keep=keep)
 
     def save_feed_rows(self, rows: Sequence[Sequence[Any]], *, keep: Iterable[str] = ("health",)) -> int:
         """Write many :func:`feed_row` snapshots in one transaction (the poller's batched
