@@ -54,49 +54,51 @@ class CompiledRule:
 class _Context:
     """Per-article state shared by the evaluators of all candidate rules."""
 
-    __slots__ = ("fields", "haystack", "scans", "special", "hits")
+    __slots__ = ("fields", "haystack", "found", "pattern_ids", "bases", "owners", "special", "hits")
 
-    def __init__(self, fields: Sequence[FoldedText], haystack: str, scans: list[_FieldScan]) -> None:
+    def __init__(
+        self,
+        fields: Sequence[FoldedText],
+        haystack: str,
+        found: list[tuple[int, int, int]],
+        pattern_ids: tuple[int, ...],
+        bases: list[int],
+        owners: list[int],
+    ) -> None:
         self.fields = fields
         #: Every field's padded scan text, joined (see ``Matcher.scan``).
         self.haystack = haystack
-        #: (field index, where its scan text starts in the haystack, raw automaton matches
-        #: in haystack offsets, their pattern ids) for each field with any.
-        self.scans = scans
+        #: The raw automaton matches (pattern id, start, end) in haystack offsets, and
+        #: their pattern ids alone.
+        self.found = found
+        self.pattern_ids = pattern_ids
+        #: Where each non-empty field's scan text starts in the haystack, ascending, and
+        #: which field that is. A match is placed in its field only when it is needed:
+        #: most matches never are.
+        self.bases = bases
+        self.owners = owners
         #: Hits of the keys that needed a check (see ``Matcher._check_special``).
         self.special: dict[int, TermHits] | None = None
-        #: Hits of every key id found; built by :meth:`load` before any evaluation.
+        #: Hits of the key ids some candidate needs; built by :meth:`load_keys`.
         self.hits: dict[int, TermHits] = {}
 
-    def load(self) -> dict[int, TermHits]:
-        """Group the raw automaton matches by key id (once, and only if a rule needs it)."""
-        hits: dict[int, TermHits] = {}
-        get = hits.get
-        for field_index, base, found, _ids in self.scans:
-            for pattern_id, start, end in found:
-                # A plain key ends before its pattern's trailing pad.
-                key_hits = get(pattern_id)
-                if key_hits is None:
-                    hits[pattern_id] = [(field_index, start - base, end - 2 - base)]
-                else:
-                    key_hits.append((field_index, start - base, end - 2 - base))
-        if self.special:
-            hits.update(self.special)
-        self.hits = hits
-        return hits
-
     def load_keys(self, keys: set[int]) -> dict[int, TermHits]:
-        """Hits of ``keys`` only (the rest of the raw matches are skipped in C)."""
+        """Hits of ``keys`` only, in field offsets (the other raw matches are skipped in C)."""
         hits: dict[int, TermHits] = {}
         get = hits.get
-        contains = keys.__contains__
-        for field_index, base, found, pattern_ids in self.scans:
-            for pattern_id, start, end in compress(found, map(contains, pattern_ids)):
-                key_hits = get(pattern_id)
-                if key_hits is None:
-                    hits[pattern_id] = [(field_index, start - base, end - 2 - base)]
-                else:
-                    key_hits.append((field_index, start - base, end - 2 - base))
+        bases = self.bases
+        owners = self.owners
+        single = len(bases) == 1
+        for pattern_id, start, end in compress(self.found, map(keys.__contains__, self.pattern_ids)):
+            slot = 0 if single else bisect_right(bases, start) - 1
+            base = bases[slot]
+            # A plain key ends before its pattern's trailing pad.
+            hit = (owners[slot], start - base, end - 2 - base)
+            key_hits = get(pattern_id)
+            if key_hits is None:
+                hits[pattern_id] = [hit]
+            else:
+                key_hits.append(hit)
         special = self.special
         if special:
             for key_id in keys.intersection(special):
@@ -104,12 +106,6 @@ class _Context:
         self.hits = hits
         return hits
 
-
-#: One field's share of an article's scan: (field index, where the field's scan text
-#: starts in the haystack, its raw automaton matches (pattern id, start, end) in haystack
-#: offsets, their pattern ids).
-_FieldScan = tuple[int, int, list[tuple[int, int, int]], tuple[int, ...]]
-_END = itemgetter(2)
 
 #: An evaluator returns None when false, else the evidence (empty for a true NOT).
 _Evaluator = Callable[[_Context], "list[Span] | None"]
@@ -338,39 +334,26 @@ class Matcher:
         releases the GIL for every search, and each time it must be won back from the
         daemon's other threads, which can hold the event loop up.
         """
-        present: set[int] = set()
-        scans: list[_FieldScan] = []
-        automaton = self._automaton
         pieces: list[str] = []
-        haystack = ""
-        if automaton is not None:
-            starts: list[tuple[int, int, int]] = []  # (field index, start, end) in the haystack
-            base = 0
-            for field_index, text in enumerate(fields):
-                if text.lower:
-                    # Offsets in a padded scan text are those of text.lower plus one, and a
-                    # pattern starts with its padding space, so a word starts at ``start``.
-                    piece = " " + scan_text(text.lower) + " "
-                    pieces.append(piece)
-                    starts.append((field_index, base, base + len(piece)))
-                    base += len(piece) + 1
-            haystack = "\0".join(pieces)
-            found = automaton.find_matches_as_indexes(haystack, overlapping=True) if haystack else None
-            if found:
-                # The pattern ids, transposed out of the match tuples in C.
-                pattern_ids = next(zip(*found))
-                present.update(pattern_ids)
-                if len(starts) == 1:
-                    scans.append((starts[0][0], 0, found, pattern_ids))
-                else:
-                    # Matches come in order of their end, so each field's are a slice.
-                    low = 0
-                    for field_index, start, end in starts:
-                        high = bisect_right(found, end, low, key=_END)
-                        if high > low:
-                            scans.append((field_index, start, found[low:high], pattern_ids[low:high]))
-                        low = high
-        context = _Context(fields, haystack, scans)
+        bases: list[int] = []
+        owners: list[int] = []
+        base = 0
+        for field_index, text in enumerate(fields):
+            if text.lower:
+                # Offsets in a padded scan text are those of text.lower plus one, and a
+                # pattern starts with its padding space, so a word starts at ``start``.
+                piece = " " + scan_text(text.lower) + " "
+                pieces.append(piece)
+                bases.append(base)
+                owners.append(field_index)
+                base += len(piece) + 1
+        haystack = "\0".join(pieces)
+        automaton = self._automaton
+        found = automaton.find_matches_as_indexes(haystack, overlapping=True) if automaton and haystack else []
+        # The pattern ids, transposed out of the match tuples in C.
+        pattern_ids: tuple[int, ...] = next(zip(*found)) if found else ()
+        present = set(pattern_ids)
+        context = _Context(fields, haystack, found, pattern_ids, bases, owners)
         if self._special_patterns and not present.isdisjoint(self._special_patterns):
             present.update(self._check_special(context))
         return present, context
@@ -380,24 +363,25 @@ class Matcher:
         special = self._special
         hits: dict[int, TermHits] = {}
         haystack = context.haystack
-        for field_index, base, found, _ids in context.scans:
+        bases = context.bases
+        checked = compress(context.found, map(self._special_patterns.__contains__, context.pattern_ids))
+        for pattern_id, start, end in checked:
+            slot = bisect_right(bases, start) - 1
+            base = bases[slot]
+            field_index = context.owners[slot]
             cased_text = context.fields[field_index].cased
-            for pattern_id, start, end in found:
-                entries = special.get(pattern_id)
-                if entries is None:
+            start -= base
+            for key_id, wildcard, cased in special[pattern_id]:
+                # A wildcard runs to the end of its word (a field's scan text ends with a
+                # space); others end before their pad.
+                hit_end = (haystack.find(" ", end) if wildcard else end - 1) - 1 - base
+                if cased is not None and cased_text[start : start + len(cased)] != cased:
                     continue
-                start -= base
-                for key_id, wildcard, cased in entries:
-                    # A wildcard runs to the end of its word (a field's scan text ends
-                    # with a space); others end before their pad.
-                    hit_end = (haystack.find(" ", end) if wildcard else end - 1) - 1 - base
-                    if cased is not None and cased_text[start : start + len(cased)] != cased:
-                        continue
-                    found_hits = hits.get(key_id)
-                    if found_hits is None:
-                        hits[key_id] = [(field_index, start, hit_end)]
-                    else:
-                        found_hits.append((field_index, start, hit_end))
+                found_hits = hits.get(key_id)
+                if found_hits is None:
+                    hits[key_id] = [(field_index, start, hit_end)]
+                else:
+                    found_hits.append((field_index, start, hit_end))
         context.special = hits
         return hits
 
@@ -437,32 +421,31 @@ class Matcher:
         hits = context.load_keys(needed)
         matches: list[Match] = []
         cache: dict[Span, Hit] = {}
-        get = cache.get
         for rule_index in sorted(fired) if len(fired) > 1 else fired:
             group = fired[rule_index]
             entry = group[0]
-            if len(group) == 1 and entry.node is None:
-                # One exact clause that holds: every hit of its positive terms.
-                terms = entry.terms
-                found = hits.get(terms[0][0], ()) if len(terms) == 1 else ()
+            terms = entry.terms
+            if len(group) == 1 and entry.node is None and len(terms) == 1:
+                # The usual case: one exact clause that holds, with one positive term,
+                # whose hits are its evidence. Its Hits are not shared through ``cache``:
+                # other rules rarely cite the same hit, and the lookup costs more than
+                # the odd duplicate Hit.
+                key_id, label = terms[0]
+                found = hits[key_id]
                 if len(found) == 1:
-                    # The usual case, one term found once, without a comprehension.
-                    spans = [(terms[0][1], *found[0])]
+                    evidence: tuple[Hit, ...] = (_make_hit(label, *found[0], fields),)
                 else:
-                    spans = [(label, f, s, e) for key_id, label in terms for f, s, e in hits.get(key_id, ())]
+                    evidence = _to_hits([(label, *each) for each in found], fields, cache)
             else:
-                spans = self._clause_spans(group, hits, context)  # type: ignore[assignment]
-                if spans is None:
-                    continue
-            if len(spans) == 1:  # the usual case, inlined
-                span = spans[0]
-                hit = get(span)
-                if hit is None:
-                    hit = cache[span] = _hit(span, fields)
-                evidence: tuple[Hit, ...] = (hit,)
-            else:
-                evidence = _to_hits(spans, fields, cache)
-            # Match(...) without the frozen dataclass __init__ (see _hit).
+                if len(group) == 1 and entry.node is None:
+                    # One exact clause that holds: every hit of its positive terms.
+                    spans: list[Span] | None = [(label, f, s, e) for key_id, label in terms for f, s, e in hits.get(key_id, ())]
+                else:
+                    spans = self._clause_spans(group, hits, context)
+                    if spans is None:
+                        continue
+                evidence = _to_hits(spans, fields, cache)  # type: ignore[arg-type]
+            # Match(...) without the frozen dataclass __init__ (see _make_hit).
             match = _new(Match)
             _set_rule(match, entry.rule)
             _set_hits(match, evidence)
@@ -756,7 +739,11 @@ def _to_hits(spans: list[Span], fields: Sequence[FoldedText], cache: dict[Span, 
 
 
 def _hit(span: Span, fields: Sequence[FoldedText]) -> Hit:
-    label, field_index, start, end = span
+    """The Hit of one piece of evidence, in original offsets."""
+    return _make_hit(*span, fields)
+
+
+def _make_hit(label: str, field_index: int, start: int, end: int, fields: Sequence[FoldedText]) -> Hit:
     text = fields[field_index]
     if text.maps:
         start, end = text.original_span(start, end)

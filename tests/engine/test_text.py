@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from monitor.engine.text import fold, scan_text
@@ -47,6 +49,21 @@ class TestOffsets:
         folded = fold(original)
         start, end = folded.original_span(*folded_span)
         assert original[start:end] == expected
+
+    def test_every_span_maps_as_through_the_breakpoints_one_by_one(self) -> None:
+        # original_span maps a span inside one 1:1 stretch with a single lookup; it must
+        # agree with OffsetMap.point applied to both ends, wherever the span falls.
+        rng = random.Random(5)
+        pieces = ["ß", "…", "i\u0308", "  ", "word", "x", " ", "ﬁ", "—"]
+        for _ in range(300):
+            folded = fold("".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))))
+            if len(folded.maps) != 1:
+                continue
+            (offset_map,) = folded.maps
+            for start in range(len(folded.lower)):
+                for end in range(start + 1, len(folded.lower) + 1):
+                    expected = (offset_map.point(start), offset_map.point(end - 1) + 1)
+                    assert folded.original_span(start, end) == expected, (folded.original, start, end)
 
     def test_hit_offsets_point_into_original_field(self) -> None:
         body = "Große  Gespräche in Kyïv — “summit’s” agenda"
