@@ -314,16 +314,24 @@ class Matcher:
                 if a not in heads:
                     a, b = b, a
                 pair_index.setdefault(a, {}).setdefault(b, []).append(entry)
-        # Per key id, the partners are a frozenset (the keys it heads a pair with), which
-        # also carries the clause entries of each pair, so a key present costs one list
-        # lookup and one ``isdisjoint`` (hashes stored in the set: no int objects to read),
-        # in C; only keys with a partner present go further.
+        # A clause listed under a pair (a, a) is a candidate whenever a occurs, so those
+        # clauses are listed per key id (most clauses that fire are such, e.g. a lone
+        # alternative of an OR). For pairs of two keys, a key's partners are a frozenset
+        # (the keys it heads a pair with) which also carries the clause entries of each
+        # pair, so a key present costs one list lookup and one ``isdisjoint``, in C; only
+        # keys with a partner present go further (a fraction of one per article).
+        own_entries: list[tuple[_Entry, ...]] = [()] * next_id
         no_partners = _Partners()
         partner_keys: list[_Partners] = [no_partners] * next_id
         for a, inner in pair_index.items():
-            partners = partner_keys[a] = _Partners(inner)
             # Deduplicated (a clause can list one pair twice only via duplicate keys).
-            partners.pairs = {b: tuple(dict.fromkeys(entries)) for b, entries in inner.items()}
+            own = inner.pop(a, None)
+            if own:
+                own_entries[a] = tuple(dict.fromkeys(own))
+            if inner:
+                partners = partner_keys[a] = _Partners(inner)
+                partners.pairs = {b: tuple(dict.fromkeys(entries)) for b, entries in inner.items()}
+        self._own_entries = own_entries
         self._partner_keys = partner_keys
 
     def scan(self, fields: Sequence[FoldedText]) -> tuple[set[int], _Context]:
@@ -391,17 +399,19 @@ class Matcher:
         present, context = self.scan(fields)
         if not present:
             return []
-        # Keys present that have a partner present, found in C (itemgetter/filterfalse, no
-        # Python loop over the keys; itemgetter(*keys) looks every key up without a call).
-        parts = itemgetter(*present)(self._partner_keys) if len(present) > 1 else (self._partner_keys[next(iter(present))],)
-        # Keys that head no pair map to the empty (false) partner set: dropped in C first.
-        live = list(filterfalse(present.isdisjoint, filter(None, parts)))
-        if not live:
-            return []
-        # Candidates: the clauses listed under a pair present (entries hash by identity:
-        # deduplicating them reads no int objects).
-        candidates: set[_Entry] = set()
-        for partners in live:
+        # Candidates: the clauses listed under a key present, and under a pair present
+        # (entries hash by identity: deduplicating them reads no int objects). Lookups
+        # are in C (itemgetter(*keys) looks every key up without a call; keys that head
+        # no pair map to the empty, false partner set, dropped by ``filter`` first).
+        if len(present) > 1:
+            lookup = itemgetter(*present)
+            candidates: set[_Entry] = set(chain.from_iterable(lookup(self._own_entries)))
+            parts = lookup(self._partner_keys)
+        else:
+            key = next(iter(present))
+            candidates = set(self._own_entries[key])
+            parts = (self._partner_keys[key],)
+        for partners in filterfalse(present.isdisjoint, filter(None, parts)):
             candidates.update(chain.from_iterable(map(partners.pairs.__getitem__, partners.intersection(present))))
         # Clauses that hold (exact) or may hold (necessary predicate, evaluated below), by
         # rule, and the keys whose hits that takes.

@@ -44,26 +44,29 @@ def test_clauses_without_predicate_hold_whenever_a_pair_of_theirs_occurs() -> No
             clause = _clause(node, matcher._key_ids)
             exact[(rule_index, clause_index)] = (clause, node)
     implied = checked = 0
+    listed = [(key, key, entries) for key, entries in enumerate(matcher._own_entries) if entries]
     for head, partners in enumerate(matcher._partner_keys):
-        for partner, entries in partners.pairs.items():
-            assert partner in partners
-            for entry in entries:
-                checked += 1
-                # Which clause of its rule this entry is: the one with the same key set.
-                candidates = [
-                    (clause, node)
-                    for (rule_index, _), (clause, node) in exact.items()
-                    if rule_index == entry.index
-                    and frozenset(matcher._key_ids[term.key] for term in iter_terms(node)) >= entry.keys
-                ]
-                assert candidates
-                if entry.check is None:
-                    implied += 1
-                    # Some clause of the rule with these keys is exact and true on the pair.
-                    assert any(
-                        clause.exact and not clause.negatives and clause.predicate()({head, partner})
-                        for clause, _node in candidates
-                    ), (matcher.rules[entry.index].query, head, partner)
+        assert all(partner in partners and partner != head for partner in partners.pairs)
+        listed.extend((head, partner, entries) for partner, entries in partners.pairs.items())
+    assert {head for head, partner, _ in listed if head == partner} and {head for head, partner, _ in listed if head != partner}
+    for head, partner, entries in listed:
+        for entry in entries:
+            checked += 1
+            # Which clause of its rule this entry is: the one with the same key set.
+            candidates = [
+                (clause, node)
+                for (rule_index, _), (clause, node) in exact.items()
+                if rule_index == entry.index
+                and frozenset(matcher._key_ids[term.key] for term in iter_terms(node)) >= entry.keys
+            ]
+            assert candidates
+            if entry.check is None:
+                implied += 1
+                # Some clause of the rule with these keys is exact and true on the pair.
+                assert any(
+                    clause.exact and not clause.negatives and clause.predicate()({head, partner})
+                    for clause, _node in candidates
+                ), (matcher.rules[entry.index].query, head, partner)
     assert implied > 100 and checked > implied  # both kinds occur
 
 
