@@ -61,7 +61,7 @@ class _Context:
         fields: Sequence[FoldedText],
         haystack: str,
         found: list[tuple[int, int, int]],
-        pattern_ids: tuple[int, ...],
+        pattern_ids: list[int],
         bases: list[int],
         owners: list[int],
     ) -> None:
@@ -106,6 +106,8 @@ class _Context:
         self.hits = hits
         return hits
 
+
+_PATTERN_ID = itemgetter(0)
 
 #: An evaluator returns None when false, else the evidence (empty for a true NOT).
 _Evaluator = Callable[[_Context], "list[Span] | None"]
@@ -358,8 +360,8 @@ class Matcher:
         haystack = "\0".join(pieces)
         automaton = self._automaton
         found = automaton.find_matches_as_indexes(haystack, overlapping=True) if automaton and haystack else []
-        # The pattern ids, transposed out of the match tuples in C.
-        pattern_ids: tuple[int, ...] = next(zip(*found)) if found else ()
+        # The pattern ids, taken out of the match tuples in C.
+        pattern_ids = list(map(_PATTERN_ID, found))
         present = set(pattern_ids)
         context = _Context(fields, haystack, found, pattern_ids, bases, owners)
         if self._special_patterns and not present.isdisjoint(self._special_patterns):

@@ -177,7 +177,7 @@ def test_presearcher_fast_paths_equal_brute_force_and_reference_evidence() -> No
         assert [m.rule.id for m in got] == [f"r{i}" for i in expected], item
         fired_total += len(expected)
         # Evidence: the plain evaluator over regex-found hits is the reference.
-        context = _Context(fields, "", [], (), [], [])
+        context = _Context(fields, "", [], [], [], [])
         context.hits = {
             key_ids[key]: [hit for f in range(len(FIELDS)) for hit in find_term_hits(key, fields[f], f)] for key in keys
         }
@@ -251,7 +251,7 @@ def test_clause_evidence_equals_reference_evaluator() -> None:
         expected = [i for i, node in enumerate(nodes) if brute_force(node, fields)]
         got = ruleset.match(item)
         assert [m.rule.id for m in got] == [f"r{i}" for i in expected], item
-        context = _Context(fields, "", [], (), [], [])
+        context = _Context(fields, "", [], [], [], [])
         context.hits = {
             key_ids[key]: [hit for f in range(len(FIELDS)) for hit in find_term_hits(key, fields[f], f)] for key in keys
         }
