@@ -403,11 +403,12 @@ class Matcher:
             return []
         # Candidates: the clauses listed under a key present, and under a pair present
         # (entries hash by identity: deduplicating them reads no int objects). Lookups
-        # are in C (itemgetter(*keys) looks every key up without a call; keys that head
-        # no pair map to the empty, false partner set, dropped by ``filter`` first).
+        # are in C: itemgetter(*keys) looks every key up without a call, and a key listing
+        # no clause of its own, or heading no pair, maps to an empty (false) tuple or
+        # partner set, which ``filter`` drops before anything iterates it.
         if len(present) > 1:
             lookup = itemgetter(*present)
-            candidates: set[_Entry] = set(chain.from_iterable(lookup(self._own_entries)))
+            candidates: set[_Entry] = set(chain.from_iterable(filter(None, lookup(self._own_entries))))
             parts = lookup(self._partner_keys)
         else:
             key = next(iter(present))
