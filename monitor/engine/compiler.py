@@ -446,7 +446,8 @@ class Matcher:
                 key_id, label = terms[0]
                 found = hits[key_id]
                 if len(found) == 1:
-                    evidence: tuple[Hit, ...] = (_make_hit(label, *found[0], fields),)
+                    field_index, start, end = found[0]
+                    evidence: tuple[Hit, ...] = (_make_hit(label, field_index, start, end, fields),)
                 else:
                     evidence = _to_hits([(label, *each) for each in found], fields, cache)
             else:
