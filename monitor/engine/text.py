@@ -133,11 +133,20 @@ class FoldedText:
             starts = offset_map.starts
             breaks = offset_map.breaks
             index = bisect_right(starts, start) - 1
+            # Usually the span lies in one 1:1 stretch (before the next break), and its
+            # end moves by as much as its start.
             if index < 0:
                 orig_start = start
+                if start < end <= starts[0]:
+                    return start, end
             else:
                 new_start, new_len, old_start, old_len = breaks[index]
-                orig_start = old_start if start < new_start + new_len else old_start + old_len + (start - new_start - new_len)
+                if start < new_start + new_len:
+                    orig_start = old_start
+                else:
+                    orig_start = old_start + old_len + (start - new_start - new_len)
+                    if start < end and (index + 1 == len(starts) or end <= starts[index + 1]):
+                        return orig_start, orig_start + (end - start)
             if end <= start:
                 return orig_start, orig_start
             last = end - 1
