@@ -437,13 +437,13 @@ class Matcher:
         for rule_index in sorted(fired) if len(fired) > 1 else fired:
             group = fired[rule_index]
             entry = group[0]
-            terms = entry.terms
-            if len(group) == 1 and entry.node is None and len(terms) == 1:
+            single = entry.single
+            if single is not None and len(group) == 1:
                 # The usual case: one exact clause that holds, with one positive term,
                 # whose hits are its evidence. Its Hits are not shared through ``cache``:
                 # other rules rarely cite the same hit, and the lookup costs more than
                 # the odd duplicate Hit.
-                key_id, label = terms[0]
+                key_id, label = single
                 found = hits[key_id]
                 if len(found) == 1:
                     field_index, start, end = found[0]
@@ -453,7 +453,7 @@ class Matcher:
             else:
                 if len(group) == 1 and entry.node is None:
                     # One exact clause that holds: every hit of its positive terms.
-                    spans: list[Span] | None = [(label, f, s, e) for key_id, label in terms for f, s, e in hits.get(key_id, ())]
+                    spans: list[Span] | None = [(label, f, s, e) for key_id, label in entry.terms for f, s, e in hits.get(key_id, ())]
                 else:
                     spans = self._clause_spans(group, hits, context)
                     if spans is None:
@@ -491,7 +491,7 @@ class _Entry:
     predicate is only a necessary condition its query (else None) and evaluator (built on
     first use: most clauses are never candidates, and this halves the time to load)."""
 
-    __slots__ = ("index", "rule", "check", "terms", "keys", "node", "evaluator")
+    __slots__ = ("index", "rule", "check", "terms", "keys", "node", "evaluator", "single")
 
     def __init__(self, index: int, rule: Rule, check: Any, terms: Any, keys: frozenset[int], node: Node | None) -> None:
         self.index = index
@@ -501,6 +501,9 @@ class _Entry:
         self.keys = keys
         self.node = node
         self.evaluator: _Evaluator | None = None
+        #: The (key id, label) of an exact clause with one positive term (whose hits are
+        #: its evidence), else None.
+        self.single: tuple[int, str] | None = terms[0] if node is None and len(terms) == 1 else None
 
 
 class _Partners(frozenset):
