@@ -319,22 +319,30 @@ class Matcher:
         # A clause listed under a pair (a, a) is a candidate whenever a occurs, so those
         # clauses are listed per key id (most clauses that fire are such, e.g. a lone
         # alternative of an OR). For pairs of two keys, a key's partners are a frozenset
-        # (the keys it heads a pair with) which also carries the clause entries of each
-        # pair, so a key present costs one list lookup and one ``isdisjoint``, in C; only
-        # keys with a partner present go further (a fraction of one per article).
+        # (the keys it heads a pair with), so a key present costs one list lookup and one
+        # ``isdisjoint``, in C (a plain frozenset: CPython's fast path, which reads the
+        # stored hashes); only keys with a partner present go further, a fraction of one
+        # per article. Those find the clauses of each pair by the identity of their
+        # partner set (each head has its own set object, kept alive by the list).
         own_entries: list[tuple[_Entry, ...]] = [()] * next_id
-        no_partners = _Partners()
-        partner_keys: list[_Partners] = [no_partners] * next_id
+        no_partners: frozenset[int] = frozenset()
+        partner_keys: list[frozenset[int]] = [no_partners] * next_id
+        pairs_of: dict[int, dict[int, tuple[_Entry, ...]]] = {}
         for a, inner in pair_index.items():
             # Deduplicated (a clause can list one pair twice only via duplicate keys).
             own = inner.pop(a, None)
             if own:
                 own_entries[a] = tuple(dict.fromkeys(own))
             if inner:
-                partners = partner_keys[a] = _Partners(inner)
-                partners.pairs = {b: tuple(dict.fromkeys(entries)) for b, entries in inner.items()}
+                partners = partner_keys[a] = frozenset(inner)
+                pairs_of[id(partners)] = {b: tuple(dict.fromkeys(entries)) for b, entries in inner.items()}
         self._own_entries = own_entries
         self._partner_keys = partner_keys
+        self._pairs_of = pairs_of
+
+    def pairs_headed_by(self, key_id: int) -> dict[int, tuple[_Entry, ...]]:
+        """The clause entries listed under each pair (key_id, partner) (for tests)."""
+        return self._pairs_of.get(id(self._partner_keys[key_id]), {})
 
     def scan(self, fields: Sequence[FoldedText]) -> tuple[set[int], _Context]:
         """Scan every field once: the key ids present, and the context to evaluate with.
@@ -415,7 +423,8 @@ class Matcher:
             candidates = set(self._own_entries[key])
             parts = (self._partner_keys[key],)
         for partners in filterfalse(present.isdisjoint, filter(None, parts)):
-            candidates.update(chain.from_iterable(map(partners.pairs.__getitem__, partners.intersection(present))))
+            pairs = self._pairs_of[id(partners)]
+            candidates.update(chain.from_iterable(map(pairs.__getitem__, partners.intersection(present))))
         # Clauses that hold (exact) or may hold (necessary predicate, evaluated below), by
         # rule, and the keys whose hits that takes.
         fired: dict[int, list[_Entry]] = {}
@@ -504,15 +513,6 @@ class _Entry:
         #: The (key id, label) of an exact clause with one positive term (whose hits are
         #: its evidence), else None.
         self.single: tuple[int, str] | None = terms[0] if node is None and len(terms) == 1 else None
-
-
-class _Partners(frozenset):
-    """The partner keys of a key, carrying the clause entries listed under each pair."""
-
-    __slots__ = ("pairs",)
-
-    def __init__(self, *args: Any) -> None:
-        self.pairs: dict[int, tuple[_Entry, ...]] = {}
 
 
 def _cover(pairs: set[tuple[int, int]]) -> set[int]:

@@ -46,8 +46,9 @@ def test_clauses_without_predicate_hold_whenever_a_pair_of_theirs_occurs() -> No
     implied = checked = 0
     listed = [(key, key, entries) for key, entries in enumerate(matcher._own_entries) if entries]
     for head, partners in enumerate(matcher._partner_keys):
-        assert all(partner in partners and partner != head for partner in partners.pairs)
-        listed.extend((head, partner, entries) for partner, entries in partners.pairs.items())
+        pairs = matcher.pairs_headed_by(head)
+        assert set(pairs) == partners and head not in partners
+        listed.extend((head, partner, entries) for partner, entries in pairs.items())
     assert {head for head, partner, _ in listed if head == partner} and {head for head, partner, _ in listed if head != partner}
     for head, partner, entries in listed:
         for entry in entries:
