@@ -1,6 +1,6 @@
 """Rule-engine throughput at 10, 1,000 and 10,000 rules (a script, not a test).
 
-    .venv/bin/python benchmarks/rules_bench.py [--articles 400] [--seed 7] [--passes 7]
+    .venv/bin/python benchmarks/rules_bench.py [--articles 400] [--seed 7] [--passes 15]
 
 Generates a large vocabulary of names and phrases, rule sets whose queries use 2-6 of
 them (AND/OR/NOT/NEAR/K OF), and ~5 KB news-like articles that mention a few dozen
@@ -210,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--passes", type=int, default=7, help="interleaved passes per cell (best is reported)")
+    parser.add_argument("--passes", type=int, default=15, help="interleaved passes per cell (best is reported)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     vocab = vocabulary(rng, 30_000)
