@@ -352,6 +352,9 @@ class Matcher:
         releases the GIL for every search, and each time it must be won back from the
         daemon's other threads, which can hold the event loop up.
         """
+        automaton = self._automaton
+        if automaton is None:  # no enabled rule has a term: nothing to scan for
+            return set(), _Context(fields, "", [], [], [], [])
         pieces: list[str] = []
         bases: list[int] = []
         owners: list[int] = []
@@ -366,8 +369,7 @@ class Matcher:
                 owners.append(field_index)
                 base += len(piece) + 1
         haystack = "\0".join(pieces)
-        automaton = self._automaton
-        found = automaton.find_matches_as_indexes(haystack, overlapping=True) if automaton and haystack else []
+        found = automaton.find_matches_as_indexes(haystack, overlapping=True) if haystack else []
         # The pattern ids, taken out of the match tuples in C.
         pattern_ids = list(map(_PATTERN_ID, found))
         present = set(pattern_ids)
