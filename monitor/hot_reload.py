@@ -60,6 +60,19 @@ class RulesHolder:
             for listener in self.failure_listeners:
                 listener(exc)
             return False
+        except Exception as exc:
+            # A bug in loading, not a mistake in the file: the daemon still keeps running
+            # on the rules it has, and the traceback goes to the log for a bug report.
+            failure = RuleError(
+                f"loading the rules failed unexpectedly: {type(exc).__name__}: {exc}",
+                hint="the previous rules stay active; run 'news-monitor rules check' on the files and report the traceback",
+            )
+            self.reload_failures += 1
+            self.last_error = str(failure)
+            log.exception("rules.reload.crashed", error=str(failure), active_version=self.current.version)
+            for listener in self.failure_listeners:
+                listener(failure)
+            return False
         if ruleset.version == self.current.version:
             log.debug("rules.reload.unchanged", version=ruleset.version)
             return True

@@ -104,3 +104,29 @@ async def test_reload_swaps_whole_set_or_nothing(tmp_path):
     assert await holder.reload() is True
     assert sorted(r.query for r in holder.current.rules) == ["beta", "gamma"]
     assert holder.reloads == 1 and holder.reload_failures == 1
+
+
+async def test_a_crash_while_loading_keeps_the_old_rules_and_is_counted(tmp_path, monkeypatch):
+    # A bug in the loader (not a mistake in the file) must not end the watch task, and
+    # with it the daemon: the reload fails like a bad edit would, with the traceback logged.
+    from monitor import hot_reload
+    from monitor.engine import load_rules
+    from monitor.errors import RuleError
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "one.yaml").write_text(_rule("one", "alerts.one", "alpha"))
+    failures: list[RuleError] = []
+    holder = hot_reload.RulesHolder(load_rules([rules]), paths=(str(rules),), failure_listeners=[failures.append])
+
+    def crash(paths):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(hot_reload, "load_rules", crash)
+    assert await holder.reload() is False
+    assert [r.query for r in holder.current.rules] == ["alpha"]
+    assert holder.reload_failures == 1 and holder.reloads == 0
+    assert "RecursionError" in (holder.last_error or "") and len(failures) == 1
+    monkeypatch.undo()
+    (rules / "one.yaml").write_text(_rule("one", "alerts.one", "beta"))
+    assert await holder.reload() is True and [r.query for r in holder.current.rules] == ["beta"]

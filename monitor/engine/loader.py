@@ -122,16 +122,43 @@ def _compose(path: str, text: str, state: _State) -> _Source:
         )
         return _Source(path, text.splitlines(), None)
     source = _Source(path, text.splitlines(), root)
-    if root is not None:
-        _check_duplicates(source, root, state)
+    if root is not None and not _check_tree(source, root, state):
+        return _Source(path, source.lines, None)
     return source
 
 
-def _check_duplicates(source: _Source, node: Node, state: _State) -> None:
-    """Refuse duplicate mapping keys anywhere (YAML would silently keep the last one)."""
-    if isinstance(node, MappingNode):
+def _check_tree(source: _Source, root: Node, state: _State) -> bool:
+    """Refuse duplicate mapping keys anywhere (YAML would silently keep the last one), and
+    aliases of lists or mappings: expanding nested ones is how a few lines of YAML become
+    billions of items (the "billion laughs"). Iterative, so no nesting libyaml accepts can
+    exhaust Python's recursion limit. False if the file is not usable."""
+    usable = True
+    collections: set[int] = set()
+    reported: set[int] = set()
+    stack: list[Node] = [root]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, (MappingNode, SequenceNode)):
+            continue
+        if id(node) in collections:
+            usable = False
+            if id(node) in reported:
+                continue
+            reported.add(id(node))
+            # An alias is the anchored node itself, so this is where the anchor is.
+            state.error(
+                "a list or mapping anchored here (&name) is used again through an alias (*name)",
+                _at(source.path, node),
+                "rule files do not expand aliases of lists or mappings: write the items out, "
+                "or share terms through a named list under lists:",
+            )
+            continue
+        collections.add(id(node))
+        if isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
+            continue
         seen: dict[object, Node] = {}
-        for key, value in node.value:
+        for key, _value in node.value:
             name = key.value if isinstance(key, ScalarNode) else id(key)
             if name in seen:
                 first = seen[name]
@@ -142,10 +169,8 @@ def _check_duplicates(source: _Source, node: Node, state: _State) -> None:
                 )
             else:
                 seen[name] = key
-            _check_duplicates(source, value, state)
-    elif isinstance(node, SequenceNode):
-        for item in node.value:
-            _check_duplicates(source, item, state)
+        stack.extend(value for _key, value in reversed(node.value))
+    return usable
 
 
 def _scalar(node: Node) -> object:

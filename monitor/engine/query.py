@@ -57,6 +57,12 @@ MAX_NEAR = 100
 MIN_WILDCARD_PREFIX = 3
 
 
+#: How deeply parentheses (and K OF groups) and NOT may nest in one query. Real rules
+#: nest a few levels; the limit keeps a pathological query (thousands of '(') a
+#: located error instead of a RecursionError.
+MAX_NESTING = 50
+
+
 class QueryError(ValueError):
     """A query (or list entry) that does not parse; ``offset`` is a 0-based index into it."""
 
@@ -294,6 +300,7 @@ class _Parser:
         self.index = 0
         self.fields: tuple[str, ...] = FIELDS
         self.scoped = False
+        self.depth = 0
 
     @property
     def peek(self) -> _Token:
@@ -347,10 +354,24 @@ class _Parser:
             left = Near(left, right, operator.number)
         return left
 
+    def enter(self, token: _Token) -> None:
+        """One more level of parentheses or NOT, refused past :data:`MAX_NESTING`: the
+        parser and every pass over the query recurse once per level."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise QueryError(
+                f"query nests more than {MAX_NESTING} levels of parentheses and NOT",
+                token.offset,
+                "flatten it: (a OR (b OR c)) is a OR b OR c, and NOT NOT a is a; "
+                "put long alternatives in a named list",
+            )
+
     def parse_unary(self) -> Node:
         if self.peek.kind == "NOT":
-            self.take()
-            return Not(self.parse_unary())
+            self.enter(self.take())
+            node = Not(self.parse_unary())
+            self.depth -= 1
+            return node
         return self.parse_primary()
 
     def parse_primary(self) -> Node:
@@ -377,8 +398,10 @@ class _Parser:
         if token.kind == "LPAREN":
             if self.peek.kind == "RPAREN":
                 raise QueryError("empty parentheses", token.offset, "put a term inside or remove them")
+            self.enter(token)
             node = self.parse_or()
             self.expect_close(token)
+            self.depth -= 1
             return node
         if token.kind == "ATLEAST":
             return self.parse_at_least(token)
@@ -427,6 +450,7 @@ class _Parser:
             items = self.list_terms(self.take())
         elif self.peek.kind == "LPAREN":
             opening = self.take()
+            self.enter(opening)
             while True:
                 # A bare @list item contributes its entries, so "2 OF (@leaders)" counts names.
                 if self.peek.kind == "LIST" and self.tokens[self.index + 1].kind in ("COMMA", "RPAREN"):
@@ -437,6 +461,7 @@ class _Parser:
                     break
                 self.take()
             self.expect_close(opening)
+            self.depth -= 1
         else:
             raise QueryError(
                 f"{token.text} needs a list of items",

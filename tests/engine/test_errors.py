@@ -7,7 +7,9 @@ import textwrap
 import pytest
 
 from monitor.engine import RuleSetError, load_rules, parse_rules
+from monitor.engine.query import MAX_NESTING
 from monitor.errors import RuleError
+from tests.engine.helpers import article
 
 
 def errors_of(text: str) -> list[RuleError]:
@@ -111,6 +113,34 @@ class TestQueryErrors:
         error = only_error("rules:\n  - id: r\n    query: putin AND\n      trump NEAR/y x\n")
         assert position(error) == (4, 13)
 
+    @pytest.mark.parametrize(
+        ("query", "column"),
+        [
+            ("(" * 5000 + "putin" + ")" * 5000, 13 + MAX_NESTING),
+            ("NOT " * 3000 + "putin trump", 13 + 4 * MAX_NESTING),
+            ("1 OF (" * 3000 + "putin" + ")" * 3000, 13 + 6 * MAX_NESTING + 5),
+            # Parentheses and NOT count together.
+            ("(" * 30 + "putin AND " + "NOT " * 30 + "trump" + ")" * 30, 13 + 30 + 10 + 4 * (MAX_NESTING - 30)),
+        ],
+        ids=["parentheses", "not", "k-of", "mixed"],
+    )
+    def test_nesting_past_the_limit_is_an_error_at_the_level_that_passes_it(self, query: str, column: int) -> None:
+        # Before the limit, thousands of '(' were a RecursionError traceback.
+        error = query_error(query)
+        assert f"more than {MAX_NESTING} levels" in error.message and position(error) == (3, column)
+        assert "flatten" in (error.hint or "")
+
+    def test_nesting_up_to_the_limit_loads_and_matches(self) -> None:
+        query = "(" * MAX_NESTING + "putin" + ")" * MAX_NESTING + " AND " + "NOT " * (MAX_NESTING - 1) + "xi"
+        ruleset = parse_rules(f"rules:\n  - id: r\n    query: '{query}'\n", "r.yaml")
+        # An odd number of NOTs: the rule needs "xi" to be absent.
+        assert [m.rule.id for m in ruleset.match(article(body="Putin spoke."))] == ["r"]
+        assert ruleset.match(article(body="Putin met Xi.")) == []
+
+    def test_depth_is_nesting_not_the_count_of_groups(self) -> None:
+        query = " OR ".join(f"(NOT a{i} AND (b{i}))" for i in range(3 * MAX_NESTING))
+        assert parse_rules(f"rules:\n  - id: r\n    query: '{query}'\n", "r.yaml").rules[0].id == "r"
+
 
 class TestFileErrors:
     def test_unknown_key_suggests_the_closest(self) -> None:
@@ -126,6 +156,25 @@ class TestFileErrors:
         error = only_error("rules:\n  - id: r\n    query: x\n    query: y\n")
         assert "duplicate key 'query'" in error.message and position(error) == (4, 5)
         assert "line 3" in (error.hint or "")
+
+    def test_alias_of_a_list_is_refused_at_its_anchor(self) -> None:
+        # The "billion laughs": nested aliases expand a few lines into billions of items.
+        levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+        for previous, name in zip("abcdefgh", "bcdefghi"):
+            levels.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 10) + "]")
+        text = "\n".join(levels) + "\nrules:\n  - id: r\n    query: x\n    tags: *i\n"
+        errors = errors_of(text)
+        assert [position(e) for e in errors] == [(line, 4) for line in range(1, 10)]
+        assert all("alias" in e.message and "named list" in (e.hint or "") for e in errors)
+
+    def test_alias_of_a_scalar_is_fine(self) -> None:
+        ruleset = parse_rules("rules:\n  - id: a\n    query: x\n    severity: &s high\n  - id: b\n    query: y\n    severity: *s\n", "r.yaml")
+        assert [r.severity for r in ruleset.rules] == ["high", "high"]
+
+    def test_deep_yaml_nesting_is_an_error_not_a_crash(self) -> None:
+        # libyaml accepts up to 1,000 levels, deeper than Python's default recursion limit.
+        error = only_error("rules: " + "[" * 995 + "]" * 995 + "\n")
+        assert "each rule must be a mapping" in error.message
 
     def test_duplicate_id_across_files(self, tmp_path) -> None:
         (tmp_path / "a.yaml").write_text("rules:\n  - id: r\n    query: x\n")
