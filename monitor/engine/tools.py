@@ -157,7 +157,10 @@ def evaluate(labeled_path: PathLike, rule_paths: Iterable[PathLike], out: TextIO
     records: list[tuple[Article, set[str]]] = []
     errors = 0
     try:
-        lines = Path(labeled_path).read_text(encoding="utf-8").splitlines()
+        # Split on newlines only, as bytes: a JSON string may hold U+2028, which
+        # str.splitlines would cut at, and one line that is not UTF-8 is reported
+        # with its number like any other bad line.
+        lines = Path(labeled_path).read_bytes().split(b"\n")
     except OSError as exc:
         _print(out, f"{labeled_path}: cannot read: {exc}")
         return 1
@@ -172,6 +175,9 @@ def evaluate(labeled_path: PathLike, rule_paths: Iterable[PathLike], out: TextIO
             if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
                 raise ValueError("'labels' must be a list of rule ids")
             records.append((_labeled_article(record, line_no), set(labels)))
+        except UnicodeDecodeError as exc:
+            _print(out, f"{labeled_path}:{line_no}: not UTF-8 text: {exc.reason} at byte {exc.start + 1} (save the file as UTF-8)")
+            errors += 1
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             _print(out, f"{labeled_path}:{line_no}: {exc}")
             errors += 1

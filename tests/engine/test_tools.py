@@ -90,6 +90,24 @@ class TestEvaluate:
         out = io.StringIO()
         assert evaluate(labeled, [rules], out) == 1 and f"{labeled}:2:" in out.getvalue()
 
+    def test_a_line_that_is_not_utf8_is_reported_with_its_number(self, tmp_path: Path) -> None:
+        rules = write(tmp_path, "r.yaml", "rules:\n  - id: war\n    query: war\n")
+        labeled = tmp_path / "l.jsonl"
+        labeled.write_bytes(b'{"id": "a", "text": "war", "labels": ["war"]}\n{"id": "b", "text": "\xff war"}\n')
+        out = io.StringIO()
+        assert evaluate(str(labeled), [rules], out) == 1
+        assert f"{labeled}:2: not UTF-8 text" in out.getvalue() and "Traceback" not in out.getvalue()
+
+    def test_line_separators_inside_strings_and_crlf_do_not_split_records(self, tmp_path: Path) -> None:
+        rules = write(tmp_path, "r.yaml", "rules:\n  - id: war\n    query: war\n")
+        labeled = tmp_path / "l.jsonl"
+        labeled.write_text('{"id": "a", "text": "the\u2028war", "labels": ["war"]}\r\n{"id": "b", "text": "peace", "labels": []}\r\n', encoding="utf-8")
+        out = io.StringIO()
+        assert evaluate(str(labeled), [rules], out) == 0
+        assert out.getvalue().startswith("2 labeled passages")
+        row = next(line for line in out.getvalue().splitlines() if line.startswith("war "))
+        assert row.split()[1:4] == ["1", "0", "0"]
+
 
 class TestExplain:
     def test_explains_terms_fields_offsets_and_snippet(self) -> None:
