@@ -71,6 +71,10 @@ def fold_char(char: str) -> str:
         return "'"
     if char in _DOUBLE_QUOTES:
         return '"'
+    if "\uac00" <= char <= "\ud7a3":
+        # A Hangul syllable: NFKD would spell it out in jamo (no marks to strip), making
+        # every Korean word longer and its offsets a break each.
+        return char
     decomposed = unicodedata.normalize("NFKD", char)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     if stripped.lower() != stripped.casefold() or len(stripped.lower()) != len(stripped):
@@ -172,24 +176,36 @@ class FoldedText:
 _ASCII_BYTES = bytes(range(128))
 
 
-def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None]:
+def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
     """Fold every non-ASCII character of ``text``; record those whose length changed.
 
     A regex over the whole text is slow on non-ASCII strings (~12 ns a character), so
     the distinct non-ASCII characters are found in C (UTF-8 bytes minus the ASCII ones)
     and each one-to-one fold is a ``str.replace``; only characters that fold to another
-    length are located one by one.
+    length are located one by one. Also says whether letters of a script written without
+    spaces occur (see :func:`_split_unspaced`).
     """
     others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
+    unspaced = False
     expanding: list[str] = []
     for char in set(others):
         folded = fold_char(char)
+        if folded == char:
+            # Most letters of non-Latin scripts: with hundreds of distinct ones (a Chinese
+            # article), a replace pass for each would cost milliseconds. Only these (and
+            # the few that fold to them, below) can be letters of an unspaced script;
+            # quotes, dashes and accented Latin letters, most of news text's non-ASCII
+            # characters, fold to something else and skip the check.
+            unspaced = unspaced or _is_unspaced(char)
+            continue
         if len(folded) == 1:
             text = text.replace(char, folded)
+            unspaced = unspaced or (folded >= "\u0e00" and _is_unspaced(folded))
         else:
             expanding.append(char)
+            unspaced = unspaced or any(map(_is_unspaced, folded))  # "㍿" -> "株式会社"
     if not expanding:
-        return text, None
+        return text, None, unspaced
     positions: list[int] = []
     for char in expanding:
         index = text.find(char)
@@ -209,6 +225,52 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None]:
         delta += len(folded) - 1
         last = index + 1
     pieces.append(text[last:])
+    return "".join(pieces), _build_map(breaks), unspaced
+
+
+#: Scripts written without spaces between words: Han (with its extensions and
+#: compatibility ideographs), Hiragana, Katakana (half-width too, which folds to
+#: full-width), Thai, Lao, Khmer, Myanmar. Hangul is left alone: Korean puts spaces
+#: between words.
+_UNSPACED_RANGES = (
+    ("\u0e00", "\u0eff"), ("\u1000", "\u109f"), ("\u1780", "\u17ff"), ("\u3040", "\u30ff"),
+    ("\u31f0", "\u31ff"), ("\u3400", "\u4dbf"), ("\u4e00", "\u9fff"), ("\uf900", "\ufaff"),
+    ("\uff66", "\uff9f"), ("\U00020000", "\U0003ffff"),
+)  # fmt: skip
+_UNSPACED_CLASS = "".join(f"{low}-{high}" for low, high in _UNSPACED_RANGES)
+_UNSPACED_RUN = re.compile(f"[{_UNSPACED_CLASS}]+")
+
+
+@lru_cache(maxsize=65536)
+def _is_unspaced(char: str) -> bool:
+    return _UNSPACED_RUN.match(char) is not None
+
+
+def _split_unspaced(text: str) -> tuple[str, OffsetMap | None]:
+    """Make every letter of a script written without spaces a word of its own, as
+    Lucene's standard tokenizer makes each ideograph a token: a space goes between it and
+    any letter or digit beside it, so the term 北京 (folded to the phrase 北 京) matches
+    inside 峰会在北京举行. Each inserted space is recorded as the character after it
+    growing by one (" 京"), so offsets map back with the other breaks."""
+    pieces: list[str] = []
+    before: list[int] = []  # original positions that get a space before them
+    last = 0
+    for run in _UNSPACED_RUN.finditer(text):
+        start, end = run.span()
+        pieces.append(text[last:start])
+        if start and text[start - 1].isalnum():
+            before.append(start)
+            pieces.append(" ")
+        pieces.append(" ".join(run.group()))
+        before.extend(range(start + 1, end))
+        if end < len(text) and text[end].isalnum():
+            before.append(end)
+            pieces.append(" ")
+        last = end
+    if not before:
+        return text, None
+    pieces.append(text[last:])
+    breaks = [(position + shift, 2, position, 1) for shift, position in enumerate(before)]
     return "".join(pieces), _build_map(breaks)
 
 
@@ -239,9 +301,13 @@ def fold(text: str) -> FoldedText:
     maps: list[OffsetMap] = []
     cased = text
     if not text.isascii():
-        cased, offset_map = _fold_non_ascii(text)
+        cased, offset_map, unspaced = _fold_non_ascii(text)
         if offset_map is not None:
             maps.append(offset_map)
+        if unspaced:
+            cased, offset_map = _split_unspaced(cased)
+            if offset_map is not None:
+                maps.append(offset_map)
     for char, replacement in _ASCII_REPLACEMENTS:
         # str.replace is a C memchr loop; translate is slow on non-ASCII strings.
         if char in cased:

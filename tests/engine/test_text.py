@@ -30,6 +30,16 @@ class TestFold:
         folded = fold("Straße")
         assert folded.lower == "strasse" and len(folded.cased) == len(folded.lower)
 
+    def test_letters_of_scripts_without_spaces_are_words_of_their_own(self) -> None:
+        assert fold("峰会在北京举行").lower == "峰 会 在 北 京 举 行"
+        # A space goes between such a letter and any letter or digit beside it, not
+        # beside punctuation or a space; half-width katakana folds to full-width first.
+        assert fold("Putin在北京，Trump 2025年").lower == "putin 在 北 京,trump 2025 年"
+        assert fold("ｶﾀｶﾅ").lower == "カ タ カ ナ"
+        assert fold("Toyota㍿").lower == "toyota 株 式 会 社"  # a compatibility character expands
+        # Korean puts spaces between words: Hangul is left as it is.
+        assert fold("서울에서 회담").lower == "서울에서 회담"
+
     def test_scan_text_replaces_punctuation_one_for_one(self) -> None:
         assert scan_text("u.s. putin's") == "u s  putin s"
 
@@ -64,6 +74,27 @@ class TestOffsets:
                 for end in range(start + 1, len(folded.lower) + 1):
                     expected = (offset_map.point(start), offset_map.point(end - 1) + 1)
                     assert folded.original_span(start, end) == expected, (folded.original, start, end)
+
+    def test_every_word_span_maps_to_original_text_that_folds_back_to_it(self) -> None:
+        # Across any mix of maps (expansions, unspaced scripts, collapsed spaces): the
+        # original text under a mapped span folds to the span's folded text again.
+        rng = random.Random(11)
+        pieces = ["ß", "…", "i\u0308", "  ", "word", "x", " ", "ﬁ", "—", "北", "京", "カ", "ｶ", "ไทย", "7", "，"]
+        for _ in range(300):
+            folded = fold("".join(rng.choice(pieces) for _ in range(rng.randint(1, 25))))
+            text = folded.lower
+            for start in range(len(text)):
+                for end in range(start + 1, len(text) + 1):
+                    if not (text[start].isalnum() and text[end - 1].isalnum()):
+                        continue  # hits start and end at a letter or digit...
+                    if (start and text[start - 1].isalnum()) or (end < len(text) and text[end].isalnum()):
+                        continue  # ...of whole words (never inside an expansion, as "ss" of ß)
+                    o_start, o_end = folded.original_span(start, end)
+                    assert fold(folded.original[o_start:o_end]).lower.strip() == text[start:end].strip(), (
+                        folded.original,
+                        start,
+                        end,
+                    )
 
     def test_hit_offsets_point_into_original_field(self) -> None:
         body = "Große  Gespräche in Kyïv — “summit’s” agenda"
@@ -109,6 +140,22 @@ class TestNormalisedMatching:
 
     def test_possessive_matches_base_word(self) -> None:
         assert fires("summit", "the summit’s agenda")
+
+    def test_chinese_term_matches_inside_text_without_spaces(self) -> None:
+        body = "峰会在北京举行。普京Putin抵达北京"
+        (match,) = one_rule("北京").match(article(body))
+        assert [(h.start, h.end, h.text) for h in match.hits] == [(3, 5, "北京"), (17, 19, "北京")]
+        assert not fires("北京", "会谈在南京举行")
+        assert fires("Putin", body)
+
+    def test_japanese_and_thai_terms_match_inside_text_without_spaces(self) -> None:
+        assert fires("東京 AND プーチン", "プーチン大統領は東京で会談した")
+        assert not fires("京都", "東京で会談した")
+        assert fires("กรุงเทพ", "การประชุมที่กรุงเทพวันนี้")
+
+    def test_near_counts_each_ideograph_as_a_word(self) -> None:
+        assert fires("峰会 NEAR/1 北京", "峰会在北京举行")
+        assert not fires("峰会 NEAR/0 北京", "峰会在北京举行")
 
     def test_plural_is_not_the_word(self) -> None:
         assert not fires("summit", "two summits")
