@@ -96,29 +96,37 @@ class RulesHolder:
 def _watch_targets(paths: Iterable[str]) -> tuple[list[Path], set[Path], set[Path]]:
     """(directories to watch, rule directories, single rule files) for the rule paths.
 
-    A single file is watched through its directory: editors save by writing a new file
-    and renaming it over the old one, which a watch on the file itself would lose.
+    A single file is watched through its directory, and by the path it was given as well
+    as the file it points to: editors save by writing a new file and renaming it over
+    the old one, which a watch on the file itself would lose, and a Kubernetes ConfigMap
+    mounts it as a symlink through ``..data`` whose target directory is replaced on every
+    update.
     """
     watched: list[Path] = []
     rule_dirs: set[Path] = set()
     rule_files: set[Path] = set()
     for raw in paths:
-        path = Path(raw).resolve()
-        if path.is_dir():
-            rule_dirs.add(path)
-            target = path
+        given = Path(raw).absolute()
+        if given.is_dir():
+            rule_dirs.add(given.resolve())
+            target = given.resolve()
         else:
-            rule_files.add(path)
-            target = path.parent
+            rule_files.update((given, given.resolve()))
+            target = given.parent
         if target.exists() and target not in watched:
             watched.append(target)
     return watched, rule_dirs, rule_files
 
 
 def _relevant(changed: Path, rule_dirs: set[Path], rule_files: set[Path]) -> bool:
-    if changed in rule_files:
+    """Whether a change reported under a watched directory may change the rule set."""
+    resolved = changed.resolve()
+    if changed in rule_files or resolved in rule_files:
         return True
-    return changed.suffix in _RULE_SUFFIXES and any(d in changed.parents for d in rule_dirs)
+    if changed.name.startswith("..") and any(changed.parent == f.parent for f in rule_files):
+        # Kubernetes swaps the "..data" symlink that a ConfigMap's files point through.
+        return True
+    return resolved.suffix in _RULE_SUFFIXES and any(d in resolved.parents for d in rule_dirs)
 
 
 async def watch_rules(holder: RulesHolder, stop: asyncio.Event, *, debounce_ms: int = 400) -> None:
@@ -131,5 +139,5 @@ async def watch_rules(holder: RulesHolder, stop: asyncio.Event, *, debounce_ms: 
         return
     log.info("rules.watch.started", paths=[str(d) for d in directories])
     async for changes in awatch(*directories, stop_event=stop, debounce=debounce_ms, step=50, recursive=True):
-        if any(_relevant(Path(path).resolve(), rule_dirs, rule_files) for _change, path in changes):
+        if any(_relevant(Path(path), rule_dirs, rule_files) for _change, path in changes):
             await holder.reload()

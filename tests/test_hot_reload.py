@@ -130,3 +130,62 @@ async def test_a_crash_while_loading_keeps_the_old_rules_and_is_counted(tmp_path
     monkeypatch.undo()
     (rules / "one.yaml").write_text(_rule("one", "alerts.one", "beta"))
     assert await holder.reload() is True and [r.query for r in holder.current.rules] == ["beta"]
+
+
+def _kubelet_update(mount: Path, rule_text: str, stamp: str) -> None:
+    """What the kubelet does to a ConfigMap volume on every update: the files go into a
+    new timestamped directory, the ``..data`` symlink is swapped to it atomically (via
+    ``..data_tmp``), and the old directory is removed. The visible files are symlinks
+    through ``..data``."""
+    import os
+
+    fresh = mount / f"..{stamp}"
+    fresh.mkdir()
+    (fresh / "rules.yaml").write_text(rule_text)
+    previous = os.readlink(mount / "..data") if (mount / "..data").is_symlink() else None
+    os.symlink(fresh.name, mount / "..data_tmp")
+    os.replace(mount / "..data_tmp", mount / "..data")
+    if not (mount / "rules.yaml").is_symlink():
+        os.symlink("..data/rules.yaml", mount / "rules.yaml")
+    if previous:
+        shutil.rmtree(mount / previous)
+
+
+@pytest.mark.parametrize("configured", ["directory", "file"])
+async def test_configmap_updates_reload_every_time(tmp_path, configured):
+    # A rule file given by its own path is a symlink into a directory that each update
+    # replaces: watching where it pointed at start-up saw the first update only.
+    from monitor.engine import load_rules
+    from monitor.hot_reload import RulesHolder, watch_rules
+
+    mount = tmp_path / "rules"
+    mount.mkdir()
+    _kubelet_update(mount, _rule("one", "alerts.one", "alpha"), "2026_11_26_01")
+    path = str(mount if configured == "directory" else mount / "rules.yaml")
+    holder = RulesHolder(load_rules([path]), paths=(path,))
+    reloaded = asyncio.Queue()
+    holder.listeners.append(reloaded.put_nowait)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_rules(holder, stop, debounce_ms=50))
+
+    async def reload_to(query: str, timeout: float) -> None:
+        while [r.query for r in (await asyncio.wait_for(reloaded.get(), timeout)).rules] != [query]:
+            pass
+
+    try:
+        # awatch gives no signal once its watch is in place, and an update before that
+        # is never seen: update until one reload shows the watch is live.
+        for attempt in range(100):
+            _kubelet_update(mount, _rule("one", "alerts.one", f"warmup{attempt}"), f"2026_11_26_00_{attempt:02}")
+            try:
+                await reload_to(f"warmup{attempt}", timeout=0.5)
+                break
+            except TimeoutError:
+                continue
+        for stamp, query in (("2026_11_26_02", "beta"), ("2026_11_26_03", "gamma")):
+            _kubelet_update(mount, _rule("one", "alerts.one", query), stamp)
+            await reload_to(query, timeout=20)
+            assert [r.query for r in holder.current.rules] == [query]
+    finally:
+        stop.set()
+        await watcher
