@@ -131,6 +131,7 @@ class Monitor:
         self.observer = Observer(self.feeds, health=settings.health, latest_alerts=settings.http.latest_alerts)
         self.observer.rules_loaded(self.rules.current)
         self.rules.listeners.append(self.observer.rules_reloaded)
+        self.rules.listeners.append(_freeze_new_rules)
         self.rules.failure_listeners.append(self.observer.rules_reload_failed)
         self.web: WebServer | None = None
 
@@ -551,3 +552,15 @@ async def _finish(task: asyncio.Task[None]) -> None:
         await task
     except asyncio.CancelledError:
         pass
+
+
+def _freeze_new_rules(_ruleset: object) -> None:
+    """Keep the cyclic GC from re-traversing a freshly reloaded rule set, as start-up does
+    for the first one. At 10,000 rules that is ~260,000 objects: every full collection
+    after a reload re-traversed them, stalling the event loop 100-200 ms (measured).
+    No collection first: the new set is still in the young generations, so even a young
+    collection would cost that once. The old set has no reference cycles, so it is freed
+    by reference counting when the last article using it is done, frozen or not; cyclic
+    garbage that happens to exist at this moment is kept (frozen), a bounded cost paid
+    once per reload."""
+    gc.freeze()

@@ -189,3 +189,25 @@ async def test_configmap_updates_reload_every_time(tmp_path, configured):
     finally:
         stop.set()
         await watcher
+
+
+async def test_a_reloaded_rule_set_is_kept_out_of_full_gc_traversals(tmp_path):
+    # At 10,000 rules a reloaded set is ~260,000 objects; left in the collector's
+    # generations, every full collection re-traversed them and stalled the loop for
+    # 100-200 ms. The daemon freezes them as it froze the first set at start-up.
+    import gc
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "one.yaml").write_text(_rule("one", "alerts.one", "alpha"))
+    monitor = Monitor(make_settings(tmp_path, "127.0.0.1:9", ["http://127.0.0.1:9/feed.xml"], rules=[rules]))
+    (rules / "one.yaml").write_text(_rule("one", "alerts.one", "beta OR " + " OR ".join(f"w{i}" for i in range(500))))
+    before = gc.get_freeze_count()
+    try:
+        assert await monitor.rules.reload() is True
+        # Every object the new rule set holds is now in the permanent generation.
+        assert gc.get_freeze_count() - before >= 500
+        tracked = {id(o) for o in gc.get_objects()}
+        assert not any(id(rule) in tracked for rule in monitor.rules.current.rules)
+    finally:
+        gc.unfreeze()
