@@ -48,8 +48,6 @@ class RulesHolder:
             # Reading and compiling thousands of rules takes a moment: keep the loop free.
             ruleset = await asyncio.to_thread(load_rules, list(self.paths))
         except RuleError as exc:
-            self.reload_failures += 1
-            self.last_error = str(exc)
             errors = exc.errors if isinstance(exc, RuleSetError) else [exc]
             log.error(
                 "rules.reload.failed",
@@ -57,9 +55,7 @@ class RulesHolder:
                 active_version=self.current.version,
                 hint="the previous rules stay active; fix the file and save it again",
             )
-            for listener in self.failure_listeners:
-                listener(exc)
-            return False
+            return self._failed(exc)
         except Exception as exc:
             # A bug in loading, not a mistake in the file: the daemon still keeps running
             # on the rules it has, and the traceback goes to the log for a bug report.
@@ -67,12 +63,8 @@ class RulesHolder:
                 f"loading the rules failed unexpectedly: {type(exc).__name__}: {exc}",
                 hint="the previous rules stay active; run 'news-monitor rules check' on the files and report the traceback",
             )
-            self.reload_failures += 1
-            self.last_error = str(failure)
             log.exception("rules.reload.crashed", error=str(failure), active_version=self.current.version)
-            for listener in self.failure_listeners:
-                listener(failure)
-            return False
+            return self._failed(failure)
         if ruleset.version == self.current.version:
             log.debug("rules.reload.unchanged", version=ruleset.version)
             return True
@@ -92,6 +84,14 @@ class RulesHolder:
             listener(ruleset)
         return True
 
+    def _failed(self, error: RuleError) -> bool:
+        """Count a refused reload (the active rules stay) and tell the listeners."""
+        self.reload_failures += 1
+        self.last_error = str(error)
+        for listener in self.failure_listeners:
+            listener(error)
+        return False
+
 
 def _watch_targets(paths: Iterable[str]) -> tuple[list[Path], set[Path], set[Path]]:
     """(directories to watch, rule directories, single rule files) for the rule paths.
@@ -108,8 +108,8 @@ def _watch_targets(paths: Iterable[str]) -> tuple[list[Path], set[Path], set[Pat
     for raw in paths:
         given = Path(raw).absolute()
         if given.is_dir():
-            rule_dirs.add(given.resolve())
             target = given.resolve()
+            rule_dirs.add(target)
         else:
             rule_files.update((given, given.resolve()))
             target = given.parent
