@@ -17,6 +17,7 @@ import orjson
 
 from monitor import __version__
 from monitor.errors import BrokerError, MonitorError
+from monitor.health import PAGE_ROWS
 
 __all__ = ["main"]
 
@@ -39,6 +40,12 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="TOML config file (default: $NEWS_MONITOR_CONFIG, else ./monitor.toml, else built-in defaults)",
     )
+
+
+def _positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,18 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     broker.set_defaults(handler=_cmd_broker)
 
     status = commands.add_parser(
-        "status", help="print every feed's health from the state store (works while the daemon runs)",
+        "status", help="print feed health from the state store: a summary, then the feeds, worst first (works while the daemon runs)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="health: ok, stale (no new item for much longer than usual), failing (polls fail),\n"
-        "disabled (HTTP 410). Exit code 0 when every feed is ok, 1 when any is not.\n"
+        "disabled (HTTP 410). Feeds are listed worst health first, then the most recent new item;\n"
+        f"the first {PAGE_ROWS} unless --limit or --all says otherwise. The summary line (counts by health)\n"
+        "goes to stderr for the plain and JSON formats. Exit code 0 when every feed is ok, 1 when any is not.\n"
         "examples:\n  news-monitor status\n  news-monitor status --config /etc/news-monitor/monitor.toml\n"
-        "  news-monitor status --format json | jq -r 'select(.health != \"ok\") | .url'\n",
+        "  news-monitor status --all --format json | jq -r 'select(.health != \"ok\") | .url'\n",
     )
     _add_config(status)
     status.add_argument(
         "--format", choices=("auto", "table", "plain", "json"), default="auto",
         help="table (rich, the default on a terminal), plain aligned text (default otherwise), or JSON lines",
     )
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--limit", type=_positive_int, default=PAGE_ROWS, metavar="N", help=f"show the first N feeds (default {PAGE_ROWS})"
+    )
+    shown.add_argument("--all", action="store_true", help="show every feed")
     status.set_defaults(handler=_cmd_status)
 
     rules = commands.add_parser(
@@ -230,7 +244,7 @@ def _run_once_with_progress(monitor):
 def _cmd_status(args: argparse.Namespace) -> int:
     from monitor.status import status
 
-    return status(_settings(args), sys.stdout, fmt=args.format)
+    return status(_settings(args), sys.stdout, fmt=args.format, limit=None if args.all else args.limit)
 
 
 def _print_summary(summary, out: TextIO) -> None:

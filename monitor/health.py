@@ -23,30 +23,43 @@ restart does not forget it.
 Every change of health is a :class:`Transition`; its :func:`health_record` is the
 Kafka record published on the feed-health topic, so another service can page someone.
 
+The status page and ``news-monitor status`` show a :class:`FeedPage` at a time (a
+:class:`FeedQuery`: a filter, an order, a slice). The tracker keeps its feeds indexed by
+health and by most recent new item, updated as polls are observed, so the counts by
+health cost nothing and an unfiltered page costs O(log feeds + page), not a sort of
+every feed; a text filter scans the feeds once (a few milliseconds at 50,000).
+
 Pure: no I/O; the clock is passed in.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import orjson
+from sortedcontainers import SortedList
 
 from monitor.model import Feed, Record
 
 __all__ = [
     "DISABLED",
     "FAILING",
+    "FEED_ORDERS",
     "HEALTH_EVENT_TYPE",
     "HEALTH_STATES",
+    "MAX_PAGE_ROWS",
     "OK",
+    "PAGE_ROWS",
     "STALE",
     "FeedHealth",
     "FeedHealthTracker",
+    "FeedPage",
+    "FeedQuery",
     "FeedRow",
     "FeedStateLike",
     "HealthPolicy",
@@ -63,6 +76,16 @@ FAILING = "failing"
 DISABLED = "disabled"
 #: Every health a feed can have, best first.
 HEALTH_STATES: tuple[str, ...] = (OK, STALE, FAILING, DISABLED)
+#: The order pages list them in: worst first.
+_WORST_FIRST: tuple[str, ...] = tuple(reversed(HEALTH_STATES))
+
+#: Feeds on one page (the status page, ``/status.json``, ``news-monitor status``) unless
+#: the query says otherwise, and the most one page of the status page or ``/status.json`` holds.
+PAGE_ROWS = 200
+MAX_PAGE_ROWS = 1000
+#: ``health``: worst health first, then the most recent new item first (never last), then
+#: url. ``url``: by url alone, a place that polls do not change (for walking every feed).
+FEED_ORDERS: tuple[str, ...] = ("health", "url")
 
 HEALTH_EVENT_TYPE = "news.feed-health.v1"
 HEALTH_SCHEMA_VERSION = 1
@@ -283,6 +306,16 @@ class _Entry:
     next_poll: float | None = None
     #: The health last written to the state store.
     stored_health: str = OK
+    #: Where the tracker's index holds the entry: the health and the key it is filed under.
+    indexed: str = OK
+    key: tuple[float, str] = (math.inf, "")
+    placed_new_item: float | None = None
+
+
+def _order_key(entry: _Entry) -> tuple[float, str]:
+    """Most recent new item first, feeds that never had one last, then by url."""
+    last = entry.last_new_item
+    return (-last if last is not None else math.inf, entry.feed.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +338,33 @@ class FeedRow:
     stale_after: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class FeedQuery:
+    """Which feeds a page shows, in which order (:data:`FEED_ORDERS`), and which slice."""
+
+    #: Only feeds in these healths; empty: every health.
+    health: tuple[str, ...] = ()
+    #: Only feeds whose url (as shown: credentials masked) or name contains this, ignoring case.
+    text: str = ""
+    order: str = "health"
+    offset: int = 0
+    #: Feeds on the page; None: every feed from ``offset`` on (the CLI's ``--all``).
+    limit: int | None = PAGE_ROWS
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """One page of feeds, and where it sits among them."""
+
+    rows: list[FeedRow]
+    #: Every feed the tracker knows.
+    total: int
+    #: Feeds that match the query's filter (``total`` without one).
+    matched: int
+    #: The offset of the next page; None on the last.
+    next_offset: int | None
+
+
 @dataclass
 class FeedHealthTracker:
     """Every feed's latest state and health, updated from polls and periodic sweeps."""
@@ -312,18 +372,43 @@ class FeedHealthTracker:
     feeds: Sequence[Feed]
     policy: HealthPolicy = field(default_factory=HealthPolicy)
     started: float = 0.0
+    #: A feed's url as people see it (credentials masked): what text filters search, so a
+    #: filter cannot probe a secret the page hides.
+    shown_url: Callable[[str], str] = str
     _entries: dict[str, _Entry] = field(default_factory=dict, init=False)
+    #: Per health, every feed's :func:`_order_key`, sorted: pages and counts read it.
+    #: Empty until first read, and after :meth:`load_all`: then built in one go.
+    _index: dict[str, SortedList] = field(default_factory=dict, init=False)
+    #: Every url, sorted; made by the first page in url order.
+    _urls: list[str] | None = field(default=None, init=False)
+    #: Per url, what a text filter searches: the url as shown and the name, case-folded
+    #: (not run together: a match may not straddle the two).
+    _haystacks: dict[str, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         for feed in self.feeds:
             self._entries[feed.url] = _Entry(feed, _HEALTHY, quiet_since=self.started)
+        for url, entry in self._entries.items():
+            self._haystacks[url] = f"{self.shown_url(url)}\x00{entry.feed.name or ''}".casefold()
 
     def load(self, state: FeedStateLike) -> None:
         """Take a stored FeedState (from a previous run) as the starting point, health included,
         so a restart does not announce changes that were announced before."""
         entry = self._entries.get(state.url)
-        if entry is None:
-            return
+        if entry is not None:
+            self._load(entry, state)
+            self._place(entry)
+
+    def load_all(self, states: Iterable[FeedStateLike]) -> None:
+        """:meth:`load` every state; the feeds are indexed once, when next read (a quarter
+        of the time of filing 50,000 feeds one by one)."""
+        for state in states:
+            entry = self._entries.get(state.url)
+            if entry is not None:
+                self._load(entry, state)
+        self._index = {}
+
+    def _load(self, entry: _Entry, state: FeedStateLike) -> None:
         self._update(entry, state)
         stored = state.health if state.health in HEALTH_STATES else OK
         entry.stored_health = stored
@@ -335,11 +420,18 @@ class FeedHealthTracker:
         if entry is None:
             return None
         self._update(entry, state)
-        return self._reassess(entry, now)
+        transition = self._reassess(entry, now)
+        # Checked here, not in _place: after every poll, and most change nothing.
+        if transition is not None or entry.last_new_item != entry.placed_new_item:
+            self._place(entry)
+        return transition
 
     def sweep(self, now: float) -> list[Transition]:
         """Re-assess every feed (silence grows between polls)."""
-        return [t for t in (self._reassess(entry, now) for entry in self._entries.values()) if t is not None]
+        transitions = [t for t in (self._reassess(entry, now) for entry in self._entries.values()) if t is not None]
+        for transition in transitions:
+            self._place(self._entries[transition.feed.url])
+        return transitions
 
     def scheduled(self, url: str, next_poll: float) -> None:
         entry = self._entries.get(url)
@@ -363,36 +455,110 @@ class FeedHealthTracker:
         return entry.health if entry is not None else None
 
     def counts(self) -> dict[str, int]:
-        """Number of feeds in each health state (every state present, zero or not)."""
-        counts = dict.fromkeys(HEALTH_STATES, 0)
-        for entry in self._entries.values():
-            counts[entry.health.health] = counts.get(entry.health.health, 0) + 1
-        return counts
+        """Number of feeds in each health state (every state present, zero or not): the
+        sizes of the index, kept as feeds change."""
+        index = self._indexed()
+        return {health: len(index[health]) for health in HEALTH_STATES}
 
     def rows(self) -> list[FeedRow]:
         """Every feed, worst health first, then by url."""
         order = {name: index for index, name in enumerate(HEALTH_STATES)}
-        rows = [
-            FeedRow(
-                url=e.feed.url,
-                name=e.feed.name,
-                health=e.health.health,
-                reason=e.health.reason,
-                polls=e.polls,
-                items_seen=e.items_seen,
-                last_poll=e.last_poll,
-                last_success=e.last_success,
-                last_new_item=e.last_new_item,
-                last_error=e.last_error,
-                last_error_at=e.last_error_at,
-                next_poll=e.next_poll,
-                cadence=e.cadence,
-                stale_after=self.policy.stale_after(e.feed, e.cadence),
-            )
-            for e in self._entries.values()
-        ]
+        rows = [self._row(e) for e in self._entries.values()]
         rows.sort(key=lambda row: (-order.get(row.health, 0), row.url))
         return rows
+
+    def page(self, query: FeedQuery = FeedQuery()) -> FeedPage:
+        """The feeds ``query`` asks for: filtered, ordered, and the slice from its offset.
+
+        Without a text filter, in health order, this reads the index: O(log feeds + page).
+        A text filter, or a health filter in url order, scans the feeds once (about 10 ms
+        at 50,000 feeds).
+        """
+        index = self._indexed()
+        wanted = [health for health in _WORST_FIRST if not query.health or health in query.health]
+        start = max(0, query.offset)
+        stop = None if query.limit is None else start + max(0, query.limit)
+        needle = query.text.casefold()
+        entries = self._entries
+        if query.order == "url" or needle:
+            if query.order == "url":
+                urls = self._sorted_urls()
+                if needle or len(wanted) < len(HEALTH_STATES):
+                    keep = set(wanted)
+                    urls = [url for url in urls if entries[url].indexed in keep and needle in self._haystacks[url]]
+            else:
+                haystacks = self._haystacks
+                urls = [key[1] for health in wanted for key in index[health] if needle in haystacks[key[1]]]
+            matched = len(urls)
+            chosen = [entries[url] for url in urls[start:stop]]
+        else:
+            matched = sum(len(index[health]) for health in wanted)
+            chosen = list(self._slice(wanted, start, stop))
+        following = start + len(chosen)
+        return FeedPage(
+            rows=[self._row(entry) for entry in chosen],
+            total=len(self._entries),
+            matched=matched,
+            next_offset=following if stop is not None and following < matched else None,
+        )
+
+    def _slice(self, healths: list[str], start: int, stop: int | None) -> Iterator[_Entry]:
+        """Entries ``start:stop`` of the index's lists for ``healths``, in that order."""
+        for health in healths:
+            keys = self._index[health]  # built by page()
+            size = len(keys)
+            if stop is not None and stop <= 0:
+                return
+            if start < size:
+                end = size if stop is None else min(stop, size)
+                yield from (self._entries[key[1]] for key in keys.islice(start, end))
+            start = max(0, start - size)
+            stop = None if stop is None else stop - size
+
+    def _sorted_urls(self) -> list[str]:
+        if self._urls is None:
+            self._urls = sorted(self._entries)
+        return self._urls
+
+    def _row(self, e: _Entry) -> FeedRow:
+        return FeedRow(
+            url=e.feed.url,
+            name=e.feed.name,
+            health=e.health.health,
+            reason=e.health.reason,
+            polls=e.polls,
+            items_seen=e.items_seen,
+            last_poll=e.last_poll,
+            last_success=e.last_success,
+            last_new_item=e.last_new_item,
+            last_error=e.last_error,
+            last_error_at=e.last_error_at,
+            next_poll=e.next_poll,
+            cadence=e.cadence,
+            stale_after=self.policy.stale_after(e.feed, e.cadence),
+        )
+
+    def _indexed(self) -> dict[str, SortedList]:
+        """The index, filing every feed afresh when it is not built."""
+        if not self._index:
+            filed: dict[str, list[tuple[float, str]]] = {health: [] for health in HEALTH_STATES}
+            for entry in self._entries.values():
+                entry.key, entry.indexed, entry.placed_new_item = _order_key(entry), entry.health.health, entry.last_new_item
+                filed[entry.indexed].append(entry.key)
+            self._index = {health: SortedList(keys) for health, keys in filed.items()}
+        return self._index
+
+    def _place(self, entry: _Entry) -> None:
+        """File ``entry`` in the index under its current health and key (after any change)."""
+        if not self._index:
+            return  # filed with every other feed when the index is built
+        health = entry.health.health
+        key = _order_key(entry)
+        if health == entry.indexed and key == entry.key:
+            return
+        self._index[entry.indexed].remove(entry.key)
+        self._index[health].add(key)
+        entry.indexed, entry.key, entry.placed_new_item = health, key, entry.last_new_item
 
     def _update(self, entry: _Entry, state: FeedStateLike) -> None:
         # Spelled out: once per poll, where a loop of getattr/setattr cost four times as much.

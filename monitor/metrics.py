@@ -35,7 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from monitor.health import OK, FeedHealthTracker, FeedRow, HealthPolicy, Transition, health_record
+from monitor.health import OK, FeedHealthTracker, FeedQuery, FeedRow, HealthPolicy, Transition, health_record
 from monitor.log import get_logger, redact
 from monitor.model import Alert, Feed, Record, Rule
 from monitor.settings import HealthSettings
@@ -115,6 +115,7 @@ class StatusSnapshot:
 
     now: float
     started: float
+    #: One page of feeds (``feeds_query``); ``health_counts`` and ``feeds_total`` count them all.
     feeds: list[FeedRow]
     health_counts: dict[str, int]
     rules: list[RuleRow]
@@ -130,6 +131,10 @@ class StatusSnapshot:
     publish_errors: int
     last_reload_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    feeds_total: int = 0
+    feeds_matched: int = 0
+    feeds_next_offset: int | None = None
+    feeds_query: FeedQuery = field(default_factory=FeedQuery)
 
 
 class Observer:
@@ -151,6 +156,7 @@ class Observer:
             list(feeds),
             HealthPolicy(health.failing_after, health.stale_factor, health.stale_min_age),
             started=self.started,
+            shown_url=redact,
         )
         self.registry = CollectorRegistry(auto_describe=True)
         self._define_metrics()
@@ -231,8 +237,7 @@ class Observer:
     async def start(self) -> None:
         """Load every feed's stored state and health, and start publishing health events."""
         if self._store is not None:
-            for state in await self._store.all_feed_states():
-                self.tracker.load(state)
+            self.tracker.load_all(await self._store.all_feed_states())
         self._events = asyncio.Queue()
         self._event_task = asyncio.create_task(self._publish_events(), name="feed-health-events")
 
@@ -376,9 +381,12 @@ class Observer:
             problems.append(f"publishing is failing; {delivery.pending} record(s) wait for the broker")
         return not problems, problems
 
-    def snapshot(self) -> StatusSnapshot:
-        """What the status page shows, now."""
+    def snapshot(self, query: FeedQuery | None = None) -> StatusSnapshot:
+        """What the status page shows, now: the page of feeds ``query`` asks for (the first
+        :data:`~monitor.health.PAGE_ROWS`, problems first, by default)."""
         ready, problems = self.readiness()
+        query = query or FeedQuery()
+        page = self.tracker.page(query)
         rules: list[RuleRow] = []
         if self.ruleset is not None:
             rules = [
@@ -388,7 +396,7 @@ class Observer:
         return StatusSnapshot(
             now=self.clock(),
             started=self.started,
-            feeds=self.tracker.rows(),
+            feeds=page.rows,
             health_counts=self.tracker.counts(),
             rules=rules,
             ruleset_version=self.ruleset.version if self.ruleset is not None else None,
@@ -402,6 +410,10 @@ class Observer:
             alerts_published=self.alerts_published,
             publish_errors=self.publish_errors,
             last_reload_error=self.last_reload_error,
+            feeds_total=page.total,
+            feeds_matched=page.matched,
+            feeds_next_offset=page.next_offset,
+            feeds_query=query,
         )
 
     # -- internals -----------------------------------------------------------------------

@@ -7,10 +7,16 @@ quiet since the daemon last looked shows as stale here too.
 
 On a terminal the table is drawn with ``rich``; otherwise it is plain aligned text, one
 feed per line, for ``grep`` and ``awk``; ``--json`` gives one JSON object per feed.
+
+It shows the first :data:`~monitor.health.PAGE_ROWS` feeds (``--limit N``; ``--all``
+for every one) in the status page's order: worst health first, then the most recent new
+item. A summary line comes first: the counts by health and how many feeds are shown, on
+stderr for the plain and JSON formats (stdout stays the table), above the rich table.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -19,17 +25,32 @@ from typing import Callable, TextIO
 import orjson
 
 from monitor.errors import MonitorError
-from monitor.health import OK, FeedHealthTracker, FeedRow, HealthPolicy, format_duration
+from monitor.health import (
+    HEALTH_STATES,
+    OK,
+    PAGE_ROWS,
+    FeedHealthTracker,
+    FeedPage,
+    FeedQuery,
+    FeedRow,
+    HealthPolicy,
+    format_duration,
+)
 from monitor.model import Feed, SourceLocation
 from monitor.settings import Settings
 
-__all__ = ["feed_rows", "render_json", "render_plain", "render_rich", "status"]
+__all__ = ["feed_rows", "feed_tracker", "render_json", "render_plain", "render_rich", "status", "summary_line"]
 
 COLUMNS = ("feed", "health", "last success", "last error", "items", "polls", "next poll")
 
 
 def feed_rows(settings: Settings, *, now: float | None = None) -> list[FeedRow]:
     """Every configured feed (and any other feed the store knows) with its health, worst first."""
+    return feed_tracker(settings, now=now).rows()
+
+
+def feed_tracker(settings: Settings, *, now: float | None = None) -> FeedHealthTracker:
+    """Every configured feed (and any other feed the store knows), its health assessed at ``now``."""
     from monitor.adapters.store import Store
     from monitor.opml import feeds_from_opml
 
@@ -58,10 +79,9 @@ def feed_rows(settings: Settings, *, now: float | None = None) -> list[FeedRow]:
     tracker = FeedHealthTracker(
         feeds, HealthPolicy(health.failing_after, health.stale_factor, health.stale_min_age), started=now
     )
-    for state in states:
-        tracker.load(state)
+    tracker.load_all(states)
     tracker.sweep(now)
-    return tracker.rows()
+    return tracker
 
 
 def _ago(moment: float | None, now: float) -> str:
@@ -103,8 +123,8 @@ def render_plain(rows: list[FeedRow], out: TextIO, *, now: float) -> None:
         out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + "  " + line[-1] + "\n")
 
 
-def render_rich(rows: list[FeedRow], out: TextIO, *, now: float) -> None:
-    """A coloured table for a terminal."""
+def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = "") -> None:
+    """A coloured table for a terminal, under the ``summary`` line."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -119,7 +139,10 @@ def render_rich(rows: list[FeedRow], out: TextIO, *, now: float) -> None:
         if row.reason:
             cells[1].append(f"\n{row.reason}", style="dim")
         table.add_row(*cells)
-    Console(file=out).print(table)
+    console = Console(file=out)
+    if summary:
+        console.print(summary, markup=False, highlight=False)
+    console.print(table)
 
 
 def render_json(rows: list[FeedRow], out: TextIO) -> None:
@@ -128,14 +151,32 @@ def render_json(rows: list[FeedRow], out: TextIO) -> None:
         out.write(orjson.dumps(asdict(row)).decode() + "\n")
 
 
-def status(settings: Settings, out: TextIO, *, fmt: str = "auto") -> int:
-    """Print the feed-health table; 0 when every feed is ok, 1 when any is not (usable as a check)."""
+def summary_line(counts: dict[str, int], page: FeedPage) -> str:
+    """``50,000 feeds: 48,450 ok, 1,000 failing; showing 200 ...``: the counts by health,
+    and how many feeds the table shows when it does not show them all."""
+    by_health = ", ".join(f"{counts[h]:,} {h}" for h in HEALTH_STATES if counts.get(h))
+    line = f"{page.total:,} feed{'s' if page.total != 1 else ''}" + (f": {by_health}" if by_health else "")
+    if len(page.rows) < page.total:
+        line += f"; showing the first {len(page.rows):,} (not ok first, then the most recent new item): --all or --limit N for more"
+    return line
+
+
+def status(
+    settings: Settings, out: TextIO, *, fmt: str = "auto", limit: int | None = PAGE_ROWS, err: TextIO | None = None
+) -> int:
+    """Print the summary and the first ``limit`` feeds (None: every feed), worst first; 0 when
+    every feed is ok, 1 when any is not, shown or not (usable as a check)."""
     now = time.time()
-    rows = feed_rows(settings, now=now)
-    if fmt == "json":
-        render_json(rows, out)
-    elif fmt == "table" or (fmt == "auto" and out.isatty()):
-        render_rich(rows, out, now=now)
+    tracker = feed_tracker(settings, now=now)
+    page = tracker.page(FeedQuery(limit=limit))
+    counts = tracker.counts()
+    summary = summary_line(counts, page)
+    if fmt == "table" or (fmt == "auto" and out.isatty()):
+        render_rich(page.rows, out, now=now, summary=summary)
     else:
-        render_plain(rows, out, now=now)
-    return 0 if all(row.health == OK for row in rows) else 1
+        (err or sys.stderr).write(summary + "\n")
+        if fmt == "json":
+            render_json(page.rows, out)
+        else:
+            render_plain(page.rows, out, now=now)
+    return 0 if counts[OK] == page.total else 1

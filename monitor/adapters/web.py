@@ -6,6 +6,11 @@
 ``/status.json``  the status page's data, for scripts
 ``/``             the status page: feeds, rules, latest alerts; refreshes itself
 
+Both show one page of feeds (:func:`parse_feed_query`: ``health``, ``q``, ``order``,
+``offset``, ``limit``; at most :data:`~monitor.health.MAX_PAGE_ROWS`), problems first,
+with the counts by health and the number of feeds that match; an invalid parameter is a
+400 naming it. A page costs O(page), not O(feeds), so 50,000 feeds do not stall the loop.
+
 The page is server-rendered HTML without scripts. Everything shown comes from feeds
 and operators, so all of it is escaped, and only http(s) links are made clickable.
 
@@ -16,32 +21,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import struct
 from datetime import datetime, timezone
 from html import escape
 from itertools import count
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from monitor import __version__
-from monitor.errors import ConfigError
-from monitor.health import DISABLED, FAILING, OK, STALE, format_duration
+from multidict import MultiMapping
+
+from monitor.errors import ConfigError, MonitorError
+from monitor.health import (
+    DISABLED,
+    FAILING,
+    FEED_ORDERS,
+    HEALTH_STATES,
+    MAX_PAGE_ROWS,
+    OK,
+    PAGE_ROWS,
+    STALE,
+    FeedQuery,
+    format_duration,
+)
 from monitor.log import get_logger, redact
 from monitor.metrics import Observer, StatusSnapshot
 from monitor.model import SourceLocation
 
-__all__ = ["WebServer", "parse_listen", "probe_broker", "render_status_page"]
+__all__ = ["WebServer", "parse_feed_query", "parse_listen", "probe_broker", "render_status_page"]
 
 log = get_logger("web")
 
 #: No scripts, no remote anything: the page is static HTML with inline styles.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -54,6 +73,50 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ConfigError(f"[http] listen = {listen!r} is not host:port", hint='e.g. "127.0.0.1:8765"')
     return host.strip("[]"), int(port)
+
+
+#: The longest ``q`` a status request may carry.
+MAX_QUERY_TEXT = 200
+
+
+def parse_feed_query(params: MultiMapping[str]) -> FeedQuery:
+    """The page of feeds a status request asks for; :class:`MonitorError` naming the first
+    invalid parameter. Missing and empty parameters take their defaults; others are ignored.
+
+    ``health``  comma-separated healths (``ok``, ``stale``, ``failing``, ``disabled``), may repeat
+    ``q``       case-insensitive substring of the url (as shown) or the name
+    ``order``   ``health`` (problems first, then the most recent new item) or ``url``
+    ``offset``  feeds to skip (0)
+    ``limit``   feeds on the page (:data:`PAGE_ROWS`, at most :data:`MAX_PAGE_ROWS`)
+    """
+    healths = {part.strip().lower() for value in params.getall("health", []) for part in value.split(",") if part.strip()}
+    unknown = sorted(healths.difference(HEALTH_STATES))
+    if unknown:
+        raise MonitorError(f"health={unknown[0]!r} is not a health", hint=f"one or more of {', '.join(HEALTH_STATES)}, comma-separated")
+    text = params.get("q", "").strip()
+    if len(text) > MAX_QUERY_TEXT:
+        raise MonitorError(f"q is {len(text)} characters long", hint=f"at most {MAX_QUERY_TEXT}")
+    order = params.get("order", "").strip().lower() or FEED_ORDERS[0]
+    if order not in FEED_ORDERS:
+        raise MonitorError(f"order={order!r} is not an order", hint=f"one of {', '.join(FEED_ORDERS)}")
+    return FeedQuery(
+        health=tuple(h for h in HEALTH_STATES if h in healths),
+        text=text,
+        order=order,
+        offset=_whole(params, "offset", 0, 0, None),
+        limit=_whole(params, "limit", PAGE_ROWS, 1, MAX_PAGE_ROWS),
+    )
+
+
+def _whole(params: MultiMapping[str], name: str, default: int, low: int, high: int | None) -> int:
+    raw = params.get(name, "").strip()
+    if not raw:
+        return default
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 else None
+    if value is None or value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"{low} or more"
+        raise MonitorError(f"{name}={raw[:40]!r} is not a whole number {span}", hint=f"e.g. {name}={default}")
+    return value
 
 
 class WebServer:
@@ -132,14 +195,47 @@ class WebServer:
         ready, problems = self.observer.readiness()
         return web.json_response({"ready": ready, "problems": problems}, status=200 if ready else 503)
 
-    async def _status_json(self, _request: web.Request) -> web.Response:
-        snapshot = self.observer.snapshot()
-        body = orjson.dumps(redact(orjson.loads(orjson.dumps(snapshot, default=_jsonable))))
+    async def _status_json(self, request: web.Request) -> web.Response:
+        try:
+            query = parse_feed_query(request.query)
+        except MonitorError as exc:
+            body = orjson.dumps({"error": exc.message, "hint": exc.hint})
+            return web.Response(status=400, body=body, content_type="application/json", headers=_SECURITY_HEADERS)
+        data = orjson.loads(orjson.dumps(self.observer.snapshot(query), default=_jsonable))
+        data["feeds_query"] = _query_params(query, defaults=True)
+        body = orjson.dumps(redact(data))
         return web.Response(body=body, content_type="application/json", headers=_SECURITY_HEADERS)
 
-    async def _status_page(self, _request: web.Request) -> web.Response:
-        html = render_status_page(self.observer.snapshot(), refresh=self.refresh)
+    async def _status_page(self, request: web.Request) -> web.Response:
+        try:
+            query = parse_feed_query(request.query)
+        except MonitorError as exc:
+            html = _error_page(str(exc))
+            return web.Response(status=400, text=html, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS)
+        html = render_status_page(self.observer.snapshot(query), refresh=self.refresh)
         return web.Response(text=html, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS)
+
+
+def _query_params(query: FeedQuery, *, defaults: bool) -> dict[str, Any]:
+    """``query`` as request parameters: every one (``defaults``), or only those that differ
+    from the defaults (for links)."""
+    params: dict[str, Any] = {
+        "health": ",".join(query.health),
+        "q": query.text,
+        "order": query.order,
+        "offset": query.offset,
+        "limit": query.limit,
+    }
+    if defaults:
+        return params | {"health": list(query.health)}
+    blank = {"health": "", "q": "", "order": FEED_ORDERS[0], "offset": 0, "limit": PAGE_ROWS}
+    return {name: value for name, value in params.items() if value != blank[name]}
+
+
+def _href(query: FeedQuery, **changes: Any) -> str:
+    """A link to the page of ``query`` with ``changes`` to its fields (``offset=200``)."""
+    params = _query_params(dataclasses.replace(query, **changes), defaults=False)
+    return "?" + urlencode(params) if params else "./"
 
 
 def _jsonable(value: Any) -> Any:
@@ -217,11 +313,11 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
     if s.last_reload_error:
         parts.append(f'<p class="err" id="reload-error">last rule reload failed: {_t(s.last_reload_error)}</p>')
 
-    counts = ", ".join(f'<span class="h-{_t(h)}">{n} {_t(h)}</span>' for h, n in s.health_counts.items() if n)
-    parts.append(f"<h2>Feeds ({len(s.feeds)}: {counts or 'none'})</h2>")
+    parts += _feeds_header(s)
     parts.append(
-        '<table id="feeds"><thead><tr><th>feed</th><th>health</th><th>last success</th><th>last error</th>'
-        "<th>items seen</th><th>polls</th><th>last new item</th><th>next poll</th></tr></thead><tbody>"
+        f'<table id="feeds" data-total="{s.feeds_total}" data-matched="{s.feeds_matched}" '
+        f'data-offset="{s.feeds_query.offset}"><thead><tr><th>feed</th><th>health</th><th>last success</th>'
+        "<th>last error</th><th>items seen</th><th>polls</th><th>last new item</th><th>next poll</th></tr></thead><tbody>"
     )
     for row in s.feeds:
         # Feed urls may carry credentials (user:pw@, ?token=): the page shows them masked.
@@ -242,7 +338,10 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
             f'<td class="last-new-item">{_when(row.last_new_item, now)}</td>'
             f'<td class="next-poll">{_when(row.next_poll, now)}</td></tr>'
         )
+    if not s.feeds:
+        parts.append('<tr><td colspan="8" class="muted">no feed on this page</td></tr>')
     parts.append("</tbody></table>")
+    parts.append(_pager(s))
 
     version = f" version {_t(s.ruleset_version)}" if s.ruleset_version else ""
     parts.append(f"<h2>Rules ({len(s.rules)}{version})</h2>")
@@ -275,11 +374,68 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
         parts.append('<tr><td colspan="6" class="muted">no alerts since start-up</td></tr>')
     parts.append("</tbody></table>")
     refresh_note = f"refreshes every {refresh:g}s; " if refresh > 0 else ""
+    json_href = "status.json" + _href(s.feeds_query).removeprefix("./")
     parts.append(
-        f'<p class="muted">{refresh_note}machine-readable: <a href="status.json">status.json</a>, '
+        f'<p class="muted">{refresh_note}machine-readable: <a href="{_t(json_href)}">status.json</a>, '
         '<a href="metrics">metrics</a>, <a href="readyz">readyz</a></p></body></html>'
     )
     return "\n".join(parts)
+
+
+_HEALTH_CHOICES = (("", "any health"), (",".join(h for h in HEALTH_STATES if h != OK), "not ok"), *((h, h) for h in HEALTH_STATES))
+_ORDER_LABELS = {"health": "problems first, then most recent new item", "url": "by url"}
+
+
+def _feeds_header(s: StatusSnapshot) -> list[str]:
+    """The feeds' heading (counts by health, each a link to those feeds) and the filter form."""
+    query = s.feeds_query
+    counts = ", ".join(
+        f'<a class="h-{_t(h)}" id="count-{_t(h)}" href="{_t(_href(query, health=(h,), offset=0))}">{n:,} {_t(h)}</a>'
+        for h, n in s.health_counts.items()
+        if n
+    )
+    current = ",".join(query.health)
+    health_options = "".join(
+        f'<option value="{_t(value)}"{" selected" if value == current else ""}>{_t(label)}</option>'
+        for value, label in _HEALTH_CHOICES
+    )
+    order_options = "".join(
+        f'<option value="{_t(value)}"{" selected" if value == query.order else ""}>{_t(label)}</option>'
+        for value, label in _ORDER_LABELS.items()
+    )
+    limit = f'<input type="hidden" name="limit" value="{query.limit}">' if query.limit != PAGE_ROWS else ""
+    return [
+        f'<h2 id="feeds-heading">Feeds ({s.feeds_total:,}: {counts or "none"})</h2>',
+        f'<form id="feed-filter" method="get"><label>health <select name="health">{health_options}</select></label> '
+        f'<label>url or name contains <input type="search" name="q" value="{_t(query.text)}" maxlength="{MAX_QUERY_TEXT}"></label> '
+        f'<label>order <select name="order">{order_options}</select></label>{limit} '
+        '<button type="submit">show</button> <a href="./">reset</a></form>',
+    ]
+
+
+def _pager(s: StatusSnapshot) -> str:
+    """Which feeds the page shows, of how many, and links to the pages around it."""
+    query = s.feeds_query
+    first = query.offset + 1
+    last = query.offset + len(s.feeds)
+    filtered = " matching" if query.health or query.text else ""
+    shown = f"{first:,}-{last:,} of {s.feeds_matched:,}{filtered}" if s.feeds else f"none of {s.feeds_matched:,}{filtered}"
+    links = []
+    if query.offset > 0:
+        previous = max(0, query.offset - (query.limit or PAGE_ROWS))
+        links.append(f'<a id="prev-page" href="{_t(_href(query, offset=previous))}">previous</a>')
+    if s.feeds_next_offset is not None:
+        links.append(f'<a id="next-page" href="{_t(_href(query, offset=s.feeds_next_offset))}">next</a>')
+    return f'<p id="feeds-page" class="muted">feeds {shown} ({_t(_ORDER_LABELS[query.order])}) {" ".join(links)}</p>'
+
+
+def _error_page(message: str) -> str:
+    """The page for a request whose parameters are invalid (400)."""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>news-monitor: bad request</title>'
+        f'<style>{_STYLE}</style></head><body><h1>news-monitor</h1><p class="err" id="error">{_t(message)}</p>'
+        '<p><a href="./">the status page</a></p></body></html>'
+    )
 
 
 def _summary_word(snapshot: StatusSnapshot) -> str:
