@@ -136,3 +136,43 @@ async def test_status_page_shows_live_numbers(broker, feed_server, tmp_path, bro
 
         await asyncio.to_thread(raised_four)
         await asyncio.to_thread(_on_one_rendering, refreshed)
+
+
+async def test_feed_filter_and_page_links_work_in_a_browser(browser):
+    """The filter form submits (the page's CSP allows forms to its own address), the count
+    links filter by health, and the next-page link pages; no scripts involved."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from monitor.adapters.web import WebServer
+    from tests.test_web import _many_feeds
+
+    def rows() -> list[tuple[str, str]]:
+        found = browser.find_elements(By.CSS_SELECTOR, "table#feeds tbody tr[data-url]")
+        return [(row.get_attribute("data-url"), row.get_attribute("data-health")) for row in found]
+
+    def navigate(action, expected_in_url: str) -> None:
+        action()
+        WebDriverWait(browser, 10, poll_frequency=0.1).until(lambda d: expected_in_url in d.current_url)
+
+    def walk(base: str) -> None:
+        browser.get(base + "/")
+        first = rows()
+        assert len(first) == 200 and first[0][1] == "disabled"
+        navigate(lambda: browser.find_element(By.ID, "next-page").click(), "offset=200")
+        assert len(rows()) == 200 and not set(rows()) & set(first)
+
+        query = browser.find_element(By.NAME, "q")
+        query.clear()
+        query.send_keys("OK3.example")
+        Select(browser.find_element(By.NAME, "health")).select_by_value("ok")
+        navigate(lambda: browser.find_element(By.CSS_SELECTOR, "#feed-filter button").click(), "q=OK3.example")
+        found = rows()
+        assert len(found) == 63 and all("ok3.example" in url and health == "ok" for url, health in found)
+        assert "offset" not in browser.current_url, "a new filter starts at the first page"
+
+        navigate(lambda: browser.find_element(By.ID, "count-failing").click(), "health=failing")
+        assert [health for _, health in rows()] == ["failing", "failing"]
+
+    async with WebServer(_many_feeds(444), "127.0.0.1:0", refresh=0) as server:
+        await asyncio.to_thread(walk, server.url)

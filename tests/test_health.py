@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -12,9 +14,12 @@ from monitor.adapters.store import FeedState
 from monitor.health import (
     DISABLED,
     FAILING,
+    HEALTH_STATES,
     OK,
+    PAGE_ROWS,
     STALE,
     FeedHealthTracker,
+    FeedQuery,
     HealthPolicy,
     assess,
     health_record,
@@ -120,6 +125,130 @@ def test_health_record_is_a_keyed_cloudevent():
     assert event["health"] == FAILING and event["previous"] == OK and event["last_error"] == "HTTP 503"
     assert event["feed_name"] == "A" and event["at"].endswith("Z")
     assert dict(record.headers)["ce_type"] == b"news.feed-health.v1"
+
+
+# -- pages of feeds (the status page, /status.json, news-monitor status) ------------------
+
+def _mixed_tracker(ok: int = 40, *, policy: HealthPolicy | None = None) -> FeedHealthTracker:
+    """``ok`` healthy feeds with new items i minutes ago, and two feeds of every other health."""
+    feeds = [Feed(f"https://ok.example/{i:04d}.xml", name=f"Healthy {i}") for i in range(ok)]
+    feeds += [Feed(f"https://bad.example/{kind}-{i}.xml", name=f"{kind.title()} {i}", expected_update_period=HOUR)
+              for kind in (FAILING, STALE, DISABLED) for i in range(2)]
+    tracker = FeedHealthTracker(feeds, policy or HealthPolicy(failing_after=1), started=NOW - 9 * HOUR)
+    for i in range(ok):
+        tracker.observe(FeedState(feeds[i].url, polls=1, last_success=NOW, last_new_item=NOW - 60 * i), NOW)
+    for i in range(2):
+        tracker.observe(FeedState(f"https://bad.example/failing-{i}.xml", polls=3, consecutive_errors=3,
+                                  last_new_item=NOW - 2 * HOUR + i, last_error="HTTP 503"), NOW)
+        tracker.observe(FeedState(f"https://bad.example/stale-{i}.xml", polls=3, last_success=NOW,
+                                  last_new_item=NOW - 5 * HOUR - i), NOW)
+        tracker.observe(FeedState(f"https://bad.example/disabled-{i}.xml", polls=3, disabled="HTTP 410 Gone"), NOW)
+    return tracker
+
+
+class TestPages:
+    def test_problems_first_then_the_most_recent_new_item(self):
+        tracker = _mixed_tracker()
+        rows = tracker.page(FeedQuery(limit=10)).rows
+        assert [row.health for row in rows[:6]] == [DISABLED, DISABLED, FAILING, FAILING, STALE, STALE]
+        # Within a health: the most recent new item first; feeds that never had one last, by url.
+        assert [row.url for row in rows[:6]] == [
+            "https://bad.example/disabled-0.xml", "https://bad.example/disabled-1.xml",
+            "https://bad.example/failing-1.xml", "https://bad.example/failing-0.xml",
+            "https://bad.example/stale-0.xml", "https://bad.example/stale-1.xml",
+        ]
+        assert [row.url for row in rows[6:]] == [f"https://ok.example/{i:04d}.xml" for i in range(4)]
+
+    def test_a_page_is_bounded_and_the_pages_cover_every_feed_once(self):
+        tracker = _mixed_tracker(ok=994)
+        seen: list[str] = []
+        offset: int | None = 0
+        pages = 0
+        while offset is not None:
+            page = tracker.page(FeedQuery(offset=offset, limit=200))
+            assert len(page.rows) <= 200 and page.total == page.matched == 1000
+            seen += [row.url for row in page.rows]
+            offset, pages = page.next_offset, pages + 1
+        assert pages == 5 and len(seen) == len(set(seen)) == 1000
+        assert tracker.page(FeedQuery(offset=1000)).rows == [] and tracker.page(FeedQuery(offset=1000)).next_offset is None
+        assert len(tracker.page().rows) == PAGE_ROWS
+        assert len(tracker.page(FeedQuery(limit=None)).rows) == 1000
+
+    def test_filter_by_health_and_by_text_in_the_url_or_name(self):
+        tracker = _mixed_tracker()
+        failing = tracker.page(FeedQuery(health=(FAILING,)))
+        assert failing.matched == 2 and {row.health for row in failing.rows} == {FAILING} and failing.total == 46
+        not_ok = tracker.page(FeedQuery(health=(STALE, FAILING, DISABLED), limit=3))
+        assert not_ok.matched == 6 and [row.health for row in not_ok.rows] == [DISABLED, DISABLED, FAILING]
+        assert not_ok.next_offset == 3
+        by_name = tracker.page(FeedQuery(text="HEALTHY 1"))  # case-insensitive, in the name
+        assert {row.name for row in by_name.rows} == {"Healthy 1", *(f"Healthy {i}" for i in range(10, 20))}
+        by_url = tracker.page(FeedQuery(text="bad.example/stale"))
+        assert [row.url for row in by_url.rows] == ["https://bad.example/stale-0.xml", "https://bad.example/stale-1.xml"]
+        assert tracker.page(FeedQuery(text="xmlhealthy")).matched == 0, "a match may not straddle url and name"
+        both = tracker.page(FeedQuery(health=(OK,), text="0003"))
+        assert [row.url for row in both.rows] == ["https://ok.example/0003.xml"]
+
+    def test_a_text_filter_searches_the_url_as_shown(self):
+        feed = Feed("https://bob:hunter2@feeds.example/rss?token=hunter2")
+        tracker = FeedHealthTracker([feed], shown_url=lambda url: url.replace("hunter2", "***"))
+        assert tracker.page(FeedQuery(text="hunter2")).matched == 0
+        assert tracker.page(FeedQuery(text="feeds.example")).matched == 1
+
+    def test_url_order_is_stable_while_feeds_poll(self):
+        tracker = _mixed_tracker()
+        first = tracker.page(FeedQuery(order="url", limit=20))
+        # A feed on the second page gets a new item: it moves in health order, not in url order.
+        tracker.observe(FeedState("https://ok.example/0035.xml", polls=2, last_success=NOW + 5, last_new_item=NOW + 5), NOW + 5)
+        second = tracker.page(FeedQuery(order="url", offset=first.next_offset, limit=40))
+        urls = [row.url for row in first.rows + second.rows]
+        assert urls == sorted(urls) and len(set(urls)) == 46
+        assert tracker.page(FeedQuery(limit=7)).rows[6].url == "https://ok.example/0035.xml"
+        failing = tracker.page(FeedQuery(order="url", health=(FAILING,)))
+        assert [row.url for row in failing.rows] == ["https://bad.example/failing-0.xml", "https://bad.example/failing-1.xml"]
+
+    def test_the_index_follows_polls_sweeps_and_restarts(self):
+        """A random history of polls and sweeps: pages and counts always equal a full sort."""
+        rng = random.Random(13)
+        feeds = [Feed(f"https://f{i:03d}.example/rss", expected_update_period=rng.choice([None, 600.0])) for i in range(120)]
+        tracker = FeedHealthTracker(feeds, HealthPolicy(failing_after=2, stale_min_age=600), started=NOW)
+        states = {feed.url: FeedState(feed.url) for feed in feeds}
+        now = NOW
+        for step in range(1500):
+            now += rng.uniform(0, 30)
+            if step % 97 == 0:
+                tracker.sweep(now)
+                continue
+            url = rng.choice(feeds).url
+            old = states[url]
+            roll = rng.random()
+            if roll < 0.01:
+                new = old.evolve(polls=old.polls + 1, disabled="HTTP 410 Gone")
+            elif roll < 0.3:
+                new = old.evolve(polls=old.polls + 1, consecutive_errors=old.consecutive_errors + 1, last_error="boom")
+            else:
+                new = old.evolve(polls=old.polls + 1, consecutive_errors=0, last_success=now,
+                                 last_new_item=now if rng.random() < 0.5 else old.last_new_item)
+            states[url] = new
+            tracker.observe(new, now)
+            if step % 250 == 0:
+                _assert_index_matches_a_full_sort(tracker)
+        _assert_index_matches_a_full_sort(tracker)
+        assert all(tracker.counts().values()), "the history visits every health"
+        restarted = FeedHealthTracker(feeds, HealthPolicy(failing_after=2, stale_min_age=600), started=now)
+        restarted.load_all(state.evolve(health=tracker.health_of(url).health) for url, state in states.items())
+        assert restarted.counts() == tracker.counts()
+        assert [r.url for r in restarted.page(FeedQuery(limit=None)).rows] == [r.url for r in tracker.page(FeedQuery(limit=None)).rows]
+
+
+def _assert_index_matches_a_full_sort(tracker: FeedHealthTracker) -> None:
+    rows = tracker.rows()
+    worst = {health: rank for rank, health in enumerate(reversed(HEALTH_STATES))}
+    expected = sorted(rows, key=lambda r: (worst[r.health], -r.last_new_item if r.last_new_item else math.inf, r.url))
+    assert [r.url for r in tracker.page(FeedQuery(limit=None)).rows] == [r.url for r in expected]
+    assert tracker.counts() == {health: sum(r.health == health for r in rows) for health in HEALTH_STATES}
+    middle = tracker.page(FeedQuery(offset=50, limit=30)).rows
+    assert [r.url for r in middle] == [r.url for r in expected[50:80]]
 
 
 # -- a running daemon -------------------------------------------------------------------

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from monitor.adapters.broker import free_port
+from monitor.adapters.store import FeedState, Store, feed_row
 from monitor.worker import Monitor
 from tests.support import ROOT, SEEDS, make_settings
 
@@ -65,3 +67,55 @@ def test_status_without_state_is_one_clear_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "no state store" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _store_with_feeds(tmp_path: Path, ok: int, failing: int) -> Path:
+    """A state store as a daemon leaves it, with ``ok`` healthy and ``failing`` failing feeds."""
+    now = time.time()
+    states = [FeedState(f"https://ok.example/{i:04d}.xml", polls=9, items_seen=5, last_poll=now, last_success=now,
+                        last_new_item=now - i) for i in range(ok)]
+    states += [FeedState(f"https://down.example/{i:02d}.xml", polls=9, consecutive_errors=5, last_poll=now,
+                         last_error=f"https://down.example/{i:02d}.xml: HTTP 503", last_error_at=now, health="failing")
+               for i in range(failing)]
+    store = Store(tmp_path / "state")
+    store.save_feed_rows([feed_row(state) for state in states])
+    store.close()
+    return _config(tmp_path, [])
+
+
+def test_status_shows_a_summary_then_a_bounded_table_worst_first(tmp_path):
+    config = _store_with_feeds(tmp_path, ok=240, failing=10)
+
+    plain = _status(config)
+    assert plain.returncode == 1
+    header, *lines = plain.stdout.splitlines()
+    assert header.startswith("HEALTH") and len(lines) == 200
+    assert [line.split()[0] for line in lines[:11]] == ["failing"] * 10 + ["ok"], "problems first"
+    assert lines[10].split()[5] == "https://ok.example/0000.xml", "then the most recent new item"
+    assert plain.stderr == (
+        "250 feeds: 240 ok, 10 failing; showing the first 200 (not ok first, then the most recent new item):"
+        " --all or --limit N for more\n"
+    )
+
+    limited = _status(config, "--limit", "12")
+    assert len(limited.stdout.splitlines()) == 13 and "showing the first 12" in limited.stderr
+
+    every = _status(config, "--all", "--format", "json")
+    rows = [orjson.loads(line) for line in every.stdout.splitlines()]
+    assert len(rows) == 250 and len({row["url"] for row in rows}) == 250
+    assert every.stderr == "250 feeds: 240 ok, 10 failing\n" and every.returncode == 1
+
+    table = _status(config, "--format", "table", "--limit", "5")
+    words = " ".join(table.stdout.split())
+    assert words.startswith("250 feeds: 240 ok, 10 failing; showing the first 5") and table.stderr == ""
+    assert "news-monitor feeds" in words and table.stdout.count("│ failing ") == 5
+
+    for bad in (["--limit", "0"], ["--limit", "x"], ["--all", "--limit", "5"]):
+        result = _status(config, *bad)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, bad
+
+
+def test_status_of_healthy_feeds_exits_0_with_its_summary(tmp_path):
+    result = _status(_store_with_feeds(tmp_path, ok=3, failing=0))
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 4
+    assert result.stderr == "3 feeds: 3 ok\n"

@@ -314,6 +314,7 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
         parts.append(f'<p class="err" id="reload-error">last rule reload failed: {_t(s.last_reload_error)}</p>')
 
     parts += _feeds_header(s)
+    parts.append(_pager(s, ids=True))
     parts.append(
         f'<table id="feeds" data-total="{s.feeds_total}" data-matched="{s.feeds_matched}" '
         f'data-offset="{s.feeds_query.offset}"><thead><tr><th>feed</th><th>health</th><th>last success</th>'
@@ -341,7 +342,7 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
     if not s.feeds:
         parts.append('<tr><td colspan="8" class="muted">no feed on this page</td></tr>')
     parts.append("</tbody></table>")
-    parts.append(_pager(s))
+    parts.append(_pager(s, ids=False))
 
     version = f" version {_t(s.ruleset_version)}" if s.ruleset_version else ""
     parts.append(f"<h2>Rules ({len(s.rules)}{version})</h2>")
@@ -389,8 +390,10 @@ _ORDER_LABELS = {"health": "problems first, then most recent new item", "url": "
 def _feeds_header(s: StatusSnapshot) -> list[str]:
     """The feeds' heading (counts by health, each a link to those feeds) and the filter form."""
     query = s.feeds_query
+    # The counts are of every feed: each links to all the feeds in that health, unfiltered.
+    every = FeedQuery(order=query.order, limit=query.limit)
     counts = ", ".join(
-        f'<a class="h-{_t(h)}" id="count-{_t(h)}" href="{_t(_href(query, health=(h,), offset=0))}">{n:,} {_t(h)}</a>'
+        f'<a class="h-{_t(h)}" id="count-{_t(h)}" href="{_t(_href(every, health=(h,)))}">{n:,} {_t(h)}</a>'
         for h, n in s.health_counts.items()
         if n
     )
@@ -413,8 +416,9 @@ def _feeds_header(s: StatusSnapshot) -> list[str]:
     ]
 
 
-def _pager(s: StatusSnapshot) -> str:
-    """Which feeds the page shows, of how many, and links to the pages around it."""
+def _pager(s: StatusSnapshot, *, ids: bool) -> str:
+    """Which feeds the page shows, of how many, and links to the pages around it (above the
+    table, with ids for scripts and tests, and again below it)."""
     query = s.feeds_query
     first = query.offset + 1
     last = query.offset + len(s.feeds)
@@ -423,10 +427,11 @@ def _pager(s: StatusSnapshot) -> str:
     links = []
     if query.offset > 0:
         previous = max(0, query.offset - (query.limit or PAGE_ROWS))
-        links.append(f'<a id="prev-page" href="{_t(_href(query, offset=previous))}">previous</a>')
+        links.append(f'<a{" id=prev-page" if ids else ""} href="{_t(_href(query, offset=previous))}">previous</a>')
     if s.feeds_next_offset is not None:
-        links.append(f'<a id="next-page" href="{_t(_href(query, offset=s.feeds_next_offset))}">next</a>')
-    return f'<p id="feeds-page" class="muted">feeds {shown} ({_t(_ORDER_LABELS[query.order])}) {" ".join(links)}</p>'
+        links.append(f'<a{" id=next-page" if ids else ""} href="{_t(_href(query, offset=s.feeds_next_offset))}">next</a>')
+    where = ' id="feeds-page"' if ids else ""
+    return f'<p{where} class="muted">feeds {shown} ({_t(_ORDER_LABELS[query.order])}) {" ".join(links)}</p>'
 
 
 def _error_page(message: str) -> str:
