@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     broker.set_defaults(handler=_cmd_broker)
 
     status = commands.add_parser(
-        "status", help="print feed health from the state store: a summary, then the feeds, worst first (works while the daemon runs)",
+        "status",
+        help="print feed health from the state store: a summary, then the feeds, worst first (works while the daemon runs)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="health: ok, stale (no new item for much longer than usual), failing (polls fail),\n"
         "disabled (HTTP 410). Feeds are listed worst health first, then the most recent new item;\n"
