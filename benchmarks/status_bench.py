@@ -11,15 +11,16 @@ daemon. Then, on a running event loop:
   client parses the body): the response size, the handler's wall time (median of
   ``--repeat`` runs), and the event loop's worst stall meanwhile (a task that sleeps
   1 ms and records how late it wakes);
-* the same with a filter (``?q=`` a substring matching 1 % of the feeds) and a deep
-  page (``?offset=`` near the end), when the code under test takes query parameters;
+* the same with filters (``?q=`` a substring of 1.5 % of the urls, ``?health=ok``) and
+  deep pages (``?offset=`` near the end, in both orders), when the code under test takes
+  query parameters;
 * the Prometheus scrape (``/metrics``), for scale: it exports one series per feed.
 
 Then the same feeds are written to a SQLite state store, as the daemon leaves it, and
 ``news-monitor status`` is run on it: in-process (``monitor.status.status``, median of
-``--repeat``) for the plain and JSON formats and the rich table (time-boxed to one
-run), and once as the real command in a subprocess (imports included), printing the
-size of the output and the number of lines.
+``--repeat``) for the plain and JSON formats (and ``--all`` where it exists), the rich
+table once (37 s before pages), and once as the real command in a subprocess (imports
+included), printing the size of the output and the number of lines.
 
 The script runs against whatever code is checked out, so the same command gives the
 "before" and "after" figures (docs/operations.md, "Large deployments").
