@@ -198,11 +198,13 @@ def _error(exc: BaseException, stream: TextIO | None = None) -> None:
 def _settings(args: argparse.Namespace):
     import os
 
+    from monitor import redact
     from monitor.log import configure_logging
     from monitor.settings import load_settings
 
     path = getattr(args, "config", None) or os.environ.get("NEWS_MONITOR_CONFIG")
     settings = load_settings(path, required=path is not None)
+    redact.configure(settings.feeds.redact_params)
     configure_logging(settings.log.level, settings.log.format)
     return settings
 
@@ -249,10 +251,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary, out: TextIO) -> None:
+    from monitor.redact import scrub
+
     out.write(f"feeds polled:   {summary.polls} of {summary.feeds}")
     out.write(f" ({summary.failures} failed)\n" if summary.failures else "\n")
-    for url, error in summary.failed:
-        out.write(f"  failed: {error}\n")
+    for _url, error in summary.failed:
+        # The error names the feed url, which may carry credentials: masked.
+        out.write(f"  failed: {scrub(error)}\n")
     if summary.failures > len(summary.failed):
         out.write(f"  ... and {summary.failures - len(summary.failed)} earlier failures (see the log)\n")
     out.write(f"new articles:   {summary.new_articles} ({summary.duplicates} already seen)\n")

@@ -45,6 +45,7 @@ import orjson
 from sortedcontainers import SortedList
 
 from monitor.model import Feed, Record
+from monitor.redact import public_feed_url, scrub
 
 __all__ = [
     "DISABLED",
@@ -236,23 +237,25 @@ def health_record(transition: Transition, topic: str) -> Record:
     so a consumer sees a feed's changes in order), with CloudEvents headers."""
     event_id = uuid.uuid4().hex
     feed = transition.feed
+    # The feed's public form, like an alert's: credentials masked, a path as a file:// URI.
+    public = public_feed_url(feed.url)
     value = orjson.dumps(
         {
             "schema_version": HEALTH_SCHEMA_VERSION,
             "event_id": event_id,
-            "feed_url": feed.url,
+            "feed_url": public,
             "feed_name": feed.name,
             "previous": transition.previous,
             "health": transition.current.health,
-            "reason": transition.current.reason,
+            "reason": scrub(transition.current.reason) if transition.current.reason else transition.current.reason,
             "at": _iso(transition.at),
             "last_success": _iso(transition.last_success),
             "last_new_item": _iso(transition.last_new_item),
             "consecutive_errors": transition.consecutive_errors,
-            "last_error": transition.last_error,
+            "last_error": scrub(transition.last_error) if transition.last_error else transition.last_error,
         }
     )
-    url = feed.url.encode("utf-8", "surrogatepass")
+    url = public.encode("utf-8", "surrogatepass")
     return Record(
         alert_id=event_id,
         article_id=f"feed-health:{feed.url}",

@@ -10,6 +10,12 @@ hold here:
 * :func:`article_id` is a fallback chain in the spirit of miniflux's entry hash: the
   entry's own guid/id, else the canonical link, else a digest of title and date.
 
+:func:`article_link` decides which link an article is published with: only absolute
+http(s) links. A relative link is resolved against a base (the feed's own http(s) URL,
+else the site link the feed declares); one with nothing http(s) to resolve against,
+and any other scheme (``javascript:``, ``data:``, ``file:``, ``mailto:``...), is
+dropped with its reason, and the article goes on without a link.
+
 Pure functions, standard library only.
 """
 
@@ -17,9 +23,24 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote_plus, urljoin, urlsplit, urlunsplit
 
-__all__ = ["TRACKING_PARAMS", "TRACKING_PREFIXES", "article_id", "canonical_url", "feed_host"]
+__all__ = [
+    "LINK_NOT_HTTP",
+    "LINK_RELATIVE",
+    "TRACKING_PARAMS",
+    "TRACKING_PREFIXES",
+    "article_id",
+    "article_link",
+    "canonical_url",
+    "feed_host",
+    "http_base",
+]
+
+#: Why :func:`article_link` dropped a link: a scheme other than http(s)...
+LINK_NOT_HTTP = "not_http"
+#: ...or a relative link with no http(s) base to resolve it against.
+LINK_RELATIVE = "relative"
 
 #: Query parameters (compared case-insensitively) that only say where a click came from,
 #: never which page to show. Dropped by :func:`canonical_url`.
@@ -101,6 +122,45 @@ def _clean_query(query: str) -> str:
     return "&".join(pair for _, pair in kept)
 
 
+def http_base(url: str | None) -> str:
+    """``url`` when it is an absolute http(s) URL with a host (a base links can resolve
+    against), else ""."""
+    if not url:
+        return ""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return url if parts.scheme.lower() in _DEFAULT_PORTS and parts.hostname else ""
+
+
+def article_link(link: str | None, base: str = "") -> tuple[str | None, str | None]:
+    """The link an article is published with, and why it was dropped when it was.
+
+    Returns ``(canonical http(s) link, None)``; ``(None, LINK_RELATIVE)`` for a relative
+    link when ``base`` is not an http(s) URL; ``(None, LINK_NOT_HTTP)`` for any other
+    scheme; ``(None, None)`` when there was no link.
+    """
+    link = link.strip() if link else ""
+    if not link:
+        return None, None
+    try:
+        parts = urlsplit(link)
+        if not parts.scheme:
+            base = http_base(base)
+            if not base:
+                return None, LINK_RELATIVE
+            link = urljoin(base, link)
+            parts = urlsplit(link)
+        hostname = parts.hostname
+    except ValueError:  # an invalid port or IPv6 literal
+        return None, LINK_NOT_HTTP
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not hostname:
+        return None, LINK_NOT_HTTP
+    return canonical_url(link), None
+
+
 def feed_host(feed_url: str) -> str:
     """Return the lower-cased host of a feed URL, or the stripped URL when it has none."""
     try:
@@ -126,7 +186,8 @@ def article_id(
        so it is prefixed with the host of ``feed_url``: two sites' item ``"1"`` must not
        collide, while two feeds of the same site (``/news.rss``, ``/sports.rss``) that
        carry the same post keep the same id and are deduplicated.
-    2. Else the :func:`canonical_url` of the entry's link.
+    2. Else the :func:`canonical_url` of the entry's link; a relative one (no ``:``) is
+       prefixed with the feed's host like a guid without one.
     3. Else ``"sha256:"`` and the hex SHA-256 of the title and the ISO publication date,
        so an entry with neither guid nor link is still stable across polls.
     """
@@ -135,6 +196,8 @@ def article_id(
             return guid
         return f"{feed_host(feed_url)}:{guid}"
     if link is not None and (link := link.strip()):
+        if ":" not in link and feed_url:
+            return f"{feed_host(feed_url)}:{link}"
         return canonical_url(link)
     stamp = published.isoformat() if published is not None else ""
     digest = hashlib.sha256(f"{title}\x1f{stamp}".encode("utf-8", "surrogatepass")).hexdigest()

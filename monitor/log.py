@@ -9,18 +9,22 @@ are routed through the same renderer, so a JSON log stays one JSON object per li
 
 Secrets never reach a line: values of keys that name a secret (password, token,
 authorization, ...) are masked, and credentials inside URLs (``https://user:pw@host``,
-``?token=...``) are masked wherever they appear in a value.
+``?token=...``, by the rule of :mod:`monitor.redact`) are masked wherever they appear
+in a value: a library's message and a formatted traceback included, at every level.
+The masking is the last step before rendering, so nothing added later escapes it.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import re
 import sys
 from typing import Any, TextIO
 
 import orjson
 import structlog
+
+from monitor.redact import MASK, scrub
 
 __all__ = ["SECRET_KEYS", "configure_logging", "get_logger", "redact"]
 
@@ -28,12 +32,7 @@ __all__ = ["SECRET_KEYS", "configure_logging", "get_logger", "redact"]
 SECRET_KEYS = frozenset(
     {"password", "passwd", "secret", "token", "authorization", "api_key", "apikey", "credential", "cookie", "private_key"}
 )
-_MASK = "***"
-_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/@\s:]+(?::[^/@\s]*)?)@", re.IGNORECASE)
-_QUERY_SECRET = re.compile(
-    r"(?P<key>[?&;](?:[a-z0-9_.-]*(?:token|secret|password|passwd|api_?key|apikey|signature|sig|auth)[a-z0-9_.-]*))=(?P<value>[^&#\s\"']*)",
-    re.IGNORECASE,
-)
+_MASK = MASK
 
 
 def _secret_key(key: str) -> bool:
@@ -41,20 +40,12 @@ def _secret_key(key: str) -> bool:
     return any(part in lowered for part in SECRET_KEYS)
 
 
-def _scrub_text(text: str) -> str:
-    if "://" in text:
-        text = _USERINFO.sub(lambda m: f"{m['scheme']}{_MASK}@", text)
-    if "=" in text:
-        text = _QUERY_SECRET.sub(lambda m: f"{m['key']}={_MASK}", text)
-    return text
-
-
 def redact(value: Any, _depth: int = 0) -> Any:
     """``value`` with secrets masked: secret-named keys in mappings, credentials in URLs."""
     if _depth > 6:
         return value
     if isinstance(value, str):
-        return _scrub_text(value)
+        return scrub(value)
     if isinstance(value, dict):
         return {k: (_MASK if isinstance(k, str) and _secret_key(k) else redact(v, _depth + 1)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -63,9 +54,11 @@ def redact(value: Any, _depth: int = 0) -> Any:
 
 
 def _redact_secrets(_logger: object, _name: str, event: dict) -> dict:
+    """Mask every value of the finished event: the last processor before the renderer, so a
+    library's message (moved to ``message``) and a formatted traceback are masked too."""
     for key, value in event.items():
         if key == "event":
-            continue
+            continue  # a literal dotted name (a library's is ``lib.<logger>``), never data
         event[key] = _MASK if _secret_key(key) else redact(value)
     return event
 
@@ -94,17 +87,19 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     numeric_level = logging.getLevelName(level.upper())
     renderer: structlog.typing.Processor
     if use_console:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=_masked_traceback)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=lambda o, **_: _orjson_dumps(o, _stringify))
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact_secrets,
     ]
-    # The console renderer prints exceptions itself, readably; JSON needs them as a string.
+    # The console renderer prints exceptions itself (masked: _masked_traceback); JSON
+    # needs them as a string, masked by _redact_secrets. It runs last, after a library's
+    # message has moved to "message" (_name_foreign_event), so that is masked too.
     tail: list[structlog.typing.Processor] = [] if use_console else [structlog.processors.format_exc_info]
+    tail.append(_redact_secrets)
     global _generation
     structlog.configure(
         processors=[*shared, *tail, renderer],
@@ -139,6 +134,13 @@ def _route_stdlib_logging(
     root.addHandler(handler)
     # Libraries are chatty at INFO (aiokafka reconnects): keep them at WARNING unless debugging.
     root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+
+
+def _masked_traceback(out: TextIO, exc_info: Any) -> None:
+    """The console's traceback, plain (a pretty one wraps and colours URLs apart) and masked."""
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    out.write(scrub(buffer.getvalue()))
 
 
 def _name_foreign_event(_logger: object, _name: str, event: dict) -> dict:

@@ -198,6 +198,11 @@ class Observer:
         self.m_alerts = PromCounter(
             f"{PREFIX}_alerts", "Alerts raised, by rule and topic.", ["rule", "topic"], registry=r,
         )
+        self.m_links_dropped = PromCounter(
+            f"{PREFIX}_article_links_dropped", "Entry links not published, by reason: not_http (javascript:, "
+            "data:, ...) or relative (nothing http(s) to resolve against); counted per parse of a changed feed.",
+            ["reason"], registry=r,
+        )
         self.m_published = PromCounter(
             f"{PREFIX}_alerts_published", "Alerts acknowledged by Kafka, by topic.", ["topic"], registry=r,
         )
@@ -293,6 +298,8 @@ class Observer:
         for verdict, count in (("new", report.new), ("updated", report.updated), ("duplicate", report.duplicates)):
             if count:
                 self.m_articles.labels(verdict).inc(count)
+        for reason, count in report.links_dropped.items():
+            self.m_links_dropped.labels(reason).inc(count)
         for alert in report.alerts:
             self._alert_raised(alert)
         if report.state is not None:

@@ -115,6 +115,8 @@ class PollReport:
     error_stage: str | None = None
     #: The feed's state as saved after this poll.
     state: FeedState | None = None
+    #: Entries whose link was dropped (not http(s), or relative with no base), by reason.
+    links_dropped: dict[str, int] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -211,6 +213,14 @@ class Pipeline:
             parsed = await self._parser.parse(body, feed.url, result.content_type)
         if parsed.warning:
             bound.warning("feed.parse.malformed", reason=parsed.warning, entries=len(parsed.articles))
+        if parsed.links_dropped:
+            # The articles still match and alert, published without a link.
+            bound.info(
+                "feed.links.dropped",
+                reasons=parsed.links_dropped,
+                example=parsed.dropped_link,
+                hint="only http(s) links are published; relative ones need an http(s) feed url or site link",
+            )
         admission = await self._admit(parsed.articles, feed, signatures)
         if admission.records:
             await self._sink.submit(admission.records)
@@ -244,6 +254,7 @@ class Pipeline:
             alerts=admission.alerts,
             warning=parsed.warning,
             state=state,
+            links_dropped=parsed.links_dropped,
         )
         bound.info(
             "feed.poll.ok",

@@ -6,6 +6,10 @@ Kafka binary binding: the alert JSON is the value, the event attributes are ``ce
 headers, and the key is the article id so all alerts of one article stay in order in
 one partition.
 
+The feed location in a record (``article.feed_url``, ``ce_source``) is the feed's public
+form (:func:`monitor.redact.public_feed_url`): an absolute URI, a file path as
+``file:///...``, with credentials masked; the real URL never leaves the process.
+
 An alert that cannot be serialised (text no JSON encoder accepts, such as lone UTF-16
 surrogates) still becomes a record, marked with a ``dlq_reason`` header, so delivery
 routes it to the dead-letter topic instead of failing the whole feed's batch.
@@ -27,6 +31,7 @@ from typing import Any, Callable
 import orjson
 
 from monitor.model import Alert, Article, Match, Record, alert_id_for
+from monitor.redact import public_feed_url
 
 __all__ = [
     "ALERT_SCHEMA_VERSION",
@@ -93,7 +98,7 @@ def build_alert(
         url=article.url,
         title=article.title,
         published=article.published,
-        feed_url=article.feed_url,
+        feed_url=public_feed_url(article.feed_url),
         matches=match.hits,
         snippet=snippet,
         detected_at=detected_at or datetime.now(timezone.utc),
@@ -174,7 +179,7 @@ def article_to_dict(article: Article, observed_at: datetime) -> dict[str, Any]:
     return {
         "schema_version": 1,
         "id": article.id,
-        "feed_url": article.feed_url,
+        "feed_url": public_feed_url(article.feed_url),
         "url": article.url,
         "guid": article.guid,
         "title": article.title,
@@ -194,7 +199,7 @@ def article_record(article: Article, topic: str, observed_at: datetime | None = 
     attributes = (
         ("ce_specversion", "1.0"),
         ("ce_id", record_id),
-        ("ce_source", article.feed_url),
+        ("ce_source", public_feed_url(article.feed_url)),
         ("ce_type", ARTICLE_CLOUDEVENT_TYPE),
         ("ce_time", _iso(observed_at) or ""),
         ("ce_subject", article.id),

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from monitor.errors import ConfigError
 from monitor.model import Feed, SourceLocation
+from monitor.redact import DEFAULT_SECRET_PARAMS
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -138,6 +139,9 @@ class FeedsSettings:
     user_agent: str = ""
     #: Random spread of each next poll, as a share of its interval (0.05 = ±5 %).
     jitter: float = 0.05
+    #: Query parameters of feed URLs whose values are masked wherever a URL leaves the
+    #: process (alerts, logs, metrics, status); see monitor.redact for the matching rule.
+    redact_params: tuple[str, ...] = DEFAULT_SECRET_PARAMS
     #: Feeds listed in the file itself: ``[[feeds.feed]]`` tables (url, interval, ...).
     feed: tuple[Mapping[str, Any], ...] = ()
 
@@ -558,6 +562,13 @@ def _validate_polling(settings: Settings, loc: SourceLocation) -> None:
             raise ConfigError(f"[feeds] {name} must be above 0 seconds", location=loc)
     if not 0 <= feeds.jitter <= 0.5:
         raise ConfigError("[feeds] jitter must be between 0 and 0.5", location=loc, hint="0.05 spreads each poll by ±5 % of its interval")
+    for name in feeds.redact_params:
+        if not isinstance(name, str) or not name.strip() or any(c in name for c in "=&?#"):
+            raise ConfigError(
+                f"[feeds] redact_params entry {name!r} is not a query parameter name",
+                location=loc,
+                hint='e.g. redact_params = ["token", "key", "signature"]',
+            )
     if state.retention_days <= 0:
         raise ConfigError("[state] retention_days must be above 0", location=loc)
     if state.retention_check <= 0 or state.flush_interval <= 0:

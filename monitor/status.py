@@ -37,6 +37,7 @@ from monitor.health import (
     format_duration,
 )
 from monitor.model import Feed, SourceLocation
+from monitor.redact import mask_url, scrub
 from monitor.settings import Settings
 
 __all__ = ["feed_rows", "feed_tracker", "render_json", "render_plain", "render_rich", "status", "summary_line"]
@@ -100,9 +101,10 @@ def _iso(moment: float | None, _now: float) -> str:
 def _cells(row: FeedRow, now: float, when: Callable[[float | None, float], str] = _ago) -> tuple[str, ...]:
     error = ""
     if row.last_error:
-        error = f"{when(row.last_error_at, now)}: {' '.join(row.last_error.split())[:200]}"
+        error = f"{when(row.last_error_at, now)}: {' '.join(scrub(row.last_error).split())[:200]}"
     return (
-        row.url,
+        # A feed url may carry credentials (user:pw@, ?token=): shown masked.
+        mask_url(row.url),
         row.health,
         when(row.last_success, now),
         error or "-",
@@ -137,7 +139,7 @@ def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = 
         cells = [Text(cell) for cell in _cells(row, now)]
         cells[1].stylize(colours.get(row.health, ""))
         if row.reason:
-            cells[1].append(f"\n{row.reason}", style="dim")
+            cells[1].append(f"\n{scrub(row.reason)}", style="dim")
         table.add_row(*cells)
     console = Console(file=out)
     if summary:
@@ -146,9 +148,14 @@ def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = 
 
 
 def render_json(rows: list[FeedRow], out: TextIO) -> None:
-    """One JSON object per feed."""
+    """One JSON object per feed (url and last error masked, as everywhere)."""
     for row in rows:
-        out.write(orjson.dumps(asdict(row)).decode() + "\n")
+        fields = asdict(row)
+        fields["url"] = mask_url(row.url)
+        fields["reason"] = scrub(row.reason)
+        if row.last_error:
+            fields["last_error"] = scrub(row.last_error)
+        out.write(orjson.dumps(fields).decode() + "\n")
 
 
 def summary_line(counts: dict[str, int], page: FeedPage) -> str:

@@ -37,6 +37,7 @@ from monitor.model import Feed, SourceLocation
 from monitor.opml import feeds_from_opml
 from monitor.parser_pool import ParserPool
 from monitor.pipeline import Pipeline, PollReport
+from monitor import redact
 from monitor.feedstate import FeedStates
 from monitor.fulltext import FulltextEnricher
 from monitor.schedule import Schedule, next_interval
@@ -103,6 +104,8 @@ class Monitor:
 
     def __init__(self, settings: Settings, *, feeds: list[Feed] | None = None) -> None:
         self.settings = settings
+        # Which query parameters of feed urls are masked wherever a url leaves the process.
+        redact.configure(settings.feeds.redact_params)
         rule_paths = tuple(str(p) for p in settings.rule_paths)
         self.rules = RulesHolder(load_rules(rule_paths), paths=rule_paths)
         self.feeds = feeds if feeds is not None else load_feeds(settings)

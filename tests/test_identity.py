@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from monitor.identity import article_id, canonical_url, feed_host
+from monitor.identity import article_id, article_link, canonical_url, feed_host
 
 
 class TestCanonicalUrl:
@@ -86,3 +86,34 @@ class TestArticleId:
 def test_feed_host() -> None:
     assert feed_host("https://News.Example.com:8443/feed") == "news.example.com"
     assert feed_host("not a url") == "not a url"
+
+
+class TestArticleLink:
+    @pytest.mark.parametrize(
+        ("link", "base", "expected"),
+        [
+            ("https://Example.com/a?utm_source=x", "", ("https://example.com/a", None)),
+            ("post/1", "https://blog.example.org/news/", ("https://blog.example.org/news/post/1", None)),
+            ("/post/1", "https://blog.example.org/news/", ("https://blog.example.org/post/1", None)),
+            ("//cdn.example.org/p", "https://blog.example.org/", ("https://cdn.example.org/p", None)),
+            ("post/1", "", (None, "relative")),
+            ("post/1", "/srv/feeds/feed.xml", (None, "relative")),
+            ("post/1", "file:///srv/feeds/feed.xml", (None, "relative")),
+            ("javascript:alert(document.cookie)", "https://blog.example.org/", (None, "not_http")),
+            ("JavaScript:alert(1)", "", (None, "not_http")),
+            ("java\tscript:alert(1)", "", (None, "not_http")),
+            ("data:text/html;base64,PHNjcmlwdD4=", "", (None, "not_http")),
+            ("file:///etc/passwd", "", (None, "not_http")),
+            ("mailto:desk@example.org", "", (None, "not_http")),
+            ("https:///no-host", "", (None, "not_http")),
+            ("  ", "https://blog.example.org/", (None, None)),
+            (None, "", (None, None)),
+        ],
+    )
+    def test_only_absolute_http_links_are_kept(self, link, base, expected) -> None:
+        assert article_link(link, base) == expected
+
+
+def test_a_relative_link_as_id_is_prefixed_like_a_local_guid() -> None:
+    assert article_id(None, "post/1", "t", None, feed_url="https://a.example/feed") == "a.example:post/1"
+    assert article_id(None, "javascript:x()", "t", None, feed_url="https://a.example/feed") == "javascript:x()"

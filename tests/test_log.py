@@ -106,3 +106,33 @@ def test_every_event_name_is_a_stable_dotted_literal():
         if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str) and _EVENT.match(arg.value))
     ]
     assert not bad, "event names must be literal dotted names:\n" + "\n".join(bad)
+
+
+def test_library_lines_are_masked_at_every_level_with_their_tracebacks(stream):
+    configure_logging("debug", "json", stream)
+    library = logging.getLogger("aiokafka.producer")
+    secret_url = "https://bob:hunter2@feeds.example/rss?token=hunter2&page=2"
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+        library.log(level, "Sending value=b'{\"feed_url\":\"%s\"}'", secret_url)
+    try:
+        raise ConnectionError(f"cannot reach {secret_url}")
+    except ConnectionError:
+        library.exception("send failed")
+        get_logger().exception("feed.poll.crashed", error="see traceback")
+    text = stream.getvalue()
+    assert "hunter2" not in text
+    lines = _lines(stream)
+    assert len(lines) == 7
+    assert "https://***@feeds.example/rss?token=***&page=2" in lines[0]["message"]
+    assert "ConnectionError: cannot reach https://***@feeds.example" in lines[5]["exception"]
+
+
+def test_console_tracebacks_are_masked(stream):
+    configure_logging("info", "console", stream)
+    try:
+        raise ConnectionError("cannot reach https://bob:hunter2@feeds.example/rss?api_key=hunter2")
+    except ConnectionError:
+        get_logger().exception("feed.poll.crashed")
+        logging.getLogger("aiohttp.client").exception("request failed")
+    text = stream.getvalue()
+    assert "hunter2" not in text and text.count("ConnectionError: cannot reach https://***@feeds.example/rss?api_key=***") == 2

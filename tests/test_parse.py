@@ -231,3 +231,70 @@ def test_feed_error_is_picklable() -> None:
         parse_feed(b"", FEED_URL)
     # A process pool sends exceptions back pickled.
     assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)
+
+
+# -- links: only http(s) published, relative ones never resolved against a file ---------------
+
+_LINKS_RSS = b"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>Ed blog</title><link>https://blog.example.org/</link>
+<item><title>relative</title><link>edblog/post-1</link><description>x</description></item>
+<item><title>permalink guid</title><guid>edblog/post-2</guid><description>x</description></item>
+<item><title>script</title><link>javascript:alert(document.cookie)</link><guid isPermaLink="false">urn:x:3</guid><description>x</description></item>
+<item><title>data</title><link>data:text/html;base64,PHNjcmlwdD4=</link><description>x</description></item>
+</channel></rss>"""
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["lxml fast path", "feedparser"])
+@pytest.mark.parametrize("location", ["/srv/feeds/edblog.rss", "file:///srv/feeds/edblog.rss"])
+def test_relative_links_of_a_file_feed_resolve_against_its_site_link(fast: bool, location: str) -> None:
+    from monitor.parse import _parse_xml
+
+    parsed = _parse_xml(_LINKS_RSS, location, None, fast=fast)
+    assert [a.url for a in parsed.articles] == [
+        "https://blog.example.org/edblog/post-1",
+        "https://blog.example.org/edblog/post-2",
+        None,
+        None,
+    ]
+    assert parsed.links_dropped == {"not_http": 2}
+    assert parsed.dropped_link == "javascript:alert(document.cookie)"
+    assert [a.title for a in parsed.articles] == ["relative", "permalink guid", "script", "data"], "every entry stays"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["lxml fast path", "feedparser"])
+def test_relative_links_with_nothing_http_to_resolve_against_are_dropped(fast: bool) -> None:
+    from monitor.parse import _parse_xml
+
+    no_site = _LINKS_RSS.replace(b"<link>https://blog.example.org/</link>", b"<link>/</link>")
+    parsed = _parse_xml(no_site, "/srv/feeds/edblog.rss", None, fast=fast)
+    assert [a.url for a in parsed.articles] == [None, None, None, None]
+    assert parsed.links_dropped == {"relative": 2, "not_http": 2}
+    assert len({a.id for a in parsed.articles}) == 4, "a dropped link still tells entries apart"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["lxml fast path", "feedparser"])
+def test_relative_links_of_a_credentialed_feed_do_not_inherit_its_credentials(fast: bool) -> None:
+    from monitor.parse import _parse_xml
+
+    parsed = _parse_xml(_LINKS_RSS, "https://bob:pw@feeds.example.com/x/feed.rss?token=t1&edition=eu", None, fast=fast)
+    assert parsed.articles[0].url == "https://feeds.example.com/x/edblog/post-1"
+    assert parsed.articles[1].url == "https://feeds.example.com/x/edblog/post-2"
+
+
+def test_atom_xml_base_wins_over_the_file_location() -> None:
+    atom = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:base="https://atom.example.org/blog/">
+<title>t</title><link href="https://site.example.org/"/>
+<entry><title>a</title><id>tag:x,1</id><link href="edblog/post-1"/><summary>x</summary></entry></feed>"""
+    [article] = parse_feed(atom, "file:///srv/feeds/edblog.atom").articles
+    assert article.url == "https://atom.example.org/blog/edblog/post-1"
+    [article] = parse_feed(atom.replace(b' xml:base="https://atom.example.org/blog/"', b""), "/srv/feeds/edblog.atom").articles
+    assert article.url == "https://site.example.org/edblog/post-1"
+
+
+def test_json_feed_links_resolve_against_home_page_and_drop_other_schemes() -> None:
+    feed = b"""{"version": "https://jsonfeed.org/version/1.1", "title": "t", "home_page_url": "https://j.example.org/",
+    "items": [{"id": "1", "url": "posts/1", "content_text": "a"}, {"id": "2", "url": "javascript:x()", "content_text": "b"}]}"""
+    parsed = parse_feed(feed, "/srv/feeds/feed.json")
+    assert [a.url for a in parsed.articles] == ["https://j.example.org/posts/1", None]
+    assert parsed.links_dropped == {"not_http": 1}

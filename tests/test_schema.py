@@ -85,3 +85,31 @@ def test_record_is_a_cloudevent_keyed_by_article():
     assert record.key == b"urn:x:1" and record.topic == "alerts.sanctions"
     assert orjson.loads(record.value) == alert_to_dict(alert)
     assert "dlq_reason" not in headers
+
+
+def test_feed_location_is_published_as_an_absolute_uri_with_credentials_masked(tmp_path):
+    from monitor.model import Article, Match, Rule
+    from monitor.publish import article_record, build_alert
+
+    rule = Rule(id="sanctions", query="sanctions", topic="alerts.sanctions")
+    path = tmp_path / "feeds" / "world.xml"
+    for location, public in [
+        (str(path), path.as_uri()),
+        ("https://bob:pw@feeds.example/rss?token=t1&edition=eu", "https://***@feeds.example/rss?token=***&edition=eu"),
+    ]:
+        article = Article(id="urn:x:1", feed_url=location, title="sanctions", url="https://example.net/a/1")
+        alert = build_alert(Match(rule, (Hit("sanctions", "title", 0, 9, "sanctions"),)), article, ruleset_version="v")
+        record = alert_record(alert)
+        document = orjson.loads(record.value)
+        validate_alert(document)
+        assert document["article"]["feed_url"] == public and dict(record.headers)["ce_source"] == public.encode()
+        raw = article_record(article, "news.articles")
+        assert orjson.loads(raw.value)["feed_url"] == public and dict(raw.headers)["ce_source"] == public.encode()
+
+
+@pytest.mark.parametrize("link", ["javascript:alert(1)", "data:text/html,x", "/relative/path"])
+def test_schema_refuses_an_article_url_that_is_not_http(link):
+    alert = alert_to_dict(_alert())
+    alert["article"]["url"] = link
+    with pytest.raises(AssertionError):
+        validate_alert(alert)

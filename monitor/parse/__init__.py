@@ -6,6 +6,11 @@ adapter (lxml for plain well-formed RSS 2.0, feedparser for every other RSS/RDF/
 document, orjson for JSON Feed), and turn every raw entry into an
 :class:`~monitor.model.Article` the same way (:func:`_common.build_article`).
 
+Links: a relative entry link resolves against ``xml:base`` and the feed's own http(s)
+URL, else against the site link the feed declares (a feed read from a file has no web
+location); only http(s) links are kept, and the dropped ones are counted in
+:attr:`ParsedFeed.links_dropped`.
+
 The lxml fast path (:mod:`._fastrss`) gives the same Articles as feedparser at a
 fraction of the cost, and claims only documents it is sure about; anything unusual
 falls through to feedparser.
@@ -16,9 +21,12 @@ arguments and result are picklable and it is a plain module-level function.
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 from monitor.errors import FeedError
 from monitor.model import Article
-from monitor.parse._common import ParsedFeed, RawEntry, build_article, one_line
+from monitor.parse._common import ParsedFeed, RawEntry, build_article, link_resolver, one_line
 from monitor.parse._fastrss import read_fast_rss
 from monitor.parse._feedparser import read_feedparser
 from monitor.parse._jsonfeed import NotAJsonFeed, read_json_feed
@@ -78,7 +86,7 @@ def _parse_xml(body: bytes, feed_url: str, content_type: str | None, *, fast: bo
     if defused:
         warning = f"{warning}; {_DOCTYPE_WARNING}" if warning else _DOCTYPE_WARNING
     return ParsedFeed(
-        articles=_articles(result.entries, feed_url),
+        **_articles(result.entries, feed_url, result.site),
         title=_title(result.title),
         ttl=result.ttl,
         warning=warning,
@@ -92,15 +100,25 @@ def _parse_json(body: bytes, feed_url: str) -> ParsedFeed:
     except NotAJsonFeed as error:
         raise _error(feed_url, f"not a feed: {error}") from error
     return ParsedFeed(
-        articles=_articles(result.entries, feed_url),
+        **_articles(result.entries, feed_url, result.site),
         title=_title((result.title, False) if result.title else None),
         warning=result.warning,
         format=result.version,
     )
 
 
-def _articles(entries: list[RawEntry], feed_url: str) -> list[Article]:
-    return [build_article(entry, feed_url) for entry in entries]
+def _articles(entries: list[RawEntry], feed_url: str, site: str | None) -> dict[str, Any]:
+    """The articles, and the links dropped on the way (see :func:`build_article`)."""
+    base = link_resolver(feed_url, site)
+    dropped: Counter[str] = Counter()
+    articles: list[Article] = []
+    example = None
+    for entry in entries:
+        article = build_article(entry, feed_url, base, dropped)
+        if example is None and article.url is None and entry.link and entry.link.strip():
+            example = one_line(entry.link, 200)
+        articles.append(article)
+    return {"articles": articles, "links_dropped": dict(dropped), "dropped_link": example}
 
 
 def _title(title: tuple[str, bool | None] | None) -> str | None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from monitor.identity import article_id, canonical_url
+from monitor.identity import article_id, article_link, http_base
 from monitor.model import Article
 from monitor.normalize import markup_to_text
+from monitor.redact import link_base
 
-__all__ = ["MarkupText", "ParsedFeed", "RawEntry", "build_article", "one_line"]
+__all__ = ["MarkupText", "ParsedFeed", "RawEntry", "build_article", "link_resolver", "one_line"]
 
 #: A feed value and whether the format says it is HTML (None: unknown, sniff it).
 MarkupText = tuple[str, "bool | None"]
@@ -29,6 +31,11 @@ class ParsedFeed:
     warning: str | None = None
     #: The format: "rss20", "rss10", "atom10", "json11"... (feedparser's version names).
     format: str = "unknown"
+    #: Entries whose link was dropped (not http(s), or relative with nothing to resolve
+    #: it against), by reason (:data:`monitor.identity.LINK_NOT_HTTP`, ``LINK_RELATIVE``).
+    links_dropped: dict[str, int] = field(default_factory=dict)
+    #: The first dropped link, cut to 200 characters, for the log.
+    dropped_link: str | None = None
 
 
 @dataclass(slots=True)
@@ -44,8 +51,20 @@ class RawEntry:
     published: datetime | None = None
 
 
-def build_article(raw: RawEntry, feed_url: str) -> Article:
-    """Normalise one raw entry's text and give it its identity."""
+def link_resolver(feed_url: str, site: str | None) -> str:
+    """The base a feed's relative links resolve against: the feed's own http(s) URL
+    (credentials removed), else the http(s) site link it declares, else "" (none: a
+    feed read from a file never lends its file location to links)."""
+    return link_base(feed_url) or http_base(site)
+
+
+def build_article(raw: RawEntry, feed_url: str, base: str = "", dropped: Counter[str] | None = None) -> Article:
+    """Normalise one raw entry's text and give it its identity and its published link.
+
+    Only an absolute http(s) link is published (:func:`monitor.identity.article_link`,
+    relative ones resolved against ``base``); a dropped one is counted in ``dropped`` by
+    reason, and still identifies the entry when it has no guid.
+    """
     title = markup_to_text(raw.title[0], is_html=raw.title[1])
     summary = markup_to_text(raw.summary[0], is_html=raw.summary[1])
     body = ""
@@ -56,14 +75,17 @@ def build_article(raw: RawEntry, feed_url: str) -> Article:
         if body == summary:
             body = ""
     link = raw.link.strip() if raw.link else None
+    url, reason = article_link(link, base)
+    if reason is not None and dropped is not None:
+        dropped[reason] += 1
     guid = raw.guid if raw.guid and raw.guid.strip() else None
     return Article(
-        id=article_id(guid, link, title, raw.published, feed_url=feed_url),
+        id=article_id(guid, url or link, title, raw.published, feed_url=feed_url),
         feed_url=feed_url,
         title=title,
         summary=summary,
         body=body,
-        url=canonical_url(link) if link else None,
+        url=url,
         published=raw.published,
         guid=guid,
     )

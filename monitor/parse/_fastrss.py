@@ -11,7 +11,9 @@ feedparser) for anything unusual:
 
 * not well-formed XML, a DOCTYPE, ``xml:base``, an encoding other than UTF-8 (or
   ASCII), a Content-Type feedparser would second-guess;
-* not ``<rss version="2.0"><channel>``, or items outside the channel;
+* not ``<rss version="2.0"><channel>``, or items outside the channel; a channel with
+  two ``<link>`` elements or an alternate ``atom:link`` (which one is the site link
+  then depends on feedparser's order of events);
 * an item child element outside a short list of ones whose meaning is known (title,
   link, description, guid, pubDate, content:encoded, and a few that carry no text the
   monitor reads), such an element with children or unexpected attributes (``type``,
@@ -41,6 +43,7 @@ from lxml import etree
 
 from monitor.parse._common import MarkupText, RawEntry
 from monitor.parse._feedparser import FeedparserResult, _ttl_seconds, _utc
+from monitor.redact import link_base
 
 __all__ = ["read_fast_rss"]
 
@@ -111,10 +114,15 @@ def read_fast_rss(data: bytes, feed_url: str, content_type: str | None) -> Feedp
     ttl = None
     items = []
     titles = 0
+    site_links = []
     for child in channel:
         tag = child.tag
         if tag == "item":
             items.append(child)
+        elif tag == "link":
+            site_links.append(child)
+        elif tag == _ATOM_LINK and child.get("rel", "alternate") == "alternate":
+            return None  # an alternate atom:link competes with <link> for feedparser's feed.link
         elif tag == "title":
             titles += 1
             text = _text(child)
@@ -126,15 +134,23 @@ def read_fast_rss(data: bytes, feed_url: str, content_type: str | None) -> Feedp
             return None  # dc:title and the like stand in for the channel title in feedparser
         elif tag == "ttl":
             ttl = _ttl_seconds((child.text or "").strip())
-    if titles > 1 or sum(1 for _ in root.iter("item")) != len(items):
+    if titles > 1 or len(site_links) > 1 or sum(1 for _ in root.iter("item")) != len(items):
         return None
+    # feedparser's base: the feed's http(s) URL without credentials, none for a file.
+    base = link_base(feed_url)
+    site = None
+    if site_links:
+        text = _text(site_links[0])
+        if text is None or site_links[0].attrib or len(site_links[0]):
+            return None
+        site = _fix_link(_fix_utf8(_urljoin(base, text))) if text else None
     entries = []
     for item in items:
-        entry = _entry(item, feed_url)
+        entry = _entry(item, base)
         if entry is None:
             return None
         entries.append(entry)
-    return FeedparserResult(entries=entries, title=title, ttl=ttl, warning=None, version="rss20", recognised=True)
+    return FeedparserResult(entries=entries, title=title, ttl=ttl, warning=None, version="rss20", recognised=True, site=site)
 
 
 def _encoding_is_plain(data: bytes, content_type: str | None) -> bool:
@@ -159,7 +175,7 @@ def _encoding_is_plain(data: bytes, content_type: str | None) -> bool:
     return data[:1] == b"<"
 
 
-def _entry(item: etree._Element, feed_url: str) -> RawEntry | None:
+def _entry(item: etree._Element, base: str) -> RawEntry | None:
     if item.attrib:
         return None
     values: dict[str, str] = {}
@@ -198,10 +214,10 @@ def _entry(item: etree._Element, feed_url: str) -> RawEntry | None:
         values[tag] = text
     guid = values.get("guid")
     if guid is not None:
-        guid = _fix_utf8(_urljoin(feed_url, guid) if guid and permalink else guid)
+        guid = _fix_utf8(_urljoin(base, guid) if guid and permalink else guid)
     link = values.get("link")
     if link:
-        link = _fix_link(_fix_utf8(_urljoin(feed_url, link)))
+        link = _fix_link(_fix_utf8(_urljoin(base, link)))
     elif guid is not None and permalink:
         # feedparser: a permalink guid is the link when the item has no <link>.
         link = guid

@@ -10,6 +10,7 @@ from typing import Any
 import feedparser
 
 from monitor.parse._common import MarkupText, RawEntry, one_line
+from monitor.redact import link_base
 
 __all__ = ["FeedparserResult", "read_feedparser"]
 
@@ -17,7 +18,7 @@ __all__ = ["FeedparserResult", "read_feedparser"]
 class FeedparserResult:
     """The parts of a feedparser result the pipeline uses."""
 
-    __slots__ = ("entries", "title", "ttl", "warning", "version", "recognised")
+    __slots__ = ("entries", "title", "ttl", "warning", "version", "recognised", "site")
 
     def __init__(
         self,
@@ -27,6 +28,7 @@ class FeedparserResult:
         warning: str | None,
         version: str,
         recognised: bool,
+        site: str | None = None,
     ) -> None:
         self.entries = entries
         self.title = title
@@ -35,13 +37,21 @@ class FeedparserResult:
         self.version = version
         #: feedparser found a feed root element (RSS, RDF or Atom), even an empty one.
         self.recognised = recognised
+        #: The site link the feed declares (RSS channel ``<link>``, Atom alternate link).
+        self.site = site
 
 
 def read_feedparser(data: bytes, feed_url: str, content_type: str | None) -> FeedparserResult:
-    """Parse ``data`` with feedparser (no sanitising or URI rewriting: we only need text)."""
+    """Parse ``data`` with feedparser (no sanitising or URI rewriting: we only need text).
+
+    Relative links resolve against ``xml:base`` and the feed's http(s) URL (without its
+    credentials); a feed read from a file gives feedparser no location at all, so its
+    relative links stay relative (a file path is no base for a web link, and feedparser
+    would turn ``file:///dir/`` into a ``file://dir/`` URL whose host is ``dir``).
+    """
     # Without a Content-Type feedparser flags every feed as bozo; application/xml means
     # "trust the BOM and XML declaration, else UTF-8", which is what no header means.
-    headers = {"content-location": feed_url, "content-type": content_type or "application/xml"}
+    headers = {"content-location": link_base(feed_url), "content-type": content_type or "application/xml"}
     # A BytesIO, never the bytes themselves: given bytes that look like a path or URL,
     # feedparser would open that file or fetch that URL.
     result = feedparser.parse(
@@ -65,6 +75,7 @@ def read_feedparser(data: bytes, feed_url: str, content_type: str | None) -> Fee
         warning=warning,
         version=version,
         recognised=bool(version),
+        site=feed.get("link") or None,
     )
 
 

@@ -21,13 +21,17 @@ class NotAJsonFeed(ValueError):
 class JsonFeed:
     """The parts of a JSON Feed the pipeline uses."""
 
-    __slots__ = ("entries", "title", "version", "warning")
+    __slots__ = ("entries", "title", "version", "warning", "site")
 
-    def __init__(self, entries: list[RawEntry], title: str | None, version: str, warning: str | None) -> None:
+    def __init__(
+        self, entries: list[RawEntry], title: str | None, version: str, warning: str | None, site: str | None = None
+    ) -> None:
         self.entries = entries
         self.title = title
         self.version = version
         self.warning = warning
+        #: ``home_page_url``: the site the feed declares.
+        self.site = site
 
 
 def read_json_feed(data: bytes) -> JsonFeed:
@@ -56,7 +60,8 @@ def read_json_feed(data: bytes) -> JsonFeed:
         skipped = len(items) - len(entries)
         warning = warning or f"{skipped} item(s) that are not JSON objects were skipped"
     title = document.get("title")
-    return JsonFeed(entries, title if isinstance(title, str) else None, name, warning)
+    site = document.get("home_page_url")
+    return JsonFeed(entries, title if isinstance(title, str) else None, name, warning, site if isinstance(site, str) else None)
 
 
 def _raw_entry(item: dict[str, Any]) -> RawEntry:
