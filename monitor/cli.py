@@ -290,6 +290,8 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
 
 async def _tail(settings, bootstrap: str, args: argparse.Namespace, since: datetime | None) -> int:
+    """Print alerts; every record that is not one gets a line on stderr and is passed over
+    (committed with the group like the rest), so one bad record never stops a reader."""
     from aiokafka.errors import KafkaError
 
     from monitor.adapters.kafka import TopicReader
@@ -309,15 +311,18 @@ async def _tail(settings, bootstrap: str, args: argparse.Namespace, since: datet
     try:
         async with reader:
             async for record in reader.records():
-                alert = _decode(record.value)
-                if since is None or _detected_since(alert, since):
-                    if args.format == "table":
-                        out.write(_table_row(alert))
-                    else:
-                        out.write((record.value or b"").decode("utf-8", "replace") + "\n")
+                alert, problem = _decode(record.value)
+                if alert is None:
+                    sys.stderr.write(
+                        f"news-monitor: skipped {record.topic} partition {record.partition} offset {record.offset}: {problem}\n"
+                    )
+                    sys.stderr.flush()
+                elif since is None or _detected_since(alert, since):
+                    # Re-serialised: one JSON object per line, whatever the producer's layout.
+                    out.write(_table_row(alert) if args.format == "table" else orjson.dumps(alert).decode() + "\n")
                     out.flush()
                     shown += 1
-                # Committed with the group only once printed (or skipped by --since).
+                # Committed with the group only once printed, skipped by --since, or reported.
                 reader.processed(record)
                 if args.max is not None and shown >= args.max:
                     break
@@ -326,12 +331,18 @@ async def _tail(settings, bootstrap: str, args: argparse.Namespace, since: datet
     return EXIT_OK
 
 
-def _decode(value: bytes | None) -> dict:
+def _decode(value: bytes | None) -> tuple[dict | None, str]:
+    """The alert in a record value, or None and why it is not one."""
+    from monitor.publish import alert_problem
+
+    if not value:
+        return None, "empty value, not an alert"
     try:
-        decoded = orjson.loads(value or b"{}")
-    except orjson.JSONDecodeError:
-        return {}
-    return decoded if isinstance(decoded, dict) else {}
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return None, f"not JSON ({exc})"
+    problem = alert_problem(decoded)
+    return (None, problem) if problem is not None else (decoded, "")
 
 
 def _parse_time(text: str) -> datetime:
@@ -353,9 +364,16 @@ def _detected_since(alert: dict, since: datetime) -> bool:
 
 
 def _table_row(alert: dict) -> str:
-    article = alert.get("article") or {}
-    title = " ".join(str(article.get("title") or "").split())
-    return f"{str(alert.get('detected_at', ''))[:19]:<21} {str(alert.get('rule_id', '')):<16} {str(alert.get('severity', '')):<9} {title[:80]}\n"
+    """One table line of a checked alert (see ``alert_problem``); control characters in
+    its text cannot break the line."""
+    title = _cell(alert["article"]["title"])[:80]
+    return f"{_cell(alert['detected_at'])[:19]:<21} {_cell(alert['rule_id']):<16} {_cell(alert['severity']):<9} {title}\n"
+
+
+def _cell(text: str) -> str:
+    """``text`` on one line, without control characters (a terminal escape in a record
+    must not reach the operator's terminal)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 # -- match -----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ __all__ = [
     "CLOUDEVENT_TYPE",
     "DLQ_ORIGINAL_TOPIC_HEADER",
     "DLQ_REASON_HEADER",
+    "alert_problem",
     "alert_record",
     "alert_to_dict",
     "article_record",
@@ -147,6 +148,61 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
         "snippet": alert.snippet,
         "detected_at": _iso(alert.detected_at),
     }
+
+
+_NONE = type(None)
+#: The fields of an alert and their JSON types (``schemas/alert-v1.json``), for readers.
+_ALERT_FIELDS: dict[str, tuple[type, ...]] = {
+    "alert_id": (str,), "rule_id": (str,), "topic": (str,), "mode": (str,), "severity": (str,),
+    "tags": (list,), "ruleset_version": (str,), "article": (dict,), "story_id": (str, _NONE),
+    "matches": (list,), "snippet": (str,), "detected_at": (str,),
+}  # fmt: skip
+_ARTICLE_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,), "url": (str, _NONE), "title": (str,), "published": (str, _NONE), "feed_url": (str,),
+}  # fmt: skip
+_MATCH_FIELDS: dict[str, tuple[type, ...]] = {"term": (str,), "field": (str,), "start": (int,), "end": (int,), "text": (str,)}
+_JSON_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array", dict: "an object", _NONE: "null"}
+
+
+def alert_problem(document: Any) -> str | None:
+    """Why a decoded record value is not an alert of schema version 1, or None when it is one.
+
+    A structural check for readers (``news-monitor tail``): every required field present
+    with its JSON type, in the alert, its article and each match. It does not check
+    patterns and enumerations; ``schemas/alert-v1.json`` is the full contract.
+    """
+    if not isinstance(document, dict):
+        return f"{_json_type(document)}, not an alert object"
+    if "schema_version" not in document:
+        return "no schema_version: not an alert"
+    version = document["schema_version"]
+    if version != ALERT_SCHEMA_VERSION or isinstance(version, bool):
+        return f"schema_version {orjson.dumps(version).decode()} is not supported (this reader knows version {ALERT_SCHEMA_VERSION})"
+    problem = _field_problem(document, _ALERT_FIELDS, "")
+    if problem is None:
+        problem = _field_problem(document["article"], _ARTICLE_FIELDS, "article.")
+    for index, hit in enumerate(document.get("matches") or ()):
+        if problem is not None:
+            break
+        if not isinstance(hit, dict):
+            return f"matches[{index}] is {_json_type(hit)}, not an object"
+        problem = _field_problem(hit, _MATCH_FIELDS, f"matches[{index}].")
+    return problem
+
+
+def _field_problem(document: dict[str, Any], fields: dict[str, tuple[type, ...]], prefix: str) -> str | None:
+    for name, types in fields.items():
+        if name not in document:
+            return f"no {prefix}{name}"
+        value = document[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(_JSON_TYPES[t] for t in types)
+            return f"{prefix}{name} is {_json_type(value)}, not {expected}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    return next((name for kind, name in _JSON_TYPES.items() if type(value) is kind), type(value).__name__)
 
 
 def alert_record(alert: Alert) -> Record:

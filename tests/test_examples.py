@@ -76,3 +76,47 @@ async def test_consumer_writes_each_alert_once_and_resumes_with_its_group(broker
     # The group's committed offsets let the second run start after the first run's records.
     assert len(output.read_text(encoding="utf-8").splitlines()) == written_first
     assert "wrote 0 new alert(s)" in log
+
+
+async def test_consumer_archives_only_schema_valid_alerts_and_says_why_it_skipped(broker, tmp_path):
+    from monitor.adapters.kafka import TopicAdmin
+    from monitor.settings import KafkaSettings
+    from tests.test_tail import _valid_alert
+
+    topic = f"alerts.consumer-bad-{uuid.uuid4().hex[:8]}"
+    await TopicAdmin(KafkaSettings(topic_partitions=1), broker.bootstrap_servers).ensure([topic])
+    good, newer = _valid_alert(1), {**_valid_alert(2), "added_in_a_later_v1": True}
+    values = [
+        orjson.dumps({**_valid_alert(3), "severity": "urgent"}),  # passes the old schema_version/alert_id check
+        orjson.dumps({**_valid_alert(4), "article": "a string"}),
+        orjson.dumps({**_valid_alert(5), "alert_id": "not-hex"}),
+        b"{not json",
+        b"",
+        orjson.dumps(good),
+        orjson.dumps(newer),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=b"k")
+    finally:
+        await producer.stop()
+    output = tmp_path / "alerts.jsonl"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(CONSUMER), "--bootstrap-servers", broker.bootstrap_servers, "--group", f"g-{topic}",
+        "--output", str(output), "--idle-exit", "1.5", topic,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    log = stderr.decode()
+    assert process.returncode == 0, log
+
+    archived = [orjson.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [a["alert_id"] for a in archived] == [good["alert_id"], newer["alert_id"]]
+    assert archived[1]["added_in_a_later_v1"] is True, "fields a later v1 adds are kept"
+    for offset, reason in [(0, "severity: 'urgent' is not one of"), (1, "article: 'a string' is not of type 'object'"),
+                           (2, "alert_id: 'not-hex' does not match"), (3, "not JSON"), (4, "empty value")]:
+        [line] = [line for line in log.splitlines() if f"skipped {topic} partition 0 offset {offset}: " in line]
+        assert reason in line, (offset, reason, line)
+    assert "wrote 2 new alert(s)" in log

@@ -58,3 +58,76 @@ async def test_tail_with_group_continues_where_it_stopped(broker, feed_server: F
     assert len(first) == 2
     # Committed offsets: the second run starts right after what the first printed.
     assert len(first) + len(rest) == total
+
+
+async def _tail_both(bootstrap: str, *args: str) -> tuple[int, list[str], list[str]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "tail", "--bootstrap-servers", bootstrap, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, stdout.decode().splitlines(), stderr.decode().splitlines()
+
+
+def _valid_alert(n: int) -> dict:
+    from datetime import datetime, timezone
+
+    from monitor.model import Alert, Hit, alert_id_for
+    from monitor.publish import alert_to_dict
+
+    return alert_to_dict(
+        Alert(
+            alert_id=alert_id_for("sanctions", f"urn:tail:{n}"), rule_id="sanctions", topic="alerts.sanctions",
+            severity="medium", tags=(), article_id=f"urn:tail:{n}", url=None, title=f"Alert number {n}\x1b[2J",
+            published=None, feed_url="https://example.net/feed.xml", matches=(Hit("sanctions", "title", 0, 9, "sanctions"),),
+            snippet="", detected_at=datetime(2026, 11, 25, 8, 0, n, tzinfo=timezone.utc), ruleset_version="v",
+        )
+    )
+
+
+async def test_tail_reports_every_bad_record_on_stderr_and_keeps_json_lines(broker):
+    from aiokafka import AIOKafkaProducer
+
+    from monitor.adapters.kafka import TopicAdmin
+    from monitor.settings import KafkaSettings
+
+    topic = f"alerts.tail-bad-{uuid.uuid4().hex[:8]}"
+    await TopicAdmin(KafkaSettings(topic_partitions=1), broker.bootstrap_servers).ensure([topic])
+    string_article = {**_valid_alert(9), "article": "just a string"}
+    values = [
+        b"this is not json",
+        b"",
+        orjson.dumps({**_valid_alert(1), "schema_version": 2}),
+        orjson.dumps(_valid_alert(2), option=orjson.OPT_INDENT_2),  # valid, but over several lines
+        orjson.dumps(string_article),
+        b"[1, 2]",
+        orjson.dumps(_valid_alert(3)),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=b"k")
+    finally:
+        await producer.stop()
+
+    (code, lines, errors), (table_code, table, table_errors) = await asyncio.gather(
+        _tail_both(broker.bootstrap_servers, topic, "--from-beginning", "--timeout", "1"),
+        _tail_both(broker.bootstrap_servers, topic, "--from-beginning", "--format", "table", "--timeout", "1"),
+    )
+    assert code == 0
+    assert [orjson.loads(line)["article"]["id"] for line in lines] == ["urn:tail:2", "urn:tail:3"], "one JSON object per line"
+    assert len(errors) == 5, errors
+    for offset, reason in [(0, "not JSON"), (1, "empty value"), (2, "schema_version 2 is not supported"),
+                           (4, "article is a string, not an object"), (5, "an array, not an alert object")]:
+        assert any(f"skipped {topic} partition 0 offset {offset}: {reason}" in line for line in errors), (offset, errors)
+
+    assert table_code == 0 and len(table_errors) == 5 and not any("Traceback" in line for line in table_errors)
+    assert len(table) == 3 and "Alert number 2" in table[1] and "\x1b" not in "".join(table)
+
+    group = f"tail-bad-{uuid.uuid4().hex[:8]}"
+    code, table, errors = await _tail_both(broker.bootstrap_servers, topic, "--group", group, "--from-beginning", "--format", "table", "--timeout", "1")
+    assert code == 0 and len(table) == 3 and len(errors) == 5
+    # The group committed past the bad records too: nothing is left to read or report.
+    code, lines, errors = await _tail_both(broker.bootstrap_servers, topic, "--group", group, "--from-beginning", "--timeout", "1")
+    assert code == 0 and lines == [] and errors == []
