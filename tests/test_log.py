@@ -136,3 +136,32 @@ def test_console_tracebacks_are_masked(stream):
         logging.getLogger("aiohttp.client").exception("request failed")
     text = stream.getvalue()
     assert "hunter2" not in text and text.count("ConnectionError: cannot reach https://***@feeds.example/rss?api_key=***") == 2
+
+
+@pytest.mark.integration
+async def test_auto_idempotence_probe_logs_no_error_but_real_errors_still_show(stream, broker):
+    from monitor.adapters.kafka import KafkaPublisher
+    from monitor.settings import KafkaSettings
+
+    configure_logging("info", "json", stream)
+    # Not "embedded": "auto" asks for idempotence, and Tansu refuses it.
+    publisher = KafkaPublisher(KafkaSettings(bootstrap_servers=broker.bootstrap_servers, connect_timeout=10), broker.bootstrap_servers)
+    await publisher.start()
+    await publisher.stop()
+    lines = _lines(stream)
+    assert [line["event"] for line in lines if line["level"] in ("error", "critical")] == []
+    assert [line["event"] for line in lines] == ["kafka.idempotence.unsupported"]
+
+    # The demotion lasts only as long as the probe, and never touches other errors.
+    from aiokafka.errors import UnknownError
+
+    logging.getLogger("aiokafka.producer.sender").error("Unexpected error during InitProducerIdRequest: %s", UnknownError)
+    assert _lines(stream)[-1]["level"] == "error"
+
+    # With idempotence asked for explicitly the refusal is an error the operator must see.
+    stream.truncate(0)
+    stream.seek(0)
+    explicit = KafkaPublisher(KafkaSettings(enable_idempotence="true", connect_timeout=1), broker.bootstrap_servers)
+    with pytest.raises(Exception, match="refused the producer"):
+        await explicit.start(timeout=1)
+    assert any(line["level"] == "error" and "InitProducerIdRequest" in line["message"] for line in _lines(stream))

@@ -9,9 +9,11 @@ which cannot do it (see ``KafkaSettings.idempotence``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -172,6 +174,34 @@ class TopicAdmin:
             await admin.close()
 
 
+class _ExpectedRefusal(logging.Filter):
+    """aiokafka logs a broker's refusal of InitProducerId (``UnknownError``) at error level
+    before raising it. With ``enable_idempotence = "auto"`` that refusal is expected (the
+    publisher falls back, with its own ``kafka.idempotence.unsupported`` warning), so the
+    line is passed on as debug. Any other error, and this one at any other time, stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.args and record.args[0] is UnknownError and "InitProducerId" in str(record.msg):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+@contextmanager
+def _expecting_refusal(active: bool) -> Iterator[None]:
+    """Demote aiokafka's InitProducerId refusal while ``active`` (see :class:`_ExpectedRefusal`)."""
+    if not active:
+        yield
+        return
+    sender_log = logging.getLogger("aiokafka.producer.sender")
+    refusal = _ExpectedRefusal()
+    sender_log.addFilter(refusal)
+    try:
+        yield
+    finally:
+        sender_log.removeFilter(refusal)
+
+
 class KafkaPublisher:
     """Publishes :class:`~monitor.model.Record` objects; ``send`` returns the ack future."""
 
@@ -187,13 +217,16 @@ class KafkaPublisher:
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         options = producer_options(self.settings, self.bootstrap_servers)
+        auto = self.settings.enable_idempotence.strip().lower() == "auto"
         while True:
             producer = AIOKafkaProducer(**options)
             try:
-                await asyncio.wait_for(producer.start(), timeout=max(0.5, deadline - time.monotonic()))
+                # Only while "auto" probes whether the broker can do idempotence.
+                with _expecting_refusal(auto and options["enable_idempotence"]):
+                    await asyncio.wait_for(producer.start(), timeout=max(0.5, deadline - time.monotonic()))
             except UnknownError as exc:
                 await producer.stop()
-                if options["enable_idempotence"] and self.settings.enable_idempotence.strip().lower() == "auto":
+                if options["enable_idempotence"] and auto:
                     # Some Kafka-protocol brokers (Tansu, used by `news-monitor broker`) refuse
                     # InitProducerId. "auto" means: idempotent where the broker can do it.
                     log.warning(
