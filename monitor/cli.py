@@ -254,7 +254,9 @@ def _print_summary(summary, out: TextIO) -> None:
     from monitor.redact import scrub
 
     out.write(f"feeds polled:   {summary.polls} of {summary.feeds}")
-    out.write(f" ({summary.failures} failed)\n" if summary.failures else "\n")
+    # Unchanged: 304, or the same bytes as the last poll (so no article was read again).
+    notes = [f"{count} {what}" for count, what in ((summary.unchanged, "unchanged"), (summary.failures, "failed")) if count]
+    out.write(f" ({', '.join(notes)})\n" if notes else "\n")
     for _url, error in summary.failed:
         # The error names the feed url, which may carry credentials: masked.
         out.write(f"  failed: {scrub(error)}\n")

@@ -77,6 +77,8 @@ class RunSummary:
 
     feeds: int = 0
     polls: int = 0
+    #: Polls that found the feed unchanged: 304 Not Modified, or the same bytes as last time.
+    unchanged: int = 0
     #: Failed polls, all of them counted...
     failures: int = 0
     #: ...and the latest ones kept, (feed url, error): the daemon runs for months, and an
@@ -90,6 +92,8 @@ class RunSummary:
 
     def add(self, report: PollReport) -> None:
         self.polls += 1
+        if report.status in ("not_modified", "unchanged"):
+            self.unchanged += 1
         self.new_articles += report.new
         self.duplicates += report.duplicates
         if report.error:

@@ -96,3 +96,31 @@ def test_run_once_shows_progress_on_a_terminal(broker, tmp_path):
     assert result.returncode == 0, result.stdout
     assert "polling feeds" in result.stdout and "2/2" in result.stdout
     assert "feeds polled:   2 of 2" in result.stdout
+
+
+@pytest.mark.integration
+async def test_run_summary_says_how_many_feeds_were_unchanged(broker, feed_server, tmp_path):
+    import io
+    import uuid
+
+    from monitor.cli import _print_summary
+    from monitor.worker import Monitor
+    from tests.support import make_settings
+
+    run = uuid.uuid4().hex[:8]
+    body = (SEEDS / "world-news.rss.xml").read_bytes()
+    # One answers 304 to its ETag; the other ignores conditional GET but sends the same bytes.
+    conditional = feed_server.serve(f"/etag-{run}.rss", body, etag=f'"{run}"')
+    same_bytes = feed_server.serve(f"/plain-{run}.rss", body)
+    settings = make_settings(tmp_path, broker.bootstrap_servers, [conditional, same_bytes])
+
+    def printed(summary) -> list[str]:
+        out = io.StringIO()
+        _print_summary(summary, out)
+        return out.getvalue().splitlines()
+
+    first = await Monitor(settings).run(once=True, handle_signals=False)
+    assert printed(first)[0] == "feeds polled:   2 of 2"
+    second = await Monitor(settings).run(once=True, handle_signals=False)
+    assert second.unchanged == 2
+    assert printed(second)[:2] == ["feeds polled:   2 of 2 (2 unchanged)", "new articles:   0 (0 already seen)"]
