@@ -291,3 +291,15 @@ async def test_a_text_filter_cannot_probe_credentials_the_page_hides():
         for needle, matched in (("hunter2", 0), ("bob", 0), ("feeds.example/rss", 1)):
             async with http.get(server.url + f"/status.json?q={needle}") as response:
                 assert (await response.json())["feeds_matched"] == matched, needle
+
+
+def test_status_page_masks_a_long_error_before_cutting_it():
+    secret = "hunter2"
+    url = f"https://bob:{secret}@feeds.example/rss"
+    feed = Feed(url)
+    observer = Observer([feed])
+    # The 500-character cut falls inside the user-info: cut first, the '@' would be gone.
+    error = "x" * 476 + f" GET {url}: HTTP 401"  # character 500 is the "@"
+    observer.tracker.observe(FeedState(feed.url, polls=3, consecutive_errors=3, last_error=error, last_error_at=1.0), 2.0)
+    page = render_status_page(observer.snapshot(), refresh=5)
+    assert secret not in page and "https://***@feeds.example/rss" in page

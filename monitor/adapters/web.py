@@ -324,10 +324,10 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
         # Feed urls may carry credentials (user:pw@, ?token=): the page shows them masked.
         shown_url = redact(row.url)
         label = row.name or shown_url
-        reason = f'<div class="muted">{_t(row.reason)}</div>' if row.reason else ""
+        reason = f'<div class="muted">{_t(redact(row.reason))}</div>' if row.reason else ""
         error = ""
         if row.last_error:
-            error = f'<div class="err">{_t(redact(row.last_error[:500]))}</div>{_when(row.last_error_at, now)}'
+            error = f'<div class="err">{_t(redact(row.last_error)[:500])}</div>{_when(row.last_error_at, now)}'
         parts.append(
             f'<tr data-url="{_t(shown_url)}" data-health="{_t(row.health)}">'
             f'<td class="url">{_link(shown_url, label)}</td>'
