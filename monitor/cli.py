@@ -1,7 +1,9 @@
 """The ``news-monitor`` command line. Builds settings and adapters; nothing imports it.
 
 Exit codes: 0 ok; 1 a check failed (``rules check``/``test``/``eval``); 2 bad usage,
-config or rule files; 3 the broker could not be reached.
+config or rule files, or a state store that cannot be used; 3 the broker could not be
+reached; 4 ``run --once`` finished but gave up on some record (dead-lettered, or left
+in the outbox).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BROKER = 3
+EXIT_DEAD_LETTERS = 4
 
 _EPILOG_RUN = """examples:
   news-monitor run --once                    poll every feed once, print a summary, exit
@@ -53,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="news-monitor",
         description="Streaming news-alert monitor: polls RSS/Atom/JSON feeds, matches rules, publishes alerts to Kafka.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes: 0 ok, 1 check failed, 2 bad usage/config/rules, 3 broker unreachable\n"
+        epilog="exit codes: 0 ok, 1 check failed, 2 bad usage/config/rules, 3 broker unreachable,\n"
+        "4 run --once dead-lettered a record; 2 also for a state store that cannot be used\n"
         "run 'news-monitor COMMAND --help' for a command's options and examples",
     )
     parser.add_argument("--version", action="version", version=f"news-monitor {__version__}")
@@ -229,6 +233,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = asyncio.run(monitor.run(once=args.once))
     if args.once:
         _print_summary(summary, sys.stdout)
+        if summary.dead_lettered or summary.abandoned:
+            return EXIT_DEAD_LETTERS
     return EXIT_OK
 
 
@@ -267,6 +273,10 @@ def _print_summary(summary, out: TextIO) -> None:
     out.write(f"alerts:         {total} raised, {summary.published} acknowledged by Kafka\n")
     for topic, count in sorted(summary.alerts_by_topic.items()):
         out.write(f"  {topic:<28} {count}\n")
+    if summary.dead_lettered:
+        out.write(f"dead-lettered:  {summary.dead_lettered} (on the dead-letter topic, with the reason in dlq_reason)\n")
+    if summary.abandoned:
+        out.write(f"given up:       {summary.abandoned} (the dead-letter topic refused them too; see the log)\n")
     if summary.undelivered:
         out.write(f"undelivered:    {summary.undelivered} (kept in the outbox; sent on the next run)\n")
 

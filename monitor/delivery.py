@@ -17,7 +17,15 @@ never reorder them.
 A record Kafka rejects for good (too large, invalid), or one that could not be
 serialised (marked by :func:`monitor.publish.alert_record`), goes to the dead-letter
 topic with the reason in the ``dlq_reason`` header, is counted, and is removed from the
-outbox: it never blocks the pipeline. See ``docs/delivery.md`` for the whole contract.
+outbox: it never blocks the pipeline. So does a record the broker answers with any other
+error (an unknown code) ``max_attempts`` times in a row: unlike an outage, such an error
+may never go away. See ``docs/delivery.md`` for the whole contract.
+
+A failing state store (disk full, damaged) can leave records in the outbox that no one
+hands to delivery (a poll's transaction committed, the next step failed), and
+acknowledgements whose outbox rows could not be deleted. When the store works again,
+and at :meth:`Delivery.stop`, delivery saves those acknowledgements and queues every
+outbox record it is not already sending (``delivery.outbox.requeued``).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import Any, Callable, Iterable, Protocol
 import orjson
 
 from monitor.adapters.store import AsyncStore
-from monitor.errors import PublishError, RecordRejected
+from monitor.errors import PublishError, RecordRefused, RecordRejected, StoreError
 from monitor.log import get_logger
 from monitor.model import Record
 from monitor.publish import DLQ_ORIGINAL_TOPIC_HEADER, DLQ_REASON_HEADER, rejection_reason
@@ -62,8 +70,13 @@ class DeliveryStats:
     published: int = 0
     failed_attempts: int = 0
     dead_lettered: int = 0
+    #: Records given up on in this run and left in the outbox (the dead-letter topic
+    #: refused them too); sent again at the next start.
+    abandoned: int = 0
     #: Records re-queued from the outbox at start-up.
     resent: int = 0
+    #: Outbox records queued after a store failure had kept them from delivery.
+    requeued: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     #: Seconds from submit to acknowledgement, last value (for metrics).
@@ -88,6 +101,7 @@ class Delivery:
         max_in_flight: int = 2000,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        max_attempts: int = 10,
         on_published: Callable[[Record, float], None] | None = None,
         on_error: Callable[[Record, BaseException], None] | None = None,
         on_dead_letter: Callable[[Record, str], None] | None = None,
@@ -105,6 +119,7 @@ class Delivery:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._backoff = backoff_initial
+        self._max_attempts = max_attempts
         self._on_published = on_published
         self._on_error = on_error
         self._on_dead_letter = on_dead_letter
@@ -116,6 +131,16 @@ class Delivery:
         self._unacked = 0
         #: Outbox records still to be re-queued by :meth:`start`.
         self._resending = 0
+        #: (alert id, topic) of every record queued or in flight.
+        self._tracked: set[tuple[str, str]] = set()
+        #: Records the last outbox sweep queued: a poll handing them over later is a no-op.
+        self._swept: set[tuple[str, str]] = set()
+        #: Acknowledged records whose outbox rows could not be deleted (store failing) -> article id.
+        self._unsaved_acks: dict[tuple[str, str], str] = {}
+        self._sweep_needed = False
+        self._sweeping = 0
+        store.failure_listeners.append(self._store_failed)
+        store.recovery_listeners.append(self._store_recovered)
         self._idle = asyncio.Event()
         self._idle.set()
         self.stats = DeliveryStats()
@@ -159,14 +184,37 @@ class Delivery:
             self._maybe_idle()
 
     async def submit(self, records: Iterable[Record]) -> None:
-        """Queue records that are already in the outbox; blocks while the queue is full."""
+        """Queue records that are already in the outbox; blocks while the queue is full.
+
+        A record already queued or in flight (the same alert id and topic), or queued
+        by an outbox sweep, is not queued twice.
+        """
         for record in records:
-            self._idle.clear()
-            await self._queue.put((record, time.monotonic()))
+            key = (record.alert_id, record.topic)
+            if key in self._tracked:
+                continue
+            if key in self._swept:
+                self._swept.discard(key)
+                continue
+            await self._put(record)
+
+    async def _put(self, record: Record) -> None:
+        self._tracked.add((record.alert_id, record.topic))
+        self._idle.clear()
+        await self._queue.put((record, time.monotonic()))
 
     async def outbox_count(self) -> int:
         """Records in the durable outbox: everything not yet acknowledged, in this run or before."""
         return await self._store.pending_count()
+
+    async def undelivered(self) -> int:
+        """Records left in the outbox, for the run summary; when the store cannot say, the
+        records this run still holds (logged)."""
+        try:
+            return await self._store.pending_count()
+        except StoreError as exc:
+            log.warning("delivery.outbox.uncounted", error=str(exc), pending=self.pending)
+            return self.pending + len(self._unsaved_acks)
 
     @property
     def pending(self) -> int:
@@ -177,7 +225,7 @@ class Delivery:
         """Wait until everything submitted is acknowledged; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while self.pending:
+            while self.pending or self._sweeping:
                 self._idle.clear()
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 await asyncio.wait_for(self._idle.wait(), remaining)
@@ -186,8 +234,18 @@ class Delivery:
             return False
 
     async def stop(self, timeout: float = 30.0) -> bool:
-        """Drain for up to ``timeout`` s, then stop; what is left stays in the outbox."""
-        drained = await self.wait_idle(max(0.0, timeout))
+        """Drain for up to ``timeout`` s, then stop; what is left stays in the outbox.
+
+        After a store failure in this run, the outbox is swept first, so records a
+        failing store kept from delivery are sent in the drain, not only at the next start.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        if self._sweep_needed:
+            try:
+                await asyncio.wait_for(self._sweep_outbox(), max(0.0, timeout))
+            except asyncio.TimeoutError:
+                pass
+        drained = await self.wait_idle(max(0.0, deadline - time.monotonic()))
         left = self.pending
         tasks = [t for t in (self._sender, *self._tasks) if t is not None]
         for task in tasks:
@@ -210,8 +268,61 @@ class Delivery:
         task.add_done_callback(self._tasks.discard)
 
     def _maybe_idle(self) -> None:
-        if not self.pending:
+        if not self.pending and not self._sweeping:
             self._idle.set()
+
+    # -- store failures ----------------------------------------------------------------
+
+    def _store_failed(self, _error: StoreError) -> None:
+        self._sweep_needed = True
+
+    def _store_recovered(self) -> None:
+        # One sweep at a time: one running sweeps again when it ends (see _sweep_outbox).
+        if self._sweep_needed and not self._sweeping and self._sender is not None:
+            self._spawn(self._sweep_outbox())
+
+    async def _sweep_outbox(self) -> None:
+        """Save the acknowledgements a failing store refused, then queue every outbox record
+        nobody is sending (a poll committed it, then failed before handing it over)."""
+        self._sweep_needed = False
+        self._sweeping += 1
+        self._idle.clear()
+        queued = 0
+        try:
+            for key, article_id in list(self._unsaved_acks.items()):
+                await self._store.ack(key[0], key[1], article_id)
+                del self._unsaved_acks[key]
+            self._swept.clear()
+            after = 0
+            while True:
+                page = await self._store.pending_page(after, _RESEND_PAGE)
+                if not page:
+                    break
+                after = page[-1][0]
+                for _seq, record in page:
+                    key = (record.alert_id, record.topic)
+                    if key in self._tracked or key in self._unsaved_acks:
+                        continue
+                    self._swept.add(key)
+                    queued += 1
+                    self.stats.requeued += 1
+                    await self._put(record)
+        except StoreError as exc:
+            # Failing again: the next recovery (or the shutdown) sweeps again.
+            self._sweep_needed = True
+            log.warning("delivery.outbox.sweep_failed", error=str(exc), queued=queued)
+        finally:
+            self._sweeping -= 1
+            self._maybe_idle()
+        if queued:
+            log.warning(
+                "delivery.outbox.requeued",
+                count=queued,
+                hint="alerts a failing state store had kept from delivery are sent now",
+            )
+        if self._sweep_needed and self._store.failure is None and self._sender is not None:
+            # The store failed and recovered again while this sweep ran.
+            self._spawn(self._sweep_outbox())
 
     async def _send_loop(self) -> None:
         while True:
@@ -236,18 +347,29 @@ class Delivery:
             if reason is not None:
                 await self._dead_letter(record, reason)
                 return
-            while not await self._attempt(record, submitted):
-                pass
+            refusals = 0
+            while True:
+                outcome = await self._attempt(record, submitted)
+                if outcome is True:
+                    break
+                if isinstance(outcome, RecordRefused):
+                    refusals += 1
+                    if refusals >= self._max_attempts:
+                        await self._dead_letter(record, f"refused {refusals} times (max_attempts): {outcome}")
+                        break
+                    await asyncio.sleep(self._refusal_backoff(refusals))
         finally:
             done.set()
             if self._tails.get(key) is done:
                 del self._tails[key]
+            self._tracked.discard((record.alert_id, record.topic))
             self._in_flight.release()
             self._unacked -= 1
             self._maybe_idle()
 
-    async def _attempt(self, record: Record, submitted: float) -> bool:
-        """One try at sending ``record``: True when it is settled (acknowledged or dead-lettered)."""
+    async def _attempt(self, record: Record, submitted: float) -> bool | RecordRefused:
+        """One try at sending ``record``: True when it is settled (acknowledged or
+        dead-lettered), the error when the broker refused it, False after an outage."""
         if self.healthy:
             return await self._try_send(record, submitted)
         async with self._probe_lock:
@@ -255,13 +377,16 @@ class Delivery:
                 return await self._try_send(record, submitted)
             return await self._try_send(record, submitted, probing=True)
 
-    async def _try_send(self, record: Record, submitted: float, *, probing: bool = False) -> bool:
+    async def _try_send(self, record: Record, submitted: float, *, probing: bool = False) -> bool | RecordRefused:
         try:
             await self._ensure_topic(record.topic)
             await self._publisher.publish(record)
         except RecordRejected as exc:
             await self._dead_letter(record, str(exc))
             return True
+        except RecordRefused as exc:
+            self._note_refusal(record, exc)
+            return exc
         except (PublishError, asyncio.TimeoutError) as exc:
             self._note_failure(record, exc)
             if probing:
@@ -269,9 +394,21 @@ class Delivery:
                 # record that failed outside it just queues up behind the probe.
                 await asyncio.sleep(self._next_backoff())
             return False
-        await self._store.ack(record.alert_id, record.topic, record.article_id)
+        await self._ack(record)
         self._note_success(record, time.monotonic() - submitted)
         return True
+
+    async def _ack(self, record: Record) -> None:
+        """Delete an acknowledged record from the outbox; while the store fails, remember
+        to (the record is not sent again in this run; a crash before then resends it)."""
+        try:
+            await self._store.ack(record.alert_id, record.topic, record.article_id)
+        except StoreError:
+            self._unsaved_acks[(record.alert_id, record.topic)] = record.article_id
+            self._sweep_needed = True
+
+    def _refusal_backoff(self, refusals: int) -> float:
+        return min(self._backoff_max, self._backoff_initial * 2 ** (refusals - 1))
 
     def _next_backoff(self) -> float:
         delay = self._backoff
@@ -309,6 +446,15 @@ class Delivery:
         else:
             log.debug("alert.publish.retrying", topic=record.topic, alert_id=record.alert_id, error=self.stats.last_error)
 
+    def _note_refusal(self, record: Record, exc: RecordRefused) -> None:
+        # The broker answered: it is up, so this is no outage (readiness stays as it is).
+        self._mark_healthy()
+        self.stats.failed_attempts += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        if self._on_error is not None:
+            self._on_error(record, exc)
+        log.warning("alert.publish.refused", topic=record.topic, alert_id=record.alert_id, error=self.stats.last_error)
+
     def _mark_healthy(self) -> None:
         if not self.healthy:
             log.info("delivery.recovered", failed_attempts=self.stats.failed_attempts, pending=self.pending)
@@ -331,7 +477,21 @@ class Delivery:
         reason = reason.encode("utf-8", "replace")[:_REASON_LIMIT].decode("utf-8", "ignore")
         log.error("alert.dead_lettered", topic=record.topic, alert_id=record.alert_id, reason=reason)
         for letter in (_letter(record, reason, self._dead_letter_topic), _stub_letter(record, reason, self._dead_letter_topic)):
-            if await self._send_letter(letter):
+            sent = await self._send_letter(letter)
+            if sent is None:
+                # The dead-letter topic refuses it too: keep the record for the next start
+                # rather than lose it, and let this run finish.
+                self.stats.abandoned += 1
+                log.error(
+                    "alert.dead_letter.refused",
+                    alert_id=record.alert_id,
+                    topic=record.topic,
+                    dead_letter_topic=self._dead_letter_topic,
+                    reason=reason,
+                    hint="kept in the outbox and sent again at the next start; check the broker's log",
+                )
+                return
+            if sent:
                 break
         else:
             # Even a few hundred bytes are refused: the dead-letter topic itself is broken.
@@ -344,13 +504,15 @@ class Delivery:
                 value=record.value[:4096].decode("utf-8", "replace"),
                 hint="check the dead-letter topic's max.message.bytes and ACLs",
             )
-        await self._store.ack(record.alert_id, record.topic, record.article_id)
+        await self._ack(record)
         self.stats.dead_lettered += 1
         if self._on_dead_letter is not None:
             self._on_dead_letter(record, reason)
 
-    async def _send_letter(self, letter: Record) -> bool:
-        """True when the broker took the letter, False when it rejected it for good."""
+    async def _send_letter(self, letter: Record) -> bool | None:
+        """True when the broker took the letter, False when it rejected it for good, None
+        when it refused it ``max_attempts`` times."""
+        refusals = 0
         while True:
             try:
                 await self._ensure_topic(letter.topic)
@@ -358,6 +520,13 @@ class Delivery:
             except RecordRejected as exc:
                 log.warning("alert.dead_letter.too_large", alert_id=letter.alert_id, reason=str(exc))
                 return False
+            except RecordRefused as exc:
+                self._note_refusal(letter, exc)
+                refusals += 1
+                if refusals >= self._max_attempts:
+                    return None
+                await asyncio.sleep(self._refusal_backoff(refusals))
+                continue
             except (PublishError, asyncio.TimeoutError) as exc:
                 self._note_failure(letter, exc)
                 # Not under the probe lock: this may run inside a probe already.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from monitor.model import SourceLocation
 
-__all__ = ["BrokerError", "ConfigError", "FeedError", "MonitorError", "PublishError", "RecordRejected", "RuleError"]
+__all__ = ["BrokerError", "ConfigError", "FeedError", "MonitorError", "PublishError", "RecordRefused", "RecordRejected", "RuleError", "StoreError"]
 
 
 class MonitorError(Exception):
@@ -58,5 +58,23 @@ class PublishError(BrokerError):
     """Sending one record failed in a way a retry may fix (broker away, timeout)."""
 
 
+class RecordRefused(PublishError):
+    """The broker answered with an error for one record that is neither an outage nor a
+    known rejection (an unlisted or unknown error code): retried, but only
+    ``[delivery] max_attempts`` times before the record goes to the dead-letter topic."""
+
+
 class RecordRejected(BrokerError):
     """The broker refused one record for good (too large, invalid): retrying cannot help."""
+
+
+class StoreError(MonitorError):
+    """The state store (SQLite) cannot be opened, read or written: damaged, full, read-only.
+
+    ``kind`` says which (``corrupt``, ``full``, ``readonly``, ``unavailable``), so the
+    daemon can report it; the message names the file and the hint says what to do.
+    """
+
+    def __init__(self, message: str, *, kind: str, location: SourceLocation | None = None, hint: str | None = None) -> None:
+        super().__init__(message, location=location, hint=hint)
+        self.kind = kind

@@ -35,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from monitor.errors import StoreError
 from monitor.health import OK, FeedHealthTracker, FeedQuery, FeedRow, HealthPolicy, Transition, health_record
 from monitor.log import get_logger, redact
 from monitor.model import Alert, Feed, Record, Rule
@@ -53,6 +54,9 @@ PUBLISH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class _Store(Protocol):
+    #: The store's fault while it is failing (see monitor.adapters.store), else None.
+    failure: Any
+
     async def all_feed_states(self) -> list[Any]: ...
     async def set_feed_health(self, url: str, health: str) -> None: ...
     async def enqueue(self, records: list[Record]) -> None: ...
@@ -268,7 +272,11 @@ class Observer:
         while self._events is not None and not self._events.empty():
             left.append(self._events.get_nowait())
         if left and self._store is not None:
-            await self._store.enqueue(left)
+            try:
+                await self._store.enqueue(left)
+            except StoreError as exc:
+                log.error("feed.health.events.lost", count=len(left), error=str(exc))
+                return
             log.warning("feed.health.events.deferred", count=len(left), hint="kept in the outbox; sent on next start")
 
     async def _publish_events(self) -> None:
@@ -277,7 +285,11 @@ class Observer:
             record = await self._events.get()
             try:
                 if self._store is not None:
-                    await self._store.enqueue([record])
+                    try:
+                        await self._store.enqueue([record])
+                    except StoreError as exc:
+                        # Not durable, but still sent while the daemon runs.
+                        log.warning("feed.health.event.unsaved", topic=record.topic, error=str(exc))
                 if self._delivery is not None:
                     await self._delivery.submit([record])
             finally:
@@ -373,10 +385,14 @@ class Observer:
     # -- readiness and status -------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, list[str]]:
-        """Whether the daemon can do its job (rules loaded, broker reachable), and if not why."""
+        """Whether the daemon can do its job (rules loaded, broker reachable, state store
+        writable), and if not why."""
         problems: list[str] = []
         if self.ruleset is None:
             problems.append("rules are not loaded")
+        failure = self._store.failure if self._store is not None else None
+        if failure is not None:
+            problems.append(f"the state store is failing: {failure}")
         if self.broker_up is None:
             problems.append("the broker has not been checked yet")
         elif not self.broker_up:
@@ -461,7 +477,11 @@ class Observer:
         health = self.tracker.needs_store(url)
         if health is None or self._store is None:
             return
-        await self._store.set_feed_health(url, health)
+        try:
+            await self._store.set_feed_health(url, health)
+        except StoreError:
+            # Readiness reports the store; the health is written after the feed's next poll.
+            return
         self.tracker.stored(url, health)
 
 
@@ -485,7 +505,7 @@ class _ScrapeTimeCollector(Collector):
                      delivery.pending if delivery is not None else 0)
         yield _gauge("broker_up", "1 when the last broker check reached the broker.", 1 if observer.broker_up else 0)
         ready, _ = observer.readiness()
-        yield _gauge("ready", "1 when /readyz answers ready (rules loaded, broker reachable).", 1 if ready else 0)
+        yield _gauge("ready", "1 when /readyz answers ready (rules loaded, broker reachable, state store writable).", 1 if ready else 0)
         dead = getattr(getattr(delivery, "stats", None), "dead_lettered", 0)
         dead_family = CounterMetricFamily(f"{PREFIX}_alerts_dead_lettered", "Records Kafka refused for good, sent to the dead-letter topic.")
         dead_family.add_metric([], dead)

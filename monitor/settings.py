@@ -206,6 +206,10 @@ class DeliverySettings:
     retry_backoff_initial: float = 0.5
     #: Upper bound of the retry back-off, in seconds (also the longest wait after the broker is back).
     retry_backoff_max: float = 30.0
+    #: Tries of a record the broker answers with an error that is neither an outage nor a
+    #: known rejection (an unknown error code); then it goes to the dead-letter topic.
+    #: Outages (connection refused, timeouts) are retried for as long as they last.
+    max_attempts: int = 10
 
 
 @dataclass(frozen=True)
@@ -640,6 +644,8 @@ def _validate_kafka_and_delivery(settings: Settings, loc: SourceLocation) -> Non
             location=loc,
             hint="e.g. retry_backoff_initial = 0.5, retry_backoff_max = 30",
         )
+    if delivery.max_attempts < 1:
+        raise ConfigError("[delivery] max_attempts must be at least 1", location=loc, hint="e.g. max_attempts = 10")
     if kafka.security_protocol not in _SECURITY_PROTOCOLS:
         raise ConfigError(
             f"[kafka] security_protocol = {kafka.security_protocol!r} is not supported",

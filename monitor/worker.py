@@ -29,7 +29,7 @@ from monitor.adapters.store import AsyncStore
 from monitor.adapters.web import WebServer, probe_broker
 from monitor.delivery import Delivery
 from monitor.engine import load_rules
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, StoreError
 from monitor.hot_reload import RulesHolder, watch_rules
 from monitor.log import get_logger
 from monitor.metrics import Observer
@@ -88,7 +88,11 @@ class RunSummary:
     duplicates: int = 0
     alerts_by_topic: Counter[str] = field(default_factory=Counter)
     published: int = 0
+    #: Records left in the outbox when the run ended (sent at the next start).
     undelivered: int = 0
+    #: Records sent to the dead-letter topic, and records given up on (left in the outbox).
+    dead_lettered: int = 0
+    abandoned: int = 0
 
     def add(self, report: PollReport) -> None:
         self.polls += 1
@@ -101,6 +105,12 @@ class RunSummary:
             self.failed.append((report.feed.url, report.error))
         for alert in report.alerts:
             self.alerts_by_topic[alert.topic] += 1
+
+    def store_failed(self, url: str, error: StoreError) -> None:
+        """A poll the state store failed (its feed is polled again later)."""
+        self.polls += 1
+        self.failures += 1
+        self.failed.append((url, f"{url}: {error}"))
 
 
 class Monitor:
@@ -265,6 +275,7 @@ class Monitor:
             topics=self.rules.current.topics | extra_topics,
             backoff_initial=self.settings.delivery.retry_backoff_initial,
             backoff_max=self.settings.delivery.retry_backoff_max,
+            max_attempts=self.settings.delivery.max_attempts,
             on_published=self.observer.alert_published,
             on_error=self.observer.publish_failed,
         )
@@ -278,8 +289,17 @@ class Monitor:
         drained = await delivery.stop(self._shutdown_remaining())
         # Feed-health events go through the same delivery but are not alerts.
         self.summary.published = delivery.stats.published - self.observer.health_events_published
-        self.summary.undelivered = 0 if drained else await delivery.outbox_count()
-        log.info("monitor.stopped", published=delivery.stats.published, undelivered=self.summary.undelivered)
+        # The outbox, not what this run still held: a failing store can leave records there
+        # that were never handed to delivery.
+        self.summary.undelivered = await delivery.undelivered()
+        self.summary.dead_lettered = delivery.stats.dead_lettered
+        self.summary.abandoned = delivery.stats.abandoned
+        log.info(
+            "monitor.stopped",
+            published=delivery.stats.published,
+            undelivered=self.summary.undelivered,
+            dead_lettered=self.summary.dead_lettered,
+        )
 
     async def _stop_publisher(self, publisher: KafkaPublisher) -> None:
         # A little grace even at the deadline: a drained producer stops in milliseconds.
@@ -354,7 +374,12 @@ class Monitor:
         return index
 
     async def _flush_feed_states(self, feed_states: FeedStates) -> None:
-        written = await feed_states.flush()
+        try:
+            written = await feed_states.flush()
+        except StoreError as exc:
+            # Only validators and counters are lost: the next start re-fetches those feeds.
+            log.error("feed.state.unsaved", feeds=feed_states.dirty, error=str(exc))
+            return
         log.debug("feed.state.flushed", feeds=written)
 
     async def _upkeep(self, store: AsyncStore, feed_states: FeedStates, stories: StoryIndex | None) -> None:
@@ -501,6 +526,13 @@ class Monitor:
                 await self._poll_and_reschedule(pipeline, feed)
             else:
                 await self._poll_one(pipeline, feed)
+        except StoreError as exc:
+            # Not a bug: the store said why (state.store.failing) and readiness reports it.
+            # Nothing this poll failed to commit was recorded as seen: the next poll retries it.
+            log.warning("feed.poll.store_failed", feed_url=feed.url, kind=exc.kind, error=exc.message)
+            self.summary.store_failed(feed.url, exc)
+            if reschedule and not self._stop.is_set():
+                self._schedule.reschedule(feed.url, time.monotonic(), feed.interval)
         except Exception as exc:  # noqa: BLE001 - one poll's bug must not end a poller (and a share of polling)
             log.exception("feed.poll.crashed", feed_url=feed.url, error=f"{type(exc).__name__}: {exc}", hint="a bug: please report it")
             if reschedule and not self._stop.is_set():

@@ -21,17 +21,22 @@ from aiokafka.codec import has_lz4, has_zstd
 from aiokafka.errors import (
     CorruptRecordException,
     InvalidTopicError,
+    KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
+    NoBrokersAvailable,
+    NodeNotReadyError,
     RecordListTooLargeError,
     RecordTooLargeError,
+    RequestTimedOutError,
     UnknownError,
     UnsupportedForMessageFormatError,
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import TopicPartition
 
-from monitor.errors import BrokerError, PublishError, RecordRejected
+from monitor.errors import BrokerError, PublishError, RecordRefused, RecordRejected
 from monitor.log import get_logger
 from monitor.model import Record
 from monitor.settings import KafkaSettings
@@ -51,6 +56,18 @@ _RECORD_REJECTIONS = (
     InvalidTopicError,
     UnsupportedForMessageFormatError,
 )
+#: Errors that mean the broker (or the way to it) is away, not that it refused this
+#: record: retried for as long as the outage lasts. aiokafka retries ``retriable`` broker
+#: errors itself until the request times out, and then raises them (or a timeout).
+_OUTAGES = (KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable, NodeNotReadyError, RequestTimedOutError)
+
+
+def _is_outage(exc: KafkaError) -> bool:
+    """Whether a failed send means "the broker is away" (retried until it is back) rather
+    than "the broker answered this record with an error" (retried a bounded number of times)."""
+    return isinstance(exc, _OUTAGES) or bool(getattr(exc, "retriable", False))
+
+
 #: Create-topic error codes that mean "ask again later" (not a configuration problem).
 _CREATE_TOPIC_TRANSIENT = {
     5,  # LEADER_NOT_AVAILABLE
@@ -274,8 +291,9 @@ class KafkaPublisher:
     async def publish(self, record: Record) -> None:
         """Send one record and wait for the broker's acknowledgement.
 
-        Raises :class:`RecordRejected` when no retry can help, :class:`PublishError` when
-        one may (broker away, timeout).
+        Raises :class:`RecordRejected` when no retry can help, :class:`RecordRefused` when
+        the broker answered this record with another error (a bounded number of retries
+        may help), :class:`PublishError` when the broker is away (connection, timeout).
         """
         if self._producer is None:
             raise PublishError("publisher is not started")
@@ -297,7 +315,10 @@ class KafkaPublisher:
             # the same every time, so retrying cannot help.
             raise RecordRejected(f"record for {record.topic} cannot be encoded: {type(exc).__name__}: {exc}") from exc
         except KafkaError as exc:
-            raise PublishError(f"publish to {record.topic} failed: {type(exc).__name__}: {exc}") from exc
+            message = f"publish to {record.topic} failed: {type(exc).__name__}: {exc}"
+            if _is_outage(exc):
+                raise PublishError(message) from exc
+            raise RecordRefused(message) from exc
         except OSError as exc:
             raise PublishError(f"publish to {record.topic} failed: {exc}") from exc
 

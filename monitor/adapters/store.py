@@ -17,11 +17,23 @@ One file, ``<state dir>/monitor.sqlite3``, in WAL mode. Three tables:
 
 All methods are synchronous and fast; :class:`AsyncStore` runs them on one dedicated
 thread so the event loop never waits on disk.
+
+Faults: every SQLite failure that is the file's or the disk's (damaged, full,
+read-only, unreadable) comes out of a public method as a
+:class:`~monitor.errors.StoreError` naming the file, with a hint; nothing here ever
+modifies, moves or deletes a damaged file. A failing store keeps its fault
+in :attr:`Store.failure` until a later write transaction commits: that is how a daemon
+whose disk filled up notices space came back. Damage (``kind == "corrupt"``) never
+clears by itself. :class:`AsyncStore` (the daemon's) logs each change once,
+``state.store.failing`` (error) and ``state.store.recovered`` (info), and tells its
+listeners.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import operator
 import sqlite3
 import time
@@ -33,9 +45,13 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import orjson
 
 from monitor.dedupe import SeenArticle
+from monitor.errors import StoreError
+from monitor.log import get_logger
 from monitor.model import Record
 
-__all__ = ["AsyncStore", "FeedState", "Store", "feed_row"]
+__all__ = ["AsyncStore", "FeedState", "Store", "feed_row", "store_error"]
+
+log = get_logger("store")
 
 T = TypeVar("T")
 
@@ -166,25 +182,120 @@ _feed_values = operator.attrgetter(*_FEED_COLUMNS)
 feed_row: Callable[[FeedState], tuple[Any, ...]] = _feed_values
 
 
+#: SQLite failures that are the file's or the disk's, not the program's (a constraint or
+#: an SQL mistake is a bug and stays a traceback).
+_FAULTS = (sqlite3.OperationalError, sqlite3.DatabaseError)
+_BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.NotSupportedError)
+
+_CORRUPT_HINT = (
+    "the file is left as it is: stop the monitor, keep a copy, and either recover it "
+    "(sqlite3 {name} .recover | sqlite3 recovered.sqlite3, then put recovered.sqlite3 in its place) "
+    "or move it aside to start afresh (its outbox of unsent alerts is then lost)"
+)
+
+
+def store_error(exc: BaseException, path: Path) -> StoreError:
+    """The operator's view of a SQLite (or file system) failure on the store at ``path``."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    text = str(exc) or type(exc).__name__
+    code = getattr(exc, "errno", None)
+    if name.startswith("SQLITE_FULL") or code == errno.ENOSPC or "disk is full" in text:
+        return StoreError(
+            f"state store {path}: the disk is full: {text}",
+            kind="full",
+            hint=f"free space on the disk of {path.parent}; nothing committed is lost and the monitor goes on by itself once writes succeed",
+        )
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text:
+        return StoreError(f"state store {path} is damaged: {text}", kind="corrupt", hint=_CORRUPT_HINT.format(name=path.name))
+    if (
+        name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"))
+        or code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR)
+        or "readonly" in text
+        or "unable to open" in text
+    ):
+        return StoreError(
+            f"state store {path} cannot be opened for writing: {text}",
+            kind="readonly",
+            hint=f"the monitor needs a writable directory {path.parent} holding {path.name} (and its -wal and -shm files); check [state] dir, ownership and mount options",
+        )
+    return StoreError(
+        f"state store {path} failed: {text}",
+        kind="unavailable",
+        hint=f"check the disk of {path.parent} (I/O errors in the system log) and that no other program holds the file locked",
+    )
+
+
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn the file's and the disk's SQLite failures into a :class:`StoreError` (see the module docstring)."""
+
+    @functools.wraps(method)
+    def guarded(self: "Store", *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except _BUGS:
+            raise
+        except _FAULTS as exc:
+            raise self._failed(exc) from exc
+
+    return guarded
+
+
+def _guard_public_methods(cls: type) -> type:
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_") and name != "close":
+            setattr(cls, name, _guarded(value))
+    return cls
+
+
+@_guard_public_methods
 class Store:
-    """Synchronous SQLite store. Use from one thread (see :class:`AsyncStore`)."""
+    """Synchronous SQLite store. Use from one thread (see :class:`AsyncStore`).
+
+    Every public method raises :class:`~monitor.errors.StoreError` for a fault of the
+    file or the disk (see the module docstring).
+    """
 
     FILENAME = "monitor.sqlite3"
 
     def __init__(self, state_dir: Path | str) -> None:
         self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.state_dir / self.FILENAME
-        # check_same_thread=False: the AsyncStore's single worker thread owns it, but it is
-        # created on the caller's thread.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode is durable against process crashes (the case we guard);
-        # only an OS crash or power loss can lose the last transactions.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        self._migrate()
+        #: The last fault, while the store is failing (None when it works).
+        self.failure: StoreError | None = None
+        #: Faults met since the store was opened.
+        self.failures = 0
+        db: sqlite3.Connection | None = None
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            # check_same_thread=False: the AsyncStore's single worker thread owns it, but it is
+            # created on the caller's thread.
+            db = self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode is durable against process crashes (the case we guard);
+            # only an OS crash or power loss can lose the last transactions.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            self._migrate()
+        except (*_FAULTS, OSError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, _BUGS):
+                raise
+            raise store_error(exc, self.path) from exc
+
+    def _failed(self, exc: BaseException) -> StoreError:
+        """Note a fault (logged once per failing spell) and return its StoreError."""
+        error = store_error(exc, self.path)
+        self.failures += 1
+        if self.failure is None or self.failure.kind != "corrupt":
+            self.failure = error
+        return error
+
+    def _committed(self) -> None:
+        """A write transaction committed: a full disk has room again (damage stays reported)."""
+        if self.failure is not None and self.failure.kind != "corrupt":
+            self.failure = None
 
     def _migrate(self) -> None:
         """Add columns newer versions introduced to a database an older version created."""
@@ -201,7 +312,7 @@ class Store:
     # -- transactions ------------------------------------------------------------------
 
     def _transaction(self) -> "_Tx":
-        return _Tx(self._db)
+        return _Tx(self)
 
     # -- articles ----------------------------------------------------------------------
 
@@ -275,7 +386,8 @@ class Store:
     def touch_articles(self, article_ids: Iterable[str], now: float | None = None) -> None:
         """Refresh ``last_seen`` so articles still in a feed are not forgotten by retention."""
         now = time.time() if now is None else now
-        self._db.executemany("UPDATE articles SET last_seen = ? WHERE id = ?", [(now, i) for i in article_ids])
+        with self._transaction() as db:
+            db.executemany("UPDATE articles SET last_seen = ? WHERE id = ?", [(now, i) for i in article_ids])
 
     def forget_articles_before(self, cutoff: float) -> int:
         """Drop articles not seen since ``cutoff`` (never ones with alerts still pending).
@@ -286,11 +398,12 @@ class Store:
         change and alert twice. So an article is forgotten only when a newer version of
         its feed (a later ``last_seen`` among the feed's articles) went without it.
         """
-        cursor = self._db.execute(
-            """DELETE FROM articles WHERE last_seen < ? AND state = 'published'
-               AND last_seen < (SELECT MAX(newer.last_seen) FROM articles AS newer WHERE newer.feed_url = articles.feed_url)""",
-            (cutoff,),
-        )
+        with self._transaction() as db:
+            cursor = db.execute(
+                """DELETE FROM articles WHERE last_seen < ? AND state = 'published'
+                   AND last_seen < (SELECT MAX(newer.last_seen) FROM articles AS newer WHERE newer.feed_url = articles.feed_url)""",
+                (cutoff,),
+            )
         return cursor.rowcount
 
     def article_count(self) -> int:
@@ -360,10 +473,11 @@ class Store:
     def set_feed_health(self, url: str, health: str) -> None:
         """Record a feed's health without touching the rest of its state (the row is created
         when the feed's state has not been written yet)."""
-        self._db.execute(
-            "INSERT INTO feeds (url, health) VALUES (?, ?) ON CONFLICT(url) DO UPDATE SET health = excluded.health",
-            (url, health),
-        )
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO feeds (url, health) VALUES (?, ?) ON CONFLICT(url) DO UPDATE SET health = excluded.health",
+                (url, health),
+            )
 
     # -- stories -----------------------------------------------------------------------
 
@@ -390,10 +504,11 @@ class Store:
 
     def save_story_members(self, members: Iterable[tuple[str, str, float, bytes]]) -> None:
         """Remember (article id, story id, seen at, signature) so a restart keeps the story window."""
-        self._db.executemany(
-            "INSERT OR IGNORE INTO story_members (article_id, story_id, seen_at, signature) VALUES (?, ?, ?, ?)",
-            list(members),
-        )
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO story_members (article_id, story_id, seen_at, signature) VALUES (?, ?, ?, ?)",
+                list(members),
+            )
 
     def story_members_since(self, cutoff: float) -> list[tuple[str, str, float, bytes]]:
         """Members seen at or after ``cutoff``, oldest first."""
@@ -438,25 +553,42 @@ class Store:
         values = [getattr(state, column) for column in _FEED_COLUMNS]
         placeholders = ", ".join("?" for _ in _FEED_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _FEED_COLUMNS if c != "url")
-        self._db.execute(
-            f"INSERT INTO feeds ({', '.join(_FEED_COLUMNS)}) VALUES ({placeholders}) "
-            f"ON CONFLICT(url) DO UPDATE SET {updates}",
-            values,
-        )
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO feeds ({', '.join(_FEED_COLUMNS)}) VALUES ({placeholders}) "
+                f"ON CONFLICT(url) DO UPDATE SET {updates}",
+                values,
+            )
 
 
 class _Tx:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception (a commit that
+    fails, a full disk typically, is rolled back too)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._db = store._db
 
     def __enter__(self) -> sqlite3.Connection:
         self._db.execute("BEGIN IMMEDIATE")
         return self._db
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            self._store._committed()
+        else:
+            self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (SQLITE_FULL can end the whole transaction):
+        # a second ROLLBACK would raise and hide the error that matters.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
 
 def _note_story(db: sqlite3.Connection, story_id: str, article_id: str, alerted: Iterable[str], *, copy: bool, now: float) -> None:
@@ -481,19 +613,53 @@ def _load_headers(blob: bytes) -> tuple[tuple[str, bytes], ...]:
 
 
 class AsyncStore:
-    """Runs a :class:`Store` on one dedicated thread, so callers can ``await`` it."""
+    """Runs a :class:`Store` on one dedicated thread, so callers can ``await`` it.
+
+    ``failure_listeners`` are called (on the event loop) when the store starts failing,
+    with the :class:`~monitor.errors.StoreError`; ``recovery_listeners`` when a write
+    commits again after that (see :class:`Store`).
+    """
 
     def __init__(self, store: Store) -> None:
         self.sync = store
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
+        self.failure_listeners: list[Callable[[StoreError], None]] = []
+        self.recovery_listeners: list[Callable[[], None]] = []
+        self._reported: StoreError | None = None
 
     @classmethod
     def open(cls, state_dir: Path | str) -> "AsyncStore":
         return cls(Store(state_dir))
 
+    @property
+    def failure(self) -> StoreError | None:
+        """The store's fault while it is failing, else None."""
+        return self.sync.failure
+
     async def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: method(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, lambda: method(*args, **kwargs))
+        finally:
+            self._notify()
+
+    def _notify(self) -> None:
+        # On the event loop, after each call, so listeners hear each change once.
+        failure = self.sync.failure
+        if failure is self._reported:
+            return
+        previous, self._reported = self._reported, failure
+        path = str(self.sync.path)
+        if failure is None:
+            assert previous is not None
+            log.info("state.store.recovered", path=path, was=previous.kind, failures=self.sync.failures)
+            for recovered in self.recovery_listeners:
+                recovered()
+        elif previous is None or failure.kind != previous.kind:
+            log.error("state.store.failing", path=path, kind=failure.kind, error=failure.message, hint=failure.hint)
+            if previous is None:
+                for failed in self.failure_listeners:
+                    failed(failure)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.sync, name)
