@@ -10,6 +10,12 @@ The feed location in a record (``article.feed_url``, ``ce_source``) is the feed'
 form (:func:`monitor.redact.public_feed_url`): an absolute URI, a file path as
 ``file:///...``, with credentials masked; the real URL never leaves the process.
 
+The evidence is bounded, so an alert on the longest article still fits one Kafka
+request: ``matches`` lists at most :data:`MAX_HITS_PER_TERM` hits of each term and
+:data:`MAX_MATCHES` in all, each ``text`` at most :data:`MAX_HIT_TEXT` characters;
+``match_counts`` gives every matched term's full number of hits (at most
+:data:`MAX_COUNTED_TERMS` terms); the snippet is at most :data:`SNIPPET_LIMIT` characters.
+
 An alert that cannot be serialised (text no JSON encoder accepts, such as lone UTF-16
 surrogates) still becomes a record, marked with a ``dlq_reason`` header, so delivery
 routes it to the dead-letter topic instead of failing the whole feed's batch.
@@ -24,13 +30,15 @@ Pure: no Kafka client here (see :mod:`monitor.adapters.kafka`). The message cont
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 import orjson
 
-from monitor.model import Alert, Article, Match, Record, alert_id_for
+from monitor.model import Alert, Article, Hit, Match, Record, alert_id_for
 from monitor.redact import public_feed_url
 
 __all__ = [
@@ -39,6 +47,11 @@ __all__ = [
     "CLOUDEVENT_TYPE",
     "DLQ_ORIGINAL_TOPIC_HEADER",
     "DLQ_REASON_HEADER",
+    "MAX_COUNTED_TERMS",
+    "MAX_HITS_PER_TERM",
+    "MAX_HIT_TEXT",
+    "MAX_MATCHES",
+    "SNIPPET_LIMIT",
     "alert_problem",
     "alert_record",
     "alert_to_dict",
@@ -59,10 +72,22 @@ DLQ_REASON_HEADER = "dlq_reason"
 DLQ_ORIGINAL_TOPIC_HEADER = "dlq_original_topic"
 #: Characters of context on each side of the first match in an alert's snippet.
 SNIPPET_CONTEXT = 90
+#: Longest snippet, in characters (a long matched phrase is cut).
+SNIPPET_LIMIT = 400
+#: Hits of one term listed in an alert's ``matches`` (the first ones in the article).
+MAX_HITS_PER_TERM = 10
+#: Hits listed in an alert's ``matches`` in all.
+MAX_MATCHES = 100
+#: Longest ``matches[].text``, in characters.
+MAX_HIT_TEXT = 200
+#: Terms counted in an alert's ``match_counts``.
+MAX_COUNTED_TERMS = 1000
 
 
 def snippet_around(text: str, start: int, end: int, context: int = SNIPPET_CONTEXT) -> str:
-    """A short excerpt of ``text`` around ``[start, end)``, cut at word boundaries."""
+    """A short excerpt of ``text`` around ``[start, end)``, cut at word boundaries, at most
+    :data:`SNIPPET_LIMIT` characters."""
+    end = min(end, start + SNIPPET_LIMIT - 2 * context - 2)
     left = max(0, start - context)
     right = min(len(text), end + context)
     if left > 0:
@@ -141,10 +166,7 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
             "feed_url": alert.feed_url,
         },
         "story_id": alert.story_id,
-        "matches": [
-            {"term": hit.term, "field": hit.field, "start": hit.start, "end": hit.end, "text": hit.text}
-            for hit in alert.matches
-        ],
+        **_evidence(alert.matches),
         "snippet": alert.snippet,
         "detected_at": _iso(alert.detected_at),
     }
@@ -203,6 +225,33 @@ def _field_problem(document: dict[str, Any], fields: dict[str, tuple[type, ...]]
 
 def _json_type(value: Any) -> str:
     return next((name for kind, name in _JSON_TYPES.items() if type(value) is kind), type(value).__name__)
+
+
+def _evidence(hits: tuple[Hit, ...]) -> dict[str, Any]:
+    """``matches`` (bounded: see the module docstring), ``match_counts`` and ``matches_truncated``.
+
+    The hits kept are each term's first ones in the article (title, summary, body, then
+    offset), every term's first hit before any term's second; they keep the engine's order.
+    """
+    counts = Counter(hit.term for hit in hits)
+    kept: list[Hit] | tuple[Hit, ...] = hits
+    if len(hits) > MAX_MATCHES or max(counts.values(), default=0) > MAX_HITS_PER_TERM:
+        by_term: dict[str, list[int]] = {}
+        for index, hit in enumerate(hits):
+            by_term.setdefault(hit.term, []).append(index)
+        ranked: list[tuple[int, int, int, int]] = []
+        for indexes in by_term.values():
+            first = heapq.nsmallest(MAX_HITS_PER_TERM, indexes, key=lambda i: (_field_order(hits[i].field), hits[i].start))
+            ranked.extend((rank, _field_order(hits[i].field), hits[i].start, i) for rank, i in enumerate(first))
+        kept = [hits[i] for i in sorted(entry[3] for entry in heapq.nsmallest(MAX_MATCHES, ranked))]
+    return {
+        "matches": [
+            {"term": hit.term, "field": hit.field, "start": hit.start, "end": hit.end, "text": hit.text[:MAX_HIT_TEXT]}
+            for hit in kept
+        ],
+        "match_counts": dict(list(counts.items())[:MAX_COUNTED_TERMS]),
+        "matches_truncated": len(kept) < len(hits),
+    }
 
 
 def alert_record(alert: Alert) -> Record:
