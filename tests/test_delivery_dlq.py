@@ -7,7 +7,11 @@ alerts behind it. With ``[kafka] articles_topic`` every new article is published
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timezone
 
@@ -20,6 +24,7 @@ from monitor.delivery import Delivery
 from monitor.model import Alert, Hit, alert_id_for
 from monitor.publish import alert_record
 from monitor.worker import Monitor
+from tests.kafka_proxy import KafkaProxy
 from tests.support import FeedServer, alerts_from, make_settings, read_topic
 
 pytestmark = pytest.mark.integration
@@ -148,3 +153,125 @@ async def test_articles_topic_carries_every_new_article_keyed_by_id(broker, feed
     again = await Monitor(settings).run(once=True, handle_signals=False)
     assert again.new_articles == 0
     assert len(await read_topic(broker.bootstrap_servers, topic, idle=0.5)) == 2
+
+
+# -- errors that never go away, and outages that do ---------------------------------
+
+
+def _rule(rule_id: str, topic: str, query: str) -> str:
+    return f"rules:\n  - id: {rule_id}\n    topic: {topic}\n    query: '{query}'\n"
+
+
+async def test_a_record_refused_on_every_try_is_dead_lettered_and_run_once_ends(feed_server: FeedServer, tmp_path):
+    """The broker answers one topic's records with an error code nobody lists, every time:
+    after [delivery] max_attempts tries the alert goes to the dead-letter topic with the
+    reason, the other alert is delivered, and ``run --once`` ends with exit code 4."""
+    run = uuid.uuid4().hex[:8]
+    refused_topic, ok_topic, dead_letters = f"alerts.refused-{run}", f"alerts.ok-{run}", f"alerts.dead-letter.{run}"
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "animals.yaml").write_text(_rule("zebra", refused_topic, "zebra") + _rule("giraffe", ok_topic, "giraffe")[len("rules:\n"):])
+    items = [
+        _ITEM.format(run=run, n=0, title="A zebra escaped from the zoo", text="Keepers caught the zebra at noon."),
+        _ITEM.format(run=run, n=1, title="A giraffe was born", text="The giraffe calf is healthy."),
+    ]
+    url = feed_server.serve("/animals.rss", _RSS.format(items="".join(items)))
+    proxy = await KafkaProxy(marker=refused_topic.encode(), error_code=999).start()
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f"""
+[kafka]
+bootstrap_servers = "{proxy.bootstrap_servers}"
+enable_idempotence = "false"
+linger_ms = 1
+dead_letter_topic = "{dead_letters}"
+[state]
+dir = "{tmp_path / 'state'}"
+[feeds]
+parse_workers = 0
+[[feeds.feed]]
+url = "{url}"
+[rules]
+paths = ["{rules}"]
+watch = false
+[delivery]
+max_attempts = 3
+retry_backoff_initial = 0.05
+retry_backoff_max = 0.2
+[log]
+format = "json"
+""",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWS_MONITOR_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "run", "--once", "--config", str(config),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    try:
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+        except asyncio.TimeoutError:
+            pytest.fail(f"run --once did not end within 60 s; the broker refused {proxy.refused} times")
+        assert process.returncode == 4, err.decode()[-2000:]
+        assert proxy.refused == 3
+        summary = out.decode()
+        assert "dead-lettered:  1" in summary and "undelivered" not in summary
+        letters = await read_topic(proxy.bootstrap_servers, dead_letters, until=lambda rs: len(rs) >= 1)
+        assert len(letters) == 1
+        headers = _headers(letters[0])
+        assert headers["dlq_original_topic"] == refused_topic.encode()
+        assert headers["dlq_reason"].startswith(b"refused 3 times (max_attempts)") and b"UnknownError" in headers["dlq_reason"]
+        assert orjson.loads(letters[0].value)["alert_id"] == alert_id_for("zebra", f"urn:dlq:{run}:0")
+        delivered = await read_topic(proxy.bootstrap_servers, ok_topic, until=lambda rs: len(rs) >= 1)
+        assert [orjson.loads(r.value)["rule_id"] for r in delivered] == ["giraffe"]
+        events = [orjson.loads(line) for line in err.splitlines() if line.startswith(b"{")]
+        assert sum(1 for e in events if e.get("event") == "alert.publish.refused") == 3
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await proxy.stop()
+
+
+async def test_an_outage_is_retried_past_max_attempts_and_never_dead_lettered(tmp_path):
+    """Connection failures are not refusals: with max_attempts = 1 a record still waits
+    through several failed tries and is delivered when the broker is back."""
+    run = uuid.uuid4().hex[:8]
+    topic, dead_letters = f"alerts.outage-{run}", f"alerts.dead-letter.{run}"
+    proxy = await KafkaProxy().start()
+    settings = make_settings(
+        tmp_path, proxy.bootstrap_servers, overrides={"kafka": {"enable_idempotence": "false", "request_timeout_ms": 1000}}
+    )
+    store = AsyncStore.open(settings.state_dir)
+    publisher = KafkaPublisher(settings.kafka, proxy.bootstrap_servers)
+    await publisher.start()
+    article_id = f"urn:outage:{run}"
+    alert = Alert(
+        alert_id=alert_id_for("sanctions", article_id), rule_id="sanctions", topic=topic, severity="medium", tags=(),
+        article_id=article_id, url=None, title="EU sanctions", published=None, feed_url="https://example.net/feed",
+        matches=(Hit("sanctions", "title", 3, 12, "sanctions"),), snippet="EU sanctions",
+        detected_at=datetime.now(timezone.utc), ruleset_version="test",
+    )
+    delivery = Delivery(
+        publisher, store, dead_letter_topic=dead_letters, max_attempts=1, backoff_initial=0.05, backoff_max=0.2
+    )
+    try:
+        await store.enqueue([alert_record(alert)])
+        proxy.down = True
+        proxy.cut()
+        await delivery.start()
+        deadline = asyncio.get_running_loop().time() + 60
+        while delivery.stats.failed_attempts < 3:
+            assert asyncio.get_running_loop().time() < deadline, "the outage never failed a send"
+            await asyncio.sleep(0.05)
+        assert delivery.stats.dead_lettered == 0 and not delivery.healthy
+        proxy.down = False
+        assert await delivery.wait_idle(60)
+        assert delivery.stats.published == 1 and delivery.stats.dead_lettered == 0
+        assert await store.pending_count() == 0
+    finally:
+        await delivery.stop(1)
+        await publisher.stop()
+        await store.close()
+        await proxy.stop()
