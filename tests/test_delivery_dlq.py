@@ -275,3 +275,29 @@ async def test_an_outage_is_retried_past_max_attempts_and_never_dead_lettered(tm
         await publisher.stop()
         await store.close()
         await proxy.stop()
+
+
+async def test_an_alert_on_a_huge_article_fits_the_default_request_size(broker, feed_server: FeedServer, tmp_path):
+    """A 147 KB article of one repeated sentence: 12,600 hits, which listed whole made an
+    alert over 1 MB that only reached the dead-letter topic as a stub."""
+    run = uuid.uuid4().hex[:8]
+    topic, dead_letters = f"alerts.huge-{run}", f"alerts.dead-letter.{run}"
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "huge.yaml").write_text(_rule("huge", topic, "officials OR discussed OR sanctions"))
+    body = "Officials discussed sanctions. " * 4_750
+    assert len(body) > 147_000
+    url = feed_server.serve("/huge.rss", _RSS.format(items=_ITEM.format(run=run, n=0, title="Long", text=body)))
+    settings = make_settings(
+        tmp_path, broker.bootstrap_servers, [url], rules=[rules],
+        overrides={"kafka": {"dead_letter_topic": dead_letters, "enable_idempotence": "false"}},
+    )
+    monitor = Monitor(settings)
+    summary = await monitor.run(once=True, handle_signals=False)
+    assert monitor.delivery is not None and monitor.delivery.stats.dead_lettered == 0
+    assert summary.undelivered == 0
+    records = await read_topic(broker.bootstrap_servers, topic, until=lambda rs: len(rs) >= 1)
+    assert len(records) == 1 and len(records[0].value) < 20_000
+    alert = alerts_from(records)[0]
+    assert alert["match_counts"] == {"officials": 4_750, "discussed": 4_750, "sanctions": 4_750}
+    assert alert["matches_truncated"] is True and len(alert["matches"]) == 30

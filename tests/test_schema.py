@@ -113,3 +113,36 @@ def test_schema_refuses_an_article_url_that_is_not_http(link):
     alert["article"]["url"] = link
     with pytest.raises(AssertionError):
         validate_alert(alert)
+
+
+def test_evidence_is_bounded_with_counts_of_every_term():
+    """20,000 hits of one term and 3 of another (a 147 KB article): the alert lists each
+    term's first hits, counts all of them, and stays small."""
+    many = tuple(Hit("sanctions", "body", 7 * n, 7 * n + 9, "sanctions") for n in range(20_000))
+    few = (Hit("russia", "title", 27, 33, "Russia"), Hit("russia", "body", 50, 56, "Russia"), Hit("russia", "summary", 3, 9, "Russia"))
+    long_text = (Hit('"a long phrase"', "body", 0, 5000, "x" * 5000),)
+    alert = alert_to_dict(_alert(matches=many + few + long_text, snippet="s" * 10))
+    validate_alert(alert)
+    assert len(orjson.dumps(alert)) < 3000
+    assert alert["match_counts"] == {"sanctions": 20_000, "russia": 3, '"a long phrase"': 1}
+    assert alert["matches_truncated"] is True
+    listed = [(m["term"], m["field"], m["start"]) for m in alert["matches"]]
+    assert listed[:10] == [("sanctions", "body", 7 * n) for n in range(10)]
+    # Every hit of the other terms is kept, in the engine's order, each text at most 200 characters.
+    assert listed[10:13] == [("russia", "title", 27), ("russia", "body", 50), ("russia", "summary", 3)]
+    assert len(alert["matches"][13]["text"]) == 200 and alert["matches"][13]["end"] == 5000
+
+
+def test_evidence_lists_first_hits_of_many_terms_before_any_second_hit():
+    hits = tuple(Hit(f"term{t}", "body", 1000 * t + n, 1000 * t + n + 1, "w") for t in range(150) for n in range(3))
+    alert = alert_to_dict(_alert(matches=hits))
+    validate_alert(alert)
+    assert len(alert["matches"]) == 100
+    assert {m["term"] for m in alert["matches"]} == {f"term{t}" for t in range(100)}
+    assert len(alert["match_counts"]) == 150 and alert["matches_truncated"] is True
+
+
+def test_small_evidence_is_listed_whole():
+    alert = alert_to_dict(_alert())
+    assert alert["matches"] == [{"term": "sanctions", "field": "title", "start": 10, "end": 19, "text": "sanctions"}]
+    assert alert["match_counts"] == {"sanctions": 1} and alert["matches_truncated"] is False
