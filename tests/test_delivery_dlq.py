@@ -301,3 +301,36 @@ async def test_an_alert_on_a_huge_article_fits_the_default_request_size(broker, 
     alert = alerts_from(records)[0]
     assert alert["match_counts"] == {"officials": 4_750, "discussed": 4_750, "sanctions": 4_750}
     assert alert["matches_truncated"] is True and len(alert["matches"]) == 30
+
+
+async def test_a_record_the_dead_letter_topic_refuses_too_is_kept_in_the_outbox(tmp_path):
+    """Both the alert's topic and the dead-letter topic refuse it: delivery gives up for
+    this run (so run --once can end) but keeps the record for the next start."""
+    run = uuid.uuid4().hex[:8]
+    proxy = await KafkaProxy(marker=run.encode(), error_code=999).start()
+    settings = make_settings(tmp_path, proxy.bootstrap_servers, overrides={"kafka": {"enable_idempotence": "false"}})
+    store = AsyncStore.open(settings.state_dir)
+    publisher = KafkaPublisher(settings.kafka, proxy.bootstrap_servers)
+    await publisher.start()
+    article_id = f"urn:given-up:{run}"
+    alert = Alert(
+        alert_id=alert_id_for("sanctions", article_id), rule_id="sanctions", topic=f"alerts.refused-{run}", severity="medium",
+        tags=(), article_id=article_id, url=None, title="EU sanctions", published=None, feed_url="https://example.net/feed",
+        matches=(Hit("sanctions", "title", 3, 12, "sanctions"),), snippet="EU sanctions",
+        detected_at=datetime.now(timezone.utc), ruleset_version="test",
+    )
+    delivery = Delivery(
+        publisher, store, dead_letter_topic=f"alerts.dead-letter.{run}", max_attempts=2, backoff_initial=0.05, backoff_max=0.1
+    )
+    try:
+        await store.enqueue([alert_record(alert)])
+        await delivery.start()
+        assert await delivery.wait_idle(30)
+        assert delivery.stats.abandoned == 1 and delivery.stats.dead_lettered == 0 and delivery.stats.published == 0
+        assert proxy.refused == 4  # twice on its topic, twice on the dead-letter topic
+        assert [r.alert_id for r in await store.pending()] == [alert.alert_id]
+    finally:
+        await delivery.stop(1)
+        await publisher.stop()
+        await store.close()
+        await proxy.stop()

@@ -386,8 +386,11 @@ class Store:
     def touch_articles(self, article_ids: Iterable[str], now: float | None = None) -> None:
         """Refresh ``last_seen`` so articles still in a feed are not forgotten by retention."""
         now = time.time() if now is None else now
+        rows = [(now, i) for i in article_ids]
+        if not rows:
+            return
         with self._transaction() as db:
-            db.executemany("UPDATE articles SET last_seen = ? WHERE id = ?", [(now, i) for i in article_ids])
+            db.executemany("UPDATE articles SET last_seen = ? WHERE id = ?", rows)
 
     def forget_articles_before(self, cutoff: float) -> int:
         """Drop articles not seen since ``cutoff`` (never ones with alerts still pending).
