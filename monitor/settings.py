@@ -191,6 +191,8 @@ class RulesSettings:
     paths: tuple[str, ...] = ("rules",)
     #: Watch the rule paths and reload on change.
     watch: bool = True
+    #: Accept a reload that leaves no rule at all (else it is refused, the old rules stay).
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True)

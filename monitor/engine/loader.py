@@ -449,7 +449,19 @@ def _collect_rules(paths: Iterable[str | Path]) -> tuple[RuleSet, list[RuleError
             continue
         sources.append(_compose(str(path), text, state))
     ruleset = _load_sources(sources, state)
+    _discard(sources)
     return ruleset, state.errors
+
+
+def _discard(sources: list[_Source]) -> None:
+    """Free the YAML nodes a rule at a time: freed in one go when the list goes, a large
+    set's nodes held the interpreter for 0.1 s at 100,000 rules, stalling the event loop
+    while a reload ran in its thread."""
+    while sources:
+        root = sources.pop().root
+        for _key, value in root.value if isinstance(root, MappingNode) else ():
+            while isinstance(value, SequenceNode) and value.value:
+                value.value.pop()
 
 
 def load_rules(paths: Iterable[str | Path]) -> RuleSet:
