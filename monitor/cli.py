@@ -292,6 +292,13 @@ def _cmd_tail(args: argparse.Namespace) -> int:
             "tail needs a running broker; the embedded one lives only as long as 'run'",
             hint="start one with 'news-monitor broker' and set NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092, or pass --bootstrap-servers",
         )
+    if args.bootstrap_servers:
+        from monitor.settings import bootstrap_addresses
+
+        try:
+            bootstrap_addresses(bootstrap)
+        except ValueError as exc:
+            raise MonitorError(f"--bootstrap-servers: {exc}", hint="host:port entries separated by commas, e.g. kafka-1:9092") from exc
     since = _parse_time(args.since) if args.since else None
     if args.max is not None and args.max < 1:
         raise MonitorError("--max must be at least 1")

@@ -1,38 +1,48 @@
 """Feed lists from OPML files, the format every feed reader exports.
 
 Nested outlines (folders inside folders) are walked; every outline with an ``xmlUrl``
-is a feed, and a feed listed twice is read once (its first listing wins). A relative
-``xmlUrl`` names a file relative to the OPML file. An outline may carry our own
-optional attributes:
+is a feed, and a feed listed twice is read once (its first listing wins). ``xmlUrl`` is
+an http(s) URL, a ``file://`` URL or a path; a relative path names a file relative to
+the OPML file. An outline may carry our own optional attributes (XML attribute values
+are text, so each is parsed strictly; surrounding spaces are ignored):
 
 ``interval``
-    seconds between polls (at least 1).
+    seconds between polls: a decimal number (digits, optionally a dot and more digits,
+    e.g. ``300`` or ``90.5``) of at least 1.
 ``enabled``
-    ``false`` to skip the feed.
+    ``false`` to skip the feed. Booleans are ``true``/``false``, ``yes``/``no``,
+    ``on``/``off`` or ``1``/``0``, in any case.
 ``fulltext``
-    ``true`` to fetch article pages and match on their text.
+    ``true`` to fetch article pages and match on their text (a boolean, as above).
 ``headers``
-    extra request headers as a JSON object, e.g.
+    extra request headers as a JSON object of strings, e.g.
     ``headers='{"Authorization": "Bearer ..."}'`` (single-quoted in the XML so the
     JSON's double quotes need no escaping).
 
-Every problem is a :class:`ConfigError` naming the file and the outline's line.
+Other attributes (``text``, ``title``, ``type``, ``htmlUrl``, ...) are the readers' own
+and are ignored, except that ``title`` (else ``text``) names the feed. Every problem is
+a :class:`ConfigError` naming the file and the outline's line, the feed, the attribute
+and what it must be.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from lxml import etree
 
 from monitor.errors import ConfigError
 from monitor.model import Feed, SourceLocation
+from monitor.settings import feed_location_problem, header_problem
 
 __all__ = ["feeds_from_opml"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_BOOLEANS = "use true or false; yes/no, on/off and 1/0 work too, in any case"
 
 
 def feeds_from_opml(path: Path, default_interval: float) -> list[Feed]:
@@ -59,38 +69,46 @@ def feeds_from_opml(path: Path, default_interval: float) -> list[Feed]:
         url = (outline.get("xmlUrl") or "").strip()
         if not url:
             continue
+        problem = feed_location_problem(url)
+        if problem is not None:
+            raise ConfigError(
+                f"outline xmlUrl: {problem}",
+                location=SourceLocation(str(path), outline.sourceline),
+                hint="an http(s):// or file:// URL, or a path relative to the OPML file",
+            )
         if "://" not in url:
             url = str((path.parent / url).resolve())
         if url in seen:
             continue
         seen.add(url)
         location = SourceLocation(str(path), outline.sourceline)
+        about = f"outline {outline.get('xmlUrl', '').strip()}"
         feeds.append(
             Feed(
                 url=url,
-                interval=_interval(outline.get("interval"), default_interval, location),
+                interval=_interval(outline.get("interval"), default_interval, location, about),
                 name=outline.get("title") or outline.get("text"),
-                enabled=_flag(outline, "enabled", True, location),
-                headers=_headers(outline.get("headers"), location),
-                fulltext=_flag(outline, "fulltext", False, location),
+                enabled=_flag(outline, "enabled", True, location, about),
+                headers=_headers(outline.get("headers"), location, about),
+                fulltext=_flag(outline, "fulltext", False, location, about),
             )
         )
     return feeds
 
 
-def _interval(value: str | None, default: float, location: SourceLocation) -> float:
+def _interval(value: str | None, default: float, location: SourceLocation, about: str) -> float:
     if value is None:
         return default
-    try:
-        interval = float(value)
-    except ValueError as exc:
-        raise ConfigError(f"interval {value!r} is not a number of seconds", location=location) from exc
-    if not interval >= 1:
-        raise ConfigError(f"interval {value!r} is below 1 second", location=location, hint='e.g. interval="300"')
+    hint = 'a decimal number of seconds, at least 1, e.g. interval="300"'
+    if not _SECONDS.fullmatch(value.strip()):
+        raise ConfigError(f"{about}: interval {value!r} is not a number of seconds", location=location, hint=hint)
+    interval = float(value)
+    if interval < 1:
+        raise ConfigError(f"{about}: interval {value!r} is below 1 second", location=location, hint=hint)
     return interval
 
 
-def _flag(outline: etree._Element, name: str, default: bool, location: SourceLocation) -> bool:
+def _flag(outline: etree._Element, name: str, default: bool, location: SourceLocation, about: str) -> bool:
     value = outline.get(name)
     if value is None:
         return default
@@ -100,23 +118,21 @@ def _flag(outline: etree._Element, name: str, default: bool, location: SourceLoc
     if lowered in _FALSE:
         return False
     # A typo must not silently switch a feed off (or full text on).
-    raise ConfigError(f"{name}={value!r} is not true or false", location=location)
+    raise ConfigError(f"{about}: {name}={value!r} is not true or false", location=location, hint=_BOOLEANS)
 
 
-def _headers(value: str | None, location: SourceLocation) -> dict[str, str]:
+def _headers(value: str | None, location: SourceLocation, about: str) -> dict[str, str]:
     if value is None or not value.strip():
         return {}
+    example = """headers='{"Authorization": "Bearer ..."}'"""
     try:
         headers = json.loads(value)
     except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"headers is not a JSON object: {exc.msg}",
-            location=location,
-            hint="""headers='{"Authorization": "Bearer ..."}'""",
-        ) from exc
-    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise ConfigError("headers must map header names to string values", location=location)
+        raise ConfigError(f"{about}: headers is not a JSON object: {exc.msg}", location=location, hint=example) from exc
+    if not isinstance(headers, dict):
+        raise ConfigError(f"{about}: headers must map header names to string values", location=location, hint=example)
     for name, text in headers.items():
-        if not name.strip() or any(c in name + text for c in "\r\n") or ":" in name:
-            raise ConfigError(f"header {name!r} is not a valid header name and value", location=location)
+        problem = header_problem(name, text)
+        if problem is not None:
+            raise ConfigError(f"{about}: headers: {problem}", location=location, hint=example)
     return headers

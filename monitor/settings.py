@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
+import math
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from monitor.errors import ConfigError
 from monitor.model import Feed, SourceLocation
@@ -282,8 +286,12 @@ class Settings:
         return [self.resolve(p) for p in self.rules.paths]
 
     def configured_feeds(self) -> list[Feed]:
-        """Feeds listed in the config file itself (OPML feeds are read by :mod:`monitor.opml`)."""
-        return [_feed_from_table(table, self) for table in self.feeds.feed]
+        """Feeds listed in the config file itself (OPML feeds are read by :mod:`monitor.opml`).
+
+        Raises :class:`ConfigError` for a table that is not valid (``load_settings`` has
+        already checked the tables of a config file, with their lines).
+        """
+        return [_feed_from_table(table, index, self) for index, table in enumerate(self.feeds.feed)]
 
 
 _SECTIONS: dict[str, type] = {
@@ -294,24 +302,142 @@ _SECTIONS: dict[str, type] = {
 
 _FEED_KEYS = {f.name for f in dataclasses.fields(Feed)}
 
+#: URL schemes a feed location may have (anything without "://" is a path).
+FEED_SCHEMES = ("http", "https", "file")
 
-def _feed_from_table(table: Mapping[str, Any], settings: Settings) -> Feed:
-    url = table["url"]
-    if _looks_like_local_path(url):
+# RFC 9110 token characters: what a header name may be made of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def header_problem(name: object, value: object) -> str | None:
+    """Why ``name: value`` cannot be sent as an HTTP request header, or None when it can."""
+    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        return f"header name {name!r} is not a valid HTTP header name"
+    if not isinstance(value, str):
+        return f"header {name} must be a string, got {value!r}"
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value):
+        return f"header {name} has a line break or control character in its value"
+    return None
+
+
+def feed_location_problem(url: str) -> str | None:
+    """Why ``url`` is not a feed location (http(s) URL, file:// URL or a path), or None."""
+    if not url.strip():
+        return "url is empty"
+    if "://" not in url:
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in FEED_SCHEMES:
+        return f"url {url!r} has the scheme {parts.scheme!r}; a feed is an http(s):// or file:// URL, or a path"
+    if parts.scheme.lower() != "file" and not parts.hostname:
+        return f"url {url!r} has no host"
+    return None
+
+
+class _FeedTable:
+    """Checks one ``[[feeds.feed]]`` table; every error names the file, the table's number
+    (1-based, in file order) and url, the key, and what the key must be."""
+
+    def __init__(self, table: Mapping[str, Any], index: int, where: str, lines: _TableLines | None) -> None:
+        self.table = table
+        self.index = index
+        self.where = where
+        self.lines = lines
+        url = table.get("url") if isinstance(table, Mapping) else None
+        about = f" ({url})" if isinstance(url, str) and url.strip() else ""
+        self.label = f"[[feeds.feed]] #{index + 1}{about}"
+
+    def fail(self, message: str, key: str | None = None, hint: str | None = None) -> ConfigError:
+        line = self.lines.line(self.index, key) if self.lines is not None else None
+        return ConfigError(f"{self.label}: {message}", location=SourceLocation(self.where, line), hint=hint)
+
+    def seconds(self, key: str, default: float | None) -> float | None:
+        value = self.table.get(key, default)
+        if value is None or value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
+            raise self.fail(f"{key} must be a number of seconds, at least 1, got {value!r}", key, hint=f"e.g. {key} = 300, without quotes")
+        return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(f"{key} must be true or false, got {value!r}", key, hint=f"a TOML boolean, without quotes: {key} = false")
+        return value
+
+    def text(self, key: str) -> str | None:
+        value = self.table.get(key)
+        if value is not None and not isinstance(value, str):
+            raise self.fail(f"{key} must be a string, got {value!r}", key, hint=f'{key} = "..."')
+        return value
+
+    def headers(self) -> dict[str, str]:
+        value = self.table.get("headers", {})
+        example = 'headers = { Authorization = "Bearer ...", X-Client = "news-monitor" }'
+        if not isinstance(value, Mapping):
+            raise self.fail(f"headers must be a table of header names and string values, got {value!r}", "headers", hint=example)
+        for name, text in value.items():
+            problem = header_problem(name, text)
+            if problem is not None:
+                raise self.fail(f"headers: {problem}", "headers", hint=example)
+        return dict(value)
+
+
+def _feed_from_table(table: Any, index: int, settings: Settings, *, where: str | None = None, lines: _TableLines | None = None) -> Feed:
+    """One ``[[feeds.feed]]`` table as a :class:`Feed`; a local path resolves against the config's folder."""
+    where = where or str(settings.source or "<defaults>")
+    check = _FeedTable(table, index, where, lines)
+    if not isinstance(table, Mapping):
+        raise check.fail("must be a table", hint='[[feeds.feed]] then url = "https://example.org/feed.xml" on the next line')
+    for key in table:
+        if key not in _FEED_KEYS:
+            raise check.fail(f"unknown key {key!r}", key, hint=_suggest(key, _FEED_KEYS))
+    url = table.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise check.fail("needs a url" if url is None else f"url must be a non-empty string, got {url!r}", "url", hint='url = "https://example.org/feed.xml"')
+    problem = feed_location_problem(url)
+    if problem is not None:
+        raise check.fail(problem, "url", hint="e.g. https://example.org/feed.xml, file:///srv/feeds/a.xml or feeds/a.xml")
+    url = url.strip()
+    if "://" not in url:
         url = str(settings.resolve(url))
     return Feed(
         url=url,
-        interval=float(table.get("interval", settings.feeds.interval)),
-        name=table.get("name"),
-        enabled=bool(table.get("enabled", True)),
-        headers=dict(table.get("headers", {})),
-        fulltext=bool(table.get("fulltext", False)),
-        expected_update_period=table.get("expected_update_period"),
+        interval=check.seconds("interval", settings.feeds.interval),  # type: ignore[arg-type]
+        name=check.text("name"),
+        enabled=check.flag("enabled", True),
+        headers=check.headers(),
+        fulltext=check.flag("fulltext", False),
+        expected_update_period=check.seconds("expected_update_period", None),
     )
 
 
-def _looks_like_local_path(url: str) -> bool:
-    return "://" not in url
+class _TableLines:
+    """Where each ``[[feeds.feed]]`` table (and each key in it) starts in the config text:
+    the N-th ``[[feeds.feed]]`` header is table N. Best effort: tables written inline
+    (``feed = [{...}]``) have no line."""
+
+    _HEADER = re.compile(r"\s*\[")
+    _FEED_HEADER = re.compile(r"\s*\[\[\s*feeds\s*\.\s*feed\s*\]\]")
+    _KEY = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self._tables: list[tuple[int, dict[str, int]]] = []
+        keys: dict[str, int] | None = None
+        for number, line in enumerate(text.splitlines(), start=1):
+            if self._FEED_HEADER.match(line):
+                keys = {}
+                self._tables.append((number, keys))
+            elif self._HEADER.match(line):
+                keys = None
+            elif keys is not None and (key := self._KEY.match(line)):
+                keys.setdefault(key.group(1), number)
+
+    def line(self, index: int, key: str | None) -> int | None:
+        if index >= len(self._tables):
+            return None
+        start, keys = self._tables[index]
+        return keys.get(key, start) if key else start
 
 
 def load_settings(
@@ -342,9 +468,11 @@ def load_settings(
                     hint="pass an existing file with --config, or omit it to use monitor.toml",
                 )
             source = None
+    text = ""
     if source is not None:
         try:
-            raw = tomllib.loads(source.read_text(encoding="utf-8"))
+            text = source.read_text(encoding="utf-8")
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML: {exc}", location=_location_of(source, exc)) from exc
         except (OSError, UnicodeDecodeError) as exc:
@@ -373,6 +501,9 @@ def load_settings(
     _check_env_names(environ)
     settings = Settings(**sections, source=source)
     _validate(settings, where)
+    lines = _TableLines(text)
+    for index, table in enumerate(settings.feeds.feed):
+        _feed_from_table(table, index, settings, where=where, lines=lines)
     return settings
 
 
@@ -403,26 +534,7 @@ def _build_section(section_name: str, values: Mapping[str, Any], where: str) -> 
                 hint=_suggest(key, hints),
             )
         kwargs[key] = _coerce(value, hints[key], f"[{section_name}] {key}", where)
-    if section_name == "feeds":
-        for index, table in enumerate(kwargs.get("feed", ())):
-            _check_feed_table(table, index, where)
     return section_type(**kwargs)
-
-
-def _check_feed_table(table: Any, index: int, where: str) -> None:
-    label = f"[[feeds.feed]] #{index + 1}"
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{label} must be a table", location=SourceLocation(where))
-    unknown = set(table) - _FEED_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(
-            f"unknown key {key!r} in {label}",
-            location=SourceLocation(where),
-            hint=_suggest(key, _FEED_KEYS),
-        )
-    if not isinstance(table.get("url"), str) or not table["url"].strip():
-        raise ConfigError(f"{label} needs a url", location=SourceLocation(where), hint='url = "https://example.org/feed.xml"')
 
 
 def _coerce(value: Any, annotation: Any, label: str, where: str) -> Any:
@@ -435,35 +547,56 @@ def _coerce(value: Any, annotation: Any, label: str, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # TOML has inf and nan; no setting means either.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
     elif annotation is str:
         if isinstance(value, str):
             return value
     elif origin is tuple:
-        if isinstance(value, str) and typing.get_args(annotation)[0] is str:
+        item = typing.get_args(annotation)[0]
+        if isinstance(value, str) and item is str:
             return (value,)
         if isinstance(value, list):
+            for element in value:
+                if not (isinstance(element, str) if item is str else isinstance(element, dict)):
+                    raise ConfigError(
+                        f"{label} must be {_describe(annotation)}, got {element!r} in the list",
+                        location=SourceLocation(where),
+                        hint='e.g. ["a", "b"]' if item is str else "one [[section.key]] table each",
+                    )
             return tuple(value)
     elif origin in (dict, Mapping) or annotation is Mapping:
         if isinstance(value, dict):
             return value
-    type_name = getattr(annotation, "__name__", str(annotation))
+    expected = "a finite number" if isinstance(value, float) and not math.isfinite(value) else _describe(annotation)
     raise ConfigError(
-        f"{label} must be {_describe(annotation)}, got {value!r}",
+        f"{label} must be {expected}, got {value!r}",
         location=SourceLocation(where),
-        hint=f"expected a {type_name}",
+        hint=_HINTS.get(annotation, "see the Configuration tables in README.md"),
     )
+
+
+_HINTS = {
+    bool: "a TOML boolean, without quotes: true or false",
+    int: "a number without quotes or decimals, e.g. 10",
+    float: "a number without quotes, e.g. 30 or 0.5",
+    str: 'a quoted string, e.g. "text"',
+}
 
 
 def _describe(annotation: Any) -> str:
     if annotation is bool:
         return "true or false"
-    if annotation in (int, float):
+    if annotation is int:
+        return "a whole number"
+    if annotation is float:
         return "a number"
     if annotation is str:
         return "a string"
-    return "a list"
+    if typing.get_args(annotation)[:1] == (str,):
+        return "a list of strings"
+    return "a list of tables"
 
 
 def _env_name(section: str, key: str) -> str:
@@ -495,7 +628,10 @@ def _parse_env(raw: str, annotation: Any, name: str) -> Any:
         if annotation is int:
             return int(text)
         if annotation is float:
-            return float(text)
+            number = float(text)
+            if not math.isfinite(number):
+                raise ValueError("expected a finite number")
+            return number
         if typing.get_origin(annotation) is tuple:
             if typing.get_args(annotation)[0] is not str:
                 raise ValueError("this key can only be set in the config file")
@@ -524,6 +660,50 @@ def _check_env_names(environ: Mapping[str, str]) -> None:
 _NON_KEY_VARIABLES = {"NEWS_MONITOR_CONFIG"}
 
 
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
+
+
+def parse_address(text: str, *, port_zero: bool = False) -> tuple[str, int]:
+    """``"host:port"`` or ``"[ipv6]:port"`` -> (host, port); ValueError saying what is wrong.
+
+    The host is a host name or an IPv4 address, or an IPv6 address in brackets; the port
+    is 1-65535 (0 too with ``port_zero``: "any free port").
+    """
+    text = text.strip()
+    lowest = 0 if port_zero else 1
+    if "://" in text:
+        raise ValueError(f"{text!r} is a URL; give host:port only, without a scheme")
+    if text.startswith("["):
+        host, bracket, port = text[1:].partition("]")
+        if not bracket or not port.startswith(":"):
+            raise ValueError(f"{text!r} is not [IPv6 address]:port")
+        port = port[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {text!r} is not an IPv6 address") from None
+    else:
+        host, colon, port = text.rpartition(":")
+        if not colon:
+            raise ValueError(f"{text!r} has no port")
+        if ":" in host:
+            raise ValueError(f"{text!r}: an IPv6 address goes in brackets, e.g. [::1]:{port or 9092}")
+        if not _HOST_NAME.fullmatch(host):
+            raise ValueError(f"{host!r} in {text!r} is not a host name or IP address")
+    if not (port.isascii() and port.isdigit()) or not lowest <= int(port) <= 65535:
+        raise ValueError(f"the port in {text!r} must be a number from {lowest} to 65535, got {port!r}")
+    return host, int(port)
+
+
+def bootstrap_addresses(value: str) -> list[tuple[str, int]]:
+    """The (host, port) of each entry of a comma-separated ``bootstrap_servers``; ValueError
+    saying which entry is wrong and why."""
+    entries = value.split(",")
+    if any(not entry.strip() for entry in entries):
+        raise ValueError(f"{value!r} has an empty entry")
+    return [parse_address(entry) for entry in entries]
+
+
 def _validate(settings: Settings, where: str) -> None:
     loc = SourceLocation(where)
     feeds = settings.feeds
@@ -538,11 +718,21 @@ def _validate(settings: Settings, where: str) -> None:
     for name in ("concurrency", "per_host", "max_bytes", "max_redirects"):
         if getattr(feeds, name) < 1:
             raise ConfigError(f"[feeds] {name} must be at least 1", location=loc)
+    if feeds.min_interval < 0:
+        raise ConfigError("[feeds] min_interval must not be negative", location=loc, hint="0 means: the same as interval")
+    if feeds.parse_workers < -1:
+        raise ConfigError(
+            f"[feeds] parse_workers must be -1, 0 or more, got {feeds.parse_workers}",
+            location=loc,
+            hint="-1: one process per CPU; 0: parse in a thread; N: N processes",
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in feeds.user_agent):
+        raise ConfigError("[feeds] user_agent has a line break or control character", location=loc)
     if settings.delivery.queue_size < 1:
         raise ConfigError("[delivery] queue_size must be at least 1", location=loc)
     _validate_kafka_and_delivery(settings, loc)
-    if not settings.rules.paths:
-        raise ConfigError("[rules] paths is empty", location=loc, hint='paths = ["rules"]')
+    if not settings.rules.paths or not all(path.strip() for path in settings.rules.paths):
+        raise ConfigError("[rules] paths is empty or has an empty entry", location=loc, hint='paths = ["rules"]')
     if settings.kafka.acks not in {"all", "1", "-1"}:
         raise ConfigError(
             f"[kafka] acks = {settings.kafka.acks!r} is not supported",
@@ -557,8 +747,16 @@ def _validate(settings: Settings, where: str) -> None:
         raise ConfigError("[log] level must be debug, info, warning, error or critical", location=loc)
     _validate_http_and_health(settings, loc)
     _validate_polling(settings, loc)
-    if not settings.kafka.embedded and not settings.kafka.bootstrap_servers.strip():
-        raise ConfigError("[kafka] bootstrap_servers is empty", location=loc, hint='"embedded" or "host:9092"')
+    if not settings.kafka.embedded:
+        try:
+            bootstrap_addresses(settings.kafka.bootstrap_servers)
+        except ValueError as exc:
+            raise ConfigError(
+                f"[kafka] bootstrap_servers: {exc}",
+                location=loc,
+                hint='"embedded", or host:port entries separated by commas (port 1-65535, IPv6 in brackets), '
+                'e.g. "kafka-1:9092,[2001:db8::1]:9092"',
+            ) from exc
 
 
 def _validate_polling(settings: Settings, loc: SourceLocation) -> None:
@@ -597,8 +795,6 @@ def _validate_polling(settings: Settings, loc: SourceLocation) -> None:
 
 
 def _is_network(entry: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_network(entry.strip(), strict=False)
     except ValueError:
@@ -609,13 +805,14 @@ def _is_network(entry: str) -> bool:
 def _validate_http_and_health(settings: Settings, loc: SourceLocation) -> None:
     http, health = settings.http, settings.health
     if http.enabled:
-        host, _, port = http.listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        try:
+            parse_address(http.listen, port_zero=True)
+        except ValueError as exc:
             raise ConfigError(
-                f"[http] listen = {http.listen!r} is not host:port",
+                f"[http] listen: {exc}",
                 location=loc,
-                hint='e.g. "127.0.0.1:8765", or "0.0.0.0:8765" to open it beyond this machine',
-            )
+                hint='e.g. "127.0.0.1:8765", "[::1]:8765", "0.0.0.0:8765" to open it beyond this machine, port 0 for any free port',
+            ) from exc
     if http.refresh < 0:
         raise ConfigError("[http] refresh must be 0 (off) or a number of seconds", location=loc)
     if http.latest_alerts < 0:
@@ -632,6 +829,8 @@ def _validate_http_and_health(settings: Settings, loc: SourceLocation) -> None:
         raise ConfigError("[health] check_interval must be above 0", location=loc)
 
 
+# Kafka topic names: these characters, at most 249 of them.
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SECURITY_PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
 _SASL_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 
@@ -687,6 +886,18 @@ def _validate_kafka_and_delivery(settings: Settings, loc: SourceLocation) -> Non
         )
     if not kafka.dead_letter_topic.strip():
         raise ConfigError("[kafka] dead_letter_topic is empty", location=loc, hint='dead_letter_topic = "alerts.dead-letter"')
+    for label, topic in (("[kafka] dead_letter_topic", kafka.dead_letter_topic), ("[kafka] articles_topic", kafka.articles_topic),
+                         ("[health] topic", settings.health.topic)):
+        if topic and (not _TOPIC.fullmatch(topic) or topic in {".", ".."}):
+            raise ConfigError(
+                f"{label} = {topic!r} is not a Kafka topic name",
+                location=loc,
+                hint="at most 249 letters, digits, '.', '_' and '-'",
+            )
+    if kafka.connect_timeout <= 0:
+        raise ConfigError("[kafka] connect_timeout must be above 0 seconds", location=loc)
+    if not 0 <= kafka.embedded_port <= 65535:
+        raise ConfigError(f"[kafka] embedded_port must be 0 (any free port) to 65535, got {kafka.embedded_port}", location=loc)
     if kafka.articles_topic and kafka.articles_topic == kafka.dead_letter_topic:
         raise ConfigError("[kafka] articles_topic must differ from dead_letter_topic", location=loc)
 

@@ -103,7 +103,15 @@ def test_opml_feeds_join_the_config_feeds_without_duplicates(tmp_path):
         ('<outline xmlUrl="https://a.example/rss" fulltext="maybe"/>', "fulltext='maybe'"),
         ("<outline xmlUrl=\"https://a.example/rss\" headers='Authorization: x'/>", "headers is not a JSON object"),
         ("<outline xmlUrl=\"https://a.example/rss\" headers='[\"x\"]'/>", "headers must map header names"),
-        ("<outline xmlUrl=\"https://a.example/rss\" headers='{\"X-A\": \"1\\nHost: evil\"}'/>", "not a valid header"),
+        ("<outline xmlUrl=\"https://a.example/rss\" headers='{\"X-A\": \"1\\nHost: evil\"}'/>", "X-A has a line break"),
+        ("<outline xmlUrl=\"https://a.example/rss\" headers='{\"X-N\": 5}'/>", "header X-N must be a string, got 5"),
+        ('<outline xmlUrl="https://a.example/rss" interval="1e3"/>', "interval '1e3' is not a number of seconds"),
+        ('<outline xmlUrl="https://a.example/rss" interval="inf"/>', "interval 'inf' is not a number of seconds"),
+        ('<outline xmlUrl="https://a.example/rss" interval="1_000"/>', "interval '1_000' is not a number of seconds"),
+        ('<outline xmlUrl="https://a.example/rss" interval=""/>', "interval '' is not a number of seconds"),
+        ('<outline xmlUrl="https://a.example/rss" enabled=""/>', "enabled='' is not true or false"),
+        ('<outline xmlUrl="https://a.example/rss" fulltext="2"/>', "fulltext='2' is not true or false"),
+        ('<outline xmlUrl="feed://a.example/rss"/>', "has the scheme 'feed'"),
     ],
 )
 def test_bad_attributes_are_errors_with_file_and_line(tmp_path, outline, problem):
@@ -115,6 +123,8 @@ def test_bad_attributes_are_errors_with_file_and_line(tmp_path, outline, problem
     assert caught.value.location.path == str(path) and caught.value.location.line == 5
     assert problem in str(caught.value)
     assert f"{path}:5" in str(caught.value)
+    assert "a.example/rss" in str(caught.value), "the feed is named"
+    assert caught.value.hint, "what is expected is said"
 
 
 def test_invalid_xml_is_an_error_with_file_and_line(tmp_path):
@@ -183,3 +193,20 @@ def test_sample_opml_points_at_the_local_sample_feeds():
     feeds = feeds_from_opml(SEEDS / "feeds.opml", 300.0)
     assert [Path(f.url).name for f in feeds] == ["world-news.rss.xml", "world-news.atom.xml"]
     assert all(Path(f.url).is_file() for f in feeds)
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [("true", True), ("TRUE", True), (" Yes ", True), ("on", True), ("1", True), ("false", False), ("False", False), ("NO", False), ("off", False), ("0", False)],
+)
+def test_opml_booleans_are_the_documented_words_in_any_case(tmp_path, value, enabled):
+    text = f'<?xml version="1.0"?><opml version="2.0"><body><outline xmlUrl="https://a.example/rss" enabled="{value}" fulltext="{value}"/></body></opml>'
+    [feed] = feeds_from_opml(_write(tmp_path, text), 300.0)
+    assert feed.enabled is enabled and feed.fulltext is enabled
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("300", 300.0), (" 60 ", 60.0), ("90.5", 90.5), ("1", 1.0)])
+def test_opml_interval_is_a_decimal_number_of_seconds(tmp_path, value, seconds):
+    text = f'<?xml version="1.0"?><opml version="2.0"><body><outline xmlUrl="https://a.example/rss" interval="{value}"/></body></opml>'
+    [feed] = feeds_from_opml(_write(tmp_path, text), 300.0)
+    assert feed.interval == seconds

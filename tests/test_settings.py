@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,7 +78,7 @@ def test_bad_environment_value_names_the_variable(tmp_path):
 
 def test_feed_table_with_unknown_key_is_an_error(tmp_path):
     path = _write(tmp_path, '[[feeds.feed]]\nurl = "https://example.org/rss"\nintervl = 5\n')
-    with pytest.raises(ConfigError, match=r"unknown key 'intervl' in \[\[feeds.feed\]\] #1.*interval"):
+    with pytest.raises(ConfigError, match=r"\[\[feeds.feed\]\] #1 \(https://example.org/rss\): unknown key 'intervl'.*did you mean 'interval'"):
         load_settings(path, environ={})
 
 
@@ -97,3 +100,138 @@ def test_no_feeds_is_a_clear_error(tmp_path):
 def test_acks_zero_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="acks"):
         load_settings(_write(tmp_path, '[kafka]\nacks = "0"\n'), environ={})
+
+
+_THREE_FEEDS = '[[feeds.feed]]\nurl = "https://a.example/rss"\n\n[[feeds.feed]]\nurl = "https://b.example/rss"\n\n[[feeds.feed]]\nurl = "https://c.example/rss"\n'
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('interval = "abc"', "interval must be a number of seconds, at least 1, got 'abc'"),
+        ("interval = -5", "interval must be a number of seconds, at least 1, got -5"),
+        ("interval = 0.5", "interval must be a number of seconds, at least 1, got 0.5"),
+        ("interval = nan", "interval must be a number of seconds, at least 1, got nan"),
+        ("interval = true", "interval must be a number of seconds"),
+        ('headers = "x"', "headers must be a table of header names and string values, got 'x'"),
+        ("headers = { X-N = 5 }", "headers: header X-N must be a string, got 5"),
+        ('headers = { "Bad Name" = "x" }', "header name 'Bad Name' is not a valid HTTP header name"),
+        ('headers = { X-A = "1\\r\\nHost: evil" }', "header X-A has a line break"),
+        ('enabled = "false"', "enabled must be true or false, got 'false'"),
+        ("enabled = 0", "enabled must be true or false, got 0"),
+        ('fulltext = "no"', "fulltext must be true or false, got 'no'"),
+        ('expected_update_period = "soon"', "expected_update_period must be a number of seconds, at least 1, got 'soon'"),
+        ("expected_update_period = 0", "expected_update_period must be a number of seconds, at least 1, got 0"),
+        ("name = 5", "name must be a string, got 5"),
+        ("intervall = 5", "unknown key 'intervall'"),
+    ],
+)
+def test_every_feed_table_key_is_type_checked_with_table_url_and_line(tmp_path, line, problem):
+    # Each of these gave a traceback at start-up, a crash on every poll, or silently did
+    # the opposite of what was meant (enabled = "false" polled the feed).
+    path = _write(tmp_path, _THREE_FEEDS + line + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert message.startswith(f"{path}:9: [[feeds.feed]] #3 (https://c.example/rss): ")
+    assert problem in message
+
+
+def test_a_feed_table_without_a_usable_url_is_an_error(tmp_path):
+    for url, problem in (('""', "url must be a non-empty string"), ("5", "url must be a non-empty string, got 5"),
+                         ('"feed://x.example/rss"', "has the scheme 'feed'"), ('"https:///rss"', "has no host")):
+        path = _write(tmp_path, f"[[feeds.feed]]\nname = 'x'\nurl = {url}\n")
+        with pytest.raises(ConfigError, match=r":3: \[\[feeds.feed\]\] #1.*" + re.escape(problem)):
+            load_settings(path, environ={})
+    with pytest.raises(ConfigError, match=r":1: \[\[feeds.feed\]\] #1: needs a url"):
+        load_settings(_write(tmp_path, "[[feeds.feed]]\nname = 'x'\n"), environ={})
+
+
+def test_valid_feed_tables_keep_their_types(tmp_path):
+    path = _write(
+        tmp_path,
+        '[[feeds.feed]]\nurl = "https://a.example/rss"\ninterval = 60\nenabled = false\nfulltext = true\n'
+        'headers = { Authorization = "Bearer x", X-Client = "nm" }\nexpected_update_period = 7200\nname = "A"\n',
+    )
+    [feed] = load_settings(path, environ={}).configured_feeds()
+    assert (feed.interval, feed.enabled, feed.fulltext, feed.expected_update_period, feed.name) == (60.0, False, True, 7200.0, "A")
+    assert feed.headers == {"Authorization": "Bearer x", "X-Client": "nm"}
+
+
+def test_a_feed_table_error_exits_2_with_one_line(tmp_path):
+    path = _write(tmp_path, '[[feeds.feed]]\nurl = "https://a.example/rss"\nheaders = "x"\n')
+    result = subprocess.run([sys.executable, "-m", "monitor", "run", "--once", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"{path}:3: [[feeds.feed]] #1 (https://a.example/rss): headers must be a table" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("127.0.0.1:notaport", "the port in '127.0.0.1:notaport' must be a number from 1 to 65535"),
+        ("127.0.0.1:99999", "the port in '127.0.0.1:99999' must be a number from 1 to 65535"),
+        ("127.0.0.1:0", "must be a number from 1 to 65535"),
+        ("kafka", "'kafka' has no port"),
+        ("::1:9092", "an IPv6 address goes in brackets"),
+        ("[::zz]:9092", "is not an IPv6 address"),
+        ("PLAINTEXT://kafka:9092", "is a URL"),
+        ("k1:9092,", "has an empty entry"),
+        ("k1:9092,bad host:9092", "'bad host' in 'bad host:9092' is not a host name"),
+    ],
+)
+def test_bootstrap_servers_are_checked_at_load(tmp_path, value, problem):
+    # Both gave a ValueError / OverflowError traceback from aiokafka at connect time.
+    path = _write(tmp_path, f'[kafka]\nbootstrap_servers = "{value}"\n')
+    with pytest.raises(ConfigError, match=r"\[kafka\] bootstrap_servers: .*" + re.escape(problem)):
+        load_settings(path, environ={})
+    with pytest.raises(ConfigError, match=r"\[kafka\] bootstrap_servers: "):
+        load_settings(_write(tmp_path, ""), environ={"NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS": value})
+
+
+@pytest.mark.parametrize("value", ["embedded", "EMBEDDED", "k1:9092", "k1:9092, k2.example.org:9093", "[::1]:9092", "10.0.0.1:1,[2001:db8::1]:65535"])
+def test_valid_bootstrap_servers_load(tmp_path, value):
+    assert load_settings(_write(tmp_path, f'[kafka]\nbootstrap_servers = "{value}"\n'), environ={}).kafka.bootstrap_servers == value
+
+
+@pytest.mark.parametrize(
+    ("listen", "ok"),
+    [("127.0.0.1:8765", True), ("[::1]:0", True), ("localhost:8765", True), ("127.0.0.1:99999", False), ("::1:8765", False),
+     ("127.0.0.1:", False), ("http://127.0.0.1:8765", False), ("a b:80", False)],
+)
+def test_http_listen_is_host_and_port(tmp_path, listen, ok):
+    path = _write(tmp_path, f'[http]\nlisten = "{listen}"\n')
+    if ok:
+        assert load_settings(path, environ={}).http.listen == listen
+    else:
+        with pytest.raises(ConfigError, match=r"\[http\] listen: "):
+            load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[feeds]\ninterval = nan\n", r"\[feeds\] interval must be a finite number, got nan"),
+        ("[http]\nrefresh = inf\n", r"\[http\] refresh must be a finite number, got inf"),
+        ("[feeds]\nconcurrency = 2.5\n", r"\[feeds\] concurrency must be a whole number, got 2.5"),
+        ("[stories]\nenabled = \"no\"\n", r"\[stories\] enabled must be true or false, got 'no'"),
+        ("[rules]\npaths = [1]\n", r"\[rules\] paths must be a list of strings, got 1 in the list"),
+        ("[rules]\npaths = [\"\"]\n", r"\[rules\] paths is empty or has an empty entry"),
+        ("[feeds]\nmin_interval = -5\n", r"\[feeds\] min_interval must not be negative"),
+        ("[feeds]\nparse_workers = -5\n", r"\[feeds\] parse_workers must be -1, 0 or more"),
+        ("[feeds]\nuser_agent = \"a\\nb\"\n", r"\[feeds\] user_agent has a line break"),
+        ("[kafka]\nconnect_timeout = -1\n", r"\[kafka\] connect_timeout must be above 0"),
+        ("[kafka]\nembedded_port = 99999\n", r"\[kafka\] embedded_port must be 0 \(any free port\) to 65535"),
+        ("[kafka]\ndead_letter_topic = \"dead letters\"\n", r"\[kafka\] dead_letter_topic = 'dead letters' is not a Kafka topic name"),
+        ("[health]\ntopic = \"a/b\"\n", r"\[health\] topic = 'a/b' is not a Kafka topic name"),
+        ("[rules]\nallow_empty = \"yes\"\n", r"\[rules\] allow_empty must be true or false"),
+    ],
+)
+def test_other_values_are_checked_for_type_and_range(tmp_path, text, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(_write(tmp_path, text), environ={})
+
+
+def test_non_finite_numbers_from_the_environment_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="NEWS_MONITOR_FEEDS_INTERVAL='inf' is invalid: expected a finite number"):
+        load_settings(_write(tmp_path, ""), environ={"NEWS_MONITOR_FEEDS_INTERVAL": "inf"})
