@@ -352,9 +352,9 @@ class _FeedTable:
         return ConfigError(f"{self.label}: {message}", location=SourceLocation(self.where, line), hint=hint)
 
     def seconds(self, key: str, default: float | None) -> float | None:
-        value = self.table.get(key, default)
-        if value is None or value is default:
-            return value
+        if key not in self.table:
+            return default
+        value = self.table[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
             raise self.fail(f"{key} must be a number of seconds, at least 1, got {value!r}", key, hint=f"e.g. {key} = 300, without quotes")
         return float(value)
