@@ -31,7 +31,12 @@ from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term, TermKe
 from monitor.engine.text import FoldedText, fold, scan_text
 from monitor.model import FIELDS, Article, Hit, Match, Rule
 
-__all__ = ["CompiledRule", "Matcher", "Span", "TermHits", "find_term_hits", "fold_fields"]
+__all__ = ["MAX_HITS_PER_TERM", "CompiledRule", "Matcher", "Span", "TermHits", "find_term_hits", "fold_fields"]
+
+#: The first hits of each term in each field that matching considers, in text order;
+#: later ones are ignored (by NEAR, field scopes and as evidence), so one article cannot
+#: cost more than this many hits a term. Whether a term occurs at all is not limited.
+MAX_HITS_PER_TERM = 1000
 
 #: One piece of evidence: (term label, field index, folded start, folded end).
 Span = tuple[str, int, int, int]
@@ -54,7 +59,7 @@ class CompiledRule:
 class _Context:
     """Per-article state shared by the evaluators of all candidate rules."""
 
-    __slots__ = ("fields", "haystack", "found", "pattern_ids", "bases", "owners", "special", "hits")
+    __slots__ = ("fields", "haystack", "found", "pattern_ids", "bases", "owners", "special", "hits", "words")
 
     def __init__(
         self,
@@ -81,6 +86,8 @@ class _Context:
         self.special: dict[int, TermHits] | None = None
         #: Hits of the key ids some candidate needs; built by :meth:`load_keys`.
         self.hits: dict[int, TermHits] = {}
+        #: Where each word of a field starts (see :meth:`word_starts`), by field index.
+        self.words: dict[int, list[int]] | None = None
 
     def load_keys(self, keys: set[int]) -> dict[int, TermHits]:
         """Hits of ``keys`` only, in field offsets (the other raw matches are skipped in C)."""
@@ -103,8 +110,39 @@ class _Context:
         if special:
             for key_id in keys.intersection(special):
                 hits[key_id] = special[key_id]
+        for key_id, key_hits in hits.items():
+            if len(key_hits) > MAX_HITS_PER_TERM:
+                hits[key_id] = _first_per_field(key_hits, MAX_HITS_PER_TERM)
         self.hits = hits
         return hits
+
+    def word_starts(self, field_index: int) -> list[int]:
+        """The offset of every word of a field (``_WORD``), ascending; built on first use.
+
+        The number of words between two offsets is then two bisections. Building it is
+        one pass over the field, which costs more than counting a few short gaps, so
+        NEAR asks for it only when it has many gaps to count or a long one.
+        """
+        words = self.words
+        if words is None:
+            words = self.words = {}
+        starts = words.get(field_index)
+        if starts is None:
+            starts = words[field_index] = [found.start() for found in _WORD.finditer(self.fields[field_index].lower)]
+        return starts
+
+
+def _first_per_field(hits: TermHits, cap: int) -> TermHits:
+    """The first ``cap`` hits of each field (``hits`` are in field, then text, order)."""
+    kept: TermHits = []
+    field_index, count = -1, 0
+    for hit in hits:
+        if hit[0] != field_index:
+            field_index, count = hit[0], 0
+        if count < cap:
+            kept.append(hit)
+            count += 1
+    return kept
 
 
 _PATTERN_ID = itemgetter(0)
@@ -158,7 +196,13 @@ def _compile_node(node: Node, key_ids: dict[TermKey, int]) -> _Evaluator:
             for part in parts:  # no short-circuit: every true branch is evidence
                 result = part(ctx)
                 if result is not None:
-                    spans = result if spans is None else spans + result
+                    # Every evaluator returns a list of its own, so the first one is
+                    # extended in place (``spans + result`` for each branch of a long
+                    # list would copy the evidence once per branch).
+                    if spans is None:
+                        spans = result
+                    else:
+                        spans.extend(result)
             return spans
 
         return disjunction
@@ -189,16 +233,68 @@ def _compile_node(node: Node, key_ids: dict[TermKey, int]) -> _Evaluator:
             right_spans = right(ctx)
             if right_spans is None:
                 return None
-            evidence: dict[Span, None] = {}
-            for a in left_spans:
-                for b in right_spans:
-                    if a[1] == b[1] and _within(ctx, a, b, distance):
-                        evidence[a] = None
-                        evidence[b] = None
-            return list(evidence) or None
+            return _near_evidence(ctx, left_spans, right_spans, distance)
 
         return near
     raise TypeError(f"unknown query node {node!r}")
+
+
+#: Up to this many (left, right) pairs, NEAR checks every pair; beyond it, each span
+#: only its nearest partner on either side (see :func:`_near_evidence`).
+_PAIRWISE = 16
+#: From this many spans in one field, NEAR counts words with the field's word index
+#: (:meth:`_Context.word_starts`) rather than by scanning each gap.
+_INDEXED_SPANS = 64
+
+
+def _near_evidence(ctx: _Context, left_spans: list[Span], right_spans: list[Span], distance: int) -> list[Span] | None:
+    """Every span of either side with a span of the other side in the same field, disjoint
+    from it, with at most ``distance`` words between them; None if there is none.
+
+    Linear in the spans, give or take a sort: the number of words between two spans only
+    grows as they move apart, so a span has a partner within ``distance`` if and only if
+    the nearest span of the other side before it or after it is one. Each span is
+    checked against those two only, instead of against every span of the other side.
+    """
+    if len(left_spans) * len(right_spans) <= _PAIRWISE:
+        evidence: dict[Span, None] = {}
+        for a in left_spans:
+            for b in right_spans:
+                if a[1] == b[1] and _within(ctx, a, b, distance):
+                    evidence[a] = None
+                    evidence[b] = None
+        return list(evidence) or None
+    sides: dict[int, tuple[list[Span], list[Span]]] = {}
+    for index, spans in ((0, left_spans), (1, right_spans)):
+        for span in spans:
+            side = sides.get(span[1])
+            if side is None:
+                side = sides[span[1]] = ([], [])
+            side[index].append(span)
+    found: dict[Span, None] = {}
+    for field_index, (lefts, rights) in sides.items():
+        if not lefts or not rights:
+            continue
+        text = ctx.fields[field_index].lower
+        starts = ctx.word_starts(field_index) if len(lefts) + len(rights) >= _INDEXED_SPANS else None
+        for spans, others in ((lefts, rights), (rights, lefts)):
+            # The nearest span after a span starts first at or after its end (the fewest
+            # words between); the nearest before it ends last at or before its start.
+            other_starts = sorted([span[2] for span in others])
+            other_ends = sorted([span[3] for span in others])
+            after_none = len(other_starts)
+            for span in spans:
+                if span in found:
+                    continue
+                start, end = span[2], span[3]
+                after = bisect_left(other_starts, end)
+                if after < after_none and _few_words(ctx, field_index, text, starts, end, other_starts[after], distance):
+                    found[span] = None
+                    continue
+                before = bisect_right(other_ends, start) - 1
+                if before >= 0 and _few_words(ctx, field_index, text, starts, other_ends[before], start, distance):
+                    found[span] = None
+    return list(found) or None
 
 
 def _within(ctx: _Context, a: Span, b: Span, distance: int) -> bool:
@@ -209,10 +305,37 @@ def _within(ctx: _Context, a: Span, b: Span, distance: int) -> bool:
         gap_start, gap_end = b[3], a[2]
     else:
         return False  # overlapping spans are one mention, not two near each other
-    # Count the words starting in the gap, stopping after distance + 1 of them (the
-    # lookbehind sees the text before ``gap_start``, so a word is never counted twice).
-    words = _WORD.finditer(ctx.fields[a[1]].lower, gap_start, gap_end)
-    return next(islice(words, distance, None), None) is None
+    return _few_words(ctx, a[1], ctx.fields[a[1]].lower, None, gap_start, gap_end, distance)
+
+
+def _few_words(
+    ctx: _Context, field_index: int, text: str, starts: list[int] | None, gap_start: int, gap_end: int, distance: int
+) -> bool:
+    """Whether at most ``distance`` words start in ``text[gap_start:gap_end]``.
+
+    With the field's word index, two bisections. Without it, the gap is scanned for words,
+    stopping after ``distance + 1`` of them (the lookbehind sees the text before
+    ``gap_start``, so a word is never counted twice), but never more than a window of
+    characters: a gap that is long for few words (a run of punctuation) is counted with
+    the index instead, so no gap costs more than the window or one pass over the field.
+    """
+    if starts is None:
+        if ctx.words is not None:
+            starts = ctx.words.get(field_index)
+        if starts is None:
+            window = gap_start + _WINDOW_PER_WORD * (distance + 1)
+            words = _WORD.finditer(text, gap_start, gap_end if gap_end <= window else window)
+            if next(islice(words, distance, None), None) is not None:
+                return False
+            if gap_end <= window:
+                return True
+            starts = ctx.word_starts(field_index)
+    return bisect_left(starts, gap_end) - bisect_left(starts, gap_start) <= distance
+
+
+#: Characters of a gap scanned per word NEAR allows before the gap is counted with the
+#: field's word index (news text averages about 6 characters a word).
+_WINDOW_PER_WORD = 32
 
 
 def find_term_hits(key: TermKey, text: FoldedText, field_index: int = 0) -> TermHits:
@@ -496,7 +619,10 @@ class Matcher:
                 result = evaluator(context)
                 if result is None:
                     continue
-            spans = result if spans is None else spans + result
+            if spans is None:
+                spans = result
+            else:
+                spans.extend(result)
         return spans
 
 

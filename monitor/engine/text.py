@@ -83,6 +83,10 @@ def fold_char(char: str) -> str:
         stripped = "".join(
             c for c in unicodedata.normalize("NFKD", stripped.casefold()) if not unicodedata.combining(c)
         )
+    if stripped != char and not stripped.isascii():
+        # What NFKD gives may fold further ("ǿ" -> "ø" -> "o", "ǽ" -> "æ" -> "ae", a
+        # superscript minus -> "−" -> " "), so a character folds like what it stands for.
+        stripped = "".join(c if c.isascii() or c == char else fold_char(c) for c in stripped)
     # Folding may itself produce ASCII needing the one-to-one table (e.g. full-width "-").
     return stripped.translate(_ASCII_TABLE)
 
@@ -174,6 +178,11 @@ class FoldedText:
 
 
 _ASCII_BYTES = bytes(range(128))
+#: Distinct characters to fold up to which one ``str.replace`` (or ``str.find``) pass per
+#: character beats one ``translate`` (or regex) pass over the text, which costs a couple
+#: of hundred replace passes on non-ASCII text. Past it (a text of every accented letter),
+#: the single pass keeps folding linear in the text whatever characters it holds.
+_PASSES = 200
 
 
 def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
@@ -188,6 +197,7 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
     others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
     unspaced = False
     expanding: list[str] = []
+    one_to_one: dict[int, str] = {}
     for char in set(others):
         folded = fold_char(char)
         if folded == char:
@@ -199,20 +209,30 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
             unspaced = unspaced or _is_unspaced(char)
             continue
         if len(folded) == 1:
-            text = text.replace(char, folded)
+            one_to_one[ord(char)] = folded
             unspaced = unspaced or (folded >= "\u0e00" and _is_unspaced(folded))
         else:
             expanding.append(char)
             unspaced = unspaced or any(map(_is_unspaced, folded))  # "㍿" -> "株式会社"
+    # A folded character is never folded again (fold_char is idempotent), so the order of
+    # the replace passes does not matter, and one translate pass does the same.
+    if len(one_to_one) > _PASSES:
+        text = text.translate(one_to_one)
+    else:
+        for code, folded in one_to_one.items():
+            text = text.replace(chr(code), folded)
     if not expanding:
         return text, None, unspaced
     positions: list[int] = []
-    for char in expanding:
-        index = text.find(char)
-        while index != -1:
-            positions.append(index)
-            index = text.find(char, index + 1)
-    positions.sort()
+    if len(expanding) > _PASSES:
+        positions.extend(found.start() for found in re.finditer("[" + re.escape("".join(expanding)) + "]", text))
+    else:
+        for char in expanding:
+            index = text.find(char)
+            while index != -1:
+                positions.append(index)
+                index = text.find(char, index + 1)
+        positions.sort()
     pieces: list[str] = []
     breaks: list[tuple[int, int, int, int]] = []
     last = 0
