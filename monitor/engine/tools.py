@@ -16,7 +16,7 @@ from monitor.engine.loader import collect_rules, rule_files
 from monitor.engine.ruleset import RuleSet
 from monitor.model import FIELDS, Article, Hit, Match, Rule
 
-__all__ = ["check", "evaluate", "explain", "snippet", "test"]
+__all__ = ["check", "evaluate", "explain", "score", "snippet", "test"]
 
 PathLike = str | Path
 
@@ -154,69 +154,96 @@ def evaluate(labeled_path: PathLike, rule_paths: Iterable[PathLike], out: TextIO
     ruleset = _load(rule_paths, out)
     if ruleset is None:
         return 1
-    records: list[tuple[Article, set[str]]] = []
-    errors = 0
+    return score(labeled_path, ruleset, out)
+
+
+def score(labeled_path: PathLike, ruleset: RuleSet, out: TextIO) -> int:
+    """:func:`evaluate` with the rules already loaded.
+
+    The file is read one line at a time, and each passage costs its matching plus work
+    in proportion to the rules that fired on it and its labels, however many rules
+    there are: a rule that neither fired nor is a label of the passage is not looked at.
+    """
+    rule_ids = [rule.id for rule in ruleset.rules if rule.enabled]
+    enabled = set(rule_ids)
+    scores: dict[str, _Score] = {}
+    unknown: Counter[str] = Counter()
+    passages = errors = 0
     try:
-        # Split on newlines only, as bytes: a JSON string may hold U+2028, which
-        # str.splitlines would cut at, and one line that is not UTF-8 is reported
-        # with its number like any other bad line.
-        lines = Path(labeled_path).read_bytes().split(b"\n")
+        # Binary lines end at b"\n" only: a JSON string may hold U+2028, which text
+        # mode's universal newlines would not cut at but str.splitlines would, and one
+        # line that is not UTF-8 is reported with its number like any other bad line.
+        with open(labeled_path, "rb") as lines:
+            for line_no, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    article, labels = _labeled_passage(line, line_no)
+                except UnicodeDecodeError as exc:
+                    _print(out, f"{labeled_path}:{line_no}: not UTF-8 text: {exc.reason} at byte {exc.start + 1} (save the file as UTF-8)")
+                    errors += 1
+                    continue
+                except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                    _print(out, f"{labeled_path}:{line_no}: {exc}")
+                    errors += 1
+                    continue
+                passages += 1
+                if errors:
+                    continue  # no scores will be printed: only look for more bad lines
+                fired = {match.rule.id for match in ruleset.match(article)}
+                for rule_id in fired:
+                    tally = scores.get(rule_id) or scores.setdefault(rule_id, _Score())
+                    if rule_id in labels:
+                        tally.tp += 1
+                    else:
+                        tally.fp += 1
+                        tally.false_positives.append(article.id)
+                for label in labels - fired:
+                    if label in enabled:
+                        tally = scores.get(label) or scores.setdefault(label, _Score())
+                        tally.fn += 1
+                        tally.false_negatives.append(article.id)
+                    else:
+                        unknown[label] += 1
     except OSError as exc:
         _print(out, f"{labeled_path}: cannot read: {exc}")
         return 1
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("each line must be a JSON object")
-            labels = record.get("labels", [])
-            if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-                raise ValueError("'labels' must be a list of rule ids")
-            records.append((_labeled_article(record, line_no), set(labels)))
-        except UnicodeDecodeError as exc:
-            _print(out, f"{labeled_path}:{line_no}: not UTF-8 text: {exc.reason} at byte {exc.start + 1} (save the file as UTF-8)")
-            errors += 1
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            _print(out, f"{labeled_path}:{line_no}: {exc}")
-            errors += 1
     if errors:
         return 1
-    rule_ids = [rule.id for rule in ruleset.rules if rule.enabled]
-    scores = {rule_id: _Score() for rule_id in rule_ids}
-    unknown: Counter[str] = Counter()
-    for article, labels in records:
-        fired = {match.rule.id for match in ruleset.match(article)}
-        for label in labels - set(rule_ids):
-            unknown[label] += 1
-        for rule_id in rule_ids:
-            score = scores[rule_id]
-            if rule_id in fired and rule_id in labels:
-                score.tp += 1
-            elif rule_id in fired:
-                score.fp += 1
-                score.false_positives.append(article.id)
-            elif rule_id in labels:
-                score.fn += 1
-                score.false_negatives.append(article.id)
     width = max([len("rule"), *(len(rule_id) for rule_id in rule_ids)])
-    _print(out, f"{len(records)} labeled passages, {len(rule_ids)} enabled rules")
+    _print(out, f"{passages} labeled passages, {len(rule_ids)} enabled rules")
     _print(out, f"{'rule':<{width}}  {'tp':>4} {'fp':>4} {'fn':>4}  {'precision':>9} {'recall':>6} {'f1':>6}")
-    for rule_id, score in scores.items():
-        _print(
-            out,
-            f"{rule_id:<{width}}  {score.tp:>4} {score.fp:>4} {score.fn:>4}  "
-            f"{score.precision:>9.3f} {score.recall:>6.3f} {score.f1:>6.3f}",
-        )
-    for rule_id, score in scores.items():
-        if score.false_positives:
-            _print(out, f"false positives {rule_id}: {', '.join(score.false_positives)}")
-        if score.false_negatives:
-            _print(out, f"false negatives {rule_id}: {', '.join(score.false_negatives)}")
+    # Most rules of a large set meet none of the passages: their row is formatted once.
+    untouched = _score_columns(_Score())
+    rows = [
+        f"{rule_id:<{width}}  {_score_columns(scores[rule_id]) if rule_id in scores else untouched}" for rule_id in rule_ids
+    ]
+    for rule_id in rule_ids:
+        tally = scores.get(rule_id)
+        if tally is not None and tally.false_positives:
+            rows.append(f"false positives {rule_id}: {', '.join(tally.false_positives)}")
+        if tally is not None and tally.false_negatives:
+            rows.append(f"false negatives {rule_id}: {', '.join(tally.false_negatives)}")
+    if rows:
+        _print(out, "\n".join(rows))
     for label, count in sorted(unknown.items()):
         _print(out, f"note: label {label!r} ({count} passage(s)) is not an enabled rule id")
     return 0
+
+
+def _score_columns(tally: _Score) -> str:
+    return f"{tally.tp:>4} {tally.fp:>4} {tally.fn:>4}  {tally.precision:>9.3f} {tally.recall:>6.3f} {tally.f1:>6.3f}"
+
+
+def _labeled_passage(line: bytes, line_no: int) -> tuple[Article, set[str]]:
+    """One line of a labeled file: the passage and its labels; ValueError if it is bad."""
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError("each line must be a JSON object")
+    labels = record.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ValueError("'labels' must be a list of rule ids")
+    return _labeled_article(record, line_no), set(labels)
 
 
 def snippet(text: str, start: int, end: int, width: int = 60) -> str:

@@ -109,6 +109,67 @@ class TestEvaluate:
         assert row.split()[1:4] == ["1", "0", "0"]
 
 
+    def test_the_labeled_file_is_read_a_line_at_a_time(self, tmp_path: Path, monkeypatch) -> None:
+        """A 10 MB file of 100 KB passages is scored holding about one passage at a time."""
+        import tracemalloc
+
+        from monitor.engine import tools
+
+        ruleset = rules_from("rules:\n  - id: war\n    query: war\n")
+        monkeypatch.setattr(tools, "_load", lambda paths, out: ruleset)
+        labeled = tmp_path / "l.jsonl"
+        filler = "the talks went on " * 5600  # ~100 KB
+        with labeled.open("w", encoding="utf-8") as out:
+            for index in range(100):
+                out.write(json.dumps({"id": f"p{index}", "text": f"war {filler}", "labels": ["war"]}) + "\n")
+        size = labeled.stat().st_size
+        report = io.StringIO()
+        tracemalloc.start()
+        try:
+            assert evaluate(labeled, [], report) == 0
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert report.getvalue().startswith("100 labeled passages")
+        assert peak < size / 4, f"peak {peak:,} bytes for a {size:,}-byte file"
+
+    def test_rules_that_neither_fire_nor_are_labels_cost_nothing_per_passage(self, monkeypatch) -> None:
+        """Scoring is proportional to the matches and the labels: 10,000 rules cost about
+        what matching them costs, not a loop over every rule for every passage (which
+        made them ~60x slower to score than 10 rules)."""
+        import random
+        import tempfile
+        import time
+
+        from monitor.engine import tools
+
+        def rule_set(count: int):
+            return rules_from("rules:\n" + "".join(f"  - id: r{i}\n    query: w{i}x\n" for i in range(count)))
+
+        rng = random.Random(13)
+        filler = "the ministers said talks would continue later in the week ".split()
+        records = []
+        for index in range(1000):
+            fired = rng.sample(range(10), 3)
+            words = filler * 12 + [f"w{i}x" for i in fired]
+            rng.shuffle(words)
+            records.append(json.dumps({"id": f"p{index}", "text": " ".join(words), "labels": [f"r{fired[0]}", "r7"]}))
+        with tempfile.TemporaryDirectory() as tmp:
+            labeled = Path(tmp) / "l.jsonl"
+            labeled.write_text("\n".join(records) + "\n", encoding="utf-8")
+            seconds = {}
+            for count in (10, 10_000):
+                ruleset = rule_set(count)
+                monkeypatch.setattr(tools, "_load", lambda paths, out: ruleset)
+                best = float("inf")
+                for _ in range(3):
+                    start = time.process_time()
+                    assert evaluate(labeled, [], io.StringIO()) == 0
+                    best = min(best, time.process_time() - start)
+                seconds[count] = best
+        assert seconds[10_000] < 4 * seconds[10], seconds
+
+
 class TestExplain:
     def test_explains_terms_fields_offsets_and_snippet(self) -> None:
         ruleset = rules_from("rules:\n  - id: s\n    query: Putin NEAR/3 summit\n")
