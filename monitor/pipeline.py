@@ -88,6 +88,20 @@ class CpuLane:
         self._since = time.perf_counter()
 
 
+#: Articles with more text than this (title, summary and body, in characters) are matched
+#: in a thread, so the event loop goes on serving /healthz, signals and other feeds while
+#: one huge item is matched. News articles are far smaller, and matched in place: a
+#: thread hand-off would cost more than their matching does.
+THREAD_MATCH_CHARS = 32_768
+
+
+async def _match(ruleset: Matcher, article: Article) -> list[Match]:
+    """``ruleset.match(article)``, in a thread for an article of over THREAD_MATCH_CHARS."""
+    if len(article.title) + len(article.summary) + len(article.body) > THREAD_MATCH_CHARS:
+        return await asyncio.to_thread(ruleset.match, article)
+    return ruleset.match(article)
+
+
 class Sink(Protocol):
     async def submit(self, records: list[Record]) -> None: ...
 
@@ -334,7 +348,7 @@ class Pipeline:
                 story = stories.assign(article, now, signatures[i]) if i in signatures else None
                 candidates[i] = Candidate(
                     article,
-                    ruleset.match(article),
+                    await _match(ruleset, article),
                     story_id=story.story_id if story else None,
                     story_copy=story.copy if story else False,
                     content_hash=feed_hashes.get(i),
