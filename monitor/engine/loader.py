@@ -431,6 +431,23 @@ def _gc_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _not_utf8(path: str, data: bytes, exc: UnicodeDecodeError) -> tuple[str, SourceLocation, str]:
+    """The error for a rule file that is not UTF-8, at the line and column of the first
+    bad byte (everything before it decoded, so the column counts characters as an editor
+    does)."""
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = len(data[line_start : exc.start].decode("utf-8")) + 1
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        hint = "the file is UTF-16 (it starts with a UTF-16 byte order mark): save it as UTF-8"
+    else:
+        hint = (
+            "save the file as UTF-8; an accented letter or curly quote saved in Latin-1 or "
+            "Windows-1252 is a single byte like this one"
+        )
+    return f"not UTF-8 text: byte 0x{data[exc.start]:02x} ({exc.reason})", SourceLocation(path, line, column), hint
+
+
 def collect_rules(paths: Iterable[str | Path]) -> tuple[RuleSet, list[RuleError]]:
     """Load what is valid and return every error found (for ``rules check``)."""
     with _gc_paused():
@@ -443,9 +460,14 @@ def _collect_rules(paths: Iterable[str | Path]) -> tuple[RuleSet, list[RuleError
     sources = []
     for path in files:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            state.error(f"cannot read rule file: {exc}", SourceLocation(str(path)))
+            data = path.read_bytes()
+        except OSError as exc:
+            state.error(f"cannot read rule file: {exc.strerror or exc}", SourceLocation(str(path)))
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            state.error(*_not_utf8(str(path), data, exc))
             continue
         sources.append(_compose(str(path), text, state))
     ruleset = _load_sources(sources, state)

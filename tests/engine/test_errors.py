@@ -227,3 +227,29 @@ class TestFileErrors:
 
     def test_rule_set_error_is_a_rule_error(self) -> None:
         assert issubclass(RuleSetError, RuleError)
+
+
+class TestUnreadableFiles:
+    def test_a_file_that_is_not_utf8_names_the_line_and_column_of_the_bad_byte(self, tmp_path) -> None:
+        path = tmp_path / "latin1.yaml"
+        path.write_bytes("rules:\n  - id: r\n    query: Café OR Sánchez\n".encode("latin-1"))
+        with pytest.raises(RuleSetError) as caught:
+            load_rules([path])
+        (error,) = caught.value.errors
+        assert (error.location.path, error.location.line, error.location.column) == (str(path), 3, 15)
+        assert error.message == "not UTF-8 text: byte 0xe9 (invalid continuation byte)"
+        assert error.hint is not None and "save the file as UTF-8" in error.hint
+        assert str(error).startswith(f"{path}:3:15: not UTF-8 text")
+
+    def test_the_column_counts_characters_before_the_bad_byte(self, tmp_path) -> None:
+        path = tmp_path / "mixed.yaml"
+        path.write_bytes("rules:\n  - id: r\n    query: Kyïv OR ".encode() + b"Caf\xe9\n")
+        (error,) = pytest.raises(RuleSetError, load_rules, [path]).value.errors
+        assert (error.location.line, error.location.column) == (3, 23)
+
+    def test_a_utf16_file_is_named_as_such(self, tmp_path) -> None:
+        path = tmp_path / "utf16.yaml"
+        path.write_bytes("rules: []\n".encode("utf-16"))
+        (error,) = pytest.raises(RuleSetError, load_rules, [path]).value.errors
+        assert (error.location.line, error.location.column) == (1, 1)
+        assert error.hint is not None and "UTF-16" in error.hint
