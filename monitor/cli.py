@@ -416,7 +416,12 @@ def _cmd_match(args: argparse.Namespace) -> int:
     article = article_from_input(raw, name)
     from monitor.publish import snippet_around
 
-    for match in ruleset.match(article):
+    matches = ruleset.match(article)
+    if not matches:
+        # stdout stays JSON lines only; a person still sees that the article was matched.
+        enabled = sum(rule.enabled for rule in ruleset.rules)
+        sys.stderr.write(f"no rule fired on {name} ({enabled} enabled rules)\n")
+    for match in matches:
         first = match.hits[0] if match.hits else None
         line = {
             "rule_id": match.rule.id,

@@ -170,6 +170,8 @@ def test_match_json_from_stdin_no_match():
     )
     assert result.returncode == 0
     assert result.stdout.strip() == b""
+    # One line on stderr, so a person can tell it ran.
+    assert result.stderr.decode().splitlines() == ["no rule fired on <stdin> (3 enabled rules)"]
 
 
 @pytest.mark.parametrize("command", [("rules", "check"), ("rules", "test")])
