@@ -4,7 +4,12 @@ Rules and articles are compared in a *folded* form so that operators do not have
 spell out every variant of a word:
 
 * Unicode compatibility decomposition (NFKD) with combining marks removed, so
-  ``Kyïv`` folds to ``Kyiv`` and ``Sánchez`` to ``Sanchez``;
+  ``Kyïv`` folds to ``Kyiv`` and ``Sánchez`` to ``Sanchez``; beyond NFKD, the Latin
+  letters Unicode does not decompose (``ø`` -> ``o``, ``ł`` -> ``l``, ``đ`` -> ``d``,
+  ``æ`` -> ``ae``...: :data:`_UNDECOMPOSED_LATIN`), letters whose lower case is not their
+  case folding (``ß`` -> ``ss``), and whatever a character decomposes to is folded again
+  (``ǿ`` -> ``ø`` -> ``o``); Hangul syllables are kept whole (:func:`folding_table` and
+  docs/rules.md list it all);
 * the hyphen/dash family and ASCII ``-`` become a space, so ``arms-control`` and
   ``arms–control`` fold to the phrase ``arms control``;
 * curly quotes and apostrophes become ``"`` and ``'``; the apostrophe is not a word
@@ -29,7 +34,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["FoldedText", "OffsetMap", "fold", "fold_char", "is_word_char", "scan_text"]
+__all__ = ["FoldedText", "OffsetMap", "fold", "fold_char", "folding_table", "is_word_char", "scan_text"]
 
 #: Characters that fold to a space (word separators that would otherwise break phrases).
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d\u00ad"
@@ -52,12 +57,24 @@ def is_word_char(char: str) -> bool:
 
 
 #: Latin letters that Unicode does not decompose into a base letter plus a mark, so NFKD
-#: alone would leave "Støre" and "Łódź" unmatched by "Store" and "Lodz".
+#: alone would leave "Støre" and "Łódź" unmatched by "Store" and "Lodz" (as typed on
+#: most keyboards). The price: "Støre" also matches the word "store".
 _UNDECOMPOSED_LATIN = {
     "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D",
     "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T", "ı": "i", "þ": "th", "Þ": "Th",
     "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe",
 }  # fmt: skip
+
+
+def folding_table() -> list[tuple[str, str]]:
+    """What folding does beyond NFKD by table, for docs/rules.md (a test checks the
+    table there against this): each undecomposed Latin letter with what it folds to,
+    then the dashes (to a space), single and double quotes, and spaces, each class as
+    one row of its characters. ASCII members of a class (``-``, backtick, tab, newline...)
+    are folded by :func:`fold`, the others by :func:`fold_char`."""
+    rows = list(_UNDECOMPOSED_LATIN.items())
+    rows.extend([(_DASHES, " "), (_SINGLE_QUOTES, "'"), (_DOUBLE_QUOTES, '"'), (_SPACES, " ")])
+    return rows
 
 
 @lru_cache(maxsize=65536)

@@ -159,3 +159,90 @@ class TestNormalisedMatching:
 
     def test_plural_is_not_the_word(self) -> None:
         assert not fires("summit", "two summits")
+
+
+DOCS = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "rules.md"
+TABLE_MARK = "<!-- generated from monitor.engine.text.folding_table(); tests/engine/test_text.py checks it -->"
+
+
+def _glyph(char: str) -> str:
+    shown = char.isprintable() and not char.isspace() and char != "`"
+    return f"`{char}` U+{ord(char):04X}" if shown else f"U+{ord(char):04X}"
+
+
+def folding_table_markdown() -> list[str]:
+    """docs/rules.md's table of what folds beyond NFKD, from the code's own tables."""
+    from monitor.engine.text import folding_table
+
+    lines = [TABLE_MARK, "| characters | fold to |", "|---|---|"]
+    for chars, folded in folding_table():
+        target = "a space" if folded == " " else f"`{folded}`"
+        lines.append(f"| {', '.join(map(_glyph, chars))} | {target} |")
+    return lines
+
+
+class TestFoldingIsDocumented:
+    def test_the_docs_table_is_the_code_table(self) -> None:
+        expected = folding_table_markdown()
+        text = DOCS.read_text(encoding="utf-8").splitlines()
+        assert TABLE_MARK in text, "docs/rules.md lost its folding table; put this in:\n" + "\n".join(expected)
+        start = text.index(TABLE_MARK)
+        assert text[start : start + len(expected) + 1] == [*expected, ""], "regenerate:\n" + "\n".join(expected)
+
+    def test_the_docs_describe_every_fold(self) -> None:
+        """Every character folds as docs/rules.md says: its table, else Hangul kept whole,
+        else NFKD without marks, case-folded where lower case differs, each character of
+        that folded again. Checked over the first three planes of Unicode."""
+        import unicodedata
+
+        from monitor.engine.text import fold_char
+
+        table: dict[str, str] = {}
+        start = DOCS.read_text(encoding="utf-8").splitlines().index(TABLE_MARK)
+        for line in DOCS.read_text(encoding="utf-8").splitlines()[start + 3 :]:
+            if not line.startswith("|"):
+                break
+            chars, target = (cell.strip() for cell in line.strip("|").split("|"))
+            folded = " " if target == "a space" else target.strip("`")
+            for item in chars.split(", "):
+                table[chr(int(item.rsplit("U+", 1)[1], 16))] = folded
+
+        def documented(char: str) -> str:
+            if char in table:
+                return table[char]
+            if "\uac00" <= char <= "\ud7a3":
+                return char
+            text = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+            if text.lower() != text.casefold() or len(text.lower()) != len(text):
+                text = "".join(c for c in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(c))
+            return "".join(table.get(c, c) if c.isascii() or c == char else documented(c) for c in text)
+
+        wrong = []
+        for code in range(0x80, 0x30000):
+            char = chr(code)
+            if 0xD800 <= code < 0xE000:
+                continue
+            if fold_char(char) != documented(char):
+                wrong.append((f"U+{code:04X}", fold_char(char), documented(char)))
+        assert not wrong, wrong[:20]
+
+    def test_folding_a_folded_character_changes_nothing(self) -> None:
+        from monitor.engine.text import fold_char
+
+        for char in "ǿǾǽǼℏ⁻₋ﬁŉ‴Støre":
+            once = fold(char).cased
+            assert fold(once).cased == once, char
+        assert fold("Ǿ ǽ ℏ").lower == "o ae h"
+
+    def test_many_distinct_characters_fold_like_few(self, monkeypatch) -> None:
+        """Past a couple of hundred distinct characters to fold, one translate pass (and one
+        regex pass for the characters that expand) does what a pass per character does."""
+        from monitor.engine import text as text_module
+        from monitor.engine.text import fold_char
+
+        chars = [chr(c) for c in range(0xC0, 0x3400) if fold_char(chr(c)) != chr(c)]
+        assert sum(len(fold_char(c)) == 1 for c in chars) > 250 and sum(len(fold_char(c)) > 1 for c in chars) > 250
+        text = " ".join(chars) + " Ænd ß"
+        single_pass = fold(text)
+        monkeypatch.setattr(text_module, "_PASSES", 10**6)
+        assert fold(text) == single_pass
