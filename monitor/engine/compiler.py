@@ -222,9 +222,11 @@ def _compile_node(node: Node, key_ids: dict[TermKey, int]) -> _Evaluator:
 
         return at_least
     if isinstance(node, Near):
+        distance = node.distance
+        if isinstance(node.left, AtLeast) or isinstance(node.right, AtLeast):
+            return _near_at_least(node, key_ids)
         left = _compile_node(node.left, key_ids)
         right = _compile_node(node.right, key_ids)
-        distance = node.distance
 
         def near(ctx: _Context) -> list[Span] | None:
             left_spans = left(ctx)
@@ -237,6 +239,38 @@ def _compile_node(node: Node, key_ids: dict[TermKey, int]) -> _Evaluator:
 
         return near
     raise TypeError(f"unknown query node {node!r}")
+
+
+def _near_at_least(node: Near, key_ids: dict[TermKey, int]) -> _Evaluator:
+    """NEAR with a ``K OF`` side: the near evidence of all its items together, true only
+    if at least K of the items have a span in it (each occurs near the other side)."""
+    sides = []
+    for operand in (node.left, node.right):
+        if isinstance(operand, AtLeast):
+            sides.append((operand.k, [_compile_node(child, key_ids) for child in operand.children]))
+        else:
+            sides.append((0, [_compile_node(operand, key_ids)]))
+    distance = node.distance
+
+    def near(ctx: _Context) -> list[Span] | None:
+        items: list[list[list[Span]]] = []
+        spans: list[list[Span]] = []
+        for k, parts in sides:
+            found = [result for result in (part(ctx) for part in parts) if result]
+            if len(found) < max(k, 1):
+                return None
+            items.append(found)
+            spans.append([span for result in found for span in result])
+        evidence = _near_evidence(ctx, spans[0], spans[1], distance)
+        if evidence is None:
+            return None
+        near_spans = set(evidence)
+        for (k, _parts), found in zip(sides, items):
+            if k and sum(not near_spans.isdisjoint(result) for result in found) < k:
+                return None
+        return evidence
+
+    return near
 
 
 #: Up to this many (left, right) pairs, NEAR checks every pair; beyond it, each span

@@ -5,7 +5,8 @@ Grammar (operators are upper-case; lower-case ``and``/``or``/``not``/``near`` ar
     query    := or
     or       := and ("OR" and)*
     and      := near (["AND"] near)*          # juxtaposition means AND
-    near     := unary ("NEAR/" N unary)*      # operands: terms, phrases, @lists, OR-groups
+    near     := unary ("NEAR/" N unary)*      # operands: terms, phrases, @lists, OR-groups,
+                                              # K OF such items (K of them near the other side)
     unary    := "NOT" unary | primary
     primary  := FIELD ":" primary
               | "(" or ")"
@@ -127,7 +128,10 @@ class Not:
 
 @dataclass(frozen=True, slots=True)
 class Near:
-    """Both sides occur in the same field with at most ``distance`` words between them."""
+    """Both sides occur in the same field with at most ``distance`` words between them.
+
+    A side that is ``K OF`` items (``2 OF @leaders NEAR/15 @meet_words``) holds only if
+    at least K of its items each occur that near the other side."""
 
     left: "Node"
     right: "Node"
@@ -347,7 +351,7 @@ class _Parser:
             for side, offset in ((left, left_offset), (right, right_offset)):
                 if not _positional(side):
                     raise QueryError(
-                        f"{operator.text} needs a term, phrase, @list or (a OR b) group on each side",
+                        f"{operator.text} needs a term, phrase, @list, (a OR b) group or K OF such items on each side",
                         offset,
                         "write (a NEAR/5 b) AND (b NEAR/5 c) instead of chaining, and move NOT/AND outside",
                     )
@@ -477,12 +481,15 @@ class _Parser:
         return AtLeast(k, tuple(items))
 
 
-def _positional(node: Node) -> bool:
-    """Whether a node has positions in the text (so NEAR can measure distances)."""
+def _positional(node: Node, operand: bool = True) -> bool:
+    """Whether a node has positions in the text (so NEAR can measure distances): a term,
+    an OR of such, or, as a whole NEAR operand only, ``K OF`` such items."""
     if isinstance(node, Term):
         return True
     if isinstance(node, Or):
-        return all(_positional(child) for child in node.children)
+        return all(_positional(child, False) for child in node.children)
+    if isinstance(node, AtLeast) and operand:
+        return all(_positional(child, False) for child in node.children)
     return False
 
 

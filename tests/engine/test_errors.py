@@ -59,6 +59,11 @@ class TestQueryErrors:
         assert "bad proximity operator" in error.message and position(error) == (3, 13 + 6)
         assert "NEAR/N" in (error.hint or "")
 
+    @pytest.mark.parametrize("query", ["(2 OF (a, b) OR c) NEAR/3 d", "2 OF (a NEAR/1 b, c) NEAR/2 d", "2 OF (a, 2 OF (b, c, d)) NEAR/2 e"])
+    def test_k_of_near_only_as_a_whole_operand_of_terms(self, query: str) -> None:
+        error = query_error(query)
+        assert "needs a term, phrase, @list, (a OR b) group or K OF such items" in error.message
+
     def test_near_of_an_and_is_refused(self) -> None:
         error = query_error("(a AND b) NEAR/3 c")
         assert "NEAR/3 needs a term" in error.message and position(error) == (3, 13)

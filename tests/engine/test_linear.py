@@ -38,9 +38,15 @@ def reference_spans(node: Node, fields: list) -> list[Span] | None:
     if isinstance(node, Not):
         return [] if reference_spans(node.child, fields) is None else None
     if isinstance(node, Near):
-        left, right = reference_spans(node.left, fields), reference_spans(node.right, fields)
-        if left is None or right is None:
+        # A K OF side: each item's spans, at least K items near the other side.
+        sides = []
+        for operand in (node.left, node.right):
+            items = operand.children if isinstance(operand, AtLeast) else (operand,)
+            sides.append([spans for spans in (reference_spans(item, fields) for item in items) if spans])
+        if not sides[0] or not sides[1]:
             return None
+        left = [span for spans in sides[0] for span in spans]
+        right = [span for spans in sides[1] for span in spans]
         found: dict[Span, None] = {}
         for a in left:
             for b in right:
@@ -49,6 +55,9 @@ def reference_spans(node: Node, fields: list) -> list[Span] | None:
                 gap = _GAP_WORD.finditer(fields[a[1]].lower, min(a[3], b[3]), max(a[2], b[2]))
                 if next(islice(gap, node.distance, None), None) is None:
                     found[a] = found[b] = None
+        for operand, items in zip((node.left, node.right), sides):
+            if isinstance(operand, AtLeast) and sum(any(span in found for span in spans) for spans in items) < operand.k:
+                return None
         return list(found) or None
     results = [reference_spans(child, fields) for child in node.children]
     true = [result for result in results if result is not None]
@@ -76,6 +85,9 @@ NEAR_QUERIES = [
     "2 OF (alpha NEAR/1 bravo, charlie NEAR/3 delta, x) AND NOT (delta NEAR/0 alpha)",
     '"U.S." NEAR/6 alpha',
     "alpha NEAR/100 delta",
+    "2 OF @side NEAR/3 @other",
+    "2 OF (alpha, charlie, (delta OR x)) NEAR/1 2 OF (bravo, \"alpha bravo\", =Alpha)",
+    "3 OF @side NEAR/0 bravo",
 ]
 LISTS = "lists:\n  side: [alpha, alphas, =Alpha, charlie]\n  other: [bravo, delta, \"alpha bravo\"]\n"
 
@@ -145,6 +157,7 @@ CONSTRUCTS = [
     ("2 OF (alpha, bravo, charlie)", _blocks, True),
     ("alpha AND NOT (alpha NEAR/3 bravo)", _interleaved, True),
     ("alpha OR bravo", _interleaved, True),
+    ("2 OF (alpha, bravo) NEAR/3 (alpha OR bravo)", _blocks, True),
 ]
 
 

@@ -106,6 +106,34 @@ class TestNear:
         assert [hit.start for hit in match.hits] == [body.index("Putin"), body.rindex("Trump")]
 
 
+class TestNearKOf:
+    LISTS = "lists:\n  leaders: [Trump, Putin, Xi]\n  meet: [met, meet, talks]\n"
+
+    def fires(self, body: str) -> bool:
+        return fires("2 OF @leaders NEAR/5 @meet", body, lists=self.LISTS)
+
+    def test_parses_as_near_of_k_of(self) -> None:
+        node = parse_query("2 OF (a, b, c) NEAR/5 (d OR e)")
+        assert isinstance(node, Near) and isinstance(node.left, AtLeast) and node.left.k == 2
+
+    def test_two_different_entries_near_the_other_side(self) -> None:
+        assert self.fires("Trump met Putin in Alaska.")
+        assert self.fires("Putin arrived. Xi and Putin held talks.")
+
+    def test_one_entry_twice_is_not_two(self) -> None:
+        assert not self.fires("Trump met Trump's advisers.")
+
+    def test_each_counted_entry_must_itself_be_near(self) -> None:
+        far = "Trump met his adviser. " + "Then the story went on about other things entirely. " * 3 + "Putin was not there."
+        assert not self.fires(far)
+        assert fires("2 OF @leaders AND @meet NEAR/5 @leaders", far, lists=self.LISTS)  # what K OF alone allows
+
+    def test_evidence_is_the_near_spans(self) -> None:
+        body = "Xi spoke. " + "filler " * 20 + "Trump met Putin."
+        (match,) = one_rule("2 OF @leaders NEAR/5 @meet", self.LISTS).match(article(body))
+        assert [hit.text for hit in match.hits] == ["Trump", "met", "Putin"]
+
+
 class TestFields:
     def test_title_scope(self) -> None:
         assert fires("title:summit", title="Summit in Alaska", body="no")
