@@ -195,11 +195,12 @@ class FoldedText:
 
 
 _ASCII_BYTES = bytes(range(128))
-#: Distinct characters to fold up to which one ``str.replace`` (or ``str.find``) pass per
-#: character beats one ``translate`` (or regex) pass over the text, which costs a couple
-#: of hundred replace passes on non-ASCII text. Past it (a text of every accented letter),
-#: the single pass keeps folding linear in the text whatever characters it holds.
-_PASSES = 200
+#: Distinct characters folded with one ``str.replace`` (or located with one ``str.find``)
+#: pass each; the rest are folded in one ``translate`` pass (located in one regex pass).
+#: A replace pass is far cheaper than a translate pass on non-ASCII text, and news text
+#: has a few dozen such characters at most; the limit keeps a text holding every accented
+#: letter linear in its length, at no more than this many passes and one more.
+_PASSES = 100
 
 
 def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
@@ -208,13 +209,17 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
     A regex over the whole text is slow on non-ASCII strings (~12 ns a character), so
     the distinct non-ASCII characters are found in C (UTF-8 bytes minus the ASCII ones)
     and each one-to-one fold is a ``str.replace``; only characters that fold to another
-    length are located one by one. Also says whether letters of a script written without
-    spaces occur (see :func:`_split_unspaced`).
+    length are located one by one. Past :data:`_PASSES` characters, the rest are folded
+    in one ``translate`` pass and located in one regex pass. Also says whether letters
+    of a script written without spaces occur (see :func:`_split_unspaced`).
     """
     others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
     unspaced = False
     expanding: list[str] = []
-    one_to_one: dict[int, str] = {}
+    # A folded character is never folded again (fold_char is idempotent), so the order of
+    # the replace passes does not matter, and one translate pass does what they do.
+    passes = 0
+    one_pass: dict[int, str] | None = None
     for char in set(others):
         folded = fold_char(char)
         if folded == char:
@@ -226,23 +231,24 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
             unspaced = unspaced or _is_unspaced(char)
             continue
         if len(folded) == 1:
-            one_to_one[ord(char)] = folded
+            if passes < _PASSES:
+                text = text.replace(char, folded)
+                passes += 1
+            elif one_pass is None:
+                one_pass = {ord(char): folded}
+            else:
+                one_pass[ord(char)] = folded
             unspaced = unspaced or (folded >= "\u0e00" and _is_unspaced(folded))
         else:
             expanding.append(char)
             unspaced = unspaced or any(map(_is_unspaced, folded))  # "㍿" -> "株式会社"
-    # A folded character is never folded again (fold_char is idempotent), so the order of
-    # the replace passes does not matter, and one translate pass does the same.
-    if len(one_to_one) > _PASSES:
-        text = text.translate(one_to_one)
-    else:
-        for code, folded in one_to_one.items():
-            text = text.replace(chr(code), folded)
+    if one_pass is not None:
+        text = text.translate(one_pass)
     if not expanding:
         return text, None, unspaced
     positions: list[int] = []
     if len(expanding) > _PASSES:
-        positions.extend(found.start() for found in re.finditer("[" + re.escape("".join(expanding)) + "]", text))
+        positions.extend(found.start() for found in re.finditer(f"[{re.escape(''.join(expanding))}]", text))
     else:
         for char in expanding:
             index = text.find(char)
