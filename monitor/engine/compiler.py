@@ -110,9 +110,10 @@ class _Context:
         if special:
             for key_id in keys.intersection(special):
                 hits[key_id] = special[key_id]
-        for key_id, key_hits in hits.items():
-            if len(key_hits) > MAX_HITS_PER_TERM:
-                hits[key_id] = _first_per_field(key_hits, MAX_HITS_PER_TERM)
+        if len(self.found) > MAX_HITS_PER_TERM:  # else no key can have more hits
+            for key_id, key_hits in hits.items():
+                if len(key_hits) > MAX_HITS_PER_TERM:
+                    hits[key_id] = _first_per_field(key_hits, MAX_HITS_PER_TERM)
         self.hits = hits
         return hits
 
@@ -339,7 +340,11 @@ def _within(ctx: _Context, a: Span, b: Span, distance: int) -> bool:
         gap_start, gap_end = b[3], a[2]
     else:
         return False  # overlapping spans are one mention, not two near each other
-    return _few_words(ctx, a[1], ctx.fields[a[1]].lower, None, gap_start, gap_end, distance)
+    text = ctx.fields[a[1]].lower
+    if gap_end - gap_start <= _WINDOW_PER_WORD * (distance + 1):
+        # The usual short gap (see _few_words), without the call.
+        return next(islice(_WORD.finditer(text, gap_start, gap_end), distance, None), None) is None
+    return _few_words(ctx, a[1], text, None, gap_start, gap_end, distance)
 
 
 def _few_words(
