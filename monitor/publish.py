@@ -13,8 +13,9 @@ form (:func:`monitor.redact.public_feed_url`): an absolute URI, a file path as
 The evidence is bounded, so an alert on the longest article still fits one Kafka
 request: ``matches`` lists at most :data:`MAX_HITS_PER_TERM` hits of each term and
 :data:`MAX_MATCHES` in all, each ``text`` at most :data:`MAX_HIT_TEXT` characters;
-``match_counts`` gives every matched term's full number of hits (at most
-:data:`MAX_COUNTED_TERMS` terms); the snippet is at most :data:`SNIPPET_LIMIT` characters.
+``match_counts`` gives every matched term's number of hits as the rule engine reported
+them (at most :data:`MAX_COUNTED_TERMS` terms; the engine considers at most the first
+``MAX_HITS_PER_TERM`` hits of a term in each field); the snippet is at most :data:`SNIPPET_LIMIT` characters.
 
 An alert that cannot be serialised (text no JSON encoder accepts, such as lone UTF-16
 surrogates) still becomes a record, marked with a ``dlq_reason`` header, so delivery
