@@ -4,15 +4,18 @@ Generates a typical news feed (50 items, ~100 KB, HTML descriptions with paragra
 links, images and entities, plus content:encoded) and prints, for one process:
 ms/feed and feeds/s for feedparser with its defaults and for parse_feed; then
 parse_feed's feeds/s in a 2-process pool (bodies pickled to the workers and results
-pickled back, as the daemon does).
+pickled back, as the daemon does), its workers started the daemon's way
+(``monitor.parser_pool.worker_context``: the fork server) unless ``--start-method`` says
+otherwise.
 
-    .venv/bin/python benchmarks/parse_bench.py [--seconds 3] [--format rss|atom]
+    .venv/bin/python benchmarks/parse_bench.py [--seconds 3] [--format rss|atom] [--start-method fork]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
 import os
 import random
 import statistics
@@ -30,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import feedparser  # noqa: E402
 
 from monitor.parse import parse_feed  # noqa: E402
+from monitor.parser_pool import worker_context  # noqa: E402
 
 FEED_URL = "https://news.example.com/rss/world.xml"
 WORDS = (
@@ -127,9 +131,10 @@ def per_call(function: Callable[[], object], seconds: float) -> float:
     return statistics.median(samples)
 
 
-def pool_throughput(body: bytes, workers: int, seconds: float) -> float:
+def pool_throughput(body: bytes, workers: int, seconds: float, start_method: str = "daemon") -> float:
     """Feeds per second through a process pool, results pickled back to the parent."""
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    context = worker_context() if start_method == "daemon" else multiprocessing.get_context(start_method)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         list(pool.map(parse_feed, [body] * workers * 4, [FEED_URL] * workers * 4))  # warm up
         batch = 20 * workers
         done = 0
@@ -144,6 +149,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     parser.add_argument("--format", choices=("rss", "atom"), default="rss")
+    parser.add_argument(
+        "--start-method", choices=("daemon", "fork", "forkserver", "spawn"), default="daemon",
+        help="how the pool's workers start (default: as the daemon starts them)",
+    )
     args = parser.parse_args()
 
     body = rss_feed() if args.format == "rss" else atom_feed()
@@ -162,8 +171,8 @@ def main() -> None:
     ours = per_call(lambda: parse_feed(body, FEED_URL), args.seconds)
     print(f"parse_feed, 1 process:                          {ours * 1e3:7.2f} ms/feed  {1 / ours:7.1f} feeds/s"
           f"  ({baseline / ours:.2f}x feedparser default)")
-    pooled = pool_throughput(body, 2, args.seconds)
-    print(f"parse_feed, 2-process pool:                                     {pooled:7.1f} feeds/s"
+    pooled = pool_throughput(body, 2, args.seconds, args.start_method)
+    print(f"parse_feed, 2-process pool ({args.start_method + ' start):':<19}                   {pooled:7.1f} feeds/s"
           f"  ({pooled * baseline:.2f}x feedparser default in 1 process)")
 
 

@@ -417,6 +417,20 @@ class FeedHealthTracker:
         entry.stored_health = stored
         entry.health = FeedHealth(stored, "as of the previous run" if stored != OK else "")
 
+    def set_feeds(self, feeds: Sequence[Feed], now: float) -> None:
+        """Track exactly ``feeds`` from now on (a reload): new ones start healthy, removed
+        ones are forgotten, the others keep their state under their new settings."""
+        wanted = {feed.url: feed for feed in feeds}
+        for url in [url for url in self._entries if url not in wanted]:
+            del self._entries[url]
+        for url, feed in wanted.items():
+            entry = self._entries.get(url)
+            if entry is None:
+                self._entries[url] = _Entry(feed, _HEALTHY, quiet_since=now)
+            else:
+                entry.feed = feed
+        self.feeds = list(feeds)
+
     def observe(self, state: FeedStateLike, now: float) -> Transition | None:
         """Record a feed's state after a poll; the transition when its health changed."""
         entry = self._entries.get(state.url)

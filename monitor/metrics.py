@@ -322,6 +322,13 @@ class Observer:
         for listener in self.poll_listeners:
             listener(report)
 
+    def feeds_changed(self, feeds: Sequence[Feed], states: Sequence[Any] = ()) -> None:
+        """A reload changed the feed list; ``states`` are the stored states of added feeds
+        (from a previous run), taken as their starting point as at start-up."""
+        self.tracker.set_feeds(feeds, self.clock())
+        for state in states:
+            self.tracker.load(state)
+
     def feed_scheduled(self, url: str, next_poll: float, interval: float) -> None:
         """The worker scheduled ``url``'s next poll at ``next_poll`` (Unix time).
 

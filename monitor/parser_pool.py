@@ -17,17 +17,30 @@ event loop), so a busy pool never makes an innocent task look pathological.
 With ``workers == 0`` tasks run on threads, which cannot be killed: a runaway task is
 only abandoned (its thread keeps a core until it ends). Use worker processes wherever
 feeds are untrusted.
+
+Workers never outlive the daemon and hold none of its files or sockets: they are forked
+by multiprocessing's fork server (started once, by the daemon, with only the descriptors
+it needs, and with the parse modules imported, so a worker starts in milliseconds and
+shares their memory), not by the daemon itself, which by then listens on its HTTP port.
+The fork server exits when the daemon does, the kernel kills each worker when the fork
+server dies, and each worker also exits when the daemon's end of its pipe closes (see
+:mod:`monitor.adapters.processes`). Workers ignore SIGINT: a Ctrl-C reaches the whole
+process group, and the daemon, not the signal, decides when they stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
+import signal
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
+from monitor.adapters.processes import die_with_parent
 from monitor.errors import FeedError
 from monitor.log import get_logger
 from monitor.parse import ParsedFeed, parse_feed
@@ -65,8 +78,20 @@ def parse_and_sign(body: bytes, feed_url: str, content_type: str | None, signer:
 WORKER_NICENESS = 10
 
 
+#: Seconds the workers of a new pool may take to start (the first pool also starts the
+#: fork server, which imports the parse modules once).
+STARTUP_TIMEOUT = 60.0
+
+
+def _worker_started() -> None:
+    """Worker start-up: die with the daemon, leave SIGINT to it, and yield the CPU to it."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _yield_to_event_loop()
+
+
 def _yield_to_event_loop() -> None:
-    """Worker start-up: lower this process's CPU priority below the daemon's.
+    """Lower this process's CPU priority below the daemon's.
 
     With as many workers as cores, a busy pool leaves the event loop's thread waiting for
     a core, and a thread descheduled while it holds the GIL (the state-store thread)
@@ -77,6 +102,22 @@ def _yield_to_event_loop() -> None:
         os.nice(WORKER_NICENESS)
     except OSError as exc:  # not expected on Linux (raising niceness needs no privilege)
         log.warning("parse.worker.nice_failed", error=str(exc))
+
+
+def _ready() -> int:
+    """A worker's first task: proves it started (its pid, for tests)."""
+    return os.getpid()
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start: the fork server, preloaded with this module's imports
+    (spawn where there is no fork server). Never a plain fork of the daemon: the children
+    would inherit its listening sockets and everything else it has open."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 class ParserPool:
@@ -92,6 +133,8 @@ class ParserPool:
         self._pool: ProcessPoolExecutor | None = None
         #: One slot per worker: a task is submitted only when a worker is free for it.
         self._slots = asyncio.Semaphore(max(1, self.workers))
+        #: Held while a new pool's workers start (one start at a time).
+        self._starting = asyncio.Lock()
         #: Tasks that finished (for metrics and tests: a 304 or an unchanged body parses nothing).
         self.completed = 0
         #: Pools killed so far (for metrics and tests).
@@ -99,12 +142,25 @@ class ParserPool:
         #: Tasks run again after a pool was killed under them.
         self.retried = 0
 
-    def _executor(self) -> ProcessPoolExecutor | None:
-        if self.workers == 0:
-            return None
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_yield_to_event_loop)
-        return self._pool
+    async def _executor(self) -> ProcessPoolExecutor:
+        """The pool, its workers started and ready: their start-up is not a task's running time."""
+        if self._pool is not None:
+            return self._pool
+        async with self._starting:
+            if self._pool is None:
+                pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=worker_context(), initializer=_worker_started)
+                # Submitted back to back, before any can finish: each starts a worker of its own.
+                started = [asyncio.wrap_future(pool.submit(_ready)) for _ in range(self.workers)]
+                try:
+                    await asyncio.wait_for(asyncio.gather(*started), STARTUP_TIMEOUT)
+                except (asyncio.TimeoutError, BrokenProcessPool) as exc:
+                    self._kill(pool)
+                    raise FeedError(
+                        f"the parser worker processes did not start within {STARTUP_TIMEOUT:g}s: {type(exc).__name__}: {exc}",
+                        hint="see the log for the worker's error; [feeds] parse_workers = 0 parses on a thread instead",
+                    ) from exc
+                self._pool = pool
+            return self._pool
 
     async def parse(self, body: bytes, feed_url: str, content_type: str | None = None) -> ParsedFeed:
         """Parse one feed body; :class:`FeedError` when it cannot be read or takes too long."""
@@ -125,8 +181,7 @@ class ParserPool:
             return result
         for attempt in (1, 2):
             async with self._slots:
-                executor = self._executor()
-                assert executor is not None
+                executor = await self._executor()
                 try:
                     future: Future[T] = executor.submit(function, *args)
                 except (BrokenProcessPool, RuntimeError):
@@ -174,16 +229,34 @@ class ParserPool:
             return  # Someone else already replaced it.
         self._pool = None
         self.recycled += 1
+        self._kill(pool)
+        log.warning("parse.pool.recycled", reason=reason, culprit=culprit)
+
+    @staticmethod
+    def _kill(pool: ProcessPoolExecutor) -> None:
         # ProcessPoolExecutor has no public way to stop a running task; killing the
         # processes is the only way to get the core back. Futures of the tasks it held
         # then fail with BrokenProcessPool, which :meth:`run` turns into a retry.
-        processes = getattr(pool, "_processes", None) or {}
-        for process in list(processes.values()):
+        for process in _processes(pool):
             process.kill()
         pool.shutdown(wait=False)
-        log.warning("parse.pool.recycled", reason=reason, culprit=culprit)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the workers: queued tasks are cancelled, running ones get up to ``timeout``
+        seconds to finish (0: none), then their workers are killed."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is None:
+            return
+        processes = _processes(pool)
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + max(0.0, timeout)
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _processes(pool: ProcessPoolExecutor) -> list[Any]:
+    """The pool's worker processes (private to ProcessPoolExecutor, so read defensively)."""
+    return list((getattr(pool, "_processes", None) or {}).values())

@@ -8,28 +8,42 @@ and a per-host concurrency limit.
 
 Shutdown (SIGINT/SIGTERM): polling stops; polls in flight finish; pending alerts are
 drained within ``[delivery] shutdown_timeout``; whatever is left stays in the durable
-outbox for the next start. Exit code 0.
+outbox for the next start. Exit code 0. A second SIGINT/SIGTERM during that stops at
+once: polls in flight are cancelled and every pending alert stays in the outbox.
+
+Reload (SIGHUP, daemon only): the rule files are loaded again (as the rule watcher does,
+see :mod:`monitor.hot_reload`), and so is the feed list (the config file's
+``[[feeds.feed]]`` tables and its OPML file): added feeds are polled at once, removed
+ones no longer, changed ones poll with their new settings. An invalid config keeps the
+running feed list (logged with its file and line); other settings need a restart.
+``run --once`` takes SIGHUP as it takes SIGTERM.
+
+One daemon per state directory: it holds ``<state dir>/monitor.lock`` while it runs
+(:mod:`monitor.adapters.statelock`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import signal
 import time
 from collections import Counter, deque
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from monitor.adapters.broker import EmbeddedBroker
 from monitor.adapters.http import AddressPolicy, FileTransport, HttpTransport, PageFetcher, RoutingTransport
 from monitor.adapters.kafka import KafkaPublisher
+from monitor.adapters.statelock import StateLock
 from monitor.adapters.store import AsyncStore
 from monitor.adapters.web import WebServer, probe_broker
 from monitor.delivery import Delivery
 from monitor.engine import load_rules
-from monitor.errors import ConfigError, StoreError
+from monitor.errors import ConfigError, MonitorError, StoreError
 from monitor.hot_reload import RulesHolder, watch_rules
 from monitor.log import get_logger
 from monitor.metrics import Observer
@@ -42,7 +56,7 @@ from monitor.feedstate import FeedStates
 from monitor.fulltext import FulltextEnricher
 from monitor.schedule import Schedule, next_interval
 from monitor.stories import StoryIndex
-from monitor.settings import Settings
+from monitor.settings import Settings, load_settings
 
 __all__ = ["Monitor", "RunSummary", "load_feeds"]
 
@@ -122,7 +136,11 @@ class Monitor:
         redact.configure(settings.feeds.redact_params)
         rule_paths = tuple(str(p) for p in settings.rule_paths)
         self.rules = RulesHolder(load_rules(rule_paths), paths=rule_paths, allow_empty=settings.rules.allow_empty, freeze=True)
+        #: Given by the caller rather than read from the config: SIGHUP cannot reload them.
+        self._feeds_given = feeds is not None
         self.feeds = feeds if feeds is not None else load_feeds(settings)
+        #: Feed url -> feed, as polled now; changed in place by a reload (pollers hold it).
+        self._by_url: dict[str, Feed] = {feed.url: feed for feed in self.feeds}
         self.summary = RunSummary(feeds=len(self.feeds))
         self.delivery: Delivery | None = None
         self.broker: EmbeddedBroker | None = None
@@ -144,6 +162,12 @@ class Monitor:
         self.bootstrap_servers = settings.kafka.bootstrap_servers
         #: When the shutdown that :meth:`stop` started must be over (monotonic clock).
         self._stop_deadline: float | None = None
+        #: Set by a second SIGINT/SIGTERM: the shutdown stops waiting (:meth:`stop_now`).
+        self._stopping_now = asyncio.Event()
+        #: Set by SIGHUP; the reloader task clears it and reloads.
+        self._reload_asked = asyncio.Event()
+        #: What a reload needs of the running daemon (set by :meth:`run`).
+        self._pipeline: Pipeline | None = None
         #: Metrics, feed health and status; the HTTP endpoint serves what it collects.
         self.observer = Observer(self.feeds, health=settings.health, latest_alerts=settings.http.latest_alerts)
         self.observer.rules_loaded(self.rules.current)
@@ -163,6 +187,13 @@ class Monitor:
         self._stop.set()
         self._wake.set()
 
+    def stop_now(self) -> None:
+        """Stop at once (a second SIGINT/SIGTERM): polls in flight are cancelled, nothing
+        more is drained, and pending alerts stay in the outbox for the next start."""
+        self._stop_deadline = time.monotonic()
+        self._stopping_now.set()
+        self.stop()
+
     def _shutdown_remaining(self) -> float:
         """Seconds left of the shutdown deadline (the whole budget when no stop was asked)."""
         if self._stop_deadline is None:
@@ -173,8 +204,11 @@ class Monitor:
         """Run until :meth:`stop` (or one pass over every feed with ``once``)."""
         settings = self.settings
         async with AsyncExitStack() as stack:
+            # First: a second daemon on this state directory must stop here, before it binds
+            # a port or starts a broker, and be told which process holds the directory.
+            stack.callback(StateLock(settings.state_dir).acquire().release)
             if handle_signals:
-                self._install_signal_handlers()
+                self._install_signal_handlers(once=once)
                 stack.callback(self._remove_signal_handlers)
             if settings.kafka.embedded:
                 self.broker = EmbeddedBroker(port=settings.kafka.embedded_port)
@@ -190,8 +224,9 @@ class Monitor:
             transport = self._transport()
             stack.push_async_callback(transport.close)
             parser = ParserPool(settings.feeds.parse_workers, settings.feeds.parse_timeout)
-            stack.callback(parser.close)
-            fulltext = await self._fulltext(parser, stack)
+            # Polls are over by then: a task still running is a cancelled poll's, not worth waiting long for.
+            stack.callback(lambda: parser.close(min(5.0, self._shutdown_remaining())))
+            fulltext = await self._fulltext(parser, stack, once=once)
             stories = await self._stories(store)
             feed_states = FeedStates(store)
             await feed_states.load()
@@ -206,7 +241,7 @@ class Monitor:
             await self.observer.start()
             # Runs before the drain (exit callbacks run last-in first-out): health events
             # still queued reach delivery, or the outbox, before delivery stops.
-            stack.push_async_callback(self.observer.stop)
+            stack.push_async_callback(self._bounded, self.observer.stop, 5.0)
 
             pipeline = Pipeline(
                 transport=transport,
@@ -219,6 +254,7 @@ class Monitor:
                 fulltext=fulltext,
                 stories=stories,
             )
+            self._pipeline = pipeline
             log.info(
                 "monitor.started",
                 feeds=len(self.feeds),
@@ -239,6 +275,8 @@ class Monitor:
                 stack.push_async_callback(_finish, checks)
                 upkeep = asyncio.create_task(self._upkeep(store, feed_states, stories), name="state-upkeep")
                 stack.push_async_callback(_finish, upkeep)
+                reloader = asyncio.create_task(self._reload_when_asked(), name="reload")
+                stack.push_async_callback(_finish, reloader)
                 await self._poll_forever(pipeline)
         return self.summary
 
@@ -285,7 +323,7 @@ class Monitor:
         return delivery
 
     async def _drain(self, delivery: Delivery) -> None:
-        drained = await delivery.stop(self._shutdown_remaining())
+        drained = await self._bounded(delivery.stop, self._shutdown_remaining())
         # Feed-health events go through the same delivery but are not alerts.
         self.summary.published = delivery.stats.published - self.observer.health_events_published
         # The outbox, not what this run still held: a failing store can leave records there
@@ -335,9 +373,10 @@ class Monitor:
 
     # -- polling support: full text, stories, feed state, retention ------------------
 
-    async def _fulltext(self, parser: ParserPool, stack: AsyncExitStack) -> FulltextEnricher | None:
-        """The full-text enricher, when some feed asks for it."""
-        if not any(feed.fulltext for feed in self.feeds):
+    async def _fulltext(self, parser: ParserPool, stack: AsyncExitStack, *, once: bool) -> FulltextEnricher | None:
+        """The full-text enricher, when some feed asks for it (the daemon always has one: a
+        feed added by a reload may ask; its HTTP session opens on first use)."""
+        if once and not any(feed.fulltext for feed in self.feeds):
             return None
         options = self.settings.fulltext
         pages = PageFetcher(
@@ -412,20 +451,19 @@ class Monitor:
     # -- polling -----------------------------------------------------------------------
 
     async def _poll_all_once(self, pipeline: Pipeline) -> None:
-        by_url = {feed.url: feed for feed in self.feeds}
         self._ready = asyncio.Queue()
-        for feed in self._active_feeds(pipeline):
+        for feed in self._active_feeds(pipeline, self.feeds):
             self._ready.put_nowait(feed.url)
         pollers = [
-            asyncio.create_task(self._poller(pipeline, by_url, reschedule=False, exit_when_idle=True), name=f"poller {n}")
+            asyncio.create_task(self._poller(pipeline, self._by_url, reschedule=False, exit_when_idle=True), name=f"poller {n}")
             for n in range(self.settings.feeds.concurrency)
         ]
         await asyncio.gather(*pollers)
 
-    def _active_feeds(self, pipeline: Pipeline) -> list[Feed]:
+    def _active_feeds(self, pipeline: Pipeline, feeds: list[Feed]) -> list[Feed]:
         """The feeds to poll: all but those a 410 Gone disabled (logged as skipped)."""
         active = []
-        for feed in self.feeds:
+        for feed in feeds:
             state = pipeline.feed_states.peek(feed.url)
             if state is not None and state.disabled:
                 log.warning("feed.skipped", feed_url=feed.url, reason=state.disabled, hint="the feed is disabled; remove it from the feed list")
@@ -433,17 +471,19 @@ class Monitor:
             active.append(feed)
         return active
 
+    def _schedule_first_polls(self, feeds: list[Feed]) -> None:
+        """Schedule the first poll of each feed, spread so thousands never fire at once."""
+        shortest = min((feed.interval for feed in feeds), default=self.settings.feeds.interval)
+        self._schedule.start([feed.url for feed in feeds], time.monotonic(), window=max(1.0, shortest))
+
     async def _poll_forever(self, pipeline: Pipeline) -> None:
-        by_url = {feed.url: feed for feed in self.feeds}
-        active = [feed.url for feed in self._active_feeds(pipeline)]
-        shortest = min((by_url[url].interval for url in active), default=self.settings.feeds.interval)
-        # Every feed's first poll happens at start-up, spread so thousands never fire at once.
-        self._schedule.start(active, time.monotonic(), window=max(1.0, shortest))
+        # Every feed's first poll happens at start-up.
+        self._schedule_first_polls(self._active_feeds(pipeline, self.feeds))
         ready = self._ready = asyncio.Queue()
         # A fixed set of pollers (``[feeds] concurrency``) drains the due feeds: the global
         # limit without a task, a semaphore wait and a wake-up per poll for every due feed.
         pollers = [
-            asyncio.create_task(self._poller(pipeline, by_url, reschedule=True), name=f"poller {n}")
+            asyncio.create_task(self._poller(pipeline, self._by_url, reschedule=True), name=f"poller {n}")
             for n in range(self.settings.feeds.concurrency)
         ]
         try:
@@ -473,10 +513,10 @@ class Monitor:
         if busy:
             # Within the shutdown deadline: a poll blocked by back-pressure (broker down) may
             # be cancelled; its alerts are in the outbox already.
-            await asyncio.wait(
+            await self._unless_stopping_now(asyncio.wait(
                 busy,
                 timeout=min(self.settings.feeds.timeout + self.settings.feeds.parse_timeout, self._shutdown_remaining()),
-            )
+            ))
         for task in pollers:
             task.cancel()
         await asyncio.gather(*pollers, return_exceptions=True)
@@ -499,6 +539,8 @@ class Monitor:
                 url = ready.get_nowait()
             else:
                 url = await ready.get()
+            if url not in by_url:
+                continue  # removed by a reload while it waited
             host = self._hosts.get(url)
             if host is None:
                 host = self._hosts[url] = urlsplit(url).hostname or "<local>"
@@ -509,7 +551,9 @@ class Monitor:
             self._busy_pollers.add(me)
             try:
                 while True:
-                    await self._poll_guarded(pipeline, by_url[url], reschedule)
+                    feed = by_url.get(url)
+                    if feed is not None:  # None: removed by a reload while it waited
+                        await self._poll_guarded(pipeline, feed, reschedule)
                     waiting = self._host_waiting.get(host)
                     if not waiting or self._stop.is_set():
                         break
@@ -534,13 +578,18 @@ class Monitor:
                 self._schedule.reschedule(feed.url, time.monotonic(), feed.interval)
         except Exception as exc:  # noqa: BLE001 - one poll's bug must not end a poller (and a share of polling)
             log.exception("feed.poll.crashed", feed_url=feed.url, error=f"{type(exc).__name__}: {exc}", hint="a bug: please report it")
-            if reschedule and not self._stop.is_set():
+            if reschedule and not self._stop.is_set() and feed.url in self._by_url:
                 self._schedule.reschedule(feed.url, time.monotonic(), feed.interval)
 
     async def _poll_and_reschedule(self, pipeline: Pipeline, feed: Feed) -> None:
         report = await self._poll_one(pipeline, feed)
         if report.status == "gone" or self._stop.is_set():
             return
+        # A reload during the poll may have removed the feed, or changed its settings.
+        current = self._by_url.get(feed.url)
+        if current is None:
+            return
+        feed = current
         feeds = self.settings.feeds
         interval = next_interval(
             feed.interval,
@@ -566,21 +615,153 @@ class Monitor:
         await self.observer.poll_finished(report)
         return report
 
+    # -- reload ------------------------------------------------------------------------
+
+    async def _reload_when_asked(self) -> None:
+        """Reload each time SIGHUP asks (signals that come during a reload make one more)."""
+        while True:
+            await self._reload_asked.wait()
+            self._reload_asked.clear()
+            await self.reload()
+
+    async def reload(self) -> None:
+        """What SIGHUP does: reload the rules, then the feed list; each keeps what runs when
+        its files are invalid."""
+        await self.rules.reload()
+        await self._reload_feeds()
+
+    async def _reload_feeds(self) -> bool:
+        """Read the config file (and its OPML) again and poll the feeds it lists from now on."""
+        source = self.settings.source
+        if self._feeds_given or source is None:
+            log.info("feeds.reload.skipped", reason="the feed list was not read from a config file")
+            return False
+        try:
+            # Off the loop: an OPML file of thousands of feeds takes a moment to read.
+            settings = await asyncio.to_thread(load_settings, source, required=True)
+            feeds = await asyncio.to_thread(load_feeds, settings)
+        except MonitorError as exc:
+            log.error("feeds.reload.failed", error=str(exc), hint="the running feed list stays; fix the file and send SIGHUP again")
+            return False
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+            log.exception(
+                "feeds.reload.crashed",
+                error=f"{type(exc).__name__}: {exc}",
+                hint="the running feed list stays; a bug: please report it",
+            )
+            return False
+        ignored = _restart_only_changes(self.settings, settings)
+        if ignored:
+            log.warning("config.reload.ignored", keys=ignored, hint="these settings take effect at the next restart")
+        self._apply_feeds(feeds)
+        return True
+
+    def _apply_feeds(self, feeds: list[Feed]) -> None:
+        """Poll ``feeds`` from now on: new ones at once, removed ones no more, changed ones
+        with their new settings from their next poll (sooner when their interval shrank)."""
+        previous = dict(self._by_url)
+        wanted = {feed.url: feed for feed in feeds}
+        added = [feed for url, feed in wanted.items() if url not in previous]
+        removed = [url for url in previous if url not in wanted]
+        changed = [feed for url, feed in wanted.items() if url in previous and previous[url] != feed]
+        self.feeds = list(feeds)
+        self._by_url.clear()
+        self._by_url.update(wanted)
+        self.summary.feeds = len(self.feeds)
+        for url in removed:
+            self._schedule.remove(url)
+        now = time.monotonic()
+        for feed in changed:
+            due = self._schedule.due_at(feed.url)
+            if due is not None and due > now + feed.interval:
+                self._schedule.set(feed.url, now + feed.interval)
+        states = []
+        if self._pipeline is not None:
+            feed_states = self._pipeline.feed_states
+            states = [state for state in map(feed_states.peek, (feed.url for feed in added)) if state is not None]
+            self._schedule_first_polls(self._active_feeds(self._pipeline, added))
+        self.observer.feeds_changed(self.feeds, states)
+        self._wake.set()
+        log.info(
+            "feeds.reloaded",
+            feeds=len(self.feeds),
+            added=len(added),
+            removed=len(removed),
+            changed=len(changed),
+            first_added=[feed.url for feed in added[:5]],
+            first_removed=removed[:5],
+        )
+
     # -- signals -----------------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self, *, once: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        # A one-shot run has nothing to reload: SIGHUP (a closed terminal) stops it as SIGTERM does.
+        loop.add_signal_handler(signal.SIGHUP, self._on_signal if once else self._on_hangup, signal.SIGHUP)
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("monitor.stopping", signal=sig.name)
-        self.stop()
+        if self._stop_deadline is None:
+            log.info("monitor.stopping", signal=sig.name)
+            self.stop()
+        elif not self._stopping_now.is_set():
+            log.warning(
+                "monitor.stopping.now",
+                signal=sig.name,
+                hint="second signal: polls in flight are cancelled and pending alerts stay in the outbox, sent on the next start",
+            )
+            self.stop_now()
+
+    def _on_hangup(self, sig: signal.Signals) -> None:
+        log.info("monitor.reload.requested", signal=sig.name)
+        self._reload_asked.set()
+
+    # -- stopping now ------------------------------------------------------------------
+
+    async def _unless_stopping_now(self, awaitable: Awaitable[Any]) -> tuple[bool, Any]:
+        """(True, its result) once ``awaitable`` is done; (False, None) when :meth:`stop_now`
+        comes first (then it is cancelled)."""
+        task = asyncio.ensure_future(awaitable)
+        now = asyncio.ensure_future(self._stopping_now.wait())
+        try:
+            await asyncio.wait({task, now}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            now.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            return False, None
+        return True, task.result()
+
+    async def _bounded(self, step: Callable[[float], Awaitable[Any]], timeout: float) -> Any:
+        """``step(timeout)``; if :meth:`stop_now` interrupts it, ``step(0)`` instead (a shutdown
+        step that hands over what it could not finish, e.g. the drain)."""
+        done, result = await self._unless_stopping_now(step(timeout))
+        return result if done else await step(0.0)
+
+
+#: Settings a SIGHUP reload applies; any other change waits for a restart (and is logged).
+_RELOADED = frozenset({("feeds", "feed"), ("feeds", "opml"), ("feeds", "interval")})
+
+
+def _restart_only_changes(running: Settings, loaded: Settings) -> list[str]:
+    """``[section] key`` of each setting that differs but is not reloaded."""
+    changed = []
+    for section in dataclasses.fields(Settings):
+        if section.name == "source":
+            continue
+        old, new = getattr(running, section.name), getattr(loaded, section.name)
+        for key in dataclasses.fields(old):
+            if (section.name, key.name) not in _RELOADED and getattr(old, key.name) != getattr(new, key.name):
+                changed.append(f"[{section.name}] {key.name}")
+    return changed
 
 
 async def _finish(task: asyncio.Task[None]) -> None:

@@ -3,6 +3,12 @@
 Used when ``[kafka] bootstrap_servers = "embedded"``, by ``news-monitor broker``, and by
 the test suite. It is a real broker speaking the Kafka protocol on a loopback port; by
 default it keeps data in memory, so it suits demos, development and tests, not production.
+
+The broker dies with the process that started it, even one killed with SIGKILL: on Linux
+the kernel sends it SIGKILL when the thread that started it ends (see
+:mod:`monitor.adapters.processes`), so it is started from the calling thread, never from
+a short-lived worker thread (the asynchronous form starts it on the event loop's thread
+and only waits for it on another).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from monitor.adapters.processes import describe_holders, die_with_this_thread
 from monitor.errors import BrokerError
 
 __all__ = ["EmbeddedBroker", "free_port", "resolve_broker_binary", "wait_for_port"]
@@ -83,9 +90,18 @@ class EmbeddedBroker:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> "EmbeddedBroker":
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and wait until it accepts connections.
+
+        The broker lives no longer than the calling thread: call this from one that lasts
+        (the main thread, an event loop's).
+        """
         if self.running:
             return self
+        self._launch()
+        return self._wait_until_ready()
+
+    def _launch(self) -> None:
+        """Start the broker process (fast); :meth:`_wait_until_ready` waits for it to listen."""
         binary = resolve_broker_binary()
         if not self.port:
             self.port = free_port(self.host)
@@ -103,15 +119,23 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Its own session: a Ctrl-C meant for the monitor does not kill the broker first.
             start_new_session=True,
+            preexec_fn=die_with_this_thread(),
         )
+
+    def _wait_until_ready(self) -> "EmbeddedBroker":
+        process = self._process
+        assert process is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                stderr = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                self._process = None
+                holders = describe_holders(self.port)
                 raise BrokerError(
-                    f"embedded broker exited at start-up with code {self._process.returncode}: {stderr.strip()[-500:]}",
-                    hint=f"is port {self.port} already in use?",
+                    f"embedded broker exited at start-up with code {process.returncode}: {stderr.strip()[-500:]}",
+                    hint=f"port {self.port} is {holders}" if holders else f"is port {self.port} already in use?",
                 )
             if _accepts(self.host, self.port):
                 # Drain stderr in the background so a chatty broker never blocks on a full pipe.
@@ -172,7 +196,15 @@ class EmbeddedBroker:
         self.stop()
 
     async def __aenter__(self) -> "EmbeddedBroker":
-        return await asyncio.to_thread(self.start)
+        if self.running:
+            return self
+        # Started on the loop's thread (it lives as long as the loop), waited for on another.
+        self._launch()
+        try:
+            return await asyncio.to_thread(self._wait_until_ready)
+        except BaseException:
+            await asyncio.to_thread(self.stop)
+            raise
 
     async def __aexit__(self, *exc_info: object) -> None:
         await asyncio.to_thread(self.stop)

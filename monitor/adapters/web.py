@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import struct
 from datetime import datetime, timezone
 from html import escape
@@ -36,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from monitor import __version__
 from multidict import MultiMapping
 
+from monitor.adapters.processes import describe_holders
 from monitor.errors import ConfigError, MonitorError
 from monitor.health import (
     DISABLED,
@@ -158,10 +160,13 @@ class WebServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
+            holders = describe_holders(port) if exc.errno == errno.EADDRINUSE and port else ""
             raise ConfigError(
-                f"cannot listen on {self.listen}: {exc.strerror or exc}",
+                f"cannot listen on {self.listen}: {exc.strerror or exc}" + (f" ({holders})" if holders else ""),
                 location=SourceLocation("[http] listen"),
-                hint="choose a free port with [http] listen (NEWS_MONITOR_HTTP_LISTEN), or set [http] enabled = false",
+                hint="stop that process, choose a free port with [http] listen (NEWS_MONITOR_HTTP_LISTEN), or set [http] enabled = false"
+                if holders
+                else "choose a free port with [http] listen (NEWS_MONITOR_HTTP_LISTEN), or set [http] enabled = false",
             ) from exc
         self._runner = runner
         sockets = getattr(site._server, "sockets", None) or []  # aiohttp keeps the bound sockets here

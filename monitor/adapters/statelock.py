@@ -1,0 +1,85 @@
+"""One daemon per state directory: an exclusive lock held for the life of the process.
+
+Two monitors on one state directory would both send the alerts of one outbox (each
+re-sends what it finds pending at start-up, and again when its own sends fail), so
+every alert could reach Kafka twice. ``news-monitor run`` (and ``run --once``) takes an
+exclusive ``flock`` on ``<state dir>/monitor.lock`` before anything else and holds it
+until it exits; a second one fails at once, naming the PID that holds it.
+
+The kernel drops the lock when the process ends, however it ends (a SIGKILL leaves no
+stale lock to clean up), and the file itself is never deleted: removing a lock file
+while another process waits on it would let two processes hold "the" lock. Readers
+(``news-monitor status``) never take it. The lock is advisory and local: a state
+directory on a network filesystem may not honour it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from monitor.errors import ConfigError
+from monitor.model import SourceLocation
+
+__all__ = ["StateLock"]
+
+
+class StateLock:
+    """The exclusive lock of one state directory (see the module docstring)."""
+
+    FILENAME = "monitor.lock"
+
+    def __init__(self, state_dir: Path | str) -> None:
+        self.path = Path(state_dir) / self.FILENAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "StateLock":
+        """Take the lock, or raise :class:`ConfigError` naming the PID that holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Not inherited by child processes (Python's default): a child must not keep the lock alive.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"news-monitor PID {holder}" if holder else "another process"
+            raise ConfigError(
+                f"state directory {self.path.parent} is in use by {who} (it holds {self.path})",
+                location=SourceLocation("[state] dir"),
+                hint="one daemon per state directory: stop that one first, or give this one its own [state] dir",
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # For the next one to name us; written only once the lock is ours.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (closing the file drops it); safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "StateLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    """The PID the holder wrote, or None (still being written, or not a number)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
