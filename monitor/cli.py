@@ -31,7 +31,8 @@ EXIT_DEAD_LETTERS = 4
 
 _EPILOG_RUN = """examples:
   news-monitor run --once                    poll every feed once, print a summary, exit
-  news-monitor run                           run as a daemon until SIGINT/SIGTERM
+  news-monitor run                           run as a daemon until SIGINT/SIGTERM (a second one: stop at once)
+  kill -HUP <pid>                            reload the rules and the feed list of a running daemon
   news-monitor run --config /etc/news-monitor/monitor.toml
   NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 news-monitor run
 """

@@ -187,6 +187,13 @@ def _cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(result.args, result.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
+@pytest.fixture(autouse=True)
+def child_tmpdir(tmp_path, monkeypatch):
+    """The daemons' temporary files (the fork server's socket, left behind by a SIGKILL) go
+    under the test's own directory."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 @pytest.fixture
 async def monitors():
     """Monitor processes a test started; any still running at the end are killed."""
