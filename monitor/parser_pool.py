@@ -25,7 +25,9 @@ shares their memory), not by the daemon itself, which by then listens on its HTT
 The fork server exits when the daemon does, the kernel kills each worker when the fork
 server dies, and each worker also exits when the daemon's end of its pipe closes (see
 :mod:`monitor.adapters.processes`). Workers ignore SIGINT: a Ctrl-C reaches the whole
-process group, and the daemon, not the signal, decides when they stop.
+process group, and the daemon, not the signal, decides when they stop. As with any
+start method other than fork, each worker imports the program's main module: a script
+that runs a pool must keep its own code under ``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
@@ -155,9 +157,11 @@ class ParserPool:
                     await asyncio.wait_for(asyncio.gather(*started), STARTUP_TIMEOUT)
                 except (asyncio.TimeoutError, BrokenProcessPool) as exc:
                     self._kill(pool)
+                    problem = f"did not start within {STARTUP_TIMEOUT:g}s" if isinstance(exc, asyncio.TimeoutError) else "died at start-up"
                     raise FeedError(
-                        f"the parser worker processes did not start within {STARTUP_TIMEOUT:g}s: {type(exc).__name__}: {exc}",
-                        hint="see the log for the worker's error; [feeds] parse_workers = 0 parses on a thread instead",
+                        f"the parser worker processes {problem}",
+                        hint="their error is on stderr; a program that runs the monitor must guard its own code with "
+                        "if __name__ == '__main__' (workers import it); [feeds] parse_workers = 0 parses on a thread instead",
                     ) from exc
                 self._pool = pool
             return self._pool

@@ -458,7 +458,14 @@ class Monitor:
             asyncio.create_task(self._poller(pipeline, self._by_url, reschedule=False, exit_when_idle=True), name=f"poller {n}")
             for n in range(self.settings.feeds.concurrency)
         ]
-        await asyncio.gather(*pollers)
+        every_poll = asyncio.gather(*pollers)
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({every_poll, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not every_poll.done():
+            # A signal: polls in flight get what is left of the shutdown deadline, as in the daemon.
+            await self._stop_pollers(pollers)
+        await asyncio.gather(every_poll, return_exceptions=True)
 
     def _active_feeds(self, pipeline: Pipeline, feeds: list[Feed]) -> list[Feed]:
         """The feeds to poll: all but those a 410 Gone disabled (logged as skipped)."""

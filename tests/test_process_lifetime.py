@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from aiohttp import web
 
 from monitor.adapters.broker import EmbeddedBroker, free_port
 from monitor.adapters.processes import port_holders
@@ -33,7 +34,7 @@ from monitor.adapters.web import WebServer
 from monitor.errors import ConfigError
 from monitor.metrics import Observer
 from monitor.model import Feed
-from tests.support import ROOT, RULES, FeedServer
+from tests.support import ROOT, RULES, FeedServer, LocalServer
 from tests.test_delivery_faults import MonitorProcess, delivered, expected_alert_ids, outbox_count, sanctions_feed
 
 pytestmark = pytest.mark.integration
@@ -448,3 +449,46 @@ async def test_feed_list_reload_in_process_applies_added_removed_and_changed(tmp
     assert "file:///b.xml" not in monitor._schedule
     assert {row.url for row in monitor.observer.tracker.rows()} == {"file:///a.xml", "file:///c.xml"}
     assert monitor.summary.feeds == 2
+
+
+class StalledServer(LocalServer):
+    """Answers nothing until the test ends: a poll of it is in flight for as long as it waits."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self._never = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.asked.set()
+        await self._never.wait()
+        return web.Response(status=204)
+
+
+async def test_sighup_stops_run_once_within_the_shutdown_deadline(broker, tmp_path):
+    server = await StalledServer().start()
+    try:
+        shutdown_timeout = 3.0
+        config = write_config(
+            tmp_path, broker.bootstrap_servers, [server.url("/stalled.rss")], http_port=free_port(), shutdown_timeout=shutdown_timeout
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWS_MONITOR_")}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor", "run", "--once", "--config", str(config),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )
+        try:
+            await asyncio.wait_for(server.asked.wait(), 60)
+            started = time.monotonic()
+            process.send_signal(signal.SIGHUP)
+            out, err = await asyncio.wait_for(process.communicate(), 30)
+            elapsed = time.monotonic() - started
+        finally:
+            if process.returncode is None:
+                process.kill()
+        assert process.returncode == 0, err.decode()[-2000:]
+        assert b'"signal":"SIGHUP"' in err and b"monitor.stopping" in err
+        assert b"feeds polled:" in out, "the summary is printed"
+        # The poll in flight got what was left of the deadline, not its own 15 s read timeout.
+        assert elapsed < shutdown_timeout + 5, f"took {elapsed:.1f}s"
+    finally:
+        await server.stop()
