@@ -151,10 +151,12 @@ class ParserPool:
         async with self._starting:
             if self._pool is None:
                 pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=worker_context(), initializer=_worker_started)
-                # Submitted back to back, before any can finish: each starts a worker of its own.
-                started = [asyncio.wrap_future(pool.submit(_ready)) for _ in range(self.workers)]
                 try:
-                    await asyncio.wait_for(asyncio.gather(*started), STARTUP_TIMEOUT)
+                    # Submitted back to back, before any can finish: each starts a worker of its
+                    # own. Off the loop: the first submit waits for the fork server to import
+                    # the parse modules (~0.5 s).
+                    futures = await asyncio.to_thread(lambda: [pool.submit(_ready) for _ in range(self.workers)])
+                    await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), STARTUP_TIMEOUT)
                 except (asyncio.TimeoutError, BrokenProcessPool) as exc:
                     self._kill(pool)
                     problem = f"did not start within {STARTUP_TIMEOUT:g}s" if isinstance(exc, asyncio.TimeoutError) else "died at start-up"
