@@ -5,7 +5,7 @@ links, images and entities, plus content:encoded) and prints, for one process:
 ms/feed and feeds/s for feedparser with its defaults and for parse_feed; then
 parse_feed's feeds/s in a 2-process pool (bodies pickled to the workers and results
 pickled back, as the daemon does), its workers started the daemon's way
-(``monitor.parser_pool.worker_context``: the fork server) unless ``--start-method`` says
+(``monitor.adapters.parser_pool.worker_context``: the fork server) unless ``--start-method`` says
 otherwise.
 
     .venv/bin/python benchmarks/parse_bench.py [--seconds 3] [--format rss|atom] [--start-method fork]
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import feedparser  # noqa: E402
 
 from monitor.parse import parse_feed  # noqa: E402
-from monitor.parser_pool import worker_context  # noqa: E402
+from monitor.adapters.parser_pool import worker_context  # noqa: E402
 
 FEED_URL = "https://news.example.com/rss/world.xml"
 WORDS = (

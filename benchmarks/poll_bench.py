@@ -469,11 +469,11 @@ async def run(args: argparse.Namespace) -> None:
 
     from monitor.adapters.broker import free_port
     from monitor.adapters.store import AsyncStore
-    from monitor.feedstate import FeedStates
+    from monitor.feeds.state import FeedStates
     from monitor.model import Feed
-    from monitor.parser_pool import ParserPool
+    from monitor.adapters.parser_pool import ParserPool
     from monitor.pipeline import Pipeline
-    from monitor.schedule import Schedule
+    from monitor.feeds.schedule import Schedule
     from monitor.settings import load_settings
     from monitor.worker import Monitor
 

@@ -1,6 +1,6 @@
 """The status page, ``/status.json`` and ``news-monitor status`` at 50,000 feeds.
 
-Builds the daemon's :class:`~monitor.metrics.Observer` with N feeds (default 50,000) in
+Builds the daemon's :class:`~monitor.observe.metrics.Observer` with N feeds (default 50,000) in
 a realistic mix of health: 2 % failing (with a ~120-character error each), 1 % stale,
 0.1 % disabled (HTTP 410), the rest ok with a new item in the last hour; half of them
 have a name. The repository's rules are loaded and 50 alerts raised, as on a live
@@ -17,7 +17,7 @@ daemon. Then, on a running event loop:
 * the Prometheus scrape (``/metrics``), for scale: it exports one series per feed.
 
 Then the same feeds are written to a SQLite state store, as the daemon leaves it, and
-``news-monitor status`` is run on it: in-process (``monitor.status.status``, median of
+``news-monitor status`` is run on it: in-process (``monitor.observe.status.status``, median of
 ``--repeat``) for the plain and JSON formats (and ``--all`` where it exists), the rich
 table once (37 s before pages), and once as the real command in a subprocess (imports
 included), printing the size of the output and the number of lines.
@@ -53,7 +53,7 @@ from aiohttp.test_utils import make_mocked_request  # noqa: E402
 from monitor.adapters.store import FeedState, Store, feed_row  # noqa: E402
 from monitor.adapters.web import WebServer  # noqa: E402
 from monitor.engine.loader import load_rules  # noqa: E402
-from monitor.metrics import Observer  # noqa: E402
+from monitor.observe.metrics import Observer  # noqa: E402
 from monitor.model import Alert, Feed  # noqa: E402
 from monitor.settings import load_settings  # noqa: E402
 

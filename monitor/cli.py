@@ -19,7 +19,7 @@ import orjson
 
 from monitor import __version__
 from monitor.errors import BrokerError, MonitorError
-from monitor.health import PAGE_ROWS
+from monitor.feeds.health import PAGE_ROWS
 
 __all__ = ["main"]
 
@@ -252,7 +252,7 @@ def _run_once_with_progress(monitor):
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from monitor.status import status
+    from monitor.observe.status import status
 
     return status(_settings(args), sys.stdout, fmt=args.format, limit=None if args.all else args.limit)
 
@@ -353,7 +353,7 @@ async def _tail(settings, bootstrap: str, args: argparse.Namespace, since: datet
 
 def _decode(value: bytes | None) -> tuple[dict | None, str]:
     """The alert in a record value, or None and why it is not one."""
-    from monitor.publish import alert_problem
+    from monitor.delivery.records import alert_problem
 
     if not value:
         return None, "empty value, not an alert"
@@ -401,7 +401,7 @@ def _cell(text: str) -> str:
 
 def _cmd_match(args: argparse.Namespace) -> int:
     from monitor.engine import load_rules
-    from monitor.textinput import article_from_input
+    from monitor.parse.textinput import article_from_input
 
     rule_paths = _rule_paths(args, args.rules)
     ruleset = load_rules(rule_paths)
@@ -415,7 +415,7 @@ def _cmd_match(args: argparse.Namespace) -> int:
             raise MonitorError(f"{args.file}: cannot read: {exc.strerror or exc}") from exc
         name = args.file
     article = article_from_input(raw, name)
-    from monitor.publish import snippet_around
+    from monitor.delivery.records import snippet_around
 
     matches = ruleset.match(article)
     if not matches:

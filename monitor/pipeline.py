@@ -19,17 +19,17 @@ from typing import Any, Callable, Protocol
 from monitor.adapters.store import AsyncStore, FeedState
 from monitor.dedupe import Admission, Candidate, Verdict, admit, needs_matching
 from monitor.errors import FeedError
-from monitor.feedstate import FeedStates
+from monitor.feeds.state import FeedStates
 from monitor.fetch import FeedHttpError, FetchResult, Transport, Validators, error_kind
-from monitor.fulltext import FulltextEnricher
-from monitor.health import learn_cadence
+from monitor.enrich.fulltext import FulltextEnricher
+from monitor.feeds.health import learn_cadence
 from monitor.log import get_logger
 from monitor.model import Alert, Article, Feed, Match, Record
 from monitor.parse import ParsedFeed
-from monitor.parser_pool import SignedFeed
-from monitor.publish import alert_record, article_record, build_alert
-from monitor.schedule import PollOutcome, publish_gap
-from monitor.stories import StoryIndex, story_text
+from monitor.dedupe.stories import SignedFeed
+from monitor.delivery.records import alert_record, article_record, build_alert
+from monitor.feeds.schedule import PollOutcome, publish_gap
+from monitor.dedupe.stories import StoryIndex, story_text
 
 __all__ = ["Matcher", "Pipeline", "PollReport"]
 
@@ -45,7 +45,7 @@ class Matcher(Protocol):
 
 
 class Parser(Protocol):
-    """The CPU pool (see :class:`monitor.parser_pool.ParserPool`)."""
+    """The CPU pool (see :class:`monitor.adapters.parser_pool.ParserPool`)."""
 
     async def parse(self, body: bytes, feed_url: str, content_type: str | None = None) -> ParsedFeed: ...
 
@@ -151,7 +151,7 @@ class Pipeline:
         stories: StoryIndex | None = None,
     ) -> None:
         self._transport = transport
-        #: Feed state lives in memory and is written back in batches (see monitor.feedstate).
+        #: Feed state lives in memory and is written back in batches (see monitor.feeds.state).
         self.feed_states = feed_states if feed_states is not None else FeedStates(store)
         self._fulltext = fulltext
         self._stories = stories

@@ -286,7 +286,7 @@ class Settings:
         return [self.resolve(p) for p in self.rules.paths]
 
     def configured_feeds(self) -> list[Feed]:
-        """Feeds listed in the config file itself (OPML feeds are read by :mod:`monitor.opml`).
+        """Feeds listed in the config file itself (OPML feeds are read by :mod:`monitor.feeds.opml`).
 
         Raises :class:`ConfigError` for a table that is not valid (``load_settings`` has
         already checked the tables of a config file, with their lines).

@@ -12,7 +12,7 @@ outbox for the next start. Exit code 0. A second SIGINT/SIGTERM during that stop
 once: polls in flight are cancelled and every pending alert stays in the outbox.
 
 Reload (SIGHUP, daemon only): the rule files are loaded again (as the rule watcher does,
-see :mod:`monitor.hot_reload`), and so is the feed list (the config file's
+see :mod:`monitor.engine.reload`), and so is the feed list (the config file's
 ``[[feeds.feed]]`` tables and its OPML file): added feeds are polled at once, removed
 ones no longer, changed ones poll with their new settings. An invalid config keeps the
 running feed list (logged with its file and line); other settings need a restart.
@@ -44,18 +44,19 @@ from monitor.adapters.web import WebServer, probe_broker
 from monitor.delivery import Delivery
 from monitor.engine import load_rules
 from monitor.errors import ConfigError, MonitorError, StoreError
-from monitor.hot_reload import RulesHolder, watch_rules
+from monitor.adapters.filewatch import watch_rules
+from monitor.engine.reload import RulesHolder
 from monitor.log import get_logger
-from monitor.metrics import Observer
+from monitor.observe.metrics import Observer
 from monitor.model import Feed, SourceLocation
-from monitor.opml import feeds_from_opml
-from monitor.parser_pool import ParserPool
+from monitor.feeds.opml import feeds_from_opml
+from monitor.adapters.parser_pool import ParserPool
 from monitor.pipeline import Pipeline, PollReport
 from monitor import redact
-from monitor.feedstate import FeedStates
-from monitor.fulltext import FulltextEnricher
-from monitor.schedule import Schedule, next_interval
-from monitor.stories import StoryIndex
+from monitor.feeds.state import FeedStates
+from monitor.enrich.fulltext import FulltextEnricher
+from monitor.feeds.schedule import Schedule, next_interval
+from monitor.dedupe.stories import StoryIndex
 from monitor.settings import Settings, load_settings
 
 __all__ = ["Monitor", "RunSummary", "load_feeds"]

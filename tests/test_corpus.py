@@ -27,7 +27,7 @@ import feedparser
 import pytest
 
 from monitor.errors import FeedError
-from monitor.identity import canonical_url
+from monitor.parse.identity import canonical_url
 from monitor.parse import ParsedFeed, parse_feed
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"

@@ -23,7 +23,7 @@ from monitor.adapters.store import AsyncStore
 from monitor.delivery import Delivery
 from monitor.engine.compiler import MAX_HITS_PER_TERM
 from monitor.model import Alert, Hit, alert_id_for
-from monitor.publish import alert_record
+from monitor.delivery.records import alert_record
 from monitor.worker import Monitor
 from tests.kafka_proxy import KafkaProxy
 from tests.support import FeedServer, alerts_from, make_settings, read_topic

@@ -23,9 +23,9 @@ from aiohttp import web
 from monitor.adapters.http import AddressPolicy, BlockedAddress, PageFetcher
 from monitor.errors import FeedError
 from monitor.fetch import FeedHttpError, FeedTimeout
-from monitor.fulltext import FulltextEnricher, extract_main_text
+from monitor.enrich.fulltext import FulltextEnricher, extract_main_text
 from monitor.model import Article
-from monitor.parser_pool import ParserPool
+from monitor.adapters.parser_pool import ParserPool
 from monitor.worker import Monitor
 from tests.support import FeedServer, make_settings, read_alerts
 

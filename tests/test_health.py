@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from monitor.adapters.store import FeedState
-from monitor.health import (
+from monitor.feeds.health import (
     DISABLED,
     FAILING,
     HEALTH_STATES,

@@ -89,7 +89,7 @@ async def test_rule_edits_apply_live_and_broken_edits_keep_old_rules(broker, fee
 
 async def test_reload_swaps_whole_set_or_nothing(tmp_path):
     from monitor.engine import load_rules
-    from monitor.hot_reload import RulesHolder
+    from monitor.engine.reload import RulesHolder
 
     rules = tmp_path / "rules"
     rules.mkdir()
@@ -156,7 +156,8 @@ async def test_configmap_updates_reload_every_time(tmp_path, configured):
     # A rule file given by its own path is a symlink into a directory that each update
     # replaces: watching where it pointed at start-up saw the first update only.
     from monitor.engine import load_rules
-    from monitor.hot_reload import RulesHolder, watch_rules
+    from monitor.adapters.filewatch import watch_rules
+    from monitor.engine.reload import RulesHolder
 
     mount = tmp_path / "rules"
     mount.mkdir()
@@ -215,7 +216,7 @@ async def test_a_reloaded_rule_set_is_kept_out_of_full_gc_traversals(tmp_path):
 
 def _holder(rules: Path, **kwargs):
     from monitor.engine import load_rules
-    from monitor.hot_reload import RulesHolder
+    from monitor.engine.reload import RulesHolder
 
     return RulesHolder(load_rules([rules]), paths=(str(rules),), **kwargs)
 
@@ -286,7 +287,7 @@ def log_lines():
 
 async def test_the_reload_log_line_summarises_the_changes(tmp_path, log_lines):
     # With 100,000 rules the line listed every id: one 889 KB line.
-    from monitor.hot_reload import LOGGED_IDS
+    from monitor.engine.reload import LOGGED_IDS
 
     rules = tmp_path / "rules"
     rules.mkdir()

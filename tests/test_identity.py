@@ -1,4 +1,4 @@
-"""monitor.identity: canonical URLs and the article id fallback chain."""
+"""monitor.parse.identity: canonical URLs and the article id fallback chain."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from monitor.identity import article_id, article_link, canonical_url, feed_host
+from monitor.parse.identity import article_id, article_link, canonical_url, feed_host
 
 
 class TestCanonicalUrl:

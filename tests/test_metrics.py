@@ -198,7 +198,7 @@ async def test_readyz_flips_when_the_broker_stops_and_returns(feed_server, tmp_p
 def _report(status: str, http_status: int | None, fetch: float, whole: float, error_stage: str | None = None):
     from monitor.model import Feed
     from monitor.pipeline import PollReport
-    from monitor.schedule import PollOutcome
+    from monitor.feeds.schedule import PollOutcome
 
     report = PollReport(Feed(url="https://example.net/feed"), status, PollOutcome(ok=error_stage is None))
     report.http_status, report.fetch_elapsed, report.elapsed, report.error_stage = http_status, fetch, whole, error_stage
@@ -209,7 +209,7 @@ async def test_per_poll_metrics_expose_what_prometheus_expects():
     """The lock-free poll counter and histograms read back, through prometheus-client's
     parser, as a Counter and Histograms would: cumulative ``le`` buckets (a value on a
     bound counts in it), +Inf, _count and _sum."""
-    from monitor.metrics import FETCH_BUCKETS, Observer
+    from monitor.observe.metrics import FETCH_BUCKETS, Observer
 
     observer = Observer([])
     reports = [

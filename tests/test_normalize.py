@@ -1,4 +1,4 @@
-"""monitor.normalize: HTML to text and the canonical plain-text form."""
+"""monitor.parse.normalize: HTML to text and the canonical plain-text form."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from monitor.normalize import clean_text, html_to_text, looks_like_html, markup_to_text
+from monitor.parse.normalize import clean_text, html_to_text, looks_like_html, markup_to_text
 
 
 class TestCleanText:

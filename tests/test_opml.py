@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from monitor.errors import ConfigError
-from monitor.opml import feeds_from_opml
+from monitor.feeds.opml import feeds_from_opml
 from monitor.settings import load_settings
 from monitor.worker import load_feeds
 from tests.support import SEEDS

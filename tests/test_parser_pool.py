@@ -19,7 +19,7 @@ import pytest
 
 from monitor.errors import FeedError
 from monitor.parse import ParsedFeed
-from monitor.parser_pool import ParserPool
+from monitor.adapters.parser_pool import ParserPool
 
 BIG_URL = "http://big.example/feed.atom"
 SMALL_URL = "http://small.example/feed.rss"
@@ -113,7 +113,7 @@ async def test_the_limit_counts_running_time_not_the_wait_for_a_worker():
 
 
 async def test_parse_and_sign_returns_each_articles_story_signature_in_one_task(pool):
-    from monitor.stories import StoryIndex, story_text
+    from monitor.dedupe.stories import StoryIndex, story_text
 
     index = StoryIndex(min_shingles=1, shingle_size=1)
     signed = await pool.parse_and_sign(SMALL, SMALL_URL, "application/rss+xml", index.signer)
@@ -126,7 +126,7 @@ async def test_parse_and_sign_returns_each_articles_story_signature_in_one_task(
 
 
 async def test_parse_and_sign_fails_naming_the_feed_like_parse(pool):
-    from monitor.stories import StoryIndex
+    from monitor.dedupe.stories import StoryIndex
 
     with pytest.raises(FeedError, match="small.example"):
         await pool.parse_and_sign(b"<html><body>not a feed</body></html>", SMALL_URL, "text/html", StoryIndex().signer)
@@ -137,7 +137,7 @@ async def test_workers_run_at_a_lower_cpu_priority_than_the_daemon(pool):
     GIL the loop waits for): the workers are niced, the daemon is not."""
     import os
 
-    from monitor.parser_pool import WORKER_NICENESS
+    from monitor.adapters.parser_pool import WORKER_NICENESS
 
     daemon = os.nice(0)
     worker = await pool.run(os.nice, 0, label="niceness")

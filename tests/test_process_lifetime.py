@@ -32,7 +32,7 @@ from monitor.adapters.processes import port_holders
 from monitor.adapters.statelock import StateLock
 from monitor.adapters.web import WebServer
 from monitor.errors import ConfigError
-from monitor.metrics import Observer
+from monitor.observe.metrics import Observer
 from monitor.model import Feed
 from tests.support import ROOT, RULES, FeedServer, LocalServer
 from tests.test_delivery_faults import MonitorProcess, delivered, expected_alert_ids, outbox_count, sanctions_feed

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from monitor.schedule import MAX_RETRY_AFTER, PollOutcome, Schedule, next_interval, publish_gap
+from monitor.feeds.schedule import MAX_RETRY_AFTER, PollOutcome, Schedule, next_interval, publish_gap
 
 HOUR = 3600.0
 

@@ -23,8 +23,8 @@ import pytest
 from monitor.adapters.store import Store
 from monitor.dedupe import Candidate, admit
 from monitor.model import Article, Match, Rule
-from monitor.publish import alert_record, build_alert
-from monitor.stories import StoryIndex, _Shards
+from monitor.delivery.records import alert_record, build_alert
+from monitor.dedupe.stories import StoryIndex, _Shards
 from monitor.worker import Monitor
 from tests.support import REFERENCE_TOPICS, FeedServer, make_settings, read_alerts
 
@@ -259,7 +259,7 @@ def _wire_copy(n: int) -> Article:
 def test_a_signature_made_in_a_worker_process_places_the_article_like_one_made_here():
     from concurrent.futures import ProcessPoolExecutor
 
-    from monitor.stories import story_text
+    from monitor.dedupe.stories import story_text
 
     here = StoryIndex(threshold=0.5, window=3600.0)
     there = StoryIndex(threshold=0.5, window=3600.0)
@@ -278,7 +278,7 @@ def test_a_signature_made_in_a_worker_process_places_the_article_like_one_made_h
 
 
 def test_a_burst_of_one_wire_text_is_one_story_at_linear_cost():
-    from monitor.stories import INDEXED_PER_STORY
+    from monitor.dedupe.stories import INDEXED_PER_STORY
 
     index = StoryIndex(threshold=0.5, window=3600.0)
     placed = [index.assign(_wire_copy(n), now=1000.0 + n) for n in range(400)]
@@ -291,7 +291,7 @@ def test_a_burst_of_one_wire_text_is_one_story_at_linear_cost():
 
 
 def test_a_story_stays_findable_when_its_indexed_copies_expire():
-    from monitor.stories import INDEXED_PER_STORY
+    from monitor.dedupe.stories import INDEXED_PER_STORY
 
     index = StoryIndex(threshold=0.5, window=3600.0)
     # The first copies at t=0 (indexed), the rest later (not indexed while those live).
@@ -330,7 +330,7 @@ def test_the_index_is_invisible_to_the_garbage_collector():
     with dicts of tuples), so the index keeps none: this fails if one creeps back in."""
     import gc
 
-    from monitor.stories import INDEXED_PER_STORY
+    from monitor.dedupe.stories import INDEXED_PER_STORY
 
     index = StoryIndex(threshold=0.5, window=3600.0)
     for n in range(INDEXED_PER_STORY + 20):
@@ -352,7 +352,7 @@ def test_the_index_is_invisible_to_the_garbage_collector():
 def test_the_index_maps_grow_in_small_steps():
     """Each per-member map is split into many dicts, so none of them rebuilds a table of
     the whole window in one step (one insert made ~20 dicts double: 680 ms stalls)."""
-    from monitor.stories import _SHARDS
+    from monitor.dedupe.stories import _SHARDS
 
     sharded = _Shards()
     for serial in range(20_000):

@@ -73,7 +73,7 @@ def _valid_alert(n: int) -> dict:
     from datetime import datetime, timezone
 
     from monitor.model import Alert, Hit, alert_id_for
-    from monitor.publish import alert_to_dict
+    from monitor.delivery.records import alert_to_dict
 
     return alert_to_dict(
         Alert(

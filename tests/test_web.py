@@ -13,7 +13,7 @@ from monitor.adapters.broker import free_port
 from monitor.adapters.store import FeedState
 from monitor.adapters.web import WebServer, parse_listen, probe_broker, render_status_page
 from monitor.errors import ConfigError
-from monitor.metrics import Observer
+from monitor.observe.metrics import Observer
 from monitor.model import Alert, Feed
 
 HOSTILE = '<script>alert(1)</script>"\'><img src=x onerror=alert(2)>'

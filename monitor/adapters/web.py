@@ -7,7 +7,7 @@
 ``/``             the status page: feeds, rules, latest alerts; refreshes itself
 
 Both show one page of feeds (:func:`parse_feed_query`: ``health``, ``q``, ``order``,
-``offset``, ``limit``; at most :data:`~monitor.health.MAX_PAGE_ROWS`), problems first,
+``offset``, ``limit``; at most :data:`~monitor.feeds.health.MAX_PAGE_ROWS`), problems first,
 with the counts by health and the number of feeds that match; an invalid parameter is a
 400 naming it. A page costs O(page), not O(feeds), so 50,000 feeds do not stall the loop.
 
@@ -39,7 +39,7 @@ from multidict import MultiMapping
 
 from monitor.adapters.processes import describe_holders
 from monitor.errors import ConfigError, MonitorError
-from monitor.health import (
+from monitor.feeds.health import (
     DISABLED,
     FAILING,
     FEED_ORDERS,
@@ -52,7 +52,7 @@ from monitor.health import (
     format_duration,
 )
 from monitor.log import get_logger, redact
-from monitor.metrics import Observer, StatusSnapshot
+from monitor.observe.metrics import Observer, StatusSnapshot
 from monitor.model import SourceLocation
 
 __all__ = ["WebServer", "parse_feed_query", "parse_listen", "probe_broker", "render_status_page"]

@@ -32,7 +32,7 @@ from monitor.parse._feedparser import read_feedparser
 from monitor.parse._jsonfeed import NotAJsonFeed, read_json_feed
 from monitor.parse._sniff import BodyKind, gunzip, looks_like_html_page, sniff
 from monitor.parse._xmlguard import UnsafeDoctype, defuse_doctype
-from monitor.normalize import markup_to_text
+from monitor.parse.normalize import markup_to_text
 
 __all__ = ["ParsedFeed", "parse_feed"]
 

@@ -6,9 +6,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from monitor.identity import article_id, article_link, http_base
+from monitor.parse.identity import article_id, article_link, http_base
 from monitor.model import Article
-from monitor.normalize import markup_to_text
+from monitor.parse.normalize import markup_to_text
 from monitor.redact import link_base
 
 __all__ = ["MarkupText", "ParsedFeed", "RawEntry", "build_article", "link_resolver", "one_line"]
@@ -32,7 +32,7 @@ class ParsedFeed:
     #: The format: "rss20", "rss10", "atom10", "json11"... (feedparser's version names).
     format: str = "unknown"
     #: Entries whose link was dropped (not http(s), or relative with nothing to resolve
-    #: it against), by reason (:data:`monitor.identity.LINK_NOT_HTTP`, ``LINK_RELATIVE``).
+    #: it against), by reason (:data:`monitor.parse.identity.LINK_NOT_HTTP`, ``LINK_RELATIVE``).
     links_dropped: dict[str, int] = field(default_factory=dict)
     #: The first dropped link, cut to 200 characters, for the log.
     dropped_link: str | None = None
@@ -61,7 +61,7 @@ def link_resolver(feed_url: str, site: str | None) -> str:
 def build_article(raw: RawEntry, feed_url: str, base: str = "", dropped: Counter[str] | None = None) -> Article:
     """Normalise one raw entry's text and give it its identity and its published link.
 
-    Only an absolute http(s) link is published (:func:`monitor.identity.article_link`,
+    Only an absolute http(s) link is published (:func:`monitor.parse.identity.article_link`,
     relative ones resolved against ``base``); a dropped one is counted in ``dropped`` by
     reason, and still identifies the entry when it has no guid.
     """

@@ -76,7 +76,7 @@ def test_the_seed_article_raises_one_alert_per_rule(ruleset) -> None:
     seed = SHARED / "seeds" / "000_2d2ab9e6ed23a7ee.txt"
     if not seed.exists():
         pytest.skip("../shared/seeds is not present")
-    from monitor.textinput import article_from_input
+    from monitor.parse.textinput import article_from_input
 
     matches = ruleset.match(article_from_input(seed.read_bytes(), str(seed)))
     assert sorted(match.rule.id for match in matches) == sorted(DEFAULT_IDS)

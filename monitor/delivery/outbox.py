@@ -15,7 +15,7 @@ one after the other, each only after the previous one was acknowledged, so retri
 never reorder them.
 
 A record Kafka rejects for good (too large, invalid), or one that could not be
-serialised (marked by :func:`monitor.publish.alert_record`), goes to the dead-letter
+serialised (marked by :func:`monitor.delivery.records.alert_record`), goes to the dead-letter
 topic with the reason in the ``dlq_reason`` header, is counted, and is removed from the
 outbox: it never blocks the pipeline. So does a record the broker answers with any other
 error (an unknown code) ``max_attempts`` times in a row: unlike an outage, such an error
@@ -41,7 +41,7 @@ from monitor.adapters.store import AsyncStore
 from monitor.errors import PublishError, RecordRefused, RecordRejected, StoreError
 from monitor.log import get_logger
 from monitor.model import Record
-from monitor.publish import DLQ_ORIGINAL_TOPIC_HEADER, DLQ_REASON_HEADER, rejection_reason
+from monitor.delivery.records import DLQ_ORIGINAL_TOPIC_HEADER, DLQ_REASON_HEADER, rejection_reason
 
 __all__ = ["Delivery", "DeliveryStats", "Publisher"]
 

@@ -2,13 +2,13 @@
 
 It works while the daemon runs (the store is SQLite in WAL mode, so readers never wait
 for the writer) and after it stopped. Health is assessed exactly as the daemon does
-(:mod:`monitor.health`), from the stored counters, cadence and times, so a feed that went
+(:mod:`monitor.feeds.health`), from the stored counters, cadence and times, so a feed that went
 quiet since the daemon last looked shows as stale here too.
 
 On a terminal the table is drawn with ``rich``; otherwise it is plain aligned text, one
 feed per line, for ``grep`` and ``awk``; ``--json`` gives one JSON object per feed.
 
-It shows the first :data:`~monitor.health.PAGE_ROWS` feeds (``--limit N``; ``--all``
+It shows the first :data:`~monitor.feeds.health.PAGE_ROWS` feeds (``--limit N``; ``--all``
 for every one) in the status page's order: worst health first, then the most recent new
 item. A summary line comes first: the counts by health and how many feeds are shown, on
 stderr for the plain and JSON formats (stdout stays the table), above the rich table.
@@ -25,7 +25,7 @@ from typing import Callable, TextIO
 import orjson
 
 from monitor.errors import MonitorError
-from monitor.health import (
+from monitor.feeds.health import (
     HEALTH_STATES,
     OK,
     PAGE_ROWS,
@@ -53,7 +53,7 @@ def feed_rows(settings: Settings, *, now: float | None = None) -> list[FeedRow]:
 def feed_tracker(settings: Settings, *, now: float | None = None) -> FeedHealthTracker:
     """Every configured feed (and any other feed the store knows), its health assessed at ``now``."""
     from monitor.adapters.store import Store
-    from monitor.opml import feeds_from_opml
+    from monitor.feeds.opml import feeds_from_opml
 
     path = settings.state_dir / Store.FILENAME
     if not path.exists():

@@ -77,7 +77,7 @@ class Candidate:
 
     article: Article
     matches: Sequence[Match]
-    #: The near-duplicate story the article belongs to (see :mod:`monitor.stories`).
+    #: The near-duplicate story the article belongs to (see :mod:`monitor.dedupe.stories`).
     story_id: str | None = None
     #: Whether the story existed before this article (a later copy of wire text).
     story_copy: bool = False

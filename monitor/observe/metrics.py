@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from monitor.errors import StoreError
-from monitor.health import OK, FeedHealthTracker, FeedQuery, FeedRow, HealthPolicy, Transition, health_record
+from monitor.feeds.health import OK, FeedHealthTracker, FeedQuery, FeedRow, HealthPolicy, Transition, health_record
 from monitor.log import get_logger, redact
 from monitor.model import Alert, Feed, Record, Rule
 from monitor.settings import HealthSettings
@@ -413,7 +413,7 @@ class Observer:
 
     def snapshot(self, query: FeedQuery | None = None) -> StatusSnapshot:
         """What the status page shows, now: the page of feeds ``query`` asks for (the first
-        :data:`~monitor.health.PAGE_ROWS`, problems first, by default)."""
+        :data:`~monitor.feeds.health.PAGE_ROWS`, problems first, by default)."""
         ready, problems = self.readiness()
         query = query or FeedQuery()
         page = self.tracker.page(query)

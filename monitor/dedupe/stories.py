@@ -56,8 +56,20 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from monitor.model import Article
+from monitor.parse import ParsedFeed, parse_feed
 
-__all__ = ["INDEXED_PER_STORY", "MAX_CANDIDATES", "Assignment", "StoryIndex", "shingles", "sign_texts", "story_text"]
+__all__ = [
+    "INDEXED_PER_STORY",
+    "MAX_CANDIDATES",
+    "Assignment",
+    "SignedFeed",
+    "Signer",
+    "StoryIndex",
+    "parse_and_sign",
+    "shingles",
+    "sign_texts",
+    "story_text",
+]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -114,6 +126,28 @@ def sign_texts(
         minhash = _signature(text, num_perm, seed, shingle_size, min_shingles)
         signed.append(None if minhash is None else _pack(minhash.hashvalues))
     return signed
+
+
+#: Turns article texts into story signatures (see :attr:`monitor.dedupe.stories.StoryIndex.signer`).
+Signer = Callable[[Sequence[str]], "list[bytes | None]"]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedFeed:
+    """A parsed feed and the story signature of each of its articles (same order)."""
+
+    parsed: ParsedFeed
+    signatures: list[bytes | None]
+
+
+def parse_and_sign(body: bytes, feed_url: str, content_type: str | None, signer: Signer) -> SignedFeed:
+    """:func:`~monitor.parse.parse_feed`, then every article's story signature, in one worker task.
+
+    Signing in the worker that already holds the articles costs no extra round trip and
+    keeps shingling and MinHash (~0.3 ms an article) off the event loop.
+    """
+    parsed = parse_feed(body, feed_url, content_type)
+    return SignedFeed(parsed, signer([story_text(article) for article in parsed.articles]))
 
 
 #: Shards of each of the index's dicts (see :class:`_Shards`).

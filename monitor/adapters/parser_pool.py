@@ -39,42 +39,19 @@ import signal
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 from monitor.adapters.processes import die_with_parent
 from monitor.errors import FeedError
 from monitor.log import get_logger
+from monitor.dedupe.stories import SignedFeed, Signer, parse_and_sign
 from monitor.parse import ParsedFeed, parse_feed
-from monitor.stories import story_text
 
-__all__ = ["ParserPool", "SignedFeed", "parse_and_sign"]
+__all__ = ["ParserPool"]
 
 log = get_logger("parse")
 
 T = TypeVar("T")
-
-#: Turns article texts into story signatures (see :attr:`monitor.stories.StoryIndex.signer`).
-Signer = Callable[[Sequence[str]], "list[bytes | None]"]
-
-
-@dataclass(frozen=True, slots=True)
-class SignedFeed:
-    """A parsed feed and the story signature of each of its articles (same order)."""
-
-    parsed: ParsedFeed
-    signatures: list[bytes | None]
-
-
-def parse_and_sign(body: bytes, feed_url: str, content_type: str | None, signer: Signer) -> SignedFeed:
-    """:func:`~monitor.parse.parse_feed`, then every article's story signature, in one worker task.
-
-    Signing in the worker that already holds the articles costs no extra round trip and
-    keeps shingling and MinHash (~0.3 ms an article) off the event loop.
-    """
-    parsed = parse_feed(body, feed_url, content_type)
-    return SignedFeed(parsed, signer([story_text(article) for article in parsed.articles]))
-
 
 #: How much nicer than the daemon the worker processes run (see _yield_to_event_loop).
 WORKER_NICENESS = 10

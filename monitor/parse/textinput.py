@@ -10,7 +10,7 @@ import orjson
 
 from monitor.errors import MonitorError
 from monitor.model import Article
-from monitor.normalize import clean_text, markup_to_text
+from monitor.parse.normalize import clean_text, markup_to_text
 
 __all__ = ["article_from_input", "article_from_mapping"]
 

@@ -1,7 +1,7 @@
 """The active rule set and its hot reload.
 
-The daemon watches its rule paths; :meth:`RulesHolder.reload` is the one entry point
-for "reload now" (the watcher calls it on a change, a signal handler may call it too).
+:meth:`RulesHolder.reload` is the one entry point for "reload now": the file watcher
+(:mod:`monitor.adapters.filewatch`) calls it on a change, SIGHUP calls it too.
 On each reload the *whole* rule set is loaded and validated again; only a valid set is
 swapped in, in one assignment on the event loop, so an article is always matched by one
 complete rule set, old or new, never a mix. Reloads never overlap: a second call waits
@@ -28,19 +28,16 @@ import threading
 import time
 import types
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from monitor.engine import RuleSet, RuleSetError, collect_rules
 from monitor.errors import RuleError
 from monitor.log import get_logger
 from monitor.model import Rule, SourceLocation
 
-__all__ = ["LOGGED_IDS", "RulesHolder", "RuleSetChanges", "watch_rules"]
+__all__ = ["LOGGED_IDS", "RulesHolder", "RuleSetChanges"]
 
 log = get_logger("rules")
-
-_RULE_SUFFIXES = (".yaml", ".yml")
 
 #: Rule ids (and errors) named per kind in one reload log line; the rest are counted.
 LOGGED_IDS = 5
@@ -293,53 +290,3 @@ def _release(box: list[RuleSet], *, wait: float = 0.0) -> None:
     held.reverse()
     while held:
         held.pop()
-
-
-def _watch_targets(paths: Iterable[str]) -> tuple[list[Path], set[Path], set[Path]]:
-    """(directories to watch, rule directories, single rule files) for the rule paths.
-
-    A single file is watched through its directory, and by the path it was given as well
-    as the file it points to: editors save by writing a new file and renaming it over
-    the old one, which a watch on the file itself would lose, and a Kubernetes ConfigMap
-    mounts it as a symlink through ``..data`` whose target directory is replaced on every
-    update.
-    """
-    watched: list[Path] = []
-    rule_dirs: set[Path] = set()
-    rule_files: set[Path] = set()
-    for raw in paths:
-        given = Path(raw).absolute()
-        if given.is_dir():
-            target = given.resolve()
-            rule_dirs.add(target)
-        else:
-            rule_files.update((given, given.resolve()))
-            target = given.parent
-        if target.exists() and target not in watched:
-            watched.append(target)
-    return watched, rule_dirs, rule_files
-
-
-def _relevant(changed: Path, rule_dirs: set[Path], rule_files: set[Path]) -> bool:
-    """Whether a change reported under a watched directory may change the rule set."""
-    resolved = changed.resolve()
-    if changed in rule_files or resolved in rule_files:
-        return True
-    if changed.name.startswith("..") and any(changed.parent == f.parent for f in rule_files):
-        # Kubernetes swaps the "..data" symlink that a ConfigMap's files point through.
-        return True
-    return resolved.suffix in _RULE_SUFFIXES and any(d in resolved.parents for d in rule_dirs)
-
-
-async def watch_rules(holder: RulesHolder, stop: asyncio.Event, *, debounce_ms: int = 400) -> None:
-    """Reload ``holder`` whenever a rule file under its paths changes, until ``stop`` is set."""
-    from watchfiles import awatch
-
-    directories, rule_dirs, rule_files = _watch_targets(holder.paths)
-    if not directories:
-        log.warning("rules.watch.disabled", reason="no rule path exists to watch", paths=list(holder.paths))
-        return
-    log.info("rules.watch.started", paths=[str(d) for d in directories])
-    async for changes in awatch(*directories, stop_event=stop, debounce=debounce_ms, step=50, recursive=True):
-        if any(_relevant(Path(path), rule_dirs, rule_files) for _change, path in changes):
-            await holder.reload()

@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Protocol, TypeVar
 from monitor.errors import FeedError
 from monitor.log import get_logger
 from monitor.model import Article
-from monitor.normalize import clean_text
+from monitor.parse.normalize import clean_text
 
 __all__ = ["FulltextEnricher", "PageSource", "extract_main_text"]
 
