@@ -3,13 +3,14 @@
 A separate process runs an aiohttp server with N distinct RSS feeds (50 items, ~55 KB
 each, ETag / If-None-Match support). Each "cycle" the server changes a share of the
 feeds (a new item on top, the oldest dropped, a new ETag). This process polls every
-feed once per cycle through the daemon's own poll loop, ``Monitor._poll_forever`` (the
+feed once per cycle through the daemon's own poll loop, ``Poller.run_forever`` (the
 ``Schedule``, the due-queue drained by ``[feeds] concurrency`` pollers with per-host
 lines, ``Pipeline.poll``, the run summary, the metrics/health ``Observer``,
-``next_interval``, the feed-state cache) on a ``Monitor`` built from default settings,
-with the daemon's own transport (``Monitor._transport``: scheme routing, then aiohttp), the ``ParserPool`` worker processes (parsing and story
-signatures), the SQLite state store, the story index and the repository's rules; the
-daemon's state-upkeep task (batched feed-state write-back) runs alongside. A cycle makes
+``next_interval``, the feed-state cache) of a ``Monitor`` built from default settings,
+with the daemon's own transport (``monitor.app.daemon.feed_transport``: scheme routing,
+then aiohttp), the ``ParserPool`` worker processes (parsing and story signatures), the
+SQLite state store, the story index and the repository's rules; the daemon's upkeep
+tasks (batched feed-state write-back, retention) run alongside. A cycle makes
 every feed due at once and wakes the loop. Differences from the daemon, on purpose:
 
 * Kafka is stubbed: alert records are counted instead of sent (the outbox rows and the
@@ -321,7 +322,12 @@ class Counting:
     """The Kafka stand-in: records are counted, not sent."""
 
     def __init__(self) -> None:
+        from monitor.delivery import DeliveryStats
+
         self.records = 0
+        self.stats = DeliveryStats()
+        self.healthy = True
+        self.pending = 0
 
     async def submit(self, records: list) -> None:
         self.records += len(records)
@@ -388,10 +394,10 @@ async def poll_cycle(ctx: "Context", label: str, *, time_box: float | None = Non
     ctx.meter.start()
     started = time.perf_counter()
     if ctx.loop_task is None:
-        ctx.loop_task = asyncio.create_task(monitor._poll_forever(ctx.pipeline), name="poll loop")
+        ctx.loop_task = asyncio.create_task(monitor.poller.run_forever(ctx.pipeline), name="poll loop")
     else:
-        monitor._schedule.start(ctx.urls, time.monotonic(), window=0.0)
-        monitor._wake.set()
+        monitor.poller.schedule.start(ctx.urls, time.monotonic(), window=0.0)
+        monitor.poller.wake()
     try:
         await asyncio.wait_for(all_done.wait(), time_box)
     except asyncio.TimeoutError:
@@ -468,13 +474,15 @@ async def run(args: argparse.Namespace) -> None:
     import statistics
 
     from monitor.adapters.broker import free_port
+    from monitor.adapters.parser_pool import ParserPool
     from monitor.adapters.store import AsyncStore
+    from monitor.app.daemon import feed_transport, story_index
+    from monitor.feeds.schedule import Schedule
     from monitor.feeds.state import FeedStates
     from monitor.model import Feed
-    from monitor.adapters.parser_pool import ParserPool
     from monitor.pipeline import Pipeline
-    from monitor.feeds.schedule import Schedule
     from monitor.settings import load_settings
+    from monitor.upkeep import every, forget_old, state_upkeep_failed
     from monitor.worker import Monitor
 
     port = free_port()
@@ -502,12 +510,12 @@ async def run(args: argparse.Namespace) -> None:
         feeds = {url: Feed(url=url, interval=60.0) for url in urls}
         monitor = Monitor(settings, feeds=list(feeds.values()))
         # The daemon spreads its first polls over up to 40 s (250/s); the warm-up need not.
-        monitor._schedule = Schedule(jitter=settings.feeds.jitter, startup_rate=float("inf"))
+        monitor.poller.schedule = Schedule(jitter=settings.feeds.jitter, startup_rate=float("inf"))
         store = AsyncStore.open(state_dir)
         fs = settings.feeds
-        transport = monitor._transport()  # the daemon's own: routing by scheme, then aiohttp
+        transport = feed_transport(fs)  # the daemon's own: routing by scheme, then aiohttp
         parser = ParserPool(fs.parse_workers, fs.parse_timeout)
-        stories = await monitor._stories(store)
+        stories = await story_index(settings.stories, store)
         feed_states = FeedStates(store)
         await feed_states.load()
         sink = Counting()
@@ -515,7 +523,11 @@ async def run(args: argparse.Namespace) -> None:
         await monitor.observer.start()
         pipeline = Pipeline(transport=transport, parser=parser, store=store, rules=monitor.rules, sink=sink,
                             feed_states=feed_states, stories=stories)
-        upkeep = asyncio.create_task(monitor._upkeep(store, feed_states, stories))
+        state = settings.state
+        upkeep = asyncio.gather(
+            every(state.flush_interval, feed_states.flush, monitor.shutdown, state_upkeep_failed),
+            every(state.retention_check, lambda: forget_old(store, stories, state.retention_days), monitor.shutdown, state_upkeep_failed),
+        )
         gc.freeze()  # as the daemon does once its start-up objects exist
         tracer = StallTracer() if args.trace_stalls else None
         if tracer is not None:

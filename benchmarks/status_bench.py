@@ -50,10 +50,12 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp.test_utils import make_mocked_request  # noqa: E402
 
-from monitor.adapters.store import FeedState, Store, feed_row  # noqa: E402
+from monitor.adapters.store import Store  # noqa: E402
+from monitor.feeds.state import FeedState, feed_row  # noqa: E402
 from monitor.adapters.web import WebServer  # noqa: E402
 from monitor.engine.loader import load_rules  # noqa: E402
-from monitor.observe.metrics import Observer  # noqa: E402
+from monitor.engine.reload import RulesHolder  # noqa: E402
+from monitor.observe.observer import Observer  # noqa: E402
 from monitor.model import Alert, Feed  # noqa: E402
 from monitor.settings import load_settings  # noqa: E402
 
@@ -100,13 +102,12 @@ def _alert(i: int) -> Alert:
 
 
 def build_observer(feeds: list[Feed], states: list[FeedState], now: float) -> Observer:
-    observer = Observer(feeds, clock=lambda: now)
+    observer = Observer(feeds, rules=RulesHolder(load_rules([ROOT / "rules"])), clock=lambda: now)
     for state in states:
         observer.tracker.observe(state, now)
     observer.tracker.sweep(now)
-    observer.rules_loaded(load_rules([ROOT / "rules"]))
     for i in range(50):
-        observer._alert_raised(_alert(i))
+        observer.alert_raised(_alert(i))
     return observer
 
 
@@ -180,7 +181,13 @@ NEWLINE = b"\n"
 
 
 def bench_cli(states: list[FeedState], repeat: int) -> list[str]:
-    from monitor import status as status_module
+    from monitor.app.status import feed_tracker
+    from monitor.observe.status import status as print_status
+
+    def run_status(settings, out, **options) -> int:
+        """What ``news-monitor status`` does: the tracker from the store, then the table."""
+        now = time.time()
+        return print_status(feed_tracker(settings, now=now), out, now=now, **options)
 
     lines = []
     with tempfile.TemporaryDirectory(prefix="status-bench-") as tmp:
@@ -192,7 +199,7 @@ def bench_cli(states: list[FeedState], repeat: int) -> list[str]:
         config.write_text(f'[state]\ndir = "{state_dir}"\n')
         settings = load_settings(config, environ={})
         # The code before pages had no limit and no summary line (err).
-        paged = "limit" in inspect.signature(status_module.status).parameters
+        paged = "limit" in inspect.signature(print_status).parameters
         variants: list[tuple[str, dict]] = [("plain", {}), ("json", {})]
         if paged:
             variants += [("plain", {"limit": None}), ("json", {"limit": None})]
@@ -201,7 +208,7 @@ def bench_cli(states: list[FeedState], repeat: int) -> list[str]:
             for _ in range(repeat):
                 out = io.StringIO()
                 started = time.perf_counter()
-                status_module.status(settings, out, fmt=fmt, **extra, **({"err": io.StringIO()} if paged else {}))
+                run_status(settings, out, fmt=fmt, **extra, **({"err": io.StringIO()} if paged else {}))
                 seconds.append(time.perf_counter() - started)
             text = out.getvalue()
             label = f"status --format {fmt}" + (" --all" if extra else "")
@@ -209,7 +216,7 @@ def bench_cli(states: list[FeedState], repeat: int) -> list[str]:
                          f"  {text.count(chr(10)):,} lines")
         out = io.StringIO()
         started = time.perf_counter()
-        status_module.status(settings, out, fmt="table")
+        run_status(settings, out, fmt="table")
         text = out.getvalue()
         lines.append(f"{'status --format table (rich)':<38} {len(text.encode()):>12,} B  "
                      f"{(time.perf_counter() - started) * 1000:>9.1f} ms  {text.count(chr(10)):,} lines")

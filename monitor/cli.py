@@ -252,9 +252,14 @@ def _run_once_with_progress(monitor):
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from monitor.app.status import feed_tracker
     from monitor.observe.status import status
 
-    return status(_settings(args), sys.stdout, fmt=args.format, limit=None if args.all else args.limit)
+    now = time.time()
+    tracker = feed_tracker(_settings(args), now=now)
+    return status(tracker, sys.stdout, now=now, fmt=args.format, limit=None if args.all else args.limit)
 
 
 def _print_summary(summary, out: TextIO) -> None:

@@ -14,10 +14,10 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol, TypeVar
 
-from monitor.adapters.store import AsyncStore, FeedState
-from monitor.dedupe import Admission, Candidate, Verdict, admit, needs_matching
+from monitor.feeds.state import FeedState
+from monitor.dedupe import Admission, Candidate, SeenArticle, Verdict, admit, needs_matching
 from monitor.errors import FeedError
 from monitor.feeds.state import FeedStates
 from monitor.fetch import FeedHttpError, FetchResult, Transport, Validators, error_kind
@@ -34,6 +34,8 @@ from monitor.dedupe.stories import StoryIndex, story_text
 __all__ = ["Matcher", "Pipeline", "PollReport"]
 
 log = get_logger("pipeline")
+
+T = TypeVar("T")
 
 
 class Matcher(Protocol):
@@ -102,6 +104,19 @@ async def _match(ruleset: Matcher, article: Article) -> list[Match]:
     return ruleset.match(article)
 
 
+class ArticleStore(Protocol):
+    """The part of the state store a poll needs (``monitor.adapters.store.AsyncStore``)."""
+
+    async def find_articles(self, keys: Iterable[tuple[str, str | None]]) -> list[SeenArticle | None]: ...
+
+    async def enqueue(self, records: Iterable[Record]) -> None: ...
+
+    async def atomically(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(store, *args)`` with the synchronous store, nothing else in between."""
+
+    async def save_story_members(self, members: Iterable[tuple[str, str, float, bytes]]) -> None: ...
+
+
 class Sink(Protocol):
     async def submit(self, records: list[Record]) -> None: ...
 
@@ -141,7 +156,7 @@ class Pipeline:
         *,
         transport: Transport,
         parser: Parser,
-        store: AsyncStore,
+        store: ArticleStore,
         rules: Callable[[], Matcher],
         sink: Sink,
         clock: Callable[[], float] = time.time,
@@ -301,7 +316,7 @@ class Pipeline:
             # Into the outbox before the articles are recorded as seen, so a crash in
             # between re-sends them rather than losing them.
             await self._store.enqueue(articles_out)
-        admission = await self._store.call(admit, self._store.sync, candidates, make_alert, alert_record)
+        admission = await self._store.atomically(admit, candidates, make_alert, alert_record)
         await self._remember_story_members(candidates)
         admission.records.extend(articles_out)
         # Entries repeated inside one feed count as duplicates too.

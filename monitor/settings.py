@@ -43,6 +43,7 @@ __all__ = [
     "Settings",
     "StateSettings",
     "load_settings",
+    "restart_only_changes",
 ]
 
 ENV_PREFIX = "NEWS_MONITOR_"
@@ -900,6 +901,23 @@ def _validate_kafka_and_delivery(settings: Settings, loc: SourceLocation) -> Non
         raise ConfigError(f"[kafka] embedded_port must be 0 (any free port) to 65535, got {kafka.embedded_port}", location=loc)
     if kafka.articles_topic and kafka.articles_topic == kafka.dead_letter_topic:
         raise ConfigError("[kafka] articles_topic must differ from dead_letter_topic", location=loc)
+
+
+#: Settings a SIGHUP reload applies; any other change waits for a restart (and is logged).
+RELOADED = frozenset({("feeds", "feed"), ("feeds", "opml"), ("feeds", "interval")})
+
+
+def restart_only_changes(running: Settings, loaded: Settings) -> list[str]:
+    """``[section] key`` of each setting that differs but is not reloaded (:data:`RELOADED`)."""
+    changed = []
+    for section in dataclasses.fields(Settings):
+        if section.name == "source":
+            continue
+        old, new = getattr(running, section.name), getattr(loaded, section.name)
+        for key in dataclasses.fields(old):
+            if (section.name, key.name) not in RELOADED and getattr(old, key.name) != getattr(new, key.name):
+                changed.append(f"[{section.name}] {key.name}")
+    return changed
 
 
 def env_overridable_keys() -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from monitor.adapters.http import AddressPolicy, BlockedAddress, PageFetcher
+from monitor.adapters.pages import AddressPolicy, BlockedAddress, PageFetcher
 from monitor.errors import FeedError
 from monitor.fetch import FeedHttpError, FeedTimeout
 from monitor.enrich.fulltext import FulltextEnricher, extract_main_text

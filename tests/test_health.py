@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from monitor.adapters.store import FeedState
+from monitor.feeds.state import FeedState
 from monitor.feeds.health import (
     DISABLED,
     FAILING,

@@ -109,7 +109,7 @@ async def test_reload_swaps_whole_set_or_nothing(tmp_path):
 async def test_a_crash_while_loading_keeps_the_old_rules_and_is_counted(tmp_path, monkeypatch):
     # A bug in the loader (not a mistake in the file) must not end the watch task, and
     # with it the daemon: the reload fails like a bad edit would, with the traceback logged.
-    from monitor import hot_reload
+    from monitor.engine import reload as hot_reload
     from monitor.engine import load_rules
     from monitor.errors import RuleError
 

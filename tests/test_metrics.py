@@ -209,7 +209,8 @@ async def test_per_poll_metrics_expose_what_prometheus_expects():
     """The lock-free poll counter and histograms read back, through prometheus-client's
     parser, as a Counter and Histograms would: cumulative ``le`` buckets (a value on a
     bound counts in it), +Inf, _count and _sum."""
-    from monitor.observe.metrics import FETCH_BUCKETS, Observer
+    from monitor.observe.metrics import FETCH_BUCKETS
+    from monitor.observe.observer import Observer
 
     observer = Observer([])
     reports = [
@@ -221,7 +222,7 @@ async def test_per_poll_metrics_expose_what_prometheus_expects():
     ]
     for report in reports:
         await observer.poll_finished(report)
-    scrape = samples(observer.render().decode())
+    scrape = samples(observer.metrics.render().decode())
     assert value(scrape, "news_monitor_feed_polls_total", result="not_modified", status_class="3xx") == 2
     assert value(scrape, "news_monitor_feed_polls_total", result="ok", status_class="2xx") == 1
     assert value(scrape, "news_monitor_feed_polls_total", result="error", status_class="5xx") == 1

@@ -11,7 +11,7 @@ import pytest
 from monitor.errors import ConfigError
 from monitor.feeds.opml import feeds_from_opml
 from monitor.settings import load_settings
-from monitor.worker import load_feeds
+from monitor.feeds.sources import load_feeds
 from tests.support import SEEDS
 
 NESTED = """<?xml version="1.0" encoding="UTF-8"?>

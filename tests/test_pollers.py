@@ -22,7 +22,7 @@ async def test_concurrency_pollers_cap_requests_in_flight_and_every_feed_is_poll
     )
 
     async with Running(settings) as monitor:
-        await until(lambda: monitor.observer.polls >= 12, what="every feed's first poll")
+        await until(lambda: monitor.observer.summary.polls >= 12, what="every feed's first poll")
         # Pollers, not a task per due feed: a handful of tasks however many feeds are due.
         pollers = [t for t in asyncio.all_tasks() if t.get_name().startswith("poller")]
         assert len(pollers) == 3
@@ -40,7 +40,7 @@ def test_the_run_summary_keeps_the_latest_failures_and_counts_them_all():
     """The daemon runs for months: its summary must not keep every failure it ever saw."""
     from types import SimpleNamespace
 
-    from monitor.worker import FAILURES_KEPT, RunSummary
+    from monitor.observe.summary import FAILURES_KEPT, RunSummary
 
     summary = RunSummary(feeds=1)
     for n in range(FAILURES_KEPT + 5):

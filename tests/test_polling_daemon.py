@@ -131,7 +131,7 @@ class Running:
 def polls(monitor: Monitor, result: str) -> float:
     """The daemon's own ``feed_polls`` counter for one result, over every status class."""
     total = 0.0
-    for metric in monitor.observer.registry.collect():
+    for metric in monitor.observer.metrics.registry.collect():
         for sample in metric.samples:
             if sample.name == "news_monitor_feed_polls_total" and sample.labels.get("result") == result:
                 total += sample.value
@@ -247,7 +247,7 @@ async def test_a_new_failing_feed_has_its_health_stored(broker, server, tmp_path
         overrides={"feeds": {"interval": 1.0, "max_interval": 1.0}, "health": {"failing_after": 1}, "state": {"flush_interval": 0.1}},
     )
     async with Running(settings) as monitor:
-        await until(lambda: len(server.of("/down.rss")) >= 1 and monitor.observer.polls >= 1, what="the first poll")
+        await until(lambda: len(server.of("/down.rss")) >= 1 and monitor.observer.summary.polls >= 1, what="the first poll")
         # The health write and the batched state write-back both reach the row, whichever is first.
         await until(lambda: stored(settings, broken).health == "failing", what="health stored while running")
     state = stored(settings, broken)
@@ -270,9 +270,9 @@ async def test_conditional_get_sends_validators_and_a_304_is_not_parsed(broker, 
     settings = _settings(tmp_path, broker, [server.url("/conditional.rss")])
 
     async with Running(settings) as monitor:
-        await until(lambda: monitor.observer.polls >= 3, what="three polls")
+        await until(lambda: monitor.observer.summary.polls >= 3, what="three polls")
         assert polls(monitor, "ok") == 1, "only the first answer was parsed"
-        assert polls(monitor, "not_modified") == monitor.observer.polls - 1
+        assert polls(monitor, "not_modified") == monitor.observer.summary.polls - 1
 
     first, *later = server.of("/conditional.rss")
     assert "If-None-Match" not in first.headers and first.status == 200
@@ -316,9 +316,9 @@ async def test_identical_bytes_are_not_parsed_again_when_the_server_ignores_vali
     settings = _settings(tmp_path, broker, [url])
 
     async with Running(settings) as monitor:
-        await until(lambda: monitor.observer.polls >= 3, what="three polls")
+        await until(lambda: monitor.observer.summary.polls >= 3, what="three polls")
         assert polls(monitor, "ok") == 1
-        assert polls(monitor, "unchanged") == monitor.observer.polls - 1
+        assert polls(monitor, "unchanged") == monitor.observer.summary.polls - 1
 
     assert all(hit.status == 200 for hit in server.of("/static.rss"))
     # A restart remembers the hash too.
@@ -403,7 +403,7 @@ async def test_retention_forgets_articles_gone_from_their_feed_but_not_a_quiet_f
             store.close()
 
     async with Running(settings) as monitor:
-        await until(lambda: monitor.observer.polls >= 1, what="the first poll")
+        await until(lambda: monitor.observer.summary.polls >= 1, what="the first poll")
         # The feed answers 304 for longer than the retention: its items are still in it.
         await asyncio.sleep(retention * 2.5)
         assert known("a", "b") == [True, True], "a quiet feed's current items were forgotten"

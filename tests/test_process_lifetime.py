@@ -32,7 +32,7 @@ from monitor.adapters.processes import port_holders
 from monitor.adapters.statelock import StateLock
 from monitor.adapters.web import WebServer
 from monitor.errors import ConfigError
-from monitor.observe.metrics import Observer
+from monitor.observe.observer import Observer
 from monitor.model import Feed
 from tests.support import ROOT, RULES, FeedServer, LocalServer
 from tests.test_delivery_faults import MonitorProcess, delivered, expected_alert_ids, outbox_count, sanctions_feed
@@ -443,10 +443,10 @@ async def test_feed_list_reload_in_process_applies_added_removed_and_changed(tmp
 
     settings = make_settings(tmp_path, "127.0.0.1:9", ["file:///a.xml", "file:///b.xml"])
     monitor = Monitor(settings)
-    monitor._schedule.start(["file:///a.xml", "file:///b.xml"], time.monotonic())
-    monitor._apply_feeds([Feed("file:///a.xml", interval=5.0), Feed("file:///c.xml")])
-    assert set(monitor._by_url) == {"file:///a.xml", "file:///c.xml"}
-    assert "file:///b.xml" not in monitor._schedule
+    monitor.poller.schedule.start(["file:///a.xml", "file:///b.xml"], time.monotonic())
+    monitor.apply_feeds([Feed("file:///a.xml", interval=5.0), Feed("file:///c.xml")])
+    assert set(monitor.poller.feeds) == {"file:///a.xml", "file:///c.xml"}
+    assert "file:///b.xml" not in monitor.poller.schedule
     assert {row.url for row in monitor.observer.tracker.rows()} == {"file:///a.xml", "file:///c.xml"}
     assert monitor.summary.feeds == 2
 

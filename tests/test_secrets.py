@@ -170,4 +170,4 @@ async def test_only_http_links_are_published_and_file_feeds_have_a_file_uri(brok
         f"{run}f relative": f"https://blog.example.org/edblog/{run}f/2",
     }
     assert {a["article"]["feed_url"] for a in alerts} == {served, local.as_uri()}
-    assert "news_monitor_article_links_dropped_total{reason=\"not_http\"} 2.0" in monitor.observer.render().decode()
+    assert "news_monitor_article_links_dropped_total{reason=\"not_http\"} 2.0" in monitor.observer.metrics.render().decode()

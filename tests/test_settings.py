@@ -11,7 +11,7 @@ import pytest
 
 from monitor.errors import ConfigError
 from monitor.settings import load_settings
-from monitor.worker import load_feeds
+from monitor.feeds.sources import load_feeds
 from tests.support import ROOT
 
 

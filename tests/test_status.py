@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from monitor.adapters.broker import free_port
-from monitor.adapters.store import FeedState, Store, feed_row
+from monitor.adapters.store import Store
+from monitor.feeds.state import FeedState, feed_row
 from monitor.worker import Monitor
 from tests.support import ROOT, SEEDS, make_settings
 

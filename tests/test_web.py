@@ -10,10 +10,11 @@ import aiohttp
 import pytest
 
 from monitor.adapters.broker import free_port
-from monitor.adapters.store import FeedState
-from monitor.adapters.web import WebServer, parse_listen, probe_broker, render_status_page
+from monitor.feeds.state import FeedState
+from monitor.adapters.kafka import probe_broker
+from monitor.adapters.web import WebServer, parse_listen, render_status_page
 from monitor.errors import ConfigError
-from monitor.observe.metrics import Observer
+from monitor.observe.observer import Observer
 from monitor.model import Alert, Feed
 
 HOSTILE = '<script>alert(1)</script>"\'><img src=x onerror=alert(2)>'
@@ -40,13 +41,13 @@ def _observer_with_hostile_data() -> Observer:
     feed = Feed(f"https://feeds.example/{HOSTILE}", name=HOSTILE)
     observer = Observer([feed])
     observer.tracker.observe(FeedState(feed.url, polls=3, consecutive_errors=3, last_error=HOSTILE, last_error_at=1.0), 2.0)
-    observer._alert_raised(_alert(HOSTILE, "javascript:alert(3)"))
-    observer._alert_raised(_alert("fine", "https://news.example/story?a=1&b=2"))
+    observer.alert_raised(_alert(HOSTILE, "javascript:alert(3)"))
+    observer.alert_raised(_alert("fine", "https://news.example/story?a=1&b=2"))
     return observer
 
 
 def test_status_page_escapes_everything_from_feeds():
-    page = render_status_page(_observer_with_hostile_data().snapshot(), refresh=5)
+    page = render_status_page(_observer_with_hostile_data().status.snapshot(), refresh=5)
     parser = _Tags()
     parser.feed(page)
     tags = [tag for tag, _ in parser.tags]
@@ -59,7 +60,7 @@ def test_status_page_escapes_everything_from_feeds():
 
 
 def test_no_refresh_when_turned_off():
-    assert "http-equiv" not in render_status_page(Observer([]).snapshot(), refresh=0)
+    assert "http-equiv" not in render_status_page(Observer([]).status.snapshot(), refresh=0)
 
 
 @pytest.mark.parametrize(("listen", "expected"), [("127.0.0.1:8765", ("127.0.0.1", 8765)), ("[::1]:0", ("::1", 0))])
@@ -137,7 +138,7 @@ def _many_feeds(ok: int, *, bad: int = 2) -> Observer:
     feeds += [Feed(f"https://bad.example/{kind}-{i}.xml", name=f"{kind} {i}", expected_update_period=3600)
               for kind in ("failing", "stale", "disabled") for i in range(bad)]
     observer = Observer(feeds, clock=lambda: now)
-    observer.started = now - 86400
+    observer.status.started = now - 86400
     tracker = observer.tracker
     for i in range(ok):
         tracker.observe(FeedState(feeds[i].url, polls=2, last_success=now, last_new_item=now - i), now)
@@ -277,9 +278,9 @@ def test_the_page_and_its_build_time_do_not_grow_with_the_number_of_feeds():
     small, large = _many_feeds(1_000), _many_feeds(32_000)
     sizes, times = [], []
     for observer in (small, large):
-        render_status_page(observer.snapshot())  # the index is built on first use
-        sizes.append(len(render_status_page(observer.snapshot())))
-        times.append(_best_of(5, lambda: render_status_page(observer.snapshot())))
+        render_status_page(observer.status.snapshot())  # the index is built on first use
+        sizes.append(len(render_status_page(observer.status.snapshot())))
+        times.append(_best_of(5, lambda: render_status_page(observer.status.snapshot())))
     # 32 times the feeds: the same page (it grew 32-fold when every feed was listed).
     assert sizes[1] < 1.2 * sizes[0], sizes
     assert times[1] < 4 * times[0], times
@@ -301,5 +302,5 @@ def test_status_page_masks_a_long_error_before_cutting_it():
     # The 500-character cut falls inside the user-info: cut first, the '@' would be gone.
     error = "x" * 476 + f" GET {url}: HTTP 401"  # character 500 is the "@"
     observer.tracker.observe(FeedState(feed.url, polls=3, consecutive_errors=3, last_error=error, last_error_at=1.0), 2.0)
-    page = render_status_page(observer.snapshot(), refresh=5)
+    page = render_status_page(observer.status.snapshot(), refresh=5)
     assert secret not in page and "https://***@feeds.example/rss" in page

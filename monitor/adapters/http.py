@@ -1,5 +1,5 @@
-"""Transports that fetch a feed location: aiohttp for http(s), the disk for files;
-and the guarded fetcher for article pages named by (untrusted) feed content.
+"""Transports that fetch a feed location (:class:`monitor.fetch.Transport`): aiohttp for
+http(s), the disk for files.
 
 The HTTP transport makes conditional GETs, follows a bounded number of redirects itself
 (so it can tell a permanent move from a temporary one), and enforces the body-size
@@ -7,44 +7,32 @@ limit while streaming: a 1 GB answer is aborted, never buffered. Compressed answ
 (gzip, deflate, brotli) are inflated chunk by chunk (aiohttp >= 3.13.3 caps each step),
 and the limit counts inflated bytes, so a gzip bomb stops at the limit too.
 
-:class:`PageFetcher` fetches article pages for full-text matching. Their URLs come
-from feed content anyone can write, so it refuses loopback, private, link-local,
-multicast and other non-public addresses after DNS resolution (the check sits in the
-resolver the connection itself uses, so a second lookup cannot swap the address) and
-again on every redirect hop, unless the operator's allow-list names them.
+The redirect loop and the mapping of aiohttp's exceptions to :class:`FeedError` are
+shared with the article-page fetcher (:mod:`monitor.adapters.pages`): :class:`SessionClient`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, ClassVar, Mapping, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from monitor import USER_AGENT
 from monitor.errors import FeedError
 from monitor.fetch import FeedHttpError, FeedTimeout, FetchResult, Validators, cache_max_age, retry_after_seconds
 
-__all__ = [
-    "AddressPolicy",
-    "BlockedAddress",
-    "FileTransport",
-    "HttpTransport",
-    "Page",
-    "PageFetcher",
-    "RoutingTransport",
-    "local_path",
-]
+__all__ = ["FileTransport", "HttpTransport", "RoutingTransport", "SessionClient", "local_path", "read_bounded"]
+
+T = TypeVar("T")
+#: What a fetch does with the final (non-redirect) response: (response, its url, the
+#: address of a permanent move or None, when the fetch started) -> the result.
+Answer = Callable[[aiohttp.ClientResponse, str, "str | None", float], Awaitable[T]]
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _PERMANENT = {301, 308}
@@ -61,7 +49,7 @@ def local_path(url: str) -> Path | None:
     return None
 
 
-class _SessionClient:
+class SessionClient:
     """One lazily created aiohttp session with our timeouts, User-Agent and limits.
 
     Subclasses say what the session accepts and how it connects (:meth:`_connector`).
@@ -109,6 +97,61 @@ class _SessionClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    # -- one GET, redirects followed -----------------------------------------------------
+
+    #: Hints for a timeout, an unreachable server and a redirect loop (None: no hint).
+    _hints: ClassVar[dict[str, str | None]] = {"timeout": None, "error": None, "loop": None}
+
+    def _target(self, url: str) -> Any:
+        """What ``session.get`` is given for ``url`` (the string, or a parsed URL)."""
+        return url
+
+    def _check(self, url: str) -> None:
+        """Refuse to fetch ``url`` (raise a FeedError); called before every hop."""
+
+    def _client_error(self, url: str, current: str, exc: aiohttp.ClientError) -> FeedError:
+        """The FeedError for an aiohttp failure while fetching ``current`` (asked for ``url``)."""
+        return FeedError(f"{url}: {type(exc).__name__}: {exc}", hint=self._hints["error"])
+
+    async def _get(
+        self, url: str, headers: Mapping[str, str] | None, answer: Answer[T], heard: Callable[[], None] | None = None
+    ) -> T:
+        """GET ``url``, following redirects one hop at a time (each checked and bounded),
+        then ``answer`` the final response; every failure is a :class:`FeedError` naming ``url``.
+
+        ``heard`` is called as each response's headers arrive.
+        """
+        session = self._session_or_new()
+        started = time.monotonic()
+        current = url
+        moved_to: str | None = None
+        still_permanent = True
+        try:
+            for _hop in range(self.max_redirects + 1):
+                self._check(current)
+                async with session.get(self._target(current), headers=headers, allow_redirects=False) as response:
+                    if heard is not None:
+                        heard()
+                    if response.status not in _REDIRECTS:
+                        return await answer(response, current, moved_to, started)
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise FeedError(f"{url}: HTTP {response.status} redirect without a Location header")
+                    current = _redirect_target(url, current, location)
+                    still_permanent = still_permanent and response.status in _PERMANENT
+                    if still_permanent:
+                        moved_to = current
+            raise FeedError(f"{url}: more than {self.max_redirects} redirects", hint=self._hints["loop"])
+        except FeedError:
+            raise
+        except asyncio.TimeoutError as exc:
+            raise FeedTimeout(f"{url}: timed out after {time.monotonic() - started:.1f}s", hint=self._hints["timeout"]) from exc
+        except aiohttp.ClientError as exc:
+            raise self._client_error(url, current, exc) from exc
+        except ValueError as exc:
+            # yarl/aiohttp reject some malformed urls and headers with a bare ValueError.
+            raise FeedError(f"{url}: invalid request or answer: {exc}") from exc
 
 
 class _SilenceWatch:
@@ -180,13 +223,13 @@ class _SilenceWatch:
             await asyncio.gather(checker, return_exceptions=True)
 
 
-class HttpTransport(_SessionClient):
+class HttpTransport(SessionClient):
     """Fetches http(s) feeds with one shared aiohttp session."""
 
     _accept = _ACCEPT
 
     def __init__(self, **options: Any) -> None:
-        """``options``: those of :class:`_SessionClient`."""
+        """``options``: those of :class:`SessionClient`."""
         super().__init__(**options)
         # The read timeout is kept by a _SilenceWatch (see there), not by aiohttp.
         timeout = self._timeout
@@ -214,72 +257,48 @@ class HttpTransport(_SessionClient):
         await self._silence.close()
         await super().close()
 
+    _hints: ClassVar[dict[str, str | None]] = {
+        "timeout": "the server is slow or unreachable; it is retried later",
+        "error": "the server is unreachable or answered badly; it is retried later",
+        "loop": "the feed redirects in a loop; check its url",
+    }
+
+    def _target(self, url: str) -> Any:
+        return _feed_url(url)
+
     async def _fetch(self, url: str, validators: Validators, headers: Mapping[str, str], task: asyncio.Task[Any]) -> FetchResult:
-        session = self._session_or_new()
         request_headers = validators.request_headers()
         request_headers.update(headers)
-        started = time.monotonic()
-        current = url
-        moved_to: str | None = None
-        still_permanent = True
-        try:
-            for _hop in range(self.max_redirects + 1):
-                async with session.get(_feed_url(current), headers=request_headers, allow_redirects=False) as response:
-                    self._silence.heard(task)
-                    if response.status in _REDIRECTS:
-                        location = response.headers.get("Location")
-                        if not location:
-                            raise FeedError(f"{url}: HTTP {response.status} redirect without a Location header")
-                        current = _redirect_target(url, current, location)
-                        still_permanent = still_permanent and response.status in _PERMANENT
-                        if still_permanent:
-                            moved_to = current
-                        continue
-                    if response.status == 304:
-                        return FetchResult(
-                            url=current,
-                            status=304,
-                            body=None,
-                            etag=response.headers.get("ETag") or validators.etag,
-                            last_modified=response.headers.get("Last-Modified") or validators.last_modified,
-                            moved_to=moved_to,
-                            max_age=cache_max_age(response.headers),
-                            elapsed=time.monotonic() - started,
-                        )
-                    if response.status >= 400:
-                        raise FeedHttpError(
-                            url,
-                            response.status,
-                            response.reason or "",
-                            retry_after=retry_after_seconds(response.headers.get("Retry-After"))
-                            if response.status in (429, 503)
-                            else None,
-                        )
-                    body = await self._read_bounded(response, url, task)
-                    return FetchResult(
-                        url=current,
-                        status=response.status,
-                        body=body,
-                        content_type=response.headers.get("Content-Type"),
-                        etag=response.headers.get("ETag"),
-                        last_modified=response.headers.get("Last-Modified"),
-                        moved_to=moved_to,
-                        max_age=cache_max_age(response.headers),
-                        elapsed=time.monotonic() - started,
-                    )
-            raise FeedError(f"{url}: more than {self.max_redirects} redirects", hint="the feed redirects in a loop; check its url")
-        except FeedError:
-            raise
-        except asyncio.TimeoutError as exc:
-            raise FeedTimeout(f"{url}: timed out after {time.monotonic() - started:.1f}s", hint="the server is slow or unreachable; it is retried later") from exc
-        except aiohttp.ClientError as exc:
-            raise FeedError(f"{url}: {type(exc).__name__}: {exc}", hint="the server is unreachable or answered badly; it is retried later") from exc
-        except ValueError as exc:
-            # yarl/aiohttp reject some malformed urls and headers with a bare ValueError.
-            raise FeedError(f"{url}: invalid request or answer: {exc}") from exc
 
-    async def _read_bounded(self, response: aiohttp.ClientResponse, url: str, task: asyncio.Task[Any]) -> bytes:
-        return await read_bounded(response, url, self.max_bytes, "[feeds] max_bytes", on_chunk=lambda: self._silence.heard(task))
+        async def answer(response: aiohttp.ClientResponse, current: str, moved_to: str | None, started: float) -> FetchResult:
+            if response.status == 304:
+                return FetchResult(
+                    url=current,
+                    status=304,
+                    body=None,
+                    etag=response.headers.get("ETag") or validators.etag,
+                    last_modified=response.headers.get("Last-Modified") or validators.last_modified,
+                    moved_to=moved_to,
+                    max_age=cache_max_age(response.headers),
+                    elapsed=time.monotonic() - started,
+                )
+            if response.status >= 400:
+                retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response.status in (429, 503) else None
+                raise FeedHttpError(url, response.status, response.reason or "", retry_after=retry_after)
+            body = await read_bounded(response, url, self.max_bytes, "[feeds] max_bytes", on_chunk=lambda: self._silence.heard(task))
+            return FetchResult(
+                url=current,
+                status=response.status,
+                body=body,
+                content_type=response.headers.get("Content-Type"),
+                etag=response.headers.get("ETag"),
+                last_modified=response.headers.get("Last-Modified"),
+                moved_to=moved_to,
+                max_age=cache_max_age(response.headers),
+                elapsed=time.monotonic() - started,
+            )
+
+        return await self._get(url, request_headers, answer, heard=lambda: self._silence.heard(task))
 
 
 @lru_cache(maxsize=1 << 15)
@@ -371,192 +390,3 @@ class RoutingTransport:
 
     async def close(self) -> None:
         await self.http.close()
-
-
-# -- article pages (full text) ----------------------------------------------------------
-
-
-class BlockedAddress(FeedError):
-    """A page url resolved to an address the operator did not allow (SSRF guard)."""
-
-
-_NOT_PUBLIC = "loopback, private, link-local, multicast, reserved and unspecified addresses"
-
-
-class AddressPolicy:
-    """Which IP addresses page fetches may connect to: public ones, plus the allow-list.
-
-    ``allow`` holds networks (``10.1.0.0/16``), single addresses (``127.0.0.1``) or host
-    names (``intranet.example``; the name as written in the url, any port).
-    """
-
-    def __init__(self, allow: Iterable[str] = ()) -> None:
-        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        self.hosts: set[str] = set()
-        for entry in allow:
-            entry = entry.strip()
-            if not entry:
-                continue
-            try:
-                self.networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                self.hosts.add(entry.lower().rstrip("."))
-
-    def host_allowed(self, host: str) -> bool:
-        """The operator named this host itself: any address it resolves to is fine."""
-        return host.lower().rstrip(".") in self.hosts
-
-    def address_allowed(self, address: str) -> bool:
-        """True for a public unicast address, or one inside an allowed network."""
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if any(ip in network for network in self.networks):
-            return True
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-            if any(ip in network for network in self.networks):
-                return True
-        if not ip.is_global or ip.is_multicast or any(ip in network for network in _REFUSED):
-            return False
-        # NAT64, 6to4 and IPv4-compatible addresses reach the IPv4 address inside them.
-        embedded = _embedded_ipv4(ip)
-        return embedded is None or self.address_allowed(str(embedded))
-
-
-#: Not public although some Python versions' ``is_global`` says otherwise.
-_REFUSED = tuple(
-    ipaddress.ip_network(n)
-    for n in ("0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4", "::/96", "2001::/23", "2001:db8::/32")
-)
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-
-
-def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address a NAT64 or 6to4 IPv6 address leads to, if any."""
-    if not isinstance(ip, ipaddress.IPv6Address):
-        return None
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if any(ip in network for network in _NAT64):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-class _GuardedResolver(AbstractResolver):
-    """Resolves through the system resolver and drops every address the policy refuses.
-
-    The connector connects only to what this returns, so the address checked is the
-    address used: no window for a rebinding DNS server to answer differently.
-    """
-
-    def __init__(self, policy: AddressPolicy) -> None:
-        self._policy = policy
-        self._inner = ThreadedResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        if self._policy.host_allowed(host):
-            return results
-        allowed = [r for r in results if self._policy.address_allowed(r["host"])]
-        if not allowed:
-            refused = ", ".join(sorted({r["host"] for r in results}))
-            raise OSError(f"{host} resolves only to refused addresses ({refused})")
-        return allowed
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One fetched article page."""
-
-    url: str
-    body: bytes
-    content_type: str | None
-
-
-class PageFetcher(_SessionClient):
-    """Fetches article pages for full-text matching, refusing non-public addresses."""
-
-    _accept = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
-
-    def __init__(
-        self,
-        *,
-        policy: AddressPolicy | None = None,
-        max_bytes: int = 5 * 1024 * 1024,
-        connection_limit: int = 32,
-        **options: Any,
-    ) -> None:
-        """``options``: the timeouts, ``max_redirects`` and ``user_agent`` of :class:`_SessionClient`."""
-        super().__init__(max_bytes=max_bytes, connection_limit=connection_limit, **options)
-        self.policy = policy or AddressPolicy()
-
-    def _connector(self) -> aiohttp.TCPConnector:
-        # Every address is checked inside the resolver the connection itself uses.
-        return aiohttp.TCPConnector(limit=self._connection_limit, ttl_dns_cache=60, resolver=_GuardedResolver(self.policy))
-
-    def _session_options(self) -> dict[str, object]:
-        # Proxies from the environment would make the address check meaningless.
-        return {"trust_env": False}
-
-    def check_url(self, url: str) -> None:
-        """Refuse a url that is not http(s) or names a refused IP address literally.
-
-        Host names are checked when they resolve (see :class:`_GuardedResolver`);
-        literal addresses never reach a resolver, so they are checked here.
-        """
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https"):
-            raise BlockedAddress(f"{url[:200]}: not an http(s) url", hint="only http(s) article pages are fetched")
-        host = parts.hostname
-        if not host:
-            raise BlockedAddress(f"{url[:200]}: no host in the url")
-        if self.policy.host_allowed(host):
-            return
-        try:
-            ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return
-        if not self.policy.address_allowed(host):
-            raise BlockedAddress(
-                f"{url[:200]}: refused address {host}",
-                hint=f"{_NOT_PUBLIC} are refused; name it in [fulltext] allow to permit it",
-            )
-
-    async def fetch(self, url: str) -> Page:
-        """GET an article page, following redirects one hop at a time, every hop checked."""
-        session = self._session_or_new()
-        started = time.monotonic()
-        current = url
-        try:
-            for _hop in range(self.max_redirects + 1):
-                self.check_url(current)
-                async with session.get(current, allow_redirects=False) as response:
-                    if response.status in _REDIRECTS:
-                        location = response.headers.get("Location")
-                        if not location:
-                            raise FeedError(f"{url}: HTTP {response.status} redirect without a Location header")
-                        current = _redirect_target(url, current, location)
-                        continue
-                    if response.status >= 400:
-                        raise FeedHttpError(url, response.status, response.reason or "")
-                    body = await read_bounded(response, url, self.max_bytes, "[fulltext] max_bytes")
-                    return Page(url=current, body=body, content_type=response.headers.get("Content-Type"))
-            raise FeedError(f"{url}: more than {self.max_redirects} redirects")
-        except FeedError:
-            raise
-        except asyncio.TimeoutError as exc:
-            raise FeedTimeout(f"{url}: timed out after {time.monotonic() - started:.1f}s") from exc
-        except aiohttp.ClientConnectorError as exc:
-            cause = exc.os_error
-            if isinstance(cause, OSError) and "refused addresses" in str(cause):
-                raise BlockedAddress(f"{current[:200]}: {cause}", hint=f"{_NOT_PUBLIC} are refused; name it in [fulltext] allow to permit it") from exc
-            raise FeedError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        except aiohttp.ClientError as exc:
-            raise FeedError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        except ValueError as exc:
-            raise FeedError(f"{url}: invalid request or answer: {exc}") from exc

@@ -1,5 +1,6 @@
-"""aiokafka at the edge: the producer that publishes records, topic administration, and
-the consumer behind ``news-monitor tail``.
+"""aiokafka at the edge: the producer that publishes records, topic administration, the
+consumer behind ``news-monitor tail``, and :func:`probe_broker`, the cheap broker check
+behind ``/readyz``.
 
 Producer settings follow what is right for Apache Kafka (``acks=all``, idempotence,
 compression, bounded linger); idempotence is turned off for the embedded Tansu broker,
@@ -9,10 +10,13 @@ which cannot do it (see ``KafkaSettings.idempotence``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import struct
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import count
 from typing import Any, AsyncIterator, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -41,7 +45,7 @@ from monitor.log import get_logger
 from monitor.model import Record
 from monitor.settings import KafkaSettings
 
-__all__ = ["KafkaPublisher", "TopicAdmin", "TopicReader", "connection_options", "producer_options"]
+__all__ = ["KafkaPublisher", "TopicAdmin", "TopicReader", "connection_options", "probe_broker", "producer_options"]
 
 log = get_logger("kafka")
 
@@ -409,3 +413,55 @@ class TopicReader:
                 for record in partition_records:
                     yield record
             await self.commit()
+
+
+# -- the broker check behind readiness -------------------------------------------------
+
+_API_VERSIONS = 18
+_correlation = count(1)
+
+
+def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    addresses = []
+    for part in bootstrap_servers.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if host and port.isdigit():
+            addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+async def probe_broker(bootstrap_servers: str, *, timeout: float = 2.0, kafka_protocol: bool = True) -> tuple[bool, str | None]:
+    """Whether any bootstrap broker answers, and the error when none does.
+
+    With ``kafka_protocol`` (plaintext listeners) the broker must answer a Kafka
+    ApiVersions request, not just accept the connection; TLS listeners get a TCP check.
+    """
+    errors: list[str] = []
+    for host, port in _addresses(bootstrap_servers):
+        try:
+            await asyncio.wait_for(_probe_one(host, port, kafka_protocol), timeout)
+            return True, None
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            errors.append(f"{host}:{port}: {type(exc).__name__}: {exc}".rstrip(": "))
+    return False, "; ".join(errors) or f"no usable address in {bootstrap_servers!r}"
+
+
+async def _probe_one(host: str, port: int, kafka_protocol: bool) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        if not kafka_protocol:
+            return
+        correlation = next(_correlation) & 0x7FFFFFFF
+        client_id = b"news-monitor-probe"
+        # ApiVersions v0: header (api key, version, correlation id, client id), empty body.
+        payload = struct.pack(">hhih", _API_VERSIONS, 0, correlation, len(client_id)) + client_id
+        writer.write(struct.pack(">i", len(payload)) + payload)
+        await writer.drain()
+        size = struct.unpack(">i", await reader.readexactly(4))[0]
+        answer = await reader.readexactly(min(size, 1 << 20))
+        if size < 4 or struct.unpack(">i", answer[:4])[0] != correlation:
+            raise ValueError("the broker's answer does not match the request")
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await writer.wait_closed()

@@ -34,11 +34,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import operator
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -46,10 +44,12 @@ import orjson
 
 from monitor.dedupe import SeenArticle
 from monitor.errors import StoreError
+from monitor.feeds.state import FEED_COLUMNS as _FEED_COLUMNS
+from monitor.feeds.state import FeedState
 from monitor.log import get_logger
 from monitor.model import Record
 
-__all__ = ["AsyncStore", "FeedState", "Store", "feed_row", "store_error"]
+__all__ = ["AsyncStore", "Store", "store_error"]
 
 log = get_logger("store")
 
@@ -124,62 +124,6 @@ CREATE TABLE IF NOT EXISTS story_members (
 );
 CREATE INDEX IF NOT EXISTS story_members_seen ON story_members(seen_at);
 """
-
-
-@dataclass(slots=True)
-class FeedState:
-    """Per-feed state kept across restarts.
-
-    Mutable, for the poller's sake: a poll that finds nothing new (most polls) updates
-    its feed's state in place, where a copy per poll was a tenth of a 304 poll's cost.
-    Only the poll in flight for a feed writes its state, on the event loop; whoever
-    hands a state to another thread (the store's) passes :func:`feed_row` instead.
-    """
-
-    url: str
-    current_url: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    body_hash: str | None = None
-    last_poll: float | None = None
-    last_success: float | None = None
-    last_new_item: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    error_count: int = 0
-    consecutive_errors: int = 0
-    polls: int = 0
-    items_seen: int = 0
-    next_poll: float | None = None
-    interval: float | None = None
-    disabled: str | None = None
-    health: str = "ok"
-    #: Learned seconds between two new items (for stale detection); None until known.
-    cadence: float | None = None
-    #: Failed polls by kind, since the feed was first polled.
-    http_4xx: int = 0
-    http_5xx: int = 0
-    timeouts: int = 0
-
-    def evolve(self, **changes: Any) -> "FeedState":
-        """A copy with ``changes`` applied: :func:`dataclasses.replace` at half the cost
-        (a poll that parses a changed body makes one)."""
-        values = list(_feed_values(self))
-        for name, value in changes.items():
-            index = _FEED_INDEX.get(name)
-            if index is None:
-                raise TypeError(f"FeedState has no field {name!r}")
-            values[index] = value
-        return FeedState(*values)
-
-
-_FEED_COLUMNS = tuple(FeedState.__dataclass_fields__)
-_FEED_INDEX = {name: index for index, name in enumerate(_FEED_COLUMNS)}
-_feed_values = operator.attrgetter(*_FEED_COLUMNS)
-
-#: A snapshot of a FeedState as a row of the ``feeds`` table (column order), taken in one
-#: C call: safe to hand to the store's thread while the poller goes on updating the state.
-feed_row: Callable[[FeedState], tuple[Any, ...]] = _feed_values
 
 
 #: SQLite failures that are the file's or the disk's, not the program's (a constraint or
@@ -354,8 +298,8 @@ class Store:
         ``rules`` is every rule id that has alerted on the article so far. When
         ``outbox`` is not empty the article stays ``pending`` until its last alert is
         acknowledged (:meth:`ack`). With ``story_alerted`` (the rules this article
-        alerted on for its story) the story is noted in the same transaction (see
-        :meth:`note_story`).
+        alerted on for its story) the story is noted in the same transaction: the rules
+        it alerted on, and whether it was a later copy.
         """
         now = time.time() if now is None else now
         records = list(outbox)
@@ -408,9 +352,6 @@ class Store:
                 (cutoff,),
             )
         return cursor.rowcount
-
-    def article_count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
 
     # -- outbox ------------------------------------------------------------------------
 
@@ -489,11 +430,6 @@ class Store:
         row = self._db.execute("SELECT rules FROM stories WHERE story_id = ?", (story_id,)).fetchone()
         return None if row is None else frozenset(orjson.loads(row[0]))
 
-    def note_story(self, story_id: str, article_id: str, alerted: Iterable[str], *, copy: bool, now: float | None = None) -> None:
-        """Record one article of a story: the rules it alerted on, and whether it was a later copy."""
-        with self._transaction() as db:
-            _note_story(db, story_id, article_id, alerted, copy=copy, now=time.time() if now is None else now)
-
     def story(self, story_id: str) -> dict[str, Any] | None:
         """One story's row (first article, times, copies, rules), or None."""
         row = self._db.execute(
@@ -551,17 +487,6 @@ class Store:
                 rows,
             )
         return len(rows)
-
-    def save_feed_state(self, state: FeedState) -> None:
-        values = [getattr(state, column) for column in _FEED_COLUMNS]
-        placeholders = ", ".join("?" for _ in _FEED_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _FEED_COLUMNS if c != "url")
-        with self._transaction() as db:
-            db.execute(
-                f"INSERT INTO feeds ({', '.join(_FEED_COLUMNS)}) VALUES ({placeholders}) "
-                f"ON CONFLICT(url) DO UPDATE SET {updates}",
-                values,
-            )
 
 
 class _Tx:
@@ -664,13 +589,54 @@ class AsyncStore:
                 for failed in self.failure_listeners:
                     failed(failure)
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.sync, name)
+    async def atomically(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(store, *args)`` with the synchronous store, on the store's thread: no
+        other call runs between its reads and writes (see :func:`monitor.dedupe.admit`)."""
+        return await self.call(function, self.sync, *args)
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self.call(method, *args, **kwargs)
+    # -- the store's methods, on its thread (see :class:`Store` for each) -------------
 
-        return call
+    async def find_articles(self, keys: Iterable[tuple[str, str | None]]) -> list[SeenArticle | None]:
+        return await self.call(self.sync.find_articles, list(keys))
+
+    async def forget_articles_before(self, cutoff: float) -> int:
+        return await self.call(self.sync.forget_articles_before, cutoff)
+
+    async def pending(self, limit: int | None = None) -> list[Record]:
+        return await self.call(self.sync.pending, limit)
+
+    async def pending_page(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, Record]]:
+        return await self.call(self.sync.pending_page, after_seq, limit)
+
+    async def pending_count(self) -> int:
+        return await self.call(self.sync.pending_count)
+
+    async def enqueue(self, records: Iterable[Record]) -> None:
+        await self.call(self.sync.enqueue, list(records))
+
+    async def ack(self, alert_id: str, topic: str, article_id: str) -> None:
+        await self.call(self.sync.ack, alert_id, topic, article_id)
+
+    async def feed_state(self, url: str) -> FeedState:
+        return await self.call(self.sync.feed_state, url)
+
+    async def all_feed_states(self) -> list[FeedState]:
+        return await self.call(self.sync.all_feed_states)
+
+    async def set_feed_health(self, url: str, health: str) -> None:
+        await self.call(self.sync.set_feed_health, url, health)
+
+    async def save_feed_rows(self, rows: Sequence[Sequence[Any]]) -> int:
+        return await self.call(self.sync.save_feed_rows, rows)
+
+    async def save_story_members(self, members: Iterable[tuple[str, str, float, bytes]]) -> None:
+        await self.call(self.sync.save_story_members, list(members))
+
+    async def story_members_since(self, cutoff: float) -> list[tuple[str, str, float, bytes]]:
+        return await self.call(self.sync.story_members_since, cutoff)
+
+    async def forget_stories_before(self, cutoff: float) -> int:
+        return await self.call(self.sync.forget_stories_before, cutoff)
 
     async def close(self) -> None:
         await self.call(self.sync.close)

@@ -13,20 +13,14 @@ with the counts by health and the number of feeds that match; an invalid paramet
 
 The page is server-rendered HTML without scripts. Everything shown comes from feeds
 and operators, so all of it is escaped, and only http(s) links are made clickable.
-
-Also here: :func:`probe_broker`, the cheap broker check behind ``/readyz``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import errno
-import struct
 from datetime import datetime, timezone
 from html import escape
-from itertools import count
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -52,10 +46,11 @@ from monitor.feeds.health import (
     format_duration,
 )
 from monitor.log import get_logger, redact
-from monitor.observe.metrics import Observer, StatusSnapshot
+from monitor.observe.observer import Observer
+from monitor.observe.snapshot import StatusSnapshot
 from monitor.model import SourceLocation
 
-__all__ = ["WebServer", "parse_feed_query", "parse_listen", "probe_broker", "render_status_page"]
+__all__ = ["WebServer", "parse_feed_query", "parse_listen", "render_status_page"]
 
 log = get_logger("web")
 
@@ -190,14 +185,14 @@ class WebServer:
     # -- handlers ------------------------------------------------------------------------
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        body = self.observer.render()
+        body = self.observer.metrics.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        ready, problems = self.observer.readiness()
+        ready, problems = self.observer.readiness.check()
         return web.json_response({"ready": ready, "problems": problems}, status=200 if ready else 503)
 
     async def _status_json(self, request: web.Request) -> web.Response:
@@ -206,7 +201,7 @@ class WebServer:
         except MonitorError as exc:
             body = orjson.dumps({"error": exc.message, "hint": exc.hint})
             return web.Response(status=400, body=body, content_type="application/json", headers=_SECURITY_HEADERS)
-        data = orjson.loads(orjson.dumps(self.observer.snapshot(query), default=_jsonable))
+        data = orjson.loads(orjson.dumps(self.observer.status.snapshot(query), default=_jsonable))
         data["feeds_query"] = _query_params(query, defaults=True)
         body = orjson.dumps(redact(data))
         return web.Response(body=body, content_type="application/json", headers=_SECURITY_HEADERS)
@@ -217,7 +212,7 @@ class WebServer:
         except MonitorError as exc:
             html = _error_page(str(exc))
             return web.Response(status=400, text=html, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS)
-        html = render_status_page(self.observer.snapshot(query), refresh=self.refresh)
+        html = render_status_page(self.observer.status.snapshot(query), refresh=self.refresh)
         return web.Response(text=html, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS)
 
 
@@ -458,55 +453,3 @@ def _summary_word(snapshot: StatusSnapshot) -> str:
     if counts.get(STALE, 0):
         return f"{counts[STALE]} feed(s) stale"
     return OK
-
-
-# -- broker check --------------------------------------------------------------------------
-
-_API_VERSIONS = 18
-_correlation = count(1)
-
-
-def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
-    addresses = []
-    for part in bootstrap_servers.split(","):
-        host, _, port = part.strip().rpartition(":")
-        if host and port.isdigit():
-            addresses.append((host.strip("[]"), int(port)))
-    return addresses
-
-
-async def probe_broker(bootstrap_servers: str, *, timeout: float = 2.0, kafka_protocol: bool = True) -> tuple[bool, str | None]:
-    """Whether any bootstrap broker answers, and the error when none does.
-
-    With ``kafka_protocol`` (plaintext listeners) the broker must answer a Kafka
-    ApiVersions request, not just accept the connection; TLS listeners get a TCP check.
-    """
-    errors: list[str] = []
-    for host, port in _addresses(bootstrap_servers):
-        try:
-            await asyncio.wait_for(_probe_one(host, port, kafka_protocol), timeout)
-            return True, None
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-            errors.append(f"{host}:{port}: {type(exc).__name__}: {exc}".rstrip(": "))
-    return False, "; ".join(errors) or f"no usable address in {bootstrap_servers!r}"
-
-
-async def _probe_one(host: str, port: int, kafka_protocol: bool) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        if not kafka_protocol:
-            return
-        correlation = next(_correlation) & 0x7FFFFFFF
-        client_id = b"news-monitor-probe"
-        # ApiVersions v0: header (api key, version, correlation id, client id), empty body.
-        payload = struct.pack(">hhih", _API_VERSIONS, 0, correlation, len(client_id)) + client_id
-        writer.write(struct.pack(">i", len(payload)) + payload)
-        await writer.drain()
-        size = struct.unpack(">i", await reader.readexactly(4))[0]
-        answer = await reader.readexactly(min(size, 1 << 20))
-        if size < 4 or struct.unpack(">i", answer[:4])[0] != correlation:
-            raise ValueError("the broker's answer does not match the request")
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError, ConnectionError):
-            await writer.wait_closed()

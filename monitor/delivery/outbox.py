@@ -37,13 +37,12 @@ from typing import Any, Callable, Iterable, Protocol
 
 import orjson
 
-from monitor.adapters.store import AsyncStore
 from monitor.errors import PublishError, RecordRefused, RecordRejected, StoreError
 from monitor.log import get_logger
 from monitor.model import Record
 from monitor.delivery.records import DLQ_ORIGINAL_TOPIC_HEADER, DLQ_REASON_HEADER, rejection_reason
 
-__all__ = ["Delivery", "DeliveryStats", "Publisher"]
+__all__ = ["Delivery", "DeliveryStats", "OutboxStore", "Publisher"]
 
 log = get_logger("delivery")
 
@@ -51,6 +50,24 @@ log = get_logger("delivery")
 _REASON_LIMIT = 500
 #: Records read from the outbox per batch when re-queuing at start-up.
 _RESEND_PAGE = 1000
+
+
+class OutboxStore(Protocol):
+    """The part of the state store delivery needs (``monitor.adapters.store.AsyncStore``)."""
+
+    #: Called with the StoreError when the store starts failing, and when it works again.
+    failure_listeners: list[Callable[[StoreError], None]]
+    recovery_listeners: list[Callable[[], None]]
+
+    @property
+    def failure(self) -> StoreError | None:
+        """The store's fault while it is failing, else None."""
+
+    async def pending_count(self) -> int: ...
+
+    async def pending_page(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, Record]]: ...
+
+    async def ack(self, alert_id: str, topic: str, article_id: str) -> None: ...
 
 
 class Publisher(Protocol):
@@ -93,7 +110,7 @@ class Delivery:
     def __init__(
         self,
         publisher: Publisher,
-        store: AsyncStore,
+        store: OutboxStore,
         *,
         queue_size: int = 10000,
         dead_letter_topic: str = "alerts.dead-letter",

@@ -2,7 +2,7 @@
 
 Enabled per feed (``fulltext = true``). For each article that needs matching (new, or
 its feed text changed) the page at its link is fetched by the guarded page fetcher
-(:class:`monitor.adapters.http.PageFetcher`: non-public addresses refused unless
+(:class:`monitor.adapters.pages.PageFetcher`: non-public addresses refused unless
 allowed, same size and time limits as feeds), its main text is extracted with
 trafilatura in the CPU pool, and the article's ``body`` becomes that text with
 ``fulltext_field = "body"``, so a rule hit in it is reported in the ``body`` field.
@@ -36,7 +36,7 @@ MIN_CHARS = 200
 
 
 class PageSource(Protocol):
-    """What the enricher needs from the page fetcher (see ``adapters.http.PageFetcher``)."""
+    """What the enricher needs from the page fetcher (see ``adapters.pages.PageFetcher``)."""
 
     async def fetch(self, url: str) -> Any:
         """Return an object with ``url``, ``body`` and ``content_type``; FeedError on failure."""

@@ -39,11 +39,12 @@ import statistics
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import orjson
 from sortedcontainers import SortedList
 
+from monitor.feeds.state import FeedState
 from monitor.model import Feed, Record
 from monitor.redact import public_feed_url, scrub
 
@@ -62,7 +63,6 @@ __all__ = [
     "FeedPage",
     "FeedQuery",
     "FeedRow",
-    "FeedStateLike",
     "HealthPolicy",
     "Transition",
     "assess",
@@ -273,39 +273,16 @@ def health_record(transition: Transition, topic: str) -> Record:
     )
 
 
-class FeedStateLike(Protocol):
-    """What the tracker reads of a feed's stored state (``monitor.adapters.store.FeedState``)."""
-
-    url: str
-    polls: int
-    items_seen: int
-    last_poll: float | None
-    last_success: float | None
-    last_new_item: float | None
-    last_error: str | None
-    last_error_at: float | None
-    consecutive_errors: int
-    disabled: str | None
-    cadence: float | None
-    next_poll: float | None
-    health: str
-
-
-@dataclass
+@dataclass(slots=True)
 class _Entry:
+    """One feed as the tracker knows it: the feed, its health and its latest state."""
+
     feed: Feed
     health: FeedHealth
     quiet_since: float
-    polls: int = 0
-    items_seen: int = 0
-    last_poll: float | None = None
-    last_success: float | None = None
-    last_new_item: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    consecutive_errors: int = 0
-    disabled: str | None = None
-    cadence: float | None = None
+    #: The feed's latest state: the poller's own object, only ever read here.
+    state: FeedState
+    #: When the feed is polled next (Unix time), as the scheduler last said.
     next_poll: float | None = None
     #: The health last written to the state store.
     stored_health: str = OK
@@ -317,7 +294,7 @@ class _Entry:
 
 def _order_key(entry: _Entry) -> tuple[float, str]:
     """Most recent new item first, feeds that never had one last, then by url."""
-    last = entry.last_new_item
+    last = entry.state.last_new_item
     return (-last if last is not None else math.inf, entry.feed.url)
 
 
@@ -390,11 +367,11 @@ class FeedHealthTracker:
 
     def __post_init__(self) -> None:
         for feed in self.feeds:
-            self._entries[feed.url] = _Entry(feed, _HEALTHY, quiet_since=self.started)
+            self._entries[feed.url] = _Entry(feed, _HEALTHY, self.started, FeedState(feed.url))
         for url, entry in self._entries.items():
             self._haystacks[url] = f"{self.shown_url(url)}\x00{entry.feed.name or ''}".casefold()
 
-    def load(self, state: FeedStateLike) -> None:
+    def load(self, state: FeedState) -> None:
         """Take a stored FeedState (from a previous run) as the starting point, health included,
         so a restart does not announce changes that were announced before."""
         entry = self._entries.get(state.url)
@@ -402,7 +379,7 @@ class FeedHealthTracker:
             self._load(entry, state)
             self._place(entry)
 
-    def load_all(self, states: Iterable[FeedStateLike]) -> None:
+    def load_all(self, states: Iterable[FeedState]) -> None:
         """:meth:`load` every state; the feeds are indexed once, when next read (a quarter
         of the time of filing 50,000 feeds one by one)."""
         for state in states:
@@ -411,7 +388,7 @@ class FeedHealthTracker:
                 self._load(entry, state)
         self._index = {}
 
-    def _load(self, entry: _Entry, state: FeedStateLike) -> None:
+    def _load(self, entry: _Entry, state: FeedState) -> None:
         self._update(entry, state)
         stored = state.health if state.health in HEALTH_STATES else OK
         entry.stored_health = stored
@@ -426,12 +403,12 @@ class FeedHealthTracker:
         for url, feed in wanted.items():
             entry = self._entries.get(url)
             if entry is None:
-                self._entries[url] = _Entry(feed, _HEALTHY, quiet_since=now)
+                self._entries[url] = _Entry(feed, _HEALTHY, now, FeedState(url))
             else:
                 entry.feed = feed
         self.feeds = list(feeds)
 
-    def observe(self, state: FeedStateLike, now: float) -> Transition | None:
+    def observe(self, state: FeedState, now: float) -> Transition | None:
         """Record a feed's state after a poll; the transition when its health changed."""
         entry = self._entries.get(state.url)
         if entry is None:
@@ -439,7 +416,7 @@ class FeedHealthTracker:
         self._update(entry, state)
         transition = self._reassess(entry, now)
         # Checked here, not in _place: after every poll, and most change nothing.
-        if transition is not None or entry.last_new_item != entry.placed_new_item:
+        if transition is not None or entry.state.last_new_item != entry.placed_new_item:
             self._place(entry)
         return transition
 
@@ -538,21 +515,22 @@ class FeedHealthTracker:
         return self._urls
 
     def _row(self, e: _Entry) -> FeedRow:
+        state = e.state
         return FeedRow(
             url=e.feed.url,
             name=e.feed.name,
             health=e.health.health,
             reason=e.health.reason,
-            polls=e.polls,
-            items_seen=e.items_seen,
-            last_poll=e.last_poll,
-            last_success=e.last_success,
-            last_new_item=e.last_new_item,
-            last_error=e.last_error,
-            last_error_at=e.last_error_at,
+            polls=state.polls,
+            items_seen=state.items_seen,
+            last_poll=state.last_poll,
+            last_success=state.last_success,
+            last_new_item=state.last_new_item,
+            last_error=state.last_error,
+            last_error_at=state.last_error_at,
             next_poll=e.next_poll,
-            cadence=e.cadence,
-            stale_after=self.policy.stale_after(e.feed, e.cadence),
+            cadence=state.cadence,
+            stale_after=self.policy.stale_after(e.feed, state.cadence),
         )
 
     def _indexed(self) -> dict[str, SortedList]:
@@ -560,7 +538,7 @@ class FeedHealthTracker:
         if not self._index:
             filed: dict[str, list[tuple[float, str]]] = {health: [] for health in HEALTH_STATES}
             for entry in self._entries.values():
-                entry.key, entry.indexed, entry.placed_new_item = _order_key(entry), entry.health.health, entry.last_new_item
+                entry.key, entry.indexed, entry.placed_new_item = _order_key(entry), entry.health.health, entry.state.last_new_item
                 filed[entry.indexed].append(entry.key)
             self._index = {health: SortedList(keys) for health, keys in filed.items()}
         return self._index
@@ -575,33 +553,24 @@ class FeedHealthTracker:
             return
         self._index[entry.indexed].remove(entry.key)
         self._index[health].add(key)
-        entry.indexed, entry.key, entry.placed_new_item = health, key, entry.last_new_item
+        entry.indexed, entry.key, entry.placed_new_item = health, key, entry.state.last_new_item
 
-    def _update(self, entry: _Entry, state: FeedStateLike) -> None:
-        # Spelled out: once per poll, where a loop of getattr/setattr cost four times as much.
-        entry.polls = state.polls
-        entry.items_seen = state.items_seen
-        entry.last_poll = state.last_poll
-        entry.last_success = state.last_success
-        entry.last_new_item = state.last_new_item
-        entry.last_error = state.last_error
-        entry.last_error_at = state.last_error_at
-        entry.consecutive_errors = state.consecutive_errors
-        entry.disabled = state.disabled
-        entry.cadence = state.cadence
+    def _update(self, entry: _Entry, state: FeedState) -> None:
+        entry.state = state
         if state.next_poll is not None and entry.next_poll is None:
             entry.next_poll = state.next_poll
 
     def _reassess(self, entry: _Entry, now: float) -> Transition | None:
+        state = entry.state
         verdict = assess(
             entry.feed,
             now=now,
             policy=self.policy,
-            consecutive_errors=entry.consecutive_errors,
-            last_error=entry.last_error,
-            disabled=entry.disabled,
-            last_new_item=entry.last_new_item,
-            cadence=entry.cadence,
+            consecutive_errors=state.consecutive_errors,
+            last_error=state.last_error,
+            disabled=state.disabled,
+            last_new_item=state.last_new_item,
+            cadence=state.cadence,
             quiet_since=entry.quiet_since,
         )
         previous = entry.health
@@ -613,9 +582,8 @@ class FeedHealthTracker:
             previous=previous.health,
             current=verdict,
             at=now,
-            last_success=entry.last_success,
-            last_new_item=entry.last_new_item,
-            consecutive_errors=entry.consecutive_errors,
-            last_error=entry.last_error,
+            last_success=state.last_success,
+            last_new_item=state.last_new_item,
+            consecutive_errors=state.consecutive_errors,
+            last_error=state.last_error,
         )
-

@@ -1,9 +1,10 @@
-"""``news-monitor status``: the feed-health table, read from the state store.
+"""``news-monitor status``: the feed-health table, printed from a health tracker.
 
-It works while the daemon runs (the store is SQLite in WAL mode, so readers never wait
+The command reads the tracker from the state store (:func:`monitor.app.feed_tracker`):
+it works while the daemon runs (the store is SQLite in WAL mode, so readers never wait
 for the writer) and after it stopped. Health is assessed exactly as the daemon does
-(:mod:`monitor.feeds.health`), from the stored counters, cadence and times, so a feed that went
-quiet since the daemon last looked shows as stale here too.
+(:mod:`monitor.feeds.health`), from the stored counters, cadence and times, so a feed
+that went quiet since the daemon last looked shows as stale here too.
 
 On a terminal the table is drawn with ``rich``; otherwise it is plain aligned text, one
 feed per line, for ``grep`` and ``awk``; ``--json`` gives one JSON object per feed.
@@ -17,14 +18,12 @@ stderr for the plain and JSON formats (stdout stays the table), above the rich t
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Callable, TextIO
 
 import orjson
 
-from monitor.errors import MonitorError
 from monitor.feeds.health import (
     HEALTH_STATES,
     OK,
@@ -33,56 +32,13 @@ from monitor.feeds.health import (
     FeedPage,
     FeedQuery,
     FeedRow,
-    HealthPolicy,
     format_duration,
 )
-from monitor.model import Feed, SourceLocation
 from monitor.redact import mask_url, scrub
-from monitor.settings import Settings
 
-__all__ = ["feed_rows", "feed_tracker", "render_json", "render_plain", "render_rich", "status", "summary_line"]
+__all__ = ["render_json", "render_plain", "render_rich", "status", "summary_line"]
 
 COLUMNS = ("feed", "health", "last success", "last error", "items", "polls", "next poll")
-
-
-def feed_rows(settings: Settings, *, now: float | None = None) -> list[FeedRow]:
-    """Every configured feed (and any other feed the store knows) with its health, worst first."""
-    return feed_tracker(settings, now=now).rows()
-
-
-def feed_tracker(settings: Settings, *, now: float | None = None) -> FeedHealthTracker:
-    """Every configured feed (and any other feed the store knows), its health assessed at ``now``."""
-    from monitor.adapters.store import Store
-    from monitor.feeds.opml import feeds_from_opml
-
-    path = settings.state_dir / Store.FILENAME
-    if not path.exists():
-        raise MonitorError(
-            f"no state store at {path}: the monitor has not run with this configuration yet",
-            location=SourceLocation(str(settings.source or "<defaults>")),
-            hint="run 'news-monitor run --once', or pass the daemon's --config",
-        )
-    # The daemon's feed list (not monitor.worker.load_feeds: importing the worker costs
-    # seconds, and a config without feeds is fine here: the store still knows them).
-    feeds = settings.configured_feeds()
-    if settings.feeds.opml:
-        feeds += feeds_from_opml(settings.resolve(settings.feeds.opml), settings.feeds.interval)
-    feeds = list({feed.url: feed for feed in reversed(feeds) if feed.enabled}.values())[::-1]
-    store = Store(settings.state_dir)
-    try:
-        states = store.all_feed_states()
-    finally:
-        store.close()
-    known = {feed.url for feed in feeds}
-    feeds += [Feed(url=state.url) for state in states if state.url not in known]
-    now = time.time() if now is None else now
-    health = settings.health
-    tracker = FeedHealthTracker(
-        feeds, HealthPolicy(health.failing_after, health.stale_factor, health.stale_min_age), started=now
-    )
-    tracker.load_all(states)
-    tracker.sweep(now)
-    return tracker
 
 
 def _ago(moment: float | None, now: float) -> str:
@@ -169,12 +125,16 @@ def summary_line(counts: dict[str, int], page: FeedPage) -> str:
 
 
 def status(
-    settings: Settings, out: TextIO, *, fmt: str = "auto", limit: int | None = PAGE_ROWS, err: TextIO | None = None
+    tracker: FeedHealthTracker,
+    out: TextIO,
+    *,
+    now: float,
+    fmt: str = "auto",
+    limit: int | None = PAGE_ROWS,
+    err: TextIO | None = None,
 ) -> int:
     """Print the summary and the first ``limit`` feeds (None: every feed), worst first; 0 when
     every feed is ok, 1 when any is not, shown or not (usable as a check)."""
-    now = time.time()
-    tracker = feed_tracker(settings, now=now)
     page = tracker.page(FeedQuery(limit=limit))
     counts = tracker.counts()
     summary = summary_line(counts, page)

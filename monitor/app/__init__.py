@@ -1,0 +1,6 @@
+"""Composition: the one place besides the command line that knows both the core and
+the adapters, and builds the components of a run from the settings.
+
+:mod:`monitor.app.daemon`  the single-process daemon (every stage in one process)
+:mod:`monitor.app.status`  the feed-health table of ``news-monitor status``, from the state store
+"""

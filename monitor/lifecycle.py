@@ -1,0 +1,92 @@
+"""The stop signal and its deadline, shared by the worker, the poller and the upkeep tasks.
+
+A stop (SIGINT/SIGTERM, or :meth:`Shutdown.stop`) starts a shutdown that must be over
+within ``[delivery] shutdown_timeout``: polls in flight finish, pending alerts drain.
+A second signal (:meth:`Shutdown.stop_now`) ends the waiting at once: every step that
+waits does so through :meth:`Shutdown.unless_stopping_now`, and a step that hands over
+what it could not finish (the drain) is run again with no time left
+(:meth:`Shutdown.bounded`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+__all__ = ["Shutdown", "finish"]
+
+
+class Shutdown:
+    """Whether to stop, and by when (monotonic clock)."""
+
+    def __init__(self, timeout: float) -> None:
+        #: The whole budget of a shutdown, in seconds (``[delivery] shutdown_timeout``).
+        self.timeout = timeout
+        #: Set by :meth:`stop`: loops end, nothing new starts.
+        self.stopping = asyncio.Event()
+        #: Set by :meth:`stop_now`: steps that wait stop waiting.
+        self.stopping_now = asyncio.Event()
+        self.deadline: float | None = None
+
+    @property
+    def asked(self) -> bool:
+        """Whether a stop was asked."""
+        return self.stopping.is_set()
+
+    def stop(self) -> None:
+        """Stop within the shutdown timeout (the first stop sets the deadline)."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.timeout
+        self.stopping.set()
+
+    def stop_now(self) -> None:
+        """Stop at once: the deadline is now and every wait ends."""
+        self.deadline = time.monotonic()
+        self.stopping_now.set()
+        self.stop()
+
+    def remaining(self) -> float:
+        """Seconds left of the deadline (the whole budget when no stop was asked)."""
+        if self.deadline is None:
+            return self.timeout
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, less when a stop comes; whether one came."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def unless_stopping_now(self, awaitable: Awaitable[Any]) -> tuple[bool, Any]:
+        """(True, its result) once ``awaitable`` is done; (False, None) when :meth:`stop_now`
+        comes first (then it is cancelled)."""
+        task = asyncio.ensure_future(awaitable)
+        now = asyncio.ensure_future(self.stopping_now.wait())
+        try:
+            await asyncio.wait({task, now}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            now.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            return False, None
+        return True, task.result()
+
+    async def bounded(self, step: Callable[[float], Awaitable[Any]], timeout: float) -> Any:
+        """``step(timeout)``; if :meth:`stop_now` interrupts it, ``step(0)`` instead (a step
+        that hands over what it could not finish, e.g. the drain)."""
+        done, result = await self.unless_stopping_now(step(timeout))
+        return result if done else await step(0.0)
+
+
+async def finish(task: asyncio.Task[Any]) -> None:
+    """Cancel a helper task and wait for it, letting only its cancellation pass."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -1,0 +1,81 @@
+"""What the observers read of the rest of the daemon, declared as Protocols.
+
+The parts are wired in when they exist (the store and delivery start after the
+observers do), and every observer holds the same :class:`Wiring`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from monitor.delivery import DeliveryStats
+from monitor.errors import StoreError
+from monitor.feeds.state import FeedState
+from monitor.model import Record, Rule
+
+__all__ = ["DeliveryView", "RuleSetView", "RulesView", "StoreView", "Wiring"]
+
+
+class StoreView(Protocol):
+    """The state store as the observers use it (``monitor.adapters.store.AsyncStore``)."""
+
+    @property
+    def failure(self) -> StoreError | None:
+        """The store's fault while it is failing, else None."""
+
+    async def all_feed_states(self) -> list[FeedState]: ...
+
+    async def set_feed_health(self, url: str, health: str) -> None: ...
+
+    async def enqueue(self, records: list[Record]) -> None: ...
+
+
+class DeliveryView(Protocol):
+    """Delivery as the observers use it (``monitor.delivery.Delivery``)."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    @property
+    def stats(self) -> DeliveryStats: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    async def submit(self, records: list[Record]) -> None: ...
+
+
+class RuleSetView(Protocol):
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def rules(self) -> Sequence[Rule]: ...
+
+
+class RulesView(Protocol):
+    """The rules holder (``monitor.engine.reload.RulesHolder``): the rules in force and its reloads."""
+
+    @property
+    def current(self) -> RuleSetView: ...
+
+    @property
+    def reloads(self) -> int: ...
+
+    @property
+    def reload_failures(self) -> int: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+
+@dataclass
+class Wiring:
+    """The parts the observers read, as they come up."""
+
+    rules: RulesView | None = None
+    store: StoreView | None = None
+    delivery: DeliveryView | None = None
+    #: Topic of the feed-health events (records that are not alerts).
+    health_topic: str = field(default="monitor.feed-health")
