@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-from datetime import datetime, timezone
 from html import escape
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -43,9 +42,9 @@ from monitor.feeds.health import (
     PAGE_ROWS,
     STALE,
     FeedQuery,
-    format_duration,
 )
 from monitor.log import get_logger, redact
+from monitor.timefmt import format_duration, relative, utc_iso
 from monitor.observe.observer import Observer
 from monitor.observe.snapshot import StatusSnapshot
 from monitor.model import SourceLocation
@@ -263,18 +262,14 @@ def _t(text: object) -> str:
 
 
 def _iso(moment: float | None) -> str:
-    if moment is None:
-        return ""
-    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return "" if moment is None else utc_iso(moment)
 
 
 def _when(moment: float | None, now: float) -> str:
     """A <time> element: relative text, absolute UTC in the title."""
     if moment is None:
         return '<span class="muted">never</span>'
-    delta = moment - now
-    text = f"in {format_duration(delta)}" if delta > 0.5 else f"{format_duration(-delta)} ago"
-    return f'<time datetime="{_iso(moment)}" title="{_iso(moment)}">{_t(text)}</time>'
+    return f'<time datetime="{_iso(moment)}" title="{_iso(moment)}">{_t(relative(moment, now))}</time>'
 
 
 def _link(url: str | None, label: str) -> str:

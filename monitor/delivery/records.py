@@ -41,6 +41,7 @@ import orjson
 
 from monitor.model import Alert, Article, Hit, Match, Record, alert_id_for
 from monitor.redact import public_feed_url
+from monitor.timefmt import utc_iso
 
 __all__ = [
     "ALERT_SCHEMA_VERSION",
@@ -141,11 +142,7 @@ def _field_order(field: str) -> int:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if moment is None else utc_iso(moment, "auto")
 
 
 def alert_to_dict(alert: Alert) -> dict[str, Any]:

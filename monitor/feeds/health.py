@@ -47,6 +47,7 @@ from sortedcontainers import SortedList
 from monitor.feeds.state import FeedState
 from monitor.model import Feed, Record
 from monitor.redact import public_feed_url, scrub
+from monitor.timefmt import format_duration, utc_iso
 
 __all__ = [
     "DISABLED",
@@ -66,7 +67,6 @@ __all__ = [
     "HealthPolicy",
     "Transition",
     "assess",
-    "format_duration",
     "health_record",
     "learn_cadence",
 ]
@@ -197,21 +197,6 @@ def assess(
     return _HEALTHY
 
 
-def format_duration(seconds: float) -> str:
-    """``95`` -> ``1m35s``; ``7300`` -> ``2h01m``; ``200000`` -> ``2d07h``."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
-
-
 @dataclass(frozen=True, slots=True)
 class Transition:
     """A feed's health changed."""
@@ -227,9 +212,7 @@ class Transition:
 
 
 def _iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if moment is None else utc_iso(moment)
 
 
 def health_record(transition: Transition, topic: str) -> Record:

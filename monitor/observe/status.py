@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict
-from datetime import datetime, timezone
 from typing import Callable, TextIO
 
 import orjson
@@ -32,9 +31,9 @@ from monitor.feeds.health import (
     FeedPage,
     FeedQuery,
     FeedRow,
-    format_duration,
 )
 from monitor.redact import mask_url, scrub
+from monitor.timefmt import relative, utc_iso
 
 __all__ = ["render_json", "render_plain", "render_rich", "status", "summary_line"]
 
@@ -42,16 +41,11 @@ COLUMNS = ("feed", "health", "last success", "last error", "items", "polls", "ne
 
 
 def _ago(moment: float | None, now: float) -> str:
-    if moment is None:
-        return "never"
-    delta = moment - now
-    return f"in {format_duration(delta)}" if delta > 0.5 else f"{format_duration(-delta)} ago"
+    return "never" if moment is None else relative(moment, now)
 
 
 def _iso(moment: float | None, _now: float) -> str:
-    if moment is None:
-        return "never"
-    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return "never" if moment is None else utc_iso(moment)
 
 
 def _cells(row: FeedRow, now: float, when: Callable[[float | None, float], str] = _ago) -> tuple[str, ...]:
