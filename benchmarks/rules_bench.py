@@ -48,7 +48,7 @@ import ahocorasick_rs
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from monitor.engine import RuleSet, fold, parse_rules  # noqa: E402
-from monitor.engine.compiler import fold_fields  # noqa: E402
+from monitor.engine.evaluate import fold_fields  # noqa: E402
 from monitor.engine.query import iter_terms  # noqa: E402
 from monitor.engine.text import scan_text  # noqa: E402
 from monitor.model import Article  # noqa: E402

@@ -13,7 +13,7 @@ import asyncio
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 import orjson
 
@@ -53,6 +53,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``news-monitor`` argument parser: one sub-command per function below."""
     parser = argparse.ArgumentParser(
         prog="news-monitor",
         description="Streaming news-alert monitor: polls RSS/Atom/JSON feeds, matches rules, publishes alerts to Kafka.",
@@ -64,19 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"news-monitor {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    for add in (_add_run, _add_tail, _add_match, _add_broker, _add_status, _add_rules):
+        add(commands)
+    return parser
 
-    run = commands.add_parser(
-        "run", help="run the monitor (daemon, or --once)", epilog=_EPILOG_RUN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def _command(commands: Any, name: str, help: str, epilog: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_run(commands: Any) -> None:
+    run = _command(commands, "run", "run the monitor (daemon, or --once)", _EPILOG_RUN)
     _add_config(run)
     run.add_argument("--once", action="store_true", help="poll every feed once, wait for every alert to be acknowledged, print a summary, exit")
     run.set_defaults(handler=_cmd_run)
 
-    tail = commands.add_parser(
-        "tail", help="print alerts from a topic as JSON lines",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  news-monitor tail alerts.summit --from-beginning --max 1\n"
+
+def _add_tail(commands: Any) -> None:
+    tail = _command(
+        commands, "tail", "print alerts from a topic as JSON lines",
+        "examples:\n  news-monitor tail alerts.summit --from-beginning --max 1\n"
         "  news-monitor tail alerts.sanctions --group analyst-desk --format table\n"
         "  news-monitor tail alerts.summit --from-beginning --since 2026-11-25T00:00:00Z\n",
     )
@@ -91,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="override [kafka] bootstrap_servers")
     tail.set_defaults(handler=_cmd_tail)
 
-    match = commands.add_parser(
-        "match", help="match one article offline and explain which rules fire",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="the article is plain text, HTML, or a JSON object with title/summary/body (or text)\n"
+
+def _add_match(commands: Any) -> None:
+    match = _command(
+        commands, "match", "match one article offline and explain which rules fire",
+        "the article is plain text, HTML, or a JSON object with title/summary/body (or text)\n"
         "examples:\n  news-monitor match article.txt\n  curl -s https://example.org/story | news-monitor match -\n"
         "  news-monitor match --rules rules/summit.yaml story.json\n",
     )
@@ -103,20 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--rules", nargs="+", metavar="PATH", help="rule files or folders (default: [rules] paths)")
     match.set_defaults(handler=_cmd_match)
 
-    broker = commands.add_parser(
-        "broker", help="run the embedded Kafka-protocol broker in the foreground",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  news-monitor broker --port 9092 &\n"
+
+def _add_broker(commands: Any) -> None:
+    broker = _command(
+        commands, "broker", "run the embedded Kafka-protocol broker in the foreground",
+        "example:\n  news-monitor broker --port 9092 &\n"
         "  NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 news-monitor run --once\n",
     )
     broker.add_argument("--port", type=int, default=9092, help="loopback port to listen on (default 9092)")
     broker.set_defaults(handler=_cmd_broker)
 
-    status = commands.add_parser(
-        "status",
-        help="print feed health from the state store: a summary, then the feeds, worst first (works while the daemon runs)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="health: ok, stale (no new item for much longer than usual), failing (polls fail),\n"
+
+def _add_status(commands: Any) -> None:
+    status = _command(
+        commands, "status",
+        "print feed health from the state store: a summary, then the feeds, worst first (works while the daemon runs)",
+        "health: ok, stale (no new item for much longer than usual), failing (polls fail),\n"
         "disabled (HTTP 410). Feeds are listed worst health first, then the most recent new item;\n"
         f"the first {PAGE_ROWS} unless --limit or --all says otherwise. The summary line (counts by health)\n"
         "goes to stderr for the plain and JSON formats. Exit code 0 when every feed is ok, 1 when any is not.\n"
@@ -135,41 +146,38 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("--all", action="store_true", help="show every feed")
     status.set_defaults(handler=_cmd_status)
 
-    rules = commands.add_parser(
-        "rules", help="check, test and evaluate rule files",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  news-monitor rules check\n  news-monitor rules test rules/\n"
+
+def _add_rules(commands: Any) -> None:
+    rules = _command(
+        commands, "rules", "check, test and evaluate rule files",
+        "examples:\n  news-monitor rules check\n  news-monitor rules test rules/\n"
         "  news-monitor rules eval tests/data/labeled.jsonl --rules rules/\n"
         "run 'news-monitor rules SUBCOMMAND --help' for each one's options\n",
     )
     rule_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     rule_commands.required = True
-    check = rule_commands.add_parser(
-        "check", help="validate rule files (exit 1 on any error)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  news-monitor rules check\n  news-monitor rules check rules/summit.yaml\n",
+    check = _command(
+        rule_commands, "check", "validate rule files (exit 1 on any error)",
+        "examples:\n  news-monitor rules check\n  news-monitor rules check rules/summit.yaml\n",
     )
     _add_config(check)
     check.add_argument("paths", nargs="*", help="rule files or folders (default: [rules] paths)")
     check.set_defaults(handler=_cmd_rules_check)
-    test = rule_commands.add_parser(
-        "test", help="run every rule's examples (exit 1 on a failure)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  news-monitor rules test\n  news-monitor rules test rules/\n",
+    test = _command(
+        rule_commands, "test", "run every rule's examples (exit 1 on a failure)",
+        "examples:\n  news-monitor rules test\n  news-monitor rules test rules/\n",
     )
     _add_config(test)
     test.add_argument("paths", nargs="*", help="rule files or folders (default: [rules] paths)")
     test.set_defaults(handler=_cmd_rules_test)
-    evaluate = rule_commands.add_parser(
-        "eval", help="precision/recall/F1 of the rules on a labeled JSON-lines set",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  news-monitor rules eval tests/data/labeled.jsonl --rules rules/\n",
+    evaluate = _command(
+        rule_commands, "eval", "precision/recall/F1 of the rules on a labeled JSON-lines set",
+        "example:\n  news-monitor rules eval tests/data/labeled.jsonl --rules rules/\n",
     )
     _add_config(evaluate)
     evaluate.add_argument("labeled", help='JSON lines: {"id": ..., "text": ..., "labels": [...]}')
     evaluate.add_argument("--rules", nargs="+", metavar="PATH", help="rule files or folders (default: [rules] paths)")
     evaluate.set_defaults(handler=_cmd_rules_eval)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -406,38 +414,23 @@ def _cell(text: str) -> str:
 
 def _cmd_match(args: argparse.Namespace) -> int:
     from monitor.engine import load_rules
+    from monitor.engine.tools import explain
     from monitor.parse.textinput import article_from_input
 
-    rule_paths = _rule_paths(args, args.rules)
-    ruleset = load_rules(rule_paths)
+    ruleset = load_rules(_rule_paths(args, args.rules))
     if args.file == "-":
-        raw = sys.stdin.buffer.read()
-        name = "<stdin>"
+        raw, name = sys.stdin.buffer.read(), "<stdin>"
     else:
         try:
-            raw = Path(args.file).read_bytes()
+            raw, name = Path(args.file).read_bytes(), args.file
         except OSError as exc:
             raise MonitorError(f"{args.file}: cannot read: {exc.strerror or exc}") from exc
-        name = args.file
-    article = article_from_input(raw, name)
-    from monitor.delivery.records import snippet_around
-
-    matches = ruleset.match(article)
-    if not matches:
+    lines = explain(article_from_input(raw, name), ruleset)
+    if not lines:
         # stdout stays JSON lines only; a person still sees that the article was matched.
         enabled = sum(rule.enabled for rule in ruleset.rules)
         sys.stderr.write(f"no rule fired on {name} ({enabled} enabled rules)\n")
-    for match in matches:
-        first = match.hits[0] if match.hits else None
-        line = {
-            "rule_id": match.rule.id,
-            "topic": match.rule.output_topic,
-            "severity": match.rule.severity,
-            "matches": [
-                {"term": h.term, "field": h.field, "start": h.start, "end": h.end, "text": h.text} for h in match.hits
-            ],
-            "snippet": snippet_around(article.field_text(first.field), first.start, first.end) if first else "",
-        }
+    for line in lines:
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
     return EXIT_OK
 

@@ -21,7 +21,7 @@ import pytest
 from monitor.adapters.kafka import KafkaPublisher
 from monitor.adapters.store import AsyncStore
 from monitor.delivery import Delivery
-from monitor.engine.compiler import MAX_HITS_PER_TERM
+from monitor.engine.evaluate import MAX_HITS_PER_TERM
 from monitor.model import Alert, Hit, alert_id_for
 from monitor.delivery.records import alert_record
 from monitor.worker import Monitor

@@ -39,6 +39,8 @@ from typing import Any, Callable
 
 import orjson
 
+from monitor.engine.text import SNIPPET_LIMIT
+from monitor.engine.text import snippet as text_snippet
 from monitor.model import Alert, Article, Hit, Match, Record, alert_id_for
 from monitor.redact import public_feed_url
 from monitor.timefmt import utc_iso
@@ -62,7 +64,6 @@ __all__ = [
     "article_to_dict",
     "build_alert",
     "rejection_reason",
-    "snippet_around",
 ]
 
 ALERT_SCHEMA_VERSION = 1
@@ -72,10 +73,6 @@ ARTICLE_CLOUDEVENT_TYPE = "news.article.v1"
 DLQ_REASON_HEADER = "dlq_reason"
 #: Header naming the topic a dead-lettered record was meant for.
 DLQ_ORIGINAL_TOPIC_HEADER = "dlq_original_topic"
-#: Characters of context on each side of the first match in an alert's snippet.
-SNIPPET_CONTEXT = 90
-#: Longest snippet, in characters (a long matched phrase is cut).
-SNIPPET_LIMIT = 400
 #: Hits of one term listed in an alert's ``matches`` (the first ones in the article).
 MAX_HITS_PER_TERM = 10
 #: Hits listed in an alert's ``matches`` in all.
@@ -84,22 +81,6 @@ MAX_MATCHES = 100
 MAX_HIT_TEXT = 200
 #: Terms counted in an alert's ``match_counts``.
 MAX_COUNTED_TERMS = 1000
-
-
-def snippet_around(text: str, start: int, end: int, context: int = SNIPPET_CONTEXT) -> str:
-    """A short excerpt of ``text`` around ``[start, end)``, cut at word boundaries, at most
-    :data:`SNIPPET_LIMIT` characters."""
-    end = min(end, start + SNIPPET_LIMIT - 2 * context - 2)
-    left = max(0, start - context)
-    right = min(len(text), end + context)
-    if left > 0:
-        space = text.find(" ", left, start)
-        left = space + 1 if space != -1 else left
-    if right < len(text):
-        space = text.rfind(" ", end, right)
-        right = space if space != -1 else right
-    excerpt = " ".join(text[left:right].split())
-    return f"{'…' if left > 0 else ''}{excerpt}{'…' if right < len(text) else ''}"
 
 
 def build_alert(
@@ -115,7 +96,7 @@ def build_alert(
     snippet = ""
     if match.hits:
         first = min(match.hits, key=lambda hit: (_field_order(hit.field), hit.start))
-        snippet = snippet_around(article.field_text(first.field), first.start, first.end)
+        snippet = text_snippet(article.field_text(first.field), first.start, first.end)
     return Alert(
         alert_id=alert_id_for(rule.id, article.id),
         rule_id=rule.id,

@@ -24,8 +24,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from monitor.engine.compiler import CompiledRule
-from monitor.engine.query import QueryError, TermSpec, can_match_without_terms, parse_query, parse_term
+from monitor.engine.query import CompiledRule, QueryError, TermSpec, can_match_without_terms, parse_query, parse_term
 from monitor.engine.ruleset import RuleSet
 from monitor.errors import RuleError
 from monitor.model import Rule, RuleExamples, SourceLocation

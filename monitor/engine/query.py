@@ -32,11 +32,12 @@ from functools import lru_cache
 from typing import Mapping, Union
 
 from monitor.engine.text import fold, is_word_char, scan_text
-from monitor.model import FIELDS
+from monitor.model import FIELDS, Rule
 
 __all__ = [
     "And",
     "AtLeast",
+    "CompiledRule",
     "Near",
     "Node",
     "Not",
@@ -147,6 +148,14 @@ class AtLeast:
 
 
 Node = Union[Term, And, Or, Not, Near, AtLeast]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule with its parsed query."""
+
+    rule: Rule
+    query: Node
 
 _QUOTES = '"\u201c\u201d\u201e'
 _WORD_STOP = set(" \t\r\n(),") | set(_QUOTES)

@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import Mapping, Sequence
 
-from monitor.engine.compiler import CompiledRule, Matcher
-from monitor.engine.query import Node, TermSpec
+from monitor.engine.presearch import Matcher
+from monitor.engine.query import CompiledRule, Node, TermSpec
 from monitor.model import Article, Match, Rule
 
 __all__ = ["RuleSet"]

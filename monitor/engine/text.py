@@ -379,3 +379,28 @@ def scan_text(lower: str) -> str:
 
 
 _EMPTY = FoldedText("", "", "")
+
+
+#: Characters of context on each side of a hit in a snippet (an alert's), and the longest snippet.
+SNIPPET_CONTEXT = 90
+SNIPPET_LIMIT = 400
+
+
+def snippet(
+    text: str, start: int, end: int, *, context: int = SNIPPET_CONTEXT, limit: int | None = SNIPPET_LIMIT, mark: bool = False
+) -> str:
+    """A one-line excerpt of ``text`` around ``[start, end)``, cut at word boundaries, with
+    ``…`` where it is cut: at most ``limit`` characters (a long hit is shortened), the hit
+    marked ``[...]`` with ``mark``."""
+    if limit is not None:
+        end = min(end, start + limit - 2 * context - 2)
+    left = max(0, start - context)
+    right = min(len(text), end + context)
+    if left > 0:
+        space = text.find(" ", left, start)
+        left = space + 1 if space != -1 else left
+    if right < len(text):
+        space = text.rfind(" ", end, right)
+        right = space if space != -1 else right
+    excerpt = f"{text[left:start]}[{text[start:end]}]{text[end:right]}" if mark else text[left:right]
+    return f"{'…' if left > 0 else ''}{' '.join(excerpt.split())}{'…' if right < len(text) else ''}"

@@ -14,9 +14,10 @@ from typing import Any, Iterable, TextIO
 
 from monitor.engine.loader import collect_rules, rule_files
 from monitor.engine.ruleset import RuleSet
+from monitor.engine.text import snippet
 from monitor.model import FIELDS, Article, Hit, Match, Rule
 
-__all__ = ["check", "evaluate", "explain", "score", "snippet", "test"]
+__all__ = ["check", "evaluate", "explain", "score", "test"]
 
 PathLike = str | Path
 
@@ -164,71 +165,98 @@ def score(labeled_path: PathLike, ruleset: RuleSet, out: TextIO) -> int:
     in proportion to the rules that fired on it and its labels, however many rules
     there are: a rule that neither fired nor is a label of the passage is not looked at.
     """
-    rule_ids = [rule.id for rule in ruleset.rules if rule.enabled]
-    enabled = set(rule_ids)
-    scores: dict[str, _Score] = {}
-    unknown: Counter[str] = Counter()
-    passages = errors = 0
+    tally = _Tally([rule.id for rule in ruleset.rules if rule.enabled])
     try:
         # Binary lines end at b"\n" only: a JSON string may hold U+2028, which text
         # mode's universal newlines would not cut at but str.splitlines would, and one
         # line that is not UTF-8 is reported with its number like any other bad line.
         with open(labeled_path, "rb") as lines:
             for line_no, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    article, labels = _labeled_passage(line, line_no)
-                except UnicodeDecodeError as exc:
-                    _print(out, f"{labeled_path}:{line_no}: not UTF-8 text: {exc.reason} at byte {exc.start + 1} (save the file as UTF-8)")
-                    errors += 1
-                    continue
-                except ValueError as exc:  # json.JSONDecodeError is a ValueError
-                    _print(out, f"{labeled_path}:{line_no}: {exc}")
-                    errors += 1
-                    continue
-                passages += 1
-                if errors:
-                    continue  # no scores will be printed: only look for more bad lines
-                fired = {match.rule.id for match in ruleset.match(article)}
-                for rule_id in fired:
-                    tally = scores.get(rule_id) or scores.setdefault(rule_id, _Score())
-                    if rule_id in labels:
-                        tally.tp += 1
-                    else:
-                        tally.fp += 1
-                        tally.false_positives.append(article.id)
-                for label in labels - fired:
-                    if label in enabled:
-                        tally = scores.get(label) or scores.setdefault(label, _Score())
-                        tally.fn += 1
-                        tally.false_negatives.append(article.id)
-                    else:
-                        unknown[label] += 1
+                if line.strip():
+                    _score_line(labeled_path, line_no, line, ruleset, tally, out)
     except OSError as exc:
         _print(out, f"{labeled_path}: cannot read: {exc}")
         return 1
-    if errors:
+    if tally.errors:
         return 1
-    width = max([len("rule"), *(len(rule_id) for rule_id in rule_ids)])
-    _print(out, f"{passages} labeled passages, {len(rule_ids)} enabled rules")
-    _print(out, f"{'rule':<{width}}  {'tp':>4} {'fp':>4} {'fn':>4}  {'precision':>9} {'recall':>6} {'f1':>6}")
-    # Most rules of a large set meet none of the passages: their row is formatted once.
-    untouched = _score_columns(_Score())
-    rows = [
-        f"{rule_id:<{width}}  {_score_columns(scores[rule_id]) if rule_id in scores else untouched}" for rule_id in rule_ids
-    ]
-    for rule_id in rule_ids:
-        tally = scores.get(rule_id)
-        if tally is not None and tally.false_positives:
-            rows.append(f"false positives {rule_id}: {', '.join(tally.false_positives)}")
-        if tally is not None and tally.false_negatives:
-            rows.append(f"false negatives {rule_id}: {', '.join(tally.false_negatives)}")
-    if rows:
-        _print(out, "\n".join(rows))
-    for label, count in sorted(unknown.items()):
-        _print(out, f"note: label {label!r} ({count} passage(s)) is not an enabled rule id")
+    tally.report(out)
     return 0
+
+
+def _score_line(labeled_path: PathLike, line_no: int, line: bytes, ruleset: RuleSet, tally: _Tally, out: TextIO) -> None:
+    """Match one labeled passage and tally it; a bad line is reported and counted."""
+    try:
+        article, labels = _labeled_passage(line, line_no)
+    except UnicodeDecodeError as exc:
+        _print(out, f"{labeled_path}:{line_no}: not UTF-8 text: {exc.reason} at byte {exc.start + 1} (save the file as UTF-8)")
+        tally.errors += 1
+        return
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        _print(out, f"{labeled_path}:{line_no}: {exc}")
+        tally.errors += 1
+        return
+    tally.passages += 1
+    if not tally.errors:  # else no scores will be printed: only look for more bad lines
+        tally.add(article.id, {match.rule.id for match in ruleset.match(article)}, labels)
+
+
+@dataclass
+class _Tally:
+    """The scores of every rule over a labeled file, and what was wrong with it."""
+
+    rule_ids: list[str]
+    scores: dict[str, _Score] = field(default_factory=dict)
+    unknown: Counter[str] = field(default_factory=Counter)
+    passages: int = 0
+    errors: int = 0
+    enabled: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.enabled = set(self.rule_ids)
+
+    def add(self, article_id: str, fired: set[str], labels: set[str]) -> None:
+        """One passage: the rules that fired on it and the rules it is labeled with."""
+        for rule_id in fired:
+            score = self._score(rule_id)
+            if rule_id in labels:
+                score.tp += 1
+            else:
+                score.fp += 1
+                score.false_positives.append(article_id)
+        for label in labels - fired:
+            if label in self.enabled:
+                score = self._score(label)
+                score.fn += 1
+                score.false_negatives.append(article_id)
+            else:
+                self.unknown[label] += 1
+
+    def report(self, out: TextIO) -> None:
+        """Precision, recall and F1 per rule, then every false positive and negative."""
+        rule_ids = self.rule_ids
+        width = max([len("rule"), *(len(rule_id) for rule_id in rule_ids)])
+        _print(out, f"{self.passages} labeled passages, {len(rule_ids)} enabled rules")
+        _print(out, f"{'rule':<{width}}  {'tp':>4} {'fp':>4} {'fn':>4}  {'precision':>9} {'recall':>6} {'f1':>6}")
+        # Most rules of a large set meet none of the passages: their row is formatted once.
+        untouched = _score_columns(_Score())
+        scores = self.scores
+        rows = [f"{rule_id:<{width}}  {_score_columns(scores[rule_id]) if rule_id in scores else untouched}" for rule_id in rule_ids]
+        for rule_id in rule_ids:
+            score = scores.get(rule_id)
+            if score is not None and score.false_positives:
+                rows.append(f"false positives {rule_id}: {', '.join(score.false_positives)}")
+            if score is not None and score.false_negatives:
+                rows.append(f"false negatives {rule_id}: {', '.join(score.false_negatives)}")
+        if rows:
+            _print(out, "\n".join(rows))
+        for label, count in sorted(self.unknown.items()):
+            _print(out, f"note: label {label!r} ({count} passage(s)) is not an enabled rule id")
+
+    def _score(self, rule_id: str) -> _Score:
+        score = self.scores.get(rule_id)
+        if score is None:
+            score = self.scores[rule_id] = _Score()
+        return score
 
 
 def _score_columns(tally: _Score) -> str:
@@ -246,46 +274,22 @@ def _labeled_passage(line: bytes, line_no: int) -> tuple[Article, set[str]]:
     return _labeled_article(record, line_no), set(labels)
 
 
-def snippet(text: str, start: int, end: int, width: int = 60) -> str:
-    """A one-line excerpt of ``text`` around ``[start, end)``, the hit marked with [ ]."""
-    left = max(0, start - width)
-    right = min(len(text), end + width)
-    before = text[left:start]
-    after = text[end:right]
-    if left > 0 and " " in before:
-        before = before[before.index(" ") + 1 :]  # do not start mid-word
-    if right < len(text) and " " in after:
-        after = after[: after.rindex(" ")]
-    prefix = "…" if left > 0 else ""
-    suffix = "…" if right < len(text) else ""
-    excerpt = f"{prefix}{before}[{text[start:end]}]{after}{suffix}"
-    return " ".join(excerpt.split())
+def explain(article: Article, ruleset: RuleSet) -> list[dict[str, Any]]:
+    """Per matching rule, as ``news-monitor match`` prints it: its id, topic, severity and
+    mode, the matched terms, every hit (term, field, character offsets, text), and a
+    snippet around the first hit with the hit marked ``[...]``."""
+    return [_explain_match(article, match) for match in ruleset.match(article)]
 
 
 def _explain_match(article: Article, match: Match) -> dict[str, Any]:
-    hits = [
-        {
-            "term": hit.term,
-            "field": hit.field,
-            "start": hit.start,
-            "end": hit.end,
-            "text": hit.text,
-            "snippet": snippet(article.field_text(hit.field), hit.start, hit.end),
-        }
-        for hit in match.hits
-    ]
+    first = match.hits[0] if match.hits else None
+    rule = match.rule
     return {
-        "id": match.rule.id,
-        "topic": match.rule.output_topic,
-        "severity": match.rule.severity,
-        "mode": match.rule.mode,
+        "rule_id": rule.id,
+        "topic": rule.output_topic,
+        "severity": rule.severity,
+        "mode": rule.mode,
         "terms": sorted({hit.term for hit in match.hits}),
-        "hits": hits,
-        "snippet": hits[0]["snippet"] if hits else "",
+        "matches": [{"term": h.term, "field": h.field, "start": h.start, "end": h.end, "text": h.text} for h in match.hits],
+        "snippet": snippet(article.field_text(first.field), first.start, first.end, context=60, limit=None, mark=True) if first else "",
     }
-
-
-def explain(article: Article, ruleset: RuleSet) -> list[dict[str, Any]]:
-    """Per matching rule: id, topic, severity, mode, the matched terms, and every hit
-    (term, field, start, end, text, snippet), plus a snippet around the first hit."""
-    return [_explain_match(article, match) for match in ruleset.match(article)]

@@ -15,8 +15,9 @@ from itertools import islice
 
 import pytest
 
-import monitor.engine.compiler as compiler
-from monitor.engine.compiler import MAX_HITS_PER_TERM, Span, _to_hits, find_term_hits
+import monitor.engine.evaluate as evaluate
+from monitor.engine.evaluate import MAX_HITS_PER_TERM, Span, find_term_hits
+from monitor.engine.evaluate import to_hits as _to_hits
 from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term
 from monitor.engine.text import fold
 from monitor.model import FIELDS, Article
@@ -167,7 +168,7 @@ def test_matching_time_grows_linearly_with_occurrences(monkeypatch, query: str, 
     the evidence is n log n, and the larger working set leaves the CPU caches); a
     quadratic step costs 64x. The per-term cap is lifted, so the algorithms themselves
     are what is measured."""
-    monkeypatch.setattr(compiler, "MAX_HITS_PER_TERM", 10**9)
+    monkeypatch.setattr(evaluate, "MAX_HITS_PER_TERM", 10**9)
     ruleset = one_rule(query, "lists:\n  a: [alpha, alphas]\n  b: [bravo, =Bravo]\n")
     small, large = make(1000), make(8000)
     assert bool(ruleset.match(small)) == fires and bool(ruleset.match(large)) == fires
@@ -179,7 +180,7 @@ def test_twenty_thousand_occurrences_on_each_side_match_well_under_a_second(monk
     item = _blocks(20_000)
     ruleset = one_rule("alpha NEAR/3 bravo")
     assert _best_of(1, lambda: ruleset.match(item)) < 1.0  # with the cap: the first 1,000 of each
-    monkeypatch.setattr(compiler, "MAX_HITS_PER_TERM", 10**9)
+    monkeypatch.setattr(evaluate, "MAX_HITS_PER_TERM", 10**9)
     uncapped = one_rule("alpha NEAR/3 bravo")
     assert _best_of(1, lambda: uncapped.match(item)) < 1.0  # every occurrence considered
     [match] = uncapped.match(item)

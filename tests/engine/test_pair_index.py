@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from monitor.engine.compiler import _cover, _or_children, _clause
+from monitor.engine.presearch import _clause, _cover, _or_children
 from monitor.engine.query import iter_terms
 from tests.engine.helpers import rules_from
 from tests.engine.test_presearch import clause_query, shaped_query

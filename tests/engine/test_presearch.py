@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from monitor.engine.compiler import find_term_hits
+from monitor.engine.evaluate import find_term_hits
 import re
 
 from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term, can_match_without_terms, parse_query
@@ -148,7 +148,9 @@ def shaped_query(rng: random.Random) -> str:
 
 
 def test_presearcher_fast_paths_equal_brute_force_and_reference_evidence() -> None:
-    from monitor.engine.compiler import _compile_node, _Context, _to_hits
+    from monitor.engine.evaluate import Context as _Context
+    from monitor.engine.evaluate import compile_node as _compile_node
+    from monitor.engine.evaluate import to_hits as _to_hits
     from monitor.engine.query import iter_terms
 
     rng = random.Random(1125)
@@ -220,7 +222,9 @@ def clause_query(rng: random.Random) -> str:
 def test_clause_evidence_equals_reference_evaluator() -> None:
     """Evidence built from exact clauses (and evaluators for the others) must equal the
     reference evaluator's, hit for hit, on rules that repeat keys under several labels."""
-    from monitor.engine.compiler import _compile_node, _Context, _to_hits
+    from monitor.engine.evaluate import Context as _Context
+    from monitor.engine.evaluate import compile_node as _compile_node
+    from monitor.engine.evaluate import to_hits as _to_hits
     from monitor.engine.query import iter_terms
 
     lists = {"leaders": "    - Putin\n    - =Xi\n    - summit\n"}
@@ -268,7 +272,7 @@ def test_fast_hit_construction_sets_every_field() -> None:
     """Hits are built through the slot descriptors; they must equal Hit(...) field for field."""
     import dataclasses
 
-    from monitor.engine.compiler import _hit
+    from monitor.engine.evaluate import _hit
     from monitor.model import Hit
 
     assert [f.name for f in dataclasses.fields(Hit)] == ["term", "field", "start", "end", "text"]

@@ -6,7 +6,8 @@ import io
 import json
 from pathlib import Path
 
-from monitor.engine.tools import check, evaluate, explain, snippet
+from monitor.engine.text import snippet
+from monitor.engine.tools import check, evaluate, explain
 from monitor.engine.tools import test as run_examples
 from tests.engine.helpers import article, rules_from
 
@@ -175,13 +176,13 @@ class TestExplain:
         ruleset = rules_from("rules:\n  - id: s\n    query: Putin NEAR/3 summit\n")
         body = "Officials said Putin will attend the summit in Alaska next week."
         (entry,) = explain(article(body), ruleset)
-        assert entry["id"] == "s" and entry["topic"] == "alerts.s" and entry["terms"] == ["Putin", "summit"]
-        first = entry["hits"][0]
+        assert entry["rule_id"] == "s" and entry["topic"] == "alerts.s" and entry["terms"] == ["Putin", "summit"]
+        first = entry["matches"][0]
         assert (first["field"], body[first["start"] : first["end"]]) == ("body", "Putin")
         assert "[Putin]" in entry["snippet"]
 
     def test_snippet_marks_the_hit_and_trims_at_words(self) -> None:
         text = "word " * 40 + "HIT" + " word" * 40
         start = text.index("HIT")
-        result = snippet(text, start, start + 3, width=20)
+        result = snippet(text, start, start + 3, context=20, limit=None, mark=True)
         assert result.startswith("…word") and "[HIT]" in result and result.endswith("word…")
