@@ -282,7 +282,6 @@ def _link(url: str | None, label: str) -> str:
 def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> str:
     """The status page as one HTML document (every value escaped)."""
     s = snapshot
-    now = s.now
     parts: list[str] = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -292,29 +291,50 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
         parts.append(f'<meta http-equiv="refresh" content="{refresh:g}">')
     parts += [f"<title>news-monitor: {_t(_summary_word(s))}</title>", f"<style>{_STYLE}</style></head><body>"]
     parts.append(f"<h1>news-monitor {_t(__version__)}</h1>")
-    ready_class = "good" if s.ready else "bad"
+    parts += _summary(s)
+    parts += _feeds_header(s)
+    parts.append(_pager(s, ids=True))
+    parts += _feeds_table(s)
+    parts.append(_pager(s, ids=False))
+    parts += _rules_table(s)
+    parts += _alerts_table(s)
+    refresh_note = f"refreshes every {refresh:g}s; " if refresh > 0 else ""
+    json_href = "status.json" + _href(s.feeds_query).removeprefix("./")
     parts.append(
+        f'<p class="muted">{refresh_note}machine-readable: <a href="{_t(json_href)}">status.json</a>, '
+        '<a href="metrics">metrics</a>, <a href="readyz">readyz</a></p></body></html>'
+    )
+    return "\n".join(parts)
+
+
+def _summary(s: StatusSnapshot) -> list[str]:
+    """Readiness and the run's counts as badges, then why the daemon is not ready."""
+    ready_class = "good" if s.ready else "bad"
+    parts = [
         f'<p id="summary"><span class="badge {ready_class}" id="ready">{"ready" if s.ready else "not ready"}</span>'
-        f'<span class="badge">up {_t(format_duration(now - s.started))}</span>'
+        f'<span class="badge">up {_t(format_duration(s.now - s.started))}</span>'
         f'<span class="badge">polls <b id="polls">{s.polls}</b></span>'
         f'<span class="badge">alerts raised <b id="alerts-raised">{s.alerts_raised}</b></span>'
         f'<span class="badge">published <b id="alerts-published">{s.alerts_published}</b></span>'
         f'<span class="badge">pending <b id="pending">{s.pending}</b></span>'
         f'<span class="badge">publish errors <b id="publish-errors">{s.publish_errors}</b></span>'
-        f'<span class="muted">as of {_t(_iso(now))}</span></p>'
-    )
+        f'<span class="muted">as of {_t(_iso(s.now))}</span></p>'
+    ]
     if s.not_ready:
         parts.append('<ul class="err" id="not-ready">' + "".join(f"<li>{_t(p)}</li>" for p in s.not_ready) + "</ul>")
     if s.last_reload_error:
         parts.append(f'<p class="err" id="reload-error">last rule reload failed: {_t(s.last_reload_error)}</p>')
+    return parts
 
-    parts += _feeds_header(s)
-    parts.append(_pager(s, ids=True))
-    parts.append(
+
+def _feeds_table(s: StatusSnapshot) -> list[str]:
+    """One page of feeds, one row each."""
+    now = s.now
+    parts = [
         f'<table id="feeds" data-total="{s.feeds_total}" data-matched="{s.feeds_matched}" '
         f'data-offset="{s.feeds_query.offset}"><thead><tr><th>feed</th><th>health</th><th>last success</th>'
         "<th>last error</th><th>items seen</th><th>polls</th><th>last new item</th><th>next poll</th></tr></thead><tbody>"
-    )
+    ]
     for row in s.feeds:
         # Feed urls may carry credentials (user:pw@, ?token=): the page shows them masked.
         shown_url = redact(row.url)
@@ -337,14 +357,16 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
     if not s.feeds:
         parts.append('<tr><td colspan="8" class="muted">no feed on this page</td></tr>')
     parts.append("</tbody></table>")
-    parts.append(_pager(s, ids=False))
+    return parts
 
+
+def _rules_table(s: StatusSnapshot) -> list[str]:
     version = f" version {_t(s.ruleset_version)}" if s.ruleset_version else ""
-    parts.append(f"<h2>Rules ({len(s.rules)}{version})</h2>")
-    parts.append(
+    parts = [
+        f"<h2>Rules ({len(s.rules)}{version})</h2>",
         '<table id="rules"><thead><tr><th>rule</th><th>topic</th><th>severity</th><th>mode</th>'
-        "<th>alerts</th></tr></thead><tbody>"
-    )
+        "<th>alerts</th></tr></thead><tbody>",
+    ]
     for rule in s.rules:
         state = "" if rule.enabled else ' <span class="muted">(disabled)</span>'
         parts.append(
@@ -352,15 +374,18 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
             f'<td>{_t(rule.severity)}</td><td>{_t(rule.mode)}</td><td class="num alerts">{rule.alerts}</td></tr>'
         )
     parts.append("</tbody></table>")
+    return parts
 
-    parts.append(f"<h2>Latest alerts ({len(s.alerts)})</h2>")
-    parts.append(
+
+def _alerts_table(s: StatusSnapshot) -> list[str]:
+    parts = [
+        f"<h2>Latest alerts ({len(s.alerts)})</h2>",
         '<table id="alerts"><thead><tr><th>detected</th><th>rule</th><th>severity</th><th>title</th>'
-        "<th>feed</th><th>delivered</th></tr></thead><tbody>"
-    )
+        "<th>feed</th><th>delivered</th></tr></thead><tbody>",
+    ]
     for alert in s.alerts:
         parts.append(
-            f'<tr data-alert="{_t(alert.alert_id)}"><td>{_when(alert.detected_at, now)}</td>'
+            f'<tr data-alert="{_t(alert.alert_id)}"><td>{_when(alert.detected_at, s.now)}</td>'
             f'<td class="rule-id">{_t(alert.rule_id)}</td><td>{_t(alert.severity)}</td>'
             f'<td class="title">{_link(alert.url, alert.title or alert.url or "(untitled)")}</td>'
             f'<td class="url">{_t(redact(alert.feed_url))}</td>'
@@ -369,13 +394,7 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
     if not s.alerts:
         parts.append('<tr><td colspan="6" class="muted">no alerts since start-up</td></tr>')
     parts.append("</tbody></table>")
-    refresh_note = f"refreshes every {refresh:g}s; " if refresh > 0 else ""
-    json_href = "status.json" + _href(s.feeds_query).removeprefix("./")
-    parts.append(
-        f'<p class="muted">{refresh_note}machine-readable: <a href="{_t(json_href)}">status.json</a>, '
-        '<a href="metrics">metrics</a>, <a href="readyz">readyz</a></p></body></html>'
-    )
-    return "\n".join(parts)
+    return parts
 
 
 _HEALTH_CHOICES = (("", "any health"), (",".join(h for h in HEALTH_STATES if h != OK), "not ok"), *((h, h) for h in HEALTH_STATES))
