@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from monitor.engine import RuleSet
-from monitor.pipeline import THREAD_MATCH_CHARS
+from monitor.matching import THREAD_MATCH_CHARS
 from monitor.worker import Monitor
 from tests.test_metrics import ITEM, ONE_ITEM, SANCTIONS, Daemon, _settings, until, value
 

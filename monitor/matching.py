@@ -1,0 +1,279 @@
+"""The articles of one feed's poll, from "parsed" to "recorded and queued for Kafka":
+
+dedupe (seen before?) -> enrich (full text) -> stories (near-duplicate wire copy) ->
+match (the rule engine) -> admit (record the articles and queue their alerts, atomically).
+
+This is the half of a poll that needs the seen-article store and the rules, and none of
+the feed's own state: the part a matcher process runs on articles it consumes, while a
+poller process fetches and parses (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Protocol, TypeVar
+
+from monitor.dedupe import Admission, Candidate, SeenArticle, Verdict, admit, needs_matching
+from monitor.dedupe.stories import Assignment, StoryIndex, story_text
+from monitor.delivery.records import alert_record, article_record, build_alert
+from monitor.enrich.fulltext import FulltextEnricher
+from monitor.errors import FeedError
+from monitor.log import get_logger
+from monitor.model import Alert, Article, Feed, Match, Record
+
+__all__ = ["THREAD_MATCH_CHARS", "ArticleStore", "CpuLane", "CpuPool", "Matcher", "Matching", "Sink", "unique_articles"]
+
+log = get_logger("pipeline")
+
+T = TypeVar("T")
+
+
+class Matcher(Protocol):
+    """The rule set as matching sees it (see :class:`monitor.engine.RuleSet`)."""
+
+    @property
+    def version(self) -> str: ...
+
+    def match(self, article: Article) -> list[Match]: ...
+
+
+class CpuPool(Protocol):
+    """CPU work off the event loop (see :class:`monitor.adapters.parser_pool.ParserPool`)."""
+
+    async def run(self, function: Callable[..., Any], *args: Any, label: str, what: str = "processing") -> Any: ...
+
+
+class ArticleStore(Protocol):
+    """The part of the state store matching needs (``monitor.adapters.store.AsyncStore``)."""
+
+    async def find_articles(self, keys: Iterable[tuple[str, str | None]]) -> list[SeenArticle | None]: ...
+
+    async def enqueue(self, records: Iterable[Record]) -> None: ...
+
+    async def atomically(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(store, *args)`` with the synchronous store, nothing else in between."""
+
+    async def save_story_members(self, members: Iterable[tuple[str, str, float, bytes]]) -> None: ...
+
+
+class Sink(Protocol):
+    """Where queued records go (see :class:`monitor.delivery.Delivery`)."""
+
+    async def submit(self, records: list[Record]) -> None: ...
+
+
+class CpuLane:
+    """Time-slices the CPU work polls do on the event loop (rule matching, story lookup).
+
+    Yielding between articles is not enough: when 64 polls each hold new articles, every
+    loop iteration would run one article of each, ~100 ms before any socket is served.
+    One poll at a time holds the lane, for at most ``slice_seconds`` before it lets the
+    loop (and the other polls) run.
+    """
+
+    def __init__(self, slice_seconds: float = 0.005) -> None:
+        self.slice_seconds = slice_seconds
+        self._lock = asyncio.Lock()
+        self._since = 0.0
+
+    async def __aenter__(self) -> "CpuLane":
+        await self._lock.acquire()
+        self._since = time.perf_counter()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._lock.release()
+
+    async def pause(self) -> None:
+        """Let the loop run when this turn's slice is used up; returns holding the lane again."""
+        if time.perf_counter() - self._since < self.slice_seconds:
+            return
+        self._lock.release()
+        try:
+            await asyncio.sleep(0)
+        finally:
+            await self._lock.acquire()
+        self._since = time.perf_counter()
+
+
+#: Articles with more text than this (title, summary and body, in characters) are matched
+#: in a thread, so the event loop goes on serving /healthz, signals and other feeds while
+#: one huge item is matched. News articles are far smaller, and matched in place: a
+#: thread hand-off would cost more than their matching does.
+THREAD_MATCH_CHARS = 32_768
+
+
+async def _match(ruleset: Matcher, article: Article) -> list[Match]:
+    """``ruleset.match(article)``, in a thread for an article of over THREAD_MATCH_CHARS."""
+    if len(article.title) + len(article.summary) + len(article.body) > THREAD_MATCH_CHARS:
+        return await asyncio.to_thread(ruleset.match, article)
+    return ruleset.match(article)
+
+
+@dataclass(frozen=True, slots=True)
+class _Todo:
+    """The articles of a batch that need the rule engine (new, or changed), by index."""
+
+    indexes: list[int]
+    #: Article index -> the feed's own content hash, where full text replaced the body.
+    feed_hashes: dict[int, str]
+
+
+class Matching:
+    """Matches a feed's new and changed articles, then records them and queues their
+    alerts and records (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: ArticleStore,
+        rules: Callable[[], Matcher],
+        sink: Sink,
+        cpu: CpuPool,
+        clock: Callable[[], float] = time.time,
+        articles_topic: str = "",
+        fulltext: FulltextEnricher | None = None,
+        stories: StoryIndex | None = None,
+    ) -> None:
+        self._store = store
+        self._rules = rules
+        self._sink = sink
+        self._cpu = cpu
+        self._clock = clock
+        #: ``[kafka] articles_topic``: also publish every new or changed article there ("" = off).
+        self._articles_topic = articles_topic
+        self._fulltext = fulltext
+        self._stories = stories
+        self._lane = CpuLane()
+        #: Story members assigned but not yet saved: article id -> (story id, seen at, signature).
+        self._pending_members: dict[str, tuple[str, float, bytes]] = {}
+
+    async def admit(self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None) -> Admission:
+        """Match what is new or changed, then record it and queue its alerts atomically.
+
+        ``signatures`` maps ``id(article)`` to its story signature, when the parse made them.
+        """
+        unique = unique_articles(articles)
+        seen = await self._store.find_articles([(a.id, a.url) for a in unique])
+        ruleset = self._rules()
+        candidates = await self._candidates(unique, seen, feed, ruleset, signatures or {})
+
+        def make_alert(match: Match, article: Article) -> Alert:
+            return build_alert(match, article, ruleset_version=ruleset.version)
+
+        articles_out = self._article_records(unique, seen)
+        if articles_out:
+            # Into the outbox before the articles are recorded as seen, so a crash in
+            # between re-sends them rather than losing them.
+            await self._store.enqueue(articles_out)
+        admission = await self._store.atomically(admit, candidates, make_alert, alert_record)
+        await self._remember_story_members(candidates)
+        admission.records.extend(articles_out)
+        # Entries repeated inside one feed count as duplicates too.
+        admission.verdicts.extend([Verdict.DUPLICATE] * (len(articles) - len(unique)))
+        if admission.records:
+            await self._sink.submit(admission.records)
+        return admission
+
+    async def _candidates(
+        self, unique: list[Article], seen: list[SeenArticle | None], feed: Feed | None, ruleset: Matcher, signed: dict[int, bytes | None]
+    ) -> list[Candidate]:
+        """Each article with its matches; full text fetched and story assigned for what needs matching."""
+        todo = await self._enrich(unique, seen, feed)
+        signatures = await self._signatures(unique, seen, todo.indexes, feed, signed)
+        candidates = [Candidate(article, []) for article in unique]
+        now = self._clock()
+        async with self._lane as lane:
+            for i in todo.indexes:
+                await lane.pause()
+                article = unique[i]
+                story = self._stories.assign(article, now, signatures[i]) if self._stories is not None and i in signatures else None
+                candidates[i] = _candidate(article, await _match(ruleset, article), story, todo.feed_hashes.get(i))
+                if story is not None:
+                    self._pending_members[article.id] = (story.story_id, now, story.signature)
+        return candidates
+
+    async def _enrich(self, unique: list[Article], seen: list[SeenArticle | None], feed: Feed | None) -> _Todo:
+        """Which articles need matching; those of a ``fulltext`` feed get their page's text."""
+        todo = [i for i, (article, known) in enumerate(zip(unique, seen)) if needs_matching(known, article)]
+        feed_hashes: dict[int, str] = {}
+        if self._fulltext is not None and feed is not None and feed.fulltext and todo:
+            originals = [unique[i] for i in todo]
+            enriched = await self._fulltext.enrich_all(originals)
+            for i, original, article in zip(todo, originals, enriched):
+                if article is not original:
+                    # Remember the feed's own text hash, so an unchanged entry is not refetched.
+                    feed_hashes[i] = original.content_hash
+                    unique[i] = article
+        return _Todo(todo, feed_hashes)
+
+    async def _signatures(
+        self, unique: list[Article], seen: list[SeenArticle | None], todo: list[int], feed: Feed | None, signed: dict[int, bytes | None]
+    ) -> dict[int, bytes | None]:
+        """The story signature of each new article to match: the parse's, else made now."""
+        if self._stories is None:
+            return {}
+        fresh = [i for i in todo if seen[i] is None]
+        signatures = {i: signed[id(unique[i])] for i in fresh if id(unique[i]) in signed}
+        # Full text replaced these since the parse signed them (or nothing signed them).
+        fresh = [i for i in fresh if i not in signatures]
+        if fresh:
+            label = feed.url if feed is not None else unique[fresh[0]].feed_url
+            try:
+                # Shingling and MinHash in the worker processes.
+                computed = await self._cpu.run(self._stories.signer, [story_text(unique[i]) for i in fresh], label=label, what="signing")
+            except FeedError as exc:
+                # Only the story grouping is lost: the articles still match and alert.
+                log.warning("stories.sign.failed", feed_url=label, error=str(exc), articles=len(fresh))
+            else:
+                signatures.update(zip(fresh, computed))
+        return signatures
+
+    async def _remember_story_members(self, candidates: list[Candidate]) -> None:
+        members = [
+            (c.article.id, *self._pending_members.pop(c.article.id))
+            for c in candidates
+            if c.article.id in self._pending_members
+        ]
+        if members:
+            await self._store.save_story_members(members)
+
+    def _article_records(self, articles: list[Article], seen: list[SeenArticle | None]) -> list[Record]:
+        """Records for the raw article stream: new or changed articles, under the id they are known by."""
+        if not self._articles_topic:
+            return []
+        records = []
+        for article, known in zip(articles, seen):
+            if not needs_matching(known, article):
+                continue
+            if known is not None and known.id != article.id:
+                article = replace(article, id=known.id)
+            records.append(article_record(article, self._articles_topic))
+        return records
+
+
+def _candidate(article: Article, matches: list[Match], story: Assignment | None, feed_hash: str | None) -> Candidate:
+    return Candidate(
+        article,
+        matches,
+        story_id=story.story_id if story else None,
+        story_copy=story.copy if story else False,
+        content_hash=feed_hash,
+    )
+
+
+def unique_articles(articles: list[Article]) -> list[Article]:
+    """First occurrence of each id and each canonical url within one feed."""
+    seen_ids: set[str] = set()
+    seen_urls: set[str] = set()
+    unique: list[Article] = []
+    for article in articles:
+        if article.id in seen_ids or (article.url and article.url in seen_urls):
+            continue
+        seen_ids.add(article.id)
+        if article.url:
+            seen_urls.add(article.url)
+        unique.append(article)
+    return unique
