@@ -32,22 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, AsyncIterator, Callable, Iterable, Protocol
 
-import orjson
-
-from monitor.errors import PublishError, RecordRefused, RecordRejected, StoreError
+from monitor.errors import RecordRefused, RecordRejected, StoreError
 from monitor.log import get_logger
 from monitor.model import Record
-from monitor.delivery.records import DLQ_ORIGINAL_TOPIC_HEADER, DLQ_REASON_HEADER, rejection_reason
+from monitor.delivery.dead_letters import DeadLetters
+from monitor.delivery.records import rejection_reason
+from monitor.delivery.sender import DeliveryStats, Publisher, Sender
 
 __all__ = ["Delivery", "DeliveryStats", "OutboxStore", "Publisher"]
 
 log = get_logger("delivery")
 
-#: Longest ``dlq_reason`` header value, in bytes.
-_REASON_LIMIT = 500
 #: Records read from the outbox per batch when re-queuing at start-up.
 _RESEND_PAGE = 1000
 
@@ -70,41 +67,14 @@ class OutboxStore(Protocol):
     async def ack(self, alert_id: str, topic: str, article_id: str) -> None: ...
 
 
-class Publisher(Protocol):
-    """What delivery needs from a Kafka producer."""
-
-    async def publish(self, record: Record) -> None:
-        """Send and wait for the ack; PublishError (retry) or RecordRejected (give up)."""
-
-    async def ensure_topics(self, topics: Iterable[str]) -> Any:
-        """Create missing topics; PublishError when the broker cannot be asked."""
-
-
-@dataclass
-class DeliveryStats:
-    """Counters for metrics and the run summary."""
-
-    published: int = 0
-    failed_attempts: int = 0
-    dead_lettered: int = 0
-    #: Records given up on in this run and left in the outbox (the dead-letter topic
-    #: refused them too); sent again at the next start.
-    abandoned: int = 0
-    #: Records re-queued from the outbox at start-up.
-    resent: int = 0
-    #: Outbox records queued after a store failure had kept them from delivery.
-    requeued: int = 0
-    by_topic: dict[str, int] = field(default_factory=dict)
-    last_error: str | None = None
-    #: Seconds from submit to acknowledgement, last value (for metrics).
-    last_latency: float = 0.0
-
-
 class Delivery:
     """Sends outbox records and deletes them on acknowledgement.
 
     ``healthy`` is the readiness signal: False from the first failed send until a send
-    succeeds again.
+    succeeds again. Sending one record is the :class:`~monitor.delivery.sender.Sender`'s
+    job, dead letters the :class:`~monitor.delivery.dead_letters.DeadLetters`'; what stays
+    here (about twenty methods) is what shares one set of tracking state: the queue, the
+    per-key order, the resend at start-up and the sweep after a store failure.
     """
 
     def __init__(
@@ -123,24 +93,18 @@ class Delivery:
         on_error: Callable[[Record, BaseException], None] | None = None,
         on_dead_letter: Callable[[Record, str], None] | None = None,
     ) -> None:
-        self._publisher = publisher
         self._store = store
         self._queue: asyncio.Queue[tuple[Record, float]] = asyncio.Queue(maxsize=queue_size)
-        self._dead_letter_topic = dead_letter_topic
-        self._known_topics: set[str] = set(topics)
-        self._verified_topics: set[str] = set()
-        self._topic_lock = asyncio.Lock()
+        self._sender = Sender(
+            publisher, dead_letter_topic=dead_letter_topic, topics=topics, backoff_initial=backoff_initial,
+            backoff_max=backoff_max, on_published=on_published, on_error=on_error, pending=lambda: self.pending,
+        )
+        self._dead_letters = DeadLetters(self._sender, ack=self._ack, max_attempts=max_attempts, on_dead_letter=on_dead_letter)
         # While unhealthy, only the holder of this lock talks to the broker.
         self._probe_lock = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(max_in_flight)
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._backoff = backoff_initial
         self._max_attempts = max_attempts
-        self._on_published = on_published
-        self._on_error = on_error
-        self._on_dead_letter = on_dead_letter
-        self._sender: asyncio.Task[None] | None = None
+        self._loop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         #: The completion event of the last record queued per (topic, key).
         self._tails: dict[tuple[str, bytes | None], asyncio.Event] = {}
@@ -160,9 +124,16 @@ class Delivery:
         store.recovery_listeners.append(self._store_recovered)
         self._idle = asyncio.Event()
         self._idle.set()
-        self.stats = DeliveryStats()
-        #: False from the first failed send until a send succeeds again (readiness).
-        self.healthy = True
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """Counters for metrics and the run summary."""
+        return self._sender.stats
+
+    @property
+    def healthy(self) -> bool:
+        """False from the first failed send until a send succeeds again (readiness)."""
+        return self._sender.healthy
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -172,7 +143,7 @@ class Delivery:
         Returns how many outbox records were left. They are queued in the background,
         oldest first, so a large outbox never holds up start-up.
         """
-        self._sender = asyncio.create_task(self._send_loop(), name="delivery-sender")
+        self._loop = asyncio.create_task(self._send_loop(), name="delivery-sender")
         if not resend_outbox:
             return 0
         count = await self._store.pending_count()
@@ -184,21 +155,26 @@ class Delivery:
         return count
 
     async def _resend(self, count: int) -> None:
-        # Paged, so an outbox grown large during a long outage is never loaded whole.
-        after = 0
         try:
-            while True:
-                page = await self._store.pending_page(after, _RESEND_PAGE)
-                if not page:
-                    break
-                after = page[-1][0]
-                for _seq, record in page:
-                    self._resending = max(0, self._resending - 1)
-                    self.stats.resent += 1
-                    await self.submit([record])
+            async for record in self._outbox():
+                self._resending = max(0, self._resending - 1)
+                self.stats.resent += 1
+                await self.submit([record])
         finally:
             self._resending = 0
             self._maybe_idle()
+
+    async def _outbox(self) -> AsyncIterator[Record]:
+        """Every record in the outbox, oldest first, read a page at a time: an outbox grown
+        large during a long outage is never loaded whole."""
+        after = 0
+        while True:
+            page = await self._store.pending_page(after, _RESEND_PAGE)
+            if not page:
+                return
+            after = page[-1][0]
+            for _seq, record in page:
+                yield record
 
     async def submit(self, records: Iterable[Record]) -> None:
         """Queue records that are already in the outbox; blocks while the queue is full.
@@ -219,10 +195,6 @@ class Delivery:
         self._tracked.add((record.alert_id, record.topic))
         self._idle.clear()
         await self._queue.put((record, time.monotonic()))
-
-    async def outbox_count(self) -> int:
-        """Records in the durable outbox: everything not yet acknowledged, in this run or before."""
-        return await self._store.pending_count()
 
     async def undelivered(self) -> int:
         """Records left in the outbox, for the run summary; when the store cannot say, the
@@ -264,11 +236,11 @@ class Delivery:
                 pass
         drained = await self.wait_idle(max(0.0, deadline - time.monotonic()))
         left = self.pending
-        tasks = [t for t in (self._sender, *self._tasks) if t is not None]
+        tasks = [t for t in (self._loop, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._sender = None
+        self._loop = None
         if not drained:
             log.warning(
                 "delivery.stop.undelivered",
@@ -295,7 +267,7 @@ class Delivery:
 
     def _store_recovered(self) -> None:
         # One sweep at a time: one running sweeps again when it ends (see _sweep_outbox).
-        if self._sweep_needed and not self._sweeping and self._sender is not None:
+        if self._sweep_needed and not self._sweeping and self._loop is not None:
             self._spawn(self._sweep_outbox())
 
     async def _sweep_outbox(self) -> None:
@@ -310,20 +282,14 @@ class Delivery:
                 await self._store.ack(key[0], key[1], article_id)
                 del self._unsaved_acks[key]
             self._swept.clear()
-            after = 0
-            while True:
-                page = await self._store.pending_page(after, _RESEND_PAGE)
-                if not page:
-                    break
-                after = page[-1][0]
-                for _seq, record in page:
-                    key = (record.alert_id, record.topic)
-                    if key in self._tracked or key in self._unsaved_acks:
-                        continue
-                    self._swept.add(key)
-                    queued += 1
-                    self.stats.requeued += 1
-                    await self._put(record)
+            async for record in self._outbox():
+                key = (record.alert_id, record.topic)
+                if key in self._tracked or key in self._unsaved_acks:
+                    continue
+                self._swept.add(key)
+                queued += 1
+                self.stats.requeued += 1
+                await self._put(record)
         except StoreError as exc:
             # Failing again: the next recovery (or the shutdown) sweeps again.
             self._sweep_needed = True
@@ -337,7 +303,7 @@ class Delivery:
                 count=queued,
                 hint="alerts a failing state store had kept from delivery are sent now",
             )
-        if self._sweep_needed and self._store.failure is None and self._sender is not None:
+        if self._sweep_needed and self._store.failure is None and self._loop is not None:
             # The store failed and recovered again while this sweep ran.
             self._spawn(self._sweep_outbox())
 
@@ -362,7 +328,7 @@ class Delivery:
                 await previous.wait()
             reason = rejection_reason(record)
             if reason is not None:
-                await self._dead_letter(record, reason)
+                await self._dead_letters.send(record, reason)
                 return
             refusals = 0
             while True:
@@ -372,9 +338,9 @@ class Delivery:
                 if isinstance(outcome, RecordRefused):
                     refusals += 1
                     if refusals >= self._max_attempts:
-                        await self._dead_letter(record, f"refused {refusals} times (max_attempts): {outcome}")
+                        await self._dead_letters.send(record, f"refused {refusals} times (max_attempts): {outcome}")
                         break
-                    await asyncio.sleep(self._refusal_backoff(refusals))
+                    await asyncio.sleep(self._sender.refusal_backoff(refusals))
         finally:
             done.set()
             if self._tails.get(key) is done:
@@ -395,25 +361,23 @@ class Delivery:
             return await self._try_send(record, submitted, probing=True)
 
     async def _try_send(self, record: Record, submitted: float, *, probing: bool = False) -> bool | RecordRefused:
-        try:
-            await self._ensure_topic(record.topic)
-            await self._publisher.publish(record)
-        except RecordRejected as exc:
-            await self._dead_letter(record, str(exc))
+        error = await self._sender.send(record)
+        if error is None:
+            await self._ack(record)
+            self._sender.published(record, time.monotonic() - submitted)
             return True
-        except RecordRefused as exc:
-            self._note_refusal(record, exc)
-            return exc
-        except (PublishError, asyncio.TimeoutError) as exc:
-            self._note_failure(record, exc)
-            if probing:
-                # Sleeping while holding the probe lock is the back-off for everyone; a
-                # record that failed outside it just queues up behind the probe.
-                await asyncio.sleep(self._next_backoff())
-            return False
-        await self._ack(record)
-        self._note_success(record, time.monotonic() - submitted)
-        return True
+        if isinstance(error, RecordRejected):
+            await self._dead_letters.send(record, str(error))
+            return True
+        if isinstance(error, RecordRefused):
+            self._sender.refused(record, error)
+            return error
+        self._sender.failed(record, error)
+        if probing:
+            # Sleeping while holding the probe lock is the back-off for everyone; a record
+            # that failed outside it just queues up behind the probe.
+            await asyncio.sleep(self._sender.next_backoff())
+        return False
 
     async def _ack(self, record: Record) -> None:
         """Delete an acknowledged record from the outbox; while the store fails, remember
@@ -423,173 +387,3 @@ class Delivery:
         except StoreError:
             self._unsaved_acks[(record.alert_id, record.topic)] = record.article_id
             self._sweep_needed = True
-
-    def _refusal_backoff(self, refusals: int) -> float:
-        return min(self._backoff_max, self._backoff_initial * 2 ** (refusals - 1))
-
-    def _next_backoff(self) -> float:
-        delay = self._backoff
-        self._backoff = min(self._backoff_max, self._backoff * 2)
-        return delay
-
-    async def _ensure_topic(self, topic: str) -> None:
-        if topic in self._verified_topics:
-            return
-        async with self._topic_lock:
-            if topic in self._verified_topics:
-                return
-            self._known_topics.add(topic)
-            wanted = sorted(self._known_topics | {self._dead_letter_topic})
-            await self._publisher.ensure_topics(wanted)
-            self._verified_topics.update(wanted)
-
-    def _note_failure(self, record: Record, exc: BaseException) -> None:
-        first = self.healthy
-        self.healthy = False
-        # Any failure may mean the broker restarted, possibly empty: check topics again.
-        self._verified_topics.clear()
-        self.stats.failed_attempts += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        if self._on_error is not None:
-            self._on_error(record, exc)
-        if first:
-            log.warning(
-                "delivery.unhealthy",
-                topic=record.topic,
-                alert_id=record.alert_id,
-                error=self.stats.last_error,
-                hint="alerts wait in the outbox and are retried with back-off until Kafka answers",
-            )
-        else:
-            log.debug("alert.publish.retrying", topic=record.topic, alert_id=record.alert_id, error=self.stats.last_error)
-
-    def _note_refusal(self, record: Record, exc: RecordRefused) -> None:
-        # The broker answered: it is up, so this is no outage (readiness stays as it is).
-        self._mark_healthy()
-        self.stats.failed_attempts += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        if self._on_error is not None:
-            self._on_error(record, exc)
-        log.warning("alert.publish.refused", topic=record.topic, alert_id=record.alert_id, error=self.stats.last_error)
-
-    def _mark_healthy(self) -> None:
-        if not self.healthy:
-            log.info("delivery.recovered", failed_attempts=self.stats.failed_attempts, pending=self.pending)
-        self.healthy = True
-        self._backoff = self._backoff_initial
-
-    def _note_success(self, record: Record, latency: float) -> None:
-        self._mark_healthy()
-        self.stats.published += 1
-        self.stats.by_topic[record.topic] = self.stats.by_topic.get(record.topic, 0) + 1
-        self.stats.last_latency = latency
-        log.info("alert.published", topic=record.topic, alert_id=record.alert_id, article_id=record.article_id)
-        if self._on_published is not None:
-            self._on_published(record, latency)
-
-    # -- dead letters ------------------------------------------------------------------
-
-    async def _dead_letter(self, record: Record, reason: str) -> None:
-        """Send ``record`` to the dead-letter topic (as is, else as a stub) and drop it from the outbox."""
-        reason = reason.encode("utf-8", "replace")[:_REASON_LIMIT].decode("utf-8", "ignore")
-        log.error("alert.dead_lettered", topic=record.topic, alert_id=record.alert_id, reason=reason)
-        for letter in (_letter(record, reason, self._dead_letter_topic), _stub_letter(record, reason, self._dead_letter_topic)):
-            sent = await self._send_letter(letter)
-            if sent is None:
-                # The dead-letter topic refuses it too: keep the record for the next start
-                # rather than lose it, and let this run finish.
-                self.stats.abandoned += 1
-                log.error(
-                    "alert.dead_letter.refused",
-                    alert_id=record.alert_id,
-                    topic=record.topic,
-                    dead_letter_topic=self._dead_letter_topic,
-                    reason=reason,
-                    hint="kept in the outbox and sent again at the next start; check the broker's log",
-                )
-                return
-            if sent:
-                break
-        else:
-            # Even a few hundred bytes are refused: the dead-letter topic itself is broken.
-            # The log line keeps the alert so an operator can replay it by hand.
-            log.critical(
-                "alert.dead_letter.rejected",
-                alert_id=record.alert_id,
-                topic=record.topic,
-                dead_letter_topic=self._dead_letter_topic,
-                value=record.value[:4096].decode("utf-8", "replace"),
-                hint="check the dead-letter topic's max.message.bytes and ACLs",
-            )
-        await self._ack(record)
-        self.stats.dead_lettered += 1
-        if self._on_dead_letter is not None:
-            self._on_dead_letter(record, reason)
-
-    async def _send_letter(self, letter: Record) -> bool | None:
-        """True when the broker took the letter, False when it rejected it for good, None
-        when it refused it ``max_attempts`` times."""
-        refusals = 0
-        while True:
-            try:
-                await self._ensure_topic(letter.topic)
-                await self._publisher.publish(letter)
-            except RecordRejected as exc:
-                log.warning("alert.dead_letter.too_large", alert_id=letter.alert_id, reason=str(exc))
-                return False
-            except RecordRefused as exc:
-                self._note_refusal(letter, exc)
-                refusals += 1
-                if refusals >= self._max_attempts:
-                    return None
-                await asyncio.sleep(self._refusal_backoff(refusals))
-                continue
-            except (PublishError, asyncio.TimeoutError) as exc:
-                self._note_failure(letter, exc)
-                # Not under the probe lock: this may run inside a probe already.
-                await asyncio.sleep(self._next_backoff())
-                continue
-            self._mark_healthy()
-            return True
-
-
-def _letter(record: Record, reason: str, topic: str) -> Record:
-    headers = tuple((k, v) for k, v in record.headers if k not in (DLQ_REASON_HEADER, DLQ_ORIGINAL_TOPIC_HEADER))
-    return Record(
-        alert_id=record.alert_id,
-        article_id=record.article_id,
-        topic=topic,
-        key=record.key,
-        value=record.value,
-        headers=(
-            *headers,
-            (DLQ_REASON_HEADER, reason.encode()),
-            (DLQ_ORIGINAL_TOPIC_HEADER, record.topic.encode()),
-        ),
-    )
-
-
-def _stub_letter(record: Record, reason: str, topic: str) -> Record:
-    """A small stand-in for a record too large for the dead-letter topic: enough to find it again."""
-    value = orjson.dumps(
-        {
-            "dead_letter": True,
-            "alert_id": record.alert_id,
-            "article_id": record.article_id[:1000],
-            "original_topic": record.topic,
-            "original_bytes": len(record.value),
-            "reason": reason,
-        }
-    )
-    return Record(
-        alert_id=record.alert_id,
-        article_id=record.article_id,
-        topic=topic,
-        key=record.key if record.key is None or len(record.key) <= 1000 else None,
-        value=value,
-        headers=(
-            (DLQ_REASON_HEADER, reason.encode()),
-            (DLQ_ORIGINAL_TOPIC_HEADER, record.topic.encode()),
-            ("content-type", b"application/json"),
-        ),
-    )
