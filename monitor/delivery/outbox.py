@@ -41,7 +41,7 @@ from monitor.delivery.dead_letters import DeadLetters
 from monitor.delivery.records import rejection_reason
 from monitor.delivery.sender import DeliveryStats, Publisher, Sender
 
-__all__ = ["Delivery", "DeliveryStats", "OutboxStore", "Publisher"]
+__all__ = ["Delivery", "OutboxStore"]
 
 log = get_logger("delivery")
 
