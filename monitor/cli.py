@@ -1,6 +1,6 @@
 """The ``news-monitor`` command line. Builds settings and adapters; nothing imports it.
 
-Exit codes: 0 ok; 1 a check failed (``rules check``/``test``/``eval``); 2 bad usage,
+Exit codes: 0 ok; 1 a check failed (``rules check``/``test``/``eval``, ``notify --test``); 2 bad usage,
 config or rule files, or a state store that cannot be used; 3 the broker could not be
 reached; 4 ``run --once`` finished but gave up on some record (dead-lettered, or left
 in the outbox).
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"news-monitor {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for add in (_add_run, _add_tail, _add_match, _add_broker, _add_status, _add_rules):
+    for add in (_add_run, _add_tail, _add_notify, _add_match, _add_broker, _add_status, _add_rules):
         add(commands)
     return parser
 
@@ -407,6 +407,54 @@ def _cell(text: str) -> str:
     """``text`` on one line, without control characters (a terminal escape in a record
     must not reach the operator's terminal)."""
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+# -- notify ----------------------------------------------------------------------------
+
+
+def _add_notify(commands: Any) -> None:
+    notify = _command(
+        commands, "notify", "send alerts from Kafka to Slack, Teams, email, ntfy or webhooks ([[notify.destination]] tables)",
+        "runs until SIGINT/SIGTERM; docs/notify.md has worked examples for each service\n"
+        "exit codes: 0 stopped (or --test sent), 1 --test failed, 2 bad config or state directory, 3 broker unreachable\n"
+        "examples:\n  news-monitor notify --config /etc/news-monitor/monitor.toml\n"
+        "  news-monitor notify --test desk-slack       send a sample alert to one destination, then exit\n",
+    )
+    _add_config(notify)
+    notify.add_argument("--test", metavar="DESTINATION", help="send a sample message to the destination of this name and exit")
+    notify.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="override [kafka] bootstrap_servers")
+    notify.set_defaults(handler=_cmd_notify)
+
+
+def _cmd_notify(args: argparse.Namespace) -> int:
+    import os
+
+    settings = _settings(args)
+    if args.bootstrap_servers:
+        from monitor.settings import bootstrap_addresses
+
+        try:
+            bootstrap_addresses(args.bootstrap_servers)
+        except ValueError as exc:
+            raise MonitorError(f"--bootstrap-servers: {exc}", hint="host:port entries separated by commas, e.g. kafka-1:9092") from exc
+    destinations = settings.notify_destinations(os.environ)
+    if args.test is not None:
+        from monitor.app.notify import send_test
+
+        chosen = [d for d in destinations if d.name == args.test]
+        if not chosen:
+            names = ", ".join(d.name for d in destinations) or "none"
+            raise MonitorError(f"--test {args.test!r}: no [[notify.destination]] has that name", hint=f"destinations: {names}")
+        shown, error = asyncio.run(send_test(chosen[0]))
+        if error is not None:
+            sys.stderr.write(f"news-monitor: test message to {args.test} ({shown}) failed: {error}\n")
+            return EXIT_CHECK_FAILED
+        sys.stdout.write(f"sent a test message to {args.test} ({shown})\n")
+        return EXIT_OK
+    from monitor.app.notify import NotifyProcess
+
+    process = NotifyProcess(settings, bootstrap_servers=args.bootstrap_servers, destinations=destinations)
+    return asyncio.run(process.run())
 
 
 # -- match -----------------------------------------------------------------------------

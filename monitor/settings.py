@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import math
 import os
@@ -39,6 +40,7 @@ __all__ = [
     "HttpSettings",
     "KafkaSettings",
     "LogSettings",
+    "NotifySettings",
     "RulesSettings",
     "Settings",
     "StateSettings",
@@ -255,6 +257,36 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """``news-monitor notify``: the consumer that sends alerts to people (docs/notify.md)."""
+
+    #: Consumer group: instances with the same group share the partitions.
+    group: str = "news-monitor-notify"
+    #: Topics to read (names or globs): alerts, and their signals (``<topic>.signals``).
+    topics: tuple[str, ...] = ("alerts.*",)
+    #: Topics (names or globs) not to read, though ``topics`` matches them.
+    exclude_topics: tuple[str, ...] = ("*.shadow", "*.shadow.signals")
+    #: Partitions without a committed offset: read from their beginning (else from their end,
+    #: for topics that existed when the process started).
+    from_beginning: bool = False
+    #: Where entries go after ``max_attempts`` failed sends, with the reason.
+    dead_letter_topic: str = "notify.dead-letter"
+    max_attempts: int = 8
+    retry_backoff_initial: float = 1.0
+    retry_backoff_max: float = 60.0
+    #: Messages in flight per destination.
+    concurrency: int = 4
+    #: Days an alert id is remembered per destination (never sent twice within it).
+    dedupe_days: float = 7.0
+    #: Seconds from SIGTERM to exit (sends in flight finish within it).
+    shutdown_timeout: float = 10.0
+    #: The notify process's /metrics, /healthz, /readyz and status page ("" = off).
+    listen: str = "127.0.0.1:8766"
+    #: ``[[notify.destination]]`` tables (name, url, filters, digest, ...).
+    destination: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     state: StateSettings = field(default_factory=StateSettings)
@@ -266,6 +298,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     #: The file these settings came from (None: defaults only).
     source: Path | None = None
 
@@ -285,6 +318,39 @@ class Settings:
     @property
     def rule_paths(self) -> list[Path]:
         return [self.resolve(p) for p in self.rules.paths]
+
+    def notify_destinations(
+        self, environ: Mapping[str, str] | None = None, text: str | None = None, *, secrets: bool = True
+    ) -> list[Any]:
+        """The checked ``[[notify.destination]]`` tables (:class:`monitor.notify.config.Destination`),
+        ``${NAME}`` in urls taken from ``environ`` and ``url_file`` read (not without
+        ``secrets``); :class:`ConfigError` naming the table and key."""
+        from monitor.notify.config import destination_from_table
+
+        environ = os.environ if environ is None else environ
+        if text is None and self.source is not None:
+            try:
+                text = self.source.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = None
+        lines = _TableLines(text or "", "notify", "destination")
+        where = str(self.source or "<defaults>")
+        destinations = []
+        names: set[str] = set()
+        for index, table in enumerate(self.notify.destination):
+            destination = destination_from_table(
+                table, index, where=where, line_of=functools.partial(lines.line, index), environ=environ, resolve=self.resolve,
+                secrets=secrets,
+            )
+            if destination.name in names:
+                raise ConfigError(
+                    f"{destination.label}: name {destination.name!r} is used by an earlier destination",
+                    location=SourceLocation(where, lines.line(index, "name")),
+                    hint="each destination needs its own name",
+                )
+            names.add(destination.name)
+            destinations.append(destination)
+        return destinations
 
     def configured_feeds(self) -> list[Feed]:
         """Feeds listed in the config file itself (OPML feeds are read by :mod:`monitor.feeds.opml`).
@@ -414,19 +480,19 @@ def _feed_from_table(table: Any, index: int, settings: Settings, *, where: str |
 
 
 class _TableLines:
-    """Where each ``[[feeds.feed]]`` table (and each key in it) starts in the config text:
-    the N-th ``[[feeds.feed]]`` header is table N. Best effort: tables written inline
-    (``feed = [{...}]``) have no line."""
+    """Where each ``[[feeds.feed]]`` table (or ``[[notify.destination]]``, by ``section`` and
+    ``name``) and each key in it starts in the config text: the N-th header is table N.
+    Best effort: tables written inline (``feed = [{...}]``) have no line."""
 
     _HEADER = re.compile(r"\s*\[")
-    _FEED_HEADER = re.compile(r"\s*\[\[\s*feeds\s*\.\s*feed\s*\]\]")
     _KEY = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, section: str = "feeds", name: str = "feed") -> None:
+        table_header = re.compile(rf"\s*\[\[\s*{section}\s*\.\s*{name}\s*\]\]")
         self._tables: list[tuple[int, dict[str, int]]] = []
         keys: dict[str, int] | None = None
         for number, line in enumerate(text.splitlines(), start=1):
-            if self._FEED_HEADER.match(line):
+            if table_header.match(line):
                 keys = {}
                 self._tables.append((number, keys))
             elif self._HEADER.match(line):
@@ -505,6 +571,7 @@ def load_settings(
     lines = _TableLines(text)
     for index, table in enumerate(settings.feeds.feed):
         _feed_from_table(table, index, settings, where=where, lines=lines)
+    settings.notify_destinations(environ, text, secrets=False)
     return settings
 
 
@@ -748,6 +815,7 @@ def _validate(settings: Settings, where: str) -> None:
         raise ConfigError("[log] level must be debug, info, warning, error or critical", location=loc)
     _validate_http_and_health(settings, loc)
     _validate_polling(settings, loc)
+    _validate_notify(settings, loc)
     if not settings.kafka.embedded:
         try:
             bootstrap_addresses(settings.kafka.bootstrap_servers)
@@ -834,6 +902,40 @@ def _validate_http_and_health(settings: Settings, loc: SourceLocation) -> None:
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SECURITY_PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
 _SASL_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+
+
+def _validate_notify(settings: Settings, loc: SourceLocation) -> None:
+    notify = settings.notify
+    if not notify.group.strip():
+        raise ConfigError("[notify] group is empty", location=loc, hint='group = "news-monitor-notify"')
+    if not notify.topics or not all(t.strip() for t in notify.topics):
+        raise ConfigError("[notify] topics is empty or has an empty entry", location=loc, hint='topics = ["alerts.*"]')
+    for label, value in (("topics", notify.topics), ("exclude_topics", notify.exclude_topics)):
+        for entry in value:
+            if not re.fullmatch(r"[A-Za-z0-9._*?\[\]!-]{1,249}", entry.strip()):
+                raise ConfigError(
+                    f"[notify] {label} entry {entry!r} is not a topic name or glob",
+                    location=loc,
+                    hint="letters, digits, '.', '_', '-' and the glob characters * ? [ ]",
+                )
+    if not _TOPIC.fullmatch(notify.dead_letter_topic) or notify.dead_letter_topic in {".", ".."}:
+        raise ConfigError(f"[notify] dead_letter_topic = {notify.dead_letter_topic!r} is not a Kafka topic name", location=loc,
+                          hint="at most 249 letters, digits, '.', '_' and '-'")  # fmt: skip
+    if notify.max_attempts < 1 or notify.concurrency < 1:
+        raise ConfigError("[notify] max_attempts and concurrency must be at least 1", location=loc)
+    if notify.retry_backoff_initial <= 0 or notify.retry_backoff_max < notify.retry_backoff_initial:
+        raise ConfigError(
+            "[notify] retry_backoff_initial must be above 0 and at most retry_backoff_max",
+            location=loc,
+            hint="e.g. retry_backoff_initial = 1, retry_backoff_max = 60",
+        )
+    if notify.dedupe_days <= 0 or notify.shutdown_timeout < 0:
+        raise ConfigError("[notify] dedupe_days must be above 0 and shutdown_timeout not negative", location=loc)
+    if notify.listen.strip():
+        try:
+            parse_address(notify.listen, port_zero=True)
+        except ValueError as exc:
+            raise ConfigError(f"[notify] listen: {exc}", location=loc, hint='e.g. "127.0.0.1:8766"; "" turns the endpoint off') from exc
 
 
 def _validate_kafka_and_delivery(settings: Settings, loc: SourceLocation) -> None:

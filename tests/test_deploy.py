@@ -193,3 +193,44 @@ def test_systemd_unit_verifies(tmp_path):
         ["systemd-analyze", "verify", str(tmp_path / "news-monitor.service")], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+# -- news-monitor notify -------------------------------------------------------------------
+
+
+def test_compose_notify_profile_runs_notify_from_the_image_on_the_shared_config():
+    compose = _compose()
+    notify = compose["services"]["notify"]
+    assert notify["profiles"] == ["notify"] and notify["entrypoint"] == ["news-monitor", "notify"]
+    assert notify["build"] == compose["services"]["monitor"]["build"]
+    env = {k: v for k, v in notify["environment"].items() if k.startswith("NEWS_MONITOR_")}
+    settings = _env_settings(env, DEPLOY / "config" / "monitor.toml")
+    port = settings.notify.listen.rsplit(":", 1)[1]
+    assert settings.notify.listen.startswith("0.0.0.0:") and notify["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert f"127.0.0.1:{port}/healthz" in " ".join(notify["healthcheck"]["test"])
+    [desk] = settings.notify_destinations({"NOTIFY_URL": "json://hooks.example.org/x"})
+    assert desk.url == "json://hooks.example.org/x", "the URL comes from NOTIFY_URL, which compose passes on"
+    assert "NOTIFY_URL" in notify["environment"]
+
+
+def test_notify_deployment_has_probes_and_its_destination_secret_is_the_configmaps_url_file(tmp_path):
+    manifests = _manifests()
+    pod = manifests[("Deployment", "news-monitor-notify")]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["news-monitor", "notify"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" and container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["NEWS_MONITOR_NOTIFY_LISTEN"].endswith(f":{container['ports'][0]['containerPort']}")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    secret = manifests[("Secret", volumes["destinations"]["secret"]["secretName"])]["stringData"]
+    assert ("PersistentVolumeClaim", volumes["state"]["persistentVolumeClaim"]["claimName"]) in manifests
+    config = manifests[("ConfigMap", "news-monitor-config")]["data"]
+    (tmp_path / "monitor.toml").write_text(config["monitor.toml"])
+    kafka = manifests[("Secret", container["envFrom"][0]["secretRef"]["name"])]["stringData"]
+    settings = _env_settings({**env, **kafka}, tmp_path / "monitor.toml")
+    [table] = settings.notify.destination
+    folder, name = table["url_file"].rsplit("/", 1)
+    assert folder == mounts["destinations"] and name in secret
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "notify-deployment.yaml" in kustomization["resources"]

@@ -1,6 +1,6 @@
 """aiokafka at the edge: the producer that publishes records, topic administration, the
-consumer behind ``news-monitor tail``, and :func:`probe_broker`, the cheap broker check
-behind ``/readyz``.
+consumers behind ``news-monitor tail`` and ``news-monitor notify``, and
+:func:`probe_broker`, the cheap broker check behind ``/readyz``.
 
 Producer settings follow what is right for Apache Kafka (``acks=all``, idempotence,
 compression, bounded linger); idempotence is turned off for the embedded Tansu broker,
@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any, AsyncIterator, Iterable, Iterator
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_lz4, has_zstd
 from aiokafka.errors import (
+    CommitFailedError,
     CorruptRecordException,
     InvalidTopicError,
     KafkaConnectionError,
@@ -351,8 +352,14 @@ class TopicReader:
     """Reads records from topics, for ``news-monitor tail`` and other consumers.
 
     Without a group nothing is committed. With a group, auto-commit is off and only
-    records the caller marked with :meth:`processed` are committed (after each batch
-    and on close), so a consumer that dies re-reads at most what it had not finished.
+    records the caller marked with :meth:`processed` are committed (after each batch,
+    when a rebalance takes partitions away, and on close), so a consumer that dies
+    re-reads at most what it had not finished.
+
+    ``pattern`` subscribes to every topic whose name matches the regular expression,
+    including topics created later (seen within ``metadata_max_age_ms``). A partition
+    without a committed offset is then read from its beginning when its topic appeared
+    after the reader started (or always, with ``from_beginning``), else from its end.
     """
 
     def __init__(
@@ -364,23 +371,39 @@ class TopicReader:
         from_beginning: bool = False,
         group: str | None = None,
         idle_timeout: float | None = None,
+        pattern: str | None = None,
+        max_records: int = 500,
+        metadata_max_age_ms: int = 300_000,
     ) -> None:
         self._group = group
         self._idle_timeout = idle_timeout
+        self._max_records = max_records
+        self._pattern = pattern
+        self._from_beginning = from_beginning
         self._consumer = AIOKafkaConsumer(
             *topics,
             **connection_options(settings, bootstrap_servers),
             group_id=group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest" if from_beginning else "latest",
+            auto_offset_reset="earliest" if from_beginning or pattern is not None else "latest",
             # The broker holds a JoinGroup for half the session timeout; 6 s is Kafka's minimum.
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
+            metadata_max_age_ms=metadata_max_age_ms,
         )
         self._done: dict[TopicPartition, int] = {}
+        #: Held while a batch from :meth:`batches` is being handled; a rebalance waits for it.
+        self._lock = asyncio.Lock()
+        self._owned: set[TopicPartition] = set()
+        self._initial_topics: set[str] = set()
+        self.assigned = asyncio.Event()
+        if group is not None and pattern is not None:
+            self._consumer.subscribe(pattern=pattern, listener=_Rebalance(self))
 
     async def __aenter__(self) -> "TopicReader":
         await self._consumer.start()
+        if self._pattern is not None:
+            self._initial_topics = set(await self._consumer.topics())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -393,18 +416,23 @@ class TopicReader:
         """Mark ``record`` as handled: its offset is committed with the next commit."""
         self._done[TopicPartition(record.topic, record.partition)] = record.offset + 1
 
-    async def commit(self) -> None:
-        """Commit the offsets of processed records (nothing without a group)."""
+    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Commit the offsets of processed records (nothing without a group), of
+        ``partitions`` only when given."""
         if self._group is None or not self._done:
             return
-        offsets, self._done = dict(self._done), {}
-        await self._consumer.commit(offsets)
+        if partitions is None:
+            offsets, self._done = dict(self._done), {}
+        else:
+            offsets = {tp: self._done.pop(tp) for tp in partitions if tp in self._done}
+        if offsets:
+            await self._consumer.commit(offsets)
 
     async def records(self) -> AsyncIterator[Any]:
         """Yield records as they arrive; stop after ``idle_timeout`` s without one."""
         wait_ms = int((self._idle_timeout or 1.0) * 1000)
         while True:
-            batch = await self._consumer.getmany(timeout_ms=wait_ms, max_records=500)
+            batch = await self._consumer.getmany(timeout_ms=wait_ms, max_records=self._max_records)
             if not batch:
                 if self._idle_timeout is not None:
                     return
@@ -413,6 +441,56 @@ class TopicReader:
                 for record in partition_records:
                     yield record
             await self.commit()
+
+    async def batches(self) -> AsyncIterator[list[Any]]:
+        """Yield batches of records of the partitions this reader owns. The caller marks
+        each record :meth:`processed` once it is handled; what is marked is committed when
+        the next batch is asked for, when a rebalance takes partitions away, and on close.
+
+        A rebalance waits while a batch is handled (until the next one is asked for), and
+        records of partitions taken away meanwhile are dropped: their new owner reads them.
+        """
+        wait_ms = int((self._idle_timeout or 1.0) * 1000)
+        while True:
+            fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=self._max_records)
+            async with self._lock:
+                batch = [r for tp, records in fetched.items() if self._group is None or tp in self._owned for r in records]
+                if not batch:
+                    continue
+                yield batch
+                try:
+                    await self.commit()
+                except CommitFailedError as exc:
+                    # The group moved on without us (we took too long): the new owner of these
+                    # partitions reads from the last committed offsets.
+                    log.warning("kafka.commit.failed", error=str(exc), hint="records since the last commit may be handled twice")
+
+    async def _revoked(self, partitions: set[TopicPartition]) -> None:
+        async with self._lock:
+            self._owned -= partitions
+            try:
+                await self.commit(partitions)
+            except CommitFailedError as exc:
+                log.warning("kafka.commit.failed", error=str(exc), hint="records since the last commit may be handled twice")
+
+    async def _assigned(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            if not self._from_beginning and tp.topic in self._initial_topics and await self._consumer.committed(tp) is None:
+                # A topic that was there when we started: only what arrives from now on.
+                await self._consumer.seek_to_end(tp)
+        self._owned = set(partitions)
+        self.assigned.set()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, reader: TopicReader) -> None:
+        self._reader = reader
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._reader._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._reader._assigned(set(assigned))
 
 
 # -- the broker check behind readiness -------------------------------------------------

@@ -6,6 +6,10 @@ every alert could reach Kafka twice. ``news-monitor run`` (and ``run --once``) t
 exclusive ``flock`` on ``<state dir>/monitor.lock`` before anything else and holds it
 until it exits; a second one fails at once, naming the PID that holds it.
 
+``news-monitor notify`` takes its own lock the same way (``notify.lock``, beside its own
+``notify.sqlite3``), so it can run beside the daemon on the same state directory, but
+two notify processes cannot share one.
+
 The kernel drops the lock when the process ends, however it ends (a SIGKILL leaves no
 stale lock to clean up), and the file itself is never deleted: removing a lock file
 while another process waits on it would let two processes hold "the" lock. Readers
@@ -30,8 +34,15 @@ class StateLock:
 
     FILENAME = "monitor.lock"
 
-    def __init__(self, state_dir: Path | str) -> None:
-        self.path = Path(state_dir) / self.FILENAME
+    def __init__(
+        self,
+        state_dir: Path | str,
+        filename: str = FILENAME,
+        *,
+        hint: str = "one daemon per state directory: stop that one first, or give this one its own [state] dir",
+    ) -> None:
+        self.path = Path(state_dir) / filename
+        self._hint = hint
         self._fd: int | None = None
 
     def acquire(self) -> "StateLock":
@@ -48,7 +59,7 @@ class StateLock:
             raise ConfigError(
                 f"state directory {self.path.parent} is in use by {who} (it holds {self.path})",
                 location=SourceLocation("[state] dir"),
-                hint="one daemon per state directory: stop that one first, or give this one its own [state] dir",
+                hint=self._hint,
             ) from None
         except BaseException:
             os.close(fd)

@@ -1,0 +1,123 @@
+"""Apprise at the edge: one destination's messages to Slack, Teams, email, ntfy, webhooks...
+
+:class:`AppriseSender` turns a destination's URL into Apprise's plugin for it once, at
+start-up (a URL Apprise cannot use is a :class:`~monitor.errors.ConfigError` naming the
+table and key, exit 2), and sends each message in a thread (Apprise's plugins are
+blocking). A failure comes back as its reason: the last warning Apprise logged while
+sending (``Failed to send JSON POST notification: Internal server error., error=500.``).
+
+Secrets: the destination's URL is never logged. What is shown is Apprise's privacy form
+(``slack://T...2/B...D/...``), and every part of the real URL that the privacy form
+hides is masked in the reasons Apprise gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote
+
+import apprise
+from apprise import NotifyFormat
+
+from monitor.errors import ConfigError
+from monitor.notify.config import Destination
+from monitor.notify.message import Message
+
+__all__ = ["AppriseSender"]
+
+_capture = threading.local()
+
+
+class _Capture(logging.Handler):
+    """Keeps the warnings Apprise logs on the sending thread, for the failure's reason."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = getattr(_capture, "lines", None)
+        if lines is not None and record.levelno >= logging.WARNING:
+            lines.append(record.getMessage())
+
+
+def _install_capture() -> None:
+    logger = logging.getLogger(apprise.LOGGER_NAME)
+    if not any(isinstance(handler, _Capture) for handler in logger.handlers):
+        logger.addHandler(_Capture())
+        # Apprise's own lines would repeat (less safely) what notify.send.failed says.
+        logger.propagate = False
+        logger.setLevel(logging.WARNING)
+
+
+def _preferred(plugin: Any) -> Any:
+    fmt = getattr(plugin, "notify_format", NotifyFormat.TEXT)
+    return fmt[0] if isinstance(fmt, (tuple, list)) else fmt
+
+
+class AppriseSender:
+    """Sends one destination's messages through Apprise (see the module docstring)."""
+
+    def __init__(self, destination: Destination, executor: ThreadPoolExecutor) -> None:
+        _install_capture()
+        self.destination = destination
+        self._executor = executor
+        scheme = destination.url.split("://", 1)[0] if "://" in destination.url else ""
+        try:
+            plugin = apprise.Apprise.instantiate(destination.url, suppress_exceptions=True)
+        except Exception:
+            plugin = None
+        if plugin is None:
+            raise ConfigError(
+                f"{destination.label}: url is not a URL Apprise can use"
+                + (f" (scheme {scheme!r})" if scheme and len(scheme) < 20 else " (no scheme://)"),
+                location=destination.url_location,
+                hint="e.g. slack://..., msteams://..., mailto://..., ntfy://..., json://host/path; "
+                "every service's URL form is in Apprise's wiki (the URL itself is not shown: it may hold secrets)",
+            )
+        self._plugin = plugin
+        #: What may be shown of the URL (Apprise's privacy form).
+        self.safe_url: str = plugin.url(privacy=True)
+        self._secrets = _secret_parts(destination.url, self.safe_url)
+        if destination.format == "auto":
+            self.markdown = _preferred(plugin) in (NotifyFormat.MARKDOWN, NotifyFormat.HTML)
+        else:
+            self.markdown = destination.format == "markdown"
+
+    async def send(self, message: Message) -> str | None:
+        """None when the service accepted ``message``, else why not (secrets masked)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._send, message)
+
+    def _send(self, message: Message) -> str | None:
+        lines: list[str] = []
+        _capture.lines = lines
+        try:
+            accepted = self._plugin.notify(
+                body=message.body or " ",
+                title=message.title,
+                body_format=NotifyFormat.MARKDOWN if message.markdown else NotifyFormat.TEXT,
+            )
+        except Exception as exc:
+            return self.mask(f"{type(exc).__name__}: {exc}")
+        finally:
+            _capture.lines = None
+        if accepted:
+            return None
+        return self.mask(lines[-1] if lines else f"{self.destination.name} did not accept the message")
+
+    def mask(self, text: str) -> str:
+        """``text`` with every secret part of the URL replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text[:500]
+
+
+def _secret_parts(url: str, safe: str) -> list[str]:
+    """Parts of ``url`` (tokens, passwords, webhook ids) that its privacy form ``safe`` hides."""
+    parts = set()
+    for token in re.split(r"[/:@?&=#,;+ ]", url):
+        for form in {token, unquote(token)}:
+            if len(form) >= 4 and form not in safe:
+                parts.add(form)
+    return sorted(parts, key=len, reverse=True)
