@@ -332,21 +332,23 @@ class NotifyService:
         while not self._stopping:
             route.wake.clear()
             try:
-                timeout = await self._step(route)
+                deadline = await self._step(route)
             except StoreError as exc:
                 self.store_failure = str(exc)
                 log.error("notify.store.failing", destination=route.name, error=exc.message, kind=exc.kind, hint=exc.hint)
-                timeout = self.options.retry_backoff_max
+                deadline = self.clock.now() + self.options.retry_backoff_max
             if self._stopping:
                 return
-            await self._wait(route, timeout)
+            await self._wait(route, deadline)
 
-    async def _wait(self, route: Route, timeout: float | None) -> None:
+    async def _wait(self, route: Route, deadline: float | None) -> None:
+        """Until woken or ``deadline`` (absolute: the clock may have moved since it was
+        computed)."""
         if route.wake.is_set():
             return
         waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(route.wake.wait())}
-        if timeout is not None:
-            waiters.add(asyncio.ensure_future(self.clock.sleep(timeout)))
+        if deadline is not None:
+            waiters.add(asyncio.ensure_future(self.clock.sleep(deadline - self.clock.now())))
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -354,7 +356,7 @@ class NotifyService:
                 task.cancel()
 
     async def _step(self, route: Route) -> float | None:
-        """Start what is due; the seconds until something else will be (None: nothing is)."""
+        """Start what is due; when something else will be (None: nothing is)."""
         now = self.clock.now()
         waits: list[float] = []
         free = self.options.concurrency - len(route.in_flight)
@@ -373,13 +375,13 @@ class NotifyService:
                 route.held += len(to_hold)
                 route.first_held = min(route.first_held or now, *(entry.queued_at for entry in to_hold))
                 self._update_gauges(route)
-                return 0.0  # more may be waiting behind them
+                return now  # more may be waiting behind them
             if not entries:
                 # Everything left waits for a retry: learn when the next one is due.
                 counts = await self.store.counts()
                 route.next_attempt = counts.get(route.name, (0, 0, None, None))[3]
         if route.pending and route.next_attempt is not None and route.next_attempt > now:
-            waits.append(route.next_attempt - now)
+            waits.append(route.next_attempt)
         if route.held and route.first_held is not None and not route.digest_in_flight:
             due = route.policy.digest_due(route.first_held, now, route.digest_retry_at)
             if due <= now and not route.in_flight:
@@ -389,7 +391,7 @@ class NotifyService:
                     route.policy.record_sent(now)
                     self._spawn(route, entries, self._send_digest(route, entries))
             elif due > now:
-                waits.append(due - now)
+                waits.append(due)
         return min(waits) if waits else None
 
     def _spawn(self, route: Route, entries: list[Entry], work: Awaitable[None]) -> None:
