@@ -22,8 +22,8 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from html import escape
 from pathlib import Path
 from typing import Callable
@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import feedparser  # noqa: E402
 
-from monitor.parse import parse_feed  # noqa: E402
 from monitor.adapters.parser_pool import worker_context  # noqa: E402
+from monitor.parse import parse_feed  # noqa: E402
 
 FEED_URL = "https://news.example.com/rss/world.xml"
 WORDS = (

@@ -44,13 +44,13 @@ therefore brings 49 new items, not 1 (pessimistic for (b) and (c)).
 from __future__ import annotations
 
 import argparse
-import cProfile
-import pstats
 import asyncio
 import collections
+import cProfile
 import gc
 import multiprocessing
 import os
+import pstats
 import random
 import sys
 import tempfile

@@ -51,12 +51,12 @@ sys.path.insert(0, str(ROOT))
 from aiohttp.test_utils import make_mocked_request  # noqa: E402
 
 from monitor.adapters.store import Store  # noqa: E402
-from monitor.feeds.state import FeedState, feed_row  # noqa: E402
 from monitor.adapters.web import WebServer  # noqa: E402
 from monitor.engine.loader import load_rules  # noqa: E402
 from monitor.engine.reload import RulesHolder  # noqa: E402
-from monitor.observe.observer import Observer  # noqa: E402
+from monitor.feeds.state import FeedState, feed_row  # noqa: E402
 from monitor.model import Alert, Feed  # noqa: E402
+from monitor.observe.observer import Observer  # noqa: E402
 from monitor.settings import load_settings  # noqa: E402
 
 

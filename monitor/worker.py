@@ -31,10 +31,10 @@ import signal
 from contextlib import AsyncExitStack
 
 from monitor import redact
-from monitor.app import daemon
-from monitor.app.status import health_policy
 from monitor.adapters.filewatch import watch_rules
 from monitor.adapters.statelock import StateLock
+from monitor.app import daemon
+from monitor.app.status import health_policy
 from monitor.delivery import Delivery
 from monitor.engine import load_rules
 from monitor.engine.reload import RulesHolder

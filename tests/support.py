@@ -11,8 +11,8 @@ import dataclasses
 import functools
 import time
 import uuid
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "seeds"
 RULES = ROOT / "rules"
 SHARED = ROOT.parent / "shared"
+#: Test data: feeds, article pages, story texts, labeled passages.
+DATA = ROOT / "tests" / "data"
 REFERENCE_TOPICS = ("alerts.summit", "alerts.sanctions", "alerts.arms-control")
 
 

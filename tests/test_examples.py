@@ -81,7 +81,7 @@ async def test_consumer_writes_each_alert_once_and_resumes_with_its_group(broker
 async def test_consumer_archives_only_schema_valid_alerts_and_says_why_it_skipped(broker, tmp_path):
     from monitor.adapters.kafka import TopicAdmin
     from monitor.settings import KafkaSettings
-    from tests.test_tail import _valid_alert
+    from tests.test_cli_tail import _valid_alert
 
     topic = f"alerts.consumer-bad-{uuid.uuid4().hex[:8]}"
     await TopicAdmin(KafkaSettings(topic_partitions=1), broker.bootstrap_servers).ensure([topic])

@@ -19,7 +19,7 @@ import pytest
 
 from monitor.adapters.store import Store
 from monitor.worker import Monitor
-from tests.hostile_app import HostileServer, rss
+from tests.hostile_app import HostileServer
 from tests.support import REFERENCE_TOPICS, SEEDS, make_settings, read_alerts
 
 pytestmark = pytest.mark.integration

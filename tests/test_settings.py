@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import ConfigError
-from monitor.settings import load_settings
 from monitor.feeds.sources import load_feeds
+from monitor.settings import load_settings
 from tests.support import ROOT
 
 

@@ -39,12 +39,12 @@ import signal
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, TypeVar
 
 from monitor.adapters.processes import die_with_parent
+from monitor.dedupe.stories import SignedFeed, Signer, parse_and_sign
 from monitor.errors import FeedError
 from monitor.log import get_logger
-from monitor.dedupe.stories import SignedFeed, Signer, parse_and_sign
 from monitor.parse import ParsedFeed, parse_feed
 
 __all__ = ["ParserPool"]

@@ -25,11 +25,10 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 from aiohttp import web
+from multidict import MultiMapping
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from monitor import __version__
-from multidict import MultiMapping
-
 from monitor.adapters.processes import describe_holders
 from monitor.errors import ConfigError, MonitorError
 from monitor.feeds.health import (
@@ -44,10 +43,10 @@ from monitor.feeds.health import (
     FeedQuery,
 )
 from monitor.log import get_logger, redact
-from monitor.timefmt import format_duration, relative, utc_iso
+from monitor.model import SourceLocation
 from monitor.observe.observer import Observer
 from monitor.observe.snapshot import StatusSnapshot
-from monitor.model import SourceLocation
+from monitor.timefmt import format_duration, relative, utc_iso
 
 __all__ = ["WebServer", "parse_feed_query", "parse_listen", "render_status_page"]
 

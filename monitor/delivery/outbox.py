@@ -34,12 +34,12 @@ import asyncio
 import time
 from typing import Any, AsyncIterator, Callable, Iterable, Protocol
 
-from monitor.errors import RecordRefused, RecordRejected, StoreError
-from monitor.log import get_logger
-from monitor.model import Record
 from monitor.delivery.dead_letters import DeadLetters
 from monitor.delivery.records import rejection_reason
 from monitor.delivery.sender import DeliveryStats, Publisher, Sender
+from monitor.errors import RecordRefused, RecordRejected, StoreError
+from monitor.log import get_logger
+from monitor.model import Record
 
 __all__ = ["Delivery", "OutboxStore"]
 

@@ -5,7 +5,6 @@ what is done with each outcome)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from monitor.parse.identity import article_id, article_link, http_base
 from monitor.model import Article
+from monitor.parse.identity import article_id, article_link, http_base
 from monitor.parse.normalize import markup_to_text
 from monitor.redact import link_base
 

@@ -7,7 +7,8 @@ import io
 import pytest
 
 from monitor.engine import load_rules
-from monitor.engine.tools import evaluate, test as run_examples
+from monitor.engine.tools import evaluate
+from monitor.engine.tools import test as run_examples
 from tests.engine.helpers import RULES_DIR, article, reference_article
 
 DEFAULT_IDS = {"summit", "sanctions", "arms-control"}

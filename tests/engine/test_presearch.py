@@ -4,10 +4,9 @@ result of evaluating every rule on its own, with terms found without the automat
 from __future__ import annotations
 
 import random
-
-from monitor.engine.evaluate import find_term_hits
 import re
 
+from monitor.engine.evaluate import find_term_hits
 from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term, can_match_without_terms, parse_query
 from monitor.engine.text import fold
 from monitor.model import FIELDS, Article

@@ -227,7 +227,6 @@ class TestFoldingIsDocumented:
         assert not wrong, wrong[:20]
 
     def test_folding_a_folded_character_changes_nothing(self) -> None:
-        from monitor.engine.text import fold_char
 
         for char in "ǿǾǽǼℏ⁻₋ﬁŉ‴Støre":
             once = fold(char).cased

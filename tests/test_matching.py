@@ -15,7 +15,7 @@ import pytest
 from monitor.engine import RuleSet
 from monitor.matching import THREAD_MATCH_CHARS
 from monitor.worker import Monitor
-from tests.test_metrics import ITEM, ONE_ITEM, SANCTIONS, Daemon, _settings, until, value
+from tests.observe.test_metrics import ITEM, ONE_ITEM, SANCTIONS, Daemon, _settings, until, value
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 
 from monitor.errors import ConfigError
 from monitor.feeds.opml import feeds_from_opml
-from monitor.settings import load_settings
 from monitor.feeds.sources import load_feeds
+from monitor.settings import load_settings
 from tests.support import SEEDS
 
 NESTED = """<?xml version="1.0" encoding="UTF-8"?>

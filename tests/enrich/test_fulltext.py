@@ -15,23 +15,22 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from monitor.adapters.pages import AddressPolicy, BlockedAddress, PageFetcher
+from monitor.adapters.parser_pool import ParserPool
+from monitor.enrich.fulltext import FulltextEnricher, extract_main_text
 from monitor.errors import FeedError
 from monitor.fetch import FeedHttpError, FeedTimeout
-from monitor.enrich.fulltext import FulltextEnricher, extract_main_text
 from monitor.model import Article
-from monitor.adapters.parser_pool import ParserPool
 from monitor.worker import Monitor
-from tests.support import FeedServer, make_settings, read_alerts
+from tests.support import DATA, make_settings, read_alerts
 
 pytestmark = pytest.mark.integration
 
-PAGES = Path(__file__).parent / "pages"
+PAGES = DATA / "pages"
 ARTICLE = (PAGES / "shipping-article.html").read_bytes()
 #: Words only the article page has (the feed's teaser never mentions them).
 PAGE_ONLY = "imposed sanctions on eleven tankers"

@@ -109,8 +109,8 @@ async def test_reload_swaps_whole_set_or_nothing(tmp_path):
 async def test_a_crash_while_loading_keeps_the_old_rules_and_is_counted(tmp_path, monkeypatch):
     # A bug in the loader (not a mistake in the file) must not end the watch task, and
     # with it the daemon: the reload fails like a bad edit would, with the traceback logged.
-    from monitor.engine import reload as hot_reload
     from monitor.engine import load_rules
+    from monitor.engine import reload as hot_reload
     from monitor.errors import RuleError
 
     rules = tmp_path / "rules"
@@ -155,8 +155,8 @@ def _kubelet_update(mount: Path, rule_text: str, stamp: str) -> None:
 async def test_configmap_updates_reload_every_time(tmp_path, configured):
     # A rule file given by its own path is a symlink into a directory that each update
     # replaces: watching where it pointed at start-up saw the first update only.
-    from monitor.engine import load_rules
     from monitor.adapters.filewatch import watch_rules
+    from monitor.engine import load_rules
     from monitor.engine.reload import RulesHolder
 
     mount = tmp_path / "rules"

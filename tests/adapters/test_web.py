@@ -10,12 +10,14 @@ import aiohttp
 import pytest
 
 from monitor.adapters.broker import free_port
-from monitor.feeds.state import FeedState
 from monitor.adapters.kafka import probe_broker
 from monitor.adapters.web import WebServer, parse_listen, render_status_page
 from monitor.errors import ConfigError
-from monitor.observe.observer import Observer
+from monitor.feeds.state import FeedState
 from monitor.model import Alert, Feed
+from monitor.observe.observer import Observer
+
+pytestmark = pytest.mark.integration
 
 HOSTILE = '<script>alert(1)</script>"\'><img src=x onerror=alert(2)>'
 

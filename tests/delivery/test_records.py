@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from monitor.model import Alert, Hit, alert_id_for
 from monitor.delivery.records import alert_record, alert_to_dict
+from monitor.model import Alert, Hit, alert_id_for
 from tests.support import ROOT, validate_alert
 
 DOC = ROOT / "docs" / "delivery.md"
@@ -88,8 +88,8 @@ def test_record_is_a_cloudevent_keyed_by_article():
 
 
 def test_feed_location_is_published_as_an_absolute_uri_with_credentials_masked(tmp_path):
-    from monitor.model import Article, Match, Rule
     from monitor.delivery.records import article_record, build_alert
+    from monitor.model import Article, Match, Rule
 
     rule = Rule(id="sanctions", query="sanctions", topic="alerts.sanctions")
     path = tmp_path / "feeds" / "world.xml"

@@ -72,8 +72,8 @@ async def _tail_both(bootstrap: str, *args: str) -> tuple[int, list[str], list[s
 def _valid_alert(n: int) -> dict:
     from datetime import datetime, timezone
 
-    from monitor.model import Alert, Hit, alert_id_for
     from monitor.delivery.records import alert_to_dict
+    from monitor.model import Alert, Hit, alert_id_for
 
     return alert_to_dict(
         Alert(

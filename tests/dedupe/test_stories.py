@@ -15,20 +15,19 @@ import sqlite3
 import time
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
 
 from monitor.adapters.store import Store
 from monitor.dedupe import Candidate, admit
-from monitor.model import Article, Match, Rule
-from monitor.delivery.records import alert_record, build_alert
 from monitor.dedupe.stories import StoryIndex, _Shards
+from monitor.delivery.records import alert_record, build_alert
+from monitor.model import Article, Match, Rule
 from monitor.worker import Monitor
-from tests.support import REFERENCE_TOPICS, FeedServer, make_settings, read_alerts
+from tests.support import DATA, REFERENCE_TOPICS, FeedServer, make_settings, read_alerts
 
-STORIES = Path(__file__).parent / "data" / "stories"
+STORIES = DATA / "stories"
 WIRE = (STORIES / "wire-sanctions.txt").read_text().strip().split("\n")
 OTHER = (STORIES / "other-sanctions.txt").read_text().strip().split("\n")
 

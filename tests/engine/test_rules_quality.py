@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from monitor.engine.tools import evaluate
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
 DATA = ROOT / "tests" / "data"
 RULE_IDS = ("summit", "sanctions", "arms-control")

@@ -18,8 +18,8 @@ from monitor.errors import FeedError
 from monitor.parse import _parse_xml
 from monitor.parse._fastrss import read_fast_rss
 from monitor.parse._xmlguard import defuse_doctype
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 URL = "https://feeds.example.com/news/rss.xml"
 

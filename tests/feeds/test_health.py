@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from monitor.feeds.state import FeedState
 from monitor.feeds.health import (
     DISABLED,
     FAILING,
@@ -25,6 +24,7 @@ from monitor.feeds.health import (
     health_record,
     learn_cadence,
 )
+from monitor.feeds.state import FeedState
 from monitor.model import Feed
 from monitor.worker import Monitor
 from tests.support import make_settings, read_topic

@@ -27,10 +27,11 @@ import feedparser
 import pytest
 
 from monitor.errors import FeedError
-from monitor.parse.identity import canonical_url
 from monitor.parse import ParsedFeed, parse_feed
+from monitor.parse.identity import canonical_url
+from tests.support import SHARED
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+CORPUS = SHARED / "corpus"
 
 if not CORPUS.is_dir():
     pytest.skip(f"feed corpus not found at {CORPUS}", allow_module_level=True)

@@ -12,8 +12,9 @@ import pytest
 from monitor.errors import FeedError
 from monitor.model import Article
 from monitor.parse import ParsedFeed, parse_feed
+from tests.support import DATA
 
-FEEDS = Path(__file__).parent / "data" / "feeds"
+FEEDS = DATA / "feeds"
 FEED_URL = "https://news.example.com/feed.xml"
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from monitor.adapters.store import Store
 from monitor.dedupe import Candidate, Verdict, admit
-from monitor.model import Article, Match, Rule
 from monitor.delivery.records import alert_record, build_alert
+from monitor.model import Article, Match, Rule
 
 SUMMIT = Rule(id="summit", query="summit", topic="alerts.summit")
 SANCTIONS = Rule(id="sanctions", query="sanctions", topic="alerts.sanctions")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from monitor.adapters.parser_pool import ParserPool
 from monitor.errors import FeedError
 from monitor.parse import ParsedFeed
-from monitor.adapters.parser_pool import ParserPool
 
 BIG_URL = "http://big.example/feed.atom"
 SMALL_URL = "http://small.example/feed.rss"

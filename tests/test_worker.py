@@ -32,10 +32,10 @@ from monitor.adapters.processes import port_holders
 from monitor.adapters.statelock import StateLock
 from monitor.adapters.web import WebServer
 from monitor.errors import ConfigError
-from monitor.observe.observer import Observer
 from monitor.model import Feed
+from monitor.observe.observer import Observer
 from tests.support import ROOT, RULES, FeedServer, LocalServer
-from tests.test_delivery_faults import MonitorProcess, delivered, expected_alert_ids, outbox_count, sanctions_feed
+from tests.delivery.test_outbox import MonitorProcess, delivered, expected_alert_ids, outbox_count, sanctions_feed
 
 pytestmark = pytest.mark.integration
 

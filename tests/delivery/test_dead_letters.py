@@ -21,9 +21,9 @@ import pytest
 from monitor.adapters.kafka import KafkaPublisher
 from monitor.adapters.store import AsyncStore
 from monitor.delivery import Delivery
+from monitor.delivery.records import alert_record
 from monitor.engine.evaluate import MAX_HITS_PER_TERM
 from monitor.model import Alert, Hit, alert_id_for
-from monitor.delivery.records import alert_record
 from monitor.worker import Monitor
 from tests.kafka_proxy import KafkaProxy
 from tests.support import FeedServer, alerts_from, make_settings, read_topic

@@ -196,9 +196,9 @@ async def test_readyz_flips_when_the_broker_stops_and_returns(feed_server, tmp_p
 
 
 def _report(status: str, http_status: int | None, fetch: float, whole: float, error_stage: str | None = None):
+    from monitor.feeds.schedule import PollOutcome
     from monitor.model import Feed
     from monitor.pipeline import PollReport
-    from monitor.feeds.schedule import PollOutcome
 
     report = PollReport(Feed(url="https://example.net/feed"), status, PollOutcome(ok=error_stage is None))
     report.http_status, report.fetch_elapsed, report.elapsed, report.error_stage = http_status, fetch, whole, error_stage

@@ -12,7 +12,7 @@ import pytest
 
 from monitor.worker import Monitor
 from tests.support import SEEDS, make_settings
-from tests.test_metrics import ITEM, ONE_ITEM, SANCTIONS, Daemon, until, value
+from tests.observe.test_metrics import ITEM, ONE_ITEM, SANCTIONS, Daemon, until, value
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -145,7 +145,7 @@ async def test_feed_filter_and_page_links_work_in_a_browser(browser):
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     from monitor.adapters.web import WebServer
-    from tests.test_web import _many_feeds
+    from tests.adapters.test_web import _many_feeds
 
     def rows() -> list[tuple[str, str]]:
         found = browser.find_elements(By.CSS_SELECTOR, "table#feeds tbody tr[data-url]")
