@@ -43,11 +43,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rules_bench import FILLER, quoted, vocabulary  # noqa: E402
+from rules_bench import FILLER, quoted, vocabulary
 
-from monitor.engine import RuleSet, parse_rules  # noqa: E402
-from monitor.engine.tools import score  # noqa: E402
-from monitor.model import Article  # noqa: E402
+from monitor.engine import RuleSet, parse_rules
+from monitor.engine.tools import score
+from monitor.model import Article
 
 
 def rules_yaml(rng: random.Random, vocab: list[str], count: int) -> tuple[str, list[list[str]]]:

@@ -21,27 +21,22 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from html import escape
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import feedparser  # noqa: E402
+import feedparser
 
-from monitor.adapters.parser_pool import worker_context  # noqa: E402
-from monitor.parse import parse_feed  # noqa: E402
+from monitor.adapters.parser_pool import worker_context
+from monitor.parse import parse_feed
 
 FEED_URL = "https://news.example.com/rss/world.xml"
-WORDS = (
-    "government minister said talks would resume after the summit officials confirmed "
-    "that markets reacted sharply on Thursday as investors weighed the central bank’s "
-    "decision analysts expect further pressure on prices while the opposition demanded "
-    "an inquiry into the contract — a move critics called “unprecedented” in recent years"
-).split()
+WORDS = ["government", "minister", "said", "talks", "would", "resume", "after", "the", "summit", "officials", "confirmed", "that", "markets", "reacted", "sharply", "on", "Thursday", "as", "investors", "weighed", "the", "central", "bank’s", "decision", "analysts", "expect", "further", "pressure", "on", "prices", "while", "the", "opposition", "demanded", "an", "inquiry", "into", "the", "contract", "—", "a", "move", "critics", "called", "“unprecedented”", "in", "recent", "years"]
 
 
 def sentence(rng: random.Random, words: int) -> str:
@@ -69,7 +64,7 @@ def content(rng: random.Random, index: int) -> str:
 
 def rss_feed(items: int = 50, seed: int = 7) -> bytes:
     rng = random.Random(seed)
-    start = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/" '
@@ -98,7 +93,7 @@ def rss_feed(items: int = 50, seed: int = 7) -> bytes:
 def atom_feed(items: int = 50, seed: int = 7) -> bytes:
     """The same stories as Atom."""
     rng = random.Random(seed)
-    start = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     parts = [
         '<?xml version="1.0" encoding="utf-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
         "<title>Example News: World</title><id>tag:news.example.com,2026:world</id>"

@@ -62,8 +62,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
+import contextlib
+
+import aiohttp
+from aiohttp import web
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,11 +77,7 @@ ITEM = (
     "<link>https://news{f}.example.com/world/story-{n}</link><guid>https://news{f}.example.com/world/story-{n}</guid>"
     "<pubDate>{date}</pubDate><description>&lt;p&gt;{text}&lt;/p&gt;</description></item>"
 )
-WORDS = (
-    "officials said talks would resume after the meeting as markets reacted on thursday while ministers "
-    "weighed sanctions against the exporters and analysts expected prices to rise further amid protests "
-    "in the capital where the opposition demanded an inquiry into the contract awarded last spring"
-).split()
+WORDS = ["officials", "said", "talks", "would", "resume", "after", "the", "meeting", "as", "markets", "reacted", "on", "thursday", "while", "ministers", "weighed", "sanctions", "against", "the", "exporters", "and", "analysts", "expected", "prices", "to", "rise", "further", "amid", "protests", "in", "the", "capital", "where", "the", "opposition", "demanded", "an", "inquiry", "into", "the", "contract", "awarded", "last", "spring"]
 
 
 def story_text(feed: int, n: int, words: int) -> str:
@@ -103,7 +101,7 @@ def feed_body(feed: int, version: int, items: int = 50) -> bytes:
     ).encode()
 
 
-def serve(port: int, feeds: int, ready: "multiprocessing.synchronize.Event") -> None:
+def serve(port: int, feeds: int, ready: multiprocessing.synchronize.Event) -> None:
     versions = [0] * feeds
     cache: dict[int, tuple[int, bytes]] = {}
     cycle = {"n": 0}
@@ -121,7 +119,7 @@ def serve(port: int, feeds: int, ready: "multiprocessing.synchronize.Event") -> 
 
     async def change(request: web.Request) -> web.Response:
         share = float(request.query["share"])
-        count = int(round(feeds * share))
+        count = round(feeds * share)
         start = (cycle["n"] * count) % feeds
         for k in range(count):
             versions[(start + k) % feeds] += 1
@@ -190,11 +188,11 @@ class StallTracer:
     def __init__(self, threshold: float = 0.05, every: float = 0.005) -> None:
         self.threshold = threshold
         self.every = every
-        self.samples: "collections.Counter[tuple[str, ...]]" = collections.Counter()
+        self.samples: collections.Counter[tuple[str, ...]] = collections.Counter()
         #: Where the poller tasks wait, sampled every 10 ticks.
-        self.waits: "collections.Counter[str]" = collections.Counter()
+        self.waits: collections.Counter[str] = collections.Counter()
         #: What the other threads were doing meanwhile (one may hold the GIL the loop waits for).
-        self.others: "collections.Counter[tuple[str, str]]" = collections.Counter()
+        self.others: collections.Counter[tuple[str, str]] = collections.Counter()
         self._tick = time.monotonic()
         self._stop = threading.Event()
         self._loop_thread = threading.get_ident()
@@ -373,7 +371,7 @@ async def raw_rate(port: int, feeds: int, requests: int, concurrency: int, etags
     return requests / elapsed, await meter.stop(), received / requests
 
 
-async def poll_cycle(ctx: "Context", label: str, *, time_box: float | None = None) -> Sample:
+async def poll_cycle(ctx: Context, label: str, *, time_box: float | None = None) -> Sample:
     """Every feed polled once by the daemon's poll loop (or as many as fit in ``time_box`` s).
 
     The first call starts ``Monitor._poll_forever``, whose start-up round is the warm-up;
@@ -398,10 +396,8 @@ async def poll_cycle(ctx: "Context", label: str, *, time_box: float | None = Non
     else:
         monitor.poller.schedule.start(ctx.urls, time.monotonic(), window=0.0)
         monitor.poller.wake()
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_done.wait(), time_box)
-    except asyncio.TimeoutError:
-        pass
     elapsed = time.perf_counter() - started
     polls = monitor.summary.polls - polls_before
     stall = await ctx.meter.stop()
@@ -423,17 +419,15 @@ class Context:
     concurrency: int
     meter: StallMeter
     session: aiohttp.ClientSession
-    loop_task: "asyncio.Task[None] | None" = None
+    loop_task: asyncio.Task[None] | None = None
 
     def workers_cpu(self) -> float:
         pool = getattr(self.parser, "_pool", None)
         processes = getattr(pool, "_processes", None) or {}
         total = 0.0
         for pid in list(processes):
-            try:
+            with contextlib.suppress(OSError):
                 total += cpu_seconds(pid)
-            except OSError:
-                pass
         return total
 
     async def server_cpu(self) -> float:

@@ -39,37 +39,24 @@ import re
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
-from typing import Callable
 
 import ahocorasick_rs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.engine import RuleSet, fold, parse_rules  # noqa: E402
-from monitor.engine.evaluate import fold_fields  # noqa: E402
-from monitor.engine.query import iter_terms  # noqa: E402
-from monitor.engine.text import scan_text  # noqa: E402
-from monitor.model import Article  # noqa: E402
+from monitor.engine import RuleSet, fold, parse_rules
+from monitor.engine.evaluate import fold_fields
+from monitor.engine.query import iter_terms
+from monitor.engine.text import scan_text
+from monitor.model import Article
 
-FIRST = (
-    "Anna Boris Carlos Dmitri Elena Farid Grace Hiroshi Ines Jamal Katarzyna Luis Mei Nadia Omar Pavel "
-    "Quentin Rosa Sergei Tomas Ursula Viktor Wei Ximena Yusuf Zofia Ahmed Bianca Chen Diego Emeka Fatima"
-).split()
-SYLLABLES = "ka ro vin del ma ra ten sko vich ber gan lo mi sa to ne dor ul fen ish ar quo zel pra mon tis".split()
-COMMON_PHRASES = (
-    "interest rates|supply chain|central bank|trade deficit|grain exports|border crossing|ceasefire talks|"
-    "election results|oil prices|gas pipeline|refugee camp|peace plan|drone strike|power grid|budget deficit|"
-    "bond yields|labour strike|wildfire season|flood defences|vaccine rollout|chip exports|rare earths|"
-    "naval drills|air defence|debt relief|housing market|coalition talks|court ruling|prison sentence|heatwave"
-).split("|")
-FILLER = (
-    "the officials said on Tuesday that talks would continue despite the setback and that a statement was "
-    "expected later in the week according to people familiar with the matter who spoke on condition of "
-    "anonymity because they were not authorised to discuss the negotiations publicly while analysts warned "
-    "markets could react sharply if the plan collapsed and ministers met again in the capital to review"
-).split()
+FIRST = ["Anna", "Boris", "Carlos", "Dmitri", "Elena", "Farid", "Grace", "Hiroshi", "Ines", "Jamal", "Katarzyna", "Luis", "Mei", "Nadia", "Omar", "Pavel", "Quentin", "Rosa", "Sergei", "Tomas", "Ursula", "Viktor", "Wei", "Ximena", "Yusuf", "Zofia", "Ahmed", "Bianca", "Chen", "Diego", "Emeka", "Fatima"]
+SYLLABLES = ["ka", "ro", "vin", "del", "ma", "ra", "ten", "sko", "vich", "ber", "gan", "lo", "mi", "sa", "to", "ne", "dor", "ul", "fen", "ish", "ar", "quo", "zel", "pra", "mon", "tis"]
+COMMON_PHRASES = ["interest rates", "supply chain", "central bank", "trade deficit", "grain exports", "border crossing", "ceasefire talks", "election results", "oil prices", "gas pipeline", "refugee camp", "peace plan", "drone strike", "power grid", "budget deficit", "bond yields", "labour strike", "wildfire season", "flood defences", "vaccine rollout", "chip exports", "rare earths", "naval drills", "air defence", "debt relief", "housing market", "coalition talks", "court ruling", "prison sentence", "heatwave"]
+FILLER = ["the", "officials", "said", "on", "Tuesday", "that", "talks", "would", "continue", "despite", "the", "setback", "and", "that", "a", "statement", "was", "expected", "later", "in", "the", "week", "according", "to", "people", "familiar", "with", "the", "matter", "who", "spoke", "on", "condition", "of", "anonymity", "because", "they", "were", "not", "authorised", "to", "discuss", "the", "negotiations", "publicly", "while", "analysts", "warned", "markets", "could", "react", "sharply", "if", "the", "plan", "collapsed", "and", "ministers", "met", "again", "in", "the", "capital", "to", "review"]
 
 
 def vocabulary(rng: random.Random, size: int) -> list[str]:
@@ -121,10 +108,7 @@ def article(rng: random.Random, vocab: list[str], hot: list[str], index: int, si
     words: list[str] = []
     length = 0
     while length < size:
-        if rng.random() < 0.06:
-            term = rng.choice(hot) if rng.random() < 0.5 else rng.choice(vocab)
-        else:
-            term = rng.choice(FILLER)
+        term = (rng.choice(hot) if rng.random() < 0.5 else rng.choice(vocab)) if rng.random() < 0.06 else rng.choice(FILLER)
         if rng.random() < 0.01:
             term = rng.choice(["“Kyïv’s”", "—", "Sánchez’s", "arms–control"])
         words.append(term)

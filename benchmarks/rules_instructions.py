@@ -36,9 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rules_bench import article, rules_yaml, vocabulary  # noqa: E402
+from rules_bench import article, rules_yaml, vocabulary
 
-from monitor.engine import parse_rules  # noqa: E402
+from monitor.engine import parse_rules
 
 SIZES = (10, 10_000)
 

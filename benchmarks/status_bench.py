@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def _alert(i: int) -> Alert:
         alert_id=f"a{i}", rule_id="summit", topic="alerts.summit", severity="high", tags=(), article_id=f"x{i}",
         url=f"https://news.example.org/world/story-{i}", title=f"Leaders meet in Anchorage, story {i}", published=None,
         feed_url="https://news1.example1.org/sections/000001/feed.rss.xml", matches=(), snippet="",
-        detected_at=datetime.now(timezone.utc), ruleset_version="v1",
+        detected_at=datetime.now(UTC), ruleset_version="v1",
     )
 
 

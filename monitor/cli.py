@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -77,7 +78,9 @@ def _command(commands: Any, name: str, help: str, epilog: str) -> argparse.Argum
 def _add_run(commands: Any) -> None:
     run = _command(commands, "run", "run the monitor (daemon, or --once)", _EPILOG_RUN)
     _add_config(run)
-    run.add_argument("--once", action="store_true", help="poll every feed once, wait for every alert to be acknowledged, print a summary, exit")
+    run.add_argument(
+        "--once", action="store_true", help="poll every feed once, wait for every alert to be acknowledged, print a summary, exit"
+    )
     run.set_defaults(handler=_cmd_run)
 
 
@@ -236,10 +239,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     monitor = Monitor(settings)
-    if args.once and sys.stderr.isatty():
-        summary = _run_once_with_progress(monitor)
-    else:
-        summary = asyncio.run(monitor.run(once=args.once))
+    summary = _run_once_with_progress(monitor) if args.once and sys.stderr.isatty() else asyncio.run(monitor.run(once=args.once))
     if args.once:
         _print_summary(summary, sys.stdout)
         if summary.dead_lettered or summary.abandoned:
@@ -304,7 +304,8 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     if bootstrap.strip().lower() == "embedded":
         raise MonitorError(
             "tail needs a running broker; the embedded one lives only as long as 'run'",
-            hint="start one with 'news-monitor broker' and set NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092, or pass --bootstrap-servers",
+            hint="start one with 'news-monitor broker' and set NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092, "
+            "or pass --bootstrap-servers",
         )
     if args.bootstrap_servers:
         from monitor.settings import bootstrap_addresses
@@ -383,7 +384,7 @@ def _parse_time(text: str) -> datetime:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise MonitorError(f"--since {text!r} is not an ISO-8601 time", hint="e.g. 2026-11-25T08:00:00Z") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _detected_since(alert: dict, since: datetime) -> bool:

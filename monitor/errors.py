@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from monitor.model import SourceLocation
 
-__all__ = ["BrokerError", "ConfigError", "FeedError", "MonitorError", "PublishError", "RecordRefused", "RecordRejected", "RuleError", "StoreError"]
+__all__ = [
+    "BrokerError",
+    "ConfigError",
+    "FeedError",
+    "MonitorError",
+    "PublishError",
+    "RecordRefused",
+    "RecordRejected",
+    "RuleError",
+    "StoreError",
+]
 
 
 class MonitorError(Exception):

@@ -11,8 +11,10 @@ what it could not finish (the drain) is run again with no time left
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 __all__ = ["Shutdown", "finish"]
 
@@ -56,7 +58,7 @@ class Shutdown:
         """Sleep up to ``timeout`` seconds, less when a stop comes; whether one came."""
         try:
             await asyncio.wait_for(self.stopping.wait(), timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -86,7 +88,5 @@ class Shutdown:
 async def finish(task: asyncio.Task[Any]) -> None:
     """Cancel a helper task and wait for it, letting only its cancellation pass."""
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass

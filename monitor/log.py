@@ -162,7 +162,7 @@ class _Logger:
     for a 304 poll, even for a debug line that is then filtered out.
     """
 
-    __slots__ = ("_context", "_bound", "_built_for")
+    __slots__ = ("_bound", "_built_for", "_context")
 
     def __init__(self, **context: Any) -> None:
         self._context = context

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from monitor.dedupe import Admission, Candidate, SeenArticle, Verdict, admit, needs_matching
 from monitor.dedupe.stories import Assignment, StoryIndex, story_text
@@ -78,7 +79,7 @@ class CpuLane:
         self._lock = asyncio.Lock()
         self._since = 0.0
 
-    async def __aenter__(self) -> "CpuLane":
+    async def __aenter__(self) -> CpuLane:
         await self._lock.acquire()
         self._since = time.perf_counter()
         return self
@@ -150,7 +151,9 @@ class Matching:
         #: Story members assigned but not yet saved: article id -> (story id, seen at, signature).
         self._pending_members: dict[str, tuple[str, float, bytes]] = {}
 
-    async def admit(self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None) -> Admission:
+    async def admit(
+        self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None
+    ) -> Admission:
         """Match what is new or changed, then record it and queue its alerts atomically.
 
         ``signatures`` maps ``id(article)`` to its story signature, when the parse made them.

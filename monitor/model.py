@@ -11,9 +11,9 @@ Standard library only: every other module may import this one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping
 
 __all__ = [
     "FIELDS",

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from monitor.dedupe import Admission, Verdict
 from monitor.dedupe.stories import SignedFeed, StoryIndex
@@ -280,7 +281,14 @@ def _log_poll(feed: Feed, report: PollReport, admission: Admission) -> None:
         story_copies=admission.story_copies,
     )
     for alert in admission.alerts:
-        log.info("alert.created", feed_url=feed.url, rule_id=alert.rule_id, topic=alert.topic, article_id=alert.article_id, alert_id=alert.alert_id)
+        log.info(
+            "alert.created",
+            feed_url=feed.url,
+            rule_id=alert.rule_id,
+            topic=alert.topic,
+            article_id=alert.article_id,
+            alert_id=alert.alert_id,
+        )
 
 
 def _record_success(state: FeedState, result: FetchResult, current_url: str | None, now: float) -> None:

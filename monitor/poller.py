@@ -15,6 +15,7 @@ changed ones with their new settings from their next poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter, deque
 from typing import Protocol
@@ -139,10 +140,8 @@ class Poller:
         next_time = self.schedule.next_time()
         delay = 1.0 if next_time is None else max(0.0, next_time - time.monotonic())
         self._sleeping_until = time.monotonic() + delay
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
-        except asyncio.TimeoutError:
-            pass
         self._sleeping_until = float("inf")
 
     def _active(self, feeds: list[Feed]) -> list[Feed]:
@@ -152,7 +151,8 @@ class Poller:
         for feed in feeds:
             state = self.pipeline.feed_states.peek(feed.url)
             if state is not None and state.disabled:
-                log.warning("feed.skipped", feed_url=feed.url, reason=state.disabled, hint="the feed is disabled; remove it from the feed list")
+                hint = "the feed is disabled; remove it from the feed list"
+                log.warning("feed.skipped", feed_url=feed.url, reason=state.disabled, hint=hint)
                 continue
             active.append(feed)
         return active
@@ -239,7 +239,7 @@ class Poller:
             self.observer.poll_failed(feed.url, exc)
             if reschedule and not self.shutdown.asked:
                 self.schedule.reschedule(feed.url, time.monotonic(), feed.interval)
-        except Exception as exc:  # noqa: BLE001 - one poll's bug must not end a poller (and a share of polling)
+        except Exception as exc:  # one poll's bug must not end a poller (and a share of polling)
             log.exception("feed.poll.crashed", feed_url=feed.url, error=f"{type(exc).__name__}: {exc}", hint="a bug: please report it")
             if reschedule and not self.shutdown.asked and feed.url in self.feeds:
                 self.schedule.reschedule(feed.url, time.monotonic(), feed.interval)

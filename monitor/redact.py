@@ -28,9 +28,9 @@ logging set-up: the CLI and the daemon set it from the settings at start.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 __all__ = [

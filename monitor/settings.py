@@ -20,9 +20,10 @@ import os
 import re
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.errors import ConfigError
@@ -35,7 +36,6 @@ __all__ = [
     "DeliverySettings",
     "FeedsSettings",
     "FulltextSettings",
-    "StoriesSettings",
     "HealthSettings",
     "HttpSettings",
     "KafkaSettings",
@@ -44,6 +44,7 @@ __all__ = [
     "RulesSettings",
     "Settings",
     "StateSettings",
+    "StoriesSettings",
     "load_settings",
     "restart_only_changes",
 ]
@@ -382,7 +383,7 @@ def header_problem(name: object, value: object) -> str | None:
         return f"header name {name!r} is not a valid HTTP header name"
     if not isinstance(value, str):
         return f"header {name} must be a string, got {value!r}"
-    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value):
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
         return f"header {name} has a line break or control character in its value"
     return None
 
@@ -634,9 +635,8 @@ def _coerce(value: Any, annotation: Any, label: str, where: str) -> Any:
                         hint='e.g. ["a", "b"]' if item is str else "one [[section.key]] table each",
                     )
             return tuple(value)
-    elif origin in (dict, Mapping) or annotation is Mapping:
-        if isinstance(value, dict):
-            return value
+    elif (origin in (dict, Mapping) or annotation is Mapping) and isinstance(value, dict):
+        return value
     expected = "a finite number" if isinstance(value, float) and not math.isfinite(value) else _describe(annotation)
     raise ConfigError(
         f"{label} must be {expected}, got {value!r}",
@@ -849,7 +849,7 @@ def _validate_polling(settings: Settings, loc: SourceLocation) -> None:
     if fulltext.max_bytes < 1 or fulltext.concurrency < 1 or fulltext.timeout <= 0 or fulltext.min_chars < 0:
         raise ConfigError("[fulltext] max_bytes and concurrency must be at least 1, timeout above 0, min_chars not negative", location=loc)
     for entry in fulltext.allow:
-        if not isinstance(entry, str) or not entry.strip() or "/" in entry and not _is_network(entry):
+        if not isinstance(entry, str) or not entry.strip() or ("/" in entry and not _is_network(entry)):
             raise ConfigError(
                 f"[fulltext] allow entry {entry!r} is not an address, network or host name",
                 location=loc,

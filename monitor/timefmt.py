@@ -5,7 +5,7 @@ Standard library only.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = ["format_duration", "relative", "utc_iso"]
 
@@ -13,10 +13,10 @@ __all__ = ["format_duration", "relative", "utc_iso"]
 def utc_iso(moment: datetime | float, timespec: str = "seconds") -> str:
     """``2026-11-25T08:00:00Z``: a Unix time, or a datetime (naive ones taken as UTC), in UTC."""
     if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(moment, timezone.utc)
+        moment = datetime.fromtimestamp(moment, UTC)
     elif moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def format_duration(seconds: float) -> str:

@@ -12,7 +12,8 @@ away must not end the task.
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from monitor.dedupe.stories import StoryIndex
 from monitor.errors import StoreError

@@ -45,7 +45,7 @@ class KafkaProxy:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def start(self) -> "KafkaProxy":
+    async def start(self) -> KafkaProxy:
         self._broker = subprocess.Popen(
             [
                 resolve_broker_binary(), "broker",

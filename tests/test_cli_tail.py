@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from datetime import UTC
 
 import orjson
 import pytest
@@ -70,7 +71,7 @@ async def _tail_both(bootstrap: str, *args: str) -> tuple[int, list[str], list[s
 
 
 def _valid_alert(n: int) -> dict:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from monitor.delivery.records import alert_to_dict
     from monitor.model import Alert, Hit, alert_id_for
@@ -80,7 +81,7 @@ def _valid_alert(n: int) -> dict:
             alert_id=alert_id_for("sanctions", f"urn:tail:{n}"), rule_id="sanctions", topic="alerts.sanctions",
             severity="medium", tags=(), article_id=f"urn:tail:{n}", url=None, title=f"Alert number {n}\x1b[2J",
             published=None, feed_url="https://example.net/feed.xml", matches=(Hit("sanctions", "title", 0, 9, "sanctions"),),
-            snippet="", detected_at=datetime(2026, 11, 25, 8, 0, n, tzinfo=timezone.utc), ruleset_version="v",
+            snippet="", detected_at=datetime(2026, 11, 25, 8, 0, n, tzinfo=UTC), ruleset_version="v",
         )
     )
 

@@ -11,6 +11,7 @@ within a memory bound.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from pathlib import Path
@@ -123,10 +124,10 @@ async def test_poller_survives_every_hostile_feed_at_once(broker, hostile, tmp_p
     # time, whatever the hostile feeds do; the static one, quiet, at most max_interval apart.
     times = hostile.times["/busy.rss"]
     assert len(times) >= 7, f"busy feed polled {len(times)} times in 9 s"
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < 1.6, f"busy feed waited {max(gaps):.1f}s between polls"
     quiet = hostile.times["/healthy.rss"]
-    assert len(quiet) >= 3 and max(b - a for a, b in zip(quiet, quiet[1:])) < 3.5
+    assert len(quiet) >= 3 and max(b - a for a, b in itertools.pairwise(quiet)) < 3.5
     assert sorted(a["rule_id"] for a in alerts) == ["arms-control", "sanctions", "summit"]
     assert {a["topic"] for a in alerts} == set(REFERENCE_TOPICS)
 

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from tests.support import make_settings
+from tests.test_poller_daemon import Running, rss, server, stored, until  # noqa: F401 - server is a fixture
 
 pytestmark = pytest.mark.integration
-from tests.test_poller_daemon import Running, rss, server, stored, until  # noqa: F401 - server is a fixture
 
 
 async def test_concurrency_pollers_cap_requests_in_flight_and_every_feed_is_polled(broker, server, tmp_path):  # noqa: F811

@@ -11,11 +11,12 @@ metrics and its state store are read to see what it did.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -367,7 +368,7 @@ async def test_first_polls_at_start_up_and_a_busy_feed_keeps_its_1s_interval(bro
         assert hits[0].at - started < 2.0, f"{path} first polled {hits[0].at - started:.1f}s after start"
     times = [h.at for h in server.of("/busy.rss")]
     assert times[0] - started < 2.0
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < 1.5 and min(gaps) > 0.8, f"busy feed gaps: {[round(g, 2) for g in gaps]}"
 
 

@@ -20,9 +20,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -34,8 +35,8 @@ from monitor.adapters.web import WebServer
 from monitor.errors import ConfigError
 from monitor.model import Feed
 from monitor.observe.observer import Observer
-from tests.support import ROOT, RULES, FeedServer, LocalServer
 from tests.delivery.test_outbox import MonitorProcess, delivered, expected_alert_ids, outbox_count, sanctions_feed
+from tests.support import ROOT, RULES, FeedServer, LocalServer
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,7 @@ async def sigkill(monitor: MonitorProcess, tree: dict[int, str]) -> None:
     try:
         await asyncio.wait_for(monitor.process.wait(), 10)
         await monitor._finish()
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"processes of the killed daemon still hold its stderr: {survivors(tree)}") from None
 
 

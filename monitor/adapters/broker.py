@@ -20,8 +20,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from monitor.adapters.processes import describe_holders, die_with_this_thread
 from monitor.errors import BrokerError
@@ -89,7 +89,7 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def start(self) -> "EmbeddedBroker":
+    def start(self) -> EmbeddedBroker:
         """Start the broker and wait until it accepts connections.
 
         The broker lives no longer than the calling thread: call this from one that lasts
@@ -124,7 +124,7 @@ class EmbeddedBroker:
             preexec_fn=die_with_this_thread(),
         )
 
-    def _wait_until_ready(self) -> "EmbeddedBroker":
+    def _wait_until_ready(self) -> EmbeddedBroker:
         process = self._process
         assert process is not None
         deadline = time.monotonic() + self.startup_timeout
@@ -189,13 +189,13 @@ class EmbeddedBroker:
             return 0
         return self._process.wait()
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    async def __aenter__(self) -> "EmbeddedBroker":
+    async def __aenter__(self) -> EmbeddedBroker:
         if self.running:
             return self
         # Started on the loop's thread (it lives as long as the loop), waited for on another.

@@ -8,8 +8,8 @@ decides which file system events may change the rule set.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from watchfiles import awatch
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Awaitable, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
@@ -145,7 +146,7 @@ class SessionClient:
             raise FeedError(f"{url}: more than {self.max_redirects} redirects", hint=self._hints["loop"])
         except FeedError:
             raise
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise FeedTimeout(f"{url}: timed out after {time.monotonic() - started:.1f}s", hint=self._hints["timeout"]) from exc
         except aiohttp.ClientError as exc:
             raise self._client_error(url, current, exc) from exc
@@ -320,7 +321,9 @@ async def read_bounded(
     declared = response.content_length
     encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
     if declared is not None and declared > max_bytes and not encoded:
-        raise FeedError(f"{url}: body of {declared} bytes is over the {max_bytes}-byte limit", hint=f"raise {setting} if it is really that large")
+        raise FeedError(
+            f"{url}: body of {declared} bytes is over the {max_bytes}-byte limit", hint=f"raise {setting} if it is really that large"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(65536):

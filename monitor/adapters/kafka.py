@@ -14,10 +14,11 @@ import contextlib
 import logging
 import struct
 import time
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
-from typing import Any, AsyncIterator, Iterable, Iterator
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -266,7 +267,7 @@ class KafkaPublisher:
                     ) from exc
                 await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
                 continue
-            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, KafkaError, OSError) as exc:
                 last_error = exc
                 await producer.stop()
                 if time.monotonic() >= deadline:
@@ -288,7 +289,7 @@ class KafkaPublisher:
         except BrokerError as exc:
             # Retried like an outage: an operator can fix ACLs or settings without a restart.
             raise PublishError(str(exc)) from exc
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             raise PublishError(
                 f"cannot check topics at {self.bootstrap_servers}: {type(exc).__name__}: {exc}"
             ) from exc
@@ -344,7 +345,7 @@ class KafkaPublisher:
         try:
             # Shielded: cancelling aiokafka's stop half-way leaves its sender running.
             await asyncio.wait_for(asyncio.shield(stopping), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("kafka.producer.stop_timeout", timeout=timeout, hint="unacknowledged records stay in the outbox")
 
 
@@ -400,7 +401,7 @@ class TopicReader:
         if group is not None and pattern is not None:
             self._consumer.subscribe(pattern=pattern, listener=_Rebalance(self))
 
-    async def __aenter__(self) -> "TopicReader":
+    async def __aenter__(self) -> TopicReader:
         await self._consumer.start()
         if self._pattern is not None:
             self._initial_topics = set(await self._consumer.topics())
@@ -519,7 +520,7 @@ async def probe_broker(bootstrap_servers: str, *, timeout: float = 2.0, kafka_pr
         try:
             await asyncio.wait_for(_probe_one(host, port, kafka_protocol), timeout)
             return True, None
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             errors.append(f"{host}:{port}: {type(exc).__name__}: {exc}".rstrip(": "))
     return False, "; ".join(errors) or f"no usable address in {bootstrap_servers!r}"
 

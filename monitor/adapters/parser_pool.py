@@ -37,9 +37,10 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from monitor.adapters.processes import die_with_parent
 from monitor.dedupe.stories import SignedFeed, Signer, parse_and_sign
@@ -134,7 +135,7 @@ class ParserPool:
                     # the parse modules (~0.5 s).
                     futures = await asyncio.to_thread(lambda: [pool.submit(_ready) for _ in range(self.workers)])
                     await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), STARTUP_TIMEOUT)
-                except (asyncio.TimeoutError, BrokenProcessPool) as exc:
+                except (TimeoutError, BrokenProcessPool) as exc:
                     self._kill(pool)
                     problem = f"did not start within {STARTUP_TIMEOUT:g}s" if isinstance(exc, asyncio.TimeoutError) else "died at start-up"
                     raise FeedError(
@@ -175,7 +176,7 @@ class ParserPool:
                     result = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
                     self.completed += 1
                     return result
-                except asyncio.TimeoutError as exc:
+                except TimeoutError as exc:
                     if self._pool is not executor and attempt == 1:
                         # Another task's timeout killed the pool under us at about the same
                         # moment: this task never had its full time; give it a fresh pool.
@@ -203,7 +204,7 @@ class ParserPool:
         task = asyncio.ensure_future(asyncio.to_thread(function, *args))
         try:
             return await asyncio.wait_for(task, self.timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise FeedError(f"{label}: {what} took longer than {self.timeout:g}s and was abandoned") from exc
 
     def _recycle(self, pool: ProcessPoolExecutor, *, reason: str, culprit: str | None = None) -> None:

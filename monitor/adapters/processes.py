@@ -25,10 +25,10 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-__all__ = ["die_with_parent", "die_with_this_thread", "describe_holders", "port_holders"]
+__all__ = ["describe_holders", "die_with_parent", "die_with_this_thread", "port_holders"]
 
 #: From <linux/prctl.h>.
 _PR_SET_PDEATHSIG = 1

@@ -45,7 +45,7 @@ class StateLock:
         self._hint = hint
         self._fd: int | None = None
 
-    def acquire(self) -> "StateLock":
+    def acquire(self) -> StateLock:
         """Take the lock, or raise :class:`ConfigError` naming the PID that holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Not inherited by child processes (Python's default): a child must not keep the lock alive.
@@ -80,7 +80,7 @@ class StateLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "StateLock":
+    def __enter__(self) -> StateLock:
         return self.acquire()
 
     def __exit__(self, *exc_info: object) -> None:

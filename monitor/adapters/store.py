@@ -36,9 +36,10 @@ import errno
 import functools
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -147,7 +148,8 @@ def store_error(exc: BaseException, path: Path) -> StoreError:
         return StoreError(
             f"state store {path}: the disk is full: {text}",
             kind="full",
-            hint=f"free space on the disk of {path.parent}; nothing committed is lost and the monitor goes on by itself once writes succeed",
+            hint=f"free space on the disk of {path.parent}; nothing committed is lost "
+            "and the monitor goes on by itself once writes succeed",
         )
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text:
         return StoreError(f"state store {path} is damaged: {text}", kind="corrupt", hint=_CORRUPT_HINT.format(name=path.name))
@@ -160,7 +162,8 @@ def store_error(exc: BaseException, path: Path) -> StoreError:
         return StoreError(
             f"state store {path} cannot be opened for writing: {text}",
             kind="readonly",
-            hint=f"the monitor needs a writable directory {path.parent} holding {path.name} (and its -wal and -shm files); check [state] dir, ownership and mount options",
+            hint=f"the monitor needs a writable directory {path.parent} holding {path.name} (and its -wal and -shm files); "
+            "check [state] dir, ownership and mount options",
         )
     return StoreError(
         f"state store {path} failed: {text}",
@@ -173,7 +176,7 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
     """Turn the file's and the disk's SQLite failures into a :class:`StoreError` (see the module docstring)."""
 
     @functools.wraps(method)
-    def guarded(self: "Store", *args: Any, **kwargs: Any) -> T:
+    def guarded(self: Store, *args: Any, **kwargs: Any) -> T:
         try:
             return method(self, *args, **kwargs)
         except _BUGS:
@@ -255,7 +258,7 @@ class Store:
 
     # -- transactions ------------------------------------------------------------------
 
-    def _transaction(self) -> "_Tx":
+    def _transaction(self) -> _Tx:
         return _Tx(self)
 
     # -- articles ----------------------------------------------------------------------
@@ -556,7 +559,7 @@ class AsyncStore:
         self._reported: StoreError | None = None
 
     @classmethod
-    def open(cls, state_dir: Path | str) -> "AsyncStore":
+    def open(cls, state_dir: Path | str) -> AsyncStore:
         return cls(Store(state_dir))
 
     @property

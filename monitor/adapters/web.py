@@ -143,7 +143,7 @@ class WebServer:
         app.router.add_get("/status.json", self._status_json)
         return app
 
-    async def start(self) -> "WebServer":
+    async def start(self) -> WebServer:
         """Bind and serve; :class:`ConfigError` naming the address when it cannot be bound."""
         host, port = parse_listen(self.listen)
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
@@ -174,7 +174,7 @@ class WebServer:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> "WebServer":
+    async def __aenter__(self) -> WebServer:
         return await self.start()
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -240,7 +240,7 @@ async def read_feed_list(running: Settings) -> list[Feed] | None:
     except MonitorError as exc:
         log.error("feeds.reload.failed", error=str(exc), hint="the running feed list stays; fix the file and send SIGHUP again")
         return None
-    except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+    except Exception as exc:  # a reload must never take the daemon down
         log.exception(
             "feeds.reload.crashed",
             error=f"{type(exc).__name__}: {exc}",

@@ -13,9 +13,10 @@ two feeds carrying the same story at the same moment still alert once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Protocol
 
 from monitor.model import Alert, Article, Match, Record
 
@@ -63,7 +64,7 @@ class SeenStore(Protocol):
     ) -> None: ...
 
 
-class Verdict(str, Enum):
+class Verdict(str, Enum):  # noqa: UP042 - str() of a member stays 'Verdict.NEW', as logged until now
     NEW = "new"
     #: Known, same text: nothing to do.
     DUPLICATE = "duplicate"

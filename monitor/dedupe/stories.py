@@ -48,9 +48,10 @@ import re
 import sys
 from array import array
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -315,7 +316,7 @@ class StoryIndex:
         """The MinHash of ``text``, or None when it is too short to cluster."""
         return _signature(text, self.num_perm, self._seed, self.shingle_size, self.min_shingles)
 
-    def assign(self, article: Article, now: float, signature: bytes | None | object = ...) -> Assignment | None:
+    def assign(self, article: Article, now: float, signature: bytes | object | None = ...) -> Assignment | None:
         """Put the article in a story (an earlier one, or its own); None when too short.
 
         ``signature`` is the article's packed signature from :attr:`signer` (None: too

@@ -10,7 +10,7 @@ alert so an operator can replay it.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 

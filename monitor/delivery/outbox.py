@@ -31,8 +31,10 @@ outbox record it is not already sending (``delivery.outbox.requeued``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import Any, AsyncIterator, Callable, Iterable, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Protocol
 
 from monitor.delivery.dead_letters import DeadLetters
 from monitor.delivery.records import rejection_reason
@@ -219,7 +221,7 @@ class Delivery:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 await asyncio.wait_for(self._idle.wait(), remaining)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def stop(self, timeout: float = 30.0) -> bool:
@@ -230,10 +232,8 @@ class Delivery:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         if self._sweep_needed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sweep_outbox(), max(0.0, timeout))
-            except asyncio.TimeoutError:
-                pass
         drained = await self.wait_idle(max(0.0, deadline - time.monotonic()))
         left = self.pending
         tasks = [t for t in (self._loop, *self._tasks) if t is not None]

@@ -34,8 +34,9 @@ import hashlib
 import heapq
 import json
 from collections import Counter
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -110,7 +111,7 @@ def build_alert(
         feed_url=public_feed_url(article.feed_url),
         matches=match.hits,
         snippet=snippet,
-        detected_at=detected_at or datetime.now(timezone.utc),
+        detected_at=detected_at or datetime.now(UTC),
         ruleset_version=ruleset_version,
         mode=rule.mode,
         story_id=story_id,
@@ -278,7 +279,7 @@ def article_to_dict(article: Article, observed_at: datetime) -> dict[str, Any]:
 
 def article_record(article: Article, topic: str, observed_at: datetime | None = None) -> Record:
     """The Kafka record of a normalised article for ``[kafka] articles_topic``, keyed by article id."""
-    observed_at = observed_at or datetime.now(timezone.utc)
+    observed_at = observed_at or datetime.now(UTC)
     record_id = article_record_id(article)
     attributes = (
         ("ce_specversion", "1.0"),

@@ -5,8 +5,9 @@ what is done with each outcome)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from monitor.errors import PublishError, RecordRefused, RecordRejected
 from monitor.log import get_logger
@@ -87,7 +88,7 @@ class Sender:
         try:
             await self._ensure_topic(record.topic)
             await self._publisher.publish(record)
-        except (PublishError, RecordRejected, asyncio.TimeoutError) as exc:  # RecordRefused is a PublishError
+        except (TimeoutError, PublishError, RecordRejected) as exc:  # RecordRefused is a PublishError
             return exc
         return None
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
 from functools import cache
 from itertools import compress, islice
 from operator import itemgetter
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term, TermKey
 from monitor.engine.text import FoldedText, fold
@@ -53,7 +54,7 @@ _WORD = re.compile(r"(?<![\w'])[^\W_]+")
 class Context:
     """Per-article state shared by the evaluators of all candidate rules."""
 
-    __slots__ = ("fields", "haystack", "found", "pattern_ids", "bases", "owners", "special", "hits", "words")
+    __slots__ = ("bases", "fields", "found", "haystack", "hits", "owners", "pattern_ids", "special", "words")
 
     def __init__(
         self,

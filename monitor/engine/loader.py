@@ -15,10 +15,10 @@ from __future__ import annotations
 import difflib
 import gc
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import yaml
 from yaml.constructor import SafeConstructor

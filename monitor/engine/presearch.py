@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from itertools import chain, compress, filterfalse
 from operator import itemgetter
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import ahocorasick_rs
 
@@ -364,7 +365,7 @@ class _Entry:
     predicate is only a necessary condition its query (else None) and evaluator (built on
     first use: most clauses are never candidates, and this halves the time to load)."""
 
-    __slots__ = ("index", "rule", "check", "terms", "keys", "node", "evaluator", "single")
+    __slots__ = ("check", "evaluator", "index", "keys", "node", "rule", "single", "terms")
 
     def __init__(self, index: int, rule: Rule, check: Any, terms: Any, keys: frozenset[int], node: Node | None) -> None:
         self.index = index
@@ -452,7 +453,7 @@ class _Clause:
     """Conditions on the keys present: all ``singles``, one of each of ``groups``, at
     least k of each ``kofs`` groups, none of ``negatives``."""
 
-    __slots__ = ("singles", "groups", "kofs", "negatives", "exact")
+    __slots__ = ("exact", "groups", "kofs", "negatives", "singles")
 
     def __init__(self) -> None:
         #: True when the conditions are equivalent to the clause (else only necessary).
@@ -530,10 +531,7 @@ class _Clause:
             for group in groups:
                 if group.isdisjoint(present):
                     return False
-            for k, kof_groups in kofs:
-                if sum(not group.isdisjoint(present) for group in kof_groups) < k:
-                    return False
-            return True
+            return all(sum(not group.isdisjoint(present) for group in kof_groups) >= k for k, kof_groups in kofs)
 
         return general
 

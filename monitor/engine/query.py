@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping, Union
 
 from monitor.engine.text import fold, is_word_char, scan_text
 from monitor.model import FIELDS, Rule
@@ -114,17 +114,17 @@ class Term:
 
 @dataclass(frozen=True, slots=True)
 class And:
-    children: tuple["Node", ...]
+    children: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
-    children: tuple["Node", ...]
+    children: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
-    child: "Node"
+    child: Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +134,8 @@ class Near:
     A side that is ``K OF`` items (``2 OF @leaders NEAR/15 @meet_words``) holds only if
     at least K of its items each occur that near the other side."""
 
-    left: "Node"
-    right: "Node"
+    left: Node
+    right: Node
     distance: int
 
 
@@ -144,10 +144,10 @@ class AtLeast:
     """At least ``k`` of ``children`` are true."""
 
     k: int
-    children: tuple["Node", ...]
+    children: tuple[Node, ...]
 
 
-Node = Union[Term, And, Or, Not, Near, AtLeast]
+Node = Term | And | Or | Not | Near | AtLeast
 
 
 @dataclass(frozen=True, slots=True)

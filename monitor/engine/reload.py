@@ -27,15 +27,15 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from monitor.engine import RuleSet, RuleSetError, collect_rules
 from monitor.errors import RuleError
 from monitor.log import get_logger
 from monitor.model import Rule, SourceLocation
 
-__all__ = ["LOGGED_IDS", "RulesHolder", "RuleSetChanges"]
+__all__ = ["LOGGED_IDS", "RuleSetChanges", "RulesHolder"]
 
 log = get_logger("rules")
 
@@ -286,7 +286,7 @@ def _release(box: list[RuleSet], *, wait: float = 0.0) -> None:
                     below.append(child)
         level = below
     del level, walked
-    root = None  # noqa: F841 - from here on ``held`` keeps every piece alive
+    root = None  # from here on ``held`` keeps every piece alive
     held.reverse()
     while held:
         held.pop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from monitor.engine.presearch import Matcher
 from monitor.engine.query import CompiledRule, Node, TermSpec

@@ -17,8 +17,9 @@ The extraction itself (:func:`extract_main_text`) is a pure function of the byte
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from monitor.errors import FeedError
 from monitor.log import get_logger
@@ -125,7 +126,8 @@ class FulltextEnricher:
                 return article
         if len(text) < self._min_chars:
             self.stats.failed += 1
-            log.info("fulltext.failed", feed_url=article.feed_url, url=article.url, reason=f"only {len(text)} characters of main text found")
+            reason = f"only {len(text)} characters of main text found"
+            log.info("fulltext.failed", feed_url=article.feed_url, url=article.url, reason=reason)
             return article
         self.stats.fetched += 1
         log.debug("fulltext.ok", feed_url=article.feed_url, url=article.url, chars=len(text))

@@ -34,12 +34,13 @@ Pure: no I/O; the clock is passed in.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 
 import orjson
 from sortedcontainers import SortedList
@@ -118,7 +119,7 @@ def learn_cadence(
         {stamp for stamp in (_aware(m).timestamp() for m in published if m is not None) if stamp <= now + _FUTURE_SLACK},
         reverse=True,
     )[:_CADENCE_ENTRIES]
-    gaps = [newer - older for newer, older in zip(stamps, stamps[1:]) if newer > older]
+    gaps = [newer - older for newer, older in itertools.pairwise(stamps) if newer > older]
     if len(gaps) >= 2:
         return max(_MIN_CADENCE, float(statistics.median(gaps)))
     if new and last_new_item is not None and now > last_new_item:
@@ -130,7 +131,7 @@ def learn_cadence(
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 __all__ = ["MAX_RETRY_AFTER", "PollOutcome", "Schedule", "next_interval", "publish_gap"]
 

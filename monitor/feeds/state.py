@@ -15,8 +15,9 @@ before any alert is queued) keeps that from alerting twice.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 __all__ = ["FEED_COLUMNS", "FeedState", "FeedStateStore", "FeedStates", "feed_row"]
 
@@ -56,7 +57,7 @@ class FeedState:
     http_5xx: int = 0
     timeouts: int = 0
 
-    def evolve(self, **changes: Any) -> "FeedState":
+    def evolve(self, **changes: Any) -> FeedState:
         """A copy with ``changes`` applied: :func:`dataclasses.replace` at half the cost
         (a poll that parses a changed body makes one)."""
         values = list(_feed_values(self))

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from monitor.errors import FeedError
 
 __all__ = [
-    "FetchResult",
     "FeedHttpError",
     "FeedTimeout",
-    "error_kind",
+    "FetchResult",
     "Transport",
     "Validators",
     "cache_max_age",
+    "error_kind",
     "retry_after_seconds",
 ]
 
@@ -160,5 +161,5 @@ def _http_date(value: str) -> datetime | None:
     except (TypeError, ValueError, IndexError):
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment

@@ -43,7 +43,7 @@ class HealthEvents:
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def stop(self, timeout: float = 5.0) -> None:

@@ -18,7 +18,7 @@ The parts, each with one job: :attr:`summary` (:mod:`monitor.observe.summary`),
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from monitor.errors import StoreError
 from monitor.feeds.health import OK, FeedHealthTracker, HealthPolicy, Transition, health_record

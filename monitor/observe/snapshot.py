@@ -4,8 +4,9 @@ time, and the latest alerts it lists."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from monitor.feeds.health import FeedHealthTracker, FeedQuery, FeedRow
 from monitor.model import Alert

@@ -18,8 +18,9 @@ stderr for the plain and JSON formats (stdout stays the table), above the rich t
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable, TextIO
+from typing import TextIO
 
 import orjson
 

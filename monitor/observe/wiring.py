@@ -6,8 +6,9 @@ observers do), and every observer holds the same :class:`Wiring`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from monitor.delivery import DeliveryStats
 from monitor.errors import StoreError

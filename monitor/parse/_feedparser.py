@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
@@ -18,7 +18,7 @@ __all__ = ["FeedparserResult", "read_feedparser"]
 class FeedparserResult:
     """The parts of a feedparser result the pipeline uses."""
 
-    __slots__ = ("entries", "title", "ttl", "warning", "version", "recognised", "site")
+    __slots__ = ("entries", "recognised", "site", "title", "ttl", "version", "warning")
 
     def __init__(
         self,
@@ -115,7 +115,7 @@ def _utc(parsed: time.struct_time | None) -> datetime | None:
     if parsed is None:
         return None
     try:
-        return datetime(*parsed[:6], tzinfo=timezone.utc)
+        return datetime(*parsed[:6], tzinfo=UTC)
     except ValueError:  # a leap second or an out-of-range year
         return None
 

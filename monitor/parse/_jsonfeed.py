@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -21,7 +21,7 @@ class NotAJsonFeed(ValueError):
 class JsonFeed:
     """The parts of a JSON Feed the pipeline uses."""
 
-    __slots__ = ("entries", "title", "version", "warning", "site")
+    __slots__ = ("entries", "site", "title", "version", "warning")
 
     def __init__(
         self, entries: list[RawEntry], title: str | None, version: str, warning: str | None, site: str | None = None
@@ -97,5 +97,5 @@ def _rfc3339(value: Any) -> datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from enum import Enum
 
-__all__ = ["BodyKind", "MAX_DECOMPRESSED", "gunzip", "looks_like_html_page", "sniff"]
+__all__ = ["MAX_DECOMPRESSED", "BodyKind", "gunzip", "looks_like_html_page", "sniff"]
 
 #: Largest body accepted after undoing a stray gzip layer (a guard against zip bombs).
 MAX_DECOMPRESSED = 64 * 1024 * 1024

@@ -62,5 +62,5 @@ def test_missing_certificate_file_is_a_config_error_naming_the_key(tmp_path):
 
 def test_sasl_without_password_is_a_config_error(tmp_path):
     path = _config(tmp_path, 'security_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\nsasl_username = "monitor"')
-    with pytest.raises(ConfigError, match="sasl_password|NEWS_MONITOR_KAFKA_SASL_PASSWORD"):
+    with pytest.raises(ConfigError, match=r"sasl_password|NEWS_MONITOR_KAFKA_SASL_PASSWORD"):
         load_settings(path, environ={})

@@ -91,7 +91,7 @@ async def test_a_task_running_when_the_pool_is_killed_is_retried_on_a_fresh_pool
     # when the runaway is killed the innocent has used only half of its own time.
     await asyncio.sleep(0.5)
     innocent = asyncio.ensure_future(pool.run(wait_for_file, str(gate), label="innocent", what="waiting in"))
-    with pytest.raises(FeedError, match="big.example"):
+    with pytest.raises(FeedError, match=r"big\.example"):
         await runaway
     assert not innocent.done()
     gate.touch()
@@ -128,7 +128,7 @@ async def test_parse_and_sign_returns_each_articles_story_signature_in_one_task(
 async def test_parse_and_sign_fails_naming_the_feed_like_parse(pool):
     from monitor.dedupe.stories import StoryIndex
 
-    with pytest.raises(FeedError, match="small.example"):
+    with pytest.raises(FeedError, match=r"small\.example"):
         await pool.parse_and_sign(b"<html><body>not a feed</body></html>", SMALL_URL, "text/html", StoryIndex().signer)
 
 

@@ -15,8 +15,9 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -184,9 +185,8 @@ async def _holds(condition: Callable[[], Any]) -> bool:
 
 
 async def _readyz(address: tuple[str, int]) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://{address[0]}:{address[1]}/readyz") as response:
-            return response.status, await response.json()
+    async with aiohttp.ClientSession() as http, http.get(f"http://{address[0]}:{address[1]}/readyz") as response:
+        return response.status, await response.json()
 
 
 def _feed(feed_server: FeedServer, run: str, count: int) -> str:
@@ -229,7 +229,7 @@ async def test_a_full_disk_makes_the_daemon_not_ready_and_it_recovers_when_space
     assert "feed.poll.crashed" not in events
 
 
-async def _recover(monitor: Monitor, disk: "FullDisk", broker, url: str, alert_ids: list[str]) -> None:
+async def _recover(monitor: Monitor, disk: FullDisk, broker, url: str, alert_ids: list[str]) -> None:
     """Run the daemon into the full disk (/readyz 503 naming it), free space, and wait for
     /readyz 200 and for every one of ``alert_ids`` on the topic."""
     task = asyncio.create_task(monitor.run(handle_signals=False))
@@ -270,7 +270,7 @@ async def test_alerts_committed_while_the_disk_is_full_are_sent_and_counted_at_s
     same poll failed are sent in the drain, and the summary counts the outbox truly."""
     run = uuid.uuid4().hex[:8]
     url = _feed(feed_server, run, 40)
-    disk = FullDisk(monkeypatch)
+    FullDisk(monkeypatch)
     monitor = Monitor(_settings(tmp_path, broker, url))
     with capture_logs() as logs:
         task = asyncio.create_task(monitor.run(handle_signals=False))

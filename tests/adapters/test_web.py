@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html.parser
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -35,7 +35,7 @@ def _alert(title: str, url: str | None) -> Alert:
     return Alert(
         alert_id="a1", rule_id="summit", topic="alerts.summit", severity="high", tags=(), article_id="x",
         url=url, title=title, published=None, feed_url="https://feeds.example/x", matches=(), snippet="",
-        detected_at=datetime(2026, 11, 25, tzinfo=timezone.utc), ruleset_version="v1",
+        detected_at=datetime(2026, 11, 25, tzinfo=UTC), ruleset_version="v1",
     )
 
 
@@ -114,7 +114,7 @@ async def test_probe_reports_what_is_unreachable():
 
 async def test_probe_rejects_a_server_that_is_not_kafka():
     async with WebServer(Observer([]), "127.0.0.1:0") as http_only:
-        reachable, error = await probe_broker(f"127.0.0.1:{http_only.address[1]}", timeout=2)
+        reachable, _error = await probe_broker(f"127.0.0.1:{http_only.address[1]}", timeout=2)
     assert not reachable
 
 
@@ -122,12 +122,11 @@ async def test_credentials_in_feed_urls_stay_off_the_page_and_metrics():
     feed = Feed("https://bob:hunter2@feeds.example/rss?token=hunter2")
     observer = Observer([feed])
     observer.tracker.observe(FeedState(feed.url, polls=1, last_success=1.0, last_error=f"{feed.url}: HTTP 500"), 2.0)
-    async with WebServer(observer, "127.0.0.1:0", refresh=0) as server:
-        async with aiohttp.ClientSession() as http:
-            for path in ("/", "/metrics", "/status.json"):
-                async with http.get(server.url + path) as response:
-                    text = await response.text()
-                    assert "feeds.example" in text and "hunter2" not in text, path
+    async with WebServer(observer, "127.0.0.1:0", refresh=0) as server, aiohttp.ClientSession() as http:
+        for path in ("/", "/metrics", "/status.json"):
+            async with http.get(server.url + path) as response:
+                text = await response.text()
+                assert "feeds.example" in text and "hunter2" not in text, path
 
 
 # -- many feeds: a bounded page, problems first, filters and paging ------------------------
@@ -282,7 +281,7 @@ def test_the_page_and_its_build_time_do_not_grow_with_the_number_of_feeds():
     for observer in (small, large):
         render_status_page(observer.status.snapshot())  # the index is built on first use
         sizes.append(len(render_status_page(observer.status.snapshot())))
-        times.append(_best_of(5, lambda: render_status_page(observer.status.snapshot())))
+        times.append(_best_of(5, lambda observer=observer: render_status_page(observer.status.snapshot())))
     # 32 times the feeds: the same page (it grew 32-fold when every feed was listed).
     assert sizes[1] < 1.2 * sizes[0], sizes
     assert times[1] < 4 * times[0], times

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from monitor.worker import Monitor
-from tests.support import SEEDS, make_settings
 from tests.observe.test_metrics import ITEM, ONE_ITEM, SANCTIONS, Daemon, until, value
+from tests.support import SEEDS, make_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -35,11 +35,11 @@ OTHER = (STORIES / "other-sanctions.txt").read_text().strip().split("\n")
 COPIES = {
     "daily": (
         "EU agrees 20th sanctions package targeting Russia's shadow fleet",
-        WIRE + ["Reporting by the Brussels bureau; editing by the world desk."],
+        [*WIRE, "Reporting by the Brussels bureau; editing by the world desk."],
     ),
     "courier": (
         "EU adopts new Russia sanctions aimed at oil tankers and banks",
-        ["(Adds Kremlin comment, analyst reaction)"] + WIRE[:-1] + ["Read more: Europe's energy crisis explained.", "Sign up for our newsletter."],
+        ["(Adds Kremlin comment, analyst reaction)", *WIRE[:-1], "Read more: Europe's energy crisis explained.", "Sign up for our newsletter."],
     ),
     "herald": (
         "Brussels tightens the screws on Moscow's oil trade",
@@ -252,7 +252,7 @@ def test_story_rules_are_recorded_in_the_articles_own_transaction(tmp_path):
 def _wire_copy(n: int) -> Article:
     """The daily's copy of the wire story as outlet ``n`` republished it (its own sign-off)."""
     title, paragraphs = COPIES["daily"]
-    return _article(f"outlet{n}", title, paragraphs + [f"Published by outlet number {n}."])
+    return _article(f"outlet{n}", title, [*paragraphs, f"Published by outlet number {n}."])
 
 
 def test_a_signature_made_in_a_worker_process_places_the_article_like_one_made_here():

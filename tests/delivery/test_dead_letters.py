@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -95,7 +95,7 @@ async def test_unserialisable_alert_goes_to_dead_letter_topic_with_reason(broker
         feed_url="https://example.net/feed",
         matches=(Hit("sanctions", "title", 0, 9, "sanctions"),),
         snippet="",
-        detected_at=datetime.now(timezone.utc),
+        detected_at=datetime.now(UTC),
         ruleset_version="test",
     )
     record = alert_record(alert)
@@ -212,7 +212,7 @@ format = "json"
     try:
         try:
             out, err = await asyncio.wait_for(process.communicate(), 60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pytest.fail(f"run --once did not end within 60 s; the broker refused {proxy.refused} times")
         assert process.returncode == 4, err.decode()[-2000:]
         assert proxy.refused == 3
@@ -252,7 +252,7 @@ async def test_an_outage_is_retried_past_max_attempts_and_never_dead_lettered(tm
         alert_id=alert_id_for("sanctions", article_id), rule_id="sanctions", topic=topic, severity="medium", tags=(),
         article_id=article_id, url=None, title="EU sanctions", published=None, feed_url="https://example.net/feed",
         matches=(Hit("sanctions", "title", 3, 12, "sanctions"),), snippet="EU sanctions",
-        detected_at=datetime.now(timezone.utc), ruleset_version="test",
+        detected_at=datetime.now(UTC), ruleset_version="test",
     )
     delivery = Delivery(
         publisher, store, dead_letter_topic=dead_letters, max_attempts=1, backoff_initial=0.05, backoff_max=0.2
@@ -319,7 +319,7 @@ async def test_a_record_the_dead_letter_topic_refuses_too_is_kept_in_the_outbox(
         alert_id=alert_id_for("sanctions", article_id), rule_id="sanctions", topic=f"alerts.refused-{run}", severity="medium",
         tags=(), article_id=article_id, url=None, title="EU sanctions", published=None, feed_url="https://example.net/feed",
         matches=(Hit("sanctions", "title", 3, 12, "sanctions"),), snippet="EU sanctions",
-        detected_at=datetime.now(timezone.utc), ruleset_version="test",
+        detected_at=datetime.now(UTC), ruleset_version="test",
     )
     delivery = Delivery(
         publisher, store, dead_letter_topic=f"alerts.dead-letter.{run}", max_attempts=2, backoff_initial=0.05, backoff_max=0.1

@@ -10,6 +10,7 @@ on fixed sleeps, except for the few seconds the broker is deliberately kept down
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -18,8 +19,9 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -52,7 +54,7 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "S3Server":
+    def start(self) -> S3Server:
         moto = Path(sys.executable).with_name("moto_server")
         self._process = subprocess.Popen(
             [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
@@ -133,7 +135,7 @@ class MonitorProcess:
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self) -> "MonitorProcess":
+    async def start(self) -> MonitorProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWS_MONITOR_")}
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "monitor", "run", "--config", str(self.config),
@@ -169,10 +171,8 @@ class MonitorProcess:
             if remaining <= 0:
                 raise AssertionError(f"timed out waiting for {what}: {self.tail()}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
-            except asyncio.TimeoutError:
-                pass
 
     def tail(self, n: int = 8) -> str:
         return "\n".join(orjson.dumps(e).decode() for e in self.events[-n:])

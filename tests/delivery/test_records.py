@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -25,11 +25,11 @@ def _alert(**changes) -> Alert:
         article_id="urn:x:1",
         url="https://example.net/a/1",
         title="EU adopts sanctions on Russia",
-        published=datetime(2025, 8, 14, 16, 30, tzinfo=timezone.utc),
+        published=datetime(2025, 8, 14, 16, 30, tzinfo=UTC),
         feed_url="https://example.net/feed.xml",
         matches=(Hit("sanctions", "title", 10, 19, "sanctions"),),
         snippet="EU adopts sanctions on Russia",
-        detected_at=datetime(2026, 11, 25, 8, 0, 1, 250000, tzinfo=timezone.utc),
+        detected_at=datetime(2026, 11, 25, 8, 0, 1, 250000, tzinfo=UTC),
         ruleset_version="4340cc02a2c138d1",
     )
     values.update(changes)

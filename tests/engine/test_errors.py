@@ -249,12 +249,16 @@ class TestUnreadableFiles:
     def test_the_column_counts_characters_before_the_bad_byte(self, tmp_path) -> None:
         path = tmp_path / "mixed.yaml"
         path.write_bytes("rules:\n  - id: r\n    query: Kyïv OR ".encode() + b"Caf\xe9\n")
-        (error,) = pytest.raises(RuleSetError, load_rules, [path]).value.errors
+        with pytest.raises(RuleSetError) as raised:
+            load_rules([path])
+        (error,) = raised.value.errors
         assert (error.location.line, error.location.column) == (3, 23)
 
     def test_a_utf16_file_is_named_as_such(self, tmp_path) -> None:
         path = tmp_path / "utf16.yaml"
         path.write_bytes("rules: []\n".encode("utf-16"))
-        (error,) = pytest.raises(RuleSetError, load_rules, [path]).value.errors
+        with pytest.raises(RuleSetError) as raised:
+            load_rules([path])
+        (error,) = raised.value.errors
         assert (error.location.line, error.location.column) == (1, 1)
         assert error.hint is not None and "UTF-16" in error.hint

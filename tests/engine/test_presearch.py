@@ -107,7 +107,7 @@ def test_presearcher_equals_brute_force_on_random_rules() -> None:
         assert [m.rule.id for m in ruleset.match(item)] == expected, item
 
 
-SHAPE_WORDS = WORDS + ["grain exports", "Sánchez", "central bank", "ceasefire", "x-ray deal", "kyiv talks"]
+SHAPE_WORDS = [*WORDS, "grain exports", "Sánchez", "central bank", "ceasefire", "x-ray deal", "kyiv talks"]
 
 
 def _term(rng: random.Random) -> str:
@@ -244,7 +244,7 @@ def test_clause_evidence_equals_reference_evaluator() -> None:
     nodes = [ruleset.query(f"r{i}") for i in range(len(queries))]
     keys = {term.key for node in nodes for term in iter_terms(node)}
     key_ids = {key: i for i, key in enumerate(keys)}
-    words = WORDS + ["Xi", "xi", "PUTIN", "Summit", "arms-control", "u.s.", "sanctioned"]
+    words = [*WORDS, "Xi", "xi", "PUTIN", "Summit", "arms-control", "u.s.", "sanctioned"]
     fired_total = 0
     for index in range(150):
         texts = ["".join(rng.choice(words) + rng.choice([" ", " ", "-", ", ", "’s "]) for _ in range(rng.randint(0, 30)))

@@ -117,7 +117,7 @@ class TestEvaluate:
         from monitor.engine import tools
 
         ruleset = rules_from("rules:\n  - id: war\n    query: war\n")
-        monkeypatch.setattr(tools, "_load", lambda paths, out: ruleset)
+        monkeypatch.setattr(tools, "_load", lambda paths, out, ruleset=ruleset: ruleset)
         labeled = tmp_path / "l.jsonl"
         filler = "the talks went on " * 5600  # ~100 KB
         with labeled.open("w", encoding="utf-8") as out:
@@ -148,7 +148,7 @@ class TestEvaluate:
             return rules_from("rules:\n" + "".join(f"  - id: r{i}\n    query: w{i}x\n" for i in range(count)))
 
         rng = random.Random(13)
-        filler = "the ministers said talks would continue later in the week ".split()
+        filler = ["the", "ministers", "said", "talks", "would", "continue", "later", "in", "the", "week"]
         records = []
         for index in range(1000):
             fired = rng.sample(range(10), 3)
@@ -161,7 +161,7 @@ class TestEvaluate:
             seconds = {}
             for count in (10, 10_000):
                 ruleset = rule_set(count)
-                monkeypatch.setattr(tools, "_load", lambda paths, out: ruleset)
+                monkeypatch.setattr(tools, "_load", lambda paths, out, ruleset=ruleset: ruleset)
                 best = float("inf")
                 for _ in range(3):
                     start = time.process_time()

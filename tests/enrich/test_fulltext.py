@@ -54,7 +54,7 @@ class PageServer:
     def hits(self, path: str) -> int:
         return sum(1 for _host, p in self.requests if p == path)
 
-    async def start(self) -> "PageServer":
+    async def start(self) -> PageServer:
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -324,7 +324,7 @@ ITEM = """<item><title>{title}</title><link>{link}</link><guid isPermaLink="fals
 
 
 def _feed(items: list[tuple[str, str, str, str]]) -> str:
-    return FEED.format(items="\n".join(ITEM.format(guid=g, title=t, link=l, text=x) for g, t, l, x in items))
+    return FEED.format(items="\n".join(ITEM.format(guid=g, title=t, link=link, text=x) for g, t, link, x in items))
 
 
 async def test_fulltext_feed_alerts_on_text_only_the_page_has(broker, feed_server, pages, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -35,7 +35,7 @@ NOW = 1_800_000_000.0
 
 class TestLearnCadence:
     def test_median_gap_of_publication_dates(self):
-        base = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
+        base = datetime(2026, 11, 25, 12, tzinfo=UTC)
         dates = [base - timedelta(minutes=30 * i) for i in range(10)] + [base - timedelta(days=3)]
         # One old straggler does not move the median.
         assert learn_cadence(None, dates, None, base.timestamp(), 10) == 1800.0
@@ -43,7 +43,7 @@ class TestLearnCadence:
     def test_naive_dates_count_as_utc_and_future_ones_are_ignored(self):
         base = datetime(2026, 11, 25, 12)
         dates = [base, base - timedelta(hours=2), base - timedelta(hours=4), base + timedelta(days=30)]
-        assert learn_cadence(None, dates, None, base.replace(tzinfo=timezone.utc).timestamp(), 1) == 2 * HOUR
+        assert learn_cadence(None, dates, None, base.replace(tzinfo=UTC).timestamp(), 1) == 2 * HOUR
 
     def test_without_dates_gaps_between_new_items_are_averaged(self):
         first = learn_cadence(None, [None, None], NOW - 600, NOW, 2)

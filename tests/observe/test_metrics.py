@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -62,7 +62,7 @@ class Daemon:
         self.task: asyncio.Task | None = None
         self.http = aiohttp.ClientSession()
 
-    async def __aenter__(self) -> "Daemon":
+    async def __aenter__(self) -> Daemon:
         self.task = asyncio.create_task(self.monitor.run(handle_signals=False))
         deadline = time.monotonic() + 20
         while self.monitor.http_address is None:

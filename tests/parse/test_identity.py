@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -50,7 +50,7 @@ class TestCanonicalUrl:
 
 
 class TestArticleId:
-    published = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+    published = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
     def test_global_guid_used_as_is(self) -> None:
         guid = "tag:example.com,2026:1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -53,7 +53,7 @@ class TestRss20:
         assert parsed.articles[0].url == "https://news.example.com/2026/11/merger?a=1&id=7"
 
     def test_published_is_aware_utc(self, parsed: ParsedFeed) -> None:
-        assert parsed.articles[0].published == datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+        assert parsed.articles[0].published == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
         assert parsed.articles[1].published is None  # "not a date"
 
     def test_id_fallback_chain(self, parsed: ParsedFeed) -> None:
@@ -90,7 +90,7 @@ class TestAtom10:
         assert parsed.articles[1].url == "https://news.example.com/relative/tom"
 
     def test_published_offset_converted_to_utc(self, parsed: ParsedFeed) -> None:
-        assert parsed.articles[1].published == datetime(2026, 11, 23, 17, 0, tzinfo=timezone.utc)
+        assert parsed.articles[1].published == datetime(2026, 11, 23, 17, 0, tzinfo=UTC)
 
     def test_same_story_in_rss_and_atom_has_same_url(self, parsed: ParsedFeed) -> None:
         rss_article = parse_fixture("rss20.xml").articles[0]
@@ -114,7 +114,7 @@ class TestJsonFeed:
         assert first.summary == "A summary"
         assert first.body == "Body one\ntwo"
         assert first.url == "https://news.example.com/2026/11/merger"
-        assert first.published == datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+        assert first.published == datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
         assert second.id == "news.example.com:42"  # numeric id: local, prefixed
         assert second.body == "Only text\nwith gaps"
 
