@@ -14,13 +14,18 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
 from monitor import __version__
 from monitor.errors import BrokerError, MonitorError
 from monitor.feeds.health import PAGE_ROWS
+
+if TYPE_CHECKING:  # the commands import what they need when they run: --help stays fast
+    from monitor.observe.summary import RunSummary
+    from monitor.settings import Settings
+    from monitor.worker import Monitor
 
 __all__ = ["main"]
 
@@ -72,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command(commands: Any, name: str, help: str, epilog: str) -> argparse.ArgumentParser:
-    return commands.add_parser(name, help=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser
 
 
 def _add_run(commands: Any) -> None:
@@ -188,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        code: int = args.handler(args)
+        return code
     except BrokerError as exc:
         _error(exc)
         return EXIT_BROKER
@@ -203,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
-def _error(exc: BaseException, stream: TextIO | None = None) -> None:
+def _error(exc: BaseException | str, stream: TextIO | None = None) -> None:
     lines = str(exc).splitlines() or [type(exc).__name__]
     stream = stream or sys.stderr
     stream.write(f"news-monitor: error: {lines[0]}\n")
@@ -211,7 +220,7 @@ def _error(exc: BaseException, stream: TextIO | None = None) -> None:
         stream.write(f"  {line}\n")
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> Settings:
     import os
 
     from monitor import redact
@@ -247,7 +256,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_once_with_progress(monitor):
+def _run_once_with_progress(monitor: Monitor) -> RunSummary:
     """``run --once`` on a terminal: a progress bar over the feeds on stderr."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -270,7 +279,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status(tracker, sys.stdout, now=now, fmt=args.format, limit=None if args.all else args.limit)
 
 
-def _print_summary(summary, out: TextIO) -> None:
+def _print_summary(summary: RunSummary, out: TextIO) -> None:
     from monitor.redact import scrub
 
     out.write(f"feeds polled:   {summary.polls} of {summary.feeds}")
@@ -323,7 +332,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-async def _tail(settings, bootstrap: str, args: argparse.Namespace, since: datetime | None) -> int:
+async def _tail(settings: Settings, bootstrap: str, args: argparse.Namespace, since: datetime | None) -> int:
     """Print alerts; every record that is not one gets a line on stderr and is passed over
     (committed with the group like the rest), so one bad record never stops a reader."""
     from aiokafka.errors import KafkaError
@@ -365,7 +374,7 @@ async def _tail(settings, bootstrap: str, args: argparse.Namespace, since: datet
     return EXIT_OK
 
 
-def _decode(value: bytes | None) -> tuple[dict | None, str]:
+def _decode(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
     """The alert in a record value, or None and why it is not one."""
     from monitor.delivery.records import alert_problem
 
@@ -387,7 +396,7 @@ def _parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _detected_since(alert: dict, since: datetime) -> bool:
+def _detected_since(alert: dict[str, Any], since: datetime) -> bool:
     detected = alert.get("detected_at")
     if not isinstance(detected, str):
         return False
@@ -397,7 +406,7 @@ def _detected_since(alert: dict, since: datetime) -> bool:
         return False
 
 
-def _table_row(alert: dict) -> str:
+def _table_row(alert: dict[str, Any]) -> str:
     """One table line of a checked alert (see ``alert_problem``); control characters in
     its text cannot break the line."""
     title = _cell(alert["article"]["title"])[:80]

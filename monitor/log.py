@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -53,7 +54,7 @@ def redact(value: Any, _depth: int = 0) -> Any:
     return value
 
 
-def _redact_secrets(_logger: object, _name: str, event: dict) -> dict:
+def _redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Mask every value of the finished event: the last processor before the renderer, so a
     library's message (moved to ``message``) and a formatted traceback are masked too."""
     for key, value in event.items():
@@ -63,7 +64,7 @@ def _redact_secrets(_logger: object, _name: str, event: dict) -> dict:
     return event
 
 
-def _orjson_dumps(obj: object, default: object = None) -> str:
+def _orjson_dumps(obj: object, default: Callable[[Any], Any] | None = None) -> str:
     return orjson.dumps(obj, default=default).decode()
 
 
@@ -143,7 +144,7 @@ def _masked_traceback(out: TextIO, exc_info: Any) -> None:
     out.write(scrub(buffer.getvalue()))
 
 
-def _name_foreign_event(_logger: object, _name: str, event: dict) -> dict:
+def _name_foreign_event(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A library's message becomes ``message``; the event name is ``lib.<logger>``, stable per logger."""
     logger_name = event.pop("logger", None) or "root"
     event["message"] = event.get("event")
@@ -181,4 +182,5 @@ class _Logger:
 
 def get_logger(name: str | None = None) -> structlog.typing.FilteringBoundLogger:
     """A logger bound to a component name (see :class:`_Logger`)."""
-    return _Logger(component=name) if name else _Logger()  # type: ignore[return-value]
+    # A stand-in for the bound logger: it forwards every call to one (see _Logger).
+    return _Logger(component=name) if name else _Logger()

@@ -88,7 +88,8 @@ class Article:
         """Return the text of one of :data:`FIELDS`."""
         if name not in FIELDS:
             raise KeyError(f"unknown article field {name!r}; expected one of {', '.join(FIELDS)}")
-        return getattr(self, name)
+        text: str = getattr(self, name)
+        return text
 
     @property
     def content_hash(self) -> str:

@@ -210,8 +210,8 @@ class Pipeline:
             error_count=state.error_count + 1,
             consecutive_errors=errors,
             disabled=disabled,
-            **_count_error(state, exc),
         )
+        _count_error(state, exc)
         self.feed_states.put(state)
         return PollReport(
             feed,
@@ -308,12 +308,12 @@ def _quiet_outcome(state: FeedState, result: FetchResult, now: float) -> PollOut
     return PollOutcome(ok=True, max_age=result.max_age, since_new=since_new, previous=state.interval)
 
 
-def _count_error(state: FeedState, exc: FeedError) -> dict[str, int]:
+def _count_error(state: FeedState, exc: FeedError) -> None:
+    """Count a failed poll by kind on ``state`` (a copy made for this poll)."""
     kind = error_kind(exc)
     if kind == "http_4xx":
-        return {"http_4xx": state.http_4xx + 1}
-    if kind == "http_5xx":
-        return {"http_5xx": state.http_5xx + 1}
-    if kind == "timeout":
-        return {"timeouts": state.timeouts + 1}
-    return {}
+        state.http_4xx += 1
+    elif kind == "http_5xx":
+        state.http_5xx += 1
+    elif kind == "timeout":
+        state.timeouts += 1

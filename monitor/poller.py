@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from monitor.errors import StoreError
@@ -97,7 +97,8 @@ class Poller:
         pollers = self._start_pollers(reschedule=False, exit_when_idle=True)
         every_poll = asyncio.gather(*pollers)
         stop = asyncio.ensure_future(self.shutdown.stopping.wait())
-        await asyncio.wait({every_poll, stop}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {every_poll, stop}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if not every_poll.done():
             await self._stop_pollers(pollers)

@@ -204,7 +204,9 @@ class _ExpectedRefusal(logging.Filter):
     line is passed on as debug. Any other error, and this one at any other time, stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and record.args and record.args[0] is UnknownError and "InitProducerId" in str(record.msg):
+        args = record.args
+        refused = isinstance(args, tuple) and bool(args) and args[0] is UnknownError
+        if record.levelno >= logging.ERROR and refused and "InitProducerId" in str(record.msg):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True

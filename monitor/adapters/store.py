@@ -381,7 +381,8 @@ class Store:
 
     def pending_count(self) -> int:
         """How many records wait in the outbox."""
-        return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        return count
 
     def enqueue(self, records: Iterable[Record], now: float | None = None) -> None:
         """Put records that belong to no article row (e.g. the raw article stream) in the outbox.

@@ -169,7 +169,7 @@ class _Shards:
     __slots__ = ("shards",)
 
     def __init__(self) -> None:
-        self.shards: list[dict] = [{} for _ in range(_SHARDS)]
+        self.shards: list[dict[Any, Any]] = [{} for _ in range(_SHARDS)]
 
     def get(self, key: Any, default: Any = None) -> Any:
         return self.shards[hash(key) % _SHARDS].get(key, default)
@@ -324,6 +324,7 @@ class StoryIndex:
         """
         self.expire(now)
         existing = self._serial_of.get(article.id)
+        values: np.ndarray | None
         if signature is ...:
             minhash = self.signature(story_text(article))
             if minhash is None:

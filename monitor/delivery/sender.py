@@ -104,7 +104,7 @@ class Sender:
             self._verified_topics.update(wanted)
 
     def refusal_backoff(self, refusals: int) -> float:
-        return min(self._backoff_max, self._backoff_initial * 2 ** (refusals - 1))
+        return min(self._backoff_max, self._backoff_initial * 2.0 ** (refusals - 1))
 
     def next_backoff(self) -> float:
         delay = self._backoff

@@ -465,13 +465,13 @@ def make_hit(label: str, field_index: int, start: int, end: int, fields: Sequenc
 
 
 _new = object.__new__
-_set_term = Hit.term.__set__  # type: ignore[attr-defined]
-_set_field = Hit.field.__set__  # type: ignore[attr-defined]
-_set_start = Hit.start.__set__  # type: ignore[attr-defined]
-_set_end = Hit.end.__set__  # type: ignore[attr-defined]
-_set_text = Hit.text.__set__  # type: ignore[attr-defined]
-_set_rule = Match.rule.__set__  # type: ignore[attr-defined]
-_set_hits = Match.hits.__set__  # type: ignore[attr-defined]
+_set_term = vars(Hit)["term"].__set__
+_set_field = vars(Hit)["field"].__set__
+_set_start = vars(Hit)["start"].__set__
+_set_end = vars(Hit)["end"].__set__
+_set_text = vars(Hit)["text"].__set__
+_set_rule = vars(Match)["rule"].__set__
+_set_hits = vars(Match)["hits"].__set__
 
 
 def new_match(rule: Rule, hits: tuple[Hit, ...]) -> Match:

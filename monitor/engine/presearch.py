@@ -224,6 +224,7 @@ class Matcher:
         """The evidence of the clauses of one rule that hold, or None if none does."""
         spans: list[Span] | None = None
         for entry in group:
+            result: list[Span] | None
             if entry.node is None:
                 result = [(label, f, s, e) for key_id, label in entry.terms for f, s, e in hits.get(key_id, ())]
             else:

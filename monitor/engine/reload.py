@@ -286,7 +286,7 @@ def _release(box: list[RuleSet], *, wait: float = 0.0) -> None:
                     below.append(child)
         level = below
     del level, walked
-    root = None  # from here on ``held`` keeps every piece alive
+    del root  # from here on ``held`` keeps every piece alive
     held.reverse()
     while held:
         held.pop()

@@ -136,14 +136,15 @@ class _Score:
 
 
 def _labeled_article(record: dict[str, Any], line_no: int) -> Article:
-    texts = {name: record.get(name) or "" for name in FIELDS}
+    texts: dict[str, Any] = {name: record.get(name) or "" for name in FIELDS}
     if "text" in record:
         texts["body"] = record["text"]
     if not any(texts.values()):
         raise ValueError("no text: give 'text', or 'title'/'summary'/'body'")
     if not all(isinstance(value, str) for value in texts.values()):
         raise ValueError("text fields must be strings")
-    return Article(id=str(record.get("id", f"line {line_no}")), feed_url="labeled", **texts)
+    article_id = str(record.get("id", f"line {line_no}"))
+    return Article(id=article_id, feed_url="labeled", title=texts["title"], summary=texts["summary"], body=texts["body"])
 
 
 def evaluate(labeled_path: PathLike, rule_paths: Iterable[PathLike], out: TextIO) -> int:

@@ -60,7 +60,7 @@ def feeds_from_opml(path: Path, default_interval: float) -> list[Feed]:
     if root.tag != "opml" or body is None:
         raise ConfigError(
             "not an OPML file (no <opml><body>)",
-            location=SourceLocation(str(path), root.sourceline),
+            location=SourceLocation(str(path), _line(root)),
             hint="export the feed list from your reader as OPML",
         )
     feeds: list[Feed] = []
@@ -73,7 +73,7 @@ def feeds_from_opml(path: Path, default_interval: float) -> list[Feed]:
         if problem is not None:
             raise ConfigError(
                 f"outline xmlUrl: {problem}",
-                location=SourceLocation(str(path), outline.sourceline),
+                location=SourceLocation(str(path), _line(outline)),
                 hint="an http(s):// or file:// URL, or a path relative to the OPML file",
             )
         if "://" not in url:
@@ -81,7 +81,7 @@ def feeds_from_opml(path: Path, default_interval: float) -> list[Feed]:
         if url in seen:
             continue
         seen.add(url)
-        location = SourceLocation(str(path), outline.sourceline)
+        location = SourceLocation(str(path), _line(outline))
         about = f"outline {outline.get('xmlUrl', '').strip()}"
         feeds.append(
             Feed(
@@ -136,3 +136,9 @@ def _headers(value: str | None, location: SourceLocation, about: str) -> dict[st
         if problem is not None:
             raise ConfigError(f"{about}: headers: {problem}", location=location, hint=example)
     return headers
+
+
+def _line(element: etree._Element) -> int | None:
+    """The element's line in the file, when lxml knows it."""
+    line = element.sourceline
+    return line if isinstance(line, int) else None

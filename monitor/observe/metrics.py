@@ -180,7 +180,8 @@ class _LoopHistogram:
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         """The histogram as Prometheus exposes it: cumulative buckets, sum and count."""
-        buckets = [[floatToGoString(bound), count] for bound, count in zip(self.bounds, accumulate(self.counts))]
+        # floatToGoString has no annotations; it formats a bound as Prometheus's "le" does.
+        buckets = [(floatToGoString(bound), count) for bound, count in zip(self.bounds, accumulate(self.counts))]  # type: ignore[no-untyped-call]
         return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
 
 

@@ -61,7 +61,7 @@ _PARSERS = threading.local()
 def _html_parser() -> etree.HTMLParser:
     parser: etree.HTMLParser | None = getattr(_PARSERS, "html", None)
     if parser is None:
-        parser = etree.HTMLParser(
+        parser = etree.HTMLParser(  # type: ignore[call-arg]  # lxml-stubs lacks default_doctype
             encoding="utf-8",
             remove_comments=True,
             remove_pis=True,
@@ -144,7 +144,8 @@ def html_to_text(markup: str) -> str:
     for element in root.iter(*_BLOCK_TAGS):
         element.text = "\n" + element.text if element.text else "\n"
         element.tail = "\n" + element.tail if element.tail else "\n"
-    return clean_text("".join(root.itertext()))
+    # An HTML tree holds text only: itertext() yields str (lxml-stubs say str | bytes).
+    return clean_text("".join(root.itertext()))  # type: ignore[arg-type]
 
 
 def looks_like_html(text: str) -> bool:

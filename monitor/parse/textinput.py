@@ -6,6 +6,8 @@ JSON object with ``title``/``summary``/``body`` (or ``text``) fields.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from monitor.errors import MonitorError
@@ -15,7 +17,7 @@ from monitor.parse.normalize import clean_text, markup_to_text
 __all__ = ["article_from_input", "article_from_mapping"]
 
 
-def article_from_mapping(data: dict, article_id: str = "input", feed_url: str = "") -> Article:
+def article_from_mapping(data: dict[str, Any], article_id: str = "input", feed_url: str = "") -> Article:
     """An article from a JSON-like mapping: title/summary/body, or a single ``text``."""
     body = data.get("body")
     if body is None:
