@@ -522,31 +522,54 @@ def load_settings(
     file, key and what would be valid.
     """
     environ = os.environ if environ is None else environ
-    source: Path | None
-    raw: dict[str, Any] = {}
-    if path is None:
-        source = DEFAULT_CONFIG.resolve() if DEFAULT_CONFIG.exists() else None
-    else:
-        source = Path(path).expanduser().resolve()
-        if not source.exists():
-            if required:
-                raise ConfigError(
-                    "config file not found",
-                    location=SourceLocation(str(path)),
-                    hint="pass an existing file with --config, or omit it to use monitor.toml",
-                )
-            source = None
-    text = ""
-    if source is not None:
-        try:
-            text = source.read_text(encoding="utf-8")
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"invalid TOML: {exc}", location=_location_of(source, exc)) from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config: {exc}", location=SourceLocation(str(source))) from exc
-
+    source = _config_file(path, required)
+    text, raw = _read_config(source)
     where = str(source) if source is not None else "<defaults>"
+    sections = _build_sections(raw, where)
+    for section_name, section_type in _SECTIONS.items():
+        current = sections.get(section_name, section_type())
+        sections[section_name] = _apply_env(section_name, current, environ)
+    _check_env_names(environ)
+    settings = Settings(**sections, source=source)
+    _validate(settings, where)
+    lines = _TableLines(text)
+    for index, table in enumerate(settings.feeds.feed):
+        _feed_from_table(table, index, settings, where=where, lines=lines)
+    settings.notify_destinations(environ, text, secrets=False)
+    return settings
+
+
+def _config_file(path: Path | str | None, required: bool) -> Path | None:
+    """The config file to read: ``path``, else ./monitor.toml when it exists; None: defaults."""
+    if path is None:
+        return DEFAULT_CONFIG.resolve() if DEFAULT_CONFIG.exists() else None
+    source = Path(path).expanduser().resolve()
+    if source.exists():
+        return source
+    if required:
+        raise ConfigError(
+            "config file not found",
+            location=SourceLocation(str(path)),
+            hint="pass an existing file with --config, or omit it to use monitor.toml",
+        )
+    return None
+
+
+def _read_config(source: Path | None) -> tuple[str, dict[str, Any]]:
+    """The file's text and its TOML tables (empty for the defaults)."""
+    if source is None:
+        return "", {}
+    try:
+        text = source.read_text(encoding="utf-8")
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", location=_location_of(source, exc)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config: {exc}", location=SourceLocation(str(source))) from exc
+
+
+def _build_sections(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Each section of the file as its settings dataclass; unknown sections are errors."""
     sections: dict[str, Any] = {}
     for section_name, section_value in raw.items():
         if section_name not in _SECTIONS:
@@ -561,19 +584,7 @@ def load_settings(
                 location=SourceLocation(where),
             )
         sections[section_name] = _build_section(section_name, section_value, where)
-
-    for section_name, section_type in _SECTIONS.items():
-        current = sections.get(section_name, section_type())
-        sections[section_name] = _apply_env(section_name, current, environ)
-
-    _check_env_names(environ)
-    settings = Settings(**sections, source=source)
-    _validate(settings, where)
-    lines = _TableLines(text)
-    for index, table in enumerate(settings.feeds.feed):
-        _feed_from_table(table, index, settings, where=where, lines=lines)
-    settings.notify_destinations(environ, text, secrets=False)
-    return settings
+    return sections
 
 
 def _location_of(source: Path, exc: tomllib.TOMLDecodeError) -> SourceLocation:
@@ -774,7 +785,42 @@ def bootstrap_addresses(value: str) -> list[tuple[str, int]]:
 
 def _validate(settings: Settings, where: str) -> None:
     loc = SourceLocation(where)
-    feeds = settings.feeds
+    _validate_feeds(settings.feeds, loc)
+    if settings.delivery.queue_size < 1:
+        raise ConfigError("[delivery] queue_size must be at least 1", location=loc)
+    _validate_delivery(settings.delivery, loc)
+    _validate_kafka(settings, loc)
+    if not settings.rules.paths or not all(path.strip() for path in settings.rules.paths):
+        raise ConfigError("[rules] paths is empty or has an empty entry", location=loc, hint='paths = ["rules"]')
+    kafka = settings.kafka
+    if kafka.acks not in {"all", "1", "-1"}:
+        raise ConfigError(
+            f"[kafka] acks = {kafka.acks!r} is not supported",
+            location=loc,
+            hint='use "all" (or "1"); acks=0 cannot confirm delivery',
+        )
+    if kafka.enable_idempotence.strip().lower() not in {"auto", "true", "false", "1", "0", "yes", "no", "on", "off"}:
+        raise ConfigError("[kafka] enable_idempotence must be auto, true or false", location=loc)
+    if settings.log.format not in {"auto", "json", "console"}:
+        raise ConfigError("[log] format must be auto, json or console", location=loc)
+    if settings.log.level.lower() not in {"debug", "info", "warning", "error", "critical"}:
+        raise ConfigError("[log] level must be debug, info, warning, error or critical", location=loc)
+    _validate_http_and_health(settings, loc)
+    _validate_polling(settings, loc)
+    _validate_notify(settings, loc)
+    if not kafka.embedded:
+        try:
+            bootstrap_addresses(kafka.bootstrap_servers)
+        except ValueError as exc:
+            raise ConfigError(
+                f"[kafka] bootstrap_servers: {exc}",
+                location=loc,
+                hint='"embedded", or host:port entries separated by commas (port 1-65535, IPv6 in brackets), '
+                'e.g. "kafka-1:9092,[2001:db8::1]:9092"',
+            ) from exc
+
+
+def _validate_feeds(feeds: FeedsSettings, loc: SourceLocation) -> None:
     if feeds.interval < 1:
         raise ConfigError("[feeds] interval must be at least 1 second", location=loc)
     if feeds.max_interval < feeds.effective_min_interval:
@@ -796,36 +842,6 @@ def _validate(settings: Settings, where: str) -> None:
         )
     if any(ord(c) < 32 or ord(c) == 127 for c in feeds.user_agent):
         raise ConfigError("[feeds] user_agent has a line break or control character", location=loc)
-    if settings.delivery.queue_size < 1:
-        raise ConfigError("[delivery] queue_size must be at least 1", location=loc)
-    _validate_kafka_and_delivery(settings, loc)
-    if not settings.rules.paths or not all(path.strip() for path in settings.rules.paths):
-        raise ConfigError("[rules] paths is empty or has an empty entry", location=loc, hint='paths = ["rules"]')
-    if settings.kafka.acks not in {"all", "1", "-1"}:
-        raise ConfigError(
-            f"[kafka] acks = {settings.kafka.acks!r} is not supported",
-            location=loc,
-            hint='use "all" (or "1"); acks=0 cannot confirm delivery',
-        )
-    if settings.kafka.enable_idempotence.strip().lower() not in {"auto", "true", "false", "1", "0", "yes", "no", "on", "off"}:
-        raise ConfigError("[kafka] enable_idempotence must be auto, true or false", location=loc)
-    if settings.log.format not in {"auto", "json", "console"}:
-        raise ConfigError("[log] format must be auto, json or console", location=loc)
-    if settings.log.level.lower() not in {"debug", "info", "warning", "error", "critical"}:
-        raise ConfigError("[log] level must be debug, info, warning, error or critical", location=loc)
-    _validate_http_and_health(settings, loc)
-    _validate_polling(settings, loc)
-    _validate_notify(settings, loc)
-    if not settings.kafka.embedded:
-        try:
-            bootstrap_addresses(settings.kafka.bootstrap_servers)
-        except ValueError as exc:
-            raise ConfigError(
-                f"[kafka] bootstrap_servers: {exc}",
-                location=loc,
-                hint='"embedded", or host:port entries separated by commas (port 1-65535, IPv6 in brackets), '
-                'e.g. "kafka-1:9092,[2001:db8::1]:9092"',
-            ) from exc
 
 
 def _validate_polling(settings: Settings, loc: SourceLocation) -> None:
@@ -938,8 +954,7 @@ def _validate_notify(settings: Settings, loc: SourceLocation) -> None:
             raise ConfigError(f"[notify] listen: {exc}", location=loc, hint='e.g. "127.0.0.1:8766"; "" turns the endpoint off') from exc
 
 
-def _validate_kafka_and_delivery(settings: Settings, loc: SourceLocation) -> None:
-    kafka, delivery = settings.kafka, settings.delivery
+def _validate_delivery(delivery: DeliverySettings, loc: SourceLocation) -> None:
     if delivery.shutdown_timeout < 0:
         raise ConfigError("[delivery] shutdown_timeout must not be negative", location=loc)
     if delivery.retry_backoff_initial <= 0 or delivery.retry_backoff_max < delivery.retry_backoff_initial:
@@ -950,6 +965,30 @@ def _validate_kafka_and_delivery(settings: Settings, loc: SourceLocation) -> Non
         )
     if delivery.max_attempts < 1:
         raise ConfigError("[delivery] max_attempts must be at least 1", location=loc, hint="e.g. max_attempts = 10")
+
+
+def _validate_kafka(settings: Settings, loc: SourceLocation) -> None:
+    kafka = settings.kafka
+    _validate_kafka_security(kafka, loc)
+    for name in ("topic_partitions", "topic_replication_factor", "request_timeout_ms", "max_request_size", "max_batch_size"):
+        if getattr(kafka, name) < 1:
+            raise ConfigError(f"[kafka] {name} must be at least 1", location=loc)
+    if kafka.linger_ms < 0 or kafka.retry_backoff_ms < 0:
+        raise ConfigError("[kafka] linger_ms and retry_backoff_ms must not be negative", location=loc)
+    if kafka.compression_type not in {"auto", "none", "", "gzip", "snappy", "lz4", "zstd"}:
+        raise ConfigError(
+            f"[kafka] compression_type = {kafka.compression_type!r} is not supported",
+            location=loc,
+            hint="auto, zstd, lz4, snappy, gzip or none",
+        )
+    _validate_topics(settings, loc)
+    if kafka.connect_timeout <= 0:
+        raise ConfigError("[kafka] connect_timeout must be above 0 seconds", location=loc)
+    if not 0 <= kafka.embedded_port <= 65535:
+        raise ConfigError(f"[kafka] embedded_port must be 0 (any free port) to 65535, got {kafka.embedded_port}", location=loc)
+
+
+def _validate_kafka_security(kafka: KafkaSettings, loc: SourceLocation) -> None:
     if kafka.security_protocol not in _SECURITY_PROTOCOLS:
         raise ConfigError(
             f"[kafka] security_protocol = {kafka.security_protocol!r} is not supported",
@@ -976,31 +1015,23 @@ def _validate_kafka_and_delivery(settings: Settings, loc: SourceLocation) -> Non
             raise ConfigError(f"[kafka] {name} = {path!r}: no such file", location=loc, hint="use an absolute path")
     if bool(kafka.ssl_certfile) != bool(kafka.ssl_keyfile) and kafka.security_protocol in {"SSL", "SASL_SSL"}:
         raise ConfigError("[kafka] ssl_certfile and ssl_keyfile go together (client certificate)", location=loc)
-    for name in ("topic_partitions", "topic_replication_factor", "request_timeout_ms", "max_request_size", "max_batch_size"):
-        if getattr(kafka, name) < 1:
-            raise ConfigError(f"[kafka] {name} must be at least 1", location=loc)
-    if kafka.linger_ms < 0 or kafka.retry_backoff_ms < 0:
-        raise ConfigError("[kafka] linger_ms and retry_backoff_ms must not be negative", location=loc)
-    if kafka.compression_type not in {"auto", "none", "", "gzip", "snappy", "lz4", "zstd"}:
-        raise ConfigError(
-            f"[kafka] compression_type = {kafka.compression_type!r} is not supported",
-            location=loc,
-            hint="auto, zstd, lz4, snappy, gzip or none",
-        )
+
+
+def _validate_topics(settings: Settings, loc: SourceLocation) -> None:
+    kafka = settings.kafka
     if not kafka.dead_letter_topic.strip():
         raise ConfigError("[kafka] dead_letter_topic is empty", location=loc, hint='dead_letter_topic = "alerts.dead-letter"')
-    for label, topic in (("[kafka] dead_letter_topic", kafka.dead_letter_topic), ("[kafka] articles_topic", kafka.articles_topic),
-                         ("[health] topic", settings.health.topic)):
+    for label, topic in (
+        ("[kafka] dead_letter_topic", kafka.dead_letter_topic),
+        ("[kafka] articles_topic", kafka.articles_topic),
+        ("[health] topic", settings.health.topic),
+    ):
         if topic and (not _TOPIC.fullmatch(topic) or topic in {".", ".."}):
             raise ConfigError(
                 f"{label} = {topic!r} is not a Kafka topic name",
                 location=loc,
                 hint="at most 249 letters, digits, '.', '_' and '-'",
             )
-    if kafka.connect_timeout <= 0:
-        raise ConfigError("[kafka] connect_timeout must be above 0 seconds", location=loc)
-    if not 0 <= kafka.embedded_port <= 65535:
-        raise ConfigError(f"[kafka] embedded_port must be 0 (any free port) to 65535, got {kafka.embedded_port}", location=loc)
     if kafka.articles_topic and kafka.articles_topic == kafka.dead_letter_topic:
         raise ConfigError("[kafka] articles_topic must differ from dead_letter_topic", location=loc)
 
