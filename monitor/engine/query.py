@@ -227,6 +227,13 @@ class _Token:  # not frozen: a frozen dataclass's __init__ is several times slow
     case_sensitive: bool = False
 
 
+_PUNCTUATION = {"(": "LPAREN", ")": "RPAREN", ",": "COMMA"}
+
+
+def _case_error(offset: int) -> QueryError:
+    return QueryError("'=' must be followed directly by a term", offset, "write =NATO or =\"New START\"")
+
+
 def _lex(query: str) -> list[_Token]:
     tokens: list[_Token] = []
     pos = 0
@@ -234,72 +241,77 @@ def _lex(query: str) -> list[_Token]:
     case_next: int | None = None  # offset of a pending "=" prefix
     while pos < n:
         char = query[pos]
-        if char.isspace():
+        if char.isspace() or char in _PUNCTUATION:
             if case_next is not None:
-                raise QueryError("'=' must be followed directly by a term", case_next, "write =NATO or =\"New START\"")
+                raise _case_error(case_next)
+            if not char.isspace():
+                tokens.append(_Token(_PUNCTUATION[char], pos, char))
             pos += 1
-            continue
-        start = pos if case_next is None else case_next
-        if char in "(),":
-            if case_next is not None:
-                raise QueryError("'=' must be followed directly by a term", case_next, "write =NATO or =\"New START\"")
-            tokens.append(_Token({"(": "LPAREN", ")": "RPAREN", ",": "COMMA"}[char], pos, char))
-            pos += 1
-            continue
-        if char == "=":
+        elif char == "=":
             case_next = pos
             pos += 1
-            continue
-        if char in _QUOTES:
-            closing = _QUOTE.search(query, pos + 1)
-            end = closing.start() if closing else n
-            if end >= n:
-                raise QueryError("unterminated quoted phrase", pos, 'close the phrase with a matching "')
-            tokens.append(_Token("TERM", start, query[pos : end + 1], case_sensitive=case_next is not None))
+        elif char in _QUOTES:
+            pos = _lex_phrase(query, pos, case_next, tokens)
             case_next = None
-            pos = end + 1
-            continue
-        stop = _WORD_END.search(query, pos)
-        end = stop.start() if stop else n
-        word = query[pos:end]
-        if char == "@":
-            match = _LIST_NAME.fullmatch(word[1:])
-            if match is None or case_next is not None:
-                raise QueryError(f"bad list reference {word!r}", pos, "write @name, where name is defined under lists:")
-            tokens.append(_Token("LIST", pos, word[1:]))
-            pos = end
-            continue
-        field, colon, _rest = word.partition(":")
-        if colon and case_next is None and _FIELD_NAME.fullmatch(field):
-            tokens.append(_Token("FIELD", pos, field))
-            pos = pos + len(field) + 1
-            continue
-        if case_next is None and word in ("AND", "OR", "NOT"):
-            tokens.append(_Token(word, pos, word))
-        elif case_next is None and (word == "NEAR" or word.startswith("NEAR/")):
-            digits = word[5:]
-            if not digits.isdigit() or int(digits) > MAX_NEAR:
-                raise QueryError(
-                    f"bad proximity operator {word!r}",
-                    pos,
-                    f"write NEAR/N with N a whole number of words from 0 to {MAX_NEAR}, as in Putin NEAR/5 Trump",
-                )
-            tokens.append(_Token("NEAR", pos, word, number=int(digits)))
-        elif case_next is None and word == "OF":
-            if not tokens or tokens[-1].kind != "TERM" or not tokens[-1].text.isdigit():
-                raise QueryError(
-                    "OF needs a number before it", pos, "write K OF (a, b, c), as in 2 OF (Putin, Trump, Xi)"
-                )
-            number = tokens.pop()
-            tokens.append(_Token("ATLEAST", number.offset, number.text + " OF", number=int(number.text)))
         else:
-            tokens.append(_Token("TERM", start, query[start:end], case_sensitive=case_next is not None))
-        case_next = None
-        pos = end
+            pos = _lex_word(query, pos, case_next, tokens)
+            case_next = None
     if case_next is not None:
-        raise QueryError("'=' must be followed directly by a term", case_next, "write =NATO or =\"New START\"")
+        raise _case_error(case_next)
     tokens.append(_Token("END", n))
     return tokens
+
+
+def _lex_phrase(query: str, pos: int, case_next: int | None, tokens: list[_Token]) -> int:
+    """A quoted phrase starting at ``pos``; returns where the next token starts."""
+    closing = _QUOTE.search(query, pos + 1)
+    end = closing.start() if closing else len(query)
+    if end >= len(query):
+        raise QueryError("unterminated quoted phrase", pos, 'close the phrase with a matching "')
+    start = pos if case_next is None else case_next
+    tokens.append(_Token("TERM", start, query[pos : end + 1], case_sensitive=case_next is not None))
+    return end + 1
+
+
+def _lex_word(query: str, pos: int, case_next: int | None, tokens: list[_Token]) -> int:
+    """A list reference, a field scope, an operator or a term starting at ``pos``; returns
+    where the next token starts."""
+    stop = _WORD_END.search(query, pos)
+    end = stop.start() if stop else len(query)
+    word = query[pos:end]
+    if word.startswith("@"):
+        if _LIST_NAME.fullmatch(word[1:]) is None or case_next is not None:
+            raise QueryError(f"bad list reference {word!r}", pos, "write @name, where name is defined under lists:")
+        tokens.append(_Token("LIST", pos, word[1:]))
+        return end
+    field, colon, _rest = word.partition(":")
+    if colon and case_next is None and _FIELD_NAME.fullmatch(field):
+        tokens.append(_Token("FIELD", pos, field))
+        return pos + len(field) + 1
+    if case_next is None and word in ("AND", "OR", "NOT"):
+        tokens.append(_Token(word, pos, word))
+    elif case_next is None and (word == "NEAR" or word.startswith("NEAR/")):
+        tokens.append(_near_token(word, pos))
+    elif case_next is None and word == "OF":
+        if not tokens or tokens[-1].kind != "TERM" or not tokens[-1].text.isdigit():
+            raise QueryError("OF needs a number before it", pos, "write K OF (a, b, c), as in 2 OF (Putin, Trump, Xi)")
+        number = tokens.pop()
+        tokens.append(_Token("ATLEAST", number.offset, number.text + " OF", number=int(number.text)))
+    else:
+        start = pos if case_next is None else case_next
+        tokens.append(_Token("TERM", start, query[start:end], case_sensitive=case_next is not None))
+    return end
+
+
+def _near_token(word: str, pos: int) -> _Token:
+    digits = word[5:]
+    if not digits.isdigit() or int(digits) > MAX_NEAR:
+        raise QueryError(
+            f"bad proximity operator {word!r}",
+            pos,
+            f"write NEAR/N with N a whole number of words from 0 to {MAX_NEAR}, as in Putin NEAR/5 Trump",
+        )
+    return _Token("NEAR", pos, word, number=int(digits))
 
 
 _STARTS_OPERAND = {"TERM", "LIST", "LPAREN", "NOT", "FIELD", "ATLEAST"}
