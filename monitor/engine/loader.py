@@ -25,6 +25,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from monitor.engine.query import CompiledRule, QueryError, TermSpec, can_match_without_terms, parse_query, parse_term
+from monitor.engine.query import Node as QueryNode
 from monitor.engine.ruleset import RuleSet
 from monitor.errors import RuleError
 from monitor.model import Rule, RuleExamples, SourceLocation
@@ -278,45 +279,15 @@ def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | No
         else:
             values[name] = value
     location = _at(path, node)
-    rule_id = _string(source, values["id"], "id", state, empty_ok=False) if "id" in values else None
-    if "id" not in values:
-        state.error("rule has no id", location, "add 'id: a-short-name'")
-    elif rule_id is not None:
-        if not _ID.fullmatch(rule_id):
-            state.error(f"bad rule id {rule_id!r}", _at(path, values["id"]), "use letters, digits, '.', '_' and '-'")
-        elif rule_id in state.ids:
-            state.error(f"duplicate rule id {rule_id!r}", _at(path, values["id"]), f"first defined at {state.ids[rule_id]}")
-        else:
-            state.ids[rule_id] = _at(path, values["id"])
-    query_node = values.get("query")
-    query_text = _string(source, query_node, "query", state) if query_node is not None else None
-    if query_node is None:
-        state.error("rule has no query", location, "add 'query: ...' (see docs/rules.md)")
-    parsed = None
-    if query_text is not None and isinstance(query_node, ScalarNode):
-        try:
-            parsed = parse_query(query_text, state.lists)
-            if can_match_without_terms(parsed):
-                raise QueryError(
-                    "query can match an article that contains none of its terms",
-                    0,
-                    "add a required positive term, as in: sanctions AND NOT sport",
-                )
-        except QueryError as exc:
-            state.error(exc.message, _query_location(source, query_node, exc.offset), exc.hint)
+    rule_id = _rule_id(source, values, location, state)
+    query_text, parsed = _rule_query(source, values, location, state)
     description = _string(source, values["description"], "description", state) if "description" in values else ""
     topic = _string(source, values["topic"], "topic", state, empty_ok=False) if "topic" in values else None
     if topic is not None and not _TOPIC.fullmatch(topic):
         state.error(f"bad topic {topic!r}", _at(path, values["topic"]), "Kafka topics use letters, digits, '.', '_' and '-'")
     severity = _choice(source, values.get("severity"), "severity", SEVERITIES, "medium", state)
     mode = _choice(source, values.get("mode"), "mode", MODES, "live", state)
-    enabled = True
-    if "enabled" in values:
-        enabled_node = values["enabled"]
-        if isinstance(enabled_node, ScalarNode) and enabled_node.tag == _BOOL:
-            enabled = bool(_scalar(enabled_node))
-        else:
-            state.error("enabled must be true or false", _at(path, enabled_node))
+    enabled = _enabled(source, values.get("enabled"), state)
     tags: tuple[str, ...] = ()
     if "tags" in values:
         items = _strings(source, values["tags"], "tags", state)
@@ -337,6 +308,56 @@ def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | No
         location=location,
     )
     return CompiledRule(rule, parsed)
+
+
+def _rule_id(source: _Source, values: dict[str, Node], location: SourceLocation, state: _State) -> str | None:
+    """The rule's id, when it is one: present, well formed and not taken by an earlier rule."""
+    if "id" not in values:
+        state.error("rule has no id", location, "add 'id: a-short-name'")
+        return None
+    rule_id = _string(source, values["id"], "id", state, empty_ok=False)
+    if rule_id is None:
+        return None
+    where = _at(source.path, values["id"])
+    if not _ID.fullmatch(rule_id):
+        state.error(f"bad rule id {rule_id!r}", where, "use letters, digits, '.', '_' and '-'")
+    elif rule_id in state.ids:
+        state.error(f"duplicate rule id {rule_id!r}", where, f"first defined at {state.ids[rule_id]}")
+    else:
+        state.ids[rule_id] = where
+    return rule_id
+
+
+def _rule_query(source: _Source, values: dict[str, Node], location: SourceLocation, state: _State) -> tuple[str | None, QueryNode | None]:
+    """The rule's query text and its parse; an error at the query's own character when it does not parse."""
+    query_node = values.get("query")
+    if query_node is None:
+        state.error("rule has no query", location, "add 'query: ...' (see docs/rules.md)")
+        return None, None
+    query_text = _string(source, query_node, "query", state)
+    if query_text is None or not isinstance(query_node, ScalarNode):
+        return query_text, None
+    try:
+        parsed = parse_query(query_text, state.lists)
+        if can_match_without_terms(parsed):
+            raise QueryError(
+                "query can match an article that contains none of its terms",
+                0,
+                "add a required positive term, as in: sanctions AND NOT sport",
+            )
+    except QueryError as exc:
+        state.error(exc.message, _query_location(source, query_node, exc.offset), exc.hint)
+        return query_text, None
+    return query_text, parsed
+
+
+def _enabled(source: _Source, node: Node | None, state: _State) -> bool:
+    if node is None:
+        return True
+    if isinstance(node, ScalarNode) and node.tag == _BOOL:
+        return bool(_scalar(node))
+    state.error("enabled must be true or false", _at(source.path, node))
+    return True
 
 
 def _choice(source: _Source, node: Node | None, what: str, valid: Sequence[str], default: str, state: _State) -> str:
