@@ -109,7 +109,32 @@ def read_fast_rss(data: bytes, feed_url: str, content_type: str | None) -> Feedp
     channels = [child for child in root if child.tag == "channel"]
     if len(channels) != 1:
         return None
-    channel = channels[0]
+    read = _channel(channels[0])
+    if read is None:
+        return None
+    title, ttl, items, site_links = read
+    if len(site_links) > 1 or sum(1 for _ in root.iter("item")) != len(items):
+        return None
+    # feedparser's base: the feed's http(s) URL without credentials, none for a file.
+    base = link_base(feed_url)
+    site = None
+    if site_links:
+        text = _text(site_links[0])
+        if text is None or site_links[0].attrib or len(site_links[0]):
+            return None
+        site = _fix_link(_fix_utf8(_urljoin(base, text))) if text else None
+    entries = []
+    for item in items:
+        entry = _entry(item, base)
+        if entry is None:
+            return None
+        entries.append(entry)
+    return FeedparserResult(entries=entries, title=title, ttl=ttl, warning=None, version="rss20", recognised=True, site=site)
+
+
+def _channel(channel: etree._Element) -> tuple[MarkupText | None, float | None, list[etree._Element], list[etree._Element]] | None:
+    """The channel's title, ttl, items and site links; None for anything feedparser might
+    read differently (a second title, an alternate atom:link, a dc:title)."""
     title: MarkupText | None = None
     ttl = None
     items = []
@@ -134,23 +159,9 @@ def read_fast_rss(data: bytes, feed_url: str, content_type: str | None) -> Feedp
             return None  # dc:title and the like stand in for the channel title in feedparser
         elif tag == "ttl":
             ttl = _ttl_seconds((child.text or "").strip())
-    if titles > 1 or len(site_links) > 1 or sum(1 for _ in root.iter("item")) != len(items):
+    if titles > 1:
         return None
-    # feedparser's base: the feed's http(s) URL without credentials, none for a file.
-    base = link_base(feed_url)
-    site = None
-    if site_links:
-        text = _text(site_links[0])
-        if text is None or site_links[0].attrib or len(site_links[0]):
-            return None
-        site = _fix_link(_fix_utf8(_urljoin(base, text))) if text else None
-    entries = []
-    for item in items:
-        entry = _entry(item, base)
-        if entry is None:
-            return None
-        entries.append(entry)
-    return FeedparserResult(entries=entries, title=title, ttl=ttl, warning=None, version="rss20", recognised=True, site=site)
+    return title, ttl, items, site_links
 
 
 def _encoding_is_plain(data: bytes, content_type: str | None) -> bool:
@@ -176,42 +187,13 @@ def _encoding_is_plain(data: bytes, content_type: str | None) -> bool:
 
 
 def _entry(item: etree._Element, base: str) -> RawEntry | None:
+    """One ``<item>`` as feedparser would read it; None when this path cannot tell."""
     if item.attrib:
         return None
-    values: dict[str, str] = {}
-    contents: list[MarkupText] = []
-    permalink = True
-    for child in item:
-        tag = child.tag
-        if not isinstance(tag, str):
-            continue  # comments and processing instructions between elements
-        if tag in _INERT_ELEMENTS:
-            if any(not isinstance(inner.tag, str) or inner.tag not in _INERT_CHILDREN or len(inner) for inner in child):
-                return None
-            continue
-        if tag == _ATOM_LINK:
-            # Only rel="self"/"enclosure"/... with an href: feedparser files those under
-            # ``links``; an alternate (or href-less) one would become the item's link.
-            if "href" not in child.attrib or child.get("rel", "alternate") == "alternate" or len(child):
-                return None
-            continue
-        if tag not in _TEXT_ELEMENTS or len(child):
-            return None
-        if tag == "guid":
-            if any(name.lower() != "ispermalink" for name in child.attrib):
-                return None
-            permalink = next((value for name, value in child.attrib.items() if name.lower() == "ispermalink"), "true") == "true"
-        elif child.attrib:
-            return None
-        text = _text(child)
-        if text is None:
-            return None
-        if tag == _CONTENT:
-            contents.append((_fix_utf8(text), True))
-            continue
-        if tag in values:
-            return None  # repeated: feedparser's choice between them depends on order and depth
-        values[tag] = text
+    read = _item_values(item)
+    if read is None:
+        return None
+    values, contents, permalink = read
     guid = values.get("guid")
     if guid is not None:
         guid = _fix_utf8(_urljoin(base, guid) if guid and permalink else guid)
@@ -243,6 +225,49 @@ def _entry(item: etree._Element, base: str) -> RawEntry | None:
         contents=contents,
         published=_utc(published),
     )
+
+
+def _item_values(item: etree._Element) -> tuple[dict[str, str], list[MarkupText], bool] | None:
+    """The text of each element of an item, its content:encoded values, and whether its
+    guid is a permalink; None for anything feedparser might read differently."""
+    values: dict[str, str] = {}
+    contents: list[MarkupText] = []
+    permalink = True
+    for child in item:
+        tag = child.tag
+        if not isinstance(tag, str):
+            continue  # comments and processing instructions between elements
+        if tag in _INERT_ELEMENTS or tag == _ATOM_LINK:
+            if not _ignorable(child, tag):
+                return None
+            continue
+        if tag not in _TEXT_ELEMENTS or len(child):
+            return None
+        if tag == "guid":
+            if any(name.lower() != "ispermalink" for name in child.attrib):
+                return None
+            permalink = next((value for name, value in child.attrib.items() if name.lower() == "ispermalink"), "true") == "true"
+        elif child.attrib:
+            return None
+        text = _text(child)
+        if text is None:
+            return None
+        if tag == _CONTENT:
+            contents.append((_fix_utf8(text), True))
+        elif tag in values:
+            return None  # repeated: feedparser's choice between them depends on order and depth
+        else:
+            values[tag] = text
+    return values, contents, permalink
+
+
+def _ignorable(child: etree._Element, tag: str) -> bool:
+    """Whether an element feedparser files away from the entry's text can be skipped."""
+    if tag == _ATOM_LINK:
+        # Only rel="self"/"enclosure"/... with an href: feedparser files those under
+        # ``links``; an alternate (or href-less) one would become the item's link.
+        return "href" in child.attrib and child.get("rel", "alternate") != "alternate" and not len(child)
+    return not any(not isinstance(inner.tag, str) or inner.tag not in _INERT_CHILDREN or len(inner) for inner in child)
 
 
 def _text(element: etree._Element) -> str | None:
