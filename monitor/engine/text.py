@@ -214,13 +214,23 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
     of a script written without spaces occur (see :func:`_split_unspaced`).
     """
     others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
+    text, expanding, unspaced = _fold_same_length(text, set(others))
+    if not expanding:
+        return text, None, unspaced
+    folded, offsets = _fold_expanding(text, expanding)
+    return folded, offsets, unspaced
+
+
+def _fold_same_length(text: str, chars: set[str]) -> tuple[str, list[str], bool]:
+    """``text`` with each of ``chars`` that folds to one character folded; the characters
+    that fold to another length (left as they are), and whether an unspaced script occurs."""
     unspaced = False
     expanding: list[str] = []
     # A folded character is never folded again (fold_char is idempotent), so the order of
     # the replace passes does not matter, and one translate pass does what they do.
     passes = 0
     one_pass: dict[int, str] | None = None
-    for char in set(others):
+    for char in chars:
         folded = fold_char(char)
         if folded == char:
             # Most letters of non-Latin scripts: with hundreds of distinct ones (a Chinese
@@ -244,8 +254,12 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
             unspaced = unspaced or any(map(_is_unspaced, folded))  # "㍿" -> "株式会社"
     if one_pass is not None:
         text = text.translate(one_pass)
-    if not expanding:
-        return text, None, unspaced
+    return text, expanding, unspaced
+
+
+def _fold_expanding(text: str, expanding: list[str]) -> tuple[str, OffsetMap | None]:
+    """``text`` with every character of ``expanding`` folded (to another length), and the
+    map from the new offsets to the old."""
     positions: list[int] = []
     if len(expanding) > _PASSES:
         positions.extend(found.start() for found in re.finditer(f"[{re.escape(''.join(expanding))}]", text))
@@ -268,7 +282,7 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
         delta += len(folded) - 1
         last = index + 1
     pieces.append(text[last:])
-    return "".join(pieces), _build_map(breaks), unspaced
+    return "".join(pieces), _build_map(breaks)
 
 
 #: Scripts written without spaces between words: Han (with its extensions and
