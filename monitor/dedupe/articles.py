@@ -125,46 +125,57 @@ def admit(
     now = time.time() if now is None else now
     result = Admission()
     for candidate in candidates:
-        article = candidate.article
-        seen = store.find_article(article.id, article.url)
-        if seen is not None and seen.content_hash == candidate.stored_hash:
-            result.verdicts.append(Verdict.DUPLICATE)
-            store.touch_articles([seen.id], now)
-            continue
-        previous_rules = seen.rules if seen is not None else frozenset()
-        # Keep the first id the story was known by: alert ids derive from it, so a story
-        # met again under another guid or link never gets a second alert id.
-        if seen is not None and seen.id != article.id:
-            article = replace(article, id=seen.id)
-        fresh = [m for m in candidate.matches if m.rule.id not in previous_rules]
-        story_id = candidate.story_id or (seen.story_id if seen is not None else None)
-        if story_id is not None:
-            # One alert per rule per story: a copy of wire text already alerted on under
-            # another url is counted, not alerted again.
-            story_rules = store.story_rules(story_id) or frozenset()
-            fresh = [m for m in fresh if m.rule.id not in story_rules]
-            if candidate.story_copy and seen is None:
-                result.story_copies += 1
-        alerts = [make_alert(m, article) for m in fresh]
-        if story_id is not None:
-            alerts = [replace(alert, story_id=story_id) for alert in alerts]
-        records = [make_record(a) for a in alerts]
-        store.record_article(
-            article_id=article.id,
-            url=article.url if seen is None else (seen.url or article.url),
-            feed_url=article.feed_url,
-            content_hash=candidate.stored_hash,
-            rules=previous_rules | {m.rule.id for m in candidate.matches},
-            outbox=records,
-            story_id=story_id,
-            # The story's rule record goes in the article's own transaction: recorded
-            # without the alerts (a crash in between), later copies would never alert.
-            story_alerted=[m.rule.id for m in fresh] if story_id is not None else None,
-            story_copy=candidate.story_copy and seen is None,
-            now=now,
-        )
-        result.verdicts.append(Verdict.NEW if seen is None else Verdict.UPDATED)
-        result.alerts.extend(alerts)
-        result.records.extend(records)
+        _admit_one(store, candidate, make_alert, make_record, now, result)
     return result
 
+
+def _admit_one(
+    store: SeenStore,
+    candidate: Candidate,
+    make_alert: Callable[[Match, Article], Alert],
+    make_record: Callable[[Alert], Record],
+    now: float,
+    result: Admission,
+) -> None:
+    """Decide one article: a duplicate (touched), or new or updated (recorded, its new alerts queued)."""
+    article = candidate.article
+    seen = store.find_article(article.id, article.url)
+    if seen is not None and seen.content_hash == candidate.stored_hash:
+        result.verdicts.append(Verdict.DUPLICATE)
+        store.touch_articles([seen.id], now)
+        return
+    previous_rules = seen.rules if seen is not None else frozenset()
+    # Keep the first id the story was known by: alert ids derive from it, so a story
+    # met again under another guid or link never gets a second alert id.
+    if seen is not None and seen.id != article.id:
+        article = replace(article, id=seen.id)
+    fresh = [m for m in candidate.matches if m.rule.id not in previous_rules]
+    story_id = candidate.story_id or (seen.story_id if seen is not None else None)
+    if story_id is not None:
+        # One alert per rule per story: a copy of wire text already alerted on under
+        # another url is counted, not alerted again.
+        story_rules = store.story_rules(story_id) or frozenset()
+        fresh = [m for m in fresh if m.rule.id not in story_rules]
+        if candidate.story_copy and seen is None:
+            result.story_copies += 1
+    alerts = [make_alert(m, article) for m in fresh]
+    if story_id is not None:
+        alerts = [replace(alert, story_id=story_id) for alert in alerts]
+    records = [make_record(a) for a in alerts]
+    store.record_article(
+        article_id=article.id,
+        url=article.url if seen is None else (seen.url or article.url),
+        feed_url=article.feed_url,
+        content_hash=candidate.stored_hash,
+        rules=previous_rules | {m.rule.id for m in candidate.matches},
+        outbox=records,
+        story_id=story_id,
+        # The story's rule record goes in the article's own transaction: recorded
+        # without the alerts (a crash in between), later copies would never alert.
+        story_alerted=[m.rule.id for m in fresh] if story_id is not None else None,
+        story_copy=candidate.story_copy and seen is None,
+        now=now,
+    )
+    result.verdicts.append(Verdict.NEW if seen is None else Verdict.UPDATED)
+    result.alerts.extend(alerts)
+    result.records.extend(records)

@@ -165,7 +165,12 @@ class RulesHolder:
         if outcome.ruleset is None:
             log.debug("rules.reload.unchanged", version=self.current.version)
             return True
-        previous, self.current = self.current, outcome.ruleset
+        self._swap(outcome.ruleset, outcome.changes)
+        return True
+
+    def _swap(self, ruleset: RuleSet, changes: RuleSetChanges) -> None:
+        """Put ``ruleset`` in force, tell the listeners, and free the old set off the loop."""
+        previous, self.current = self.current, ruleset
         self.reloads += 1
         self.last_error = None
         log.info(
@@ -173,16 +178,15 @@ class RulesHolder:
             version=self.current.version,
             previous_version=previous.version,
             rules=len(self.current.rules),
-            **outcome.changes.summary(),
+            **changes.summary(),
         )
         for listener in self.listeners:
             listener(self.current)
         # Dropping the last reference to the old set on the loop would free it there in
         # one go (0.4 s at 100,000 rules); a thread frees it piece by piece instead.
         old = [previous]
-        del previous, outcome
+        del previous, ruleset
         threading.Thread(target=_release_logged, args=(old,), name="rules-release", daemon=True).start()
-        return True
 
     def _failed(self, error: RuleError) -> bool:
         """Count a refused reload (the active rules stay) and tell the listeners."""
