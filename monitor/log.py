@@ -159,8 +159,8 @@ class _Logger:
     runs, and must still follow that configuration, so the logger is built on first use
     and rebuilt after a reconfiguration. structlog's own lazy proxy (with
     ``cache_logger_on_first_use`` off, which reconfiguration needs) builds a new bound
-    logger on every call, output stream lookup included: a tenth of the daemon's work
-    for a 304 poll, even for a debug line that is then filtered out.
+    logger on every call, output stream lookup included: a noticeable share of the daemon's
+    work for a 304 poll, even for a debug line that is then filtered out.
     """
 
     __slots__ = ("_bound", "_built_for", "_context")

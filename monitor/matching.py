@@ -69,7 +69,7 @@ class CpuLane:
     """Time-slices the CPU work polls do on the event loop (rule matching, story lookup).
 
     Yielding between articles is not enough: when 64 polls each hold new articles, every
-    loop iteration would run one article of each, ~100 ms before any socket is served.
+    loop iteration would run one article of each before any socket is served.
     One poll at a time holds the lane, for at most ``slice_seconds`` before it lets the
     loop (and the other polls) run.
     """

@@ -75,7 +75,7 @@ def _yield_to_event_loop() -> None:
 
     With as many workers as cores, a busy pool leaves the event loop's thread waiting for
     a core, and a thread descheduled while it holds the GIL (the state-store thread)
-    makes the loop wait too: stalls of 100-300 ms in the 10,000-feed benchmark. Niced
+    makes the loop wait too (long stalls, see docs/polling.md). Niced
     workers still take every idle cycle; they just never make the loop wait for one.
     """
     try:
@@ -132,7 +132,7 @@ class ParserPool:
                 try:
                     # Submitted back to back, before any can finish: each starts a worker of its
                     # own. Off the loop: the first submit waits for the fork server to import
-                    # the parse modules (~0.5 s).
+                    # the parse modules.
                     futures = await asyncio.to_thread(lambda: [pool.submit(_ready) for _ in range(self.workers)])
                     await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), STARTUP_TIMEOUT)
                 except (TimeoutError, BrokenProcessPool) as exc:

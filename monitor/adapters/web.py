@@ -9,7 +9,7 @@
 Both show one page of feeds (:func:`parse_feed_query`: ``health``, ``q``, ``order``,
 ``offset``, ``limit``; at most :data:`~monitor.feeds.health.MAX_PAGE_ROWS`), problems first,
 with the counts by health and the number of feeds that match; an invalid parameter is a
-400 naming it. A page costs O(page), not O(feeds), so 50,000 feeds do not stall the loop.
+400 naming it. A page costs O(page), not O(feeds), so a large feed list does not stall the loop.
 
 The page is server-rendered HTML without scripts. Everything shown comes from feeds
 and operators, so all of it is escaped, and only http(s) links are made clickable.

@@ -19,25 +19,16 @@ little text makes unrelated articles look alike.
 Signatures are persisted by the state store (table ``story_members``) so a restart
 keeps the window: :meth:`StoryIndex.restore` reloads them.
 
-Cost: a signature takes ~0.3 ms of CPU per article (shingling and hashing), so the
-daemon computes them in its worker processes with :func:`sign_texts` (pure, picklable:
-:attr:`StoryIndex.signer`) and hands them to :meth:`StoryIndex.assign`; the event loop
-only queries and updates the LSH index. That work is bounded too: a story keeps at most
-:data:`INDEXED_PER_STORY` members in the index (later copies join the story without
-being indexed: its first members already find every further copy), and at most
-:data:`MAX_CANDIDATES` LSH candidates are compared per article, so a burst of
-near-identical texts costs linear, not quadratic, time.
+Signing (shingling and hashing) is CPU work, so the daemon signs in its worker processes
+with :func:`sign_texts` (pure, picklable: :attr:`StoryIndex.signer`); the event loop only
+queries and updates the index, and that is bounded too: a story keeps at most
+:data:`INDEXED_PER_STORY` members in the index (its first members already find every
+later copy), and at most :data:`MAX_CANDIDATES` candidates are compared per article.
 
-The index is built so that the cyclic garbage collector never walks it. A day's window
-holds ~100,000 articles, and a collection follows every reference of every container
-it tracks: datasketch's ``MinHashLSH`` (per-bucket sets and lists) made full collections
-stall the event loop for ~400 ms, and even dicts of tuples cost 50-130 ms, because a
-tuple is tracked when it is made and one insert of it puts its dict back under watch.
-So members are numbered, the LSH buckets (:class:`_Bands`, banded exactly as
-``MinHashLSH`` chooses for the threshold) are dicts of bytes to packed member numbers,
-and each member attribute is a dict of plain values: strings, floats, numpy arrays,
-none of which the collector tracks. Those dicts are sharded (:class:`_Shards`) so that
-none grows by rebuilding a table of the whole window at once.
+The index holds only containers the cyclic garbage collector does not track (dicts of
+bytes, strings, floats and arrays, sharded by :class:`_Shards`), so collections never
+walk a day's window. What that and the sharding cost and saved is in docs/polling.md
+("Story index").
 """
 
 from __future__ import annotations
@@ -145,7 +136,7 @@ def parse_and_sign(body: bytes, feed_url: str, content_type: str | None, signer:
     """:func:`~monitor.parse.parse_feed`, then every article's story signature, in one worker task.
 
     Signing in the worker that already holds the articles costs no extra round trip and
-    keeps shingling and MinHash (~0.3 ms an article) off the event loop.
+    keeps shingling and MinHash off the event loop.
     """
     parsed = parse_feed(body, feed_url, content_type)
     return SignedFeed(parsed, signer([story_text(article) for article in parsed.articles]))
@@ -158,12 +149,10 @@ _SHARDS = 256
 class _Shards:
     """A dict split by key hash into :data:`_SHARDS` small dicts.
 
-    A dict grows by rebuilding its whole table in one step, and the index's dicts grow
-    in lockstep (one entry per member each) to hundreds of thousands of entries: one
-    article's insert that made ~20 of them double together held the event loop for
-    ~680 ms. Split, each step rebuilds one small table, and the shards reach their
-    thresholds at different moments. Each shard holds plain values only, so none is
-    tracked by the garbage collector.
+    A dict grows by rebuilding its whole table in one step, and the index's dicts grow in
+    lockstep (an entry per member each): unsplit, one insert could rebuild them all at
+    once. Split, each step rebuilds one small table, and the shards reach their
+    thresholds at different moments. Shards hold plain values only (not GC-tracked).
     """
 
     __slots__ = ("shards",)

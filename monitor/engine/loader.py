@@ -42,7 +42,7 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _LIST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
-# libyaml's composer keeps the same node marks and is ~10x faster on large rule sets.
+# libyaml's composer keeps the same node marks and is much faster on large rule sets.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _STR = "tag:yaml.org,2002:str"
@@ -437,8 +437,8 @@ def _gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a rule set is built.
 
     Compiling allocates hundreds of thousands of long-lived objects, and every
-    collection of the oldest generation triggered on the way re-traverses all of them:
-    at 10,000 rules that was ~40% of the load time. Nothing is freed by pausing (no
+    collection of the oldest generation triggered on the way re-traverses all of them (a
+    large share of the load time, see docs/rules.md). Nothing is freed by pausing (no
     cycles are made here that matter), and the collector resumes as it was.
     """
     if not gc.isenabled():
@@ -497,8 +497,8 @@ def _collect_rules(paths: Iterable[str | Path]) -> tuple[RuleSet, list[RuleError
 
 def _discard(sources: list[_Source]) -> None:
     """Free the YAML nodes a rule at a time: freed in one go when the list goes, a large
-    set's nodes held the interpreter for 0.1 s at 100,000 rules, stalling the event loop
-    while a reload ran in its thread."""
+    set's nodes would hold the interpreter, stalling the event loop while a reload runs
+    in its thread."""
     while sources:
         root = sources.pop().root
         for _key, value in root.value if isinstance(root, MappingNode) else ():

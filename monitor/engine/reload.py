@@ -13,7 +13,7 @@ next change is tried again. A reload that would leave no rule at all (a rule dir
 emptied, a rule file emptied) is refused the same way unless ``allow_empty`` is set: a
 half-written file or an unmounted volume must not silently switch every alert off.
 
-Reading, compiling, comparing and freeing rule sets (seconds at 100,000 rules) happen in
+Reading, compiling, comparing and freeing rule sets (seconds for a large set) happen in
 a worker thread, and in small steps, so the event loop keeps answering: no single step
 holds the interpreter for long (see :func:`_release`).
 """
@@ -103,9 +103,9 @@ class RulesHolder:
     #: Accept a reload that leaves no rule at all (``[rules] allow_empty``).
     allow_empty: bool = False
     #: Freeze a reloaded set out of the cyclic GC (``gc.freeze()``) before any collection
-    #: can traverse it, as the daemon does with the first set at start-up: at 10,000 rules
-    #: that is ~260,000 objects, which every full collection re-traversed (100-200 ms loop
-    #: stalls). The old set has no reference cycles, so it is still freed; cyclic garbage
+    #: can traverse it, as the daemon does with the first set at start-up: a large set is
+    #: hundreds of thousands of objects that every full collection would re-traverse,
+    #: stalling the loop. The old set has no reference cycles, so it is still freed; cyclic garbage
     #: that exists at that moment is kept, a bounded cost paid once per reload.
     freeze: bool = False
     reloads: int = 0
@@ -183,7 +183,7 @@ class RulesHolder:
         for listener in self.listeners:
             listener(self.current)
         # Dropping the last reference to the old set on the loop would free it there in
-        # one go (0.4 s at 100,000 rules); a thread frees it piece by piece instead.
+        # one go; a thread frees it piece by piece instead.
         old = [previous]
         del previous, ruleset
         threading.Thread(target=_release_logged, args=(old,), name="rules-release", daemon=True).start()
@@ -202,7 +202,7 @@ def _load(paths: tuple[str, ...], current: RuleSet, allow_empty: bool, freeze: b
 
     The cyclic GC stays paused until the new set is frozen or freed: a collection
     triggered right after loading would traverse every object of the new set, holding
-    the interpreter (and the event loop) for 0.7 s at 100,000 rules.
+    the interpreter (and the event loop) for a long while with a large set.
     """
     collecting = gc.isenabled()
     gc.disable()

@@ -68,8 +68,8 @@ def _version(rules: Sequence[Rule], lists: Mapping[str, tuple[TermSpec, ...]]) -
     """A content hash: stable across runs and file moves, changed by any rule or list edit.
 
     The hash of ``{"lists": {...}, "rules": [...]}`` as sorted-key JSON, encoded a rule at
-    a time: one ``json.dumps`` of the whole set held the interpreter for 0.9 s at 100,000
-    rules, stalling the event loop while a reload ran in its thread.
+    a time: one ``json.dumps`` of a whole large set would hold the interpreter long enough
+    to stall the event loop while a reload runs in its thread.
     """
     digest = hashlib.sha256()
 

@@ -161,8 +161,8 @@ class _LoopHistogram:
     """A histogram fed from the event loop only: plain numbers, no locks.
 
     prometheus_client's Histogram takes a lock per observation and per bucket, as threads
-    may share it. Observed twice after every poll, thousands of times a second, that was
-    (with the poll counter) a sixth of a 304 poll's own work. Read by
+    may share it; observed twice after every poll, that is a noticeable share of a 304
+    poll's own work (docs/polling.md). Read by
     :class:`_ScrapeTimeCollector` when Prometheus scrapes, which also runs on the event loop.
     """
 
