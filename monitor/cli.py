@@ -167,20 +167,16 @@ def _add_rules(commands: Any) -> None:
     )
     rule_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     rule_commands.required = True
-    check = _command(
-        rule_commands, "check", "validate rule files (exit 1 on any error)",
-        "examples:\n  news-monitor rules check\n  news-monitor rules check rules/summit.yaml\n",
-    )
-    _add_config(check)
-    check.add_argument("paths", nargs="*", help="rule files or folders (default: [rules] paths)")
-    check.set_defaults(handler=_cmd_rules_check)
-    test = _command(
-        rule_commands, "test", "run every rule's examples (exit 1 on a failure)",
-        "examples:\n  news-monitor rules test\n  news-monitor rules test rules/\n",
-    )
-    _add_config(test)
-    test.add_argument("paths", nargs="*", help="rule files or folders (default: [rules] paths)")
-    test.set_defaults(handler=_cmd_rules_test)
+    for name, help, epilog, handler in (
+        ("check", "validate rule files (exit 1 on any error)",
+         "examples:\n  news-monitor rules check\n  news-monitor rules check rules/summit.yaml\n", _cmd_rules_check),
+        ("test", "run every rule's examples (exit 1 on a failure)",
+         "examples:\n  news-monitor rules test\n  news-monitor rules test rules/\n", _cmd_rules_test),
+    ):
+        command = _command(rule_commands, name, help, epilog)
+        _add_config(command)
+        command.add_argument("paths", nargs="*", help="rule files or folders (default: [rules] paths)")
+        command.set_defaults(handler=handler)
     evaluate = _command(
         rule_commands, "eval", "precision/recall/F1 of the rules on a labeled JSON-lines set",
         "example:\n  news-monitor rules eval tests/data/labeled.jsonl --rules rules/\n",

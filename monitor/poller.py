@@ -43,7 +43,11 @@ class _Polls(Protocol):
 
 
 class Poller:
-    """Polls the feeds: the due queue, the pollers, the per-host lines, rescheduling."""
+    """Polls the feeds: the due queue, the pollers, the per-host lines, rescheduling.
+
+    Those share one state (the due queue, the host counts and lines, the busy pollers),
+    hence one class of about fifteen methods.
+    """
 
     def __init__(self, feeds: list[Feed], options: FeedsSettings, observer: Observer, shutdown: Shutdown) -> None:
         self.options = options

@@ -55,7 +55,12 @@ log = get_logger("worker")
 
 
 class Monitor:
-    """The long-running daemon (or one pass of it with ``once``)."""
+    """The long-running daemon (or one pass of it with ``once``).
+
+    Its methods are the process's own (about fifteen): what the command line and tests
+    read (summary, delivery, address), stop and stop at once, run and run-once, the helper
+    tasks, reload, signals. The components are built by :mod:`monitor.app.daemon`.
+    """
 
     def __init__(self, settings: Settings, *, feeds: list[Feed] | None = None) -> None:
         self.settings = settings

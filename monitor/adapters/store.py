@@ -199,7 +199,9 @@ class Store:
     """Synchronous SQLite store. Use from one thread (see :class:`AsyncStore`).
 
     Every public method raises :class:`~monitor.errors.StoreError` for a fault of the
-    file or the disk (see the module docstring).
+    file or the disk (see the module docstring). One method per operation on the five
+    tables (about twenty-five): kept in one class because transactions span tables
+    (an article, its outbox rows and its story are written together).
     """
 
     FILENAME = "monitor.sqlite3"
@@ -545,7 +547,8 @@ def _load_headers(blob: bytes) -> tuple[tuple[str, bytes], ...]:
 
 
 class AsyncStore:
-    """Runs a :class:`Store` on one dedicated thread, so callers can ``await`` it.
+    """Runs a :class:`Store` on one dedicated thread, so callers can ``await`` it: a typed
+    coroutine for each store operation the daemon uses (hence its length).
 
     ``failure_listeners`` are called (on the event loop) when the store starts failing,
     with the :class:`~monitor.errors.StoreError`; ``recovery_listeners`` when a write

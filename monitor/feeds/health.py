@@ -331,7 +331,12 @@ class FeedPage:
 
 @dataclass
 class FeedHealthTracker:
-    """Every feed's latest state and health, updated from polls and periodic sweeps."""
+    """Every feed's latest state and health, updated from polls and periodic sweeps.
+
+    About twenty methods, one index: every change of a feed's health or latest new item
+    moves it in the index that pages and counts read, so the updates and the reads of
+    that index are kept in one class.
+    """
 
     feeds: Sequence[Feed]
     policy: HealthPolicy = field(default_factory=HealthPolicy)

@@ -133,21 +133,26 @@ def _skip_misc(text: str, position: int) -> int | None:
 
 def _find_subset_start(text: str, position: int) -> int | None:
     """Return the index of the DOCTYPE's ``[``, or None when it has no internal subset."""
+    found = _outside_quotes(text, position, "[>")
+    return found if found >= 0 and text[found] == "[" else None
+
+
+def _outside_quotes(text: str, position: int, stops: str) -> int:
+    """The index of the first of ``stops`` from ``position`` that is not inside a quoted
+    literal, or -1 (also for a literal that never closes)."""
     length = len(text)
     while position < length:
         char = text[position]
         if char in "\"'":
             end = text.find(char, position + 1)
             if end < 0:
-                return None
+                return -1
             position = end + 1
-        elif char == "[":
+        elif char in stops:
             return position
-        elif char == ">":
-            return None
         else:
             position += 1
-    return None
+    return -1
 
 
 def _scan_subset(text: str, position: int) -> tuple[list[str], int]:
@@ -183,19 +188,7 @@ def _scan_subset(text: str, position: int) -> tuple[list[str], int]:
 
 def _declaration_end(text: str, position: int) -> int:
     """Return the index of the ``>`` closing a markup declaration, or -1."""
-    length = len(text)
-    while position < length:
-        char = text[position]
-        if char in "\"'":
-            end = text.find(char, position + 1)
-            if end < 0:
-                return -1
-            position = end + 1
-        elif char == ">":
-            return position
-        else:
-            position += 1
-    return -1
+    return _outside_quotes(text, position, ">")
 
 
 def _skip_space(text: str, position: int) -> int:
