@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.errors import StoreError
@@ -34,12 +34,6 @@ from monitor.settings import FeedsSettings
 __all__ = ["Poller"]
 
 log = get_logger("worker")
-
-
-class _Polls(Protocol):
-    """What the poller needs of the pipeline (see :class:`~monitor.pipeline.Pipeline`)."""
-
-    async def poll(self, feed: Feed) -> PollReport: ...
 
 
 class Poller:
