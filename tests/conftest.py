@@ -8,7 +8,7 @@ import pytest
 
 from monitor.adapters.broker import EmbeddedBroker
 from monitor.log import configure_logging
-from tests.support import FeedServer
+from tests.support import FeedServer, PollServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,3 +30,14 @@ async def feed_server() -> AsyncIterator[FeedServer]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[PollServer]:
+    """A local server with per-path handlers that records every request (path, headers,
+    time) and how many were in flight at once."""
+    running = await PollServer().start()
+    try:
+        yield running
+    finally:
+        await running.stop()

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -247,3 +247,109 @@ async def read_alerts(
             for topic in topics:
                 found.extend(alerts_from(await read_topic(bootstrap_servers, topic, timeout=timeout, idle=0.3), urls))
     return found
+
+
+# -- a daemon polling a server that records every request ------------------------------------------
+
+
+def rss(items: list[tuple[str, str, str]], title: str = "feed") -> bytes:
+    """An RSS document with (guid, title, text) items."""
+    entries = "".join(
+        f"<item><title>{t}</title><link>https://news.example/{g}</link><guid isPermaLink=\"false\">urn:t:{g}</guid>"
+        f"<description>{x}</description></item>"
+        for g, t, x in items
+    )
+    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>{title}</title>{entries}</channel></rss>'.encode()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Hit:
+    path: str
+    headers: dict[str, str]
+    at: float
+    status: int = 0
+
+
+@dataclass
+class PollServer(LocalServer):
+    """A real aiohttp server on 127.0.0.1 with per-path handlers and a request log."""
+
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    hits: list[Hit] = field(default_factory=list)
+    #: Seconds every answer is held back (to make concurrency visible).
+    delay: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def of(self, path: str) -> list[Hit]:
+        return [h for h in self.hits if h.path == path]
+
+    def feed(self, path: str, body: bytes, **headers: str) -> str:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.Response(body=body, headers={"Content-Type": "application/rss+xml", **headers})
+
+        self.handlers[path] = handler
+        return self.url(path)
+
+    def status(self, path: str, status: int, **headers: str) -> str:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.Response(status=status, text="", headers=headers)
+
+        self.handlers[path] = handler
+        return self.url(path)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        hit = Hit(request.path, dict(request.headers), time.monotonic())
+        self.hits.append(hit)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            handler = self.handlers.get(request.path)
+            response = await handler(request) if handler else web.Response(status=404, text="not found")
+            hit.status = response.status
+            return response
+        finally:
+            self.in_flight -= 1
+
+
+async def until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    """Wait for ``condition`` to hold (checked every 20 ms), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Running:
+    """A daemon running in the background for the body of an ``async with``."""
+
+    def __init__(self, settings) -> None:
+        from monitor.worker import Monitor  # the daemon's imports are heavy: only tests that run it pay
+
+        self.monitor = Monitor(settings)
+        self.task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Any:
+        self.task = asyncio.create_task(self.monitor.run(handle_signals=False))
+        return self.monitor
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.monitor.stop()
+        await asyncio.wait_for(self.task, timeout=30)
+
+
+def stored(settings, url: str):
+    """A feed's state as the store has it now."""
+    from monitor.adapters.store import Store
+
+    store = Store(Path(settings.state_dir))
+    try:
+        return store.feed_state(url)
+    finally:
+        store.close()

@@ -12,13 +12,12 @@ import time
 
 import pytest
 
-from tests.support import make_settings
-from tests.test_poller_daemon import Running, rss, server, stored, until  # noqa: F401 - server is a fixture
+from tests.support import Running, make_settings, rss, stored, until
 
 pytestmark = pytest.mark.integration
 
 
-async def test_concurrency_pollers_cap_requests_in_flight_and_every_feed_is_polled(broker, server, tmp_path):  # noqa: F811
+async def test_concurrency_pollers_cap_requests_in_flight_and_every_feed_is_polled(broker, server, tmp_path):
     server.delay = 0.1
     urls = [server.feed(f"/bounded/{n}.rss", rss([(f"b{n}", f"Item {n}", "Many feeds, few pollers.")])) for n in range(12)]
     settings = make_settings(

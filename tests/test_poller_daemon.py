@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
@@ -23,110 +21,11 @@ from aiohttp import web
 
 from monitor.adapters.store import Store
 from monitor.worker import Monitor
-from tests.support import LocalServer, make_settings, read_alerts
+from tests.support import Running, make_settings, read_alerts, rss, stored, until
 
 pytestmark = pytest.mark.integration
 
 SANCTIONS = "The European Union agreed new sanctions against Russia on Friday, targeting oil exports and banks."
-
-
-def rss(items: list[tuple[str, str, str]], title: str = "feed") -> bytes:
-    """An RSS document with (guid, title, text) items."""
-    entries = "".join(
-        f"<item><title>{t}</title><link>https://news.example/{g}</link><guid isPermaLink=\"false\">urn:t:{g}</guid>"
-        f"<description>{x}</description></item>"
-        for g, t, x in items
-    )
-    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>{title}</title>{entries}</channel></rss>'.encode()
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Hit:
-    path: str
-    headers: dict[str, str]
-    at: float
-    status: int = 0
-
-
-@dataclass
-class PollServer(LocalServer):
-    """A real aiohttp server on 127.0.0.1 with per-path handlers and a request log."""
-
-    handlers: dict[str, Handler] = field(default_factory=dict)
-    hits: list[Hit] = field(default_factory=list)
-    #: Seconds every answer is held back (to make concurrency visible).
-    delay: float = 0.0
-    in_flight: int = 0
-    max_in_flight: int = 0
-
-    def of(self, path: str) -> list[Hit]:
-        return [h for h in self.hits if h.path == path]
-
-    def feed(self, path: str, body: bytes, **headers: str) -> str:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return web.Response(body=body, headers={"Content-Type": "application/rss+xml", **headers})
-
-        self.handlers[path] = handler
-        return self.url(path)
-
-    def status(self, path: str, status: int, **headers: str) -> str:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return web.Response(status=status, text="", headers=headers)
-
-        self.handlers[path] = handler
-        return self.url(path)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        hit = Hit(request.path, dict(request.headers), time.monotonic())
-        self.hits.append(hit)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            handler = self.handlers.get(request.path)
-            response = await handler(request) if handler else web.Response(status=404, text="not found")
-            hit.status = response.status
-            return response
-        finally:
-            self.in_flight -= 1
-
-
-@pytest.fixture
-async def server():
-    running = await PollServer().start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """Wait for ``condition`` to hold (checked every 20 ms), failing after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-class Running:
-    """A daemon running in the background for the body of an ``async with``."""
-
-    def __init__(self, settings) -> None:
-        self.monitor = Monitor(settings)
-        self.task: asyncio.Task | None = None
-
-    async def __aenter__(self) -> Monitor:
-        self.task = asyncio.create_task(self.monitor.run(handle_signals=False))
-        return self.monitor
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.monitor.stop()
-        await asyncio.wait_for(self.task, timeout=30)
 
 
 def polls(monitor: Monitor, result: str) -> float:
@@ -137,14 +36,6 @@ def polls(monitor: Monitor, result: str) -> float:
             if sample.name == "news_monitor_feed_polls_total" and sample.labels.get("result") == result:
                 total += sample.value
     return total
-
-
-def stored(settings, url: str):
-    store = Store(Path(settings.state_dir))
-    try:
-        return store.feed_state(url)
-    finally:
-        store.close()
 
 
 def _settings(tmp_path, broker, feeds, **feeds_overrides):
