@@ -20,7 +20,7 @@ from typing import Any
 
 from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term, TermKey
 from monitor.engine.text import FoldedText, fold
-from monitor.model import FIELDS, Article, Hit, Match, Rule
+from monitor.model import FIELDS, Article, Hit
 
 __all__ = [
     "MAX_HITS_PER_TERM",
@@ -32,7 +32,6 @@ __all__ = [
     "find_term_hits",
     "fold_fields",
     "make_hit",
-    "new_match",
     "to_hits",
 ]
 
@@ -470,13 +469,3 @@ _set_field = vars(Hit)["field"].__set__
 _set_start = vars(Hit)["start"].__set__
 _set_end = vars(Hit)["end"].__set__
 _set_text = vars(Hit)["text"].__set__
-_set_rule = vars(Match)["rule"].__set__
-_set_hits = vars(Match)["hits"].__set__
-
-
-def new_match(rule: Rule, hits: tuple[Hit, ...]) -> Match:
-    """``Match(rule, hits)`` without the frozen dataclass ``__init__`` (see :func:`make_hit`)."""
-    match = _new(Match)
-    _set_rule(match, rule)
-    _set_hits(match, hits)
-    return match

@@ -34,7 +34,6 @@ from monitor.engine.evaluate import (
     compile_node,
     fold_fields,
     make_hit,
-    new_match,
     to_hits,
 )
 from monitor.engine.query import And, AtLeast, CompiledRule, Near, Node, Not, Or, Term, TermKey, iter_terms, required_groups
@@ -44,6 +43,9 @@ from monitor.model import FIELDS, Article, Hit, Match, Rule
 __all__ = ["Matcher"]
 
 _PATTERN_ID = itemgetter(0)
+_new = object.__new__
+_set_rule = vars(Match)["rule"].__set__
+_set_hits = vars(Match)["hits"].__set__
 
 
 class Matcher:
@@ -171,9 +173,27 @@ class Matcher:
         cache: dict[Span, Hit] = {}
         for rule_index in sorted(fired) if len(fired) > 1 else fired:
             group = fired[rule_index]
-            evidence = self._evidence(group, hits, context, fields, cache)
-            if evidence is not None:
-                matches.append(new_match(group[0].rule, evidence))
+            single = group[0].single
+            if single is not None and len(group) == 1:
+                # The usual case: one exact clause that holds, with one positive term, whose
+                # hits are its evidence. Its Hits are not shared through ``cache``: other rules
+                # rarely cite the same hit, and the lookup costs more than the odd duplicate Hit.
+                key_id, label = single
+                found = hits[key_id]
+                if len(found) == 1:
+                    field_index, start, end = found[0]
+                    evidence: tuple[Hit, ...] | None = (make_hit(label, field_index, start, end, fields),)
+                else:
+                    evidence = to_hits([(label, *each) for each in found], fields, cache)
+            else:
+                evidence = self._evidence(group, hits, context, fields, cache)
+                if evidence is None:
+                    continue
+            # Match(...) without the frozen dataclass __init__ (see evaluate.make_hit).
+            match = _new(Match)
+            _set_rule(match, group[0].rule)
+            _set_hits(match, evidence)
+            matches.append(match)
         return matches
 
     def _candidates(self, present: set[int]) -> set[_Entry]:
@@ -200,19 +220,9 @@ class Matcher:
     def _evidence(
         self, group: list[_Entry], hits: dict[int, TermHits], context: Context, fields: list[FoldedText], cache: dict[Span, Hit]
     ) -> tuple[Hit, ...] | None:
-        """The evidence of one rule whose clauses ``group`` hold or may hold; None if none does."""
+        """The evidence of one rule whose clauses ``group`` hold or may hold (but for one
+        exact clause of one term, see :meth:`match`); None if none does."""
         entry = group[0]
-        single = entry.single
-        if single is not None and len(group) == 1:
-            # The usual case: one exact clause that holds, with one positive term, whose
-            # hits are its evidence. Its Hits are not shared through ``cache``: other rules
-            # rarely cite the same hit, and the lookup costs more than the odd duplicate Hit.
-            key_id, label = single
-            found = hits[key_id]
-            if len(found) == 1:
-                field_index, start, end = found[0]
-                return (make_hit(label, field_index, start, end, fields),)
-            return to_hits([(label, *each) for each in found], fields, cache)
         if len(group) == 1 and entry.node is None:
             # One exact clause that holds: every hit of its positive terms.
             spans: list[Span] | None = [(label, f, s, e) for key_id, label in entry.terms for f, s, e in hits.get(key_id, ())]
