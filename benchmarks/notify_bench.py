@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 from monitor.adapters.broker import EmbeddedBroker  # noqa: E402
 from monitor.adapters.kafka import TopicAdmin  # noqa: E402
 from monitor.settings import KafkaSettings  # noqa: E402
-from tests.notify_support import alert_value  # noqa: E402
+from tests.notify.support import alert_value  # noqa: E402
 
 
 def _free_port() -> int:

@@ -66,7 +66,7 @@ class AppriseSender:
         scheme = destination.url.split("://", 1)[0] if "://" in destination.url else ""
         try:
             plugin = apprise.Apprise.instantiate(destination.url, suppress_exceptions=True)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a plugin's URL parser may raise anything: the URL is reported as unusable below
             plugin = None
         if plugin is None:
             raise ConfigError(
@@ -78,7 +78,7 @@ class AppriseSender:
             )
         self._plugin = plugin
         #: What may be shown of the URL (Apprise's privacy form).
-        self.safe_url: str = plugin.url(privacy=True)
+        self.safe_url: str = plugin.url(privacy=True)  # type: ignore[no-untyped-call]  # Apprise has no annotations
         self._secrets = _secret_parts(destination.url, self.safe_url)
         if destination.format == "auto":
             self.markdown = _preferred(plugin) in (NotifyFormat.MARKDOWN, NotifyFormat.HTML)
@@ -98,7 +98,7 @@ class AppriseSender:
                 title=message.title,
                 body_format=NotifyFormat.MARKDOWN if message.markdown else NotifyFormat.TEXT,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a service plugin's failure is this message's: reported, retried
             return self.mask(f"{type(exc).__name__}: {exc}")
         finally:
             _capture.lines = None

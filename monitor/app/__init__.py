@@ -3,5 +3,6 @@ the adapters, and builds the components of a run from the settings.
 
 :mod:`monitor.app.daemon`  the single-process daemon (every stage in one process)
 :mod:`monitor.app.status`  the feed-health table of ``news-monitor status``, from the state store
+:mod:`monitor.app.notify`  the ``news-monitor notify`` process (alerts to people)
 :mod:`monitor.app.notify`  the ``news-monitor notify`` process (and ``notify --test``)
 """

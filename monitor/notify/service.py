@@ -521,7 +521,7 @@ class NotifyService:
         self._update_gauges(route)
 
     def _backoff(self, attempts: int) -> float:
-        return min(self.options.retry_backoff_initial * 2 ** max(0, attempts - 1), self.options.retry_backoff_max)
+        return min(self.options.retry_backoff_initial * 2.0 ** max(0, attempts - 1), self.options.retry_backoff_max)
 
     def _update_gauges(self, route: Route) -> None:
         self.metrics.pending.labels(destination=route.name).set(route.pending)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from tests.notify_support import (
+from tests.notify.support import (
     FakeClock,
     MailServer,
     Webhook,

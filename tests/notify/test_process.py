@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.notify_support import Webhook, alert_value, create_topics, free_port, produce, unique_prefix, wait_until
+from tests.notify.support import Webhook, alert_value, create_topics, free_port, produce, unique_prefix, wait_until
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from monitor.notify.config import destination_from_table
 from monitor.notify.items import decode_item
 from monitor.notify.message import Renderer, Template, TemplateError
 from monitor.notify.schedule import Policy, parse_digest, parse_duration, parse_quiet_hours, parse_rate_limit
-from tests.notify_support import alert_value
+from tests.notify.support import alert_value
 
 UTC = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")
