@@ -33,6 +33,7 @@ from monitor.redact import DEFAULT_SECRET_PARAMS
 __all__ = [
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
+    "ClusterSettings",
     "DeliverySettings",
     "FeedsSettings",
     "FulltextSettings",
@@ -288,6 +289,35 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """``run --role``: pollers and matchers sharing the work through Kafka (docs/scaling.md)."""
+
+    #: Seconds a poller or matcher may go unheard before the group gives its work to the others.
+    session_timeout: float = 10.0
+    #: Compacted: feed URL -> the feed's settings (``news-monitor feeds sync`` writes it).
+    feeds_topic: str = "news.feeds"
+    #: Key article id, value the normalised article (schemas/article-v1.json).
+    articles_topic: str = "news.articles"
+    #: Compacted: feed URL -> the feed's polling state, co-partitioned with ``feeds_topic``.
+    feed_state_topic: str = "news.feed-state"
+    #: Compacted: article id -> what a matcher remembers of it, co-partitioned with ``articles_topic``.
+    matcher_state_topic: str = "news.matcher-state"
+    poller_group: str = "news-monitor-pollers"
+    matcher_group: str = "news-monitor-matchers"
+    #: This instance's name in ``status --cluster`` ("" = host name and process id).
+    instance_id: str = ""
+
+    def topics(self) -> dict[str, str]:
+        """Every cluster topic by its key name."""
+        return {
+            "feeds_topic": self.feeds_topic,
+            "articles_topic": self.articles_topic,
+            "feed_state_topic": self.feed_state_topic,
+            "matcher_state_topic": self.matcher_state_topic,
+        }
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     state: StateSettings = field(default_factory=StateSettings)
@@ -300,6 +330,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     #: The file these settings came from (None: defaults only).
     source: Path | None = None
 
@@ -808,6 +839,7 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_http_and_health(settings, loc)
     _validate_polling(settings, loc)
     _validate_notify(settings, loc)
+    _validate_cluster(settings.cluster, loc)
     if not kafka.embedded:
         try:
             bootstrap_addresses(kafka.bootstrap_servers)
@@ -1034,6 +1066,28 @@ def _validate_topics(settings: Settings, loc: SourceLocation) -> None:
             )
     if kafka.articles_topic and kafka.articles_topic == kafka.dead_letter_topic:
         raise ConfigError("[kafka] articles_topic must differ from dead_letter_topic", location=loc)
+
+
+def _validate_cluster(cluster: ClusterSettings, loc: SourceLocation) -> None:
+    if not math.isfinite(cluster.session_timeout) or not 6 <= cluster.session_timeout <= 300:
+        raise ConfigError(
+            f"[cluster] session_timeout = {cluster.session_timeout!r} is out of range",
+            location=loc,
+            hint="seconds from 6 to 300 (Kafka's default group.min/max.session.timeout.ms), e.g. 10",
+        )
+    topics = cluster.topics()
+    for key, topic in topics.items():
+        if not _TOPIC.fullmatch(topic) or topic in {".", ".."}:
+            raise ConfigError(
+                f"[cluster] {key} = {topic!r} is not a Kafka topic name", location=loc, hint="at most 249 letters, digits, '.', '_' and '-'"
+            )
+    if len(set(topics.values())) < len(topics):
+        raise ConfigError("[cluster] the topics must all differ", location=loc, hint=", ".join(f"{k} = {v!r}" for k, v in topics.items()))
+    for key in ("poller_group", "matcher_group"):
+        if not getattr(cluster, key).strip():
+            raise ConfigError(f"[cluster] {key} is empty", location=loc, hint=f'{key} = "{getattr(ClusterSettings, key)}"')
+    if cluster.poller_group == cluster.matcher_group:
+        raise ConfigError("[cluster] poller_group and matcher_group must differ", location=loc)
 
 
 #: Settings a SIGHUP reload applies; any other change waits for a restart (and is logged).

@@ -235,3 +235,30 @@ def test_other_values_are_checked_for_type_and_range(tmp_path, text, problem):
 def test_non_finite_numbers_from_the_environment_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="NEWS_MONITOR_FEEDS_INTERVAL='inf' is invalid: expected a finite number"):
         load_settings(_write(tmp_path, ""), environ={"NEWS_MONITOR_FEEDS_INTERVAL": "inf"})
+
+
+def test_cluster_section_has_defaults_file_values_and_environment_overrides(tmp_path):
+    config = tmp_path / "monitor.toml"
+    config.write_text('[cluster]\nsession_timeout = 20\nfeeds_topic = "desk.feeds"\n', encoding="utf-8")
+    settings = load_settings(config, environ={"NEWS_MONITOR_CLUSTER_MATCHER_GROUP": "desk-matchers"})
+    assert settings.cluster.session_timeout == 20.0
+    assert settings.cluster.feeds_topic == "desk.feeds"
+    assert settings.cluster.matcher_group == "desk-matchers"
+    assert settings.cluster.articles_topic == "news.articles"
+    assert settings.cluster.poller_group == "news-monitor-pollers"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("session_timeout = 2", "session_timeout = 2.0 is out of range"),
+        ('feeds_topic = "bad topic"', "is not a Kafka topic name"),
+        ('feeds_topic = "news.articles"', "the topics must all differ"),
+        ('matcher_group = "news-monitor-pollers"', "must differ"),
+    ],
+)
+def test_a_bad_cluster_setting_is_refused(tmp_path, text, message):
+    config = tmp_path / "monitor.toml"
+    config.write_text(f"[cluster]\n{text}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(config)

@@ -145,9 +145,11 @@ class TopicAdmin:
         self._settings = settings
         self._bootstrap = bootstrap_servers
 
-    async def ensure(self, topics: Iterable[str]) -> TopicReport:
-        """Create every topic in ``topics`` that does not exist yet."""
-        wanted = sorted(set(topics))
+    async def ensure(self, topics: Iterable[str], *, compacted: Iterable[str] = ()) -> TopicReport:
+        """Create every topic in ``topics`` (and ``compacted``) that does not exist yet; those
+        in ``compacted`` with ``cleanup.policy=compact`` (they hold the latest value per key)."""
+        compact = set(compacted)
+        wanted = sorted(set(topics) | compact)
         admin = AIOKafkaAdminClient(
             **connection_options(self._settings, self._bootstrap),
             request_timeout_ms=self._settings.request_timeout_ms,
@@ -161,7 +163,12 @@ class TopicAdmin:
             if missing:
                 response = await admin.create_topics(
                     [
-                        NewTopic(t, self._settings.topic_partitions, self._settings.topic_replication_factor)
+                        NewTopic(
+                            t,
+                            self._settings.topic_partitions,
+                            self._settings.topic_replication_factor,
+                            topic_configs={"cleanup.policy": "compact"} if t in compact else None,
+                        )
                         for t in missing
                     ]
                 )
@@ -282,10 +289,11 @@ class KafkaPublisher:
             self._producer = producer
             return
 
-    async def ensure_topics(self, topics: Iterable[str]) -> TopicReport:
-        """Create missing topics; :class:`PublishError` when the broker cannot be asked."""
+    async def ensure_topics(self, topics: Iterable[str], *, compacted: Iterable[str] = ()) -> TopicReport:
+        """Create missing topics (``compacted`` ones compacted); :class:`PublishError` when
+        the broker cannot be asked."""
         try:
-            return await self.admin.ensure(topics)
+            return await self.admin.ensure(topics, compacted=compacted)
         except PublishError:
             raise
         except BrokerError as exc:
@@ -296,8 +304,21 @@ class KafkaPublisher:
                 f"cannot check topics at {self.bootstrap_servers}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    async def publish(self, record: Record) -> None:
-        """Send one record and wait for the broker's acknowledgement.
+    async def partition_count(self, topic: str) -> int:
+        """How many partitions ``topic`` has (:class:`PublishError` when it cannot be told)."""
+        if self._producer is None:
+            raise PublishError("publisher is not started")
+        try:
+            partitions = await self._producer.partitions_for(topic)
+        except (KafkaError, OSError) as exc:
+            raise PublishError(f"cannot read the partitions of {topic}: {type(exc).__name__}: {exc}") from exc
+        if not partitions:
+            raise PublishError(f"topic {topic} has no partitions (yet)")
+        return len(partitions)
+
+    async def publish(self, record: Record, *, partition: int | None = None) -> int:
+        """Send one record (to ``partition`` when given, else by its key) and wait for the
+        broker's acknowledgement; the record's offset.
 
         Raises :class:`RecordRejected` when no retry can help, :class:`RecordRefused` when
         the broker answered this record with another error (a bounded number of retries
@@ -311,8 +332,9 @@ class KafkaPublisher:
                 value=record.value,
                 key=record.key,
                 headers=list(record.headers),
+                partition=partition,
             )
-            await ack
+            metadata = await ack
         except _RECORD_REJECTIONS as exc:
             raise RecordRejected(
                 f"record of {len(record.value)} bytes for {record.topic} rejected: {type(exc).__name__}: {exc}",
@@ -329,6 +351,7 @@ class KafkaPublisher:
             raise RecordRefused(message) from exc
         except OSError as exc:
             raise PublishError(f"publish to {record.topic} failed: {exc}") from exc
+        return int(metadata.offset)
 
     async def flush(self) -> None:
         if self._producer is not None:

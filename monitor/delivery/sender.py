@@ -21,7 +21,7 @@ log = get_logger("delivery")
 class Publisher(Protocol):
     """What delivery needs from a Kafka producer."""
 
-    async def publish(self, record: Record) -> None:
+    async def publish(self, record: Record) -> object:
         """Send and wait for the ack; PublishError (retry) or RecordRejected (give up)."""
 
     async def ensure_topics(self, topics: Iterable[str]) -> Any:

@@ -1,0 +1,23 @@
+"""Scale-out on Kafka (docs/scaling.md): what pollers and matchers agree on.
+
+Pure code, no Kafka client: the roles a process can take (:mod:`.roles`), which partition
+a feed belongs to (:mod:`.sharding`), and the records of the cluster's compacted topics
+(:mod:`.records`). The Kafka side (reading a partition to its end, the group consumers)
+lives in :mod:`monitor.adapters`, the roles themselves in :mod:`monitor.app`.
+"""
+
+from monitor.cluster.records import MARKER_KEY, FeedRecordError, feed_from_record, feed_to_record, is_marker
+from monitor.cluster.roles import ROLES, parse_roles
+from monitor.cluster.sharding import feed_partition, shard_key
+
+__all__ = [
+    "MARKER_KEY",
+    "ROLES",
+    "FeedRecordError",
+    "feed_from_record",
+    "feed_partition",
+    "feed_to_record",
+    "is_marker",
+    "parse_roles",
+    "shard_key",
+]

@@ -1,0 +1,111 @@
+"""Records of the cluster's topics that are not alerts or articles.
+
+* ``news.feeds``: key = the feed URL, value = the feed's settings as JSON (the keys of a
+  ``[[feeds.feed]]`` table, plus ``"v": 1``); a record without a value (a tombstone)
+  removes the feed.
+* Marker records: a reader that must know it has read a partition to its end (the
+  broker's end offset cannot be trusted on Tansu) writes a record with the key
+  :data:`MARKER_KEY` and reads until it meets it. Every reader of the cluster's state
+  topics skips them (:func:`is_marker`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from monitor.model import Feed
+
+__all__ = ["MARKER_KEY", "FeedRecordError", "feed_from_record", "feed_to_record", "is_marker"]
+
+MARKER_KEY = b"__news-monitor-marker__"
+
+_VERSION = 1
+
+
+class FeedRecordError(ValueError):
+    """A record on the feeds topic that is not a feed's settings (the reason says why)."""
+
+
+def is_marker(key: bytes | None) -> bool:
+    """Whether a record is a reader's end-of-partition marker, not data."""
+    return key == MARKER_KEY
+
+
+def feed_to_record(feed: Feed) -> tuple[bytes, bytes]:
+    """The key and value of ``feed`` on the feeds topic (sorted keys: the same feed always
+    gives the same bytes, so ``feeds sync`` can tell a change from a repeat)."""
+    document: dict[str, Any] = {
+        "v": _VERSION,
+        "url": feed.url,
+        "interval": feed.interval,
+        "enabled": feed.enabled,
+        "fulltext": feed.fulltext,
+    }
+    if feed.name is not None:
+        document["name"] = feed.name
+    if feed.headers:
+        document["headers"] = dict(feed.headers)
+    if feed.expected_update_period is not None:
+        document["expected_update_period"] = feed.expected_update_period
+    return feed.url.encode("utf-8"), orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
+def feed_from_record(key: bytes | None, value: bytes) -> Feed:
+    """The :class:`Feed` a (non-tombstone) record of the feeds topic holds;
+    :class:`FeedRecordError` with the reason for anything else."""
+    if not key:
+        raise FeedRecordError("the record has no key (the feed URL)")
+    try:
+        url = key.decode("utf-8")
+        document = orjson.loads(value)
+    except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        raise FeedRecordError(f"not UTF-8 JSON: {exc}") from exc
+    if not isinstance(document, Mapping):
+        raise FeedRecordError(f"the value is JSON {type(document).__name__}, not an object")
+    if document.get("v") != _VERSION:
+        raise FeedRecordError(f"unknown version {document.get('v')!r} (this monitor reads {_VERSION})")
+    if document.get("url") != url:
+        raise FeedRecordError(f"the value's url {document.get('url')!r} differs from the key {url!r}")
+    return Feed(
+        url=url,
+        interval=_seconds(document, "interval", required=True),  # type: ignore[arg-type]
+        name=_optional_text(document, "name"),
+        enabled=_flag(document, "enabled"),
+        headers=_headers(document),
+        fulltext=_flag(document, "fulltext"),
+        expected_update_period=_seconds(document, "expected_update_period", required=False),
+    )
+
+
+def _seconds(document: Mapping[str, Any], key: str, *, required: bool) -> float | None:
+    value = document.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
+        raise FeedRecordError(f"{key} must be a number of seconds, at least 1, got {value!r}")
+    return float(value)
+
+
+def _flag(document: Mapping[str, Any], key: str) -> bool:
+    value = document.get(key)
+    if not isinstance(value, bool):
+        raise FeedRecordError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _optional_text(document: Mapping[str, Any], key: str) -> str | None:
+    value = document.get(key)
+    if value is not None and not isinstance(value, str):
+        raise FeedRecordError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _headers(document: Mapping[str, Any]) -> dict[str, str]:
+    value = document.get("headers", {})
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise FeedRecordError(f"headers must be an object of strings, got {value!r}")
+    return dict(value)
