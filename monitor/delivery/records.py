@@ -57,9 +57,11 @@ __all__ = [
     "MAX_HIT_TEXT",
     "MAX_MATCHES",
     "SNIPPET_LIMIT",
+    "ArticleDocumentError",
     "alert_problem",
     "alert_record",
     "alert_to_dict",
+    "article_from_dict",
     "article_record",
     "article_record_id",
     "article_to_dict",
@@ -275,6 +277,58 @@ def article_to_dict(article: Article, observed_at: datetime) -> dict[str, Any]:
         "fulltext_field": article.fulltext_field,
         "observed_at": _iso(observed_at),
     }
+
+
+class ArticleDocumentError(ValueError):
+    """A value on the articles topic that is not an article document (the reason says why)."""
+
+
+_ARTICLE_TEXT = ("id", "feed_url", "title", "summary", "body", "content_hash")
+_ARTICLE_OPTIONAL = ("url", "guid", "fulltext_field")
+
+
+def article_from_dict(document: Any) -> Article:
+    """The :class:`Article` an :func:`article_to_dict` document holds (fields it does not
+    know are ignored, so later minor versions still read); :class:`ArticleDocumentError`
+    with the reason when it is not one, or when its text does not give its ``content_hash``."""
+    if not isinstance(document, dict):
+        raise ArticleDocumentError(f"the value is JSON {_json_type(document)}, not an object")
+    if document.get("schema_version") != 1:
+        raise ArticleDocumentError(f"schema_version is {document.get('schema_version')!r}, not 1")
+    for name in _ARTICLE_TEXT:
+        if not isinstance(document.get(name), str):
+            raise ArticleDocumentError(f"{name} must be a string, got {_json_type(document.get(name))}")
+    for name in _ARTICLE_OPTIONAL:
+        if document.get(name) is not None and not isinstance(document[name], str):
+            raise ArticleDocumentError(f"{name} must be a string or null, got {_json_type(document[name])}")
+    if not document["id"]:
+        raise ArticleDocumentError("id is empty")
+    article = Article(
+        id=document["id"],
+        feed_url=document["feed_url"],
+        title=document["title"],
+        summary=document["summary"],
+        body=document["body"],
+        url=document.get("url"),
+        published=_parse_time(document.get("published"), "published"),
+        guid=document.get("guid"),
+        fulltext_field=document.get("fulltext_field"),
+    )
+    if article.content_hash != document["content_hash"]:
+        raise ArticleDocumentError("content_hash does not match the title, summary and body (a damaged or edited record)")
+    return article
+
+
+def _parse_time(value: Any, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ArticleDocumentError(f"{name} must be an ISO 8601 time or null, got {_json_type(value)}")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ArticleDocumentError(f"{name} {value!r} is not an ISO 8601 time") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def article_record(article: Article, topic: str, observed_at: datetime | None = None) -> Record:

@@ -146,3 +146,30 @@ def test_small_evidence_is_listed_whole():
     alert = alert_to_dict(_alert())
     assert alert["matches"] == [{"term": "sanctions", "field": "title", "start": 10, "end": 19, "text": "sanctions"}]
     assert alert["match_counts"] == {"sanctions": 1} and alert["matches_truncated"] is False
+
+
+def test_an_article_document_reads_back_as_the_article_and_garbage_is_refused():
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from monitor.delivery.records import ArticleDocumentError, article_from_dict, article_to_dict
+    from monitor.model import Article
+
+    article = Article(
+        id="urn:a1", feed_url="https://example.org/feed.xml", title="Summit", summary="Leaders meet", body="Text",
+        url="https://example.org/a1", published=datetime(2026, 12, 4, 8, 0, tzinfo=UTC), guid="a1",
+    )
+    document = article_to_dict(article, datetime(2026, 12, 4, 9, 0, tzinfo=UTC))
+    assert article_from_dict({**document, "lang": "en"}) == article
+    for broken, reason in [
+        ([1], "not an object"),
+        ({**document, "schema_version": 2}, "schema_version"),
+        ({**document, "title": None}, "title must be a string"),
+        ({**document, "url": 5}, "url must be a string or null"),
+        ({**document, "published": "yesterday"}, "not an ISO 8601 time"),
+        ({**document, "body": "edited"}, "content_hash does not match"),
+        ({**document, "id": ""}, "id is empty"),
+    ]:
+        with pytest.raises(ArticleDocumentError, match=reason):
+            article_from_dict(broken)
