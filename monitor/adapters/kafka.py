@@ -159,49 +159,51 @@ class TopicAdmin:
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [t for t in wanted if t not in existing]
-            created: list[str] = []
-            if missing:
-                response = await admin.create_topics(
-                    [
-                        NewTopic(
-                            t,
-                            self._settings.topic_partitions,
-                            self._settings.topic_replication_factor,
-                            topic_configs={"cleanup.policy": "compact"} if t in compact else None,
-                        )
-                        for t in missing
-                    ]
-                )
-                # aiokafka does not raise on per-topic errors: read them.
-                for topic, code, message in response.topic_errors:
-                    if code == 0:
-                        created.append(topic)
-                    elif code in _CREATE_TOPIC_TRANSIENT:
-                        raise PublishError(f"cannot create topic {topic!r} yet: error {code}: {message}")
-                    elif code != _TOPIC_ALREADY_EXISTS:
-                        raise BrokerError(
-                            f"cannot create topic {topic!r}: error {code}: {message}",
-                            hint="check the topic name, [kafka] topic_partitions and topic_replication_factor, and the ACLs",
-                        )
+            created = await self._create(admin, missing, compact) if missing else []
             present = [t for t in wanted if t in existing]
-            under: dict[str, int] = {}
-            if present:
-                for description in await admin.describe_topics(present):
-                    count = len(description.get("partitions", ()))
-                    if description.get("error_code", 0) == 0 and count < self._settings.topic_partitions:
-                        under[description["topic"]] = count
-            for topic, count in under.items():
-                log.warning(
-                    "kafka.topic.under_partitioned",
-                    topic=topic,
-                    partitions=count,
-                    configured=self._settings.topic_partitions,
-                )
+            under = await self._under_partitioned(admin, present) if present else {}
             if created:
                 log.info("kafka.topics.created", topics=created)
             return TopicReport(created, present, under)
         finally:
             await admin.close()
+
+    async def _create(self, admin: AIOKafkaAdminClient, missing: list[str], compact: set[str]) -> list[str]:
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    t,
+                    self._settings.topic_partitions,
+                    self._settings.topic_replication_factor,
+                    topic_configs={"cleanup.policy": "compact"} if t in compact else None,
+                )
+                for t in missing
+            ]
+        )
+        created: list[str] = []
+        # aiokafka does not raise on per-topic errors: read them.
+        for topic, code, message in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif code in _CREATE_TOPIC_TRANSIENT:
+                raise PublishError(f"cannot create topic {topic!r} yet: error {code}: {message}")
+            elif code != _TOPIC_ALREADY_EXISTS:
+                raise BrokerError(
+                    f"cannot create topic {topic!r}: error {code}: {message}",
+                    hint="check the topic name, [kafka] topic_partitions and topic_replication_factor, and the ACLs",
+                )
+        return created
+
+    async def _under_partitioned(self, admin: AIOKafkaAdminClient, present: list[str]) -> dict[str, int]:
+        """Existing topics with fewer partitions than configured: used, but logged."""
+        under: dict[str, int] = {}
+        for description in await admin.describe_topics(present):
+            count = len(description.get("partitions", ()))
+            if description.get("error_code", 0) == 0 and count < self._settings.topic_partitions:
+                under[description["topic"]] = count
+        for topic, count in under.items():
+            log.warning("kafka.topic.under_partitioned", topic=topic, partitions=count, configured=self._settings.topic_partitions)
+        return under
 
 
 class _ExpectedRefusal(logging.Filter):

@@ -160,29 +160,14 @@ class NotifyProcess:
             await publisher.start()
             stack.push_async_callback(publisher.stop, 10.0)
             await self._ensure_dead_letter_topic(publisher)
-            options = NotifyOptions(
-                max_attempts=notify.max_attempts, retry_backoff_initial=notify.retry_backoff_initial,
-                retry_backoff_max=notify.retry_backoff_max, concurrency=notify.concurrency,
-                dedupe_days=notify.dedupe_days, shutdown_timeout=notify.shutdown_timeout,
-            )  # fmt: skip
-            self.service = service = NotifyService(
-                routes,
-                store,
-                _DeadLetters(publisher, notify.dead_letter_topic),
-                options=options,
-                clock=self.clock,
-                metrics=self.metrics,
-            )
+            self.service = service = self._service(routes, store, publisher)
             if notify.listen.strip():
                 self.web = await NotifyWebServer(
                     notify.listen, render_metrics=self._render_metrics, readiness=self.readiness, status=service.status
                 ).start()
                 stack.push_async_callback(self.web.stop)
             if handle_signals:
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, self._on_signal, sig)
-                    stack.callback(loop.remove_signal_handler, sig)
+                self._handle_signals(stack)
             probe = asyncio.create_task(self._probe_loop())
             stack.callback(probe.cancel)
             await service.start()
@@ -194,6 +179,23 @@ class NotifyProcess:
             await self._consume(service)
         log.info("notify.stopped")
         return 0
+
+    def _service(self, routes: list[Route], store: AsyncNotifyStore, publisher: KafkaPublisher) -> NotifyService:
+        notify = self.settings.notify
+        options = NotifyOptions(
+            max_attempts=notify.max_attempts, retry_backoff_initial=notify.retry_backoff_initial,
+            retry_backoff_max=notify.retry_backoff_max, concurrency=notify.concurrency,
+            dedupe_days=notify.dedupe_days, shutdown_timeout=notify.shutdown_timeout,
+        )  # fmt: skip
+        return NotifyService(
+            routes, store, _DeadLetters(publisher, notify.dead_letter_topic), options=options, clock=self.clock, metrics=self.metrics
+        )
+
+    def _handle_signals(self, stack: contextlib.AsyncExitStack) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+            stack.callback(loop.remove_signal_handler, sig)
 
     def _render_metrics(self) -> bytes:
         self.readiness()

@@ -161,49 +161,18 @@ def destination_from_table(
     check = _Table(table if isinstance(table, Mapping) else {}, index, where, line_of)
     if not isinstance(table, Mapping):
         raise check.fail("must be a table", hint='[[notify.destination]] then name = "..." and url = "..." on the next lines')
-    for key in table:
-        if key not in DESTINATION_KEYS:
-            close = difflib.get_close_matches(key, DESTINATION_KEYS, n=1)
-            raise check.fail(
-                f"unknown key {key!r}",
-                key,
-                hint=(f"did you mean {close[0]!r}? " if close else "") + f"valid: {', '.join(sorted(DESTINATION_KEYS))}",
-            )
-    name = check.text("name", None, '"desk-slack"')
-    if name is None or not _NAME.fullmatch(name):
-        raise check.fail(
-            "needs a name" if name is None else f"name {name!r} is not a destination name",
-            "name",
-            hint="1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (it labels metrics and --test)",
-        )
+    _check_keys(check, table)
+    name = _name(check)
     url, url_key = _url(check, environ, resolve, secrets)
-    zone_name = check.text("timezone", "UTC", '"Europe/Berlin"') or "UTC"
-    try:
-        zone: tzinfo = ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise check.fail(
-            f"timezone {zone_name!r} is not a time zone",
-            "timezone",
-            hint='an IANA name, e.g. "UTC", "Europe/Berlin", "America/New_York"',
-        ) from None
+    zone = _timezone(check)
     severity = check.text("min_severity", None, '"medium"')
     if severity is not None and severity not in SEVERITIES:
         raise check.fail(f"min_severity {severity!r} is not a severity", "min_severity", hint=f"one of {', '.join(SEVERITIES)}")
-    kinds = check.strings("kinds", '["alerts", "signals"]') if "kinds" in table else (ALERT,)
-    if not kinds or any(kind not in (ALERT, SIGNAL) for kind in kinds):
-        raise check.fail(
-            f"kinds {list(kinds)!r} must list alerts, signals or both", "kinds", hint='kinds = ["alerts", "signals"]'
-        )
+    kinds = _kinds(check, table)
     output = check.text("format", "auto", '"markdown"') or "auto"
     if output not in FORMATS:
         raise check.fail(f"format {output!r} is not a format", "format", hint=f"one of {', '.join(FORMATS)}")
-    items = table.get("digest_max_items", 50)
-    if isinstance(items, bool) or not isinstance(items, int) or not 1 <= items <= 1000:
-        raise check.fail(
-            f"digest_max_items must be a whole number from 1 to 1000, got {items!r}",
-            "digest_max_items",
-            hint="digest_max_items = 50",
-        )
+    items = _digest_max_items(check, table)
     return Destination(
         name=name,
         url=url,
@@ -224,6 +193,60 @@ def destination_from_table(
         body=check.template("body"),
         digest_max_items=items,
     )
+
+
+def _check_keys(check: _Table, table: Mapping[str, Any]) -> None:
+    for key in table:
+        if key not in DESTINATION_KEYS:
+            close = difflib.get_close_matches(key, DESTINATION_KEYS, n=1)
+            raise check.fail(
+                f"unknown key {key!r}",
+                key,
+                hint=(f"did you mean {close[0]!r}? " if close else "") + f"valid: {', '.join(sorted(DESTINATION_KEYS))}",
+            )
+
+
+def _name(check: _Table) -> str:
+    name = check.text("name", None, '"desk-slack"')
+    if name is None or not _NAME.fullmatch(name):
+        raise check.fail(
+            "needs a name" if name is None else f"name {name!r} is not a destination name",
+            "name",
+            hint="1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (it labels metrics and --test)",
+        )
+    return name
+
+
+def _timezone(check: _Table) -> tzinfo:
+    zone_name = check.text("timezone", "UTC", '"Europe/Berlin"') or "UTC"
+    try:
+        return ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise check.fail(
+            f"timezone {zone_name!r} is not a time zone",
+            "timezone",
+            hint='an IANA name, e.g. "UTC", "Europe/Berlin", "America/New_York"',
+        ) from None
+
+
+def _kinds(check: _Table, table: Mapping[str, Any]) -> tuple[str, ...]:
+    kinds = tuple(check.strings("kinds", '["alerts", "signals"]')) if "kinds" in table else (ALERT,)
+    if not kinds or any(kind not in (ALERT, SIGNAL) for kind in kinds):
+        raise check.fail(
+            f"kinds {list(kinds)!r} must list alerts, signals or both", "kinds", hint='kinds = ["alerts", "signals"]'
+        )
+    return kinds
+
+
+def _digest_max_items(check: _Table, table: Mapping[str, Any]) -> int:
+    items = table.get("digest_max_items", 50)
+    if isinstance(items, bool) or not isinstance(items, int) or not 1 <= items <= 1000:
+        raise check.fail(
+            f"digest_max_items must be a whole number from 1 to 1000, got {items!r}",
+            "digest_max_items",
+            hint="digest_max_items = 50",
+        )
+    return items
 
 
 def _url(check: _Table, environ: Mapping[str, str], resolve: Callable[[str], Path], secrets: bool) -> tuple[str, str]:

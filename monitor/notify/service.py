@@ -184,7 +184,13 @@ class Route:
 
 
 class NotifyService:
-    """Reads a :class:`Source` and drives one sender per destination (see the module docstring)."""
+    """Reads a :class:`Source` and drives one sender per destination (see the module docstring).
+
+    About twenty methods in two halves, the intake (consume, handle) and the drivers (one
+    task per destination: wait, step, send, digest, retry, dead letter), kept in one class
+    because both halves share the store, the entries in flight and the metrics: the
+    intake's commit must see what the drivers hold.
+    """
 
     def __init__(
         self,
