@@ -13,7 +13,6 @@ Destination URLs never appear here: only names and counts.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from html import escape
 from typing import Any
@@ -22,11 +21,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from monitor.adapters.processes import describe_holders
-from monitor.adapters.web import parse_listen
-from monitor.errors import ConfigError
+from monitor.adapters.web import serve
 from monitor.log import get_logger, redact
-from monitor.model import SourceLocation
 
 __all__ = ["NotifyWebServer"]
 
@@ -65,24 +61,13 @@ class NotifyWebServer:
         app.router.add_get("/readyz", self._get_readyz)
         app.router.add_get("/status.json", self._get_status_json)
         app.router.add_get("/", self._get_page)
-        host, port = parse_listen(self.listen)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            holders = describe_holders(port) if exc.errno == errno.EADDRINUSE and port else ""
-            raise ConfigError(
-                f"cannot listen on {self.listen}: {exc.strerror or exc}" + (f" ({holders})" if holders else ""),
-                location=SourceLocation("[notify] listen"),
-                hint='choose a free port with [notify] listen (NEWS_MONITOR_NOTIFY_LISTEN), or "" to turn the endpoint off',
-            ) from exc
-        self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or []
-        bound = sockets[0].getsockname() if sockets else (host, port)
-        self.address = (bound[0], bound[1])
+        self._runner, self.address = await serve(
+            app,
+            self.listen,
+            setting="[notify] listen",
+            hint='choose a free port with [notify] listen (NEWS_MONITOR_NOTIFY_LISTEN), or "" to turn the endpoint off',
+        )
+        bound = self.address
         log.info("notify.http.started", url=f"http://{bound[0]}:{bound[1]}")
         return self
 

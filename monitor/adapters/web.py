@@ -48,7 +48,7 @@ from monitor.observe.observer import Observer
 from monitor.observe.snapshot import StatusSnapshot
 from monitor.timefmt import format_duration, relative, utc_iso
 
-__all__ = ["WebServer", "parse_feed_query", "parse_listen", "render_status_page"]
+__all__ = ["WebServer", "parse_feed_query", "parse_listen", "render_status_page", "serve"]
 
 log = get_logger("web")
 
@@ -145,26 +145,12 @@ class WebServer:
 
     async def start(self) -> WebServer:
         """Bind and serve; :class:`ConfigError` naming the address when it cannot be bound."""
-        host, port = parse_listen(self.listen)
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            holders = describe_holders(port) if exc.errno == errno.EADDRINUSE and port else ""
-            raise ConfigError(
-                f"cannot listen on {self.listen}: {exc.strerror or exc}" + (f" ({holders})" if holders else ""),
-                location=SourceLocation("[http] listen"),
-                hint="stop that process, choose a free port with [http] listen (NEWS_MONITOR_HTTP_LISTEN), or set [http] enabled = false"
-                if holders
-                else "choose a free port with [http] listen (NEWS_MONITOR_HTTP_LISTEN), or set [http] enabled = false",
-            ) from exc
-        self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or []  # aiohttp keeps the bound sockets here
-        bound = sockets[0].getsockname() if sockets else (host, port)
-        self.address = (bound[0], bound[1])
+        self._runner, self.address = await serve(
+            self.app(),
+            self.listen,
+            setting="[http] listen",
+            hint="choose a free port with [http] listen (NEWS_MONITOR_HTTP_LISTEN), or set [http] enabled = false",
+        )
         log.info("http.started", url=self.url)
         return self
 
@@ -466,3 +452,26 @@ def _summary_word(snapshot: StatusSnapshot) -> str:
     if counts.get(STALE, 0):
         return f"{counts[STALE]} feed(s) stale"
     return OK
+
+
+async def serve(app: web.Application, listen: str, *, setting: str, hint: str) -> tuple[web.AppRunner, tuple[str, int]]:
+    """Serve ``app`` on ``listen`` (``host:port``); the runner (``cleanup()`` stops it) and
+    the bound address. :class:`ConfigError` located at ``setting`` when it cannot bind,
+    naming the process that holds the port when there is one."""
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        holders = describe_holders(port) if exc.errno == errno.EADDRINUSE and port else ""
+        raise ConfigError(
+            f"cannot listen on {listen}: {exc.strerror or exc}" + (f" ({holders})" if holders else ""),
+            location=SourceLocation(setting),
+            hint=f"stop that process, or {hint}" if holders else hint,
+        ) from exc
+    sockets = getattr(site._server, "sockets", None) or []  # aiohttp keeps the bound sockets here
+    bound = sockets[0].getsockname() if sockets else (host, port)
+    return runner, (bound[0], bound[1])
