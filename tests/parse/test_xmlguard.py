@@ -36,7 +36,8 @@ def rss(prolog: str, title: str) -> str:
 
 
 def measured_parse(body: bytes) -> tuple[ParsedFeed | FeedError, float, int]:
-    """Parse, returning the result (or FeedError), CPU seconds it took (this thread: other processes on a busy machine do not count), peak Python bytes allocated."""
+    """Parse, returning the result (or FeedError), the CPU seconds it took (this thread's:
+    other work on a busy machine does not count) and the peak Python bytes allocated."""
     tracemalloc.start()
     started = time.thread_time()
     try:
