@@ -18,11 +18,13 @@ from typing import Any, Protocol, TypeVar
 
 from monitor.dedupe import Admission, Candidate, SeenArticle, Verdict, admit, needs_matching
 from monitor.dedupe.stories import Assignment, StoryIndex, story_text
-from monitor.delivery.records import alert_record, article_record, build_alert
+from monitor.delivery.records import alert_record, article_record, build_alert, signal_record
 from monitor.enrich.fulltext import FulltextEnricher
 from monitor.errors import FeedError
 from monitor.log import get_logger
 from monitor.model import Alert, Article, Feed, Match, Record
+from monitor.signals import Signals
+from monitor.signals.feed import sightings_of
 
 __all__ = ["THREAD_MATCH_CHARS", "ArticleStore", "CpuLane", "CpuPool", "Matcher", "Matching", "Sink", "unique_articles"]
 
@@ -57,6 +59,8 @@ class ArticleStore(Protocol):
         """``function(store, *args)`` with the synchronous store, nothing else in between."""
 
     async def save_story_members(self, members: Iterable[tuple[str, str, float, bytes]]) -> None: ...
+
+    async def save_signals(self, records: Iterable[Record], changes: Iterable[tuple[str, bytes | None]]) -> None: ...
 
 
 class Sink(Protocol):
@@ -137,6 +141,7 @@ class Matching:
         articles_topic: str = "",
         fulltext: FulltextEnricher | None = None,
         stories: StoryIndex | None = None,
+        signals: Signals | None = None,
     ) -> None:
         self._store = store
         self._rules = rules
@@ -147,6 +152,8 @@ class Matching:
         self._articles_topic = articles_topic
         self._fulltext = fulltext
         self._stories = stories
+        #: Story signals (bursts, spikes, escalations) of each admitted batch; None: off.
+        self.signals = signals
         self._lane = CpuLane()
         #: Story members assigned but not yet saved: article id -> (story id, seen at, signature).
         self._pending_members: dict[str, tuple[str, float, bytes]] = {}
@@ -174,6 +181,7 @@ class Matching:
         admission = await self._store.atomically(admit, candidates, make_alert, alert_record)
         await self._remember_story_members(candidates)
         admission.records.extend(articles_out)
+        await self._signal(candidates, admission)
         # Entries repeated inside one feed count as duplicates too.
         admission.verdicts.extend([Verdict.DUPLICATE] * (len(articles) - len(unique)))
         if admission.records:
@@ -233,6 +241,22 @@ class Matching:
             else:
                 signatures.update(zip(fresh, computed))
         return signatures
+
+    async def _signal(self, candidates: list[Candidate], admission: Admission) -> None:
+        """The batch's signals, queued with the detectors' new state (one transaction)."""
+        if self.signals is None:
+            return
+        now = self._clock()
+        sightings = sightings_of(candidates, admission.verdicts, admission.alerts, now)
+        if not sightings:
+            return
+        raised = self.signals.observe(sightings, now)
+        records = [signal_record(signal) for signal in raised]
+        await self._store.save_signals(records, self.signals.changes())
+        for signal in raised:
+            log.info("signal.raised", kind=signal.kind, rule_id=signal.rule_id, topic=signal.topic, signal_id=signal.signal_id)
+        admission.signals.extend(raised)
+        admission.records.extend(records)
 
     async def _remember_story_members(self, candidates: list[Candidate]) -> None:
         members = [

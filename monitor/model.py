@@ -19,14 +19,19 @@ __all__ = [
     "FIELDS",
     "Alert",
     "Article",
+    "Burst",
     "Feed",
     "Hit",
     "Match",
     "Record",
     "Rule",
     "RuleExamples",
+    "Signal",
+    "SignalArticle",
     "SourceLocation",
+    "Spike",
     "alert_id_for",
+    "signal_id_for",
 ]
 
 #: The article fields a rule can be scoped to, in the order they are searched.
@@ -110,6 +115,29 @@ class RuleExamples:
 
 
 @dataclass(frozen=True, slots=True)
+class Burst:
+    """A rule's ``burst:`` block: matching articles from ``min_outlets`` distinct outlets
+    within ``window`` seconds raise one burst signal, then none for ``cooldown`` seconds."""
+
+    min_outlets: int = 3
+    window: float = 1800.0
+    cooldown: float = 6 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Spike:
+    """A rule's ``spike:`` block: at least ``min_count`` matching articles in the last
+    ``window`` seconds, and at least ``factor`` times the average count per window over
+    the ``baseline`` before it, raise one spike signal, then none for ``cooldown`` seconds."""
+
+    window: float = 3600.0
+    baseline: float = 7 * 86400.0
+    factor: float = 3.0
+    min_count: int = 5
+    cooldown: float = 6 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One operator rule, as loaded from a rule file."""
 
@@ -124,6 +152,9 @@ class Rule:
     mode: str = "live"
     examples: RuleExamples = field(default_factory=RuleExamples)
     location: SourceLocation | None = None
+    #: Story signals of this rule (docs/signals.md); None: off.
+    burst: Burst | None = None
+    spike: Spike | None = None
 
     @property
     def output_topic(self) -> str:
@@ -177,6 +208,8 @@ class Alert:
     ruleset_version: str
     mode: str = "live"
     story_id: str | None = None
+    #: The article's outlet: the registrable domain of its link, else of its feed (docs/signals.md).
+    outlet: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,3 +225,55 @@ class Record:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
+
+
+def signal_id_for(rule_id: str, kind: str, key: str) -> str:
+    """The deterministic signal id: the same rule, kind and window start (a story and its
+    level, for an escalation) always give the same id, so a repeat is recognisable."""
+    digest = hashlib.sha256(f"signal\x1f{rule_id}\x1f{kind}\x1f{key}".encode("utf-8", "surrogatepass")).hexdigest()
+    return digest[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalArticle:
+    """An article a signal names (its first or its latest); times are Unix seconds."""
+
+    id: str
+    url: str | None
+    title: str
+    outlet: str | None
+    published: float | None
+    story_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A burst, spike or story escalation of one rule (``schemas/signal-v1.json``).
+
+    Times are Unix seconds; the window is on the articles' times (docs/signals.md).
+    """
+
+    signal_id: str
+    #: ``burst``, ``spike`` or ``escalation``.
+    kind: str
+    rule_id: str
+    #: Where it is published: ``<rule topic>.signals``.
+    topic: str
+    severity: str
+    tags: tuple[str, ...]
+    window_start: float
+    window_end: float
+    #: Matching articles in the window (in the story, for an escalation).
+    articles: int
+    outlets: tuple[str, ...]
+    story_ids: tuple[str, ...]
+    first: SignalArticle
+    latest: SignalArticle
+    detected_at: float
+    #: Spike: the average count per window over the baseline, and the window's count over it
+    #: (None when the baseline was empty).
+    baseline: float | None = None
+    ratio: float | None = None
+    #: Escalation: the story and the number of distinct outlets it reached.
+    story_id: str | None = None
+    level: int | None = None

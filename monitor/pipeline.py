@@ -31,6 +31,7 @@ from monitor.log import get_logger
 from monitor.matching import ArticleStore, Matcher, Matching, Sink
 from monitor.model import Alert, Feed
 from monitor.parse import ParsedFeed
+from monitor.signals import Signals
 
 __all__ = ["Parser", "Pipeline", "PollReport"]
 
@@ -101,6 +102,7 @@ class Pipeline:
         articles_topic: str = "",
         fulltext: FulltextEnricher | None = None,
         stories: StoryIndex | None = None,
+        signals: Signals | None = None,
     ) -> None:
         self._transport = transport
         self._parser = parser
@@ -110,7 +112,7 @@ class Pipeline:
         self._clock = clock
         self.matching = Matching(
             store=store, rules=rules, sink=sink, cpu=parser, clock=clock,
-            articles_topic=articles_topic, fulltext=fulltext, stories=stories,
+            articles_topic=articles_topic, fulltext=fulltext, stories=stories, signals=signals,
         )
 
     async def poll(self, feed: Feed) -> PollReport:

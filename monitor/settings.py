@@ -44,6 +44,7 @@ __all__ = [
     "NotifySettings",
     "RulesSettings",
     "Settings",
+    "SignalsSettings",
     "StateSettings",
     "StoriesSettings",
     "load_settings",
@@ -194,6 +195,19 @@ class StoriesSettings:
 
 
 @dataclass(frozen=True)
+class SignalsSettings:
+    """Story signals: bursts and spikes per rule, story escalations (docs/signals.md)."""
+
+    #: Run the detectors in the daemon (off: ``news-monitor signals`` may run them instead).
+    enabled: bool = True
+    #: Distinct outlets at which a story escalates ([] = no escalations).
+    escalation: tuple[int, ...] = (3, 10, 30)
+    #: ``news-monitor signals``: its consumer group, and its state directory (its own SQLite store).
+    group: str = "news-monitor-signals"
+    state_dir: str = "state-signals"
+
+
+@dataclass(frozen=True)
 class RulesSettings:
     """Where the rule files are."""
 
@@ -324,6 +338,7 @@ class Settings:
     feeds: FeedsSettings = field(default_factory=FeedsSettings)
     fulltext: FulltextSettings = field(default_factory=FulltextSettings)
     stories: StoriesSettings = field(default_factory=StoriesSettings)
+    signals: SignalsSettings = field(default_factory=SignalsSettings)
     rules: RulesSettings = field(default_factory=RulesSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -670,11 +685,11 @@ def _coerce(value: Any, annotation: Any, label: str, where: str) -> Any:
             return (value,)
         if isinstance(value, list):
             for element in value:
-                if not (isinstance(element, str) if item is str else isinstance(element, dict)):
+                if not _element_ok(element, item):
                     raise ConfigError(
                         f"{label} must be {_describe(annotation)}, got {element!r} in the list",
                         location=SourceLocation(where),
-                        hint='e.g. ["a", "b"]' if item is str else "one [[section.key]] table each",
+                        hint=_ELEMENT_HINTS.get(item, "one [[section.key]] table each"),
                     )
             return tuple(value)
     elif (origin in (dict, Mapping) or annotation is Mapping) and isinstance(value, dict):
@@ -685,6 +700,15 @@ def _coerce(value: Any, annotation: Any, label: str, where: str) -> Any:
         location=SourceLocation(where),
         hint=_HINTS.get(annotation, "see the Configuration tables in README.md"),
     )
+
+
+_ELEMENT_HINTS = {str: 'e.g. ["a", "b"]', int: "e.g. [3, 10, 30]"}
+
+
+def _element_ok(element: Any, item: Any) -> bool:
+    if item is int:
+        return isinstance(element, int) and not isinstance(element, bool)
+    return isinstance(element, str) if item is str else isinstance(element, dict)
 
 
 _HINTS = {
@@ -706,6 +730,8 @@ def _describe(annotation: Any) -> str:
         return "a string"
     if typing.get_args(annotation)[:1] == (str,):
         return "a list of strings"
+    if typing.get_args(annotation)[:1] == (int,):
+        return "a list of whole numbers"
     return "a list of tables"
 
 
@@ -743,9 +769,10 @@ def _parse_env(raw: str, annotation: Any, name: str) -> Any:
                 raise ValueError("expected a finite number")
             return number
         if typing.get_origin(annotation) is tuple:
-            if typing.get_args(annotation)[0] is not str:
+            item = typing.get_args(annotation)[0]
+            if item not in (str, int):
                 raise ValueError("this key can only be set in the config file")
-            return tuple(part.strip() for part in text.split(",") if part.strip())
+            return tuple(item(part.strip()) for part in text.split(",") if part.strip())
     except ValueError as exc:
         raise ConfigError(f"environment variable {name}={raw!r} is invalid: {exc}") from exc
     return raw
@@ -907,6 +934,8 @@ def _validate_polling(settings: Settings, loc: SourceLocation) -> None:
         raise ConfigError("[stories] threshold must be above 0 and at most 1", location=loc, hint="0.5 is a good start")
     if stories.window_hours <= 0:
         raise ConfigError("[stories] window_hours must be above 0", location=loc)
+    if any(level < 2 for level in settings.signals.escalation):
+        raise ConfigError("[signals] escalation levels must be at least 2 outlets", location=loc, hint="escalation = [3, 10, 30]")
     if not 16 <= stories.num_perm <= 512 or stories.shingle_size < 1 or stories.min_shingles < 1:
         raise ConfigError("[stories] num_perm must be 16-512; shingle_size and min_shingles at least 1", location=loc)
 

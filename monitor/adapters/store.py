@@ -14,6 +14,9 @@ One file, ``<state dir>/monitor.sqlite3``, in WAL mode. Three tables:
     again, so a crash or an outage can duplicate an alert but never lose one.
 ``feeds``
     Conditional-GET validators, body hash, health counters and schedule per feed.
+``signal_state``
+    The story signals' detectors (:mod:`monitor.signals`), one JSON entry per rule and
+    detector and per story, written with the signals they raised.
 
 All methods are synchronous and fast; :class:`AsyncStore` runs them on one dedicated
 thread so the event loop never waits on disk.
@@ -124,6 +127,11 @@ CREATE TABLE IF NOT EXISTS story_members (
     signature   BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS story_members_seen ON story_members(seen_at);
+
+CREATE TABLE IF NOT EXISTS signal_state (
+    key    TEXT PRIMARY KEY,
+    value  BLOB NOT NULL
+);
 """
 
 
@@ -393,11 +401,7 @@ class Store:
         """
         now = time.time() if now is None else now
         with self._transaction() as db:
-            db.executemany(
-                """INSERT OR IGNORE INTO outbox (alert_id, article_id, topic, key, value, headers, created)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                [(r.alert_id, r.article_id, r.topic, r.key, r.value, _dump_headers(r.headers), now) for r in records],
-            )
+            _queue(db, records, now)
 
     def ack(self, alert_id: str, topic: str, article_id: str) -> None:
         """Kafka acknowledged an alert: drop it from the outbox, finish its article when last."""
@@ -463,6 +467,25 @@ class Store:
                 (cutoff,),
             )
         )
+
+    # -- signals -----------------------------------------------------------------------
+
+    def save_signals(self, records: Iterable[Record], changes: Iterable[tuple[str, bytes | None]], now: float | None = None) -> None:
+        """Queue signal records and save the detectors' changed state in one transaction, so
+        a restart neither repeats a signal nor loses one (``None``: delete the entry)."""
+        now = time.time() if now is None else now
+        changes = list(changes)
+        with self._transaction() as db:
+            _queue(db, records, now)
+            db.executemany(
+                "INSERT INTO signal_state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [(key, value) for key, value in changes if value is not None],
+            )
+            db.executemany("DELETE FROM signal_state WHERE key = ?", [(key,) for key, value in changes if value is None])
+
+    def signal_state(self) -> list[tuple[str, bytes]]:
+        """Every saved detector entry (key, JSON)."""
+        return [(key, bytes(value)) for key, value in self._db.execute("SELECT key, value FROM signal_state")]
 
     def forget_stories_before(self, cutoff: float) -> int:
         """Drop story members and stories last seen before ``cutoff``; returns members dropped."""
@@ -535,6 +558,15 @@ def _note_story(db: sqlite3.Connection, story_id: str, article_id: str, alerted:
            ON CONFLICT(story_id) DO UPDATE SET last_seen = excluded.last_seen,
                copies = stories.copies + excluded.copies, rules = excluded.rules""",
         (story_id, article_id, now, now, 1 if copy else 0, orjson.dumps(sorted(rules)).decode()),
+    )
+
+
+def _queue(db: sqlite3.Connection, records: Iterable[Record], now: float) -> None:
+    """Records into the outbox; one already waiting under the same id and topic is kept."""
+    db.executemany(
+        """INSERT OR IGNORE INTO outbox (alert_id, article_id, topic, key, value, headers, created)
+           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        [(r.alert_id, r.article_id, r.topic, r.key, r.value, _dump_headers(r.headers), now) for r in records],
     )
 
 
@@ -644,6 +676,12 @@ class AsyncStore:
 
     async def forget_stories_before(self, cutoff: float) -> int:
         return await self.call(self.sync.forget_stories_before, cutoff)
+
+    async def save_signals(self, records: Iterable[Record], changes: Iterable[tuple[str, bytes | None]]) -> None:
+        await self.call(self.sync.save_signals, list(records), list(changes))
+
+    async def signal_state(self) -> list[tuple[str, bytes]]:
+        return await self.call(self.sync.signal_state)
 
     async def close(self) -> None:
         await self.call(self.sync.close)

@@ -7,7 +7,7 @@ in the reverse order:
 1. the embedded broker (when configured), then the state store;
 2. the HTTP endpoint, up before the broker is reached so probes answer (not ready);
 3. feed fetching (aiohttp, files), the CPU pool, full text, the story index, the
-   feed-state cache (written back when the run ends, before the store closes);
+   story signals' detectors (their saved state restored), the feed-state cache (written back when the run ends, before the store closes);
 4. the Kafka publisher and delivery (drained when the run ends, after polling stopped);
 5. the observers' health events (handed to delivery before it drains);
 6. the pipeline, which needs nothing stopped.
@@ -43,9 +43,10 @@ from monitor.model import Feed
 from monitor.observe.observer import Observer
 from monitor.pipeline import Pipeline
 from monitor.settings import FeedsSettings, Settings, StoriesSettings, load_settings, restart_only_changes
+from monitor.signals import Signals
 from monitor.upkeep import Probe, flush_feed_states
 
-__all__ = ["Parts", "broker_probe", "feed_transport", "read_feed_list", "start", "story_index"]
+__all__ = ["Parts", "broker_probe", "feed_transport", "read_feed_list", "signal_detectors", "start", "story_index"]
 
 log = get_logger("worker")
 
@@ -59,6 +60,7 @@ class Parts:
     store: AsyncStore | None = None
     web: WebServer | None = None
     stories: StoryIndex | None = None
+    signals: Signals | None = None
     delivery: Delivery | None = None
     pipeline: Pipeline | None = None
 
@@ -92,6 +94,7 @@ async def start(
     stack.callback(lambda: parser.close(min(5.0, shutdown.remaining())))
     fulltext = _fulltext(settings, parser, stack) if not once or any(feed.fulltext for feed in feeds) else None
     parts.stories = await story_index(settings.stories, store)
+    parts.signals = await signal_detectors(settings, store, rules) if settings.signals.enabled else None
     feed_states = FeedStates(store)
     await feed_states.load()
     # Everything built so far lives as long as the daemon: the cyclic GC need not re-scan it.
@@ -111,6 +114,7 @@ async def start(
         feed_states=feed_states,
         fulltext=fulltext,
         stories=parts.stories,
+        signals=parts.signals,
     )
     return parts.pipeline
 
@@ -166,6 +170,18 @@ async def story_index(options: StoriesSettings, store: AsyncStore) -> StoryIndex
     if members:
         log.info("stories.restored", members=restored, skipped=len(members) - restored)
     return index
+
+
+async def signal_detectors(settings: Settings, store: AsyncStore, rules: RulesHolder) -> Signals:
+    """The story signals' detectors, with the state an earlier run saved, following the
+    rule set through reloads."""
+    signals = Signals(levels=settings.signals.escalation, story_ttl=2 * settings.stories.window_hours * 3600.0)
+    restored = signals.restore(await store.signal_state())
+    signals.watch(rules.current.rules, time.time())
+    rules.listeners.append(lambda ruleset: signals.watch(ruleset.rules, time.time()))
+    if restored:
+        log.info("signals.restored", entries=restored)
+    return signals
 
 
 async def _start_delivery(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
 
-from monitor.model import Alert, Article, Match, Record
+from monitor.model import Alert, Article, Match, Record, Signal
 
 __all__ = ["Admission", "Candidate", "SeenArticle", "SeenStore", "Verdict", "admit", "needs_matching"]
 
@@ -100,6 +100,8 @@ class Admission:
     records: list[Record] = field(default_factory=list)
     #: Later copies of an already known story (counted, alerted only for rules new to the story).
     story_copies: int = 0
+    #: Story signals the batch raised (their records are in ``records``).
+    signals: list[Signal] = field(default_factory=list)
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for v in self.verdicts if v is verdict)

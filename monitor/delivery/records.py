@@ -42,8 +42,9 @@ import orjson
 
 from monitor.engine.text import SNIPPET_LIMIT
 from monitor.engine.text import snippet as text_snippet
-from monitor.model import Alert, Article, Hit, Match, Record, alert_id_for
+from monitor.model import Alert, Article, Hit, Match, Record, Signal, SignalArticle, alert_id_for
 from monitor.redact import public_feed_url
+from monitor.signals.outlet import outlet_of
 from monitor.timefmt import utc_iso
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "MAX_HITS_PER_TERM",
     "MAX_HIT_TEXT",
     "MAX_MATCHES",
+    "SIGNAL_SCHEMA_VERSION",
     "SNIPPET_LIMIT",
     "ArticleDocumentError",
     "alert_problem",
@@ -67,9 +69,12 @@ __all__ = [
     "article_to_dict",
     "build_alert",
     "rejection_reason",
+    "signal_record",
+    "signal_to_dict",
 ]
 
 ALERT_SCHEMA_VERSION = 1
+SIGNAL_SCHEMA_VERSION = 1
 CLOUDEVENT_TYPE = "news.alert.v1"
 ARTICLE_CLOUDEVENT_TYPE = "news.article.v1"
 #: Header naming why a record went to the dead-letter topic.
@@ -111,6 +116,7 @@ def build_alert(
         title=article.title,
         published=article.published,
         feed_url=public_feed_url(article.feed_url),
+        outlet=outlet_of(article.url, article.feed_url),
         matches=match.hits,
         snippet=snippet,
         detected_at=detected_at or datetime.now(UTC),
@@ -146,6 +152,7 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
             "title": alert.title,
             "published": _iso(alert.published),
             "feed_url": alert.feed_url,
+            "outlet": alert.outlet,
         },
         "story_id": alert.story_id,
         **_evidence(alert.matches),
@@ -345,6 +352,62 @@ def article_record(article: Article, topic: str, observed_at: datetime | None = 
         ("content-type", "application/json"),
     )
     return _record(record_id, article.id, topic, lambda: article_to_dict(article, observed_at), attributes)
+
+
+def _moment(seconds: float | None) -> str | None:
+    return None if seconds is None else _iso(datetime.fromtimestamp(seconds, UTC))
+
+
+def _signal_article(article: SignalArticle) -> dict[str, Any]:
+    return {
+        "id": article.id,
+        "url": article.url,
+        "title": article.title,
+        "outlet": article.outlet,
+        "published": _moment(article.published),
+        "story_id": article.story_id,
+    }
+
+
+def signal_to_dict(signal: Signal) -> dict[str, Any]:
+    """The JSON document of a signal (schema ``schemas/signal-v1.json``)."""
+    return {
+        "schema_version": SIGNAL_SCHEMA_VERSION,
+        "signal_id": signal.signal_id,
+        "kind": signal.kind,
+        "rule_id": signal.rule_id,
+        "topic": signal.topic,
+        "severity": signal.severity,
+        "tags": list(signal.tags),
+        "window": {"start": _moment(signal.window_start), "end": _moment(signal.window_end)},
+        "counts": {"articles": signal.articles, "outlets": len(signal.outlets)},
+        "outlets": list(signal.outlets),
+        "story_ids": list(signal.story_ids),
+        "first_article": _signal_article(signal.first),
+        "latest_article": _signal_article(signal.latest),
+        "baseline": signal.baseline,
+        "ratio": signal.ratio,
+        "story_id": signal.story_id,
+        "level": signal.level,
+        "detected_at": _moment(signal.detected_at),
+    }
+
+
+def signal_record(signal: Signal) -> Record:
+    """The Kafka record of a signal on ``<rule topic>.signals``: JSON value, rule-id key (a
+    rule's signals stay in order), CloudEvents headers with ``ce_type`` ``news.signal.<kind>.v1``."""
+    attributes = (
+        ("ce_specversion", "1.0"),
+        ("ce_id", signal.signal_id),
+        ("ce_source", f"news-monitor:rules/{signal.rule_id}"),
+        ("ce_type", f"news.signal.{signal.kind}.v{SIGNAL_SCHEMA_VERSION}"),
+        ("ce_time", _moment(signal.detected_at) or ""),
+        ("ce_subject", signal.story_id or signal.rule_id),
+        ("content-type", "application/json"),
+        ("rule_id", signal.rule_id),
+    )
+    # The outbox row's "article" is the rule, so the key is the rule id.
+    return _record(signal.signal_id, signal.rule_id, signal.topic, lambda: signal_to_dict(signal), attributes)
 
 
 def _record(

@@ -28,13 +28,17 @@ from monitor.engine.query import CompiledRule, QueryError, TermSpec, can_match_w
 from monitor.engine.query import Node as QueryNode
 from monitor.engine.ruleset import RuleSet
 from monitor.errors import RuleError
-from monitor.model import Rule, RuleExamples, SourceLocation
+from monitor.model import Burst, Rule, RuleExamples, SourceLocation, Spike
 
 __all__ = ["RuleSetError", "collect_rules", "load_rules", "parse_rules", "rule_files"]
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 MODES = ("live", "shadow")
-RULE_KEYS = ("id", "query", "description", "topic", "severity", "tags", "enabled", "mode", "examples")
+RULE_KEYS = ("id", "query", "description", "topic", "severity", "tags", "enabled", "mode", "examples", "burst", "spike")
+BURST_KEYS = ("min_outlets", "window", "cooldown")
+SPIKE_KEYS = ("window", "baseline", "factor", "min_count", "cooldown")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 TOP_KEYS = ("rules", "lists")
 EXAMPLE_KEYS = ("match", "no_match")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -293,6 +297,8 @@ def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | No
         items = _strings(source, values["tags"], "tags", state)
         tags = tuple(text for text, _ in items or ())
     examples = _parse_examples(source, values.get("examples"), state)
+    burst = _parse_burst(source, values["burst"], state) if "burst" in values else None
+    spike = _parse_spike(source, values["spike"], state) if "spike" in values else None
     if len(state.errors) > errors_before or rule_id is None or query_text is None or parsed is None:
         return None
     rule = Rule(
@@ -306,6 +312,8 @@ def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | No
         mode=mode,
         examples=examples,
         location=location,
+        burst=burst,
+        spike=spike,
     )
     return CompiledRule(rule, parsed)
 
@@ -389,6 +397,81 @@ def _parse_examples(source: _Source, node: Node | None, state: _State) -> RuleEx
         items = _strings(source, value, f"examples.{name}", state)
         found[name] = tuple(text for text, _ in items or ())
     return RuleExamples(match=found.get("match", ()), no_match=found.get("no_match", ()))
+
+
+def _block(source: _Source, node: Node, what: str, valid: Sequence[str], example: str, state: _State) -> dict[str, Node] | None:
+    """The keys of a ``burst:`` or ``spike:`` mapping (unknown keys reported)."""
+    if not isinstance(node, MappingNode):
+        state.error(f"{what} must be a mapping", _at(source.path, node), f"write {what}: {example}")
+        return None
+    found: dict[str, Node] = {}
+    for key, value in node.value:
+        name = str(key.value) if isinstance(key, ScalarNode) else ""
+        if name not in valid:
+            _unknown_key(source, key, valid, what, state)
+        else:
+            found[name] = value
+    return found
+
+
+def _duration(source: _Source, node: Node | None, what: str, default: float, state: _State) -> float:
+    """A duration such as ``30m``, ``6h``, ``7d`` (s, m, h, d, w), in seconds."""
+    if node is None:
+        return default
+    text = str(node.value).strip().lower() if isinstance(node, ScalarNode) and node.tag == _STR else ""
+    found = _DURATION.fullmatch(text)
+    seconds = float(found.group(1)) * _UNITS[found.group(2)] if found else 0.0
+    if seconds <= 0:
+        state.error(f"{what} must be a positive duration", _at(source.path, node), "write a number and a unit: 90s, 30m, 6h, 7d, 2w")
+        return default
+    return seconds
+
+
+def _number(source: _Source, node: Node | None, what: str, default: float, minimum: float, state: _State, *, integer: bool) -> float:
+    if node is None:
+        return default
+    value = _scalar(node) if isinstance(node, ScalarNode) else None
+    kinds = (int,) if integer else (int, float)
+    if not isinstance(value, kinds) or isinstance(value, bool) or value < minimum:
+        kind = "a whole number" if integer else "a number"
+        hint = f"e.g. {what.rsplit('.', 1)[-1]}: {default:g}"
+        state.error(f"{what} must be {kind} of at least {minimum:g}", _at(source.path, node), hint)
+        return default
+    return float(value)
+
+
+def _parse_burst(source: _Source, node: Node, state: _State) -> Burst | None:
+    """A rule's ``burst:`` block (docs/signals.md)."""
+    keys = _block(source, node, "burst", BURST_KEYS, "{min_outlets: 3, window: 30m, cooldown: 6h}", state)
+    if keys is None:
+        return None
+    default = Burst()
+    # One outlet is every alert; two or more make a burst.
+    min_outlets = _number(source, keys.get("min_outlets"), "burst.min_outlets", default.min_outlets, 2, state, integer=True)
+    window = _duration(source, keys.get("window"), "burst.window", default.window, state)
+    cooldown = _duration(source, keys.get("cooldown"), "burst.cooldown", default.cooldown, state)
+    return Burst(min_outlets=int(min_outlets), window=window, cooldown=cooldown)
+
+
+def _parse_spike(source: _Source, node: Node, state: _State) -> Spike | None:
+    """A rule's ``spike:`` block (docs/signals.md)."""
+    keys = _block(source, node, "spike", SPIKE_KEYS, "{window: 1h, baseline: 7d, factor: 3, min_count: 5}", state)
+    if keys is None:
+        return None
+    default = Spike()
+    window = _duration(source, keys.get("window"), "spike.window", default.window, state)
+    baseline = _duration(source, keys.get("baseline"), "spike.baseline", default.baseline, state)
+    factor = _number(source, keys.get("factor"), "spike.factor", default.factor, 1, state, integer=False)
+    min_count = _number(source, keys.get("min_count"), "spike.min_count", default.min_count, 1, state, integer=True)
+    cooldown = _duration(source, keys.get("cooldown"), "spike.cooldown", default.cooldown, state)
+    if window * 2 > baseline:
+        where = keys.get("baseline") or keys.get("window") or node
+        state.error(
+            "spike.window must be at most half of spike.baseline",
+            _at(source.path, where),
+            "the baseline is the average over several windows before this one: e.g. window: 1h, baseline: 7d",
+        )
+    return Spike(window=window, baseline=baseline, factor=factor, min_count=int(min_count), cooldown=cooldown)
 
 
 def _rule_nodes(source: _Source, state: _State) -> tuple[Node | None, Node | None]:

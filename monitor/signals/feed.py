@@ -1,0 +1,84 @@
+"""Sightings for the detectors: from a batch the daemon admitted, or from an alert record.
+
+In the daemon every rule match on a *new* article is a sighting, whether it raised an
+alert or was a later copy of a story the rule already alerted on (copies carry the
+outlets a burst and an escalation count); an edited article counts for the rules it
+newly alerts on. ``news-monitor signals`` sees alert records only: each is a sighting
+(see docs/signals.md, "Where signals run").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from monitor.dedupe import Candidate, Verdict
+from monitor.model import Alert, Article, Rule, SignalArticle
+from monitor.signals.detect import Sighting
+from monitor.signals.outlet import outlet_of
+
+__all__ = ["sighting_from_alert", "sightings_of", "signal_article"]
+
+
+def signal_article(article: Article, story_id: str | None) -> SignalArticle:
+    """The article as signals name it (its outlet derived here)."""
+    return SignalArticle(
+        id=article.id,
+        url=article.url,
+        title=article.title,
+        outlet=outlet_of(article.url, article.feed_url),
+        published=article.published.timestamp() if article.published is not None else None,
+        story_id=story_id,
+    )
+
+
+def sightings_of(candidates: Sequence[Candidate], verdicts: Sequence[Verdict], alerts: Sequence[Alert], detected: float) -> list[Sighting]:
+    """The sightings of an admitted batch: ``verdicts[i]`` is ``candidates[i]``'s."""
+    alerted = {(alert.rule_id, alert.url or alert.article_id) for alert in alerts}
+    sightings: list[Sighting] = []
+    for candidate, verdict in zip(candidates, verdicts):
+        if verdict is Verdict.DUPLICATE or not candidate.matches:
+            continue
+        article = candidate.article
+        matches = candidate.matches
+        if verdict is Verdict.UPDATED:
+            matches = [m for m in matches if (m.rule.id, article.url or article.id) in alerted]
+        if matches:
+            seen = signal_article(article, candidate.story_id)
+            sightings.extend(Sighting.of(match.rule, seen, detected) for match in matches)
+    return sightings
+
+
+def _seconds(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def sighting_from_alert(document: dict[str, Any], rule: Callable[[str], Rule | None]) -> Sighting | None:
+    """The sighting an alert document (``schemas/alert-v1.json``) stands for, with the burst
+    and spike blocks of its rule as ``rule(rule_id)`` knows it; None for a shadow alert."""
+    if document.get("mode") == "shadow":
+        return None
+    article = document["article"]
+    detected = _seconds(document.get("detected_at"))
+    if detected is None:
+        return None
+    outlet = article.get("outlet")
+    seen = SignalArticle(
+        id=article["id"],
+        url=article.get("url"),
+        title=article.get("title") or "",
+        # Alerts of releases before outlets: derived as the daemon would.
+        outlet=outlet if isinstance(outlet, str) else outlet_of(article.get("url"), article.get("feed_url") or ""),
+        published=_seconds(article.get("published")),
+        story_id=document.get("story_id"),
+    )
+    known = rule(document["rule_id"])
+    if known is not None:
+        return Sighting.of(known, seen, detected)
+    return Sighting(document["rule_id"], document["topic"], seen, detected, document["severity"], tuple(document["tags"]))

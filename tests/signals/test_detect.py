@@ -1,0 +1,132 @@
+"""The detectors with a controllable clock: bursts, spikes, escalations, absurd times, restarts."""
+
+from __future__ import annotations
+
+import itertools
+
+from monitor.model import Burst, Rule, SignalArticle, Spike
+from monitor.signals import Sighting, Signals, event_time
+
+HOUR = 3600.0
+T0 = 1_790_000_000.0
+_ids = itertools.count()
+
+BURST = Rule(id="summit", query="summit", topic="alerts.summit", burst=Burst(min_outlets=3, window=1800.0, cooldown=6 * HOUR))
+SPIKE = Rule(id="quake", query="quake", topic="alerts.quake", spike=Spike(window=HOUR, baseline=7 * 24 * HOUR, factor=3.0, min_count=5))
+PLAIN = Rule(id="plain", query="plain", topic="alerts.plain")
+
+
+def seen(rule: Rule, outlet: str | None, at: float, *, published: float | None = ..., story: str | None = None) -> Sighting:  # type: ignore[assignment]
+    n = next(_ids)
+    article = SignalArticle(
+        id=f"a{n}", url=f"https://{outlet}/{n}" if outlet else None, title=f"article {n}", outlet=outlet,
+        published=at if published is ... else published, story_id=story,
+    )
+    return Sighting.of(rule, article, at)
+
+
+def test_three_outlets_within_the_window_give_one_burst_and_a_fourth_gives_none() -> None:
+    signals = Signals()
+    got = []
+    for i, outlet in enumerate(["bbc.co.uk", "lemonde.fr", "reuters.com", "apnews.com"]):
+        got += signals.observe([seen(BURST, outlet, T0 + i * 300)], T0 + i * 300)
+    assert [s.kind for s in got] == ["burst"]
+    burst = got[0]
+    assert burst.outlets == ("bbc.co.uk", "lemonde.fr", "reuters.com")
+    assert burst.topic == "alerts.summit.signals" and burst.articles == 3
+    assert (burst.window_start, burst.window_end) == (T0, T0 + 600)
+    assert burst.first.outlet == "bbc.co.uk" and burst.latest.outlet == "reuters.com"
+    # After the cool-down, three new outlets make a second burst.
+    later = T0 + 7 * HOUR
+    again = [s for i, o in enumerate(["a.com", "b.com", "c.com"]) for s in signals.observe([seen(BURST, o, later + i)], later + i)]
+    assert [s.kind for s in again] == ["burst"] and again[0].signal_id != burst.signal_id
+
+
+def test_ten_articles_from_one_outlet_are_not_a_burst() -> None:
+    signals = Signals()
+    assert signals.observe([seen(BURST, "bbc.co.uk", T0 + i * 60) for i in range(10)], T0 + 600) == []
+
+
+def test_outlets_further_apart_than_the_window_are_not_a_burst() -> None:
+    signals = Signals()
+    got = [s for i, o in enumerate(["a.com", "b.com", "c.com"]) for s in signals.observe([seen(BURST, o, T0 + i * 1000)], T0 + i * 1000)]
+    assert got == []
+
+
+def _baseline(signals: Signals, rule: Rule, start: float, hours: int) -> None:
+    signals.watch([rule], start)
+    for h in range(hours):
+        signals.observe([seen(rule, "bbc.co.uk", start + h * HOUR + 10)], start + h * HOUR + 10)
+
+
+def test_a_week_at_one_an_hour_then_twelve_in_an_hour_is_a_spike_and_three_is_not() -> None:
+    quiet, loud = Signals(), Signals()
+    for signals in (quiet, loud):
+        _baseline(signals, SPIKE, T0, 24 * 7 + 1)
+    now = T0 + (24 * 7 + 1) * HOUR
+    assert quiet.observe([seen(SPIKE, "x.com", now + i * 60) for i in range(3)], now + 180) == []
+    got = loud.observe([seen(SPIKE, "x.com", now + i * 60) for i in range(12)], now + 720)
+    assert [s.kind for s in got] == ["spike"]
+    spike = got[0]
+    assert spike.baseline is not None and 0.9 <= spike.baseline <= 1.1
+    assert spike.ratio is not None and spike.ratio >= 3 and spike.articles >= 5
+
+
+def test_no_spike_before_the_baseline_was_watched_whole() -> None:
+    signals = Signals()
+    _baseline(signals, SPIKE, T0, 24)
+    now = T0 + 24 * HOUR
+    assert signals.observe([seen(SPIKE, "x.com", now + i) for i in range(12)], now + 12) == []
+
+
+def test_a_story_copied_by_three_then_ten_outlets_escalates_twice() -> None:
+    signals = Signals(levels=(3, 10, 30))
+    got = []
+    for i in range(12):
+        got += signals.observe([seen(PLAIN, f"outlet{i}.com", T0 + i * 60, story="story-1")], T0 + i * 60)
+    assert [(s.kind, s.level) for s in got] == [("escalation", 3), ("escalation", 10)]
+    assert got[1].outlets == tuple(f"outlet{i}.com" for i in range(10))
+    assert got[1].first.id == got[0].first.id and got[0].story_id == "story-1"
+    # The same outlet again is not a new one.
+    assert signals.observe([seen(PLAIN, "outlet0.com", T0 + 900, story="story-1")], T0 + 900) == []
+
+
+def test_absurd_published_times_count_at_their_detection_time() -> None:
+    assert event_time(0.0, T0, 1800.0) == T0  # 1970
+    assert event_time(T0 + 365 * 86400, T0, 1800.0) == T0  # next year
+    assert event_time(T0 - 600, T0, 1800.0) == T0 - 600
+    signals = Signals()
+    # A 1970 article neither opens a window that the next ones fall out of ...
+    got = signals.observe([seen(BURST, "a.com", T0, published=0.0)], T0)
+    got += signals.observe([seen(BURST, "b.com", T0 + 60)], T0 + 60)
+    # ... nor does one dated next year stretch the window or start a cool-down.
+    got += signals.observe([seen(BURST, "c.com", T0 + 120, published=T0 + 365 * 86400)], T0 + 120)
+    assert [s.kind for s in got] == ["burst"] and got[0].window_end == T0 + 120
+
+
+def test_state_survives_a_restart_without_repeating_or_forgetting() -> None:
+    first = Signals()
+    first.watch([BURST], T0)
+    got = first.observe([seen(BURST, "a.com", T0), seen(BURST, "b.com", T0 + 1)], T0 + 1)
+    saved = dict(first.changes())
+    assert got == [] and "burst:summit" in saved
+    # Restart: the third outlet completes the burst the first two started.
+    second = Signals()
+    second.restore((k, v) for k, v in saved.items() if v is not None)
+    second.watch([BURST], T0 + 2)
+    got = second.observe([seen(BURST, "c.com", T0 + 2)], T0 + 2)
+    assert [s.kind for s in got] == ["burst"]
+    saved.update(second.changes())
+    # Restart again: the cool-down is remembered.
+    third = Signals()
+    third.restore((k, v) for k, v in saved.items() if v is not None)
+    third.watch([BURST], T0 + 3)
+    assert third.observe([seen(BURST, o, T0 + 3 + i) for i, o in enumerate(["d.com", "e.com", "f.com"])], T0 + 6) == []
+
+
+def test_a_rule_gone_from_the_set_drops_its_state() -> None:
+    signals = Signals()
+    signals.watch([BURST, SPIKE], T0)
+    signals.changes()
+    signals.watch([SPIKE], T0 + 1)
+    assert dict(signals.changes()) == {"burst:summit": None}
