@@ -182,15 +182,30 @@ async def read_topic(
 
 
 ALERT_SCHEMA_PATH = ROOT / "schemas" / "alert-v1.json"
+SIGNAL_SCHEMA_PATH = ROOT / "schemas" / "signal-v1.json"
 
 
 @functools.cache
-def _alert_validator() -> Any:
+def _validator(path: Path) -> Any:
     from jsonschema import Draft202012Validator, FormatChecker
 
-    schema = orjson.loads(ALERT_SCHEMA_PATH.read_bytes())
+    schema = orjson.loads(path.read_bytes())
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def _alert_validator() -> Any:
+    return _validator(ALERT_SCHEMA_PATH)
+
+
+def validate_signal(signal: Any) -> None:
+    """Fail unless ``signal`` (decoded JSON) conforms to ``schemas/signal-v1.json``, times in UTC."""
+    errors = sorted(_validator(SIGNAL_SCHEMA_PATH).iter_errors(signal), key=lambda e: list(e.path))
+    if errors:
+        details = "; ".join(f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:5])
+        raise AssertionError(f"signal does not match {SIGNAL_SCHEMA_PATH.name}: {details}")
+    for moment in (signal["detected_at"], signal["window"]["start"], signal["window"]["end"]):
+        assert moment.endswith("Z"), f"timestamp {moment!r} is not UTC with a Z suffix"
 
 
 def validate_alert(alert: Any) -> None:

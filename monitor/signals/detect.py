@@ -104,7 +104,8 @@ def _signal(kind: str, key: str, sighting: Sighting, entries: Sequence[Sequence[
         outlets=outlets,
         story_ids=stories,
         first=_ref(min(entries, key=lambda e: e[0])),
-        latest=_ref(max(entries, key=lambda e: e[0])),
+        # Of articles with the same time, the last to arrive.
+        latest=_ref(max(reversed(entries), key=lambda e: e[0])),
         detected_at=now,
         **extra,
     )
@@ -160,7 +161,8 @@ class BurstState:
 
 class SpikeState:
     """One rule's spike detector: sightings of the current window, counts per window before
-    it (keyed by ``floor(time / window)``), when watching began, and the last spike."""
+    it (keyed by ``floor(time / window)``), when watching began (the watch start or the
+    first article's time, the earlier), and the last spike."""
 
     __slots__ = ("buckets", "fired", "latest", "recent", "since", "spec")
 
@@ -178,6 +180,8 @@ class SpikeState:
         t = event_time(sighting.article.published, sighting.detected, spec.window)
         if any(e[1] == sighting.article.id for e in self.recent):
             return None
+        # Watched since the first article it counted, if that is earlier (a replay of history).
+        self.since = min(self.since, t)
         self.latest = max(self.latest, t)
         horizon = self.latest - spec.window
         if t <= horizon:
