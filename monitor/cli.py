@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"news-monitor {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for add in (_add_run, _add_tail, _add_notify, _add_match, _add_broker, _add_status, _add_rules):
+    for add in (_add_run, _add_tail, _add_notify, _add_signals, _add_match, _add_broker, _add_status, _add_rules):
         add(commands)
     return parser
 
@@ -461,6 +461,25 @@ def _cmd_notify(args: argparse.Namespace) -> int:
 
     process = NotifyProcess(settings, bootstrap_servers=args.bootstrap_servers, destinations=destinations)
     return asyncio.run(process.run())
+
+
+def _add_signals(commands: Any) -> None:
+    signals = _command(
+        commands, "signals", "story signals from the alert topics, for matching in several processes (docs/signals.md)",
+        "runs until SIGINT/SIGTERM; the daemon raises the same signals itself unless [signals] enabled = false\n"
+        "exit codes: 0 stopped, 2 bad config, rules or state directory, 3 broker unreachable\n"
+        "example:\n  news-monitor signals --config /etc/news-monitor/monitor.toml\n",
+    )
+    _add_config(signals)
+    signals.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="override [kafka] bootstrap_servers")
+    signals.set_defaults(handler=_cmd_signals)
+
+
+def _cmd_signals(args: argparse.Namespace) -> int:
+    from monitor.app.signals import SignalsProcess
+
+    settings = _settings(args)
+    return asyncio.run(SignalsProcess(settings, bootstrap_servers=args.bootstrap_servers).run())
 
 
 # -- match -----------------------------------------------------------------------------

@@ -205,6 +205,9 @@ class SignalsSettings:
     #: ``news-monitor signals``: its consumer group, and its state directory (its own SQLite store).
     group: str = "news-monitor-signals"
     state_dir: str = "state-signals"
+    #: ``news-monitor signals``: partitions without a committed offset are read from their
+    #: beginning (else from their end, for topics that existed when the process started).
+    from_beginning: bool = False
 
 
 @dataclass(frozen=True)

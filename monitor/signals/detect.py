@@ -205,8 +205,9 @@ class SpikeState:
         if self.fired is not None and self.latest < self.fired + spec.cooldown:
             return None
         horizon = self.latest - spec.window
-        # The baseline must be watched whole: a rule watched for an hour has no average yet.
-        if len(self.recent) < spec.min_count or self.since > horizon - spec.baseline:
+        # The baseline must be watched whole (but for the window its average leaves out):
+        # a rule watched for an hour has no average yet.
+        if len(self.recent) < spec.min_count or self.since > horizon - spec.baseline + spec.window:
             return None
         # Whole windows of the baseline only (to within one window at each end).
         first, last = math.ceil((horizon - spec.baseline) / spec.window), math.floor(horizon / spec.window)

@@ -61,7 +61,8 @@ def _seconds(text: Any) -> float | None:
 
 def sighting_from_alert(document: dict[str, Any], rule: Callable[[str], Rule | None]) -> Sighting | None:
     """The sighting an alert document (``schemas/alert-v1.json``) stands for, with the burst
-    and spike blocks of its rule as ``rule(rule_id)`` knows it; None for a shadow alert."""
+    and spike blocks of its rule as ``rule(rule_id)`` knows it; None for a shadow alert or
+    one without a readable detection time."""
     if document.get("mode") == "shadow":
         return None
     article = document["article"]
@@ -78,7 +79,10 @@ def sighting_from_alert(document: dict[str, Any], rule: Callable[[str], Rule | N
         published=_seconds(article.get("published")),
         story_id=document.get("story_id"),
     )
+    # The alert says what its rule was when it matched; the rule files give the signal blocks.
     known = rule(document["rule_id"])
-    if known is not None:
-        return Sighting.of(known, seen, detected)
-    return Sighting(document["rule_id"], document["topic"], seen, detected, document["severity"], tuple(document["tags"]))
+    return Sighting(
+        document["rule_id"], document["topic"], seen, detected, document["severity"], tuple(document["tags"]),
+        burst=known.burst if known is not None else None,
+        spike=known.spike if known is not None else None,
+    )  # fmt: skip

@@ -1,0 +1,175 @@
+"""Composition of ``news-monitor signals``: the story signals as a process of their own,
+consuming the alert topics, for when matching runs in several processes (docs/signals.md).
+
+The same detectors as the daemon's (:mod:`monitor.signals`), fed with every live alert on
+the rules' topics, so the signals see the alerts of every matcher. Start-up: the rule
+files are loaded (a bad one: exit 2), ``<[signals] state_dir>/signals.lock`` is taken
+(exit 2 naming the holder), the state store there is opened and the detectors' state
+restored, the producer connected within ``[kafka] connect_timeout`` (exit 3), signals left
+in the store's outbox by an earlier run are sent, then the consumer joins
+``[signals] group``. Each batch: its sightings through the detectors; the signals raised
+and the detectors' new state saved in one transaction; the signals sent and acknowledged;
+only then the batch's offsets are committed. So a crash at any point neither repeats a
+signal (the state that raised it is saved with it) nor loses one (it waits in the outbox).
+SIGINT/SIGTERM: the batch in hand finishes, offsets are committed, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from aiokafka.errors import KafkaError
+
+from monitor.adapters.kafka import KafkaPublisher, TopicReader
+from monitor.adapters.statelock import StateLock
+from monitor.adapters.store import AsyncStore
+from monitor.app.notify import topic_pattern
+from monitor.delivery.records import alert_problem, signal_record
+from monitor.engine import RuleSet, load_rules
+from monitor.errors import BrokerError, ConfigError, PublishError, RecordRejected
+from monitor.log import get_logger
+from monitor.model import Record
+from monitor.settings import Settings
+from monitor.signals import Signals
+from monitor.signals.feed import sighting_from_alert
+
+__all__ = ["SignalsProcess", "sightings_in"]
+
+log = get_logger("signals")
+
+_BACKOFF_MAX = 30.0
+
+
+def sightings_in(records: Sequence[Any], ruleset: RuleSet) -> list[Any]:
+    """The sightings of a batch of alert records (other records are logged and skipped)."""
+    sightings = []
+    for record in records:
+        try:
+            document = orjson.loads(record.value or b"")
+        except orjson.JSONDecodeError as exc:
+            problem: str | None = f"not JSON ({exc})"
+        else:
+            problem = alert_problem(document)
+        if problem is not None:
+            log.warning("signals.record.skipped", topic=record.topic, partition=record.partition, offset=record.offset, reason=problem)
+            continue
+        sighting = sighting_from_alert(document, ruleset.get)
+        if sighting is not None:
+            sightings.append(sighting)
+    return sightings
+
+
+class SignalsProcess:
+    """One ``news-monitor signals`` process (see the module docstring)."""
+
+    def __init__(self, settings: Settings, *, bootstrap_servers: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap_servers or settings.kafka.bootstrap_servers
+        if self.bootstrap.strip().lower() == "embedded":
+            raise ConfigError(
+                "signals needs a running broker; the embedded one lives only as long as 'run'",
+                hint="point [kafka] bootstrap_servers (NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS) at the monitor's broker",
+            )
+        self.clock = clock
+        self.stop_event = asyncio.Event()
+        #: Signals published by this process.
+        self.published = 0
+        self.signals: Signals | None = None
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit, and return from :meth:`run`."""
+        self.stop_event.set()
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Run until :meth:`stop` (or SIGINT/SIGTERM); returns the exit code."""
+        options = self.settings.signals
+        ruleset = load_rules(self.settings.rule_paths)
+        state_dir = self.settings.resolve(options.state_dir)
+        lock = StateLock(state_dir, "signals.lock", hint="one signals process per state directory ([signals] state_dir)").acquire()
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(lock.release)
+            store = AsyncStore.open(state_dir)
+            stack.push_async_callback(store.close)
+            detectors = self.signals = Signals(levels=options.escalation, story_ttl=2 * self.settings.stories.window_hours * 3600.0)
+            detectors.restore(await store.signal_state())
+            detectors.watch(ruleset.rules, self.clock())
+            publisher = KafkaPublisher(self.settings.kafka, self.bootstrap)
+            await publisher.start()
+            stack.push_async_callback(publisher.stop, 10.0)
+            topics = sorted(rule.output_topic for rule in ruleset.rules if rule.enabled and rule.mode == "live")
+            await publisher.ensure_topics([f"{topic}.signals" for topic in topics])
+            await self._send(store, publisher, await store.pending())
+            if handle_signals:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.stop)
+                    stack.callback(loop.remove_signal_handler, sig)
+            reader = TopicReader(
+                self.settings.kafka, self.bootstrap, [], group=options.group, pattern=topic_pattern(topics, []),
+                from_beginning=options.from_beginning, metadata_max_age_ms=30_000,
+            )  # fmt: skip
+            try:
+                await reader.__aenter__()
+            except (KafkaError, OSError) as exc:
+                raise BrokerError(f"cannot start the consumer at {self.bootstrap}: {type(exc).__name__}: {exc}") from exc
+            stack.push_async_callback(reader.__aexit__, None, None, None)
+            log.info("signals.started", group=options.group, topics=topics)
+            await self._consume(reader, ruleset, detectors, store, publisher)
+        log.info("signals.stopped", published=self.published)
+        return 0
+
+    async def _consume(
+        self, reader: TopicReader, ruleset: RuleSet, detectors: Signals, store: AsyncStore, publisher: KafkaPublisher
+    ) -> None:
+        batches = reader.batches()
+        try:
+            while not self.stop_event.is_set():
+                nxt = asyncio.ensure_future(anext(batches))
+                stopper = asyncio.ensure_future(self.stop_event.wait())
+                done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if nxt not in done:
+                    nxt.cancel()
+                    await asyncio.gather(nxt, return_exceptions=True)
+                    break
+                batch = nxt.result()
+                raised = detectors.observe(sightings_in(batch, ruleset), self.clock())
+                records = [signal_record(s) for s in raised]
+                await store.save_signals(records, detectors.changes())
+                if not await self._send(store, publisher, records):
+                    break  # stopped while the broker was away: the records wait in the outbox
+                for record in batch:
+                    reader.processed(record)
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]
+
+    async def _send(self, store: AsyncStore, publisher: KafkaPublisher, records: Sequence[Record]) -> bool:
+        """Publish each record until acknowledged, then drop it from the outbox; False when
+        stopped first."""
+        for record in records:
+            backoff = 0.5
+            while True:
+                try:
+                    await publisher.publish(record)
+                except RecordRejected as exc:
+                    log.error("signals.record.rejected", topic=record.topic, signal_id=record.alert_id, error=str(exc))
+                    break
+                except (PublishError, TimeoutError) as exc:
+                    log.warning("signals.publish.failed", topic=record.topic, error=str(exc), retry_in=backoff)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop_event.wait(), backoff)
+                    if self.stop_event.is_set():
+                        return False
+                    backoff = min(_BACKOFF_MAX, backoff * 2)
+                    continue
+                self.published += 1
+                log.info("signal.published", topic=record.topic, signal_id=record.alert_id)
+                break
+            await store.ack(record.alert_id, record.topic, record.article_id)
+        return True
