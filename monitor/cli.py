@@ -94,7 +94,7 @@ def _add_run(commands: Any) -> None:
 
 def _add_tail(commands: Any) -> None:
     tail = _command(
-        commands, "tail", "print alerts from a topic as JSON lines",
+        commands, "tail", "print alerts (and signals, from <topic>.signals) from a topic as JSON lines",
         "examples:\n  news-monitor tail alerts.summit --from-beginning --max 1\n"
         "  news-monitor tail alerts.sanctions --group analyst-desk --format table\n"
         "  news-monitor tail alerts.summit --from-beginning --since 2026-11-25T00:00:00Z\n",
@@ -371,8 +371,8 @@ async def _tail(settings: Settings, bootstrap: str, args: argparse.Namespace, si
 
 
 def _decode(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
-    """The alert in a record value, or None and why it is not one."""
-    from monitor.delivery.records import alert_problem
+    """The alert or signal in a record value, or None and why it is neither."""
+    from monitor.delivery.records import alert_problem, signal_problem
 
     if not value:
         return None, "empty value, not an alert"
@@ -380,7 +380,7 @@ def _decode(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return None, f"not JSON ({exc})"
-    problem = alert_problem(decoded)
+    problem = signal_problem(decoded) if isinstance(decoded, dict) and "signal_id" in decoded else alert_problem(decoded)
     return (None, problem) if problem is not None else (decoded, "")
 
 
@@ -403,9 +403,13 @@ def _detected_since(alert: dict[str, Any], since: datetime) -> bool:
 
 
 def _table_row(alert: dict[str, Any]) -> str:
-    """One table line of a checked alert (see ``alert_problem``); control characters in
-    its text cannot break the line."""
-    title = _cell(alert["article"]["title"])[:80]
+    """One table line of a checked alert or signal (see ``alert_problem``, ``signal_problem``);
+    control characters in its text cannot break the line."""
+    if "signal_id" in alert:
+        counts, latest = alert["counts"], alert["latest_article"].get("title")
+        title = _cell(f"{alert['kind']}: {counts.get('articles')} articles, {counts.get('outlets')} outlets: {latest}")[:80]
+    else:
+        title = _cell(alert["article"]["title"])[:80]
     return f"{_cell(alert['detected_at'])[:19]:<21} {_cell(alert['rule_id']):<16} {_cell(alert['severity']):<9} {title}\n"
 
 

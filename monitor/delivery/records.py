@@ -69,6 +69,7 @@ __all__ = [
     "article_to_dict",
     "build_alert",
     "rejection_reason",
+    "signal_problem",
     "signal_record",
     "signal_to_dict",
 ]
@@ -199,6 +200,24 @@ def alert_problem(document: Any) -> str | None:
             return f"matches[{index}] is {_json_type(hit)}, not an object"
         problem = _field_problem(hit, _MATCH_FIELDS, f"matches[{index}].")
     return problem
+
+
+#: The fields of a signal and their JSON types (``schemas/signal-v1.json``), for readers.
+_SIGNAL_FIELDS: dict[str, tuple[type, ...]] = {
+    "signal_id": (str,), "kind": (str,), "rule_id": (str,), "topic": (str,), "severity": (str,), "tags": (list,),
+    "window": (dict,), "counts": (dict,), "outlets": (list,), "first_article": (dict,), "latest_article": (dict,),
+    "detected_at": (str,),
+}  # fmt: skip
+
+
+def signal_problem(document: Any) -> str | None:
+    """Why a decoded record value is not a signal of schema version 1, or None when it is one
+    (a structural check, as :func:`alert_problem`; ``schemas/signal-v1.json`` is the contract)."""
+    if not isinstance(document, dict):
+        return f"{_json_type(document)}, not a signal object"
+    if document.get("schema_version") != SIGNAL_SCHEMA_VERSION or isinstance(document.get("schema_version"), bool):
+        return f"schema_version {orjson.dumps(document.get('schema_version')).decode()} is not a signal version this reader knows"
+    return _field_problem(document, _SIGNAL_FIELDS, "")
 
 
 def _field_problem(document: dict[str, Any], fields: dict[str, tuple[type, ...]], prefix: str) -> str | None:

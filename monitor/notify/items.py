@@ -121,9 +121,12 @@ def _signal(document: Any, ce_type: str | None) -> tuple[Item | None, str]:
 
 
 def outlet(document: dict[str, Any]) -> str:
-    """The outlet of an alert: the host of the article's link, else of its feed (``www.``
+    """The outlet of an alert: the alert's own ``article.outlet`` (a registrable domain,
+    docs/signals.md), else the host of the article's link, else of its feed (``www.``
     dropped), else the feed file's name."""
     article = document.get("article") or {}
+    if isinstance(article.get("outlet"), str) and article["outlet"]:
+        return str(article["outlet"])
     for url in (article.get("url"), article.get("feed_url")):
         if isinstance(url, str) and url:
             parts = urlsplit(url)

@@ -25,6 +25,7 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -49,7 +50,7 @@ FIELDS: dict[str, str] = {
     "tags": "the rule's tags, comma-separated",
     "topic": "the Kafka topic of the alert",
     "title": "the article's title",
-    "outlet": "the host of the article's link (else of its feed), without www.",
+    "outlet": "the article's outlet: the alert's article.outlet (a registrable domain), else the host of its link or feed, without www.",
     "link": "the article's link (absent when the article has none)",
     "snippet": "the excerpt around the first match",
     "terms": "the matched terms, comma-separated, in the order the rule engine reported them",
@@ -217,7 +218,29 @@ class Renderer:
         return Message(_one_line(title), "\n".join(lines), self.markdown)
 
     def signal(self, item: Item) -> Message:
-        """The generic message of a signal: its kind and rule, then each of its fields."""
+        """The message of a signal: a sentence for a burst, a spike or an escalation of the
+        monitor's (``schemas/signal-v1.json``), else its kind and rule and each of its fields."""
+        headline = _signal_headline(item)
+        if headline is None:
+            return self._generic_signal(item)
+        document = item.document
+        latest, first = _mapping(document, "latest_article"), _mapping(document, "first_article")
+        outlets = [o for o in document.get("outlets") or () if isinstance(o, str)]
+        severity = f"[{item.severity}] " if item.severity else ""
+        lines = [_md(headline, self.markdown, bold=True)]
+        if outlets:
+            shown = ", ".join(outlets[:12]) + (f" and {len(outlets) - 12} more" if len(outlets) > 12 else "")
+            lines.append(f"Outlets: {_md(shown, self.markdown)}")
+        for label, article in (("Latest", latest), ("First", first)):
+            if article.get("title") and (label == "Latest" or article.get("id") != latest.get("id")):
+                title = _md(str(article["title"]), self.markdown)
+                url = article.get("url")
+                link = f" {_link(url, 'read', self.markdown)}" if isinstance(url, str) and url else ""
+                outlet_name = f" ({_md(str(article['outlet']), self.markdown)})" if article.get("outlet") else ""
+                lines.append(f"{label}: {title}{outlet_name}{link}")
+        return Message(_one_line(f"{severity}{headline}"), "\n".join(lines), self.markdown)
+
+    def _generic_signal(self, item: Item) -> Message:
         document = item.document
         kind = str(document.get("kind", "signal"))
         title = f"[{kind}] {item.rule_id}" + (f" ({item.severity})" if item.severity else "")
@@ -280,6 +303,44 @@ class Renderer:
         tail = " · ".join(_md(part, self.markdown) for part in (*extra, values["severity"] or "") if part)
         link = f" {values['link']}" if values["link"] and not self.markdown else ""
         return f"- {shown} — {tail}{link}"
+
+
+def _signal_headline(item: Item) -> str | None:
+    """One sentence for a signal of the monitor's, or None for another kind or shape."""
+    document = item.document
+    counts, window = _mapping(document, "counts"), _mapping(document, "window")
+    articles, outlets = counts.get("articles"), counts.get("outlets")
+    span = _span(window.get("start"), window.get("end"))
+    kind, rule = document.get("kind"), item.rule_id
+    if kind == "burst" and isinstance(outlets, int):
+        return f"Breaking: {rule} — {outlets} outlets within {span}"
+    if kind == "spike" and isinstance(articles, int):
+        ratio, baseline = document.get("ratio"), document.get("baseline")
+        known = isinstance(ratio, (int, float)) and isinstance(baseline, (int, float))
+        usual = f"{ratio:g}× the usual {baseline:g}" if known else "none usually"
+        return f"Spike: {rule} — {articles} articles within {span}, {usual}"
+    if kind == "escalation" and isinstance(document.get("level"), int):
+        return f"Story growing: {rule} — now {document['level']} outlets"
+    return None
+
+
+def _mapping(document: dict[str, Any], name: str) -> dict[str, Any]:
+    value = document.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _span(start: Any, end: Any) -> str:
+    """``12 min`` between two RFC 3339 times ("a moment" when unreadable or equal)."""
+    try:
+        first, last = (datetime.fromisoformat(str(moment).replace("Z", "+00:00")) for moment in (start, end))
+        seconds = (last - first).total_seconds()
+    except ValueError:
+        return "a moment"
+    if seconds < 60:
+        return "a minute"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _by_story(entries: list[tuple[Item, int]]) -> list[list[tuple[Item, int]]]:
