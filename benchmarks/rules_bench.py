@@ -23,6 +23,11 @@ The process is pinned to one CPU (``--cpu``, default the last one it may use), a
 does: a move to the other core starts on cold caches, which costs the 10,000-rule cell,
 whose working set is the largest, more than the others.
 
+Signals: the extra cost per alert of story-signal bookkeeping (``monitor.signals``: the
+sightings of an article's matches, outlets, the burst detectors, the state entries to
+save) at 10,000 rules with a ``burst:`` block on every one of them, interleaved with the
+engine cells and reported as a share of the matching cost per alert.
+
 Then compile time (process CPU time and wall time, median of 3 loads with the term and
 fold caches cleared before each, so every load is a cold first load) and memory (RSS
 growth, and Python allocations via tracemalloc) for 10,000 rules, loaded from YAML text
@@ -32,6 +37,7 @@ as an operator's files would be.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import random
@@ -51,7 +57,7 @@ from monitor.engine import RuleSet, fold, parse_rules
 from monitor.engine.evaluate import fold_fields
 from monitor.engine.query import iter_terms
 from monitor.engine.text import scan_text
-from monitor.model import Article
+from monitor.model import Article, Burst, Match
 
 FIRST = ["Anna", "Boris", "Carlos", "Dmitri", "Elena", "Farid", "Grace", "Hiroshi", "Ines", "Jamal", "Katarzyna", "Luis", "Mei", "Nadia", "Omar", "Pavel", "Quentin", "Rosa", "Sergei", "Tomas", "Ursula", "Viktor", "Wei", "Ximena", "Yusuf", "Zofia", "Ahmed", "Bianca", "Chen", "Diego", "Emeka", "Fatima"]
 SYLLABLES = ["ka", "ro", "vin", "del", "ma", "ra", "ten", "sko", "vich", "ber", "gan", "lo", "mi", "sa", "to", "ne", "dor", "ul", "fen", "ish", "ar", "quo", "zel", "pra", "mon", "tis"]
@@ -114,7 +120,8 @@ def article(rng: random.Random, vocab: list[str], hot: list[str], index: int, si
         words.append(term)
         length += len(term) + 1
     body = " ".join(words)
-    return Article(id=f"a{index}", feed_url="bench", title=" ".join(words[:10]), body=body)
+    url = f"https://www.outlet{index % 40}.example.com/news/{index}"  # 40 outlets, for the signals cell
+    return Article(id=f"a{index}", feed_url="bench", title=" ".join(words[:10]), body=body, url=url)
 
 
 def cpu_pass(run, articles: list[Article]) -> float:
@@ -193,6 +200,29 @@ def ceiling_runner(ruleset: RuleSet):
     return run
 
 
+def signals_runner(ruleset: RuleSet, articles: list[Article]):
+    """Signal bookkeeping for an article's matches, as the daemon does it after admission
+    (matches computed beforehand: this cell costs the signals alone). Bursts on every rule."""
+    from monitor.dedupe import Candidate, Verdict
+    from monitor.signals import Signals
+    from monitor.signals.feed import sightings_of
+
+    burst = Burst(min_outlets=3, window=1800.0, cooldown=6 * 3600.0)
+    bursting = {rule.id: dataclasses.replace(rule, burst=burst) for rule in ruleset.rules}
+    matched = {a.id: [Match(bursting[m.rule.id], m.hits) for m in ruleset.match(a)] for a in articles}
+    signals = Signals()
+    clock = [1_790_000_000.0]
+
+    def run(item: Article) -> int:
+        clock[0] += 0.5  # two articles a second (a large deployment): windows fill, move on, bursts fire
+        sightings = sightings_of([Candidate(item, matched[item.id])], [Verdict.NEW], [], clock[0])
+        raised = signals.observe(sightings, clock[0])
+        signals.changes(clock[0])  # as the daemon after each batch: every rule's window each 5 s
+        return len(raised)
+
+    return run
+
+
 def pin_to_cpu(cpu: int | None) -> int | None:
     """Pin this process to ``cpu`` (None: the last CPU it may run on; -1: leave it free);
     the CPU pinned to, or None."""
@@ -234,6 +264,7 @@ def main() -> None:
     for count in sizes:
         cells[f"engine-{count}"] = rulesets[count].match
         cells[f"ceiling-{count}"] = ceiling_runner(rulesets[count])
+    cells["signals-10000"] = signals_runner(rulesets[10_000], articles)
     times = interleaved(cells, articles, args.passes)
     header = f"{'rules':>6} | {'engine art/s':>12} {'MB/s':>6} | {'ceiling art/s':>13} {'MB/s':>6} | " \
              f"{'naive art/s':>11} | {'eng/ceil':>8} | {'eng/naive':>9} | {'fired/art':>9}"
@@ -271,6 +302,15 @@ def main() -> None:
         f"within each round, 10,000/10: median {median(paired):.1%} (rounds {paired[0]:.1%}-{paired[-1]:.1%}); "
         + "eng/ceil: "
         + ", ".join(f"{count:,}: {median(c / e for e, c in zip(times[f'engine-{count}'], times[f'ceiling-{count}'])):.0%}" for count in sizes)
+    )
+    alerts = sum(len(rulesets[10_000].match(a)) for a in articles)
+    engine_per_alert = min(times["engine-10000"]) / alerts
+    signals_per_alert = min(times["signals-10000"]) / alerts
+    paired_signals = sorted(s / e for e, s in zip(times["engine-10000"], times["signals-10000"]))
+    print(
+        f"signals at 10,000 rules, bursts on all ({alerts / len(articles):.1f} alerts/article): "
+        f"{signals_per_alert * 1e6:.1f} us per alert against {engine_per_alert * 1e6:.1f} us of matching per alert: "
+        f"{signals_per_alert / engine_per_alert:.1%} (within each round: median {median(paired_signals):.1%})"
     )
     del rulesets, cells
     text = rules_yaml(random.Random(10_000), vocab, 10_000)

@@ -248,11 +248,12 @@ class Matching:
             return
         now = self._clock()
         sightings = sightings_of(candidates, admission.verdicts, admission.alerts, now)
-        if not sightings:
-            return
         raised = self.signals.observe(sightings, now)
         records = [signal_record(signal) for signal in raised]
-        await self._store.save_signals(records, self.signals.changes())
+        # Detectors that raised a signal are saved with it; the others every flush interval.
+        changes = self.signals.changes(now)
+        if records or changes:
+            await self._store.save_signals(records, changes)
         for signal in raised:
             log.info("signal.raised", kind=signal.kind, rule_id=signal.rule_id, topic=signal.topic, signal_id=signal.signal_id)
         admission.signals.extend(raised)

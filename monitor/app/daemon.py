@@ -34,7 +34,7 @@ from monitor.dedupe.stories import StoryIndex
 from monitor.delivery import Delivery
 from monitor.engine.reload import RulesHolder
 from monitor.enrich.fulltext import FulltextEnricher
-from monitor.errors import MonitorError
+from monitor.errors import MonitorError, StoreError
 from monitor.feeds.sources import load_feeds
 from monitor.feeds.state import FeedStates
 from monitor.lifecycle import Shutdown
@@ -46,7 +46,7 @@ from monitor.settings import FeedsSettings, Settings, StoriesSettings, load_sett
 from monitor.signals import Signals
 from monitor.upkeep import Probe, flush_feed_states
 
-__all__ = ["Parts", "broker_probe", "feed_transport", "read_feed_list", "signal_detectors", "start", "story_index"]
+__all__ = ["Parts", "broker_probe", "feed_transport", "flush_signals", "read_feed_list", "signal_detectors", "start", "story_index"]
 
 log = get_logger("worker")
 
@@ -95,6 +95,8 @@ async def start(
     fulltext = _fulltext(settings, parser, stack) if not once or any(feed.fulltext for feed in feeds) else None
     parts.stories = await story_index(settings.stories, store)
     parts.signals = await signal_detectors(settings, store, rules) if settings.signals.enabled else None
+    if parts.signals is not None:
+        stack.push_async_callback(flush_signals, parts.signals, store)
     feed_states = FeedStates(store)
     await feed_states.load()
     # Everything built so far lives as long as the daemon: the cyclic GC need not re-scan it.
@@ -175,13 +177,26 @@ async def story_index(options: StoriesSettings, store: AsyncStore) -> StoryIndex
 async def signal_detectors(settings: Settings, store: AsyncStore, rules: RulesHolder) -> Signals:
     """The story signals' detectors, with the state an earlier run saved, following the
     rule set through reloads."""
-    signals = Signals(levels=settings.signals.escalation, story_ttl=2 * settings.stories.window_hours * 3600.0)
+    signals = Signals(
+        levels=settings.signals.escalation,
+        story_ttl=2 * settings.stories.window_hours * 3600.0,
+        flush_interval=settings.state.flush_interval,
+    )
     restored = signals.restore(await store.signal_state())
     signals.watch(rules.current.rules, time.time())
     rules.listeners.append(lambda ruleset: signals.watch(ruleset.rules, time.time()))
     if restored:
         log.info("signals.restored", entries=restored)
     return signals
+
+
+async def flush_signals(signals: Signals, store: AsyncStore) -> None:
+    """The detectors' last write-back, at shutdown (polls are over): a failure is logged
+    (the windows' latest sightings are lost; no signal repeats, those are saved with them)."""
+    try:
+        await store.save_signals([], signals.changes())
+    except StoreError as exc:
+        log.error("signals.state.unsaved", error=str(exc))
 
 
 async def _start_delivery(

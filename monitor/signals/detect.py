@@ -13,8 +13,9 @@ closes a window. Windows and cool-downs run on these times, never on the wall cl
 replay of the same sightings gives the same signals with the same ids.
 
 State. Everything :class:`Signals` holds is plain numbers and strings: :meth:`Signals.changes`
-gives the entries changed since the last call as JSON (one per rule and detector, one per
-story), :meth:`Signals.restore` takes them back, so a restart neither repeats a signal nor
+gives the entries changed as JSON (one per rule and detector, one per story): those that
+raised a signal at once, the others once per ``flush_interval`` and at shutdown;
+:meth:`Signals.restore` takes them back, so a restart neither repeats a signal nor
 forgets a cool-down. Pure: no clock (``now`` is passed in), no I/O.
 """
 
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -47,26 +48,22 @@ CLOCK_SKEW = 300.0
 DEFAULT_LEVELS: tuple[int, ...] = (3, 10, 30)
 #: Sightings kept per rule and detector, and outlets per story (the oldest go first).
 MAX_KEPT = 1000
+#: Seconds between two sweeps of stories unseen for their time to live.
+_EXPIRY_INTERVAL = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Sighting:
-    """One rule matching one new article (times are Unix seconds)."""
+class Sighting(NamedTuple):
+    """One rule matching one new article (times are Unix seconds). A tuple: one is made per
+    match, so it must cost next to nothing to build."""
 
-    rule_id: str
-    #: The rule's output topic (signals go to ``<topic>.signals``).
-    topic: str
+    rule: Rule
     article: SignalArticle
     detected: float
-    severity: str = "medium"
-    tags: tuple[str, ...] = ()
-    burst: Burst | None = None
-    spike: Spike | None = None
 
     @classmethod
     def of(cls, rule: Rule, article: SignalArticle, detected: float) -> Sighting:
         """The sighting of ``rule`` matching ``article``, detected at ``detected``."""
-        return cls(rule.id, rule.output_topic, article, detected, rule.severity, tuple(rule.tags), rule.burst, rule.spike)
+        return cls(rule, article, detected)
 
 
 def event_time(published: float | None, detected: float, window: float) -> float:
@@ -78,31 +75,33 @@ def event_time(published: float | None, detected: float, window: float) -> float
     return detected
 
 
-def _ref(entry: Sequence[Any]) -> SignalArticle:
-    """The article of a kept entry ``[time, id, url, title, outlet, published, story_id]``."""
-    return SignalArticle(id=entry[1], url=entry[2], title=entry[3], outlet=entry[4], published=entry[5], story_id=entry[6])
+#: A kept sighting: ``[time, id, url, title, outlet, published, story_id]`` (plain values:
+#: cheap to build, and orjson writes lists several times faster than dataclasses).
+Entry = list[Any]
 
 
-def _entry(t: float, article: SignalArticle) -> list[Any]:
+def _entry(t: float, article: SignalArticle) -> Entry:
     return [t, article.id, article.url, article.title, article.outlet, article.published, article.story_id]
 
 
-def _signal(kind: str, key: str, sighting: Sighting, entries: Sequence[Sequence[Any]], now: float, **extra: Any) -> Signal:
-    """A signal of ``sighting``'s rule over ``entries`` (oldest first)."""
-    outlets = tuple(dict.fromkeys(e[4] for e in entries if e[4]))
-    stories = tuple(dict.fromkeys(e[6] for e in entries if e[6]))
+def _ref(entry: Sequence[Any]) -> SignalArticle:
+    return SignalArticle(id=entry[1], url=entry[2], title=entry[3], outlet=entry[4], published=entry[5], story_id=entry[6])
+
+
+def _signal(kind: str, key: str, rule: Rule, entries: Sequence[Sequence[Any]], now: float, **extra: Any) -> Signal:
+    """A signal of ``rule`` over ``entries`` (oldest first)."""
     return Signal(
-        signal_id=signal_id_for(sighting.rule_id, kind, key),
+        signal_id=signal_id_for(rule.id, kind, key),
         kind=kind,
-        rule_id=sighting.rule_id,
-        topic=f"{sighting.topic}.signals",
-        severity=sighting.severity,
-        tags=sighting.tags,
+        rule_id=rule.id,
+        topic=f"{rule.output_topic}.signals",
+        severity=rule.severity,
+        tags=tuple(rule.tags),
         window_start=min(e[0] for e in entries),
         window_end=max(e[0] for e in entries),
         articles=len(entries),
-        outlets=outlets,
-        story_ids=stories,
+        outlets=tuple(dict.fromkeys(e[4] for e in entries if e[4])),
+        story_ids=tuple(dict.fromkeys(e[6] for e in entries if e[6])),
         first=_ref(min(entries, key=lambda e: e[0])),
         # Of articles with the same time, the last to arrive.
         latest=_ref(max(reversed(entries), key=lambda e: e[0])),
@@ -112,47 +111,62 @@ def _signal(kind: str, key: str, sighting: Sighting, entries: Sequence[Sequence[
 
 
 class BurstState:
-    """One rule's burst detector: its sightings within the window, and its last burst."""
+    """One rule's burst detector: its sightings within the window (by article id, in
+    arrival order), the oldest time among them, and its last burst."""
 
-    __slots__ = ("entries", "fired", "latest", "spec")
+    __slots__ = ("entries", "fired", "latest", "oldest", "spec", "spec_list")
 
     def __init__(self, spec: Burst) -> None:
         self.spec = spec
-        #: ``[time, id, url, title, outlet, published, story_id]``, in arrival order.
-        self.entries: list[list[Any]] = []
+        self.spec_list = _spec(spec)
+        #: Article id -> its entry.
+        self.entries: dict[str, Entry] = {}
         self.latest = -math.inf
+        self.oldest = math.inf
         #: The time of the last burst (its latest article's), None before the first.
         self.fired: float | None = None
 
     def add(self, sighting: Sighting, now: float) -> Signal | None:
         """Count one sighting; the burst signal it completes, if any."""
-        spec = self.spec
-        t = event_time(sighting.article.published, sighting.detected, spec.window)
-        if t < self.latest - spec.window or any(e[1] == sighting.article.id for e in self.entries):
+        spec, article, entries = self.spec, sighting.article, self.entries
+        t = event_time(article.published, sighting.detected, spec.window)
+        if t < self.latest - spec.window or article.id in entries:
             return None
-        self.entries.append(_entry(t, sighting.article))
-        self.latest = max(self.latest, t)
+        entries[article.id] = _entry(t, article)
+        if t > self.latest:
+            self.latest = t
+        if t < self.oldest:
+            self.oldest = t
+        if len(entries) < spec.min_outlets:
+            # Too few to be a burst, in the window or not: nothing to prune (at most
+            # min_outlets - 1 entries wait), the common case at thousands of rules.
+            return None
         horizon = self.latest - spec.window
-        self.entries = [e for e in self.entries[-MAX_KEPT:] if e[0] >= horizon]
-        if self.fired is not None and self.latest < self.fired + spec.cooldown:
+        if self.oldest < horizon or len(entries) > MAX_KEPT:
+            kept = [e for e in entries.values() if e[0] >= horizon][-MAX_KEPT:]
+            self.entries = entries = {e[1]: e for e in kept}
+            self.oldest = min((e[0] for e in kept), default=math.inf)
+        if len(entries) < spec.min_outlets or (self.fired is not None and self.latest < self.fired + spec.cooldown):
             return None
-        if len({e[4] for e in self.entries if e[4]}) < spec.min_outlets:
+        if len({e[4] for e in entries.values() if e[4]}) < spec.min_outlets:
             return None
-        entries = sorted(self.entries, key=lambda e: e[0])
-        signal = _signal("burst", f"{entries[0][0]:.3f}", sighting, entries, now)
+        ordered = sorted(entries.values(), key=lambda e: e[0])
+        signal = _signal("burst", f"{ordered[0][0]:.3f}", sighting.rule, ordered, now)
         self.fired = self.latest
         # The next burst needs outlets of its own: these are spent.
-        self.entries = []
+        self.entries, self.oldest = {}, math.inf
         return signal
 
     def dump(self) -> dict[str, Any]:
-        return {"spec": _spec(self.spec), "entries": self.entries, "latest": _num(self.latest), "fired": self.fired}
+        latest = self.latest if self.latest > -math.inf else None
+        return {"spec": self.spec_list, "entries": list(self.entries.values()), "latest": latest, "fired": self.fired}
 
     @classmethod
     def load(cls, spec: Burst, document: dict[str, Any]) -> BurstState:
         state = cls(spec)
         if document.get("spec") == _spec(spec):
-            state.entries = [list(e) for e in document.get("entries", [])]
+            state.entries = {e[1]: list(e) for e in document.get("entries", [])}
+            state.oldest = min((e[0] for e in state.entries.values()), default=math.inf)
             state.latest = _float(document.get("latest"))
         # A changed block starts afresh but keeps its cool-down: an edit must not repeat a burst.
         state.fired = document.get("fired")
@@ -169,7 +183,7 @@ class SpikeState:
     def __init__(self, spec: Spike, since: float) -> None:
         self.spec = spec
         self.since = since
-        self.recent: list[list[Any]] = []
+        self.recent: list[Entry] = []
         self.buckets: dict[int, int] = {}
         self.latest = -math.inf
         self.fired: float | None = None
@@ -219,7 +233,7 @@ class SpikeState:
             return None
         entries = sorted(self.recent, key=lambda e: e[0])
         ratio = round(count / average, 3) if average else None
-        signal = _signal("spike", f"{entries[0][0]:.3f}", sighting, entries, now, baseline=round(average, 3), ratio=ratio)
+        signal = _signal("spike", f"{entries[0][0]:.3f}", sighting.rule, entries, now, baseline=round(average, 3), ratio=ratio)
         self.fired = self.latest
         return signal
 
@@ -256,7 +270,7 @@ class Escalations:
 
     def add(self, sighting: Sighting, now: float) -> tuple[str, list[Signal]]:
         """Count one sighting of a story; (the story id, the escalations it raises)."""
-        article = sighting.article
+        article, rule = sighting.article, sighting.rule
         story_id = article.story_id
         if not self.levels or story_id is None:
             return "", []
@@ -265,7 +279,7 @@ class Escalations:
         if story is None:
             story = self.stories[story_id] = {"first": _entry(t, article), "outlets": [], "rules": {}, "done": [], "seen": 0.0}
         story["seen"] = max(story["seen"], sighting.detected)
-        story["rules"][sighting.rule_id] = [sighting.topic, sighting.severity, list(sighting.tags)]
+        story["rules"][rule.id] = [rule.output_topic, rule.severity, list(rule.tags)]
         outlets: list[str] = story["outlets"]
         if article.outlet is None or article.outlet in outlets or len(outlets) >= MAX_KEPT:
             return story_id, []
@@ -278,7 +292,8 @@ class Escalations:
         first, latest = story["first"], _entry(t, article)
         signals = []
         for rule_id, (topic, severity, tags) in story["rules"].items():
-            named = Sighting(rule_id, topic, article, sighting.detected, severity, tuple(tags))
+            # The rule as it was when it matched the story (a live rule's topic is its output topic).
+            named = Rule(id=rule_id, query="", topic=topic, severity=severity, tags=tuple(tags))
             signal = _signal("escalation", f"{story_id}\x1f{level}", named, [first, latest], now, story_id=story_id, level=level)
             # Every outlet of the story, not just the two articles named.
             signals.append(replace(signal, outlets=tuple(outlets), articles=len(outlets)))
@@ -312,13 +327,18 @@ class Signals:
     Not thread-safe: one caller at a time (the daemon's event loop, or the consumer's).
     """
 
-    def __init__(self, *, levels: Sequence[int] = DEFAULT_LEVELS, story_ttl: float = 48 * 3600.0) -> None:
+    def __init__(self, *, levels: Sequence[int] = DEFAULT_LEVELS, story_ttl: float = 48 * 3600.0, flush_interval: float = 5.0) -> None:
+        self.flush_interval = flush_interval
+        self._next_flush = -math.inf
+        #: Changed entries that must be saved with the batch (see :meth:`changes`).
+        self._urgent: set[tuple[str, str]] = set()
         self.bursts: dict[str, BurstState] = {}
         self.spikes: dict[str, SpikeState] = {}
         self.escalations = Escalations(levels, story_ttl)
         #: Rule id -> signals raised since start, by kind (for metrics and the status page).
         self.raised: dict[str, dict[str, int]] = {}
-        self._dirty: set[str] = set()
+        self._dirty: set[tuple[str, str]] = set()
+        self._next_expiry = -math.inf
         #: Restored entries waiting for :meth:`watch` to meet their rules.
         self._saved: dict[str, dict[str, Any]] = {}
 
@@ -334,10 +354,12 @@ class Signals:
             self._spike(rule_id, spike, now)
         for rule_id in [r for r in self.bursts if r not in bursts]:
             del self.bursts[rule_id]
-            self._dirty.add(f"burst:{rule_id}")
+            self._dirty.add(("burst", rule_id))
+            self._urgent.add(("burst", rule_id))
         for rule_id in [r for r in self.spikes if r not in spikes]:
             del self.spikes[rule_id]
-            self._dirty.add(f"spike:{rule_id}")
+            self._dirty.add(("spike", rule_id))
+            self._urgent.add(("spike", rule_id))
         self._saved.clear()
 
     def _burst(self, rule_id: str, spec: Burst) -> BurstState:
@@ -345,7 +367,7 @@ class Signals:
         if current is None or current.spec != spec:
             saved = self._saved.pop(f"burst:{rule_id}", None) or (current.dump() if current else {})
             current = self.bursts[rule_id] = BurstState.load(spec, saved)
-            self._dirty.add(f"burst:{rule_id}")
+            self._dirty.add(("burst", rule_id))
         return current
 
     def _spike(self, rule_id: str, spec: Spike, now: float) -> SpikeState:
@@ -353,36 +375,64 @@ class Signals:
         if current is None or current.spec != spec:
             saved = self._saved.pop(f"spike:{rule_id}", None) or (current.dump() if current else {})
             current = self.spikes[rule_id] = SpikeState.load(spec, saved, now)
-            self._dirty.add(f"spike:{rule_id}")
+            self._dirty.add(("spike", rule_id))
         return current
 
     def observe(self, sightings: Iterable[Sighting], now: float) -> list[Signal]:
         """The signals these sightings raise (each at most once: see the module docstring)."""
         raised: list[Signal] = []
+        dirty, bursts = self._dirty, self.bursts
         for sighting in sightings:
-            rule_id = sighting.rule_id
-            if sighting.burst is not None:
-                self._dirty.add(f"burst:{rule_id}")
-                raised.extend(_some(self._burst(rule_id, sighting.burst).add(sighting, now)))
-            if sighting.spike is not None:
-                self._dirty.add(f"spike:{rule_id}")
-                raised.extend(_some(self._spike(rule_id, sighting.spike, now).add(sighting, now)))
-            story_id, escalations = self.escalations.add(sighting, now)
-            if story_id:
-                self._dirty.add(f"story:{story_id}")
-            raised.extend(escalations)
-        self._dirty.update(f"story:{story_id}" for story_id in self.escalations.expire(now))
+            rule = sighting.rule
+            rule_id, burst, spike = rule.id, rule.burst, rule.spike
+            if burst is not None:
+                dirty.add(("burst", rule_id))
+                state = bursts.get(rule_id)
+                if state is None or (state.spec is not burst and state.spec != burst):
+                    state = self._burst(rule_id, burst)
+                signal = state.add(sighting, now)
+                if signal is not None:
+                    raised.append(signal)
+                    self._urgent.add(("burst", rule_id))
+            if spike is not None:
+                dirty.add(("spike", rule_id))
+                signal = self._spike(rule_id, spike, now).add(sighting, now)
+                if signal is not None:
+                    raised.append(signal)
+                    self._urgent.add(("spike", rule_id))
+            if sighting.article.story_id is not None and self.escalations.levels:
+                story_id, escalations = self.escalations.add(sighting, now)
+                dirty.add(("story", story_id))
+                if escalations:
+                    raised.extend(escalations)
+                    self._urgent.add(("story", story_id))
+        if now >= self._next_expiry:
+            self._next_expiry = now + _EXPIRY_INTERVAL
+            gone = [("story", story_id) for story_id in self.escalations.expire(now)]
+            dirty.update(gone)
+            self._urgent.update(gone)
         for signal in raised:
             counts = self.raised.setdefault(signal.rule_id, {})
             counts[signal.kind] = counts.get(signal.kind, 0) + 1
         return raised
 
-    def changes(self) -> list[tuple[str, bytes | None]]:
-        """The state entries changed since the last call: (key, JSON), or (key, None) for one
-        to delete. Save them with the signals they raised (see the module docstring)."""
+    def changes(self, now: float | None = None) -> list[tuple[str, bytes | None]]:
+        """State entries to save: (key, JSON), or (key, None) for one to delete.
+
+        Without ``now``: every entry changed since the last call. With ``now``: the entries
+        of detectors that raised a signal or were dropped (save them with those signals, so
+        a restart never repeats one), and every other changed entry only once per
+        ``flush_interval``: writing each rule's window at each batch would cost more than
+        matching (docs/signals.md, "Cost"). Call it without ``now`` at shutdown.
+        """
+        if now is not None and now < self._next_flush:
+            keys = self._urgent & self._dirty
+        else:
+            keys = set(self._dirty)
+            if now is not None:
+                self._next_flush = now + self.flush_interval
         out: list[tuple[str, bytes | None]] = []
-        for key in sorted(self._dirty):
-            kind, _, name = key.partition(":")
+        for kind, name in keys:
             document: dict[str, Any] | None
             if kind == "burst":
                 burst = self.bursts.get(name)
@@ -392,8 +442,9 @@ class Signals:
                 document = spike.dump() if spike else None
             else:
                 document = self.escalations.stories.get(name)
-            out.append((key, None if document is None else orjson.dumps(document)))
-        self._dirty.clear()
+            out.append((f"{kind}:{name}", None if document is None else orjson.dumps(document)))
+        self._dirty -= keys
+        self._urgent -= keys
         return out
 
     def restore(self, entries: Iterable[tuple[str, bytes]]) -> int:
@@ -416,5 +467,3 @@ class Signals:
         return count
 
 
-def _some(signal: Signal | None) -> list[Signal]:
-    return [] if signal is None else [signal]

@@ -46,7 +46,7 @@ def sightings_of(candidates: Sequence[Candidate], verdicts: Sequence[Verdict], a
             matches = [m for m in matches if (m.rule.id, article.url or article.id) in alerted]
         if matches:
             seen = signal_article(article, candidate.story_id)
-            sightings.extend(Sighting.of(match.rule, seen, detected) for match in matches)
+            sightings.extend(Sighting(match.rule, seen, detected) for match in matches)
     return sightings
 
 
@@ -81,8 +81,9 @@ def sighting_from_alert(document: dict[str, Any], rule: Callable[[str], Rule | N
     )
     # The alert says what its rule was when it matched; the rule files give the signal blocks.
     known = rule(document["rule_id"])
-    return Sighting(
-        document["rule_id"], document["topic"], seen, detected, document["severity"], tuple(document["tags"]),
-        burst=known.burst if known is not None else None,
-        spike=known.spike if known is not None else None,
+    as_alerted = Rule(
+        id=document["rule_id"], query="", topic=document["topic"], severity=document["severity"],
+        tags=tuple(tag for tag in document["tags"] if isinstance(tag, str)),
+        burst=known.burst if known is not None else None, spike=known.spike if known is not None else None,
     )  # fmt: skip
+    return Sighting(as_alerted, seen, detected)

@@ -28,6 +28,11 @@ _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_ps
 def _host(url: str | None) -> str:
     if not url:
         return ""
+    if url.startswith(("https://", "http://")):
+        # The common case without urlsplit (a third of the bookkeeping per alert otherwise).
+        authority = url.split("/", 3)[2]
+        if "@" not in authority and "[" not in authority:
+            return authority.partition(":")[0].rstrip(".").lower()
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
