@@ -69,3 +69,14 @@ def test_tail_prints_signals_and_reports_what_is_neither(capsys) -> None:
     assert "burst: 3 articles, 3 outlets: Summit news 2" in _table_row(document)
     broken, problem = _decode(orjson.dumps({"schema_version": 1, "signal_id": "x"}))
     assert broken is None and problem == "no kind"
+
+
+def test_the_documented_signal_example_matches_the_schema() -> None:
+    import re
+
+    from tests.support import ROOT
+
+    text = (ROOT / "docs" / "signals.md").read_text()
+    example = re.search(r"<!-- signal-example -->\s*```json\n(.*?)```", text, re.S)
+    assert example, "docs/signals.md must hold the signal example after <!-- signal-example -->"
+    validate_signal(orjson.loads(example.group(1)))
