@@ -41,6 +41,7 @@ _EPILOG_RUN = """examples:
   kill -HUP <pid>                            reload the rules and the feed list of a running daemon
   news-monitor run --config /etc/news-monitor/monitor.toml
   NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 news-monitor run
+  news-monitor run --role matcher            one role of a cluster on a shared Kafka (docs/scaling.md)
 """
 
 
@@ -88,6 +89,11 @@ def _add_run(commands: Any) -> None:
     _add_config(run)
     run.add_argument(
         "--once", action="store_true", help="poll every feed once, wait for every alert to be acknowledged, print a summary, exit"
+    )
+    run.add_argument(
+        "--role", metavar="ROLES",
+        help="run as part of a cluster on a shared Kafka: poller, matcher or poller,matcher (docs/scaling.md); "
+        "default: every stage in this one process",
     )
     run.set_defaults(handler=_cmd_run)
 
@@ -240,6 +246,8 @@ def _rule_paths(args: argparse.Namespace, given: Sequence[str] | None) -> list[s
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.role is not None:
+        return _cmd_run_roles(args)
     from monitor.worker import Monitor
 
     settings = _settings(args)
@@ -249,6 +257,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _print_summary(summary, sys.stdout)
         if summary.dead_lettered or summary.abandoned:
             return EXIT_DEAD_LETTERS
+    return EXIT_OK
+
+
+def _cmd_run_roles(args: argparse.Namespace) -> int:
+    """``run --role``: the roles of a cluster (monitor.app.roles); exit 0 once stopped."""
+    from monitor.cluster import parse_roles
+
+    try:
+        roles = parse_roles(args.role)
+    except ValueError as exc:
+        raise MonitorError(str(exc)) from exc
+    if args.once:
+        raise MonitorError("--once cannot be combined with --role", hint="a role runs until SIGINT/SIGTERM; use run --once without --role")
+    from monitor.app.roles import RoleHost
+
+    host = RoleHost(_settings(args), roles)
+    asyncio.run(host.run())
     return EXIT_OK
 
 

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from monitor.cluster.matcher_state import RememberedArticle
 from monitor.dedupe import SeenArticle
 from monitor.errors import StoreError
 from monitor.feeds.state import FEED_COLUMNS as _FEED_COLUMNS
@@ -339,6 +340,55 @@ class Store:
             )
             if story_id is not None and story_alerted is not None:
                 _note_story(db, story_id, article_id, story_alerted, copy=story_copy, now=now)
+
+    def remembered_articles(self, keys: Iterable[tuple[str, str | None]]) -> list[RememberedArticle | None]:
+        """What a matcher writes to ``news.matcher-state`` for each (consumed id, url): the
+        article as :meth:`find_article` finds it, with its feed, last sight and story
+        signature (None for an article the store does not know)."""
+        found: list[RememberedArticle | None] = []
+        for key, url in keys:
+            seen = self.find_article(key, url)
+            if seen is None:
+                found.append(None)
+                continue
+            feed_url, last_seen = self._db.execute("SELECT feed_url, last_seen FROM articles WHERE id = ?", (seen.id,)).fetchone()
+            member = self._db.execute("SELECT signature FROM story_members WHERE article_id = ?", (seen.id,)).fetchone()
+            found.append(
+                RememberedArticle(
+                    key=key, id=seen.id, url=seen.url, feed_url=feed_url, content_hash=seen.content_hash, rules=seen.rules,
+                    story_id=seen.story_id, seen_at=last_seen, signature=member[0] if member else None,
+                )
+            )
+        return found
+
+    def restore_articles(self, articles: Sequence[RememberedArticle]) -> int:
+        """Take over articles another matcher remembered (``news.matcher-state``), in one
+        transaction: each article's row (rules merged with what this store knows), its
+        story's rules and its story membership. Returns the articles written."""
+        if not articles:
+            return 0
+        with self._transaction() as db:
+            for article in articles:
+                row = db.execute("SELECT rules FROM articles WHERE id = ?", (article.id,)).fetchone()
+                rules = sorted(article.rules | (set(orjson.loads(row[0])) if row else set()))
+                db.execute(
+                    """INSERT INTO articles (id, url, feed_url, content_hash, rules, story_id, state, first_seen, last_seen)
+                       VALUES (?, ?, ?, ?, ?, ?, 'published', ?, ?)
+                       ON CONFLICT(id) DO UPDATE SET
+                           url = COALESCE(articles.url, excluded.url), content_hash = excluded.content_hash,
+                           rules = excluded.rules, last_seen = MAX(articles.last_seen, excluded.last_seen),
+                           story_id = COALESCE(articles.story_id, excluded.story_id)""",
+                    (article.id, article.url, article.feed_url, article.content_hash, orjson.dumps(rules).decode(),
+                     article.story_id, article.seen_at, article.seen_at),
+                )
+                if article.story_id is not None:
+                    _note_story(db, article.story_id, article.id, article.rules, copy=False, now=article.seen_at)
+                    if article.signature is not None:
+                        db.execute(
+                            "INSERT OR IGNORE INTO story_members (article_id, story_id, seen_at, signature) VALUES (?, ?, ?, ?)",
+                            (article.id, article.story_id, article.seen_at, article.signature),
+                        )
+        return len(articles)
 
     def touch_articles(self, article_ids: Iterable[str], now: float | None = None) -> None:
         """Refresh ``last_seen`` so articles still in a feed are not forgotten by retention."""
@@ -637,6 +687,12 @@ class AsyncStore:
 
     async def find_articles(self, keys: Iterable[tuple[str, str | None]]) -> list[SeenArticle | None]:
         return await self.call(self.sync.find_articles, list(keys))
+
+    async def remembered_articles(self, keys: Iterable[tuple[str, str | None]]) -> list[RememberedArticle | None]:
+        return await self.call(self.sync.remembered_articles, list(keys))
+
+    async def restore_articles(self, articles: Sequence[RememberedArticle]) -> int:
+        return await self.call(self.sync.restore_articles, list(articles))
 
     async def forget_articles_before(self, cutoff: float) -> int:
         return await self.call(self.sync.forget_articles_before, cutoff)

@@ -277,6 +277,7 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
     parts += [f"<title>news-monitor: {_t(_summary_word(s))}</title>", f"<style>{_STYLE}</style></head><body>"]
     parts.append(f"<h1>news-monitor {_t(__version__)}</h1>")
     parts += _summary(s)
+    parts += _roles_table(s)
     parts += _feeds_header(s)
     parts.append(_pager(s, ids=True))
     parts += _feeds_table(s)
@@ -341,6 +342,22 @@ def _feeds_table(s: StatusSnapshot) -> list[str]:
         )
     if not s.feeds:
         parts.append('<tr><td colspan="8" class="muted">no feed on this page</td></tr>')
+    parts.append("</tbody></table>")
+    return parts
+
+
+def _roles_table(s: StatusSnapshot) -> list[str]:
+    """Each role's part (``run --role``): one row per role, its figures as name: value."""
+    roles = s.extra.get("roles") or {}
+    if not roles:
+        return []
+    parts = [f"<h2>Roles ({len(roles)})</h2>", '<table id="roles"><thead><tr><th>role</th><th>state</th></tr></thead><tbody>']
+    for name, figures in roles.items():
+        cells = "; ".join(
+            f"{_t(key)}: {_t(value if isinstance(value, str) else orjson.dumps(value, default=str).decode())}"
+            for key, value in figures.items()
+        )
+        parts.append(f'<tr data-role="{_t(name)}"><td class="rule-id">{_t(name)}</td><td>{cells}</td></tr>')
     parts.append("</tbody></table>")
     return parts
 

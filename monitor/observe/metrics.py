@@ -155,6 +155,7 @@ class _ScrapeTimeCollector(Collector):
         yield from _readiness_families(metrics)
         yield from _feed_families(metrics.tracker, metrics.clock())
         yield from _rules_families(metrics.wiring)
+        yield from _role_families(metrics.wiring)
 
 
 class _LoopHistogram:
@@ -255,6 +256,13 @@ def _rules_families(wiring: Wiring) -> Iterator[Any]:
         info = GaugeMetricFamily(f"{PREFIX}_ruleset_info", "The active rule set's version.", labels=["version"])
         info.add_metric([rules.current.version], 1)
         yield info
+
+
+def _role_families(wiring: Wiring) -> Iterator[Any]:
+    """What each role of ``run --role`` counts (its own names, e.g. ``news_monitor_matcher_batches``)."""
+    for role in wiring.roles:
+        for metric in role.metrics():
+            yield (_counter if metric.counter else _gauge)(metric.name, metric.help, metric.value)
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

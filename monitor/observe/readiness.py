@@ -32,7 +32,7 @@ class Readiness:
         """(ready, the problems when not)."""
         wiring = self._wiring
         problems: list[str] = []
-        if wiring.rules is None:
+        if wiring.rules is None and wiring.needs_rules:
             problems.append("rules are not loaded")
         failure = wiring.store.failure if wiring.store is not None else None
         if failure is not None:
@@ -41,9 +41,11 @@ class Readiness:
             problems.append("the broker has not been checked yet")
         elif not self.broker_up:
             problems.append(f"the broker is unreachable: {self.broker_error or 'no answer'}")
+        for role in wiring.roles:
+            problems.extend(f"{role.name}: {problem}" for problem in role.problems())
         delivery = wiring.delivery
-        if delivery is None:
+        if delivery is None and wiring.needs_rules:
             problems.append("delivery has not started")
-        elif not delivery.healthy and delivery.pending:
+        elif delivery is not None and not delivery.healthy and delivery.pending:
             problems.append(f"publishing is failing; {delivery.pending} record(s) wait for the broker")
         return not problems, problems

@@ -143,6 +143,7 @@ class StatusView:
             feeds_matched=page.matched,
             feeds_next_offset=page.next_offset,
             feeds_query=query,
+            extra={"roles": {role.name: role.status() for role in self.wiring.roles}} if self.wiring.roles else {},
         )
 
     def _rule_rows(self) -> list[RuleRow]:

@@ -15,7 +15,7 @@ from monitor.errors import StoreError
 from monitor.feeds.state import FeedState
 from monitor.model import Record, Rule
 
-__all__ = ["DeliveryView", "RuleSetView", "RulesView", "StoreView", "Wiring"]
+__all__ = ["DeliveryView", "RoleMetric", "RoleView", "RuleSetView", "RulesView", "StoreView", "Wiring"]
 
 
 class StoreView(Protocol):
@@ -71,6 +71,32 @@ class RulesView(Protocol):
     def last_error(self) -> str | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RoleMetric:
+    """One number a role exposes on ``/metrics`` as ``news_monitor_<name>``."""
+
+    name: str
+    help: str
+    value: float
+    #: A counter (only ever grows) or a gauge.
+    counter: bool = True
+
+
+class RoleView(Protocol):
+    """A role of ``news-monitor run --role`` as the observers see it (``monitor.app.roles.Role``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def status(self) -> dict[str, object]:
+        """The role's part of the status page and ``/status.json`` (JSON-able values)."""
+
+    def problems(self) -> list[str]:
+        """Why the role is not ready now (empty when it is)."""
+
+    def metrics(self) -> list[RoleMetric]: ...
+
+
 @dataclass
 class Wiring:
     """The parts the observers read, as they come up."""
@@ -80,3 +106,7 @@ class Wiring:
     delivery: DeliveryView | None = None
     #: Topic of the feed-health events (records that are not alerts).
     health_topic: str = field(default="monitor.feed-health")
+    #: The roles of ``run --role`` (none in the single process), in start order.
+    roles: list[RoleView] = field(default_factory=list)
+    #: Whether readiness needs rules (a poller-only process has none).
+    needs_rules: bool = True
