@@ -224,6 +224,31 @@ def validate_alert(alert: Any) -> None:
             datetime.fromisoformat(moment.replace("Z", "+00:00"))
 
 
+ARTICLE_SCHEMA_PATH = ROOT / "schemas" / "article-v1.json"
+
+
+@functools.cache
+def _article_validator() -> Any:
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    schema = orjson.loads(ARTICLE_SCHEMA_PATH.read_bytes())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def validate_article(document: Any) -> None:
+    """Fail unless ``document`` (decoded JSON) conforms to ``schemas/article-v1.json``
+    (timestamps in UTC with a "Z", as for alerts)."""
+    errors = sorted(_article_validator().iter_errors(document), key=lambda e: list(e.path))
+    if errors:
+        details = "; ".join(f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:5])
+        raise AssertionError(f"article does not match {ARTICLE_SCHEMA_PATH.name}: {details}")
+    for moment in (document["observed_at"], document["published"]):
+        if moment is not None:
+            assert moment.endswith("Z"), f"timestamp {moment!r} is not UTC with a Z suffix"
+            datetime.fromisoformat(moment.replace("Z", "+00:00"))
+
+
 def alerts_from(records: Iterable[Any], feed_urls: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Decoded alert JSON of the records, keeping only those from ``feed_urls`` when given.
 

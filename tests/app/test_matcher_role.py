@@ -16,15 +16,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from monitor.adapters.kafka import KafkaPublisher
+from monitor.adapters.kafka import KafkaPublisher, TopicAdmin
 from monitor.app.matcher_role import MatcherRole
 from monitor.app.roles import RoleHost
 from monitor.cluster import is_marker, state_from_record
 from monitor.delivery.records import article_record
+from monitor.errors import ConfigError
 from monitor.model import Article, Record, alert_id_for
 from tests.kafka_proxy import KafkaProxy
 from tests.support import REFERENCE_TOPICS, SHARED, make_settings, read_alerts, read_topic, until
@@ -74,6 +76,7 @@ def _settings(tmp_path: Path, bootstrap: str, run: str, name: str = "a", **clust
 
 @contextlib.asynccontextmanager
 async def _matcher(settings) -> AsyncIterator[MatcherRole]:
+    """A matcher process (its role host) running in the background; the host is ``role.host``."""
     host = RoleHost(settings, ("matcher",))
     task = asyncio.create_task(host.run(handle_signals=False))
     try:
@@ -82,6 +85,7 @@ async def _matcher(settings) -> AsyncIterator[MatcherRole]:
             task.result()
         role = host.roles[0]
         assert isinstance(role, MatcherRole)
+        role.host = host  # type: ignore[attr-defined]
         yield role
     finally:
         host.stop()
@@ -104,6 +108,7 @@ async def test_a_matcher_alerts_as_the_single_process_through_refusals_and_dead_
     settings = _settings(tmp_path, bootstrap, run)
     settings = dataclasses.replace(
         settings,
+        http=dataclasses.replace(settings.http, enabled=True, listen="127.0.0.1:0"),
         kafka=dataclasses.replace(
             settings.kafka, request_timeout_ms=1000, enable_idempotence="false", dead_letter_topic=f"dead-letters.{run}"
         ),
@@ -124,6 +129,7 @@ async def test_a_matcher_alerts_as_the_single_process_through_refusals_and_dead_
             await until(lambda: matcher.status()["committed"] == {"0": 1, "1": 1}, timeout=30, what="both records committed")
             alerts = await read_alerts(bootstrap, [article.feed_url], expect=3)
             assert matcher.status()["alerts"] == 3 and matcher.status()["dead_lettered"] == 1
+            await _check_endpoint(matcher.host)
         # The same alerts as the single process: one per reference topic, deterministic ids.
         assert sorted(a["topic"] for a in alerts) == sorted(REFERENCE_TOPICS)
         assert {a["alert_id"] for a in alerts} == {alert_id_for(a["rule_id"], article.id) for a in alerts}
@@ -150,6 +156,31 @@ async def test_a_matcher_alerts_as_the_single_process_through_refusals_and_dead_
     finally:
         await publisher.stop()
         await proxy.stop()
+
+
+async def _check_endpoint(host: RoleHost) -> None:
+    """The HTTP endpoint shows the matcher's part: its partitions, counts and alerts."""
+    assert host.http_address is not None
+    host_name, port = host.http_address
+    base = f"http://{host_name}:{port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/status.json") as response:
+            status = await response.json()
+        async with session.get(f"{base}/metrics") as response:
+            metrics = await response.text()
+        async with session.get(f"{base}/") as response:
+            page = await response.text()
+        async with session.get(f"{base}/healthz") as response:
+            assert response.status == 200
+        async with session.get(f"{base}/readyz") as response:
+            ready = await response.json()
+    assert ready == {"ready": True, "problems": []}
+    part = status["extra"]["roles"]["matcher"]
+    assert part["partitions"] == [0, 1] and part["dead_lettered"] == 1 and part["committed"] == {"0": 1, "1": 1}
+    assert status["alerts_raised"] == 3 and len(status["alerts"]) == 3
+    assert "news_monitor_matcher_records_total 2.0" in metrics and "news_monitor_matcher_partitions 2.0" in metrics
+    assert 'news_monitor_alerts_total{rule="summit",topic="alerts.summit"} 1.0' in metrics
+    assert '<tr data-role="matcher">' in page
 
 
 async def _committed(settings, topic: str) -> dict[int, int | None]:
@@ -203,3 +234,13 @@ async def test_a_joining_matcher_takes_partitions_with_their_state(broker, tmp_p
     alerts = await read_alerts(broker.bootstrap_servers, [articles[0].feed_url])
     assert len(alerts) == 6 and len({a["alert_id"] for a in alerts}) == 6
 
+
+
+async def test_a_matcher_refuses_a_state_topic_not_co_partitioned_with_the_articles(broker, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    settings = _settings(tmp_path, broker.bootstrap_servers, run)
+    wider = dataclasses.replace(settings.kafka, topic_partitions=3)
+    await TopicAdmin(wider, broker.bootstrap_servers).ensure([settings.cluster.matcher_state_topic])
+    with pytest.raises(ConfigError, match=r"has 2 partitions but news\.matcher-state\.\w+ has 3") as caught:
+        await RoleHost(settings, ("matcher",)).run(handle_signals=False)
+    assert "give news.matcher-state" in str(caught.value)

@@ -10,7 +10,7 @@ import pytest
 
 from monitor.delivery.records import alert_record, alert_to_dict
 from monitor.model import Alert, Hit, alert_id_for
-from tests.support import ROOT, validate_alert
+from tests.support import ROOT, validate_alert, validate_article
 
 DOC = ROOT / "docs" / "delivery.md"
 
@@ -173,3 +173,31 @@ def test_an_article_document_reads_back_as_the_article_and_garbage_is_refused():
     ]:
         with pytest.raises(ArticleDocumentError, match=reason):
             article_from_dict(broken)
+
+
+def test_article_documents_match_the_article_schema_and_breakages_do_not():
+    from monitor.delivery.records import article_record, article_to_dict
+    from monitor.model import Article
+
+    article = Article(
+        id="urn:a1", feed_url="https://user:pw@example.org/feed.xml", title="Summit", summary="Leaders meet", body="Text",
+        url="https://example.org/a1", published=datetime(2026, 12, 4, 8, 0, tzinfo=UTC), guid="a1",
+    )
+    observed = datetime(2026, 12, 4, 9, 0, 0, 250000, tzinfo=UTC)
+    document = article_to_dict(article, observed)
+    validate_article(document)
+    validate_article(article_to_dict(Article(id="urn:a2", feed_url="/srv/feed.xml"), observed))
+    validate_article(orjson.loads(article_record(article, "news.articles", observed).value))
+    assert document["feed_url"] == "https://***@example.org/feed.xml"
+    for breakage in (
+        lambda d: d.pop("content_hash"),
+        lambda d: d.update(schema_version=2),
+        lambda d: d.update(id=""),
+        lambda d: d.update(url="javascript:alert(1)"),
+        lambda d: d.update(content_hash="xyz"),
+        lambda d: d.update(extra=1),
+    ):
+        broken = dict(document)
+        breakage(broken)
+        with pytest.raises(AssertionError, match=r"does not match article-v1\.json"):
+            validate_article(broken)
