@@ -2,6 +2,8 @@
 the adapters, and builds the components of a run from the settings.
 
 :mod:`monitor.app.daemon`  the single-process daemon (every stage in one process)
+:mod:`monitor.app.roles`   the process of ``run --role``: what every role shares, and the Role interface
+:mod:`monitor.app.matcher_role`  the matcher role (articles topic in, alerts out)
 :mod:`monitor.app.status`  the feed-health table of ``news-monitor status``, from the state store
 :mod:`monitor.app.notify`  the ``news-monitor notify`` process (alerts to people)
 :mod:`monitor.app.notify`  the ``news-monitor notify`` process (and ``notify --test``)

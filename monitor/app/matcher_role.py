@@ -217,7 +217,8 @@ class MatcherRole:
 
     async def _revoked(self, partitions: set[int]) -> None:
         # Each batch wrote its state before it committed: nothing is left to flush.
-        log.info("matcher.partitions.revoked", partitions=sorted(partitions))
+        if partitions:
+            log.info("matcher.partitions.revoked", partitions=sorted(partitions))
 
     # -- a batch -------------------------------------------------------------------------
 
