@@ -47,7 +47,7 @@ from monitor.dedupe import Admission, Verdict
 from monitor.dedupe.stories import StoryIndex
 from monitor.delivery import Delivery
 from monitor.delivery.records import DLQ_REASON_HEADER, ArticleDocumentError, article_from_dict
-from monitor.errors import BrokerError, ConfigError, PublishError, RecordRejected
+from monitor.errors import ConfigError, PublishError, RecordRejected
 from monitor.log import get_logger
 from monitor.matching import Matching
 from monitor.model import Article, Record
@@ -65,8 +65,10 @@ _STATE_RETRY = 1.0
 
 
 class MatcherRole:
-    """The matcher of one process (see the module docstring). Its methods are the
-    :class:`~monitor.app.roles.Role` interface and the steps of a batch."""
+    """The matcher of one process (see the module docstring). Its methods (about
+    seventeen) are the :class:`~monitor.app.roles.Role` interface, the partition
+    callbacks and the steps of a batch, kept in one class because they share the store,
+    delivery, the group and the counts."""
 
     name = "matcher"
 
@@ -171,11 +173,9 @@ class MatcherRole:
     async def _check_partitions(self) -> None:
         """The matcher state is co-partitioned with the articles: same partition count."""
         publisher = self._context.publisher
-        try:
-            articles = await publisher.partition_count(self._cluster.articles_topic)
-            state = await publisher.partition_count(self._cluster.matcher_state_topic)
-        except PublishError as exc:
-            raise BrokerError(str(exc), hint="check the broker") from exc
+        # A PublishError here is a BrokerError: exit 3, as for a broker that cannot be reached.
+        articles = await publisher.partition_count(self._cluster.articles_topic)
+        state = await publisher.partition_count(self._cluster.matcher_state_topic)
         if articles != state:
             raise ConfigError(
                 f"{self._cluster.articles_topic} has {articles} partitions but {self._cluster.matcher_state_topic} has {state}: "

@@ -45,7 +45,7 @@ from monitor.app.matcher_role import MatcherRole
 from monitor.app.status import health_policy
 from monitor.engine import load_rules
 from monitor.engine.reload import RulesHolder
-from monitor.errors import BrokerError, ConfigError, PublishError
+from monitor.errors import ConfigError
 from monitor.lifecycle import Shutdown, finish
 from monitor.log import get_logger
 from monitor.model import SourceLocation
@@ -215,10 +215,8 @@ class RoleHost:
         topics = {cluster.articles_topic, kafka.dead_letter_topic, settings.health.topic, kafka.articles_topic} - {""}
         if self.rules is not None:
             topics |= self.rules.current.topics
-        try:
-            await publisher.ensure_topics(sorted(topics), compacted=compacted)
-        except PublishError as exc:
-            raise BrokerError(str(exc), hint="check the broker, its ACLs and [kafka] topic_partitions") from exc
+        # A PublishError is a BrokerError: exit 3.
+        await publisher.ensure_topics(sorted(topics), compacted=compacted)
         return RoleContext(
             settings=settings,
             bootstrap_servers=kafka.bootstrap_servers,
