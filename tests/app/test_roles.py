@@ -6,6 +6,7 @@ import pytest
 
 from monitor import cli
 from monitor.app.matcher_role import rounds
+from monitor.log import configure_logging
 from monitor.model import Article
 
 
@@ -15,6 +16,9 @@ def no_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NEWS_MONITOR_CONFIG", raising=False)
     monkeypatch.setenv("NEWS_MONITOR_STATE_DIR", str(tmp_path / "state"))
+    yield
+    # The command line set logging up on pytest's captured stderr, closed by now: as conftest.py had it.
+    configure_logging("warning", "json")
 
 
 @pytest.mark.parametrize(
