@@ -48,10 +48,12 @@ from monitor.dedupe.stories import StoryIndex
 from monitor.delivery import Delivery
 from monitor.delivery.records import DLQ_REASON_HEADER, ArticleDocumentError, article_from_dict
 from monitor.errors import ConfigError, PublishError, RecordRejected
+from monitor.lifecycle import finish
 from monitor.log import get_logger
 from monitor.matching import Matching
 from monitor.model import Article, Record
 from monitor.observe.wiring import RoleMetric
+from monitor.upkeep import every, forget_old, state_upkeep_failed
 
 if TYPE_CHECKING:
     from monitor.app.roles import RoleContext
@@ -83,6 +85,7 @@ class MatcherRole:
         self._cpu: ParserPool | None = None
         self._matching: Matching | None = None
         self._group: GroupMember | None = None
+        self._retention: asyncio.Task[None] | None = None
         self.counts: Counter[str] = Counter()
         #: Partition -> the next offset to read, as last committed by this matcher.
         self.committed: dict[int, int] = {}
@@ -113,6 +116,12 @@ class MatcherRole:
             client_id=f"{settings.kafka.client_id}-matcher-{context.instance_id}",
         )  # fmt: skip
         await self._group.start()
+        # As the single process: articles and story members past [state] retention_days are forgotten.
+        self._retention = asyncio.create_task(
+            every(settings.state.retention_check, lambda: forget_old(store, self._stories, settings.state.retention_days),
+                  context.shutdown, state_upkeep_failed),
+            name="matcher-retention",
+        )  # fmt: skip
 
     async def run(self) -> None:
         """Consume, match and commit batch after batch until a stop."""
@@ -128,6 +137,8 @@ class MatcherRole:
     async def stop(self) -> None:
         """Leave the group, drain delivery (what is left stays in the outbox), close the store."""
         shutdown = self._context.shutdown
+        if self._retention is not None:
+            await finish(self._retention)
         if self._group is not None:
             await self._group.stop()
         if self._delivery is not None:
@@ -193,19 +204,26 @@ class MatcherRole:
         started = time.monotonic()
         context = self._context
         remembered: list[RememberedArticle] = []
-        skipped = 0
+        skipped = expired = 0
+        # What retention has forgotten here is not taken over either.
+        oldest = time.time() - context.settings.state.retention_days * 86400.0
         async for record in read_to_end(context.publisher, context.settings.kafka, context.bootstrap_servers,
                                         self._cluster.matcher_state_topic, fresh):  # fmt: skip
             try:
-                remembered.append(state_from_record(record.key, record.value))
+                article = state_from_record(record.key, record.value)
             except MatcherStateError as exc:
                 skipped += 1
                 log.warning("matcher.state.skipped", partition=record.partition, offset=record.offset, reason=str(exc))
+                continue
+            if article.seen_at < oldest:
+                expired += 1
+            else:
+                remembered.append(article)
         restored = await self._store.restore_articles(remembered)
         self._restore_stories(remembered)
         self.counts["restored"] += restored
         log.info("matcher.partitions.assigned", partitions=sorted(partitions), restored_from=sorted(fresh), articles=restored,
-                 skipped=skipped, seconds=round(time.monotonic() - started, 3))  # fmt: skip
+                 skipped=skipped, expired=expired, seconds=round(time.monotonic() - started, 3))  # fmt: skip
 
     def _restore_stories(self, remembered: list[RememberedArticle]) -> None:
         if self._stories is None:
