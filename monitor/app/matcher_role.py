@@ -86,6 +86,8 @@ class MatcherRole:
         self._matching: Matching | None = None
         self._group: GroupMember | None = None
         self._retention: asyncio.Task[None] | None = None
+        #: The partitions whose matcher state is in the store (those owned since the last assignment).
+        self._restored: set[int] = set()
         self.counts: Counter[str] = Counter()
         #: Partition -> the next offset to read, as last committed by this matcher.
         self.committed: dict[int, int] = {}
@@ -197,9 +199,13 @@ class MatcherRole:
 
     async def _assigned(self, partitions: set[int]) -> None:
         """Read the matcher state of newly owned partitions into the store and story index."""
-        assert self._group is not None and self._store is not None
-        fresh = partitions - self._group.owned
+        assert self._store is not None
+        # A rebalance takes every partition away and hands them out again: those this
+        # matcher kept have no state elsewhere to take over.
+        fresh = partitions - self._restored
+        self._restored = set()
         if not fresh:
+            self._restored = set(partitions)
             return
         started = time.monotonic()
         context = self._context
@@ -221,6 +227,7 @@ class MatcherRole:
                 remembered.append(article)
         restored = await self._store.restore_articles(remembered)
         self._restore_stories(remembered)
+        self._restored = set(partitions)
         self.counts["restored"] += restored
         log.info("matcher.partitions.assigned", partitions=sorted(partitions), restored_from=sorted(fresh), articles=restored,
                  skipped=skipped, expired=expired, seconds=round(time.monotonic() - started, 3))  # fmt: skip

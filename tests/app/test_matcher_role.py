@@ -219,6 +219,8 @@ async def test_a_joining_matcher_takes_partitions_with_their_state(broker, tmp_p
                 await until(split, timeout=30, what="the group to split the partitions")
                 # The new owner starts at the committed offsets: nothing is read twice.
                 assert second.counts["restored"] == 1 and second.counts["records"] == 0
+                # The partition the first matcher kept is not read again from the state topic.
+                assert first.counts["restored"] == 0
                 # The same articles again: known on whichever matcher owns them now.
                 for partition, article in enumerate(articles):
                     await publisher.publish(article_record(article, topic), partition=partition)
