@@ -53,6 +53,7 @@ from monitor.log import get_logger
 from monitor.matching import Matching
 from monitor.model import Article, Record
 from monitor.observe.wiring import RoleMetric
+from monitor.signals import Signals
 from monitor.upkeep import every, forget_old, state_upkeep_failed
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class MatcherRole:
         self._delivery: Delivery | None = None
         self._cpu: ParserPool | None = None
         self._matching: Matching | None = None
+        self._signals: Signals | None = None
         self._group: GroupMember | None = None
         self._retention: asyncio.Task[None] | None = None
         #: The partitions whose matcher state is in the store (those owned since the last assignment).
@@ -111,7 +113,11 @@ class MatcherRole:
         )  # fmt: skip
         await self._delivery.start()
         context.observer.attach(store=store, delivery=self._delivery)
-        self._matching = Matching(store=store, rules=self._rules, sink=self._delivery, cpu=self._cpu, stories=self._stories)
+        if settings.signals.enabled:
+            self._signals = await daemon.signal_detectors(settings, store, self._rules)
+        self._matching = Matching(
+            store=store, rules=self._rules, sink=self._delivery, cpu=self._cpu, stories=self._stories, signals=self._signals
+        )
         self._group = GroupMember(
             settings.kafka, context.bootstrap_servers, topic=self._cluster.articles_topic, group=self._cluster.matcher_group,
             session_timeout=self._cluster.session_timeout, on_assigned=self._assigned, on_revoked=self._revoked,
@@ -148,6 +154,8 @@ class MatcherRole:
         if self._cpu is not None:
             self._cpu.close(min(5.0, shutdown.remaining()))
         if self._store is not None:
+            if self._signals is not None:
+                await daemon.flush_signals(self._signals, self._store)
             await self._store.close()
         log.info("matcher.stopped", **{k: v for k, v in sorted(self.counts.items())})
 
