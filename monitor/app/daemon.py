@@ -97,6 +97,7 @@ async def start(
     parts.signals = await signal_detectors(settings, store, rules) if settings.signals.enabled else None
     if parts.signals is not None:
         stack.push_async_callback(flush_signals, parts.signals, store)
+        observer.wiring.signals = parts.signals
     feed_states = FeedStates(store)
     await feed_states.load()
     # Everything built so far lives as long as the daemon: the cyclic GC need not re-scan it.

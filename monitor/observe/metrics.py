@@ -207,6 +207,13 @@ def _alert_families(summary: RunSummary, wiring: Wiring) -> Iterator[Any]:
     for (rule, topic), count in sorted(summary.alerts.items()):
         raised.add_metric([rule, topic], count)
     yield raised
+    signals = CounterMetricFamily(
+        f"{PREFIX}_signals", "Story signals raised, by rule and kind (burst, spike, escalation).", labels=["rule", "kind"]
+    )
+    for rule, kinds in sorted(wiring.signals.raised.items() if wiring.signals is not None else ()):
+        for kind, count in sorted(kinds.items()):
+            signals.add_metric([rule, kind], count)
+    yield signals
     stats = wiring.delivery.stats if wiring.delivery is not None else None
     by_topic = stats.by_topic if stats is not None else {}
     published = CounterMetricFamily(f"{PREFIX}_alerts_published", "Alerts acknowledged by Kafka, by topic.", labels=["topic"])

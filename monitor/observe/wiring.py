@@ -6,7 +6,7 @@ observers do), and every observer holds the same :class:`Wiring`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,7 +15,7 @@ from monitor.errors import StoreError
 from monitor.feeds.state import FeedState
 from monitor.model import Record, Rule
 
-__all__ = ["DeliveryView", "RoleMetric", "RoleView", "RuleSetView", "RulesView", "StoreView", "Wiring"]
+__all__ = ["DeliveryView", "RoleMetric", "RoleView", "RuleSetView", "RulesView", "SignalsView", "StoreView", "Wiring"]
 
 
 class StoreView(Protocol):
@@ -97,6 +97,13 @@ class RoleView(Protocol):
     def metrics(self) -> list[RoleMetric]: ...
 
 
+class SignalsView(Protocol):
+    """The story signals' detectors (``monitor.signals.Signals``): signals raised, by rule and kind."""
+
+    @property
+    def raised(self) -> Mapping[str, Mapping[str, int]]: ...
+
+
 @dataclass
 class Wiring:
     """The parts the observers read, as they come up."""
@@ -104,6 +111,7 @@ class Wiring:
     rules: RulesView | None = None
     store: StoreView | None = None
     delivery: DeliveryView | None = None
+    signals: SignalsView | None = None
     #: Topic of the feed-health events (records that are not alerts).
     health_topic: str = field(default="monitor.feed-health")
     #: The roles of ``run --role`` (none in the single process), in start order.

@@ -70,12 +70,17 @@ async def test_three_outlets_burst_once_across_restarts_and_one_outlet_never(bro
         (f"urn:{word}:1", "https://www.bbc.co.uk/news/1", f"{word} one", f"{word} first"),
         (f"urn:{word}:2", "https://www.lemonde.fr/a/2", f"{word} two", f"{word} second"),
     ]
+    counted = []
     for added in [(), ((f"urn:{word}:3", "https://uk.reuters.com/x/3", f"{word} three", f"{word} third"),),
                   ((f"urn:{word}:4", "https://apnews.com/4", f"{word} four", f"{word} fourth"),)]:  # fmt: skip
         items.extend(added)
         feed_server.serve("/a.rss", _feed(items))
-        summary = await Monitor(settings).run(once=True, handle_signals=False)
+        monitor = Monitor(settings)
+        summary = await monitor.run(once=True, handle_signals=False)
         assert not summary.failed and summary.undelivered == 0
+        counted.append(f'news_monitor_signals_total{{kind="burst",rule="burst-{word}"}} 1.0' in monitor.observer.metrics.render().decode())
+    # /metrics counts the burst in the run that raised it.
+    assert counted == [False, True, False]
 
     # The lone rule's signals would be on the same topic: there are none.
     bursts = await _signals(broker.bootstrap_servers, topic)
