@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"news-monitor {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for add in (_add_run, _add_tail, _add_notify, _add_signals, _add_match, _add_broker, _add_status, _add_rules):
+    for add in (_add_run, _add_tail, _add_notify, _add_signals, _add_match, _add_broker, _add_status, _add_rules, _add_feeds, _add_backtest):
         add(commands)
     return parser
 
@@ -584,3 +584,148 @@ def _cmd_rules_eval(args: argparse.Namespace) -> int:
     from monitor.engine import tools
 
     return tools.evaluate(args.labeled, _rule_paths(args, args.rules), sys.stdout)
+
+
+# -- feeds sync ------------------------------------------------------------------------
+
+
+def _add_feeds(commands: Any) -> None:
+    feeds = _command(
+        commands, "feeds", "manage the cluster's feed list on Kafka",
+        "run 'news-monitor feeds sync --help' for its options\n",
+    )
+    feed_commands = feeds.add_subparsers(dest="feeds_command", metavar="SUBCOMMAND")
+    feed_commands.required = True
+    sync = _command(
+        feed_commands, "sync", "publish the configured feeds to [cluster] feeds_topic (only what changed)",
+        "reads the topic, then publishes the new and changed feeds and a tombstone for each feed no\n"
+        "longer listed (docs/scaling.md, \"Feeds sync\"); a second run publishes nothing\n"
+        "exit codes: 0 ok, 2 bad config (or the embedded broker), 3 broker unreachable\n"
+        "examples:\n  news-monitor feeds sync --dry-run\n  news-monitor feeds sync --config /etc/news-monitor/monitor.toml\n",
+    )
+    _add_config(sync)
+    sync.add_argument("--dry-run", action="store_true", help="say what would change; publish and create nothing")
+    sync.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or one JSON object")
+    sync.set_defaults(handler=_cmd_feeds_sync)
+
+
+def _cmd_feeds_sync(args: argparse.Namespace) -> int:
+    from monitor.app.feeds_sync import sync_feeds
+    from monitor.feeds.sources import load_feeds
+
+    settings = _settings(args)
+    outcome = asyncio.run(sync_feeds(settings, load_feeds(settings), dry_run=args.dry_run))
+    for problem in outcome.skipped:
+        sys.stderr.write(f"news-monitor: warning: {outcome.topic}: passed over {problem}\n")
+    plan = outcome.plan
+    counts = plan.summary()
+    if args.format == "json":
+        document = {
+            "topic": outcome.topic, "partitions": outcome.partitions, "dry_run": outcome.dry_run,
+            "created": outcome.created, **counts, "skipped": len(outcome.skipped),
+            "feeds": {"added": plan.added, "changed": plan.changed, "moved": plan.moved, "removed": plan.removed},
+        }
+        sys.stdout.write(orjson.dumps(document).decode() + "\n")
+        return EXIT_OK
+    if outcome.dry_run:
+        from monitor.redact import scrub
+
+        for outcome_name in ("added", "changed", "removed"):
+            for url in getattr(plan, outcome_name):
+                moved = " (moves partition)" if url in plan.moved else ""
+                sys.stdout.write(f"would be {outcome_name}: {scrub(url)}{moved}\n")
+    verb = "would publish" if outcome.dry_run else "published"
+    sys.stdout.write(
+        f"{outcome.topic}: {counts['added']} added, {counts['changed']} changed, {counts['removed']} removed, "
+        f"{counts['unchanged']} unchanged ({verb} {counts['records']} records; {outcome.partitions} partitions)\n"
+    )
+    return EXIT_OK
+
+
+# -- backtest --------------------------------------------------------------------------
+
+
+def _add_backtest(commands: Any) -> None:
+    backtest = _command(
+        commands, "backtest", "run candidate rules over the articles topic and print what they would have alerted",
+        "reads [cluster] articles_topic when a [cluster] section or NEWS_MONITOR_CLUSTER_* is set, else\n"
+        "[kafka] articles_topic; publishes nothing (docs/scaling.md, \"Backtest\")\n"
+        "TIME is an ISO 8601 time (UTC when it has no zone) or a duration back from now: 90s, 30m, 12h, 7d\n"
+        "exit codes: 0 ok, 2 bad usage, config or rules, 3 broker unreachable\n"
+        "examples:\n  news-monitor backtest --rules rules/candidate.yaml --since 7d\n"
+        "  news-monitor backtest --rules rules/ --since 2026-11-25T00:00:00Z --until 2026-11-26T00:00:00Z --format json\n",
+    )
+    _add_config(backtest)
+    backtest.add_argument("--rules", nargs="+", required=True, metavar="PATH", help="candidate rule files or folders")
+    backtest.add_argument("--since", metavar="TIME", help="only articles written to the topic at or after TIME (default: all)")
+    backtest.add_argument("--until", metavar="TIME", help="only articles written to the topic at or before TIME (default: now)")
+    backtest.add_argument("--topic", metavar="NAME", help="read this topic instead of the configured articles topic")
+    backtest.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or one JSON object")
+    backtest.set_defaults(handler=_cmd_backtest)
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from monitor.app.backtest import articles_topic, run_backtest
+    from monitor.cluster.backtest import parse_moment
+    from monitor.engine import load_rules
+
+    settings = _settings(args)
+    now = time.time()
+    try:
+        since = parse_moment(args.since, now, "--since") if args.since else None
+        until = parse_moment(args.until, now, "--until") if args.until else None
+    except ValueError as exc:
+        raise MonitorError(str(exc)) from exc
+    if since is not None and until is not None and until < since:
+        raise MonitorError(f"--until {args.until!r} is before --since {args.since!r}")
+    if settings.kafka.embedded:
+        raise MonitorError(
+            "backtest needs a running broker; the embedded one lives only as long as 'run'",
+            hint="set [kafka] bootstrap_servers (NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS) to the broker holding the articles",
+        )
+    topic = args.topic or articles_topic(settings, os.environ)
+    ruleset = load_rules(args.rules)
+    result, starts = asyncio.run(run_backtest(settings, topic, ruleset, since=since, until=until, errors=sys.stderr))
+    if result.bad:
+        sys.stderr.write(f"news-monitor: {result.bad} records of {topic} in the span were not articles (skipped)\n")
+    if args.format == "json":
+        from monitor.timefmt import utc_iso
+
+        document = {
+            "topic": topic,
+            "since": utc_iso(since) if since is not None else None,
+            "until": utc_iso(until) if until is not None else None,
+            "starts": {str(partition): how for partition, how in sorted(starts.items())},
+            **result.to_dict(),
+        }
+        sys.stdout.write(orjson.dumps(document).decode() + "\n")
+    else:
+        _backtest_table(result, sys.stdout, f"{topic}, {_span(since, until)}")
+    return EXIT_OK
+
+
+def _span(since: float | None, until: float | None) -> str:
+    from monitor.timefmt import utc_iso
+
+    return f"{utc_iso(since) if since is not None else 'the beginning'} to {utc_iso(until) if until is not None else 'the end'}"
+
+
+def _backtest_table(result: Any, out: TextIO, heading: str) -> None:
+    """Counts per rule that fired (most first), then the matches, oldest first."""
+    from monitor.timefmt import utc_iso
+
+    out.write(f"{heading}: {result.articles} articles ({result.distinct} distinct ids), {result.bad} bad records\n")
+    fired = sorted(((n, rule_id) for rule_id, n in result.rules.items() if n), key=lambda item: (-item[0], item[1]))
+    out.write(f"{len(fired)} of {len(result.rules)} rules fired, {len(result.matches)} alerts\n")
+    if not fired:
+        return
+    out.write(f"\n{'count':>7}  rule\n")
+    for count, rule_id in fired:
+        out.write(f"{count:>7}  {_cell(rule_id)}\n")
+    out.write(f"\n{'time':<21} {'rule':<16} {'article id':<18} title\n")
+    for match in result.matches:
+        row = f"{utc_iso(match.time):<21} {_cell(match.rule_id):<16} {_cell(match.article_id)[:18]:<18} {_cell(match.title)[:80]}"
+        out.write(row + "\n")

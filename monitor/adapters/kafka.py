@@ -205,6 +205,27 @@ class TopicAdmin:
             log.warning("kafka.topic.under_partitioned", topic=topic, partitions=count, configured=self._settings.topic_partitions)
         return under
 
+    async def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        """The partition count of each of ``topics`` that exists (missing ones are left
+        out, and not created: a broker that creates topics on a metadata request, such as
+        Tansu, is only asked about topics it lists)."""
+        admin = AIOKafkaAdminClient(
+            **connection_options(self._settings, self._bootstrap),
+            request_timeout_ms=self._settings.request_timeout_ms,
+        )
+        try:
+            await admin.start()
+            existing = [t for t in set(topics) if t in set(await admin.list_topics())]
+            if not existing:
+                return {}
+            return {
+                d["topic"]: len(d.get("partitions", ()))
+                for d in await admin.describe_topics(existing)
+                if d.get("error_code", 0) == 0
+            }
+        finally:
+            await admin.close()
+
 
 class _ExpectedRefusal(logging.Filter):
     """aiokafka logs a broker's refusal of InitProducerId (``UnknownError``) at error level
@@ -318,9 +339,10 @@ class KafkaPublisher:
             raise PublishError(f"topic {topic} has no partitions (yet)")
         return len(partitions)
 
-    async def publish(self, record: Record, *, partition: int | None = None) -> int:
+    async def publish(self, record: Record, *, partition: int | None = None, tombstone: bool = False) -> int:
         """Send one record (to ``partition`` when given, else by its key) and wait for the
-        broker's acknowledgement; the record's offset.
+        broker's acknowledgement; the record's offset. ``tombstone``: send no value (the
+        record's key is deleted from a compacted topic), whatever ``record.value`` holds.
 
         Raises :class:`RecordRejected` when no retry can help, :class:`RecordRefused` when
         the broker answered this record with another error (a bounded number of retries
@@ -331,7 +353,7 @@ class KafkaPublisher:
         try:
             ack = await self._producer.send(
                 record.topic,
-                value=record.value,
+                value=None if tombstone else record.value,
                 key=record.key,
                 headers=list(record.headers),
                 partition=partition,
