@@ -41,3 +41,11 @@ async def server() -> AsyncIterator[PollServer]:
         yield running
     finally:
         await running.stop()
+
+
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """For tests that call ``monitor.cli.main`` in-process: it points the logs at the
+    stderr pytest captures for that test; point them back at the real one afterwards."""
+    yield
+    configure_logging("warning", "json")

@@ -106,11 +106,18 @@ class SpanReader:
         return before is not None and (before.offset == offset or before.timestamp < since_ms)
 
     async def _record_at(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> Any:
+        """The first record at or after ``offset`` in ``tp``; None when there is none (the
+        watermark of a fetch from there says so) or the broker gives none in time."""
         consumer.seek(tp, offset)
-        try:
-            return await asyncio.wait_for(consumer.getone(tp), self._timeout)
-        except TimeoutError:
-            return None
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            fetched = await consumer.getmany(tp, timeout_ms=200, max_records=1)
+            if fetched.get(tp):
+                return fetched[tp][0]
+            watermark = consumer.highwater(tp)
+            if watermark is not None and watermark <= offset:
+                return None
+        return None
 
     async def _read(
         self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition], ends: dict[TopicPartition, int]
