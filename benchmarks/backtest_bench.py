@@ -32,12 +32,12 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rules_bench import article, pin_to_cpu, rules_yaml, vocabulary  # noqa: E402
+from rules_bench import article, pin_to_cpu, rules_yaml, vocabulary
 
-from monitor.cluster.backtest import Backtest  # noqa: E402
-from monitor.delivery.records import article_to_dict  # noqa: E402
-from monitor.engine import RuleSet, parse_rules  # noqa: E402
-from monitor.model import Article  # noqa: E402
+from monitor.cluster.backtest import Backtest
+from monitor.delivery.records import article_to_dict
+from monitor.engine import RuleSet, parse_rules
+from monitor.model import Article
 
 SIZES = (10, 10_000)
 
