@@ -617,19 +617,19 @@ def _cmd_feeds_sync(args: argparse.Namespace) -> int:
     outcome = asyncio.run(sync_feeds(settings, load_feeds(settings), dry_run=args.dry_run))
     for problem in outcome.skipped:
         sys.stderr.write(f"news-monitor: warning: {outcome.topic}: passed over {problem}\n")
+    from monitor.redact import scrub
+
     plan = outcome.plan
     counts = plan.summary()
     if args.format == "json":
         document = {
             "topic": outcome.topic, "partitions": outcome.partitions, "dry_run": outcome.dry_run,
             "created": outcome.created, **counts, "skipped": len(outcome.skipped),
-            "feeds": {"added": plan.added, "changed": plan.changed, "moved": plan.moved, "removed": plan.removed},
+            "feeds": {name: [scrub(url) for url in getattr(plan, name)] for name in ("added", "changed", "moved", "removed")},
         }
         sys.stdout.write(orjson.dumps(document).decode() + "\n")
         return EXIT_OK
     if outcome.dry_run:
-        from monitor.redact import scrub
-
         for outcome_name in ("added", "changed", "removed"):
             for url in getattr(plan, outcome_name):
                 moved = " (moves partition)" if url in plan.moved else ""
