@@ -4,6 +4,7 @@
 :mod:`monitor.adapters.pages`        article pages, behind the address guard
 :mod:`monitor.adapters.kafka`        aiokafka: publisher, topic admin, reader, broker probe
 :mod:`monitor.adapters.group`        a consumer-group member for the roles of ``run --role``
+:mod:`monitor.adapters.replay`       a topic from a point in time to its end, writing nothing (``backtest``)
 :mod:`monitor.adapters.store`        the SQLite state store
 :mod:`monitor.adapters.statelock`    one daemon per state directory
 :mod:`monitor.adapters.web`          the HTTP endpoint: metrics, probes, status page

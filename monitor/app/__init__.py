@@ -7,4 +7,6 @@ the adapters, and builds the components of a run from the settings.
 :mod:`monitor.app.status`  the feed-health table of ``news-monitor status``, from the state store
 :mod:`monitor.app.notify`  the ``news-monitor notify`` process (alerts to people)
 :mod:`monitor.app.notify`  the ``news-monitor notify`` process (and ``notify --test``)
+:mod:`monitor.app.feeds_sync`  ``news-monitor feeds sync``: the feed list onto the feeds topic
+:mod:`monitor.app.backtest`  ``news-monitor backtest``: candidate rules over the articles topic
 """

@@ -1,9 +1,11 @@
 """Scale-out on Kafka (docs/scaling.md): what pollers and matchers agree on.
 
 Pure code, no Kafka client: the roles a process can take (:mod:`.roles`), which partition
-a feed belongs to (:mod:`.sharding`), and the records of the cluster's compacted topics
-(:mod:`.records`), and what a matcher remembers of an article on ``news.matcher-state``
-(:mod:`.matcher_state`). The Kafka side (reading a partition to its end, the group consumers)
+a feed belongs to (:mod:`.sharding`), the records of the cluster's compacted topics
+(:mod:`.records`), what a matcher remembers of an article on ``news.matcher-state``
+(:mod:`.matcher_state`), what ``feeds sync`` writes (:mod:`.sync`) and ``backtest``'s
+matching over a span of the articles topic (:mod:`.backtest`). The Kafka side (reading a
+partition to its end, the group consumers)
 lives in :mod:`monitor.adapters`, the roles themselves in :mod:`monitor.app`.
 """
 
