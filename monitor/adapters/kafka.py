@@ -208,7 +208,8 @@ class TopicAdmin:
     async def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
         """The partition count of each of ``topics`` that exists (missing ones are left
         out, and not created: a broker that creates topics on a metadata request, such as
-        Tansu, is only asked about topics it lists)."""
+        Tansu, is only asked about topics it lists); :class:`BrokerError` when the broker
+        cannot be asked."""
         admin = AIOKafkaAdminClient(
             **connection_options(self._settings, self._bootstrap),
             request_timeout_ms=self._settings.request_timeout_ms,
@@ -223,6 +224,11 @@ class TopicAdmin:
                 for d in await admin.describe_topics(existing)
                 if d.get("error_code", 0) == 0
             }
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerError(
+                f"cannot reach Kafka at {self._bootstrap}: {type(exc).__name__}: {exc}",
+                hint="check [kafka] bootstrap_servers (NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS) and that the broker is up",
+            ) from exc
         finally:
             await admin.close()
 

@@ -49,16 +49,15 @@ async def sync_feeds(settings: Settings, feeds: Sequence[Feed], *, dry_run: bool
     publisher = KafkaPublisher(settings.kafka, bootstrap)
     await publisher.start()
     try:
-        counts = await publisher.admin.partition_counts([topic])
+        exists = topic in await publisher.admin.partition_counts([topic])
         created = False
-        if topic not in counts and not dry_run:
+        if not exists and not dry_run:
             report = await publisher.ensure_topics([], compacted=[topic])
-            created = topic in report.created
-        partitions = counts.get(topic) or settings.kafka.topic_partitions
-        if topic in counts or created:
-            partitions = await publisher.partition_count(topic)
+            created, exists = topic in report.created, True
+        partitions = await publisher.partition_count(topic) if exists else settings.kafka.topic_partitions
         skipped: list[str] = []
-        current = await _current(publisher, settings, topic, partitions, skipped) if topic in counts else {}
+        # A topic this run created is empty: nothing to read.
+        current = await _current(publisher, settings, topic, partitions, skipped) if exists and not created else {}
         plan = plan_sync(current, feeds, partitions)
         if not dry_run:
             for write in plan.writes:
