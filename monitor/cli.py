@@ -592,6 +592,7 @@ def _cmd_rules_eval(args: argparse.Namespace) -> int:
 def _add_feeds(commands: Any) -> None:
     feeds = _command(
         commands, "feeds", "manage the cluster's feed list on Kafka",
+        "examples:\n  news-monitor feeds sync --dry-run\n  news-monitor feeds sync --format json\n"
         "run 'news-monitor feeds sync --help' for its options\n",
     )
     feed_commands = feeds.add_subparsers(dest="feeds_command", metavar="SUBCOMMAND")

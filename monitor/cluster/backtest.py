@@ -113,9 +113,9 @@ class Backtest:
     ruleset: RuleMatcher
     since: float | None = None
     until: float | None = None
-    _first: dict[tuple[str, str], BacktestMatch] = field(default_factory=dict)
-    _ids: set[str] = field(default_factory=set)
-    _result: BacktestResult = field(default_factory=lambda: BacktestResult({}, []))
+    _first: dict[tuple[str, str], BacktestMatch] = field(default_factory=dict, init=False)
+    _ids: set[str] = field(default_factory=set, init=False)
+    _result: BacktestResult = field(default_factory=lambda: BacktestResult({}, []), init=False)
 
     def in_span(self, timestamp: float) -> bool:
         """Whether a record written at ``timestamp`` (Unix seconds) is in ``[since, until]``."""
