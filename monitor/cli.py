@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"news-monitor {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for add in (_add_run, _add_tail, _add_notify, _add_signals, _add_match, _add_broker, _add_status, _add_rules, _add_feeds, _add_backtest):
+    for add in (
+        _add_run, _add_tail, _add_notify, _add_signals, _add_match, _add_broker, _add_status, _add_rules, _add_feeds, _add_backtest,
+    ):
         add(commands)
     return parser
 
