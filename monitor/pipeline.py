@@ -29,11 +29,11 @@ from monitor.feeds.state import FeedState, FeedStates
 from monitor.fetch import FeedHttpError, FetchResult, Transport, Validators, error_kind
 from monitor.log import get_logger
 from monitor.matching import ArticleStore, Matcher, Matching, Sink
-from monitor.model import Alert, Feed
+from monitor.model import Alert, Article, Feed
 from monitor.parse import ParsedFeed
 from monitor.signals import Signals
 
-__all__ = ["Parser", "Pipeline", "PollReport"]
+__all__ = ["Admitter", "Parser", "Pipeline", "PollReport"]
 
 log = get_logger("pipeline")
 
@@ -46,6 +46,15 @@ class Parser(Protocol):
     async def parse_and_sign(self, body: bytes, feed_url: str, content_type: str | None, signer: Any) -> SignedFeed: ...
 
     async def run(self, function: Callable[..., Any], *args: Any, label: str, what: str = "processing") -> Any: ...
+
+
+class Admitter(Protocol):
+    """The articles' half of a poll: :class:`~monitor.matching.Matching` in one process,
+    :class:`monitor.cluster.admission.PollerAdmission` in a poller."""
+
+    async def admit(
+        self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None
+    ) -> Admission: ...
 
 
 @dataclass
@@ -94,26 +103,33 @@ class Pipeline:
         *,
         transport: Transport,
         parser: Parser,
-        store: ArticleStore,
-        rules: Callable[[], Matcher],
-        sink: Sink,
+        store: ArticleStore | None = None,
+        rules: Callable[[], Matcher] | None = None,
+        sink: Sink | None = None,
         feed_states: FeedStates,
         clock: Callable[[], float] = time.time,
         articles_topic: str = "",
         fulltext: FulltextEnricher | None = None,
         stories: StoryIndex | None = None,
         signals: Signals | None = None,
+        admission: Admitter | None = None,
     ) -> None:
+        """``store``, ``rules`` and ``sink`` build the :class:`Matching` stage; a poller
+        passes its own ``admission`` instead."""
         self._transport = transport
         self._parser = parser
         #: Feed state lives in memory and is written back in batches (see monitor.feeds.state).
         self.feed_states = feed_states
         self._stories = stories
         self._clock = clock
-        self.matching = Matching(
-            store=store, rules=rules, sink=sink, cpu=parser, clock=clock,
-            articles_topic=articles_topic, fulltext=fulltext, stories=stories, signals=signals,
-        )
+        if admission is None:
+            if store is None or rules is None or sink is None:
+                raise TypeError("Pipeline needs store, rules and sink, or an admission stage")
+            admission = Matching(
+                store=store, rules=rules, sink=sink, cpu=parser, clock=clock,
+                articles_topic=articles_topic, fulltext=fulltext, stories=stories, signals=signals,
+            )
+        self.matching: Admitter = admission
 
     async def poll(self, feed: Feed) -> PollReport:
         """Poll one feed once; see the module docstring for the error contract."""

@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from monitor.errors import StoreError
+from monitor.errors import PublishError, StoreError
 from monitor.feeds.schedule import Schedule, next_interval
 from monitor.feeds.state import FeedState
 from monitor.lifecycle import Shutdown
@@ -64,6 +65,8 @@ class Poller:
         self._hosts: dict[str, str] = {}
         #: Pollers inside a poll right now (the rest wait for a due feed).
         self._busy: set[asyncio.Task[None]] = set()
+        #: Feed url -> set when its poll in flight ends (see :meth:`wait_polls`).
+        self._polling: dict[str, asyncio.Event] = {}
 
     def wake(self) -> None:
         """Make the loop look at the schedule (and at a stop) now."""
@@ -124,6 +127,17 @@ class Poller:
             self._schedule_first_polls(self._active(added))
         self._wake.set()
         return added, removed, changed
+
+    async def wait_polls(self, urls: Iterable[str], timeout: float) -> int:
+        """Wait up to ``timeout`` s for the polls in flight of ``urls`` to end (feeds a poller
+        hands over); returns how many are still in flight."""
+        pending = [event for event in map(self._polling.get, urls) if event is not None]
+        if pending:
+            waits = [asyncio.ensure_future(event.wait()) for event in pending]
+            _done, left = await asyncio.wait(waits, timeout=timeout)
+            for wait in left:
+                wait.cancel()
+        return sum(not event.is_set() for event in pending)
 
     def stored_states(self, feeds: list[Feed]) -> list[FeedState]:
         """The cached states of ``feeds`` (those polled in an earlier run, or before)."""
@@ -231,6 +245,12 @@ class Poller:
             report = await self._poll(feed)
             if reschedule:
                 self._reschedule(feed, report)
+        except PublishError as exc:
+            # A poller's articles could not reach Kafka: its feed's state did not advance,
+            # so the next poll fetches the same items again (docs/scaling.md).
+            log.warning("feed.poll.publish_failed", feed_url=feed.url, error=str(exc))
+            if reschedule and not self.shutdown.asked and feed.url in self.feeds:
+                self.schedule.reschedule(feed.url, time.monotonic(), feed.interval)
         except StoreError as exc:
             # Not a bug: the store said why (state.store.failing) and readiness reports it.
             # Nothing this poll failed to commit was recorded as seen: the next poll retries it.
@@ -245,7 +265,13 @@ class Poller:
 
     async def _poll(self, feed: Feed) -> PollReport:
         assert self.pipeline is not None
-        report = await self.pipeline.poll(feed)
+        done = self._polling[feed.url] = asyncio.Event()
+        try:
+            report = await self.pipeline.poll(feed)
+        finally:
+            done.set()
+            if self._polling.get(feed.url) is done:
+                del self._polling[feed.url]
         await self.observer.poll_finished(report)
         return report
 

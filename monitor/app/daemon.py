@@ -46,7 +46,7 @@ from monitor.settings import FeedsSettings, Settings, StoriesSettings, load_sett
 from monitor.signals import Signals
 from monitor.upkeep import Probe, flush_feed_states
 
-__all__ = ["Parts", "broker_probe", "feed_transport", "flush_signals", "read_feed_list", "signal_detectors", "start", "story_index"]
+__all__ = ["Parts", "broker_probe", "feed_transport", "flush_signals", "fulltext_enricher", "read_feed_list", "signal_detectors", "start", "story_index"]
 
 log = get_logger("worker")
 
@@ -92,7 +92,7 @@ async def start(
     parser = ParserPool(settings.feeds.parse_workers, settings.feeds.parse_timeout)
     # Polls are over by then: a task still running is a cancelled poll's, not worth waiting long for.
     stack.callback(lambda: parser.close(min(5.0, shutdown.remaining())))
-    fulltext = _fulltext(settings, parser, stack) if not once or any(feed.fulltext for feed in feeds) else None
+    fulltext = fulltext_enricher(settings, parser, stack) if not once or any(feed.fulltext for feed in feeds) else None
     parts.stories = await story_index(settings.stories, store)
     parts.signals = await signal_detectors(settings, store, rules) if settings.signals.enabled else None
     if parts.signals is not None:
@@ -138,7 +138,7 @@ def feed_transport(options: FeedsSettings) -> RoutingTransport:
     )
 
 
-def _fulltext(settings: Settings, parser: ParserPool, stack: AsyncExitStack) -> FulltextEnricher:
+def fulltext_enricher(settings: Settings, parser: ParserPool, stack: AsyncExitStack) -> FulltextEnricher:
     """The full-text enricher (the daemon always has one: a feed added by a reload may ask
     for it; its HTTP session opens on first use)."""
     options, feeds = settings.fulltext, settings.feeds

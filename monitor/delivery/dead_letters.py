@@ -20,7 +20,7 @@ from monitor.errors import RecordRefused, RecordRejected
 from monitor.log import get_logger
 from monitor.model import Record
 
-__all__ = ["DeadLetters"]
+__all__ = ["DeadLetters", "dead_letter"]
 
 log = get_logger("delivery")
 
@@ -49,7 +49,7 @@ class DeadLetters:
         sender, topic = self._sender, self._sender.dead_letter_topic
         reason = reason.encode("utf-8", "replace")[:_REASON_LIMIT].decode("utf-8", "ignore")
         log.error("alert.dead_lettered", topic=record.topic, alert_id=record.alert_id, reason=reason)
-        for letter in (_letter(record, reason, topic), _stub_letter(record, reason, topic)):
+        for letter in (dead_letter(record, reason, topic), _stub_letter(record, reason, topic)):
             sent = await self._send_letter(letter)
             if sent is None:
                 # The dead-letter topic refuses it too: keep the record for the next start
@@ -107,7 +107,9 @@ class DeadLetters:
             await asyncio.sleep(sender.next_backoff())
 
 
-def _letter(record: Record, reason: str, topic: str) -> Record:
+def dead_letter(record: Record, reason: str, topic: str) -> Record:
+    """``record`` as a letter for the dead-letter ``topic``: its key, value and headers, with
+    the reason (``dlq_reason``) and its original topic (``dlq_original_topic``)."""
     headers = tuple((k, v) for k, v in record.headers if k not in (DLQ_REASON_HEADER, DLQ_ORIGINAL_TOPIC_HEADER))
     return Record(
         alert_id=record.alert_id,

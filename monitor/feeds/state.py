@@ -135,6 +135,13 @@ class FeedStates:
         state.interval = interval
         self._dirty.add(url)
 
+    def forget(self, urls: Iterable[str]) -> None:
+        """Drop the cached states of ``urls`` (feeds this process no longer polls), changed
+        or not: flush first to keep their changes."""
+        for url in urls:
+            self._states.pop(url, None)
+            self._dirty.discard(url)
+
     @property
     def dirty(self) -> int:
         """States changed since the last flush."""

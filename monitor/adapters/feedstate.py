@@ -1,0 +1,121 @@
+"""The poller's feed state on Kafka: a :class:`~monitor.feeds.state.FeedStateStore` over
+the compacted feed-state topic (``[cluster] feed_state_topic``, records in
+:mod:`monitor.cluster.feed_state`), so :class:`~monitor.feeds.state.FeedStates` caches
+and writes it back exactly as it does with SQLite in one process.
+
+:meth:`KafkaFeedStateStore.restore` reads partitions to their end (the poller that was
+given them); :meth:`KafkaFeedStateStore.save_feed_rows` writes each state, with its
+feed's seen map and this instance as the owner, to the partition its feed was read from,
+and returns once Kafka acknowledged every one (a state whose feed is not this poller's
+any more is not written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from monitor.adapters.changelog import read_to_end
+from monitor.adapters.kafka import KafkaPublisher
+from monitor.cluster.feed_state import FeedStateRecordError, feed_state_from_record, feed_state_to_value
+from monitor.feeds.state import FeedState
+from monitor.log import get_logger
+from monitor.model import Record
+from monitor.settings import KafkaSettings
+
+__all__ = ["KafkaFeedStateStore"]
+
+log = get_logger("poller")
+
+
+class KafkaFeedStateStore:
+    """Feed states on the feed-state topic (see the module docstring)."""
+
+    def __init__(
+        self,
+        publisher: KafkaPublisher,
+        settings: KafkaSettings,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        owner: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._publisher = publisher
+        self._settings = settings
+        self._bootstrap = bootstrap_servers
+        self.topic = topic
+        self.owner = owner
+        self._clock = clock
+        #: Feed url -> its seen map (article id -> content digest); the poller's admission updates it.
+        self.seen: dict[str, dict[str, str]] = {}
+        #: Feed url -> the partition its state is written to; a feed not here is not written.
+        self.partitions: dict[str, int] = {}
+        #: States read by the last restore, until :meth:`FeedStates.load` took them.
+        self._restored: dict[str, FeedState] = {}
+
+    async def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> list[str]:
+        """Read ``partitions`` to their end; the urls whose state was found (their seen maps
+        are set here, their states wait for :meth:`all_feed_states`). A malformed record is
+        logged and passed over (that feed starts afresh). BrokerError when the end cannot be reached."""
+        found: dict[str, Any] = {}
+        malformed = 0
+        async for record in read_to_end(self._publisher, self._settings, self._bootstrap, self.topic, partitions, timeout=timeout):
+            url = record.key.decode("utf-8", "replace") if record.key else ""
+            if record.value is None:
+                found.pop(url, None)
+                continue
+            try:
+                found[url] = feed_state_from_record(record.key, record.value)
+            except FeedStateRecordError as exc:
+                malformed += 1
+                log.warning(
+                    "poller.state.malformed",
+                    topic=self.topic, partition=record.partition, offset=record.offset, feed_url=url, reason=str(exc),
+                    hint="the feed is polled afresh (no validators, every item published once more)",
+                )
+        for url, restored in found.items():
+            self._restored[url] = restored.state
+            self.seen[url] = restored.seen
+        return list(found)
+
+    def forget(self, urls: Iterable[str]) -> None:
+        """Drop what this store holds of ``urls`` (feeds handed over)."""
+        for url in urls:
+            self.seen.pop(url, None)
+            self.partitions.pop(url, None)
+            self._restored.pop(url, None)
+
+    def take_restored(self) -> None:
+        """Free the restored states once the cache has them."""
+        self._restored.clear()
+
+    # -- FeedStateStore ----------------------------------------------------------------
+
+    async def all_feed_states(self) -> list[FeedState]:
+        return list(self._restored.values())
+
+    async def feed_state(self, url: str) -> FeedState:
+        return self._restored.get(url) or FeedState(url=url)
+
+    async def save_feed_rows(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Write the states (rows in :data:`~monitor.feeds.state.FEED_COLUMNS` order) of this
+        poller's feeds; the first failure (PublishError) raised once every send ended."""
+        now = self._clock()
+        records: list[tuple[Record, int]] = []
+        for row in rows:
+            state = FeedState(*row)
+            partition = self.partitions.get(state.url)
+            if partition is None:
+                continue  # handed over meanwhile: its new owner writes it
+            value = feed_state_to_value(state, self.seen.get(state.url, {}), owner=self.owner, written_at=now)
+            records.append((Record("", state.url, self.topic, state.url.encode("utf-8"), value, ()), partition))
+        results = await asyncio.gather(
+            *(self._publisher.publish(record, partition=partition) for record, partition in records), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(records)

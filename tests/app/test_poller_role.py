@@ -1,0 +1,167 @@
+"""The poller role against the real broker and a local feed server: the feeds of its
+partitions polled, new and changed articles published once, the feed state written and
+taken over by the next owner (conditional GET goes on), feeds added and removed while it
+runs, a malformed feed record dead-lettered, a broker outage that loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from monitor.adapters.kafka import KafkaPublisher
+from monitor.app.poller_role import PollerRole
+from monitor.cluster import feed_partition, feed_to_record
+from monitor.lifecycle import Shutdown
+from monitor.model import Feed, Record
+from monitor.observe.observer import Observer
+from monitor.settings import Settings
+from tests.kafka_proxy import KafkaProxy
+from tests.support import FeedServer, make_settings, read_topic, rss, until
+
+
+def cluster_settings(tmp_path: Path, bootstrap: str, instance: str, tag: str, **kafka: Any) -> Settings:
+    """Settings with this test's own topics and group."""
+    return make_settings(
+        tmp_path / instance,
+        bootstrap,
+        overrides={
+            "cluster": {
+                "feeds_topic": f"feeds-{tag}",
+                "articles_topic": f"articles-{tag}",
+                "feed_state_topic": f"feed-state-{tag}",
+                "matcher_state_topic": f"matcher-state-{tag}",
+                "poller_group": f"pollers-{tag}",
+                "matcher_group": f"matchers-{tag}",
+                "session_timeout": 6.0,
+                "instance_id": instance,
+            },
+            "kafka": {"dead_letter_topic": f"dead-{tag}", **kafka},
+            "state": {"flush_interval": 0.5},
+        },
+    )
+
+
+class RunningPoller:
+    """A poller role running in the background for the body of an ``async with``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.publisher = KafkaPublisher(settings.kafka, settings.kafka.bootstrap_servers)
+        self.shutdown = Shutdown(10.0)
+        self.role: PollerRole | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PollerRole:
+        await self.publisher.start()
+        self.role = PollerRole(
+            self.settings,
+            bootstrap_servers=self.settings.kafka.bootstrap_servers,
+            publisher=self.publisher,
+            shutdown=self.shutdown,
+            observer=Observer([]),
+        )
+        self.task = asyncio.create_task(self.role.run())
+        return self.role
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.shutdown.stop()
+        try:
+            assert self.task is not None
+            await asyncio.wait_for(self.task, timeout=30)
+        finally:
+            await self.publisher.stop()
+
+
+async def write_feeds(settings: Settings, *changes: Feed | str | tuple[str, bytes]) -> None:
+    """Write feed records (a Feed), tombstones (a url) or raw values ((url, value)) where
+    ``feeds sync`` would: the partition of the feed's host."""
+    cluster = settings.cluster
+    publisher = KafkaPublisher(settings.kafka, settings.kafka.bootstrap_servers)
+    await publisher.start()
+    try:
+        await publisher.ensure_topics(
+            [cluster.articles_topic, settings.kafka.dead_letter_topic], compacted=[cluster.feeds_topic, cluster.feed_state_topic]
+        )
+        partitions = await publisher.partition_count(cluster.feeds_topic)
+        for change in changes:
+            if isinstance(change, Feed):
+                key, value = feed_to_record(change)
+                url = change.url
+            elif isinstance(change, tuple):
+                url, value = change
+                key = url.encode()
+            else:
+                url, key, value = change, change.encode(), None
+            record = Record("", url, cluster.feeds_topic, key, value, ())  # type: ignore[arg-type]
+            await publisher.publish(record, partition=feed_partition(url, partitions))
+    finally:
+        await publisher.stop()
+
+
+async def articles(settings: Settings, count: int) -> list[dict[str, Any]]:
+    """The article documents on the articles topic, once there are at least ``count``."""
+    records = await read_topic(
+        settings.kafka.bootstrap_servers, settings.cluster.articles_topic, until=lambda rs: len(rs) >= count, timeout=20
+    )
+    return [orjson.loads(r.value) for r in records]
+
+
+async def feed_states(settings: Settings, until_holds: Any) -> dict[str, dict[str, Any]]:
+    """The latest feed-state value per feed url, once ``until_holds(states)``."""
+    def latest(records: list[Any]) -> dict[str, dict[str, Any]]:
+        return {r.key.decode(): orjson.loads(r.value) for r in records if r.value and r.key != b"__news-monitor-marker__"}
+
+    records = await read_topic(
+        settings.kafka.bootstrap_servers, settings.cluster.feed_state_topic, until=lambda rs: until_holds(latest(rs)), timeout=20
+    )
+    return latest(records)
+
+
+def ids(documents: list[dict[str, Any]]) -> list[str]:
+    return sorted(d["id"] for d in documents)
+
+
+async def test_a_poller_publishes_new_and_changed_articles_once_and_follows_the_feed_list(
+    broker: Any, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag)
+    first = feed_server.serve(f"/{tag}/a.xml", rss([("1", "one", "x"), ("2", "two", "y")]), etag='"a1"')
+    await write_feeds(settings, Feed(url=first, interval=1.0))
+    async with RunningPoller(settings) as role:
+        assert ids(await articles(settings, 2)) == ["urn:t:1", "urn:t:2"]
+        resource = feed_server.resources[f"/{tag}/a.xml"]
+        await until(lambda: resource.hits >= 3, what="two conditional polls")
+        assert [h.get("If-None-Match") for p, h in feed_server.requests if p == f"/{tag}/a.xml"][1:3] == ['"a1"', '"a1"']
+
+        # A changed body: only the new item is published.
+        feed_server.serve(f"/{tag}/a.xml", rss([("3", "three", "z"), ("1", "one", "x"), ("2", "two", "y")]), etag='"a2"')
+        assert ids(await articles(settings, 3)) == ["urn:t:1", "urn:t:2", "urn:t:3"]
+
+        # A feed added while it runs is polled; a malformed record goes to the dead-letter topic.
+        second = feed_server.serve(f"/{tag}/b.xml", rss([("b1", "bee", "b")]))
+        bad = f"http://127.0.0.1:{feed_server.port}/{tag}/bad.xml"
+        await write_feeds(settings, Feed(url=second, interval=1.0), (bad, b"not json"))
+        assert "urn:t:b1" in ids(await articles(settings, 4))
+        letters = await read_topic(settings.kafka.bootstrap_servers, settings.kafka.dead_letter_topic, until=bool, timeout=15)
+        reason = dict(letters[0].headers)["dlq_reason"].decode()
+        assert letters[0].key == bad.encode() and "not UTF-8 JSON" in reason and "offset" in reason
+
+        # A tombstone stops it.
+        await write_feeds(settings, second)
+        await until(lambda: second not in role.poller.feeds, what="the tombstone applied")
+        hits = feed_server.resources[f"/{tag}/b.xml"].hits
+        polls_of_first = feed_server.resources[f"/{tag}/a.xml"].hits
+        await until(lambda: feed_server.resources[f"/{tag}/a.xml"].hits >= polls_of_first + 2, what="two more polls")
+        assert feed_server.resources[f"/{tag}/b.xml"].hits == hits
+
+        states = await feed_states(settings, lambda s: s.get(first, {}).get("etag") == '"a2"')
+        assert states[first]["owner"] == "poller-a" and set(states[first]["seen"]) == {"urn:t:1", "urn:t:2", "urn:t:3"}
+    # Nothing was published twice.
+    assert len(await articles(settings, 4)) == 4
