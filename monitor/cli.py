@@ -150,7 +150,11 @@ def _add_status(commands: Any) -> None:
         "disabled (HTTP 410). Feeds are listed worst health first, then the most recent new item;\n"
         f"the first {PAGE_ROWS} unless --limit or --all says otherwise. The summary line (counts by health)\n"
         "goes to stderr for the plain and JSON formats. Exit code 0 when every feed is ok, 1 when any is not.\n"
+        "--cluster reads the feeds and their state from Kafka ([cluster] feeds_topic and feed_state_topic) and adds\n"
+        "each feed's owner (the poller that polls it); exit code 2 when there is no feeds topic, 3 when the broker\n"
+        "cannot be read.\n"
         "examples:\n  news-monitor status\n  news-monitor status --config /etc/news-monitor/monitor.toml\n"
+        "  news-monitor status --cluster --format plain\n"
         "  news-monitor status --all --format json | jq -r 'select(.health != \"ok\") | .url'\n",
     )
     _add_config(status)
@@ -163,6 +167,9 @@ def _add_status(commands: Any) -> None:
         "--limit", type=_positive_int, default=PAGE_ROWS, metavar="N", help=f"show the first N feeds (default {PAGE_ROWS})"
     )
     shown.add_argument("--all", action="store_true", help="show every feed")
+    status.add_argument(
+        "--cluster", action="store_true", help="every feed of the cluster (run --role poller), with its owner, read from Kafka"
+    )
     status.set_defaults(handler=_cmd_status)
 
 
@@ -298,8 +305,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from monitor.observe.status import status
 
     now = time.time()
+    limit = None if args.all else args.limit
+    if args.cluster:
+        from monitor.app.cluster_status import cluster_tracker
+
+        tracker, owners = asyncio.run(cluster_tracker(_settings(args), now=now))
+        return status(tracker, sys.stdout, now=now, fmt=args.format, limit=limit, owners=owners)
     tracker = feed_tracker(_settings(args), now=now)
-    return status(tracker, sys.stdout, now=now, fmt=args.format, limit=None if args.all else args.limit)
+    return status(tracker, sys.stdout, now=now, fmt=args.format, limit=limit)
 
 
 def _print_summary(summary: RunSummary, out: TextIO) -> None:

@@ -18,7 +18,7 @@ stderr for the plain and JSON formats (stdout stays the table), above the rich t
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import TextIO
 
@@ -39,6 +39,11 @@ from monitor.timefmt import relative, utc_iso
 __all__ = ["render_json", "render_plain", "render_rich", "status", "summary_line"]
 
 COLUMNS = ("feed", "health", "last success", "last error", "items", "polls", "next poll")
+#: The plain format's column order: the spaceless columns first, the last error last.
+_PLAIN_ORDER = ("health", "last success", "items", "polls", "next poll", "owner", "feed", "last error")
+
+#: Feed url -> the instance that polls it (``status --cluster``), or None for one process.
+Owners = Mapping[str, str] | None
 
 
 def _ago(moment: float | None, now: float) -> str:
@@ -49,11 +54,11 @@ def _iso(moment: float | None, _now: float) -> str:
     return "never" if moment is None else utc_iso(moment)
 
 
-def _cells(row: FeedRow, now: float, when: Callable[[float | None, float], str] = _ago) -> tuple[str, ...]:
+def _cells(row: FeedRow, now: float, when: Callable[[float | None, float], str] = _ago, owners: Owners = None) -> tuple[str, ...]:
     error = ""
     if row.last_error:
         error = f"{when(row.last_error_at, now)}: {' '.join(scrub(row.last_error).split())[:200]}"
-    return (
+    cells = (
         # A feed url may carry credentials (user:pw@, ?token=): shown masked.
         mask_url(row.url),
         row.health,
@@ -63,20 +68,33 @@ def _cells(row: FeedRow, now: float, when: Callable[[float | None, float], str] 
         str(row.polls),
         when(row.next_poll, now) if row.next_poll is not None else "-",
     )
+    if owners is None:
+        return cells
+    return (cells[0], _owner(row, owners), *cells[1:])
 
 
-def render_plain(rows: list[FeedRow], out: TextIO, *, now: float) -> None:
+def _owner(row: FeedRow, owners: Mapping[str, str]) -> str:
+    return " ".join(owners.get(row.url, "").split()) or "-"
+
+
+def _columns(owners: Owners) -> tuple[str, ...]:
+    return COLUMNS if owners is None else (COLUMNS[0], "owner", *COLUMNS[1:])
+
+
+def render_plain(rows: list[FeedRow], out: TextIO, *, now: float, owners: Owners = None) -> None:
     """Aligned columns, one feed per line, times in UTC ISO 8601, every column but the last
-    (the last error, the longest) free of spaces, so ``awk`` can split them."""
-    order = (1, 2, 4, 5, 6, 0, 3)
-    table = [tuple(COLUMNS[i].upper().replace(" ", "_") for i in order)]
-    table += [tuple(cells[i] for i in order) for cells in (_cells(row, now, _iso) for row in rows)]
+    (the last error, the longest) free of spaces, so ``awk`` can split them (the owner,
+    with ``owners``, comes before the feed)."""
+    columns = _columns(owners)
+    order = tuple(columns.index(name) for name in _PLAIN_ORDER if name in columns)
+    table = [tuple(columns[i].upper().replace(" ", "_") for i in order)]
+    table += [tuple(cells[i] for i in order) for cells in (_cells(row, now, _iso, owners) for row in rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(order) - 1)]
     for line in table:
         out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + "  " + line[-1] + "\n")
 
 
-def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = "") -> None:
+def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = "", owners: Owners = None) -> None:
     """A coloured table for a terminal, under the ``summary`` line."""
     from rich.console import Console
     from rich.table import Table
@@ -84,13 +102,15 @@ def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = 
 
     colours = {"ok": "green", "stale": "yellow", "failing": "red", "disabled": "red"}
     table = Table(title="news-monitor feeds", header_style="bold")
-    for name in COLUMNS:
+    columns = _columns(owners)
+    for name in columns:
         table.add_column(name, overflow="fold", justify="right" if name in {"items", "polls"} else "left")
+    health = columns.index("health")
     for row in rows:
-        cells = [Text(cell) for cell in _cells(row, now)]
-        cells[1].stylize(colours.get(row.health, ""))
+        cells = [Text(cell) for cell in _cells(row, now, owners=owners)]
+        cells[health].stylize(colours.get(row.health, ""))
         if row.reason:
-            cells[1].append(f"\n{scrub(row.reason)}", style="dim")
+            cells[health].append(f"\n{scrub(row.reason)}", style="dim")
         table.add_row(*cells)
     console = Console(file=out)
     if summary:
@@ -98,10 +118,13 @@ def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = 
     console.print(table)
 
 
-def render_json(rows: list[FeedRow], out: TextIO) -> None:
-    """One JSON object per feed (url and last error masked, as everywhere)."""
+def render_json(rows: list[FeedRow], out: TextIO, owners: Owners = None) -> None:
+    """One JSON object per feed (url and last error masked, as everywhere); with
+    ``owners``, its ``owner`` too (null when no poller has written its state)."""
     for row in rows:
         fields = asdict(row)
+        if owners is not None:
+            fields["owner"] = owners.get(row.url) or None
         fields["url"] = mask_url(row.url)
         fields["reason"] = scrub(row.reason)
         if row.last_error:
@@ -127,18 +150,20 @@ def status(
     fmt: str = "auto",
     limit: int | None = PAGE_ROWS,
     err: TextIO | None = None,
+    owners: Owners = None,
 ) -> int:
     """Print the summary and the first ``limit`` feeds (None: every feed), worst first; 0 when
-    every feed is ok, 1 when any is not, shown or not (usable as a check)."""
+    every feed is ok, 1 when any is not, shown or not (usable as a check). ``owners``
+    (feed url -> the poller that polls it) adds an owner column (``status --cluster``)."""
     page = tracker.page(FeedQuery(limit=limit))
     counts = tracker.counts()
     summary = summary_line(counts, page)
     if fmt == "table" or (fmt == "auto" and out.isatty()):
-        render_rich(page.rows, out, now=now, summary=summary)
+        render_rich(page.rows, out, now=now, summary=summary, owners=owners)
     else:
         (err or sys.stderr).write(summary + "\n")
         if fmt == "json":
-            render_json(page.rows, out)
+            render_json(page.rows, out, owners)
         else:
-            render_plain(page.rows, out, now=now)
+            render_plain(page.rows, out, now=now, owners=owners)
     return 0 if counts[OK] == page.total else 1

@@ -6,7 +6,8 @@ runs, a malformed feed record dead-lettered, a broker outage that loses nothing.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import io
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,14 @@ import orjson
 import pytest
 
 from monitor.adapters.kafka import KafkaPublisher
+from monitor.app.cluster_status import cluster_tracker
 from monitor.app.poller_role import PollerRole
 from monitor.cluster import feed_partition, feed_to_record
+from monitor.errors import MonitorError
 from monitor.lifecycle import Shutdown
 from monitor.model import Feed, Record
 from monitor.observe.observer import Observer
+from monitor.observe.status import status
 from monitor.settings import Settings
 from tests.kafka_proxy import KafkaProxy
 from tests.support import FeedServer, make_settings, read_topic, rss, until
@@ -43,6 +47,7 @@ def cluster_settings(tmp_path: Path, bootstrap: str, instance: str, tag: str, **
             },
             "kafka": {"dead_letter_topic": f"dead-{tag}", **kafka},
             "state": {"flush_interval": 0.5},
+            "health": {"failing_after": 1},
         },
     )
 
@@ -163,5 +168,78 @@ async def test_a_poller_publishes_new_and_changed_articles_once_and_follows_the_
 
         states = await feed_states(settings, lambda s: s.get(first, {}).get("etag") == '"a2"')
         assert states[first]["owner"] == "poller-a" and set(states[first]["seen"]) == {"urn:t:1", "urn:t:2", "urn:t:3"}
+
+        # status --cluster: every feed with its owner; one that cannot be reached shows as in one process.
+        missing = f"http://127.0.0.1:{feed_server.port}/{tag}/missing.xml"
+        await write_feeds(settings, Feed(url=missing, interval=1.0))
+        await feed_states(settings, lambda s: s.get(missing, {}).get("consecutive_errors", 0) >= 1)
+        tracker, owners = await cluster_tracker(settings)
+        out = io.StringIO()
+        code = status(tracker, out, now=time.time(), fmt="json", owners=owners, err=io.StringIO())
+        rows = {row["url"]: row for row in map(orjson.loads, out.getvalue().splitlines())}
+        assert code == 1 and set(rows) == {first, missing}
+        assert rows[missing]["health"] == "failing" and "HTTP 404" in rows[missing]["last_error"]
+        assert rows[first]["health"] == "ok" and rows[first]["owner"] == rows[missing]["owner"] == "poller-a"
     # Nothing was published twice.
     assert len(await articles(settings, 4)) == 4
+
+
+async def test_status_cluster_without_a_feed_list_says_so(broker: Any, tmp_path: Path) -> None:
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", uuid.uuid4().hex[:10])
+    with pytest.raises(MonitorError, match="no feed list was published") as caught:
+        await cluster_tracker(settings)
+    assert "feeds sync" in (caught.value.hint or "")
+
+
+async def test_the_next_owner_goes_on_with_the_old_validators_and_seen_items(broker: Any, feed_server: FeedServer, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:10]
+    first = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag)
+    second = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-b", tag)
+    path, plain = f"/{tag}/etag.xml", f"/{tag}/plain.xml"
+    with_etag = feed_server.serve(path, rss([("1", "one", "x"), ("2", "two", "y")]), etag='"v1"')
+    # A server that ignores conditional GET: only the seen map keeps its items from being published again.
+    without = feed_server.serve(plain, rss([("p1", "pee", "p")]))
+    await write_feeds(first, Feed(url=with_etag, interval=1.0), Feed(url=without, interval=1.0))
+    async with RunningPoller(first):
+        assert len(await articles(first, 3)) == 3
+    # The hand-over: the leaving poller wrote the states of its feeds.
+    states = await feed_states(first, lambda s: {with_etag, without} <= set(s))
+    assert states[with_etag]["etag"] == '"v1"' and states[with_etag]["owner"] == "poller-a"
+    feed_server.serve(plain, rss([("p2", "pea", "q"), ("p1", "pee", "p")]))
+    before = len(feed_server.requests)
+    async with RunningPoller(second):
+        await until(lambda: feed_server.resources[path].hits >= 2 and feed_server.resources[plain].hits >= 2, what="polls by the next owner")
+        taken_over = [headers for p, headers in feed_server.requests[before:] if p == path]
+        assert taken_over[0].get("If-None-Match") == '"v1"'
+        published = await articles(first, 4)
+        states = await feed_states(first, lambda s: s.get(with_etag, {}).get("owner") == "poller-b")
+    # Only the one new item; nothing published wholesale again.
+    assert ids(published) == ["urn:t:1", "urn:t:2", "urn:t:p1", "urn:t:p2"]
+    assert len(await articles(first, 4)) == 4
+
+
+async def test_a_broker_outage_loses_no_article(feed_server: FeedServer, tmp_path: Path) -> None:
+    proxy = await KafkaProxy().start()
+    try:
+        tag = uuid.uuid4().hex[:10]
+        settings = cluster_settings(tmp_path, proxy.bootstrap_servers, "poller-a", tag, request_timeout_ms=1500)
+        path = f"/{tag}/a.xml"
+        url = feed_server.serve(path, rss([("1", "one", "x")]), etag='"v1"')
+        await write_feeds(settings, Feed(url=url, interval=1.0))
+        async with RunningPoller(settings):
+            assert ids(await articles(settings, 1)) == ["urn:t:1"]
+            await until(lambda: feed_server.resources[path].hits >= 2, what="a conditional poll")
+            proxy.down = True
+            proxy.cut()
+            feed_server.serve(path, rss([("2", "two", "y"), ("1", "one", "x")]), etag='"v2"')
+            start = len(feed_server.requests)
+
+            def failed_polls() -> int:
+                return sum(p == path and h.get("If-None-Match") == '"v1"' for p, h in feed_server.requests[start:])
+
+            # The changed body is fetched, cannot be published, and fetched again with the old validators.
+            await until(lambda: failed_polls() >= 2, timeout=30, what="polls while the broker is away")
+            proxy.down = False
+            assert ids(await articles(settings, 2)) == ["urn:t:1", "urn:t:2"]
+    finally:
+        await proxy.stop()

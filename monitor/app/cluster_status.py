@@ -1,0 +1,124 @@
+"""``news-monitor status --cluster``: every feed of the cluster, its owner and health,
+read from Kafka (the feeds topic and the feed-state topic) from any machine.
+
+The feeds are the latest record per URL on ``[cluster] feeds_topic`` (tombstones and
+``enabled = false`` removed); each one's state is the latest record on
+``[cluster] feed_state_topic``, written by the poller that polls it (its owner). Health
+is assessed from that state exactly as ``news-monitor status`` assesses the single
+process's (:func:`monitor.app.status.health_policy`), so a feed that cannot be reached
+shows the same health, last error and counts either way. A feed no poller has polled yet
+has no owner ("-").
+
+Both topics are read to their end with a marker record (:mod:`monitor.adapters.changelog`):
+the command writes one small record to each of their partitions, which every reader skips.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from monitor.adapters.changelog import read_to_end
+from monitor.adapters.kafka import KafkaPublisher, connection_options
+from monitor.app.status import health_policy
+from monitor.cluster import FeedRecordError, feed_from_record
+from monitor.cluster.feed_state import FeedStateRecord, FeedStateRecordError, feed_state_from_record
+from monitor.errors import BrokerError, MonitorError
+from monitor.feeds.health import FeedHealthTracker
+from monitor.log import get_logger
+from monitor.model import Feed
+from monitor.settings import Settings
+
+__all__ = ["cluster_tracker"]
+
+log = get_logger("status")
+
+
+async def cluster_tracker(
+    settings: Settings, *, now: float | None = None, timeout: float = 60.0
+) -> tuple[FeedHealthTracker, dict[str, str]]:
+    """Every feed on the feeds topic, its health assessed at ``now``, and its owner
+    (feed url -> instance id). MonitorError when there is no feeds topic, BrokerError when
+    the broker cannot be read."""
+    kafka, cluster = settings.kafka, settings.cluster
+    if kafka.embedded:
+        raise MonitorError(
+            "status --cluster reads the cluster's broker; [kafka] bootstrap_servers is 'embedded'",
+            hint="set [kafka] bootstrap_servers (NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS) to the cluster's brokers",
+        )
+    bootstrap = kafka.bootstrap_servers
+    publisher = KafkaPublisher(kafka, bootstrap)
+    await publisher.start()
+    try:
+        partitions = await _partitions(settings, [cluster.feeds_topic, cluster.feed_state_topic])
+        feeds = await _feeds(publisher, settings, partitions[cluster.feeds_topic], timeout)
+        states = await _states(publisher, settings, partitions[cluster.feed_state_topic], timeout)
+    finally:
+        await publisher.stop()
+    now = time.time() if now is None else now
+    tracker = FeedHealthTracker(list(feeds.values()), health_policy(settings), started=now)
+    tracker.load_all(states[url].state for url in feeds if url in states)
+    tracker.sweep(now)
+    return tracker, {url: states[url].owner for url in feeds if url in states}
+
+
+async def _partitions(settings: Settings, topics: list[str]) -> dict[str, int]:
+    """Partitions per topic (0 for a missing one), asked of the admin API: asking a
+    producer would create a missing topic on a broker that auto-creates them."""
+    admin = AIOKafkaAdminClient(**connection_options(settings.kafka, settings.kafka.bootstrap_servers))
+    try:
+        await admin.start()
+        # Listed first: describing a missing topic creates it on a broker that auto-creates topics.
+        present = [topic for topic in topics if topic in set(await admin.list_topics())]
+        descriptions = await admin.describe_topics(present) if present else []
+        described = {d["topic"]: len(d.get("partitions", ())) for d in descriptions if d.get("error_code", 0) == 0}
+    except (KafkaError, OSError) as exc:
+        where = settings.kafka.bootstrap_servers
+        raise BrokerError(f"cannot describe {', '.join(topics)} at {where}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await admin.close()
+    feeds_topic = settings.cluster.feeds_topic
+    if not described.get(feeds_topic):
+        raise MonitorError(
+            f"there is no topic {feeds_topic} at {settings.kafka.bootstrap_servers}: no feed list was published to this cluster",
+            hint="publish it with 'news-monitor feeds sync', or check [cluster] feeds_topic",
+        )
+    return {topic: described.get(topic, 0) for topic in topics}
+
+
+async def _feeds(publisher: KafkaPublisher, settings: Settings, partitions: int, timeout: float) -> dict[str, Feed]:
+    feeds: dict[str, Feed] = {}
+    topic = settings.cluster.feeds_topic
+    async for record in read_to_end(publisher, settings.kafka, settings.kafka.bootstrap_servers, topic, range(partitions), timeout=timeout):
+        url = record.key.decode("utf-8", "replace") if record.key else ""
+        if record.value is None:
+            feeds.pop(url, None)
+            continue
+        try:
+            feed = feed_from_record(record.key, record.value)
+        except FeedRecordError as exc:
+            # The pollers dead-letter it; here it is only not a feed.
+            log.warning("status.feed_record.malformed", topic=topic, partition=record.partition, offset=record.offset, reason=str(exc))
+            continue
+        if feed.enabled:
+            feeds[feed.url] = feed
+        else:
+            feeds.pop(feed.url, None)
+    return feeds
+
+
+async def _states(publisher: KafkaPublisher, settings: Settings, partitions: int, timeout: float) -> dict[str, FeedStateRecord]:
+    states: dict[str, FeedStateRecord] = {}
+    topic = settings.cluster.feed_state_topic
+    async for record in read_to_end(publisher, settings.kafka, settings.kafka.bootstrap_servers, topic, range(partitions), timeout=timeout):
+        url = record.key.decode("utf-8", "replace") if record.key else ""
+        if record.value is None:
+            states.pop(url, None)
+            continue
+        try:
+            states[url] = feed_state_from_record(record.key, record.value)
+        except FeedStateRecordError as exc:
+            log.warning("status.feed_state.malformed", topic=topic, partition=record.partition, offset=record.offset, reason=str(exc))
+    return states
