@@ -55,7 +55,7 @@ from monitor.pipeline import Pipeline
 from monitor.poller import Poller
 from monitor.settings import Settings
 
-__all__ = ["PollerRole", "instance_id"]
+__all__ = ["PollerRole", "StateWriter", "instance_id"]
 
 log = get_logger("poller")
 
@@ -72,9 +72,10 @@ class PollerRole:
     """One poller of the cluster (see the module docstring); :meth:`run` until ``shutdown``.
 
     The host gives it the settings, the broker, a started publisher, the process's
-    shutdown and an observer (its feeds' health, metrics and status page). About fifteen
-    methods: the run, the group's two callbacks and what they share (the feeds per
-    partition, the state cache, the flush).
+    shutdown and an observer (its feeds' health, metrics and status page). Its methods
+    (about fifteen, some 250 lines) are the run, the feeds topic's records, and the
+    group's two callbacks: they share the feeds per partition, the owned partitions and
+    the state cache, under one lock. Writing the states is :class:`StateWriter`'s job.
     """
 
     name = "poller"
@@ -100,17 +101,16 @@ class PollerRole:
         self.poller = Poller([], settings.feeds, observer, shutdown)
         #: Partition -> its feeds (url -> Feed), for the partitions this poller owns.
         self.feeds: dict[int, dict[str, Feed]] = {}
-        #: Partitions owned now; and those lost at the last revoke, kept in memory until the
-        #: next assignment says whether they came back.
+        #: Partitions owned now; and the feeds (url -> partition) of those lost at the last
+        #: revoke, kept in memory (not written) until the next assignment says whether they came back.
         self.owned: set[int] = set()
-        self._parked: set[int] = set()
+        self._parked: dict[str, int] = {}
         #: Set once the group gave this poller its partitions (and their state was restored).
         self.assigned = asyncio.Event()
         #: Why the run stopped on its own (a restore that failed), raised by :meth:`run`.
         self.failure: BaseException | None = None
         self._lock = asyncio.Lock()
-        self._flush_lock = asyncio.Lock()
-        self._flush_asked = asyncio.Event()
+        self.writer = StateWriter(self.feed_states, settings.state.flush_interval)
         self._partitions = 0
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -122,7 +122,7 @@ class PollerRole:
         async with AsyncExitStack() as stack:
             pipeline = self.poller.pipeline = await self._start(stack)
             polling = asyncio.create_task(self.poller.run_forever(pipeline), name="poller-schedule")
-            flushing = asyncio.create_task(self._flush_loop(), name="poller-state-flush")
+            flushing = asyncio.create_task(self.writer.run(), name="poller-state-flush")
             stack.push_async_callback(finish, flushing)
             try:
                 await self._consume()
@@ -160,8 +160,8 @@ class PollerRole:
             dead_letter_topic=settings.kafka.dead_letter_topic,
             fulltext=daemon.fulltext_enricher(settings, parser, stack),
         )
-        self.observer.poll_listeners.append(self._polled)
-        stack.callback(self.observer.poll_listeners.remove, self._polled)
+        self.observer.poll_listeners.append(self.writer.poll_finished)
+        stack.callback(self.observer.poll_listeners.remove, self.writer.poll_finished)
         consumer = self._consumer = AIOKafkaConsumer(
             **connection_options(settings.kafka, self.bootstrap_servers),
             group_id=cluster.poller_group,
@@ -207,7 +207,7 @@ class PollerRole:
                     await asyncio.wait_for(consumer.stop(), max(1.0, self.shutdown.remaining()))
         finally:
             # The consumer may have been stopped without a revoke (it never joined).
-            await self.flush(self.owned)
+            await self.writer.flush(self.owned)
             self.observer.feeds_changed([])
 
     # -- the feeds topic ---------------------------------------------------------------
@@ -285,17 +285,22 @@ class PollerRole:
             if still:
                 hint = "their results are not written: the new owner polls them again"
                 log.warning("poller.handover.polls_in_flight", polls=still, hint=hint)
-            await self.flush(lost)
-            self._parked |= lost
+            await self.writer.flush(lost)
+            # Written no more: a poll that outlived the wait must not overwrite the new owner's state.
+            for url, partition in list(self.store.partitions.items()):
+                if partition in lost:
+                    self._parked[url] = self.store.partitions.pop(url)
             log.info("poller.partitions.revoked", partitions=sorted(lost), feeds=len(urls))
 
     async def partitions_assigned(self, partitions: set[int]) -> None:
         """Restore the state of partitions new to this poller, then read every given
         partition of the feeds topic from its beginning; a failed restore stops the process."""
         async with self._lock:
-            self._forget({url for url, partition in self.store.partitions.items() if partition in self._parked - partitions})
-            fresh = partitions - self._parked
-            self._parked = set()
+            kept = set(self._parked.values()) & partitions
+            self._forget({url for url, partition in self._parked.items() if partition not in partitions})
+            # Kept across the rebalance: no one else polled them meanwhile, so memory is up to date.
+            fresh = partitions - kept - self.owned
+            self._parked = {}
             started = time.monotonic()
             try:
                 urls = await self.store.restore(fresh)
@@ -333,27 +338,38 @@ class PollerRole:
             self.feed_states.forget(urls)
             self.store.forget(urls)
 
-    # -- writing the state -------------------------------------------------------------
 
-    def _polled(self, _report: object) -> None:
-        self._flush_asked.set()
+class StateWriter:
+    """Writes the feed states that changed to the feed-state topic: soon after each poll
+    (:meth:`poll_finished` wakes it), every ``interval`` s while writes fail, and at once
+    when asked (:meth:`flush`: a hand-over, the end of the run)."""
 
-    async def _flush_loop(self) -> None:
-        """Write changed states soon after each poll; every ``[state] flush_interval`` while writes fail."""
+    def __init__(self, feed_states: FeedStates, interval: float) -> None:
+        self._feed_states = feed_states
+        self._interval = interval
+        self._lock = asyncio.Lock()
+        self._asked = asyncio.Event()
+
+    def poll_finished(self, _report: object) -> None:
+        """An observer's poll listener: a poll changed a state."""
+        self._asked.set()
+
+    async def run(self) -> None:
+        """Write changed states until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_asked.wait(), self.settings.state.flush_interval)
-            self._flush_asked.clear()
+                await asyncio.wait_for(self._asked.wait(), self._interval)
+            self._asked.clear()
             await self.flush()
 
     async def flush(self, partitions: Iterable[int] = ()) -> bool:
         """Write every changed state now; False (logged) when Kafka did not take them all."""
-        async with self._flush_lock:
+        async with self._lock:
             try:
-                await self.feed_states.flush()
+                await self._feed_states.flush()
             except BrokerError as exc:
                 log.warning(
-                    "feed.state.unsaved", feeds=self.feed_states.dirty, partitions=sorted(partitions) or None, error=str(exc),
+                    "feed.state.unsaved", feeds=self._feed_states.dirty, partitions=sorted(partitions) or None, error=str(exc),
                     hint="retried; a feed handed over now is polled by its new owner from its last written state",
                 )
                 return False
