@@ -88,13 +88,14 @@ class PollerRole:
         publisher: KafkaPublisher,
         shutdown: Shutdown,
         observer: Observer,
+        instance: str | None = None,
     ) -> None:
         self.settings = settings
         self.bootstrap_servers = bootstrap_servers
         self.publisher = publisher
         self.shutdown = shutdown
         self.observer = observer
-        self.owner = instance_id(settings)
+        self.owner = instance or instance_id(settings)
         cluster = settings.cluster
         self.store = KafkaFeedStateStore(publisher, settings.kafka, bootstrap_servers, cluster.feed_state_topic, owner=self.owner)
         self.feed_states = FeedStates(self.store)
@@ -113,27 +114,56 @@ class PollerRole:
         self.writer = StateWriter(self.feed_states, settings.state.flush_interval)
         self._partitions = 0
         self._consumer: AIOKafkaConsumer | None = None
+        self._stack = AsyncExitStack()
 
     # -- the run -----------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """Check the topics, build the fetching stages and join the group."""
+        try:
+            self.poller.pipeline = await self._start(self._stack)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
     async def run(self) -> None:
         """Poll the feeds the group gives this poller until a stop; raises the failure
-        that stopped it, if any."""
-        async with AsyncExitStack() as stack:
-            pipeline = self.poller.pipeline = await self._start(stack)
-            polling = asyncio.create_task(self.poller.run_forever(pipeline), name="poller-schedule")
-            flushing = asyncio.create_task(self.writer.run(), name="poller-state-flush")
-            stack.push_async_callback(finish, flushing)
-            try:
-                await self._consume()
-            finally:
-                # Polls in flight finish (bounded by the shutdown deadline), then the group is left.
-                self.shutdown.stop()
-                self.poller.wake()
-                await asyncio.gather(polling, return_exceptions=True)
-                await self._leave_group()
+        that stopped it (a restore), if any."""
+        assert self.poller.pipeline is not None, "start() first"
+        polling = asyncio.create_task(self.poller.run_forever(self.poller.pipeline), name="poller-schedule")
+        flushing = asyncio.create_task(self.writer.run(), name="poller-state-flush")
+        try:
+            await self._consume()
+        finally:
+            # Polls in flight finish, bounded by the shutdown deadline.
+            self.shutdown.stop()
+            self.poller.wake()
+            await asyncio.gather(polling, return_exceptions=True)
+            await finish(flushing)
         if self.failure is not None:
             raise self.failure
+
+    async def stop(self) -> None:
+        """Leave the group, write the last states, close the fetching stages."""
+        try:
+            await self._leave_group()
+        finally:
+            await self._stack.aclose()
+
+    def status(self) -> dict[str, object]:
+        """The poller's part of the status page: its group, partitions and feeds."""
+        return {
+            "group": self.settings.cluster.poller_group,
+            "topic": self.settings.cluster.feeds_topic,
+            "instance_id": self.owner,
+            "partitions": sorted(self.owned),
+            "feeds": len(self.poller.feeds),
+            "states_unwritten": self.feed_states.dirty,
+        }
+
+    def problems(self) -> list[str]:
+        """Why the poller is not ready: a restore that failed."""
+        return [str(self.failure)] if self.failure is not None else []
 
     async def _start(self, stack: AsyncExitStack) -> Pipeline:
         """Topics (checked co-partitioned), the fetching stages, the pipeline and the consumer."""
@@ -174,6 +204,8 @@ class PollerRole:
         try:
             await consumer.start()
         except (KafkaError, OSError) as exc:
+            self._consumer = None
+            await consumer.stop()
             raise BrokerError(f"cannot join {cluster.poller_group} at {self.bootstrap_servers}: {type(exc).__name__}: {exc}") from exc
         log.info("poller.started", owner=self.owner, group=cluster.poller_group, feeds_topic=cluster.feeds_topic)
         return Pipeline(transport=transport, parser=parser, feed_states=self.feed_states, admission=admission)

@@ -71,14 +71,18 @@ class RunningPoller:
             shutdown=self.shutdown,
             observer=Observer([]),
         )
+        await self.role.start()
         self.task = asyncio.create_task(self.role.run())
         return self.role
 
     async def __aexit__(self, *exc: object) -> None:
         self.shutdown.stop()
         try:
-            assert self.task is not None
-            await asyncio.wait_for(self.task, timeout=30)
+            assert self.task is not None and self.role is not None
+            try:
+                await asyncio.wait_for(self.task, timeout=30)
+            finally:
+                await self.role.stop()
         finally:
             await self.publisher.stop()
 
