@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
@@ -28,7 +28,9 @@ from monitor.errors import BrokerError
 from monitor.model import Record
 from monitor.settings import KafkaSettings
 
-__all__ = ["read_to_end"]
+__all__ = ["read_latest", "read_to_end"]
+
+T = TypeVar("T")
 
 
 async def read_to_end(
@@ -80,3 +82,30 @@ async def read_to_end(
         raise BrokerError(f"cannot read {topic} to its end: {type(exc).__name__}: {exc}", hint="check the broker") from exc
     finally:
         await consumer.stop()
+
+
+async def read_latest(
+    publisher: KafkaPublisher,
+    settings: KafkaSettings,
+    bootstrap_servers: str,
+    topic: str,
+    partitions: Iterable[int],
+    decode: Callable[[bytes | None, bytes], T],
+    on_malformed: Callable[[Any, ValueError], None],
+    *,
+    timeout: float = 60.0,
+) -> dict[str, T]:
+    """The latest value per key (UTF-8) of a compacted topic's ``partitions``, as
+    :func:`read_to_end` reads them, each ``decode(key, value)``d: a tombstone removes its
+    key; a record ``decode`` refuses (a ValueError) goes to ``on_malformed`` and is passed over."""
+    latest: dict[str, T] = {}
+    async for record in read_to_end(publisher, settings, bootstrap_servers, topic, partitions, timeout=timeout):
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        if record.value is None:
+            latest.pop(key, None)
+            continue
+        try:
+            latest[key] = decode(record.key, record.value)
+        except ValueError as exc:
+            on_malformed(record, exc)
+    return latest

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from monitor.adapters.changelog import read_to_end
+from monitor.adapters.changelog import read_latest
 from monitor.adapters.kafka import KafkaPublisher
-from monitor.cluster.feed_state import FeedStateRecordError, feed_state_from_record, feed_state_to_value
+from monitor.cluster.feed_state import feed_state_from_record, feed_state_to_value
 from monitor.feeds.state import FeedState
 from monitor.log import get_logger
 from monitor.model import Record
@@ -59,23 +59,20 @@ class KafkaFeedStateStore:
     async def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> list[str]:
         """Read ``partitions`` to their end; the urls whose state was found (their seen maps
         are set here, their states wait for :meth:`all_feed_states`). A malformed record is
-        logged and passed over (that feed starts afresh). BrokerError when the end cannot be reached."""
-        found: dict[str, Any] = {}
-        malformed = 0
-        async for record in read_to_end(self._publisher, self._settings, self._bootstrap, self.topic, partitions, timeout=timeout):
-            url = record.key.decode("utf-8", "replace") if record.key else ""
-            if record.value is None:
-                found.pop(url, None)
-                continue
-            try:
-                found[url] = feed_state_from_record(record.key, record.value)
-            except FeedStateRecordError as exc:
-                malformed += 1
-                log.warning(
-                    "poller.state.malformed",
-                    topic=self.topic, partition=record.partition, offset=record.offset, feed_url=url, reason=str(exc),
-                    hint="the feed is polled afresh (no validators, every item published once more)",
-                )
+        logged and passed over (its feed goes on from the record before it, or afresh).
+        BrokerError when the end cannot be reached."""
+
+        def malformed(record: Any, exc: ValueError) -> None:
+            log.warning(
+                "poller.state.malformed",
+                topic=self.topic, partition=record.partition, offset=record.offset, reason=str(exc),
+                feed_url=record.key.decode("utf-8", "replace") if record.key else "",
+                hint="passed over: the feed goes on from its state before this record, or afresh",
+            )
+
+        found = await read_latest(
+            self._publisher, self._settings, self._bootstrap, self.topic, partitions, feed_state_from_record, malformed, timeout=timeout
+        )
         for url, restored in found.items():
             self._restored[url] = restored.state
             self.seen[url] = restored.seen

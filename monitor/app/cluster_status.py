@@ -16,15 +16,17 @@ the command writes one small record to each of their partitions, which every rea
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from monitor.adapters.changelog import read_to_end
+from monitor.adapters.changelog import read_latest
 from monitor.adapters.kafka import KafkaPublisher, connection_options
 from monitor.app.status import health_policy
-from monitor.cluster import FeedRecordError, feed_from_record
-from monitor.cluster.feed_state import FeedStateRecord, FeedStateRecordError, feed_state_from_record
+from monitor.cluster import feed_from_record
+from monitor.cluster.feed_state import FeedStateRecord, feed_state_from_record
 from monitor.errors import BrokerError, MonitorError
 from monitor.feeds.health import FeedHealthTracker
 from monitor.log import get_logger
@@ -89,36 +91,24 @@ async def _partitions(settings: Settings, topics: list[str]) -> dict[str, int]:
 
 
 async def _feeds(publisher: KafkaPublisher, settings: Settings, partitions: int, timeout: float) -> dict[str, Feed]:
-    feeds: dict[str, Feed] = {}
-    topic = settings.cluster.feeds_topic
-    async for record in read_to_end(publisher, settings.kafka, settings.kafka.bootstrap_servers, topic, range(partitions), timeout=timeout):
-        url = record.key.decode("utf-8", "replace") if record.key else ""
-        if record.value is None:
-            feeds.pop(url, None)
-            continue
-        try:
-            feed = feed_from_record(record.key, record.value)
-        except FeedRecordError as exc:
-            # The pollers dead-letter it; here it is only not a feed.
-            log.warning("status.feed_record.malformed", topic=topic, partition=record.partition, offset=record.offset, reason=str(exc))
-            continue
-        if feed.enabled:
-            feeds[feed.url] = feed
-        else:
-            feeds.pop(feed.url, None)
-    return feeds
+    feeds = await read_latest(
+        publisher, settings.kafka, settings.kafka.bootstrap_servers, settings.cluster.feeds_topic, range(partitions),
+        feed_from_record, _malformed("status.feed_record.malformed"), timeout=timeout,
+    )
+    return {url: feed for url, feed in feeds.items() if feed.enabled}
 
 
 async def _states(publisher: KafkaPublisher, settings: Settings, partitions: int, timeout: float) -> dict[str, FeedStateRecord]:
-    states: dict[str, FeedStateRecord] = {}
-    topic = settings.cluster.feed_state_topic
-    async for record in read_to_end(publisher, settings.kafka, settings.kafka.bootstrap_servers, topic, range(partitions), timeout=timeout):
-        url = record.key.decode("utf-8", "replace") if record.key else ""
-        if record.value is None:
-            states.pop(url, None)
-            continue
-        try:
-            states[url] = feed_state_from_record(record.key, record.value)
-        except FeedStateRecordError as exc:
-            log.warning("status.feed_state.malformed", topic=topic, partition=record.partition, offset=record.offset, reason=str(exc))
-    return states
+    return await read_latest(
+        publisher, settings.kafka, settings.kafka.bootstrap_servers, settings.cluster.feed_state_topic, range(partitions),
+        feed_state_from_record, _malformed("status.feed_state.malformed"), timeout=timeout,
+    )
+
+
+def _malformed(event: str) -> Callable[[Any, ValueError], None]:
+    """Log a record that is not what its topic holds (the pollers dead-letter bad feed records)."""
+
+    def report(record: Any, exc: ValueError) -> None:
+        log.warning(event, topic=record.topic, partition=record.partition, offset=record.offset, reason=str(exc))
+
+    return report

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from monitor.cluster.records import url_document
 from monitor.feeds.state import FEED_COLUMNS, FeedState
 from monitor.model import Article
 
@@ -103,19 +104,7 @@ def feed_state_to_value(state: FeedState, seen: Mapping[str, str], *, owner: str
 def feed_state_from_record(key: bytes | None, value: bytes) -> FeedStateRecord:
     """The state a (non-tombstone) record of the feed-state topic holds;
     :class:`FeedStateRecordError` with the reason for anything else."""
-    if not key:
-        raise FeedStateRecordError("the record has no key (the feed URL)")
-    try:
-        url = key.decode("utf-8")
-        document = orjson.loads(value)
-    except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
-        raise FeedStateRecordError(f"not UTF-8 JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise FeedStateRecordError(f"the value is JSON {type(document).__name__}, not an object")
-    if document.get("v") != _VERSION:
-        raise FeedStateRecordError(f"unknown version {document.get('v')!r} (this monitor reads {_VERSION})")
-    if document.get("url") != url:
-        raise FeedStateRecordError(f"the value's url {document.get('url')!r} differs from the key {url!r}")
+    _url, document = url_document(key, value, _VERSION, FeedStateRecordError)
     values: dict[str, Any] = {}
     for name in FEED_COLUMNS:
         field_value = document.get(name)

@@ -19,7 +19,7 @@ import orjson
 
 from monitor.model import Feed
 
-__all__ = ["MARKER_KEY", "FeedRecordError", "feed_from_record", "feed_to_record", "is_marker"]
+__all__ = ["MARKER_KEY", "FeedRecordError", "feed_from_record", "feed_to_record", "is_marker", "url_document"]
 
 MARKER_KEY = b"__news-monitor-marker__"
 
@@ -33,6 +33,25 @@ class FeedRecordError(ValueError):
 def is_marker(key: bytes | None) -> bool:
     """Whether a record is a reader's end-of-partition marker, not data."""
     return key == MARKER_KEY
+
+
+def url_document(key: bytes | None, value: bytes, version: int, error: type[ValueError]) -> tuple[str, Mapping[str, Any]]:
+    """The feed URL (the key) and the JSON object (the value) of a record keyed by feed URL,
+    checked for ``"v": version`` and a ``"url"`` equal to the key; ``error`` with the reason."""
+    if not key:
+        raise error("the record has no key (the feed URL)")
+    try:
+        url = key.decode("utf-8")
+        document = orjson.loads(value)
+    except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        raise error(f"not UTF-8 JSON: {exc}") from exc
+    if not isinstance(document, Mapping):
+        raise error(f"the value is JSON {type(document).__name__}, not an object")
+    if document.get("v") != version:
+        raise error(f"unknown version {document.get('v')!r} (this monitor reads {version})")
+    if document.get("url") != url:
+        raise error(f"the value's url {document.get('url')!r} differs from the key {url!r}")
+    return url, document
 
 
 def feed_to_record(feed: Feed) -> tuple[bytes, bytes]:
@@ -57,19 +76,7 @@ def feed_to_record(feed: Feed) -> tuple[bytes, bytes]:
 def feed_from_record(key: bytes | None, value: bytes) -> Feed:
     """The :class:`Feed` a (non-tombstone) record of the feeds topic holds;
     :class:`FeedRecordError` with the reason for anything else."""
-    if not key:
-        raise FeedRecordError("the record has no key (the feed URL)")
-    try:
-        url = key.decode("utf-8")
-        document = orjson.loads(value)
-    except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
-        raise FeedRecordError(f"not UTF-8 JSON: {exc}") from exc
-    if not isinstance(document, Mapping):
-        raise FeedRecordError(f"the value is JSON {type(document).__name__}, not an object")
-    if document.get("v") != _VERSION:
-        raise FeedRecordError(f"unknown version {document.get('v')!r} (this monitor reads {_VERSION})")
-    if document.get("url") != url:
-        raise FeedRecordError(f"the value's url {document.get('url')!r} differs from the key {url!r}")
+    url, document = url_document(key, value, _VERSION, FeedRecordError)
     return Feed(
         url=url,
         interval=_seconds(document, "interval", required=True),  # type: ignore[arg-type]
