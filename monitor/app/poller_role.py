@@ -30,6 +30,7 @@ import contextlib
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -110,6 +111,9 @@ class PollerRole:
         self.assigned = asyncio.Event()
         #: Why the run stopped on its own (a restore that failed), raised by :meth:`run`.
         self.failure: BaseException | None = None
+        #: Feed records dead-lettered, feed states restored, rebalances seen.
+        self.counts: Counter[str] = Counter()
+        self.admission: PollerAdmission | None = None
         self._lock = asyncio.Lock()
         self.writer = StateWriter(self.feed_states, settings.state.flush_interval)
         self._partitions = 0
@@ -159,6 +163,8 @@ class PollerRole:
             "partitions": sorted(self.owned),
             "feeds": len(self.poller.feeds),
             "states_unwritten": self.feed_states.dirty,
+            "articles_published": self.admission.published if self.admission is not None else 0,
+            **{key: self.counts[key] for key in ("restored", "rebalances", "feed_records_dead_lettered")},
         }
 
     def problems(self) -> list[str]:
@@ -183,7 +189,7 @@ class PollerRole:
         stack.push_async_callback(transport.close)
         parser = ParserPool(settings.feeds.parse_workers, settings.feeds.parse_timeout)
         stack.callback(lambda: parser.close(min(5.0, self.shutdown.remaining())))
-        admission = PollerAdmission(
+        admission = self.admission = PollerAdmission(
             publisher=self.publisher,
             seen=self.store.seen,
             articles_topic=cluster.articles_topic,
@@ -297,6 +303,7 @@ class PollerRole:
         topic = self.settings.kafka.dead_letter_topic
         where = f"{record.topic} partition {record.partition} offset {record.offset}"
         log.error("poller.feed_record.dead_lettered", record=where, reason=reason, hint="fix the record with 'news-monitor feeds sync'")
+        self.counts["feed_records_dead_lettered"] += 1
         original = Record("", "", record.topic, record.key, record.value or b"", tuple(record.headers or ()))
         try:
             await self.publisher.publish(dead_letter(original, f"{reason} ({where})", topic))
@@ -339,6 +346,8 @@ class PollerRole:
             except Exception as exc:  # noqa: BLE001 - aiokafka ignores a listener's exception: stop here instead
                 self._fail(exc, fresh)
                 return
+            self.counts["restored"] += len(urls)
+            self.counts["rebalances"] += 1
             self.feed_states.forget(urls)
             await self.feed_states.load(urls)
             self.store.take_restored()

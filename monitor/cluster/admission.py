@@ -56,6 +56,9 @@ class PollerAdmission:
         self._articles_topic = articles_topic
         self._dead_letter_topic = dead_letter_topic
         self._fulltext = fulltext
+        #: Articles acknowledged on the articles topic, and those dead-lettered instead.
+        self.published = 0
+        self.dead_lettered = 0
 
     async def admit(
         self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None
@@ -93,8 +96,11 @@ class PollerAdmission:
         for record, result in zip(records, results):
             if isinstance(result, RecordRejected):
                 await self._dead_letter(record, str(result))
+                self.dead_lettered += 1
             elif isinstance(result, BaseException):
                 outage = outage or result
+            else:
+                self.published += 1
         if outage is not None:
             raise outage
 
