@@ -16,7 +16,6 @@ the command writes one small record to each of their partitions, which every rea
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -93,7 +92,7 @@ async def _partitions(settings: Settings, topics: list[str]) -> dict[str, int]:
 async def _feeds(publisher: KafkaPublisher, settings: Settings, partitions: int, timeout: float) -> dict[str, Feed]:
     feeds = await read_latest(
         publisher, settings.kafka, settings.kafka.bootstrap_servers, settings.cluster.feeds_topic, range(partitions),
-        feed_from_record, _malformed("status.feed_record.malformed"), timeout=timeout,
+        feed_from_record, _malformed, timeout=timeout,
     )
     return {url: feed for url, feed in feeds.items() if feed.enabled}
 
@@ -101,14 +100,10 @@ async def _feeds(publisher: KafkaPublisher, settings: Settings, partitions: int,
 async def _states(publisher: KafkaPublisher, settings: Settings, partitions: int, timeout: float) -> dict[str, FeedStateRecord]:
     return await read_latest(
         publisher, settings.kafka, settings.kafka.bootstrap_servers, settings.cluster.feed_state_topic, range(partitions),
-        feed_state_from_record, _malformed("status.feed_state.malformed"), timeout=timeout,
+        feed_state_from_record, _malformed, timeout=timeout,
     )
 
 
-def _malformed(event: str) -> Callable[[Any, ValueError], None]:
-    """Log a record that is not what its topic holds (the pollers dead-letter bad feed records)."""
-
-    def report(record: Any, exc: ValueError) -> None:
-        log.warning(event, topic=record.topic, partition=record.partition, offset=record.offset, reason=str(exc))
-
-    return report
+def _malformed(record: Any, exc: ValueError) -> None:
+    """A record that is not what its topic holds (the pollers dead-letter bad feed records)."""
+    log.warning("status.record.malformed", topic=record.topic, partition=record.partition, offset=record.offset, reason=str(exc))
