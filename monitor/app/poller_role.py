@@ -401,7 +401,10 @@ class StateWriter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._asked.wait(), self._interval)
             self._asked.clear()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as exc:  # a bug must not end the writer: the states stay dirty, retried
+                log.exception("feed.state.flush_crashed", error=f"{type(exc).__name__}: {exc}", hint="a bug: please report it")
 
     async def flush(self, partitions: Iterable[int] = ()) -> bool:
         """Write every changed state now; False (logged) when Kafka did not take them all."""

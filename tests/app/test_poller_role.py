@@ -19,7 +19,7 @@ from monitor.adapters.kafka import KafkaPublisher
 from monitor.app.cluster_status import cluster_tracker
 from monitor.app.poller_role import PollerRole
 from monitor.cluster import feed_partition, feed_to_record
-from monitor.errors import MonitorError
+from monitor.errors import BrokerError, MonitorError
 from monitor.lifecycle import Shutdown
 from monitor.model import Feed, Record
 from monitor.observe.observer import Observer
@@ -61,6 +61,8 @@ class RunningPoller:
         self.shutdown = Shutdown(10.0)
         self.role: PollerRole | None = None
         self.task: asyncio.Task[None] | None = None
+        #: Called with the role before it starts.
+        self.prepare: Any = None
 
     async def __aenter__(self) -> PollerRole:
         await self.publisher.start()
@@ -71,6 +73,8 @@ class RunningPoller:
             shutdown=self.shutdown,
             observer=Observer([]),
         )
+        if self.prepare is not None:
+            self.prepare(self.role)
         await self.role.start()
         self.task = asyncio.create_task(self.role.run())
         return self.role
@@ -247,3 +251,25 @@ async def test_a_broker_outage_loses_no_article(feed_server: FeedServer, tmp_pat
             assert ids(await articles(settings, 2)) == ["urn:t:1", "urn:t:2"]
     finally:
         await proxy.stop()
+
+
+async def test_a_restore_that_fails_stops_the_poller_before_any_poll(broker: Any, feed_server: FeedServer, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag)
+    url = feed_server.serve(f"/{tag}/a.xml", rss([("1", "one", "x")]))
+    await write_feeds(settings, Feed(url=url, interval=1.0))
+
+    async def broker_away(partitions: Any, timeout: float = 60.0) -> list[str]:
+        raise BrokerError("reading feed-state partitions to their end took over 60s")
+
+    running = RunningPoller(settings)
+    # As if the broker went away between the assignment and the end of the state partitions.
+    running.prepare = lambda role: setattr(role.store, "restore", broker_away)
+    stopped: set[Any] = set()
+    with pytest.raises(BrokerError, match="cannot restore"):
+        async with running as role:
+            assert running.task is not None
+            stopped, _ = await asyncio.wait({running.task}, timeout=20)
+    assert stopped, "the poller went on after its restore failed"
+    assert role.problems()
+    assert feed_server.resources[f"/{tag}/a.xml"].hits == 0
