@@ -46,7 +46,17 @@ from monitor.settings import FeedsSettings, Settings, StoriesSettings, load_sett
 from monitor.signals import Signals
 from monitor.upkeep import Probe, flush_feed_states
 
-__all__ = ["Parts", "broker_probe", "feed_transport", "flush_signals", "fulltext_enricher", "read_feed_list", "signal_detectors", "start", "story_index"]
+__all__ = [
+    "Parts",
+    "broker_probe",
+    "feed_transport",
+    "flush_signals",
+    "fulltext_enricher",
+    "read_feed_list",
+    "signal_detectors",
+    "start",
+    "story_index",
+]
 
 log = get_logger("worker")
 
