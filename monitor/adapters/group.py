@@ -9,7 +9,8 @@ a role needs on top of aiokafka's consumer:
   (their new owner reads them from the last committed offset);
 * ``on_assigned`` / ``on_revoked`` callbacks run under the same lock (the role restores
   or flushes the state of those partitions there);
-* offsets committed only when the role says so (:meth:`commit`).
+* offsets committed only when the role says so (:meth:`commit`), or every partition read
+  from its beginning on each assignment (``from_beginning``: the pollers, which commit nothing).
 
 aiokafka logs an exception raised by a rebalance callback and carries on as if the
 callback had worked. A role must not work on partitions whose state it could not
@@ -57,6 +58,7 @@ class GroupMember:
         on_revoked: PartitionsCallback,
         max_records: int = 500,
         client_id: str | None = None,
+        from_beginning: bool = False,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -78,6 +80,8 @@ class GroupMember:
         self._consumer.subscribe([topic], listener=_Listener(self))
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
+        #: Read every partition from its beginning on each assignment (a member that commits nothing).
+        self._from_beginning = from_beginning
         self._max_records = max_records
         #: Held while a batch is handled and while a rebalance callback runs.
         self._lock = asyncio.Lock()
@@ -136,6 +140,8 @@ class GroupMember:
                 return
             if assigned:
                 self.owned = set(partitions)
+                if self._from_beginning and partitions:
+                    await self._consumer.seek_to_beginning(*(TopicPartition(self.topic, p) for p in sorted(partitions)))
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

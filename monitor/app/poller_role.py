@@ -27,20 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
-from typing import Any
-
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
-from aiokafka.structs import TopicPartition
+from typing import TYPE_CHECKING, Any
 
 from monitor.adapters.feedstate import KafkaFeedStateStore
-from monitor.adapters.kafka import KafkaPublisher, connection_options
+from monitor.adapters.group import GroupMember
 from monitor.adapters.parser_pool import ParserPool
 from monitor.app import daemon
 from monitor.cluster import FeedRecordError, feed_from_record, feed_partition, is_marker
@@ -48,15 +42,17 @@ from monitor.cluster.admission import PollerAdmission
 from monitor.delivery.dead_letters import dead_letter
 from monitor.errors import BrokerError, MonitorError, RecordRejected
 from monitor.feeds.state import FeedState, FeedStates
-from monitor.lifecycle import Shutdown, finish
+from monitor.lifecycle import finish
 from monitor.log import get_logger
 from monitor.model import Feed, Record
-from monitor.observe.observer import Observer
+from monitor.observe.wiring import RoleMetric
 from monitor.pipeline import Pipeline
 from monitor.poller import Poller
-from monitor.settings import Settings
 
-__all__ = ["PollerRole", "StateWriter", "instance_id"]
+if TYPE_CHECKING:
+    from monitor.app.roles import RoleContext
+
+__all__ = ["PollerRole", "StateWriter"]
 
 log = get_logger("poller")
 
@@ -64,43 +60,31 @@ log = get_logger("poller")
 _BATCH = 5000
 
 
-def instance_id(settings: Settings) -> str:
-    """``[cluster] instance_id``, else ``hostname:pid``: the owner named in the feed state."""
-    return settings.cluster.instance_id or f"{socket.gethostname()}:{os.getpid()}"
-
-
 class PollerRole:
-    """One poller of the cluster (see the module docstring); :meth:`run` until ``shutdown``.
+    """One poller of the cluster (see the module docstring), a
+    :class:`~monitor.app.roles.Role` of the host of ``run --role``.
 
-    The host gives it the settings, the broker, a started publisher, the process's
-    shutdown and an observer (its feeds' health, metrics and status page). Its methods
-    (about fifteen, some 250 lines) are the run, the feeds topic's records, and the
-    group's two callbacks: they share the feeds per partition, the owned partitions and
-    the state cache, under one lock. Writing the states is :class:`StateWriter`'s job.
+    Its methods (about fifteen, some 250 lines) are the Role interface, the feeds topic's
+    records and the group's two callbacks: they share the feeds per partition, the owned
+    partitions and the state cache (the group's lock keeps a batch and a rebalance apart).
+    Writing the states is :class:`StateWriter`'s job.
     """
 
     name = "poller"
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        bootstrap_servers: str,
-        publisher: KafkaPublisher,
-        shutdown: Shutdown,
-        observer: Observer,
-        instance: str | None = None,
-    ) -> None:
-        self.settings = settings
-        self.bootstrap_servers = bootstrap_servers
-        self.publisher = publisher
-        self.shutdown = shutdown
-        self.observer = observer
-        self.owner = instance or instance_id(settings)
+    def __init__(self, context: RoleContext) -> None:
+        self._context = context
+        settings = self.settings = context.settings
+        self.publisher = context.publisher
+        self.shutdown = context.shutdown
+        self.observer = context.observer
+        self.owner = context.instance_id
         cluster = settings.cluster
-        self.store = KafkaFeedStateStore(publisher, settings.kafka, bootstrap_servers, cluster.feed_state_topic, owner=self.owner)
+        self.store = KafkaFeedStateStore(
+            context.publisher, settings.kafka, context.bootstrap_servers, cluster.feed_state_topic, owner=self.owner
+        )
         self.feed_states = FeedStates(self.store)
-        self.poller = Poller([], settings.feeds, observer, shutdown)
+        self.poller = Poller([], settings.feeds, context.observer, context.shutdown)
         #: Partition -> its feeds (url -> Feed), for the partitions this poller owns.
         self.feeds: dict[int, dict[str, Feed]] = {}
         #: Partitions owned now; and the feeds (url -> partition) of those lost at the last
@@ -109,15 +93,12 @@ class PollerRole:
         self._parked: dict[str, int] = {}
         #: Set once the group gave this poller its partitions (and their state was restored).
         self.assigned = asyncio.Event()
-        #: Why the run stopped on its own (a restore that failed), raised by :meth:`run`.
-        self.failure: BaseException | None = None
         #: Feed records dead-lettered, feed states restored, rebalances seen.
         self.counts: Counter[str] = Counter()
         self.admission: PollerAdmission | None = None
-        self._lock = asyncio.Lock()
         self.writer = StateWriter(self.feed_states, settings.state.flush_interval)
         self._partitions = 0
-        self._consumer: AIOKafkaConsumer | None = None
+        self._group: GroupMember | None = None
         self._stack = AsyncExitStack()
 
     # -- the run -----------------------------------------------------------------------
@@ -134,18 +115,23 @@ class PollerRole:
         """Poll the feeds the group gives this poller until a stop; raises the failure
         that stopped it (a restore), if any."""
         assert self.poller.pipeline is not None, "start() first"
+        group = self._group
+        assert group is not None
         polling = asyncio.create_task(self.poller.run_forever(self.poller.pipeline), name="poller-schedule")
         flushing = asyncio.create_task(self.writer.run(), name="poller-state-flush")
         try:
-            await self._consume()
+            while not self.shutdown.asked and not group.failed.is_set():
+                async with group.batch() as records:
+                    if records:
+                        await self._apply_records(records)
+            if group.failed.is_set():
+                raise group.failure or RuntimeError("taking over partitions failed")
         finally:
             # Polls in flight finish, bounded by the shutdown deadline.
             self.shutdown.stop()
             self.poller.wake()
             await asyncio.gather(polling, return_exceptions=True)
             await finish(flushing)
-        if self.failure is not None:
-            raise self.failure
 
     async def stop(self) -> None:
         """Leave the group, write the last states, close the fetching stages."""
@@ -168,8 +154,28 @@ class PollerRole:
         }
 
     def problems(self) -> list[str]:
-        """Why the poller is not ready: a restore that failed."""
-        return [str(self.failure)] if self.failure is not None else []
+        """Why the poller is not ready: a restore that failed, articles that cannot be published."""
+        problems = []
+        if self._group is not None and self._group.failed.is_set():
+            problems.append(f"taking over partitions failed: {self._group.failure}")
+        if self.admission is not None and self.admission.last_error is not None:
+            problems.append(f"articles cannot be published: {self.admission.last_error}")
+        return problems
+
+    def metrics(self) -> list[RoleMetric]:
+        """The poller's numbers on ``/metrics``."""
+        published = self.admission.published if self.admission is not None else 0
+        return [
+            RoleMetric("poller_articles_published", "Articles acknowledged on the articles topic.", published),
+            RoleMetric("poller_feed_states_restored", "Feed states taken over from news.feed-state on assignment.",
+                       self.counts["restored"]),
+            RoleMetric("poller_feed_records_dead_lettered", "Feeds-topic records sent to the dead-letter topic (not feeds).",
+                       self.counts["feed_records_dead_lettered"]),
+            RoleMetric("poller_partitions", "Partitions of the feeds topic this poller owns.", len(self.owned), counter=False),
+            RoleMetric("poller_feeds", "Feeds this poller polls.", len(self.poller.feeds), counter=False),
+            RoleMetric("poller_feed_states_unwritten", "Feed states changed and not yet on news.feed-state.",
+                       self.feed_states.dirty, counter=False),
+        ]  # fmt: skip
 
     async def _start(self, stack: AsyncExitStack) -> Pipeline:
         """Topics (checked co-partitioned), the fetching stages, the pipeline and the consumer."""
@@ -198,87 +204,53 @@ class PollerRole:
         )
         self.observer.poll_listeners.append(self.writer.poll_finished)
         stack.callback(self.observer.poll_listeners.remove, self.writer.poll_finished)
-        consumer = self._consumer = AIOKafkaConsumer(
-            **connection_options(settings.kafka, self.bootstrap_servers),
-            group_id=cluster.poller_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(cluster.session_timeout * 1000),
-            heartbeat_interval_ms=max(500, int(cluster.session_timeout * 1000 / 6)),
-        )
-        consumer.subscribe([cluster.feeds_topic], listener=_Listener(self))
-        try:
-            await consumer.start()
-        except (KafkaError, OSError) as exc:
-            self._consumer = None
-            await consumer.stop()
-            raise BrokerError(f"cannot join {cluster.poller_group} at {self.bootstrap_servers}: {type(exc).__name__}: {exc}") from exc
+        self._group = GroupMember(
+            settings.kafka, self._context.bootstrap_servers, topic=cluster.feeds_topic, group=cluster.poller_group,
+            session_timeout=cluster.session_timeout, on_assigned=self.partitions_assigned, on_revoked=self.partitions_revoked,
+            max_records=_BATCH, from_beginning=True, client_id=f"{settings.kafka.client_id}-poller-{self.owner}",
+        )  # fmt: skip
+        await self._group.start()
         log.info("poller.started", owner=self.owner, group=cluster.poller_group, feeds_topic=cluster.feeds_topic)
         return Pipeline(transport=transport, parser=parser, feed_states=self.feed_states, admission=admission)
 
-    async def _consume(self) -> None:
-        """Apply the feeds topic's records as they come, until a stop."""
-        assert self._consumer is not None
-        stopping = asyncio.ensure_future(self.shutdown.stopping.wait())
-        try:
-            while not self.shutdown.asked:
-                fetch = asyncio.ensure_future(self._consumer.getmany(timeout_ms=1000, max_records=_BATCH))
-                await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not fetch.done():
-                    fetch.cancel()
-                    await asyncio.gather(fetch, return_exceptions=True)
-                    break
-                batch = fetch.result()
-                if batch:
-                    async with self._lock:
-                        await self._apply_records(batch)
-        finally:
-            stopping.cancel()
-
     async def _leave_group(self) -> None:
-        """Write the last states (the revoke callback does, as the consumer leaves)."""
-        consumer, self._consumer = self._consumer, None
+        """Leave the group (its partitions move to the others at once), then write the last states."""
+        group = self._group
         try:
-            if consumer is not None:
-                # Leaving the group writes the last states (the revoke callback), within the deadline.
+            if group is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(consumer.stop(), max(1.0, self.shutdown.remaining()))
+                    await asyncio.wait_for(group.stop(), max(1.0, self.shutdown.remaining()))
         finally:
-            # The consumer may have been stopped without a revoke (it never joined).
             await self.writer.flush(self.owned)
             self.observer.feeds_changed([])
 
     # -- the feeds topic ---------------------------------------------------------------
 
-    async def _apply_records(self, batch: dict[Any, list[Any]]) -> None:
-        """Take a fetched batch of feed records into the feed list, then poll from it."""
-        for tp, records in batch.items():
-            if tp.partition not in self.owned:
-                continue  # taken away while it was fetched: the new owner reads it
-            feeds = self.feeds.setdefault(tp.partition, {})
-            for record in records:
-                if is_marker(record.key):
-                    continue
-                if record.value is None and record.key:
-                    url = record.key.decode("utf-8", "replace")
-                    feeds.pop(url, None)
-                    continue
-                try:
-                    feed = feed_from_record(record.key, record.value or b"")
-                except FeedRecordError as exc:
-                    await self._dead_letter(record, str(exc))
-                    continue
-                if not feed.enabled:
-                    feeds.pop(feed.url, None)
-                    continue
-                feeds[feed.url] = feed
-                self.store.partitions[feed.url] = tp.partition
-                if feed_partition(feed.url, self._partitions) != tp.partition:
-                    log.warning(
-                        "poller.feed.misplaced", feed_url=feed.url, partition=tp.partition,
-                        expected=feed_partition(feed.url, self._partitions),
-                        hint="write news.feeds with 'news-monitor feeds sync': a host split over two partitions is polled by two pollers",
-                    )
+    async def _apply_records(self, records: list[Any]) -> None:
+        """Take a batch of feed records (of owned partitions) into the feed list, then poll from it."""
+        for record in records:
+            if is_marker(record.key):
+                continue
+            feeds = self.feeds.setdefault(record.partition, {})
+            if record.value is None and record.key:
+                feeds.pop(record.key.decode("utf-8", "replace"), None)
+                continue
+            try:
+                feed = feed_from_record(record.key, record.value or b"")
+            except FeedRecordError as exc:
+                await self._dead_letter(record, str(exc))
+                continue
+            if not feed.enabled:
+                feeds.pop(feed.url, None)
+                continue
+            feeds[feed.url] = feed
+            self.store.partitions[feed.url] = record.partition
+            if feed_partition(feed.url, self._partitions) != record.partition:
+                log.warning(
+                    "poller.feed.misplaced", feed_url=feed.url, partition=record.partition,
+                    expected=feed_partition(feed.url, self._partitions),
+                    hint="write news.feeds with 'news-monitor feeds sync': a host split over two partitions is polled by two pollers",
+                )
         self._apply()
 
     def _apply(self) -> None:
@@ -314,65 +286,51 @@ class PollerRole:
 
     async def partitions_revoked(self, partitions: set[int]) -> None:
         """Stop the feeds of ``partitions``, let their polls in flight end, write their states."""
-        async with self._lock:
-            lost = partitions & self.owned
-            self.owned -= lost
-            urls = [url for partition in lost for url in self.feeds.pop(partition, {})]
-            self._apply()
-            options = self.settings.feeds
-            still = await self.poller.wait_polls(urls, min(options.timeout + options.parse_timeout, self.shutdown.remaining()))
-            if still:
-                hint = "their results are not written: the new owner polls them again"
-                log.warning("poller.handover.polls_in_flight", polls=still, hint=hint)
-            await self.writer.flush(lost)
-            # Written no more: a poll that outlived the wait must not overwrite the new owner's state.
-            for url, partition in list(self.store.partitions.items()):
-                if partition in lost:
-                    self._parked[url] = self.store.partitions.pop(url)
-            log.info("poller.partitions.revoked", partitions=sorted(lost), feeds=len(urls))
+        lost = partitions & self.owned
+        self.owned -= lost
+        urls = [url for partition in lost for url in self.feeds.pop(partition, {})]
+        self._apply()
+        options = self.settings.feeds
+        still = await self.poller.wait_polls(urls, min(options.timeout + options.parse_timeout, self.shutdown.remaining()))
+        if still:
+            hint = "their results are not written: the new owner polls them again"
+            log.warning("poller.handover.polls_in_flight", polls=still, hint=hint)
+        await self.writer.flush(lost)
+        # Written no more: a poll that outlived the wait must not overwrite the new owner's state.
+        for url, partition in list(self.store.partitions.items()):
+            if partition in lost:
+                self._parked[url] = self.store.partitions.pop(url)
+        log.info("poller.partitions.revoked", partitions=sorted(lost), feeds=len(urls))
 
     async def partitions_assigned(self, partitions: set[int]) -> None:
-        """Restore the state of partitions new to this poller, then read every given
-        partition of the feeds topic from its beginning; a failed restore stops the process."""
-        async with self._lock:
-            kept = set(self._parked.values()) & partitions
-            self._forget({url for url, partition in self._parked.items() if partition not in partitions})
-            # Kept across the rebalance: no one else polled them meanwhile, so memory is up to date.
-            fresh = partitions - kept - self.owned
-            self._parked = {}
-            started = time.monotonic()
-            try:
-                urls = await self.store.restore(fresh)
-            except Exception as exc:  # noqa: BLE001 - aiokafka ignores a listener's exception: stop here instead
-                self._fail(exc, fresh)
-                return
-            self.counts["restored"] += len(urls)
-            self.counts["rebalances"] += 1
-            self.feed_states.forget(urls)
-            await self.feed_states.load(urls)
-            self.store.take_restored()
-            self.owned = set(partitions)
-            assert self._consumer is not None
-            topic = self.settings.cluster.feeds_topic
-            await self._consumer.seek_to_beginning(*(TopicPartition(topic, p) for p in sorted(partitions)))
-            log.info(
-                "poller.partitions.assigned", partitions=sorted(partitions), restored=len(urls),
-                restore_seconds=round(time.monotonic() - started, 3),
-            )
-            self.assigned.set()
-
-    def _fail(self, exc: BaseException, partitions: set[int]) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
-        log.error(
-            "poller.restore.failed", partitions=sorted(partitions), error=reason,
-            hint="the poller stops rather than poll without the feeds' state; check the broker and restart it",
+        """Restore the state of partitions new to this poller (the group then reads every
+        given partition of the feeds topic from its beginning). A restore that fails raises:
+        the group marks itself failed and :meth:`run` stops the process."""
+        kept = set(self._parked.values()) & partitions
+        self._forget({url for url, partition in self._parked.items() if partition not in partitions})
+        # Kept across the rebalance: no one else polled them meanwhile, so memory is up to date.
+        fresh = partitions - kept - self.owned
+        self._parked = {}
+        started = time.monotonic()
+        try:
+            urls = await self.store.restore(fresh)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            hint = "the poller stops rather than poll without the feeds' state; check the broker and restart it"
+            log.error("poller.restore.failed", partitions=sorted(fresh), error=reason, hint=hint)
+            topic = self.settings.cluster.feed_state_topic
+            raise BrokerError(f"cannot restore {topic} partitions {sorted(fresh)}: {reason}", hint=hint) from exc
+        self.counts["restored"] += len(urls)
+        self.counts["rebalances"] += 1
+        self.feed_states.forget(urls)
+        await self.feed_states.load(urls)
+        self.store.take_restored()
+        self.owned = set(partitions)
+        log.info(
+            "poller.partitions.assigned", partitions=sorted(partitions), restored=len(urls),
+            restore_seconds=round(time.monotonic() - started, 3),
         )
-        self.failure = BrokerError(
-            f"cannot restore {self.settings.cluster.feed_state_topic} partitions {sorted(partitions)}: {reason}",
-            hint="check the broker; the poller stopped rather than poll without the feeds' state",
-        )
-        self.shutdown.stop()
-        self.poller.wake()
+        self.assigned.set()
 
     def _forget(self, urls: set[str]) -> None:
         if urls:
@@ -418,14 +376,3 @@ class StateWriter:
                 )
                 return False
         return True
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, role: PollerRole) -> None:
-        self._role = role
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._role.partitions_revoked({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self._role.partitions_assigned({tp.partition for tp in assigned})

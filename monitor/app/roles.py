@@ -42,6 +42,7 @@ from monitor.adapters.statelock import StateLock
 from monitor.adapters.web import WebServer
 from monitor.app import daemon
 from monitor.app.matcher_role import MatcherRole
+from monitor.app.poller_role import PollerRole
 from monitor.app.status import health_policy
 from monitor.engine import load_rules
 from monitor.engine.reload import RulesHolder
@@ -81,7 +82,8 @@ class RoleContext:
 
 
 class Role(Protocol):
-    """One role of the process (the matcher: :class:`~monitor.app.matcher_role.MatcherRole`).
+    """One role of the process (:class:`~monitor.app.poller_role.PollerRole`,
+    :class:`~monitor.app.matcher_role.MatcherRole`).
 
     The host calls :meth:`start` (in role order), then :meth:`run` of every role at once,
     then :meth:`stop` (in reverse order) however the run ended. The observers read
@@ -113,6 +115,7 @@ class Role(Protocol):
 #: The roles this version can run: name -> factory. A role not listed here is refused
 #: by ``run --role`` ("not available in this version").
 ROLES: dict[str, Callable[[RoleContext], Role]] = {
+    "poller": PollerRole,
     "matcher": MatcherRole,
 }
 

@@ -59,6 +59,8 @@ class PollerAdmission:
         #: Articles acknowledged on the articles topic, and those dead-lettered instead.
         self.published = 0
         self.dead_lettered = 0
+        #: Why the last publish failed (the broker is away), until one succeeds.
+        self.last_error: str | None = None
 
     async def admit(
         self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None
@@ -102,7 +104,9 @@ class PollerAdmission:
             else:
                 self.published += 1
         if outage is not None:
+            self.last_error = str(outage)
             raise outage
+        self.last_error = None
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
         log.error("poller.article.dead_lettered", article_id=record.article_id, topic=record.topic, reason=reason)

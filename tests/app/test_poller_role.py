@@ -6,18 +6,22 @@ runs, a malformed feed record dead-lettered, a broker outage that loses nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
+import aiohttp
 import orjson
 import pytest
 
 from monitor.adapters.kafka import KafkaPublisher
 from monitor.app.cluster_status import cluster_tracker
 from monitor.app.poller_role import PollerRole
+from monitor.app.roles import RoleContext, RoleHost
 from monitor.cluster import feed_partition, feed_to_record
 from monitor.errors import BrokerError, MonitorError
 from monitor.lifecycle import Shutdown
@@ -26,7 +30,9 @@ from monitor.observe.observer import Observer
 from monitor.observe.status import status
 from monitor.settings import Settings
 from tests.kafka_proxy import KafkaProxy
-from tests.support import FeedServer, make_settings, read_topic, rss, until
+from tests.support import SHARED, FeedServer, make_settings, read_alerts, read_topic, rss, until
+
+SEED = SHARED / "seeds" / "000_2d2ab9e6ed23a7ee.txt"
 
 
 def cluster_settings(tmp_path: Path, bootstrap: str, instance: str, tag: str, **kafka: Any) -> Settings:
@@ -67,11 +73,15 @@ class RunningPoller:
     async def __aenter__(self) -> PollerRole:
         await self.publisher.start()
         self.role = PollerRole(
-            self.settings,
-            bootstrap_servers=self.settings.kafka.bootstrap_servers,
-            publisher=self.publisher,
-            shutdown=self.shutdown,
-            observer=Observer([]),
+            RoleContext(
+                settings=self.settings,
+                bootstrap_servers=self.settings.kafka.bootstrap_servers,
+                publisher=self.publisher,
+                rules=None,
+                observer=Observer([]),
+                shutdown=self.shutdown,
+                instance_id=self.settings.cluster.instance_id,
+            )
         )
         if self.prepare is not None:
             self.prepare(self.role)
@@ -266,10 +276,47 @@ async def test_a_restore_that_fails_stops_the_poller_before_any_poll(broker: Any
     # As if the broker went away between the assignment and the end of the state partitions.
     running.prepare = lambda role: setattr(role.store, "restore", broker_away)
     stopped: set[Any] = set()
-    with pytest.raises(BrokerError, match="cannot restore"):
+    with pytest.raises(BrokerError, match="cannot restore"):  # the host stops the process with it (exit 3)
         async with running as role:
             assert running.task is not None
             stopped, _ = await asyncio.wait({running.task}, timeout=20)
     assert stopped, "the poller went on after its restore failed"
     assert role.problems()
     assert feed_server.resources[f"/{tag}/a.xml"].hits == 0
+
+
+async def test_poller_and_matcher_in_one_process_turn_a_feed_into_alerts(broker: Any, feed_server: FeedServer, tmp_path: Path) -> None:
+    """``run --role poller,matcher``: the role host runs both; the feed's article becomes the
+    single process's alerts, and the endpoint shows the poller's part and its feed."""
+    if not SEED.exists():
+        pytest.skip("../shared/seeds is not present")
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "both", tag)
+    settings = dataclasses.replace(
+        settings,
+        http=dataclasses.replace(settings.http, enabled=True, listen="127.0.0.1:0"),
+        rules=dataclasses.replace(settings.rules, watch=False),
+        health=dataclasses.replace(settings.health, check_interval=1.0),
+    )
+    text = escape(" ".join(SEED.read_text(encoding="utf-8").split()))
+    url = feed_server.serve(f"/{tag}/summit.xml", rss([("s1", "Trump and Putin to meet in Anchorage", text)]))
+    await write_feeds(settings, Feed(url=url, interval=1.0))
+    host = RoleHost(settings, ("poller", "matcher"))
+    task = asyncio.create_task(host.run(handle_signals=False))
+    try:
+        alerts = await read_alerts(broker.bootstrap_servers, [url], expect=3, timeout=30)
+        assert {a["rule_id"] for a in alerts} >= {"summit"} and len({a["alert_id"] for a in alerts}) == len(alerts)
+        assert host.http_address is not None
+        base = "http://{}:{}".format(*host.http_address)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/status.json") as response:
+                status = await response.json()
+            async with session.get(f"{base}/metrics") as response:
+                metrics = await response.text()
+        poller = status["extra"]["roles"]["poller"]
+        assert poller["feeds"] == 1 and poller["articles_published"] == 1 and poller["instance_id"] == "both"
+        assert [feed["url"] for feed in status["feeds"]] == [url]
+        assert "news_monitor_poller_articles_published_total 1.0" in metrics
+    finally:
+        host.stop()
+        await asyncio.wait_for(task, timeout=30)

@@ -25,8 +25,8 @@ def no_config(tmp_path, monkeypatch):
     ("args", "bootstrap", "message"),
     [
         (["--role", "matcher"], "embedded", "run --role needs a shared broker; the embedded one lives inside one process"),
-        (["--role", "poller"], "127.0.0.1:1", "poller: not available in this version (roles available: matcher)"),
-        (["--role", "poller,matcher"], "127.0.0.1:1", "poller: not available in this version"),
+        (["--role", "poller"], "embedded", "run --role needs a shared broker; the embedded one lives inside one process"),
+        (["--role", "poller", "--once"], "127.0.0.1:1", "--once cannot be combined with --role"),
         (["--role", "matcher", "--once"], "127.0.0.1:1", "--once cannot be combined with --role"),
         (["--role", "mather"], "127.0.0.1:1", "unknown role 'mather'"),
     ],
