@@ -24,6 +24,7 @@ from monitor.app.poller_role import PollerRole
 from monitor.app.roles import RoleContext, RoleHost
 from monitor.cluster import feed_partition, feed_to_record
 from monitor.errors import BrokerError, MonitorError
+from monitor.feeds.state import FeedState
 from monitor.lifecycle import Shutdown
 from monitor.model import Feed, Record
 from monitor.observe.observer import Observer
@@ -209,31 +210,46 @@ async def test_status_cluster_without_a_feed_list_says_so(broker: Any, tmp_path:
     assert "feeds sync" in (caught.value.hint or "")
 
 
-async def test_the_next_owner_goes_on_with_the_old_validators_and_seen_items(broker: Any, feed_server: FeedServer, tmp_path: Path) -> None:
+async def test_feeds_move_between_pollers_with_their_validators_and_seen_items(
+    broker: Any, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """A second poller joins (a rebalance: the first writes the states of the partition it
+    loses), then the first leaves (the second takes its partition too). Each moved feed
+    goes on with its old validators and counters; nothing is published again but the one
+    new item of a server that ignores conditional GET."""
     tag = uuid.uuid4().hex[:10]
-    first = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag)
-    second = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-b", tag)
-    path, plain = f"/{tag}/etag.xml", f"/{tag}/plain.xml"
-    with_etag = feed_server.serve(path, rss([("1", "one", "x"), ("2", "two", "y")]), etag='"v1"')
-    # A server that ignores conditional GET: only the seen map keeps its items from being published again.
-    without = feed_server.serve(plain, rss([("p1", "pee", "p")]))
-    await write_feeds(first, Feed(url=with_etag, interval=1.0), Feed(url=without, interval=1.0))
-    async with RunningPoller(first):
-        assert len(await articles(first, 3)) == 3
-    # The hand-over: the leaving poller wrote the states of its feeds.
-    states = await feed_states(first, lambda s: {with_etag, without} <= set(s))
-    assert states[with_etag]["etag"] == '"v1"' and states[with_etag]["owner"] == "poller-a"
-    feed_server.serve(plain, rss([("p2", "pea", "q"), ("p1", "pee", "p")]))
-    before = len(feed_server.requests)
-    async with RunningPoller(second):
-        await until(lambda: feed_server.resources[path].hits >= 2 and feed_server.resources[plain].hits >= 2, what="polls by the next owner")
-        taken_over = [headers for p, headers in feed_server.requests[before:] if p == path]
-        assert taken_over[0].get("If-None-Match") == '"v1"'
-        published = await articles(first, 4)
-        states = await feed_states(first, lambda s: s.get(with_etag, {}).get("owner") == "poller-b")
-    # Only the one new item; nothing published wholesale again.
-    assert ids(published) == ["urn:t:1", "urn:t:2", "urn:t:p1", "urn:t:p2"]
-    assert len(await articles(first, 4)) == 4
+    first = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag, topic_partitions=2)
+    second = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-b", tag, topic_partitions=2)
+    port = feed_server.port
+    # Two hosts (127.0.0.1 and localhost: one server) in the two partitions.
+    feeds = {f"http://{host}:{port}/{tag}/{host}.xml": f"/{tag}/{host}.xml" for host in ("127.0.0.1", "localhost")}
+    for n, path in enumerate(feeds.values()):
+        feed_server.serve(path, rss([(f"{n}a", "first", "x")]), etag=f'"v{n}"')
+    assert sorted(feed_partition(url, 2) for url in feeds) == [0, 1]
+    await write_feeds(first, *(Feed(url=url, interval=1.0) for url in feeds))
+    joining = RunningPoller(second)
+    try:
+        async with RunningPoller(first) as a:
+            assert ids(await articles(first, 2)) == ["urn:t:0a", "urn:t:1a"]
+            await until(lambda: all(feed_server.resources[path].hits >= 3 for path in feeds.values()), what="polls by the first")
+            polls_by_a = min(a.feed_states.peek(url).polls for url in feeds)  # type: ignore[union-attr]
+            b = await joining.__aenter__()
+            await until(lambda: len(a.owned) == len(b.owned) == 1, timeout=40, what="the partitions split between two pollers")
+            moved = next(url for url in feeds if feed_partition(url, 2) in b.owned)
+            await until(lambda: (b.feed_states.peek(moved) or FeedState(moved)).polls > polls_by_a, what="a poll by the new owner")
+            state = b.feed_states.peek(moved)
+            assert state is not None and state.etag == f'"v{list(feeds).index(moved)}"' and b.counts["restored"] >= 1
+            stays = next(url for url in feeds if url != moved)
+        # The first poller left: the second takes its partition; that server now ignores conditional GET.
+        feed_server.serve(feeds[stays], rss([("new", "new", "z"), (f"{list(feeds).index(stays)}a", "first", "x")]))
+        await until(lambda: b.owned == {0, 1}, timeout=40, what="the second poller to own both partitions")
+        published = await articles(first, 3)
+        states = await feed_states(first, lambda s: all(s.get(url, {}).get("owner") == "poller-b" for url in feeds))
+        assert states[stays]["polls"] > polls_by_a
+    finally:
+        await joining.__aexit__(None, None, None)
+    assert ids(published) == ["urn:t:0a", "urn:t:1a", "urn:t:new"]
+    assert len(await articles(first, 3)) == 3
 
 
 async def test_a_broker_outage_loses_no_article(feed_server: FeedServer, tmp_path: Path) -> None:
