@@ -66,6 +66,8 @@ class Feed:
     fulltext: bool = False
     #: Seconds without a new item after which the feed counts as stale (None: learned).
     expected_update_period: float | None = None
+    #: ``auto``: subscribe to the feed's WebSub hub when it names one; ``off``: poll only.
+    websub: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)

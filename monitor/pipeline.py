@@ -6,7 +6,9 @@ stories -> match -> record and queue) -> the feed's state and what to tell the s
 :meth:`Pipeline.poll` never raises for a feed's own problems (unreachable, slow, not a
 feed, malformed): it logs them with the feed url and the reason, counts them in the
 feed's state, and returns a :class:`PollReport` whose ``outcome`` tells the scheduler
-when to try again. Only the caller's cancellation escapes. Each step is a short method
+when to try again. Only the caller's cancellation escapes. :meth:`Pipeline.receive` is the seam for a body
+that arrives without a poll (a WebSub push): the same parse and matching, the same
+limits and dedupe, so an item pushed and then polled alerts once. Each step is a short method
 that returns a small value: the fetch result, a :class:`_Parsed` body, the
 :class:`~monitor.dedupe.Admission`, the new state and the outcome.
 """
@@ -32,8 +34,9 @@ from monitor.matching import ArticleStore, Matcher, Matching, Sink
 from monitor.model import Alert, Article, Feed
 from monitor.parse import ParsedFeed
 from monitor.signals import Signals
+from monitor.websub.discovery import PushLinks, discover
 
-__all__ = ["Admitter", "Parser", "Pipeline", "PollReport"]
+__all__ = ["Admitter", "HubLinks", "Parser", "Pipeline", "PollReport"]
 
 log = get_logger("pipeline")
 
@@ -55,6 +58,15 @@ class Admitter(Protocol):
     async def admit(
         self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None
     ) -> Admission: ...
+
+
+class HubLinks(Protocol):
+    """Who wants feeds' WebSub hub links (see :class:`monitor.websub.Subscriber`)."""
+
+    def wants_links(self, url: str) -> bool:
+        """Whether the next poll of ``url`` should fetch the whole body (no validators) to read them."""
+
+    def links_found(self, feed: Feed, links: PushLinks | None) -> None: ...
 
 
 @dataclass
@@ -113,10 +125,13 @@ class Pipeline:
         stories: StoryIndex | None = None,
         signals: Signals | None = None,
         admission: Admitter | None = None,
+        hub_links: HubLinks | None = None,
     ) -> None:
         """``store``, ``rules`` and ``sink`` build the :class:`Matching` stage; a poller
         passes its own ``admission`` instead."""
         self._transport = transport
+        #: Told the hub links of every changed body (None: WebSub is off).
+        self.hub_links = hub_links
         self._parser = parser
         #: Feed state lives in memory and is written back in batches (see monitor.feeds.state).
         self.feed_states = feed_states
@@ -138,8 +153,11 @@ class Pipeline:
         # the others record their outcome on a copy (see _changed and _failed).
         state: FeedState = self.feed_states.peek(feed.url) or await self.feed_states.get(feed.url)
         now = self._clock()
+        validators = Validators(state.etag, state.last_modified)
+        if self.hub_links is not None and self.hub_links.wants_links(feed.url):
+            validators = Validators()
         try:
-            result = await self._transport.fetch(state.current_url or feed.url, Validators(state.etag, state.last_modified), feed.headers)
+            result = await self._transport.fetch(state.current_url or feed.url, validators, feed.headers)
         except FeedError as exc:
             report = self._failed(feed, state, exc, now)
             report.error_stage = "fetch"
@@ -163,6 +181,8 @@ class Pipeline:
             return self._quiet(feed, state, result, current_url, now, "not_modified")
         body = result.body or b""
         body_hash = hashlib.blake2b(body, digest_size=16).hexdigest()
+        if self.hub_links is not None and (body_hash != state.body_hash or self.hub_links.wants_links(feed.url)):
+            self.hub_links.links_found(feed, discover(result.links, body, result.url))
         if body_hash == state.body_hash:
             # The server ignores conditional GET, but the bytes are the same: skip parsing.
             return self._quiet(feed, state, result, current_url, now, "unchanged")
@@ -173,8 +193,36 @@ class Pipeline:
         admission = await self.matching.admit(parsed.feed.articles, feed, parsed.signatures)
         state = _changed(state, parsed.feed, admission.count(Verdict.NEW), body_hash, now)
         self.feed_states.put(state)
-        report = _report(feed, state, result, parsed.feed, admission, now)
+        report = _report(feed, state, result.max_age, parsed.feed, admission, now)
         _log_poll(feed, report, admission)
+        return report
+
+    async def receive(self, feed: Feed, body: bytes, content_type: str | None = None) -> PollReport:
+        """A body that reached ``feed`` without a poll (a WebSub push), through the same parse,
+        limits, dedupe, matching and admission as a polled body.
+
+        The feed's validators, body hash and poll counters stay as its last poll left them;
+        its new items and cadence count. A body that does not parse is logged and reported
+        (status ``push_error``) and counts against nothing: the feed's own polls say
+        whether it is healthy.
+        """
+        started = time.monotonic()
+        now = self._clock()
+        try:
+            parsed = await self._parse(feed, body, content_type)
+            admission = await self.matching.admit(parsed.feed.articles, feed, parsed.signatures)
+        except FeedError as exc:
+            log.warning("feed.push.error", feed_url=feed.url, error=str(exc))
+            elapsed = time.monotonic() - started
+            return PollReport(feed, "push_error", PollOutcome(ok=False), error=str(exc), error_stage="parse", elapsed=elapsed)
+        # The state as it is now, not as it was before the parse: a poll may have finished meanwhile.
+        current = self.feed_states.peek(feed.url) or await self.feed_states.get(feed.url)
+        state = _changed(current.evolve(), parsed.feed, admission.count(Verdict.NEW), current.body_hash, now)
+        self.feed_states.put(state)
+        report = _report(feed, state, None, parsed.feed, admission, now)
+        report.status = "push"
+        report.elapsed = time.monotonic() - started
+        _log_poll(feed, report, admission, event="feed.push.ok")
         return report
 
     def _quiet(self, feed: Feed, state: FeedState, result: FetchResult, current_url: str | None, now: float, status: str) -> PollReport:
@@ -248,7 +296,7 @@ def _current_url(feed: Feed, state: FeedState, result: FetchResult) -> str | Non
     return state.current_url
 
 
-def _changed(state: FeedState, parsed: ParsedFeed, new: int, body_hash: str, now: float) -> FeedState:
+def _changed(state: FeedState, parsed: ParsedFeed, new: int, body_hash: str | None, now: float) -> FeedState:
     """The state after a changed body: its hash, the new items, the cadence learned."""
     return replace(
         state,
@@ -259,14 +307,14 @@ def _changed(state: FeedState, parsed: ParsedFeed, new: int, body_hash: str, now
     )
 
 
-def _report(feed: Feed, state: FeedState, result: FetchResult, parsed: ParsedFeed, admission: Admission, now: float) -> PollReport:
+def _report(feed: Feed, state: FeedState, max_age: float | None, parsed: ParsedFeed, admission: Admission, now: float) -> PollReport:
     """What a poll of a changed body did, and what it tells the scheduler."""
     new = admission.count(Verdict.NEW)
     outcome = PollOutcome(
         ok=True,
         # The first poll finds everything "new": that says nothing about the feed's pace.
         new_items=new if state.polls > 1 else 0,
-        max_age=result.max_age,
+        max_age=max_age,
         ttl=parsed.ttl,
         publish_gap=publish_gap((a.published.timestamp() if a.published else None for a in parsed.articles), now),
         since_new=None if new or state.last_new_item is None else max(0.0, now - state.last_new_item),
@@ -287,9 +335,9 @@ def _report(feed: Feed, state: FeedState, result: FetchResult, parsed: ParsedFee
     )
 
 
-def _log_poll(feed: Feed, report: PollReport, admission: Admission) -> None:
+def _log_poll(feed: Feed, report: PollReport, admission: Admission, event: str = "feed.poll.ok") -> None:
     log.info(
-        "feed.poll.ok",
+        event,
         feed_url=feed.url,
         entries=report.articles,
         new=report.new,

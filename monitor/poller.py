@@ -10,6 +10,10 @@ After each poll the feed is rescheduled from what the poll said
 (:func:`~monitor.feeds.schedule.next_interval`). A reload changes the feed list in place
 (:meth:`Poller.apply_feeds`): added feeds are polled at once, removed ones no more,
 changed ones with their new settings from their next poll.
+
+A feed whose WebSub subscription is active is polled at ``[websub] fallback_interval``
+(:attr:`Poller.push_interval` says which), and as usual again as soon as it is not
+(:meth:`Poller.push_changed`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,6 +71,8 @@ class Poller:
         self._busy: set[asyncio.Task[None]] = set()
         #: Feed url -> set when its poll in flight ends (see :meth:`wait_polls`).
         self._polling: dict[str, asyncio.Event] = {}
+        #: Feed url -> its polling interval while pushes reach it (None: poll as usual).
+        self.push_interval: Callable[[str], float | None] = lambda _url: None
 
     def wake(self) -> None:
         """Make the loop look at the schedule (and at a stop) now."""
@@ -138,6 +144,18 @@ class Poller:
             for wait in left:
                 wait.cancel()
         return sum(not event.is_set() for event in pending)
+
+    def push_changed(self, url: str, active: bool) -> None:
+        """A feed's push subscription became active (polled at the fallback interval from its
+        next poll on) or stopped being so: then its next poll comes within its own interval."""
+        feed = self.feeds.get(url)
+        if active or feed is None:
+            return
+        due = self.schedule.due_at(url)
+        now = time.monotonic()
+        if due is not None and due > now + feed.interval:
+            self.schedule.set(url, now + feed.interval)
+            self._wake.set()
 
     def stored_states(self, feeds: list[Feed]) -> list[FeedState]:
         """The cached states of ``feeds`` (those polled in an earlier run, or before)."""
@@ -290,6 +308,10 @@ class Poller:
             min_interval=min(options.effective_min_interval, current.interval),
             max_interval=options.max_interval,
         )
+        pushed = self.push_interval(current.url)
+        if pushed is not None:
+            # Pushes bring the news; the poll is the safety net.
+            interval = max(interval, pushed)
         now = time.monotonic()
         when = self.schedule.reschedule(current.url, now, interval)
         if when < self._sleeping_until:

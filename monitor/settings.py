@@ -47,6 +47,7 @@ __all__ = [
     "SignalsSettings",
     "StateSettings",
     "StoriesSettings",
+    "WebSubSettings",
     "load_settings",
     "restart_only_changes",
 ]
@@ -260,6 +261,35 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class WebSubSettings:
+    """WebSub push subscriptions (docs/websub.md): off by default."""
+
+    enabled: bool = False
+    #: The public base URL hubs reach the callback listener at; a token is appended per
+    #: subscription, e.g. ``https://monitor.example.org/websub/``.
+    callback_url: str = ""
+    #: The callback listener, separate from ``[http] listen`` (only it faces the internet).
+    listen: str = "127.0.0.1:8767"
+    #: Lease asked of the hub, in seconds (the hub's answer is what counts).
+    lease_seconds: float = 864000.0
+    #: Seconds between two polls of a feed whose subscription is active.
+    fallback_interval: float = 3600.0
+    #: First wait after a hub error, in seconds; doubles per failure up to ``retry_max``.
+    retry_initial: float = 60.0
+    #: Longest wait between two subscription attempts (and the wait after a denial).
+    retry_max: float = 3600.0
+    #: Callback requests per second the listener takes, in all (more get 429).
+    rate_limit: float = 200.0
+    #: Pushes per second one subscription may deliver (bursts of ten times this; more get 429).
+    feed_rate_limit: float = 1.0
+    #: Pushes accepted and waiting for the pipeline before the listener answers 503.
+    queue_size: int = 1000
+    #: Hub addresses allowed although not public: networks, addresses or host names
+    #: (as [fulltext] allow). Empty: public hubs only.
+    hub_allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class HealthSettings:
     """Feed health (failing, stale), readiness probing, and the feed-health topic."""
 
@@ -346,6 +376,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     log: LogSettings = field(default_factory=LogSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    websub: WebSubSettings = field(default_factory=WebSubSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
@@ -419,6 +450,9 @@ _SECTIONS: dict[str, type] = {
 
 _FEED_KEYS = {f.name for f in dataclasses.fields(Feed)}
 
+#: A feed's ``websub``: ``auto`` subscribes when the feed names a hub, ``off`` never does.
+WEBSUB_MODES = ("auto", "off")
+
 #: URL schemes a feed location may have (anything without "://" is a path).
 FEED_SCHEMES = ("http", "https", "file")
 
@@ -488,6 +522,12 @@ class _FeedTable:
             raise self.fail(f"{key} must be a string, got {value!r}", key, hint=f'{key} = "..."')
         return value
 
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.table.get(key, choices[0])
+        if value not in choices:
+            raise self.fail(f"{key} must be one of {', '.join(choices)}, got {value!r}", key, hint=f'{key} = "{choices[-1]}"')
+        return str(value)
+
     def headers(self) -> dict[str, str]:
         value = self.table.get("headers", {})
         example = 'headers = { Authorization = "Bearer ...", X-Client = "news-monitor" }'
@@ -526,6 +566,7 @@ def _feed_from_table(table: Any, index: int, settings: Settings, *, where: str |
         headers=check.headers(),
         fulltext=check.flag("fulltext", False),
         expected_update_period=check.seconds("expected_update_period", None),
+        websub=check.choice("websub", WEBSUB_MODES),
     )
 
 
@@ -867,6 +908,7 @@ def _validate(settings: Settings, where: str) -> None:
     if settings.log.level.lower() not in {"debug", "info", "warning", "error", "critical"}:
         raise ConfigError("[log] level must be debug, info, warning, error or critical", location=loc)
     _validate_http_and_health(settings, loc)
+    _validate_websub(settings.websub, loc)
     _validate_polling(settings, loc)
     _validate_notify(settings, loc)
     _validate_cluster(settings.cluster, loc)
@@ -976,6 +1018,36 @@ def _validate_http_and_health(settings: Settings, loc: SourceLocation) -> None:
         raise ConfigError("[health] stale_min_age must not be negative", location=loc)
     if health.check_interval <= 0:
         raise ConfigError("[health] check_interval must be above 0", location=loc)
+
+
+def _validate_websub(websub: WebSubSettings, loc: SourceLocation) -> None:
+    if websub.enabled:
+        parts = urlsplit(websub.callback_url.strip())
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(
+                f"[websub] callback_url = {websub.callback_url!r} is not an http(s) base URL",
+                location=loc,
+                hint='the public URL hubs reach the callback listener at, e.g. "https://monitor.example.org/websub/"',
+            )
+        try:
+            parse_address(websub.listen, port_zero=True)
+        except ValueError as exc:
+            hint = 'e.g. "0.0.0.0:8767": a port of its own, not [http] listen\'s'
+            raise ConfigError(f"[websub] listen: {exc}", location=loc, hint=hint) from exc
+    for name in ("lease_seconds", "fallback_interval", "retry_initial"):
+        if getattr(websub, name) < 1:
+            raise ConfigError(f"[websub] {name} must be at least 1 second", location=loc)
+    if websub.retry_max < websub.retry_initial:
+        raise ConfigError("[websub] retry_max must be at least retry_initial", location=loc)
+    if websub.rate_limit <= 0 or websub.feed_rate_limit <= 0 or websub.queue_size < 1:
+        raise ConfigError("[websub] rate_limit and feed_rate_limit must be above 0, queue_size at least 1", location=loc)
+    for entry in websub.hub_allow:
+        if not isinstance(entry, str) or not entry.strip() or ("/" in entry and not _is_network(entry)):
+            raise ConfigError(
+                f"[websub] hub_allow entry {entry!r} is not an address, network or host name",
+                location=loc,
+                hint='e.g. hub_allow = ["10.0.0.0/8", "127.0.0.1", "hub.intranet.example"]',
+            )
 
 
 # Kafka topic names: these characters, at most 249 of them.

@@ -123,6 +123,10 @@ class Monitor:
                 self.parts, stack, settings=self.settings, rules=self.rules, observer=self.observer,
                 shutdown=self.shutdown, feeds=self.feeds, once=once,
             )
+            if self.parts.websub is not None:
+                # Subscribed feeds are polled at the fallback interval, and as usual again once not.
+                self.poller.push_interval = self.parts.websub.subscriber.push_interval
+                self.parts.websub.subscriber.listeners.append(self.poller.push_changed)
             log.info(
                 "monitor.started",
                 feeds=len(self.feeds),
@@ -173,6 +177,8 @@ class Monitor:
             ),
             "reload": self._reload_when_asked(),
         }
+        if parts.websub is not None:
+            tasks.update(parts.websub.tasks(shutdown.stopping))
         if settings.rules.watch:
             tasks["rules-watch"] = watch_rules(self.rules, shutdown.stopping)
         for name, coroutine in tasks.items():
@@ -208,6 +214,8 @@ class Monitor:
         """Poll ``feeds`` from now on (see :meth:`Poller.apply_feeds`); the health tracker follows."""
         added, removed, changed = self.poller.apply_feeds(feeds)
         self.feeds = list(feeds)
+        if self.parts.websub is not None:
+            self.parts.websub.subscriber.set_feeds(self.feeds)
         self.observer.feeds_changed(self.feeds, self.poller.stored_states(added))
         log.info(
             "feeds.reloaded",

@@ -297,6 +297,7 @@ class HttpTransport(SessionClient):
                 moved_to=moved_to,
                 max_age=cache_max_age(response.headers),
                 elapsed=time.monotonic() - started,
+                links=", ".join(response.headers.getall("Link", ())) or None,
             )
 
         return await self._get(url, request_headers, answer, heard=lambda: self._silence.heard(task))

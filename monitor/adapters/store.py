@@ -1,6 +1,6 @@
 """The SQLite state store: seen articles, the alert outbox, and per-feed state.
 
-One file, ``<state dir>/monitor.sqlite3``, in WAL mode. Three tables:
+One file, ``<state dir>/monitor.sqlite3``, in WAL mode. Its tables:
 
 ``articles``
     One row per article ever alerted on or seen, keyed by the stable article id and
@@ -17,6 +17,11 @@ One file, ``<state dir>/monitor.sqlite3``, in WAL mode. Three tables:
 ``signal_state``
     The story signals' detectors (:mod:`monitor.signals`), one JSON entry per rule and
     detector and per story, written with the signals they raised.
+``stories``, ``story_members``
+    Story clusters and the signatures of the window's members.
+``websub_subscriptions``
+    WebSub push subscriptions, one per feed (:mod:`monitor.websub.subscriptions`),
+    their callback tokens and secrets among them.
 
 All methods are synchronous and fast; :class:`AsyncStore` runs them on one dedicated
 thread so the event loop never waits on disk.
@@ -53,6 +58,7 @@ from monitor.feeds.state import FEED_COLUMNS as _FEED_COLUMNS
 from monitor.feeds.state import FeedState
 from monitor.log import get_logger
 from monitor.model import Record
+from monitor.websub.subscriptions import SUBSCRIPTION_COLUMNS, Subscription
 
 __all__ = ["AsyncStore", "Store", "store_error"]
 
@@ -133,6 +139,25 @@ CREATE TABLE IF NOT EXISTS signal_state (
     key    TEXT PRIMARY KEY,
     value  BLOB NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS websub_subscriptions (
+    feed_url        TEXT PRIMARY KEY,
+    hub             TEXT NOT NULL,
+    topic           TEXT NOT NULL,
+    token           TEXT NOT NULL UNIQUE,
+    secret          TEXT NOT NULL,
+    callback        TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    awaiting        TEXT,
+    lease_seconds   REAL,
+    expires_at      REAL,
+    next_action_at  REAL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    updated_at      REAL,
+    last_push_at    REAL,
+    pushes          INTEGER NOT NULL DEFAULT 0
+);
 """
 
 
@@ -208,8 +233,8 @@ class Store:
     """Synchronous SQLite store. Use from one thread (see :class:`AsyncStore`).
 
     Every public method raises :class:`~monitor.errors.StoreError` for a fault of the
-    file or the disk (see the module docstring). One method per operation on the five
-    tables (about twenty-five): kept in one class because transactions span tables
+    file or the disk (see the module docstring). One method per operation on the seven
+    tables (about thirty): kept in one class because transactions span tables
     (an article, its outbox rows and its story are written together).
     """
 
@@ -544,6 +569,26 @@ class Store:
             db.execute("DELETE FROM stories WHERE last_seen < ?", (cutoff,))
         return dropped
 
+    # -- push subscriptions ---------------------------------------------------------------
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every stored WebSub subscription."""
+        rows = self._db.execute(f"SELECT {', '.join(SUBSCRIPTION_COLUMNS)} FROM websub_subscriptions ORDER BY feed_url")
+        return [Subscription(*row) for row in rows]
+
+    def save_subscription(self, row: Sequence[Any]) -> None:
+        """Write one subscription (a :meth:`Subscription.row`), replacing the feed's previous one."""
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO websub_subscriptions ({', '.join(SUBSCRIPTION_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in SUBSCRIPTION_COLUMNS)})",
+                tuple(row),
+            )
+
+    def delete_subscription(self, feed_url: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM websub_subscriptions WHERE feed_url = ?", (feed_url,))
+
     # -- feeds (batched) -----------------------------------------------------------------
 
     def save_feed_rows(self, rows: Sequence[Sequence[Any]], *, keep: Iterable[str] = ("health",)) -> int:
@@ -738,6 +783,16 @@ class AsyncStore:
 
     async def signal_state(self) -> list[tuple[str, bytes]]:
         return await self.call(self.sync.signal_state)
+
+    async def load_subscriptions(self) -> list[Subscription]:
+        return await self.call(self.sync.subscriptions)
+
+    async def save_subscription(self, subscription: Subscription) -> None:
+        # A row, not the record: the record changes on the loop while the thread writes.
+        await self.call(self.sync.save_subscription, subscription.row())
+
+    async def delete_subscription(self, feed_url: str) -> None:
+        await self.call(self.sync.delete_subscription, feed_url)
 
     async def close(self) -> None:
         await self.call(self.sync.close)

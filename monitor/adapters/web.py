@@ -282,6 +282,7 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
     parts.append(_pager(s, ids=True))
     parts += _feeds_table(s)
     parts.append(_pager(s, ids=False))
+    parts += _push_table(s)
     parts += _rules_table(s)
     parts += _alerts_table(s)
     refresh_note = f"refreshes every {refresh:g}s; " if refresh > 0 else ""
@@ -358,6 +359,29 @@ def _roles_table(s: StatusSnapshot) -> list[str]:
             for key, value in figures.items()
         )
         parts.append(f'<tr data-role="{_t(name)}"><td class="rule-id">{_t(name)}</td><td>{cells}</td></tr>')
+    parts.append("</tbody></table>")
+    return parts
+
+
+def _push_table(s: StatusSnapshot) -> list[str]:
+    """The WebSub push state of the page's feeds, when ``[websub]`` is on."""
+    websub = s.extra.get("websub")
+    if not websub:
+        return []
+    counts = ", ".join(f"{count} {state}" for state, count in websub["subscriptions"].items() if count)
+    parts = [
+        f'<h2>Push (WebSub)</h2><p class="muted" id="push-counts">{_t(counts or "no feed")}</p>',
+        '<table id="push"><thead><tr><th>feed</th><th>push</th><th>active until</th><th>last push</th>'
+        "<th>pushes</th><th>hub</th><th>last error</th></tr></thead><tbody>",
+    ]
+    for row in websub["feeds"]:
+        shown_url = redact(row["url"])
+        parts.append(
+            f'<tr data-url="{_t(shown_url)}" data-push="{_t(row["state"])}"><td class="url">{_link(shown_url, shown_url)}</td>'
+            f'<td class="push">{_t(row["state"])}</td><td>{_when(row["until"], s.now)}</td>'
+            f'<td class="last-push">{_when(row["last_push"], s.now)}</td><td class="num">{row["pushes"]}</td>'
+            f'<td class="url">{_t(redact(row["hub"] or "-"))}</td><td class="err">{_t(redact(row["error"] or ""))}</td></tr>'
+        )
     parts.append("</tbody></table>")
     return parts
 

@@ -10,7 +10,9 @@ in the reverse order:
    story signals' detectors (their saved state restored), the feed-state cache (written back when the run ends, before the store closes);
 4. the Kafka publisher and delivery (drained when the run ends, after polling stopped);
 5. the observers' health events (handed to delivery before it drains);
-6. the pipeline, which needs nothing stopped.
+6. the pipeline, which needs nothing stopped;
+7. WebSub, when ``[websub]`` is on (not with ``--once``): the stored subscriptions and
+   the callback listener (:mod:`monitor.app.websub`).
 
 Also here: the feed list read again for a reload.
 """
@@ -30,6 +32,7 @@ from monitor.adapters.pages import AddressPolicy, PageFetcher
 from monitor.adapters.parser_pool import ParserPool
 from monitor.adapters.store import AsyncStore
 from monitor.adapters.web import WebServer
+from monitor.app.websub import WebSub, start_websub
 from monitor.dedupe.stories import StoryIndex
 from monitor.delivery import Delivery
 from monitor.engine.reload import RulesHolder
@@ -73,6 +76,7 @@ class Parts:
     signals: Signals | None = None
     delivery: Delivery | None = None
     pipeline: Pipeline | None = None
+    websub: WebSub | None = None
 
 
 async def start(
@@ -129,6 +133,8 @@ async def start(
         stories=parts.stories,
         signals=parts.signals,
     )
+    if settings.websub.enabled and not once:
+        parts.websub = await start_websub(settings, stack, store=store, pipeline=parts.pipeline, observer=observer, feeds=feeds)
     return parts.pipeline
 
 

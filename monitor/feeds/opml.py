@@ -14,6 +14,9 @@ are text, so each is parsed strictly; surrounding spaces are ignored):
     ``on``/``off`` or ``1``/``0``, in any case.
 ``fulltext``
     ``true`` to fetch article pages and match on their text (a boolean, as above).
+``websub``
+    ``off`` never to subscribe to the feed's WebSub hub; ``auto`` (the default) subscribes
+    when ``[websub]`` is on and the feed names a hub (docs/websub.md).
 ``headers``
     extra request headers as a JSON object of strings, e.g.
     ``headers='{"Authorization": "Bearer ..."}'`` (single-quoted in the XML so the
@@ -35,7 +38,7 @@ from lxml import etree
 
 from monitor.errors import ConfigError
 from monitor.model import Feed, SourceLocation
-from monitor.settings import feed_location_problem, header_problem
+from monitor.settings import WEBSUB_MODES, feed_location_problem, header_problem
 
 __all__ = ["feeds_from_opml"]
 
@@ -91,6 +94,7 @@ def feeds_from_opml(path: Path, default_interval: float) -> list[Feed]:
                 enabled=_flag(outline, "enabled", True, location, about),
                 headers=_headers(outline.get("headers"), location, about),
                 fulltext=_flag(outline, "fulltext", False, location, about),
+                websub=_websub(outline.get("websub"), location, about),
             )
         )
     return feeds
@@ -119,6 +123,15 @@ def _flag(outline: etree._Element, name: str, default: bool, location: SourceLoc
         return False
     # A typo must not silently switch a feed off (or full text on).
     raise ConfigError(f"{about}: {name}={value!r} is not true or false", location=location, hint=_BOOLEANS)
+
+
+def _websub(value: str | None, location: SourceLocation, about: str) -> str:
+    if value is None:
+        return WEBSUB_MODES[0]
+    mode = value.strip().lower()
+    if mode not in WEBSUB_MODES:
+        raise ConfigError(f"{about}: websub={value!r} is not one of {', '.join(WEBSUB_MODES)}", location=location, hint='websub="off"')
+    return mode
 
 
 def _headers(value: str | None, location: SourceLocation, about: str) -> dict[str, str]:

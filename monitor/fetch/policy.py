@@ -62,6 +62,8 @@ class FetchResult:
     #: Seconds the server says the answer stays fresh (Cache-Control max-age or Expires).
     max_age: float | None = None
     elapsed: float = 0.0
+    #: The answer's ``Link`` headers, joined with commas (WebSub hub discovery reads them).
+    links: str | None = None
 
     @property
     def not_modified(self) -> bool:

@@ -40,6 +40,8 @@ PREFIX = "news_monitor"
 
 #: Seconds; feeds answer in tens of milliseconds to tens of seconds.
 FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Seconds from a WebSub push's arrival to its alerts queued for Kafka.
+PUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Seconds from queueing to Kafka's ack; minutes while the broker is away.
 PUBLISH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -78,6 +80,8 @@ class Metrics:
         self.poll_counts: Counter[tuple[str, str]] = Counter()
         self.fetch_seconds = _LoopHistogram(FETCH_BUCKETS)
         self.poll_seconds = _LoopHistogram(FETCH_BUCKETS)
+        self.push_counts: Counter[str] = Counter()
+        self.push_to_alert = _LoopHistogram(PUSH_BUCKETS)
         self._define(self.registry)
         self.registry.register(_ScrapeTimeCollector(self))
         self.start_time.set(started)
@@ -127,6 +131,17 @@ class Metrics:
         for reason, count in report.links_dropped.items():
             self.links_dropped.labels(reason).inc(count)
 
+    def push_finished(self, report: PollReport, latency: float) -> None:
+        """Count one pushed body: its result, its articles, and (when it alerted) its latency."""
+        self.push_counts["ok" if report.error is None else "error"] += 1
+        if report.error_stage == "parse":
+            self.parse_errors.labels("error").inc()
+        for verdict, count in (("new", report.new), ("updated", report.updated), ("duplicate", report.duplicates)):
+            if count:
+                self.articles.labels(verdict).inc(count)
+        if report.alerts:
+            self.push_to_alert.observe(latency)
+
     def published(self, latency: float) -> None:
         self.publish_seconds.observe(latency)
 
@@ -156,6 +171,8 @@ class _ScrapeTimeCollector(Collector):
         yield from _feed_families(metrics.tracker, metrics.clock())
         yield from _rules_families(metrics.wiring)
         yield from _role_families(metrics.wiring)
+        if metrics.wiring.websub is not None:
+            yield from _websub_families(metrics)
 
 
 class _LoopHistogram:
@@ -270,6 +287,47 @@ def _role_families(wiring: Wiring) -> Iterator[Any]:
     for role in wiring.roles:
         for metric in role.metrics():
             yield (_counter if metric.counter else _gauge)(metric.name, metric.help, metric.value)
+
+
+def _websub_families(metrics: Metrics) -> Iterator[Any]:
+    """Push subscriptions by state, callback requests by outcome, pushes, push-to-alert latency."""
+    inbox = metrics.wiring.websub
+    assert inbox is not None
+    states = GaugeMetricFamily(
+        f"{PREFIX}_websub_subscriptions",
+        "Feeds by WebSub push state (none, pending, active, denied, failing, unsubscribing).",
+        labels=["state"],
+    )
+    for state, count in inbox.subscriber.counts().items():
+        states.add_metric([state], count)
+    yield states
+    outcomes = inbox.stats.outcomes
+    requests = CounterMetricFamily(
+        f"{PREFIX}_websub_callback_requests",
+        "Requests to the WebSub callback by outcome: accepted, unsigned, bad_signature, unknown_token, "
+        "rate_limited, too_large, busy, bad_request, verified, verify_refused.",
+        labels=["outcome"],
+    )
+    for outcome, count in sorted(outcomes.items()):
+        requests.add_metric([outcome], count)
+    yield requests
+    yield _counter("websub_pushes_received", "Signed pushes accepted for the pipeline.", outcomes.get("accepted", 0))
+    failures = CounterMetricFamily(
+        f"{PREFIX}_websub_signature_failures", "Pushes ignored for their X-Hub-Signature (unsigned or bad).", labels=["kind"]
+    )
+    failures.add_metric(["unsigned"], outcomes.get("unsigned", 0))
+    failures.add_metric(["bad"], outcomes.get("bad_signature", 0))
+    yield failures
+    pushes = CounterMetricFamily(
+        f"{PREFIX}_websub_pushes_processed", "Pushed bodies through the pipeline, by result (ok, error: did not parse).",
+        labels=["result"],
+    )
+    for result, count in sorted(metrics.push_counts.items()):
+        pushes.add_metric([result], count)
+    yield pushes
+    yield metrics.push_to_alert.family(
+        f"{PREFIX}_websub_push_to_alert_seconds", "Seconds from a push's arrival to its alerts queued for Kafka (pushes that alerted)."
+    )
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

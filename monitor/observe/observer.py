@@ -95,6 +95,18 @@ class Observer:
         for listener in self.poll_listeners:
             listener(report)
 
+    async def push_finished(self, report: PollReport, received: float) -> None:
+        """Account for one pushed body (WebSub), which reached the pipeline at ``received`` (Unix time)."""
+        self.summary.add_push(report)
+        self.metrics.push_finished(report, self.clock() - received)
+        for alert in report.alerts:
+            self.latest.add(alert)
+        if report.state is not None:
+            transition = self.tracker.observe(report.state, self.clock())
+            if transition is not None:
+                self._announce(transition)
+            await self._persist_health(report.feed.url)
+
     def poll_failed(self, url: str, error: StoreError) -> None:
         """A poll the state store failed (no report: nothing it did was recorded)."""
         self.summary.store_failed(url, error)

@@ -122,7 +122,16 @@ class StatusView:
         page = self.tracker.page(query)
         rules = self.wiring.rules
         delivery = self.wiring.delivery
+        extra: dict[str, Any] = {"roles": {role.name: role.status() for role in self.wiring.roles}} if self.wiring.roles else {}
+        inbox = self.wiring.websub
+        if inbox is not None:
+            extra["websub"] = {
+                "subscriptions": dict(inbox.subscriber.counts()),
+                "callbacks": dict(inbox.stats.outcomes),
+                "feeds": [{"url": row.url, **inbox.subscriber.describe(row.url)} for row in page.rows],
+            }
         return StatusSnapshot(
+            extra=extra,
             now=self.clock(),
             started=self.started,
             feeds=page.rows,
@@ -143,7 +152,6 @@ class StatusView:
             feeds_matched=page.matched,
             feeds_next_offset=page.next_offset,
             feeds_query=query,
-            extra={"roles": {role.name: role.status() for role in self.wiring.roles}} if self.wiring.roles else {},
         )
 
     def _rule_rows(self) -> list[RuleRow]:

@@ -41,6 +41,9 @@ class RunSummary:
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: Records left in the outbox when the run ended (sent at the next start).
     undelivered: int = 0
+    #: WebSub pushes that went through the pipeline (not counted as polls), and those that did not parse.
+    pushes: int = 0
+    push_failures: int = 0
     #: Delivery's counters, once delivery runs, and the topic of records that are not alerts.
     delivery: DeliveryStats | None = None
     health_topic: str = ""
@@ -55,6 +58,16 @@ class RunSummary:
         if report.error:
             self.failures += 1
             self.failed.append((report.feed.url, report.error))
+        for alert in report.alerts:
+            self.alerts[alert.rule_id, alert.topic] += 1
+
+    def add_push(self, report: PollReport) -> None:
+        """Count one pushed body (a poll's counts but ``polls`` and ``unchanged``)."""
+        self.pushes += 1
+        self.new_articles += report.new
+        self.duplicates += report.duplicates
+        if report.error:
+            self.push_failures += 1
         for alert in report.alerts:
             self.alerts[alert.rule_id, alert.topic] += 1
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from monitor.delivery import DeliveryStats
 from monitor.errors import StoreError
 from monitor.feeds.state import FeedState
 from monitor.model import Record, Rule
+
+if TYPE_CHECKING:
+    from monitor.websub.subscriber import PushInbox
 
 __all__ = ["DeliveryView", "RoleMetric", "RoleView", "RuleSetView", "RulesView", "SignalsView", "StoreView", "Wiring"]
 
@@ -118,3 +121,5 @@ class Wiring:
     roles: list[RoleView] = field(default_factory=list)
     #: Whether readiness needs rules (a poller-only process has none).
     needs_rules: bool = True
+    #: WebSub's pushes and subscriptions, when ``[websub]`` is on.
+    websub: PushInbox | None = None

@@ -1,0 +1,43 @@
+"""WebSub push subscriptions (W3C Recommendation, formerly PubSubHubbub): docs/websub.md.
+
+A feed that names a hub is subscribed to; the hub then POSTs new content to our
+callback, and that body goes through the same parse -> dedupe -> match -> publish path
+as a polled one (:meth:`monitor.pipeline.Pipeline.receive`). The feed is still polled,
+at ``[websub] fallback_interval``, so nothing is lost when a hub fails.
+
+Modules:
+
+``discovery``
+    the hub and topic of a feed, from its ``Link`` headers, then from its document.
+``signature``
+    ``X-Hub-Signature`` checked against a subscription's secret (constant time).
+``subscriptions``
+    the :class:`Subscription` record, its states, and the Protocols of the store that keeps
+    them (:class:`SubscriptionStore`) and of the client that talks to hubs (:class:`HubClient`).
+``subscriber``
+    :class:`Subscriber`: subscribe, verify, renew, unsubscribe, back-off; pushes checked
+    and handed to the pipeline.
+``ratelimit``
+    token buckets for the callback listener.
+
+Core: no network library; the listener and the hub client are adapters
+(:mod:`monitor.adapters.websub`), the store is :class:`monitor.adapters.store.Store`.
+"""
+
+from monitor.websub.discovery import PushLinks, discover, parse_link_header
+from monitor.websub.signature import check_signature
+from monitor.websub.subscriber import PushVerdict, Subscriber
+from monitor.websub.subscriptions import HubAnswer, HubClient, Subscription, SubscriptionStore
+
+__all__ = [
+    "HubAnswer",
+    "HubClient",
+    "PushLinks",
+    "PushVerdict",
+    "Subscriber",
+    "Subscription",
+    "SubscriptionStore",
+    "check_signature",
+    "discover",
+    "parse_link_header",
+]

@@ -1,0 +1,106 @@
+"""WebSub end to end: the daemon, a local W3C hub, a feed server and the real broker.
+
+The feed names the hub in its Link headers; the daemon subscribes, the hub verifies,
+a signed push becomes an alert, a badly signed one does not, an item pushed and then
+polled alerts once, and when the hub vanishes the feed is polled at the fallback
+interval and the next item still alerts.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.support import Running, make_settings, read_alerts, rss, until
+from tests.websub.hub import Hub
+
+pytestmark = pytest.mark.integration
+
+TOPICS = ("alerts.sanctions",)
+
+SANCTIONS = "The European Union agreed new sanctions against Russia on Friday, targeting oil exports and banks."
+#: A second story (the story index would take a near copy of the first for the same news).
+SANCTIONS_2 = "Washington imposed sanctions on Iranian shipping firms accused of moving oil to China, the Treasury said."
+QUIET = "The village fete drew a record crowd this year, organisers said."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def websub_settings(tmp_path, broker, feeds, port: int, **websub):
+    options = {
+        "enabled": True,
+        "callback_url": f"http://127.0.0.1:{port}/websub/",
+        "listen": f"127.0.0.1:{port}",
+        "hub_allow": ("127.0.0.1",),
+        "retry_initial": 1.0,
+        "retry_max": 2.0,
+        **websub,
+    }
+    # Below the settings' 1 s floor (make_settings does not validate): a short test.
+    overrides = {"feeds": {"interval": 0.3, "max_interval": 0.3, "jitter": 0.0}, "websub": options}
+    return make_settings(tmp_path, broker.bootstrap_servers, feeds, overrides=overrides)
+
+
+@pytest.fixture
+async def hub():
+    hub = await Hub().start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
+def subscription(monitor, url):
+    """The daemon's subscription for ``url`` (None before WebSub started, or without one)."""
+    websub = monitor.parts.websub
+    return websub.subscriber.subscriptions.get(url) if websub is not None else None
+
+
+async def test_push_alerts_forgery_does_not_and_fallback_polling_catches_up(broker, server, hub, tmp_path):
+    items = [("quiet-1", "Village fete", QUIET)]
+    body = {"rss": rss(items)}
+    feed = server.url("/push.rss")
+    links = f'<{hub.url("/hub")}>; rel="hub", <{feed}>; rel="self"'
+
+    async def handler(request):
+        from aiohttp import web
+
+        return web.Response(body=body["rss"], headers={"Content-Type": "application/rss+xml", "Link": links})
+
+    server.handlers["/push.rss"] = handler
+    port = free_port()
+    settings = websub_settings(tmp_path, broker, [feed], port, fallback_interval=1.5)
+    async with Running(settings) as monitor:
+        await until(lambda: (s := subscription(monitor, feed)) is not None and s.state == "active", what="an active subscription")
+        assert hub.active(feed), "the hub holds a verified subscription"
+        request = hub.requests[0].form
+        assert request["hub.mode"] == "subscribe" and request["hub.topic"] == feed
+        assert request["hub.callback"].startswith(f"http://127.0.0.1:{port}/websub/") and len(request["hub.secret"]) >= 32
+
+        # A forged push (wrong secret) is answered 202 and ignored; a signed one alerts.
+        forged = rss([("forged", "EU sanctions", SANCTIONS + " Forged.")])
+        assert await hub.publish(feed, forged, secret="not-the-secret") == [202]
+        pushed = [("pushed-1", "EU sanctions on Russian oil", SANCTIONS)]
+        assert await hub.publish(feed, rss(pushed)) == [202]
+        alerts = await read_alerts(broker.bootstrap_servers, [feed], expect=1, topics=TOPICS)
+        assert {a["article"]["url"] for a in alerts} == {"https://news.example/pushed-1"}
+        assert monitor.parts.websub.inbox.stats.outcomes["bad_signature"] == 1
+
+        # The feed now lists the pushed item too: the fallback poll finds it seen.
+        body["rss"] = rss(items + pushed)
+        polls = len(server.of("/push.rss"))
+        await until(lambda: len(server.of("/push.rss")) >= polls + 2, what="two fallback polls")
+        gaps = [b.at - a.at for a, b in zip(server.of("/push.rss")[-3:], server.of("/push.rss")[-2:])]
+        assert min(gaps) >= 1.5 * 0.9, f"polled at the fallback interval, not every second: {gaps}"
+
+        # The hub vanishes: nothing is pushed any more, and polling still brings the next item.
+        await hub.stop()
+        body["rss"] = rss(items + pushed + [("polled-1", "US sanctions Iranian shipping", SANCTIONS_2)])
+        alerts = await read_alerts(broker.bootstrap_servers, [feed], expect=2, topics=TOPICS)
+    guids = sorted(a["article"]["url"] for a in alerts)
+    assert guids == ["https://news.example/polled-1", "https://news.example/pushed-1"], "each item alerted once, whether pushed, polled or both"
