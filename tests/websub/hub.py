@@ -44,6 +44,7 @@ class Request:
     path: str
     form: dict[str, str]
     status: int
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

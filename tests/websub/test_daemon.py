@@ -13,7 +13,6 @@ import socket
 import pytest
 
 from tests.support import Running, make_settings, read_alerts, rss, until
-from tests.websub.hub import Hub
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +43,6 @@ def websub_settings(tmp_path, broker, feeds, port: int, **websub):
     # Below the settings' 1 s floor (make_settings does not validate): a short test.
     overrides = {"feeds": {"interval": 0.3, "max_interval": 0.3, "jitter": 0.0}, "websub": options}
     return make_settings(tmp_path, broker.bootstrap_servers, feeds, overrides=overrides)
-
-
-@pytest.fixture
-async def hub():
-    hub = await Hub().start()
-    try:
-        yield hub
-    finally:
-        await hub.stop()
 
 
 def subscription(monitor, url):
@@ -90,6 +80,16 @@ async def test_push_alerts_forgery_does_not_and_fallback_polling_catches_up(brok
         alerts = await read_alerts(broker.bootstrap_servers, [feed], expect=1, topics=TOPICS)
         assert {a["article"]["url"] for a in alerts} == {"https://news.example/pushed-1"}
         assert monitor.parts.websub.inbox.stats.outcomes["bad_signature"] == 1
+        # A signed body that is no feed is refused by the parser, as a polled one would be.
+        assert await hub.publish(feed, b"<html><body>not a feed</body></html>", "text/html") == [202]
+        metrics = monitor.observer.metrics
+        await until(lambda: metrics.push_counts["error"] == 1, what="the bad push through the pipeline")
+        text = metrics.render().decode()
+        assert 'news_monitor_websub_subscriptions{state="active"} 1.0' in text
+        assert 'news_monitor_websub_signature_failures_total{kind="bad"} 1.0' in text
+        assert "news_monitor_websub_push_to_alert_seconds_count 1.0" in text
+        shown = monitor.observer.status.snapshot().extra["websub"]["feeds"]
+        assert [(row["url"], row["state"], row["pushes"]) for row in shown] == [(feed, "active", 2)]
 
         # The feed now lists the pushed item too: the fallback poll finds it seen.
         body["rss"] = rss(items + pushed)

@@ -1,0 +1,83 @@
+"""The callback listener (monitor.adapters.websub) against bad input, on loopback:
+unknown tokens, wrong methods, floods, oversized and compressed-bomb bodies, unsigned
+and badly signed pushes; a good push after all that still goes through."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+
+import aiohttp
+import pytest
+
+from monitor.model import Feed
+from monitor.websub import PushLinks
+from tests.support import until
+from tests.websub.support import TOPIC
+
+pytestmark = pytest.mark.integration
+
+
+def signed(secret: str, body: bytes, method: str = "sha256") -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, getattr(hashlib, method)).hexdigest()
+    return {"X-Hub-Signature": f"{method}={digest}", "Content-Type": "application/rss+xml"}
+
+
+async def subscribed(hub, running, **options):
+    parts = await running(**options)
+    parts.subscriber.links_found(Feed(TOPIC), PushLinks((hub.url("/hub"),), TOPIC))
+    await until(lambda: (s := parts.sub()) is not None and s.state == "active", what="an active subscription")
+    return parts, parts.sub()
+
+
+async def test_unknown_tokens_wrong_methods_and_floods(hub, running):
+    parts, sub = await subscribed(hub, running, rate_limit=5.0)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(parts.base + "no-such-token", data=b"<rss/>") as response:
+            assert response.status == 404
+        async with session.delete(parts.base + sub.token) as response:
+            assert response.status == 405
+        statuses = []
+        for _ in range(20):
+            async with session.post(parts.base + "no-such-token", data=b"x") as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert response.headers["Retry-After"] == "1"
+    assert statuses.count(429) >= 10, statuses
+    assert set(statuses) <= {404, 429}
+    assert parts.inbox.stats.outcomes["rate_limited"] >= 10
+    assert not parts.pushed
+
+
+async def test_oversized_bombs_and_bad_signatures_are_refused_and_a_good_push_still_arrives(hub, running):
+    parts, sub = await subscribed(hub, running, max_bytes=10_000)
+    url = parts.base + sub.token
+    big = b"<rss>" + b"x" * 20_000 + b"</rss>"
+    bomb = gzip.compress(b"\0" * 5_000_000)
+    good = b"<rss><channel><item><title>ok</title></item></channel></rss>"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=big, headers=signed(sub.secret, big)) as response:
+            assert response.status == 413
+        headers = {**signed(sub.secret, bomb), "Content-Encoding": "gzip"}
+        async with session.post(url, data=bomb, headers=headers) as response:
+            assert response.status == 413, "counted inflated: the bomb stops at the limit"
+        async with session.post(url, data=good, headers={"Content-Type": "application/rss+xml"}) as response:
+            assert response.status == 202, "unsigned: acknowledged, ignored"
+        async with session.post(url, data=good, headers=signed("wrong secret", good)) as response:
+            assert response.status == 202, "badly signed: acknowledged, ignored"
+        async with session.post(url, data=good, headers=signed(sub.secret, good, "sha512")) as response:
+            assert response.status == 202
+    await until(lambda: bool(parts.pushed), what="the good push delivered")
+    assert parts.pushed == [(TOPIC, good)]
+    outcomes = parts.inbox.stats.outcomes
+    assert (outcomes["too_large"], outcomes["unsigned"], outcomes["bad_signature"], outcomes["accepted"]) == (2, 1, 1, 1)
+    assert parts.sub().pushes == 1 and parts.sub().last_push_at is not None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("method", ["sha1", "sha384"])
+async def test_the_hub_may_sign_with_any_method_the_spec_lists(hub, running, method):
+    hub.sign = method
+    parts, _sub = await subscribed(hub, running)
+    assert await hub.publish(TOPIC, b"<rss/>") == [202]
+    await until(lambda: bool(parts.pushed), what="the push delivered")
