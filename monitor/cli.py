@@ -301,18 +301,19 @@ def _run_once_with_progress(monitor: Monitor) -> RunSummary:
 def _cmd_status(args: argparse.Namespace) -> int:
     import time
 
-    from monitor.app.status import feed_tracker
+    from monitor.app.status import feed_tracker, push_states
     from monitor.observe.status import status
 
     now = time.time()
     limit = None if args.all else args.limit
+    settings = _settings(args)
     if args.cluster:
         from monitor.app.cluster_status import cluster_tracker
 
-        tracker, owners = asyncio.run(cluster_tracker(_settings(args), now=now))
+        tracker, owners = asyncio.run(cluster_tracker(settings, now=now))
         return status(tracker, sys.stdout, now=now, fmt=args.format, limit=limit, owners=owners)
-    tracker = feed_tracker(_settings(args), now=now)
-    return status(tracker, sys.stdout, now=now, fmt=args.format, limit=limit)
+    tracker = feed_tracker(settings, now=now)
+    return status(tracker, sys.stdout, now=now, fmt=args.format, limit=limit, push=push_states(settings))
 
 
 def _print_summary(summary: RunSummary, out: TextIO) -> None:

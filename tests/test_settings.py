@@ -262,3 +262,38 @@ def test_a_bad_cluster_setting_is_refused(tmp_path, text, message):
     config.write_text(f"[cluster]\n{text}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(config)
+
+
+def test_websub_is_off_by_default_and_every_key_comes_from_the_environment_too(tmp_path):
+    path = _write(tmp_path, '[[feeds.feed]]\nurl = "https://a.example/rss"\nwebsub = "off"\n\n[[feeds.feed]]\nurl = "https://b.example/rss"\n')
+    assert load_settings(path, environ={}).websub.enabled is False
+    environ = {
+        "NEWS_MONITOR_WEBSUB_ENABLED": "true",
+        "NEWS_MONITOR_WEBSUB_CALLBACK_URL": "https://monitor.example.org/websub/",
+        "NEWS_MONITOR_WEBSUB_LISTEN": "0.0.0.0:8767",
+        "NEWS_MONITOR_WEBSUB_FALLBACK_INTERVAL": "1800",
+        "NEWS_MONITOR_WEBSUB_HUB_ALLOW": "10.0.0.0/8, hub.intranet",
+    }
+    settings = load_settings(path, environ=environ)
+    websub = settings.websub
+    assert (websub.enabled, websub.callback_url, websub.listen, websub.fallback_interval) == (
+        True, "https://monitor.example.org/websub/", "0.0.0.0:8767", 1800.0)
+    assert websub.hub_allow == ("10.0.0.0/8", "hub.intranet")
+    assert [feed.websub for feed in settings.configured_feeds()] == ["off", "auto"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[websub]\nenabled = true\n", r"\[websub\] callback_url = '' is not an http\(s\) base URL"),
+        ('[websub]\nenabled = true\ncallback_url = "ftp://x/"\n', r"callback_url = 'ftp://x/' is not an http\(s\) base URL"),
+        ('[websub]\nenabled = true\ncallback_url = "https://x/"\nlisten = "8767"\n', r"\[websub\] listen: '8767' has no port"),
+        ("[websub]\nfallback_interval = 0\n", r"\[websub\] fallback_interval must be at least 1 second"),
+        ("[websub]\nretry_initial = 10\nretry_max = 5\n", r"\[websub\] retry_max must be at least retry_initial"),
+        ('[websub]\nhub_allow = ["10.0.0.0/99"]\n', r"\[websub\] hub_allow entry '10.0.0.0/99'"),
+        ('[[feeds.feed]]\nurl = "https://a.example/rss"\nwebsub = "on"\n', r"websub must be one of auto, off, got 'on'"),
+    ],
+)
+def test_websub_values_are_checked(tmp_path, text, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(_write(tmp_path, text), environ={})

@@ -14,8 +14,9 @@ from monitor.feeds.health import FeedHealthTracker, HealthPolicy
 from monitor.feeds.sources import configured_and_opml_feeds
 from monitor.model import Feed, SourceLocation
 from monitor.settings import Settings
+from monitor.websub.subscriber import describe
 
-__all__ = ["feed_tracker", "health_policy"]
+__all__ = ["feed_tracker", "health_policy", "push_states"]
 
 
 def health_policy(settings: Settings) -> HealthPolicy:
@@ -48,3 +49,19 @@ def feed_tracker(settings: Settings, *, now: float | None = None) -> FeedHealthT
     tracker.load_all(states)
     tracker.sweep(now)
     return tracker
+
+
+def push_states(settings: Settings) -> dict[str, dict[str, object]] | None:
+    """Each feed's WebSub push state from the store (:func:`monitor.websub.subscriber.describe`),
+    when ``[websub]`` is on or subscriptions are stored; None otherwise (no push columns)."""
+    path = settings.state_dir / Store.FILENAME
+    if not path.exists():
+        return None
+    store = Store(settings.state_dir)
+    try:
+        subscriptions = store.subscriptions()
+    finally:
+        store.close()
+    if not subscriptions and not settings.websub.enabled:
+        return None
+    return {subscription.feed_url: describe(subscription) for subscription in subscriptions}

@@ -9,6 +9,12 @@ that went quiet since the daemon last looked shows as stale here too.
 On a terminal the table is drawn with ``rich``; otherwise it is plain aligned text, one
 feed per line, for ``grep`` and ``awk``; ``--json`` gives one JSON object per feed.
 
+With WebSub (``[websub]`` on, or subscriptions stored) each feed also shows its push
+state (none, pending, active, denied, failing, unsubscribing), until when an active
+subscription runs and its last push: columns ``push``, ``push until`` and ``last push``
+(plain: after the feed url, before the last error), keys ``push``, ``push_until`` and
+``last_push`` in JSON.
+
 It shows the first :data:`~monitor.feeds.health.PAGE_ROWS` feeds (``--limit N``; ``--all``
 for every one) in the status page's order: worst health first, then the most recent new
 item. A summary line comes first: the counts by health and how many feeds are shown, on
@@ -20,7 +26,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -40,10 +46,14 @@ __all__ = ["render_json", "render_plain", "render_rich", "status", "summary_line
 
 COLUMNS = ("feed", "health", "last success", "last error", "items", "polls", "next poll")
 #: The plain format's column order: the spaceless columns first, the last error last.
-_PLAIN_ORDER = ("health", "last success", "items", "polls", "next poll", "owner", "feed", "last error")
+_PLAIN_ORDER = ("health", "last success", "items", "polls", "next poll", "owner", "feed", "push", "push until", "last push", "last error")
+PUSH_COLUMNS = ("push", "push until", "last push")
 
 #: Feed url -> the instance that polls it (``status --cluster``), or None for one process.
 Owners = Mapping[str, str] | None
+#: Feed url -> its push state (:func:`monitor.websub.registry.describe`), or None without WebSub.
+Push = Mapping[str, Mapping[str, Any]] | None
+_NO_PUSH: Mapping[str, Any] = {"state": "none", "until": None, "last_push": None}
 
 
 def _ago(moment: float | None, now: float) -> str:
@@ -54,7 +64,9 @@ def _iso(moment: float | None, _now: float) -> str:
     return "never" if moment is None else utc_iso(moment)
 
 
-def _cells(row: FeedRow, now: float, when: Callable[[float | None, float], str] = _ago, owners: Owners = None) -> tuple[str, ...]:
+def _cells(
+    row: FeedRow, now: float, when: Callable[[float | None, float], str] = _ago, owners: Owners = None, push: Push = None
+) -> tuple[str, ...]:
     error = ""
     if row.last_error:
         error = f"{when(row.last_error_at, now)}: {' '.join(scrub(row.last_error).split())[:200]}"
@@ -68,33 +80,39 @@ def _cells(row: FeedRow, now: float, when: Callable[[float | None, float], str] 
         str(row.polls),
         when(row.next_poll, now) if row.next_poll is not None else "-",
     )
-    if owners is None:
-        return cells
-    return (cells[0], _owner(row, owners), *cells[1:])
+    if owners is not None:
+        cells = (cells[0], _owner(row, owners), *cells[1:])
+    if push is not None:
+        shown = push.get(row.url, _NO_PUSH)
+        cells += (str(shown["state"]), when(shown["until"], now) if shown["until"] else "-", when(shown["last_push"], now))
+    return cells
 
 
 def _owner(row: FeedRow, owners: Mapping[str, str]) -> str:
     return " ".join(owners.get(row.url, "").split()) or "-"
 
 
-def _columns(owners: Owners) -> tuple[str, ...]:
-    return COLUMNS if owners is None else (COLUMNS[0], "owner", *COLUMNS[1:])
+def _columns(owners: Owners, push: Push = None) -> tuple[str, ...]:
+    columns = COLUMNS if owners is None else (COLUMNS[0], "owner", *COLUMNS[1:])
+    return columns if push is None else columns + PUSH_COLUMNS
 
 
-def render_plain(rows: list[FeedRow], out: TextIO, *, now: float, owners: Owners = None) -> None:
+def render_plain(rows: list[FeedRow], out: TextIO, *, now: float, owners: Owners = None, push: Push = None) -> None:
     """Aligned columns, one feed per line, times in UTC ISO 8601, every column but the last
     (the last error, the longest) free of spaces, so ``awk`` can split them (the owner,
     with ``owners``, comes before the feed)."""
-    columns = _columns(owners)
+    columns = _columns(owners, push)
     order = tuple(columns.index(name) for name in _PLAIN_ORDER if name in columns)
     table = [tuple(columns[i].upper().replace(" ", "_") for i in order)]
-    table += [tuple(cells[i] for i in order) for cells in (_cells(row, now, _iso, owners) for row in rows)]
+    table += [tuple(cells[i] for i in order) for cells in (_cells(row, now, _iso, owners, push) for row in rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(order) - 1)]
     for line in table:
         out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + "  " + line[-1] + "\n")
 
 
-def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = "", owners: Owners = None) -> None:
+def render_rich(
+    rows: list[FeedRow], out: TextIO, *, now: float, summary: str = "", owners: Owners = None, push: Push = None
+) -> None:
     """A coloured table for a terminal, under the ``summary`` line."""
     from rich.console import Console
     from rich.table import Table
@@ -102,12 +120,12 @@ def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = 
 
     colours = {"ok": "green", "stale": "yellow", "failing": "red", "disabled": "red"}
     table = Table(title="news-monitor feeds", header_style="bold")
-    columns = _columns(owners)
+    columns = _columns(owners, push)
     for name in columns:
         table.add_column(name, overflow="fold", justify="right" if name in {"items", "polls"} else "left")
     health = columns.index("health")
     for row in rows:
-        cells = [Text(cell) for cell in _cells(row, now, owners=owners)]
+        cells = [Text(cell) for cell in _cells(row, now, owners=owners, push=push)]
         cells[health].stylize(colours.get(row.health, ""))
         if row.reason:
             cells[health].append(f"\n{scrub(row.reason)}", style="dim")
@@ -118,13 +136,17 @@ def render_rich(rows: list[FeedRow], out: TextIO, *, now: float, summary: str = 
     console.print(table)
 
 
-def render_json(rows: list[FeedRow], out: TextIO, owners: Owners = None) -> None:
+def render_json(rows: list[FeedRow], out: TextIO, owners: Owners = None, push: Push = None) -> None:
     """One JSON object per feed (url and last error masked, as everywhere); with
-    ``owners``, its ``owner`` too (null when no poller has written its state)."""
+    ``owners``, its ``owner`` too (null when no poller has written its state); with
+    ``push``, its ``push``, ``push_until`` and ``last_push``."""
     for row in rows:
         fields = asdict(row)
         if owners is not None:
             fields["owner"] = owners.get(row.url) or None
+        if push is not None:
+            shown = push.get(row.url, _NO_PUSH)
+            fields.update(push=shown["state"], push_until=shown["until"], last_push=shown["last_push"])
         fields["url"] = mask_url(row.url)
         fields["reason"] = scrub(row.reason)
         if row.last_error:
@@ -151,19 +173,21 @@ def status(
     limit: int | None = PAGE_ROWS,
     err: TextIO | None = None,
     owners: Owners = None,
+    push: Push = None,
 ) -> int:
     """Print the summary and the first ``limit`` feeds (None: every feed), worst first; 0 when
     every feed is ok, 1 when any is not, shown or not (usable as a check). ``owners``
-    (feed url -> the poller that polls it) adds an owner column (``status --cluster``)."""
+    (feed url -> the poller that polls it) adds an owner column (``status --cluster``),
+    ``push`` (feed url -> its WebSub push state) the push columns."""
     page = tracker.page(FeedQuery(limit=limit))
     counts = tracker.counts()
     summary = summary_line(counts, page)
     if fmt == "table" or (fmt == "auto" and out.isatty()):
-        render_rich(page.rows, out, now=now, summary=summary, owners=owners)
+        render_rich(page.rows, out, now=now, summary=summary, owners=owners, push=push)
     else:
         (err or sys.stderr).write(summary + "\n")
         if fmt == "json":
-            render_json(page.rows, out, owners)
+            render_json(page.rows, out, owners, push)
         else:
-            render_plain(page.rows, out, now=now, owners=owners)
+            render_plain(page.rows, out, now=now, owners=owners, push=push)
     return 0 if counts[OK] == page.total else 1

@@ -112,6 +112,7 @@ def test_opml_feeds_join_the_config_feeds_without_duplicates(tmp_path):
         ('<outline xmlUrl="https://a.example/rss" enabled=""/>', "enabled='' is not true or false"),
         ('<outline xmlUrl="https://a.example/rss" fulltext="2"/>', "fulltext='2' is not true or false"),
         ('<outline xmlUrl="feed://a.example/rss"/>', "has the scheme 'feed'"),
+        ('<outline xmlUrl="https://a.example/rss" websub="no"/>', "websub='no' is not one of auto, off"),
     ],
 )
 def test_bad_attributes_are_errors_with_file_and_line(tmp_path, outline, problem):
@@ -210,3 +211,12 @@ def test_opml_interval_is_a_decimal_number_of_seconds(tmp_path, value, seconds):
     text = f'<?xml version="1.0"?><opml version="2.0"><body><outline xmlUrl="https://a.example/rss" interval="{value}"/></body></opml>'
     [feed] = feeds_from_opml(_write(tmp_path, text), 300.0)
     assert feed.interval == seconds
+
+
+def test_websub_attribute(tmp_path):
+    text = (
+        '<?xml version="1.0"?>\n<opml version="2.0"><body><outline xmlUrl="https://a.example/rss" websub=" OFF "/>'
+        '<outline xmlUrl="https://b.example/rss" websub="auto"/><outline xmlUrl="https://c.example/rss"/></body></opml>\n'
+    )
+    feeds = feeds_from_opml(_write(tmp_path, text), 300.0)
+    assert [feed.websub for feed in feeds] == ["off", "auto", "auto"]

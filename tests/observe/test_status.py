@@ -120,3 +120,27 @@ def test_status_of_healthy_feeds_exits_0_with_its_summary(tmp_path):
     result = _status(_store_with_feeds(tmp_path, ok=3, failing=0))
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 4
     assert result.stderr == "3 feeds: 3 ok\n"
+
+
+def test_status_shows_each_feeds_push_state_when_subscriptions_are_stored(tmp_path):
+    from monitor.websub import Subscription
+
+    config = _store_with_feeds(tmp_path, ok=2, failing=0)
+    plain_before = _status(config).stdout.splitlines()[0]
+    assert "PUSH" not in plain_before, "no push columns without WebSub"
+    until = time.time() + 86400
+    store = Store(tmp_path / "state")
+    store.save_subscription(Subscription("https://ok.example/0000.xml", "https://hub.example/", "https://ok.example/0000.xml",
+                                         "tok", "secret", "https://m.example/websub/tok", state="active", expires_at=until,
+                                         last_push_at=time.time() - 60, pushes=3).row())
+    store.close()
+    plain = _status(config)
+    header, *lines = plain.stdout.splitlines()
+    assert header.split() == ["HEALTH", "LAST_SUCCESS", "ITEMS", "POLLS", "NEXT_POLL", "FEED", "PUSH", "PUSH_UNTIL", "LAST_PUSH",
+                              "LAST_ERROR"]
+    by_url = {line.split()[5]: line.split()[6:9] for line in lines}
+    assert by_url["https://ok.example/0000.xml"][0] == "active" and by_url["https://ok.example/0000.xml"][1].startswith("20")
+    assert by_url["https://ok.example/0001.xml"] == ["none", "-", "never"]
+    rows = {row["url"]: row for row in map(orjson.loads, _status(config, "--format", "json").stdout.splitlines())}
+    assert rows["https://ok.example/0000.xml"]["push"] == "active" and rows["https://ok.example/0000.xml"]["push_until"] == until
+    assert "secret" not in plain.stdout and "tok" not in plain.stdout, "neither the secret nor the callback token is shown"
