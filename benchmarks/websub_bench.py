@@ -45,9 +45,9 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitor.settings import load_settings  # noqa: E402
-from monitor.worker import Monitor  # noqa: E402
-from tests.websub.hub import Hub  # noqa: E402
+from monitor.settings import load_settings
+from monitor.worker import Monitor
+from tests.websub.hub import Hub
 
 RULES = Path(__file__).resolve().parents[1] / "rules"
 TEXT = "The European Union agreed new sanctions against Russia on Friday, targeting oil exports and banks, item {n}."

@@ -18,7 +18,7 @@ async def hub():
         await hub.stop()
 
 
-START_OPTIONS = ("rate_limit", "max_bytes", "port")
+START_OPTIONS = ("rate_limit", "max_bytes", "port", "queue_size")
 
 
 @pytest.fixture

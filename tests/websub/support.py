@@ -22,12 +22,17 @@ class Parts:
         self.options = {"lease_seconds": 3600.0, "fallback_interval": 60.0, "retry_initial": 0.2, "retry_max": 1.0, **options}
         self.pushed: list[tuple[str, bytes]] = []
         self.changes: list[tuple[str, bool]] = []
+        #: Cleared, pushes wait in the pipeline (to fill the queue).
+        self.flowing = asyncio.Event()
+        self.flowing.set()
 
-    async def start(self, feeds: list[Feed], *, rate_limit: float = 1000.0, max_bytes: int = 1 << 20, port: int = 0) -> Parts:
+    async def start(
+        self, feeds: list[Feed], *, rate_limit: float = 1000.0, max_bytes: int = 1 << 20, port: int = 0, queue_size: int = 10
+    ) -> Parts:
         self.store = AsyncStore.open(self.tmp_path / "state")
         self.hub_client = HttpHubClient(allow=("127.0.0.1",), timeout=5.0)
         # The listener comes first: its port is in the callback URL.
-        self.inbox = PushInbox(None, self._deliver, queue_size=10)  # type: ignore[arg-type]
+        self.inbox = PushInbox(None, self._deliver, queue_size=queue_size)  # type: ignore[arg-type]
         self.server = CallbackServer(self.inbox, f"127.0.0.1:{port}", max_bytes=max_bytes, read_timeout=2.0, rate_limit=rate_limit,
                                      feed_rate_limit=rate_limit)  # fmt: skip
         await self.server.start()
@@ -42,6 +47,7 @@ class Parts:
         return self
 
     async def _deliver(self, feed: Feed, body: bytes, _content_type: str | None, _received: float) -> None:
+        await self.flowing.wait()
         self.pushed.append((feed.url, body))
 
     async def stop(self) -> None:

@@ -81,3 +81,14 @@ async def test_the_hub_may_sign_with_any_method_the_spec_lists(hub, running, met
     parts, _sub = await subscribed(hub, running)
     assert await hub.publish(TOPIC, b"<rss/>") == [202]
     await until(lambda: bool(parts.pushed), what="the push delivered")
+
+
+async def test_a_full_push_queue_answers_503_and_the_hub_can_deliver_later(hub, running):
+    parts, _sub = await subscribed(hub, running, queue_size=1)
+    parts.flowing.clear()
+    # Four workers each hold one push, one waits in the queue: the sixth finds it full.
+    statuses = [status for _ in range(6) for status in await hub.publish(TOPIC, b"<rss/>")]
+    assert statuses == [202] * 5 + [503], statuses
+    parts.flowing.set()
+    await until(lambda: len(parts.pushed) == 5, what="the queued pushes delivered")
+    assert await hub.publish(TOPIC, b"<rss/>") == [202]

@@ -8,10 +8,13 @@ interval and the next item still alerts.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import pytest
 
+from monitor.adapters.web import render_status_page
+from monitor.worker import Monitor
 from tests.support import Running, make_settings, read_alerts, rss, until
 
 pytestmark = pytest.mark.integration
@@ -88,8 +91,11 @@ async def test_push_alerts_forgery_does_not_and_fallback_polling_catches_up(brok
         assert 'news_monitor_websub_subscriptions{state="active"} 1.0' in text
         assert 'news_monitor_websub_signature_failures_total{kind="bad"} 1.0' in text
         assert "news_monitor_websub_push_to_alert_seconds_count 1.0" in text
-        shown = monitor.observer.status.snapshot().extra["websub"]["feeds"]
+        snapshot = monitor.observer.status.snapshot()
+        shown = snapshot.extra["websub"]["feeds"]
         assert [(row["url"], row["state"], row["pushes"]) for row in shown] == [(feed, "active", 2)]
+        page = render_status_page(snapshot)
+        assert f'data-url="{feed}" data-push="active"' in page and "Push (WebSub)" in page
 
         # The feed now lists the pushed item too: the fallback poll finds it seen.
         body["rss"] = rss(items + pushed)
@@ -104,3 +110,30 @@ async def test_push_alerts_forgery_does_not_and_fallback_polling_catches_up(brok
         alerts = await read_alerts(broker.bootstrap_servers, [feed], expect=2, topics=TOPICS)
     guids = sorted(a["article"]["url"] for a in alerts)
     assert guids == ["https://news.example/polled-1", "https://news.example/pushed-1"], "each item alerted once, whether pushed, polled or both"
+
+
+async def test_a_feed_polled_before_websub_was_on_is_fetched_whole_once_to_find_its_hub(broker, server, hub, tmp_path):
+    etag = '"v1"'
+    feed = server.url("/etag.rss")
+    links = f'<{hub.url("/hub")}>; rel="hub"'
+
+    async def handler(request):
+        from aiohttp import web
+
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag, "Link": links})
+        headers = {"Content-Type": "application/rss+xml", "ETag": etag, "Link": links}
+        return web.Response(body=rss([("q", "Quiet", QUIET)]), headers=headers)
+
+    server.handlers["/etag.rss"] = handler
+    port = free_port()
+    settings = websub_settings(tmp_path, broker, [feed], port)
+    # A run without WebSub leaves the ETag behind: from then on the server answers 304,
+    # and hub links are read from answers with a body.
+    await Monitor(dataclasses.replace(settings, websub=dataclasses.replace(settings.websub, enabled=False))).run(once=True, handle_signals=False)
+    assert "If-None-Match" not in server.of("/etag.rss")[0].headers
+    async with Running(settings) as monitor:
+        await until(lambda: (s := subscription(monitor, feed)) is not None and s.state == "active", what="an active subscription")
+    first_of_run = server.of("/etag.rss")[1]
+    assert "If-None-Match" not in first_of_run.headers, "the first poll of the run asks for the whole body"
+    assert hub.requests[0].form["hub.topic"] == feed, "no self link: the feed is its own topic"
