@@ -28,6 +28,8 @@ async def subscribed(hub, running, **options):
     parts = await running(**options)
     parts.subscriber.links_found(Feed(TOPIC), PushLinks((hub.url("/hub"),), TOPIC))
     await until(lambda: (s := parts.sub()) is not None and s.state == "active", what="an active subscription")
+    # The hub records it once it has read our answer: a moment after we did.
+    await until(lambda: bool(hub.active(TOPIC)), what="the hub's subscription")
     return parts, parts.sub()
 
 

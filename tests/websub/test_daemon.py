@@ -70,7 +70,7 @@ async def test_push_alerts_forgery_does_not_and_fallback_polling_catches_up(brok
     settings = websub_settings(tmp_path, broker, [feed], port, fallback_interval=1.5)
     async with Running(settings) as monitor:
         await until(lambda: (s := subscription(monitor, feed)) is not None and s.state == "active", what="an active subscription")
-        assert hub.active(feed), "the hub holds a verified subscription"
+        await until(lambda: bool(hub.active(feed)), what="the hub's verified subscription")
         request = hub.requests[0].form
         assert request["hub.mode"] == "subscribe" and request["hub.topic"] == feed
         assert request["hub.callback"].startswith(f"http://127.0.0.1:{port}/websub/") and len(request["hub.secret"]) >= 32
