@@ -222,7 +222,7 @@ class Pipeline:
         report = _report(feed, state, None, parsed.feed, admission, now)
         report.status = "push"
         report.elapsed = time.monotonic() - started
-        _log_poll(feed, report, admission, event="feed.push.ok")
+        _log_poll(feed, report, admission, pushed=True)
         return report
 
     def _quiet(self, feed: Feed, state: FeedState, result: FetchResult, current_url: str | None, now: float, status: str) -> PollReport:
@@ -335,17 +335,20 @@ def _report(feed: Feed, state: FeedState, max_age: float | None, parsed: ParsedF
     )
 
 
-def _log_poll(feed: Feed, report: PollReport, admission: Admission, event: str = "feed.poll.ok") -> None:
-    log.info(
-        event,
-        feed_url=feed.url,
-        entries=report.articles,
-        new=report.new,
-        updated=report.updated,
-        duplicates=report.duplicates,
-        alerts=len(report.alerts),
-        story_copies=admission.story_copies,
-    )
+def _log_poll(feed: Feed, report: PollReport, admission: Admission, *, pushed: bool = False) -> None:
+    fields = {
+        "feed_url": feed.url,
+        "entries": report.articles,
+        "new": report.new,
+        "updated": report.updated,
+        "duplicates": report.duplicates,
+        "alerts": len(report.alerts),
+        "story_copies": admission.story_copies,
+    }
+    if pushed:
+        log.info("feed.push.ok", **fields)
+    else:
+        log.info("feed.poll.ok", **fields)
     for alert in admission.alerts:
         log.info(
             "alert.created",
