@@ -125,8 +125,9 @@ class Monitor:
             )
             if self.parts.websub is not None:
                 # Subscribed feeds are polled at the fallback interval, and as usual again once not.
-                self.poller.push_interval = self.parts.websub.subscriber.push_interval
-                self.parts.websub.subscriber.listeners.append(self.poller.push_changed)
+                registry = self.parts.websub.subscriber.registry
+                self.poller.push_interval = registry.push_interval
+                registry.listeners.append(self.poller.push_changed)
             log.info(
                 "monitor.started",
                 feeds=len(self.feeds),

@@ -38,8 +38,8 @@ from monitor.errors import FeedError
 from monitor.fetch import FeedTimeout, retry_after_seconds
 from monitor.log import get_logger
 from monitor.settings import parse_address
+from monitor.websub.inbox import PushInbox
 from monitor.websub.ratelimit import Buckets, TokenBucket
-from monitor.websub.subscriber import PushInbox
 from monitor.websub.subscriptions import HubAnswer
 
 __all__ = ["CallbackServer", "HttpHubClient"]

@@ -14,7 +14,7 @@ from monitor.feeds.health import FeedHealthTracker, HealthPolicy
 from monitor.feeds.sources import configured_and_opml_feeds
 from monitor.model import Feed, SourceLocation
 from monitor.settings import Settings
-from monitor.websub.subscriber import describe
+from monitor.websub.registry import describe
 
 __all__ = ["feed_tracker", "health_policy", "push_states"]
 
@@ -52,7 +52,7 @@ def feed_tracker(settings: Settings, *, now: float | None = None) -> FeedHealthT
 
 
 def push_states(settings: Settings) -> dict[str, dict[str, object]] | None:
-    """Each feed's WebSub push state from the store (:func:`monitor.websub.subscriber.describe`),
+    """Each feed's WebSub push state from the store (:func:`monitor.websub.registry.describe`),
     when ``[websub]`` is on or subscriptions are stored; None otherwise (no push columns)."""
     path = settings.state_dir / Store.FILENAME
     if not path.exists():

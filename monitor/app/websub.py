@@ -16,7 +16,7 @@ from monitor.model import Feed
 from monitor.observe.observer import Observer
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings
-from monitor.websub.subscriber import PushInbox, Subscriber
+from monitor.websub import PushInbox, Subscriber
 
 __all__ = ["WebSub", "start_websub"]
 

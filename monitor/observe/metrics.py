@@ -298,7 +298,7 @@ def _websub_families(metrics: Metrics) -> Iterator[Any]:
         "Feeds by WebSub push state (none, pending, active, denied, failing, unsubscribing).",
         labels=["state"],
     )
-    for state, count in inbox.subscriber.counts().items():
+    for state, count in inbox.registry.counts().items():
         states.add_metric([state], count)
     yield states
     outcomes = inbox.stats.outcomes

@@ -126,9 +126,9 @@ class StatusView:
         inbox = self.wiring.websub
         if inbox is not None:
             extra["websub"] = {
-                "subscriptions": dict(inbox.subscriber.counts()),
+                "subscriptions": dict(inbox.registry.counts()),
                 "callbacks": dict(inbox.stats.outcomes),
-                "feeds": [{"url": row.url, **inbox.subscriber.describe(row.url)} for row in page.rows],
+                "feeds": [{"url": row.url, **inbox.registry.describe(row.url)} for row in page.rows],
             }
         return StatusSnapshot(
             extra=extra,

@@ -16,7 +16,7 @@ from monitor.feeds.state import FeedState
 from monitor.model import Record, Rule
 
 if TYPE_CHECKING:
-    from monitor.websub.subscriber import PushInbox
+    from monitor.websub.inbox import PushInbox
 
 __all__ = ["DeliveryView", "RoleMetric", "RoleView", "RuleSetView", "RulesView", "SignalsView", "StoreView", "Wiring"]
 

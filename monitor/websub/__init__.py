@@ -15,8 +15,12 @@ Modules:
     the :class:`Subscription` record, its states, and the Protocols of the store that keeps
     them (:class:`SubscriptionStore`) and of the client that talks to hubs (:class:`HubClient`).
 ``subscriber``
-    :class:`Subscriber`: subscribe, verify, renew, unsubscribe, back-off; pushes checked
-    and handed to the pipeline.
+    :class:`Subscriber`: subscribe, verify, renew, unsubscribe, back-off.
+``registry``
+    :class:`Registry`: the subscriptions by feed and by token, what the poller and the
+    status read of them (push interval, counts, each feed's push state).
+``inbox``
+    :class:`PushInbox`: pushes checked (token, signature), queued and handed to the pipeline.
 ``ratelimit``
     token buckets for the callback listener.
 
@@ -25,15 +29,19 @@ Core: no network library; the listener and the hub client are adapters
 """
 
 from monitor.websub.discovery import PushLinks, discover, parse_link_header
+from monitor.websub.inbox import PushInbox, PushVerdict
+from monitor.websub.registry import Registry
 from monitor.websub.signature import check_signature
-from monitor.websub.subscriber import PushVerdict, Subscriber
+from monitor.websub.subscriber import Subscriber
 from monitor.websub.subscriptions import HubAnswer, HubClient, Subscription, SubscriptionStore
 
 __all__ = [
     "HubAnswer",
     "HubClient",
+    "PushInbox",
     "PushLinks",
     "PushVerdict",
+    "Registry",
     "Subscriber",
     "Subscription",
     "SubscriptionStore",

@@ -8,8 +8,7 @@ from pathlib import Path
 from monitor.adapters.store import AsyncStore
 from monitor.adapters.websub import CallbackServer, HttpHubClient
 from monitor.model import Feed
-from monitor.websub import Subscriber, Subscription
-from monitor.websub.subscriber import PushInbox
+from monitor.websub import PushInbox, Subscriber, Subscription
 
 TOPIC = "http://127.0.0.1:9/feed.rss"
 
@@ -31,16 +30,15 @@ class Parts:
     ) -> Parts:
         self.store = AsyncStore.open(self.tmp_path / "state")
         self.hub_client = HttpHubClient(allow=("127.0.0.1",), timeout=5.0)
-        # The listener comes first: its port is in the callback URL.
-        self.inbox = PushInbox(None, self._deliver, queue_size=queue_size)  # type: ignore[arg-type]
+        self.subscriber = Subscriber(store=self.store, hub=self.hub_client, callback_base="http://127.0.0.1/", **self.options)
+        self.subscriber.registry.listeners.append(lambda url, active: self.changes.append((url, active)))
+        self.inbox = PushInbox(self.subscriber, self._deliver, queue_size=queue_size)
         self.server = CallbackServer(self.inbox, f"127.0.0.1:{port}", max_bytes=max_bytes, read_timeout=2.0, rate_limit=rate_limit,
                                      feed_rate_limit=rate_limit)  # fmt: skip
         await self.server.start()
         assert self.server.address is not None
-        self.base = f"http://127.0.0.1:{self.server.address[1]}/websub/"
-        self.subscriber = Subscriber(store=self.store, hub=self.hub_client, callback_base=self.base, **self.options)
-        self.subscriber.listeners.append(lambda url, active: self.changes.append((url, active)))
-        self.inbox.subscriber = self.subscriber
+        # The listener's port (any free one) is known now: the callback URL holds it.
+        self.base = self.subscriber.callback_base = f"http://127.0.0.1:{self.server.address[1]}/websub/"
         await self.subscriber.load(feeds)
         self.stopping = asyncio.Event()
         self.tasks = [asyncio.create_task(self.subscriber.run(self.stopping)), asyncio.create_task(self.inbox.run())]

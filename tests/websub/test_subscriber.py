@@ -78,7 +78,7 @@ async def test_renewal_comes_before_the_lease_ends_and_an_expired_lease_falls_ba
     await hub.stop()
     await until(lambda: (s := parts.sub()) is not None and s.state == "failing", timeout=6, what="the lapsed lease")
     assert parts.changes[-1] == (TOPIC, False), "the poller is told to poll as usual"
-    assert parts.subscriber.push_interval(TOPIC) is None
+    assert parts.subscriber.registry.push_interval(TOPIC) is None
 
 
 async def test_hub_errors_are_retried_with_back_off(hub, running):
