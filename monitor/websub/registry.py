@@ -34,6 +34,10 @@ class Registry:
         self.listeners: list[Callable[[str, bool], None]] = []
 
     def add(self, subscription: Subscription) -> None:
+        """Hold ``subscription``, in place of its feed's previous one (whose token is forgotten)."""
+        previous = self.by_feed.get(subscription.feed_url)
+        if previous is not None:
+            self._by_token.pop(previous.token, None)
         self.by_feed[subscription.feed_url] = subscription
         self._by_token[subscription.token] = subscription
 

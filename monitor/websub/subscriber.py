@@ -110,7 +110,9 @@ class Subscriber:
             if subscription.callback != callback and subscription.state != UNSUBSCRIBING:
                 # The public address changed: the hub must be told the new one.
                 subscription.callback, subscription.next_action_at = callback, now
-            if subscription.state == PENDING or (subscription.state == ACTIVE and (subscription.expires_at or 0) <= now):
+            lapsed = subscription.state == ACTIVE and (subscription.expires_at or 0) <= now
+            # No next action: its request was in flight when the last run stopped.
+            if subscription.next_action_at is None or subscription.state == PENDING or lapsed:
                 subscription.next_action_at = now
             self.registry.add(subscription)
         self.set_feeds(feeds)
@@ -169,6 +171,11 @@ class Subscriber:
             log.warning("websub.verify.refused", mode=mode, reason="unknown token or topic")
             return 404, ""
         now = self.clock()
+        if mode == "denied" and subscription.state == UNSUBSCRIBING:
+            # Not subscribed at the hub, and not wanted here: nothing left to undo.
+            self.registry.remove(subscription)
+            await self._forget(subscription)
+            return 200, ""
         if mode == "denied":
             reason = params.get("hub.reason", "")[:500]
             self.registry.set_state(subscription, DENIED, f"denied by the hub: {reason}" if reason else "denied by the hub")
@@ -181,7 +188,7 @@ class Subscriber:
             return 404, ""
         if mode == "unsubscribe":
             self.registry.remove(subscription)
-            await self._store.delete_subscription(subscription.feed_url)
+            await self._forget(subscription)
             log.info("websub.unsubscribed", feed_url=subscription.feed_url, hub=subscription.hub)
             return 200, challenge
         lease = _seconds(params.get("hub.lease_seconds")) or self.lease_seconds
@@ -253,10 +260,13 @@ class Subscriber:
             self._failed(subscription, mode, str(exc), None)
         finally:
             self._in_flight.discard(subscription.feed_url)
+        if mode == "subscribe" and subscription.state == UNSUBSCRIBING:
+            # The feed left while we asked: unsubscribe now.
+            subscription.next_action_at = self.clock()
         if self.registry.held(subscription):
             await self._save(subscription)
         elif mode == "unsubscribe":
-            await self._store.delete_subscription(subscription.feed_url)
+            await self._forget(subscription)
         self._wake.set()
 
     async def _post(self, subscription: Subscription, form: dict[str, str]) -> HubAnswer:
@@ -276,7 +286,7 @@ class Subscriber:
         subscription.attempts, subscription.last_error = 0, None
         if subscription.awaiting is None:
             return  # verified while we waited for the answer
-        if mode == "subscribe" and subscription.state != ACTIVE:
+        if mode == "subscribe" and subscription.state not in (ACTIVE, UNSUBSCRIBING):
             self.registry.set_state(subscription, PENDING, None)
         # The hub verifies later; should that never come, ask again then.
         subscription.next_action_at = self.clock() + self.retry_max
@@ -309,8 +319,14 @@ class Subscriber:
             return
         log.info("websub.unsubscribing", feed_url=subscription.feed_url, hub=subscription.hub, reason=why)
         self.registry.set_state(subscription, UNSUBSCRIBING, None)
-        subscription.attempts, subscription.next_action_at = 0, self.clock()
+        # A subscribe verification still on its way is refused from now on.
+        subscription.awaiting, subscription.attempts, subscription.next_action_at = None, 0, self.clock()
         self._wake.set()
+
+    async def _forget(self, subscription: Subscription) -> None:
+        """Delete ``subscription``'s row, unless a newer subscription of its feed holds it now."""
+        if subscription.feed_url not in self.subscriptions:
+            await self._store.delete_subscription(subscription.feed_url)
 
     async def _save(self, subscription: Subscription) -> None:
         subscription.updated_at = self.clock()

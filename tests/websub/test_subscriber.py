@@ -141,3 +141,93 @@ async def test_a_restart_asks_again_for_what_is_not_in_force(hub, running, tmp_p
     await until(lambda: len(hub.requests) == 3 and active(moved), what="a subscribe with the new callback")
     assert hub.requests[-1].form["hub.callback"].startswith(moved.base)
     assert hub.requests[-1].form["hub.callback"].endswith(row.token), "the token stays"
+
+
+# -- races, with an in-memory store and a hub that answers when told ------------------------
+
+
+class MemoryStore:
+    """The SubscriptionStore Protocol in a dict (rows, as the SQLite store keeps them)."""
+
+    def __init__(self, rows=()):
+        self.rows = {row[0]: row for row in rows}
+
+    async def load_subscriptions(self):
+        from monitor.websub import Subscription
+
+        return [Subscription(*row) for row in self.rows.values()]
+
+    async def save_subscription(self, subscription):
+        self.rows[subscription.feed_url] = subscription.row()
+
+    async def delete_subscription(self, feed_url):
+        self.rows.pop(feed_url, None)
+
+
+class HeldHub:
+    """A HubClient whose answers wait until the test releases them."""
+
+    def __init__(self):
+        self.forms = []
+        self.release = asyncio.Event()
+
+    async def post(self, url, form):
+        from monitor.websub import HubAnswer
+
+        self.forms.append(dict(form))
+        await self.release.wait()
+        return HubAnswer(202)
+
+
+async def drive(subscriber, condition, what):
+    """Run the subscriber's rounds until ``condition`` holds (its loop, stepped by the test)."""
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await subscriber.act_due()
+        await asyncio.sleep(0.01)
+
+
+def memory_subscriber(store, hub_client):
+    from monitor.websub import Subscriber
+
+    return Subscriber(store=store, hub=hub_client, callback_base="https://m.example/websub/", lease_seconds=3600.0,
+                      fallback_interval=60.0, retry_initial=1.0, retry_max=30.0)  # fmt: skip
+
+
+async def test_a_feed_removed_while_its_subscribe_is_in_flight_is_unsubscribed_not_left_pending():
+    store, held = MemoryStore(), HeldHub()
+    subscriber = memory_subscriber(store, held)
+    subscriber.set_feeds([Feed(TOPIC)])
+    subscriber.links_found(Feed(TOPIC), PushLinks(("https://hub.example/",), TOPIC))
+    await drive(subscriber, lambda: len(held.forms) == 1, "the subscribe request sent")
+    token = subscriber.subscriptions[TOPIC].token
+    subscriber.set_feeds([])
+    late = {"hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c", "hub.lease_seconds": "60"}
+    assert await subscriber.verify(token, late) == (404, ""), "a subscribe the feed no longer wants is refused"
+    held.release.set()
+    await drive(subscriber, lambda: len(held.forms) == 2, "the unsubscribe request, once the subscribe's answer came")
+    assert held.forms[1]["hub.mode"] == "unsubscribe" and subscriber.subscriptions[TOPIC].state == "unsubscribing"
+    await until(lambda: subscriber.subscriptions[TOPIC].awaiting == "unsubscribe", what="waiting for its verification")
+    answer = await subscriber.verify(token, {"hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "bye"})
+    assert answer == (200, "bye") and TOPIC not in subscriber.subscriptions and not store.rows
+    await subscriber.stop()
+
+
+async def test_a_restart_retries_what_was_in_flight_and_drops_a_denied_unsubscribe():
+    from monitor.websub import Subscription
+
+    stored = Subscription(TOPIC, "https://hub.example/", TOPIC, "tok", "sec", "https://m.example/websub/tok",
+                          state="failing", awaiting="subscribe", next_action_at=None)  # fmt: skip
+    held = HeldHub()
+    held.release.set()
+    store = MemoryStore([stored.row()])
+    subscriber = memory_subscriber(store, held)
+    await subscriber.load([Feed(TOPIC)])
+    await drive(subscriber, lambda: len(held.forms) == 1, "the request sent again")
+    # A removed feed whose hub then denies: nothing is left to undo, the row goes.
+    subscriber.set_feeds([])
+    answer = await subscriber.verify("tok", {"hub.mode": "denied", "hub.topic": TOPIC, "hub.reason": "gone"})
+    assert answer == (200, "") and TOPIC not in subscriber.subscriptions
+    await until(lambda: not store.rows, what="the row deleted")
+    await subscriber.stop()
