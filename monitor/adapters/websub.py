@@ -34,10 +34,10 @@ from aiohttp import web
 from yarl import URL
 
 from monitor.adapters.pages import AddressPolicy, BlockedAddress, PageFetcher
+from monitor.adapters.web import serve
 from monitor.errors import FeedError
 from monitor.fetch import FeedTimeout, retry_after_seconds
 from monitor.log import get_logger
-from monitor.settings import parse_address
 from monitor.websub.inbox import PushInbox
 from monitor.websub.ratelimit import Buckets, TokenBucket
 from monitor.websub.subscriptions import HubAnswer
@@ -73,16 +73,14 @@ class CallbackServer:
         self.address: tuple[str, int] | None = None
 
     async def start(self) -> CallbackServer:
+        """Bind and serve; :class:`ConfigError` naming the address when it cannot be bound."""
         app = web.Application(client_max_size=self.max_bytes)
         app.router.add_route("GET", "/{path:.*}", self._verify)
         app.router.add_route("POST", "/{path:.*}", self._push)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        host, port = parse_address(self.listen, port_zero=True)
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # aiohttp keeps the bound sockets here
-        self.address = tuple(sockets[0].getsockname()[:2]) if sockets else (host, port)
+        self._runner, self.address = await serve(
+            app, self.listen, setting="[websub] listen",
+            hint="choose a free port with [websub] listen (NEWS_MONITOR_WEBSUB_LISTEN), apart from [http] listen",
+        )
         log.info("websub.listening", listen=f"{self.address[0]}:{self.address[1]}")
         return self
 

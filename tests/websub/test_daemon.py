@@ -137,3 +137,16 @@ async def test_a_feed_polled_before_websub_was_on_is_fetched_whole_once_to_find_
     first_of_run = server.of("/etag.rss")[1]
     assert "If-None-Match" not in first_of_run.headers, "the first poll of the run asks for the whole body"
     assert hub.requests[0].form["hub.topic"] == feed, "no self link: the feed is its own topic"
+
+
+async def test_a_taken_callback_port_is_a_config_error_naming_the_setting(broker, tmp_path):
+    from monitor.errors import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = websub_settings(tmp_path, broker, ["https://example.org/feed.xml"], port)
+        with pytest.raises(ConfigError) as caught:
+            await Monitor(settings).run(handle_signals=False)
+    assert str(caught.value).startswith(f"[websub] listen: cannot listen on 127.0.0.1:{port}")
