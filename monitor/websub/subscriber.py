@@ -283,9 +283,9 @@ class Subscriber:
         raise FeedError(f"{subscription.hub}: more than {MAX_HUB_REDIRECTS} redirects", hint="the hub redirects in a loop")
 
     def _accepted(self, subscription: Subscription, mode: str) -> None:
-        subscription.attempts, subscription.last_error = 0, None
         if subscription.awaiting is None:
-            return  # verified while we waited for the answer
+            return  # verified (or denied, with its reason) while we waited for the answer
+        subscription.attempts, subscription.last_error = 0, None
         if mode == "subscribe" and subscription.state not in (ACTIVE, UNSUBSCRIBING):
             self.registry.set_state(subscription, PENDING, None)
         # The hub verifies later; should that never come, ask again then.

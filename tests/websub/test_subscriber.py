@@ -231,3 +231,24 @@ async def test_a_restart_retries_what_was_in_flight_and_drops_a_denied_unsubscri
     assert answer == (200, "") and TOPIC not in subscriber.subscriptions
     await until(lambda: not store.rows, what="the row deleted")
     await subscriber.stop()
+
+
+async def test_a_denial_that_comes_before_the_hubs_answer_keeps_its_reason():
+    class DenyingHub(HeldHub):
+        """Denies (through the subscriber) before it answers 202, as a quick hub can."""
+
+        async def post(self, url, form):
+            token = form["hub.callback"].rpartition("/")[2]
+            await subscriber.verify(token, {"hub.mode": "denied", "hub.topic": form["hub.topic"], "hub.reason": "no such topic"})
+            self.release.set()
+            return await super().post(url, form)
+
+    store = MemoryStore()
+    subscriber = memory_subscriber(store, DenyingHub())
+    subscriber.set_feeds([Feed(TOPIC)])
+    subscriber.links_found(Feed(TOPIC), PushLinks(("https://hub.example/",), TOPIC))
+    await drive(subscriber, lambda: store.rows.get(TOPIC, (None,) * 13)[12] is not None, "the denial stored")
+    await until(lambda: TOPIC not in subscriber._in_flight, what="the request's answer handled")
+    sub = subscriber.subscriptions[TOPIC]
+    assert sub.state == "denied" and sub.last_error == "denied by the hub: no such topic"
+    await subscriber.stop()
