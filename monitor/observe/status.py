@@ -70,7 +70,7 @@ def _cells(
     error = ""
     if row.last_error:
         error = f"{when(row.last_error_at, now)}: {' '.join(scrub(row.last_error).split())[:200]}"
-    cells = (
+    cells: tuple[str, ...] = (
         # A feed url may carry credentials (user:pw@, ?token=): shown masked.
         mask_url(row.url),
         row.health,
