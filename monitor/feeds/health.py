@@ -389,13 +389,18 @@ class FeedHealthTracker:
         wanted = {feed.url: feed for feed in feeds}
         for url in [url for url in self._entries if url not in wanted]:
             del self._entries[url]
+            del self._haystacks[url]
         for url, feed in wanted.items():
             entry = self._entries.get(url)
             if entry is None:
                 self._entries[url] = _Entry(feed, _HEALTHY, now, FeedState(url))
             else:
                 entry.feed = feed
+            self._haystacks[url] = f"{self.shown_url(url)}\x00{feed.name or ''}".casefold()
         self.feeds = list(feeds)
+        # Filed afresh when next read: the index and the url order held the old feeds only.
+        self._index = {}
+        self._urls = None
 
     def observe(self, state: FeedState, now: float) -> Transition | None:
         """Record a feed's state after a poll; the transition when its health changed."""

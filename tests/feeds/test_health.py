@@ -240,6 +240,20 @@ class TestPages:
         assert restarted.counts() == tracker.counts()
         assert [r.url for r in restarted.page(FeedQuery(limit=None)).rows] == [r.url for r in tracker.page(FeedQuery(limit=None)).rows]
 
+    def test_pages_follow_a_changed_feed_list(self):
+        """A reload (or a poller given other partitions) changes the feed list after pages
+        were read: added feeds with a stored state, and removed ones, are filed afresh."""
+        tracker = _mixed_tracker()
+        assert tracker.page().total == 46
+        added = Feed("https://new.example/rss", name="Newcomer")
+        kept = [feed for feed in tracker.feeds if "bad.example" not in feed.url]
+        tracker.set_feeds([*kept, added], NOW)
+        tracker.load(FeedState(added.url, polls=4, consecutive_errors=4, last_error="HTTP 500", health=FAILING))
+        _assert_index_matches_a_full_sort(tracker)
+        assert tracker.counts()[FAILING] == 1 and tracker.page().total == len(kept) + 1
+        assert [row.url for row in tracker.page(FeedQuery(text="newcomer")).rows] == [added.url]
+        assert tracker.page(FeedQuery(text="bad.example")).matched == 0
+
 
 def _assert_index_matches_a_full_sort(tracker: FeedHealthTracker) -> None:
     rows = tracker.rows()
