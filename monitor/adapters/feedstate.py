@@ -55,6 +55,8 @@ class KafkaFeedStateStore:
         self.partitions: dict[str, int] = {}
         #: States read by the last restore, until :meth:`FeedStates.load` took them.
         self._restored: dict[str, FeedState] = {}
+        #: Feeds whose restored state another instance wrote: written again, as ours, once polled from here.
+        self.taken_over: set[str] = set()
 
     async def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> list[str]:
         """Read ``partitions`` to their end; the urls whose state was found (their seen maps
@@ -76,6 +78,8 @@ class KafkaFeedStateStore:
         for url, restored in found.items():
             self._restored[url] = restored.state
             self.seen[url] = restored.seen
+            if restored.owner != self.owner:
+                self.taken_over.add(url)
         return list(found)
 
     def forget(self, urls: Iterable[str]) -> None:
@@ -84,6 +88,7 @@ class KafkaFeedStateStore:
             self.seen.pop(url, None)
             self.partitions.pop(url, None)
             self._restored.pop(url, None)
+            self.taken_over.discard(url)
 
     def take_restored(self) -> None:
         """Free the restored states once the cache has them."""

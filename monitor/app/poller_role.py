@@ -261,6 +261,17 @@ class PollerRole:
         states = self.poller.stored_states(added)
         self._honour_next_polls(states)
         self.observer.feeds_changed(wanted, states)
+        self._claim(states)
+
+    def _claim(self, states: list[FeedState]) -> None:
+        """Write the taken-over states again with this poller as the owner (``status
+        --cluster`` names it before the feed's next poll, which may be an interval away)."""
+        claimed = [state for state in states if state.url in self.store.taken_over]
+        for state in claimed:
+            self.store.taken_over.discard(state.url)
+            self.feed_states.put(state)
+        if claimed:
+            self.writer.poll_finished(None)
 
     def _honour_next_polls(self, states: Iterable[FeedState]) -> None:
         now, monotonic = time.time(), time.monotonic()

@@ -226,11 +226,13 @@ async def test_feeds_move_between_pollers_with_their_validators_and_seen_items(
     for n, path in enumerate(feeds.values()):
         feed_server.serve(path, rss([(f"{n}a", "first", "x")]), etag=f'"v{n}"')
     assert sorted(feed_partition(url, 2) for url in feeds) == [0, 1]
-    await write_feeds(first, *(Feed(url=url, interval=1.0) for url in feeds))
+    # Polled once an hour: after a move, only the new owner's claim names it as the owner.
+    hourly = feed_server.serve(f"/{tag}/hourly.xml", rss([("h1", "hourly", "h")]))
+    await write_feeds(first, *(Feed(url=url, interval=1.0) for url in feeds), Feed(url=hourly, interval=3600.0))
     joining = RunningPoller(second)
     try:
         async with RunningPoller(first) as a:
-            assert ids(await articles(first, 2)) == ["urn:t:0a", "urn:t:1a"]
+            assert ids(await articles(first, 3)) == ["urn:t:0a", "urn:t:1a", "urn:t:h1"]
             await until(lambda: all(feed_server.resources[path].hits >= 3 for path in feeds.values()), what="polls by the first")
             polls_by_a = min(a.feed_states.peek(url).polls for url in feeds)  # type: ignore[union-attr]
             b = await joining.__aenter__()
@@ -243,13 +245,13 @@ async def test_feeds_move_between_pollers_with_their_validators_and_seen_items(
         # The first poller left: the second takes its partition; that server now ignores conditional GET.
         feed_server.serve(feeds[stays], rss([("new", "new", "z"), (f"{list(feeds).index(stays)}a", "first", "x")]))
         await until(lambda: b.owned == {0, 1}, timeout=40, what="the second poller to own both partitions")
-        published = await articles(first, 3)
-        states = await feed_states(first, lambda s: all(s.get(url, {}).get("owner") == "poller-b" for url in feeds))
-        assert states[stays]["polls"] > polls_by_a
+        published = await articles(first, 4)
+        states = await feed_states(first, lambda s: all(s.get(url, {}).get("owner") == "poller-b" for url in [*feeds, hourly]))
+        assert {states[url]["owner"] for url in [*feeds, hourly]} == {"poller-b"} and states[stays]["polls"] > polls_by_a
     finally:
         await joining.__aexit__(None, None, None)
-    assert ids(published) == ["urn:t:0a", "urn:t:1a", "urn:t:new"]
-    assert len(await articles(first, 3)) == 3
+    assert ids(published) == ["urn:t:0a", "urn:t:1a", "urn:t:h1", "urn:t:new"]
+    assert len(await articles(first, 4)) == 4 and feed_server.resources[f"/{tag}/hourly.xml"].hits == 1
 
 
 async def test_a_broker_outage_loses_no_article(feed_server: FeedServer, tmp_path: Path) -> None:
