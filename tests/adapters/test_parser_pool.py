@@ -58,38 +58,52 @@ def busy_for(seconds: float) -> float:
 
 @pytest.fixture
 def pool():
-    running = ParserPool(workers=2, timeout=1.0)
+    # Workers are niced: on a machine busy with other work a parse of a few milliseconds
+    # can wait seconds for a core, which is not what these tests are about.
+    running = ParserPool(workers=2, timeout=10.0)
     try:
         yield running
     finally:
         running.close()
 
 
-async def test_runaway_parse_is_abandoned_naming_the_feed_while_another_succeeds(pool):
+@pytest.fixture
+def strict_pool():
+    """A 2 s limit, for the tests of what happens past it."""
+    running = ParserPool(workers=2, timeout=2.0)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+async def test_runaway_parse_is_abandoned_naming_the_feed_while_another_succeeds(strict_pool):
+    pool = strict_pool
     started = time.monotonic()
     big, small = await asyncio.gather(
-        pool.parse(huge_atom(), BIG_URL, "application/atom+xml"),
+        pool.parse(huge_atom(40_000), BIG_URL, "application/atom+xml"),
         pool.parse(SMALL, SMALL_URL, "application/rss+xml"),
         return_exceptions=True,
     )
     elapsed = time.monotonic() - started
 
     assert isinstance(big, FeedError), big
-    assert BIG_URL in str(big) and "longer than 1s" in str(big)
+    assert BIG_URL in str(big) and "longer than 2s" in str(big)
     assert isinstance(small, ParsedFeed) and [a.title for a in small.articles] == ["One", "Two"]
-    assert elapsed < 4.0, f"the runaway parse was waited for ({elapsed:.1f}s)"
+    assert elapsed < 10.0, f"the runaway parse was waited for ({elapsed:.1f}s)"
     assert pool.recycled == 1
     # The pool serves the next feed on fresh workers.
     again = await pool.parse(SMALL, SMALL_URL)
     assert len(again.articles) == 2
 
 
-async def test_a_task_running_when_the_pool_is_killed_is_retried_on_a_fresh_pool(pool, tmp_path):
+async def test_a_task_running_when_the_pool_is_killed_is_retried_on_a_fresh_pool(strict_pool, tmp_path):
+    pool = strict_pool
     gate = tmp_path / "gate"
-    runaway = asyncio.ensure_future(pool.parse(huge_atom(), BIG_URL))
+    runaway = asyncio.ensure_future(pool.parse(huge_atom(40_000), BIG_URL))
     # Half-way through the runaway's time, the innocent task starts on the other worker:
     # when the runaway is killed the innocent has used only half of its own time.
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)
     innocent = asyncio.ensure_future(pool.run(wait_for_file, str(gate), label="innocent", what="waiting in"))
     with pytest.raises(FeedError, match=r"big\.example"):
         await runaway
