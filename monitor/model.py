@@ -68,6 +68,10 @@ class Feed:
     expected_update_period: float | None = None
     #: ``auto``: subscribe to the feed's WebSub hub when it names one; ``off``: poll only.
     websub: str = "auto"
+    #: The language of the feed's articles (ISO 639-1), set by the operator: it overrides
+    #: what the feed declares and detection; "auto" ignores what the feed declares; None:
+    #: the feed's declaration, else detection (docs/languages.md).
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,9 @@ class Article:
     guid: str | None = None
     #: Which field held full article text fetched from the page, if any ("body").
     fulltext_field: str | None = None
+    #: The article's language (ISO 639-1): the feed's declared language, else detected
+    #: from its text; None when neither gave one (docs/languages.md).
+    lang: str | None = None
 
     def field_text(self, name: str) -> str:
         """Return the text of one of :data:`FIELDS`."""
@@ -212,6 +219,8 @@ class Alert:
     story_id: str | None = None
     #: The article's outlet: the registrable domain of its link, else of its feed (docs/signals.md).
     outlet: str | None = None
+    #: The article's language (ISO 639-1), when known.
+    lang: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

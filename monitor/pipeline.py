@@ -44,9 +44,11 @@ log = get_logger("pipeline")
 class Parser(Protocol):
     """The CPU pool (see :class:`monitor.adapters.parser_pool.ParserPool`)."""
 
-    async def parse(self, body: bytes, feed_url: str, content_type: str | None = None) -> ParsedFeed: ...
+    async def parse(self, body: bytes, feed_url: str, content_type: str | None = None, language: str | None = None) -> ParsedFeed: ...
 
-    async def parse_and_sign(self, body: bytes, feed_url: str, content_type: str | None, signer: Any) -> SignedFeed: ...
+    async def parse_and_sign(
+        self, body: bytes, feed_url: str, content_type: str | None, signer: Any, language: str | None = None
+    ) -> SignedFeed: ...
 
     async def run(self, function: Callable[..., Any], *args: Any, label: str, what: str = "processing") -> Any: ...
 
@@ -239,11 +241,11 @@ class Pipeline:
         """Parse a changed body in the CPU pool (signing its articles' stories there too)."""
         signatures: dict[int, bytes | None] = {}
         if self._stories is not None:
-            signed = await self._parser.parse_and_sign(body, feed.url, content_type, self._stories.signer)
+            signed = await self._parser.parse_and_sign(body, feed.url, content_type, self._stories.signer, feed.language)
             parsed = signed.parsed
             signatures = {id(article): sig for article, sig in zip(parsed.articles, signed.signatures)}
         else:
-            parsed = await self._parser.parse(body, feed.url, content_type)
+            parsed = await self._parser.parse(body, feed.url, content_type, feed.language)
         if parsed.warning:
             log.warning("feed.parse.malformed", feed_url=feed.url, reason=parsed.warning, entries=len(parsed.articles))
         if parsed.links_dropped:

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.errors import ConfigError
+from monitor.language import AUTO, feed_language_problem, language_tag
 from monitor.model import Feed, SourceLocation
 from monitor.redact import DEFAULT_SECRET_PARAMS
 
@@ -528,6 +529,16 @@ class _FeedTable:
             raise self.fail(f"{key} must be one of {', '.join(choices)}, got {value!r}", key, hint=f'{key} = "{choices[-1]}"')
         return str(value)
 
+    def language(self) -> str | None:
+        """The feed's ``language``: an ISO 639-1 code (from a tag such as ``fr-CA``) or ``auto``."""
+        value = self.text("language")
+        if value is None:
+            return None
+        problem = feed_language_problem(value)
+        if problem is not None:
+            raise self.fail(problem, "language", hint='language = "fr" (or "auto": detect, ignoring what the feed declares)')
+        return language_tag(value) or AUTO
+
     def headers(self) -> dict[str, str]:
         value = self.table.get("headers", {})
         example = 'headers = { Authorization = "Bearer ...", X-Client = "news-monitor" }'
@@ -567,6 +578,7 @@ def _feed_from_table(table: Any, index: int, settings: Settings, *, where: str |
         fulltext=check.flag("fulltext", False),
         expected_update_period=check.seconds("expected_update_period", None),
         websub=check.choice("websub", WEBSUB_MODES),
+        language=check.language(),
     )
 
 

@@ -132,13 +132,13 @@ class SignedFeed:
     signatures: list[bytes | None]
 
 
-def parse_and_sign(body: bytes, feed_url: str, content_type: str | None, signer: Signer) -> SignedFeed:
+def parse_and_sign(body: bytes, feed_url: str, content_type: str | None, signer: Signer, language: str | None = None) -> SignedFeed:
     """:func:`~monitor.parse.parse_feed`, then every article's story signature, in one worker task.
 
     Signing in the worker that already holds the articles costs no extra round trip and
     keeps shingling and MinHash off the event loop.
     """
-    parsed = parse_feed(body, feed_url, content_type)
+    parsed = parse_feed(body, feed_url, content_type, language)
     return SignedFeed(parsed, signer([story_text(article) for article in parsed.articles]))
 
 

@@ -124,6 +124,7 @@ def build_alert(
         ruleset_version=ruleset_version,
         mode=rule.mode,
         story_id=story_id,
+        lang=article.lang,
     )
 
 
@@ -154,6 +155,7 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
             "published": _iso(alert.published),
             "feed_url": alert.feed_url,
             "outlet": alert.outlet,
+            "lang": alert.lang,
         },
         "story_id": alert.story_id,
         **_evidence(alert.matches),
@@ -301,6 +303,7 @@ def article_to_dict(article: Article, observed_at: datetime) -> dict[str, Any]:
         "published": _iso(article.published),
         "content_hash": article.content_hash,
         "fulltext_field": article.fulltext_field,
+        "lang": article.lang,
         "observed_at": _iso(observed_at),
     }
 

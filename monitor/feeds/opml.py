@@ -17,6 +17,10 @@ are text, so each is parsed strictly; surrounding spaces are ignored):
 ``websub``
     ``off`` never to subscribe to the feed's WebSub hub; ``auto`` (the default) subscribes
     when ``[websub]`` is on and the feed names a hub (docs/websub.md).
+``language``
+    the language of the feed's articles, overriding what the feed declares: an ISO 639-1
+    code (``fr``; a tag such as ``fr-CA`` counts as its code), or ``auto`` to ignore the
+    feed's declaration and detect each article's language (docs/languages.md).
 ``headers``
     extra request headers as a JSON object of strings, e.g.
     ``headers='{"Authorization": "Bearer ..."}'`` (single-quoted in the XML so the
@@ -37,6 +41,7 @@ from pathlib import Path
 from lxml import etree
 
 from monitor.errors import ConfigError
+from monitor.language import AUTO, feed_language_problem, language_tag
 from monitor.model import Feed, SourceLocation
 from monitor.settings import WEBSUB_MODES, feed_location_problem, header_problem
 
@@ -95,6 +100,7 @@ def feeds_from_opml(path: Path, default_interval: float) -> list[Feed]:
                 headers=_headers(outline.get("headers"), location, about),
                 fulltext=_flag(outline, "fulltext", False, location, about),
                 websub=_websub(outline.get("websub"), location, about),
+                language=_language(outline.get("language"), location, about),
             )
         )
     return feeds
@@ -132,6 +138,15 @@ def _websub(value: str | None, location: SourceLocation, about: str) -> str:
     if mode not in WEBSUB_MODES:
         raise ConfigError(f"{about}: websub={value!r} is not one of {', '.join(WEBSUB_MODES)}", location=location, hint='websub="off"')
     return mode
+
+
+def _language(value: str | None, location: SourceLocation, about: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    problem = feed_language_problem(value)
+    if problem is not None:
+        raise ConfigError(f"{about}: {problem}", location=location, hint='language="fr", or language="auto" to detect')
+    return language_tag(value) or AUTO
 
 
 def _headers(value: str | None, location: SourceLocation, about: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Any
 
 from monitor.errors import FeedError
+from monitor.language import AUTO, language_tag
 from monitor.model import Article
 from monitor.parse._common import ParsedFeed, RawEntry, build_article, link_resolver, one_line
 from monitor.parse._fastrss import read_fast_rss
@@ -39,11 +40,15 @@ __all__ = ["ParsedFeed", "parse_feed"]
 _DOCTYPE_WARNING = "DOCTYPE entity declarations ignored (only short literal entities are expanded)"
 
 
-def parse_feed(body: bytes, feed_url: str, content_type: str | None = None) -> ParsedFeed:
+def parse_feed(body: bytes, feed_url: str, content_type: str | None = None, language: str | None = None) -> ParsedFeed:
     """Parse one fetched feed body into normalised Articles, in feed order.
 
     ``content_type`` is the HTTP ``Content-Type`` header (its charset is honoured for
-    XML). Returns a :class:`ParsedFeed`; when the feed was malformed but entries could
+    XML). ``language`` is the feed's configured language (:attr:`Feed.language`): an ISO
+    639-1 code gives every article that language; ``"auto"`` detects each article's
+    language, ignoring what the feed declares; None takes the language the entry or the
+    feed declares (Atom ``xml:lang``, RSS ``<language>``, JSON Feed ``language``), else
+    detects it. Returns a :class:`ParsedFeed`; when the feed was malformed but entries could
     still be read, they are returned and ``warning`` says what was wrong.
 
     Raises :class:`~monitor.errors.FeedError` naming ``feed_url`` when nothing usable
@@ -62,11 +67,11 @@ def parse_feed(body: bytes, feed_url: str, content_type: str | None = None) -> P
     if kind is BodyKind.HTML:
         raise _error(feed_url, "not a feed: got an HTML page", hint="is the feed URL right?")
     if kind is BodyKind.JSON:
-        return _parse_json(body, feed_url)
-    return _parse_xml(body, feed_url, content_type)
+        return _parse_json(body, feed_url, language)
+    return _parse_xml(body, feed_url, content_type, language=language)
 
 
-def _parse_xml(body: bytes, feed_url: str, content_type: str | None, *, fast: bool = True) -> ParsedFeed:
+def _parse_xml(body: bytes, feed_url: str, content_type: str | None, *, fast: bool = True, language: str | None = None) -> ParsedFeed:
     """XML feeds; ``fast=False`` skips the lxml fast path (the tests compare the two)."""
     try:
         data, defused = defuse_doctype(body)
@@ -86,7 +91,7 @@ def _parse_xml(body: bytes, feed_url: str, content_type: str | None, *, fast: bo
     if defused:
         warning = f"{warning}; {_DOCTYPE_WARNING}" if warning else _DOCTYPE_WARNING
     return ParsedFeed(
-        **_articles(result.entries, feed_url, result.site),
+        **_articles(result.entries, feed_url, result.site, _Languages(language, result.language)),
         title=_title(result.title),
         ttl=result.ttl,
         warning=warning,
@@ -94,27 +99,44 @@ def _parse_xml(body: bytes, feed_url: str, content_type: str | None, *, fast: bo
     )
 
 
-def _parse_json(body: bytes, feed_url: str) -> ParsedFeed:
+def _parse_json(body: bytes, feed_url: str, language: str | None = None) -> ParsedFeed:
     try:
         result = read_json_feed(body)
     except NotAJsonFeed as error:
         raise _error(feed_url, f"not a feed: {error}") from error
     return ParsedFeed(
-        **_articles(result.entries, feed_url, result.site),
+        **_articles(result.entries, feed_url, result.site, _Languages(language, result.language)),
         title=_title((result.title, False) if result.title else None),
         warning=result.warning,
         format=result.version,
     )
 
 
-def _articles(entries: list[RawEntry], feed_url: str, site: str | None) -> dict[str, Any]:
+class _Languages:
+    """Which language an entry is declared in: the configured one, else (unless that is
+    "auto") the entry's own, else the feed's; None: detect it."""
+
+    __slots__ = ("configured", "feed")
+
+    def __init__(self, configured: str | None, feed: str | None) -> None:
+        self.configured = configured
+        self.feed = None if configured == AUTO else language_tag(feed)
+
+    def of(self, entry: RawEntry) -> str | None:
+        if self.configured is not None:
+            return None if self.configured == AUTO else self.configured
+        return language_tag(entry.language) or self.feed
+
+
+def _articles(entries: list[RawEntry], feed_url: str, site: str | None, languages: _Languages | None = None) -> dict[str, Any]:
     """The articles, and the links dropped on the way (see :func:`build_article`)."""
     base = link_resolver(feed_url, site)
     dropped: Counter[str] = Counter()
     articles: list[Article] = []
     example = None
+    languages = languages or _Languages(None, None)
     for entry in entries:
-        article = build_article(entry, feed_url, base, dropped)
+        article = build_article(entry, feed_url, base, dropped, languages.of(entry))
         if example is None and article.url is None and entry.link and entry.link.strip():
             example = one_line(entry.link, 200)
         articles.append(article)

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from monitor.language import language_of
 from monitor.model import Article
 from monitor.parse.identity import article_id, article_link, http_base
 from monitor.parse.normalize import markup_to_text
@@ -49,6 +50,8 @@ class RawEntry:
     #: Every full-content value (``content:encoded``, Atom ``<content>``, ``content_html``).
     contents: list[MarkupText] = field(default_factory=list)
     published: datetime | None = None
+    #: The language the entry declares (Atom ``xml:lang`` in effect on it), as written.
+    language: str | None = None
 
 
 def link_resolver(feed_url: str, site: str | None) -> str:
@@ -58,12 +61,17 @@ def link_resolver(feed_url: str, site: str | None) -> str:
     return link_base(feed_url) or http_base(site)
 
 
-def build_article(raw: RawEntry, feed_url: str, base: str = "", dropped: Counter[str] | None = None) -> Article:
-    """Normalise one raw entry's text and give it its identity and its published link.
+def build_article(
+    raw: RawEntry, feed_url: str, base: str = "", dropped: Counter[str] | None = None, language: str | None = None
+) -> Article:
+    """Normalise one raw entry's text and give it its identity, its published link and
+    its language.
 
     Only an absolute http(s) link is published (:func:`monitor.parse.identity.article_link`,
     relative ones resolved against ``base``); a dropped one is counted in ``dropped`` by
-    reason, and still identifies the entry when it has no guid.
+    reason, and still identifies the entry when it has no guid. The language is
+    ``language`` (an ISO 639-1 code, what the operator or the feed declared) when given,
+    else detected from the text (:func:`monitor.language.language_of`).
     """
     title = markup_to_text(raw.title[0], is_html=raw.title[1])
     summary = markup_to_text(raw.summary[0], is_html=raw.summary[1])
@@ -88,6 +96,7 @@ def build_article(raw: RawEntry, feed_url: str, base: str = "", dropped: Counter
         url=url,
         published=raw.published,
         guid=guid,
+        lang=language_of(language, title, summary, body),
     )
 
 

@@ -9,7 +9,7 @@ The contract is "the same Articles feedparser would give, or None". :func:`read_
 claims a document only when it is sure of that, and returns None (not claimed: use
 feedparser) for anything unusual:
 
-* not well-formed XML, a DOCTYPE, ``xml:base``, an encoding other than UTF-8 (or
+* not well-formed XML, a DOCTYPE, ``xml:base`` or ``xml:lang``, an encoding other than UTF-8 (or
   ASCII), a Content-Type feedparser would second-guess;
 * not ``<rss version="2.0"><channel>``, or items outside the channel; a channel with
   two ``<link>`` elements or an alternate ``atom:link`` (which one is the site link
@@ -98,7 +98,7 @@ def read_fast_rss(data: bytes, feed_url: str, content_type: str | None) -> Feedp
     if not _encoding_is_plain(data, content_type):
         return None
     head = data[:4096]
-    if b"<!DOCTYPE" in head or b"xml:base" in data:
+    if b"<!DOCTYPE" in head or b"xml:base" in data or b"xml:lang" in data:
         return None
     try:
         root = etree.fromstring(data, _xml_parser())
@@ -112,7 +112,7 @@ def read_fast_rss(data: bytes, feed_url: str, content_type: str | None) -> Feedp
     read = _channel(channels[0])
     if read is None:
         return None
-    title, ttl, items, site_links = read
+    title, ttl, items, site_links, language = read
     if len(site_links) > 1 or sum(1 for _ in root.iter("item")) != len(items):
         return None
     # feedparser's base: the feed's http(s) URL without credentials, none for a file.
@@ -129,14 +129,20 @@ def read_fast_rss(data: bytes, feed_url: str, content_type: str | None) -> Feedp
         if entry is None:
             return None
         entries.append(entry)
-    return FeedparserResult(entries=entries, title=title, ttl=ttl, warning=None, version="rss20", recognised=True, site=site)
+    return FeedparserResult(
+        entries=entries, title=title, ttl=ttl, warning=None, version="rss20", recognised=True, site=site, language=language
+    )
 
 
-def _channel(channel: etree._Element) -> tuple[MarkupText | None, float | None, list[etree._Element], list[etree._Element]] | None:
-    """The channel's title, ttl, items and site links; None for anything feedparser might
-    read differently (a second title, an alternate atom:link, a dc:title)."""
+def _channel(
+    channel: etree._Element,
+) -> tuple[MarkupText | None, float | None, list[etree._Element], list[etree._Element], str | None] | None:
+    """The channel's title, ttl, items, site links and declared language; None for
+    anything feedparser might read differently (a second title, an alternate atom:link,
+    a dc:title)."""
     title: MarkupText | None = None
     ttl = None
+    language = None
     items = []
     titles = 0
     site_links = []
@@ -159,9 +165,11 @@ def _channel(channel: etree._Element) -> tuple[MarkupText | None, float | None, 
             return None  # dc:title and the like stand in for the channel title in feedparser
         elif tag == "ttl":
             ttl = _ttl_seconds((child.text or "").strip())
+        elif tag == "language":
+            language = (child.text or "").strip() or None
     if titles > 1:
         return None
-    return title, ttl, items, site_links
+    return title, ttl, items, site_links, language
 
 
 def _encoding_is_plain(data: bytes, content_type: str | None) -> bool:

@@ -18,7 +18,7 @@ __all__ = ["FeedparserResult", "read_feedparser"]
 class FeedparserResult:
     """The parts of a feedparser result the pipeline uses."""
 
-    __slots__ = ("entries", "recognised", "site", "title", "ttl", "version", "warning")
+    __slots__ = ("entries", "language", "recognised", "site", "title", "ttl", "version", "warning")
 
     def __init__(
         self,
@@ -29,6 +29,7 @@ class FeedparserResult:
         version: str,
         recognised: bool,
         site: str | None = None,
+        language: str | None = None,
     ) -> None:
         self.entries = entries
         self.title = title
@@ -39,6 +40,8 @@ class FeedparserResult:
         self.recognised = recognised
         #: The site link the feed declares (RSS channel ``<link>``, Atom alternate link).
         self.site = site
+        #: The language the feed declares (RSS ``<language>``, Atom ``xml:lang``), as written.
+        self.language = language
 
 
 def read_feedparser(data: bytes, feed_url: str, content_type: str | None) -> FeedparserResult:
@@ -76,6 +79,7 @@ def read_feedparser(data: bytes, feed_url: str, content_type: str | None) -> Fee
         version=version,
         recognised=bool(version),
         site=feed.get("link") or None,
+        language=feed.get("language") or None,
     )
 
 
@@ -92,6 +96,8 @@ def _raw_entry(entry: Any) -> RawEntry:
         # dict.get, not FeedParserDict.get: the latter maps a missing updated_parsed to
         # published_parsed with a DeprecationWarning on every entry.
         published=_utc(dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")),
+        # The xml:lang in effect on the entry (Atom; feedparser puts it on each text construct).
+        language=(entry.get("title_detail") or entry.get("summary_detail") or {}).get("language") or None,
     )
 
 

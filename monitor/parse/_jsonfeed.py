@@ -21,10 +21,16 @@ class NotAJsonFeed(ValueError):
 class JsonFeed:
     """The parts of a JSON Feed the pipeline uses."""
 
-    __slots__ = ("entries", "site", "title", "version", "warning")
+    __slots__ = ("entries", "language", "site", "title", "version", "warning")
 
     def __init__(
-        self, entries: list[RawEntry], title: str | None, version: str, warning: str | None, site: str | None = None
+        self,
+        entries: list[RawEntry],
+        title: str | None,
+        version: str,
+        warning: str | None,
+        site: str | None = None,
+        language: str | None = None,
     ) -> None:
         self.entries = entries
         self.title = title
@@ -32,6 +38,8 @@ class JsonFeed:
         self.warning = warning
         #: ``home_page_url``: the site the feed declares.
         self.site = site
+        #: ``language`` (JSON Feed 1.1): the language the feed declares, as written.
+        self.language = language
 
 
 def read_json_feed(data: bytes) -> JsonFeed:
@@ -61,7 +69,15 @@ def read_json_feed(data: bytes) -> JsonFeed:
         warning = warning or f"{skipped} item(s) that are not JSON objects were skipped"
     title = document.get("title")
     site = document.get("home_page_url")
-    return JsonFeed(entries, title if isinstance(title, str) else None, name, warning, site if isinstance(site, str) else None)
+    language = document.get("language")
+    return JsonFeed(
+        entries,
+        title if isinstance(title, str) else None,
+        name,
+        warning,
+        site if isinstance(site, str) else None,
+        language if isinstance(language, str) else None,
+    )
 
 
 def _raw_entry(item: dict[str, Any]) -> RawEntry:
@@ -81,6 +97,7 @@ def _raw_entry(item: dict[str, Any]) -> RawEntry:
         summary=(_string(item.get("summary")), False),
         contents=contents,
         published=_rfc3339(item.get("date_published")) or _rfc3339(item.get("date_modified")),
+        language=_string(item.get("language")) or None,
     )
 
 
