@@ -8,8 +8,9 @@ spell out every variant of a word:
   letters Unicode does not decompose (``ø`` -> ``o``, ``ł`` -> ``l``, ``đ`` -> ``d``,
   ``æ`` -> ``ae``...: :data:`_UNDECOMPOSED_LATIN`), letters whose lower case is not their
   case folding (``ß`` -> ``ss``), and whatever a character decomposes to is folded again
-  (``ǿ`` -> ``ø`` -> ``o``); Hangul syllables are kept whole (:func:`folding_table` and
-  docs/rules.md list it all);
+  (``ǿ`` -> ``ø`` -> ``o``); Hangul syllables are kept whole; Arabic ta marbuta, alef
+  maksura and alef wasla fold to ha, ya and alef, and the tatweel to nothing
+  (:data:`_ARABIC`; :func:`folding_table` and docs/rules.md list it all);
 * the hyphen/dash family and ASCII ``-`` become a space, so ``arms-control`` and
   ``arms–control`` fold to the phrase ``arms control``;
 * curly quotes and apostrophes become ``"`` and ``'``; the apostrophe is not a word
@@ -65,6 +66,12 @@ _UNDECOMPOSED_LATIN = {
     "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe",
 }  # fmt: skip
 
+#: Arabic orthographic normalisation beyond NFKD (which already strips the diacritics and
+#: the hamza from أ إ آ ؤ ئ): ta marbuta as ha, alef maksura as ya, alef wasla as alef, and
+#: the tatweel (a stretching stroke inside a word) removed, as search engines do for
+#: Arabic, since writers and keyboards use either form.
+_ARABIC = {"\u0629": "\u0647", "\u0649": "\u064a", "\u0671": "\u0627", "\u0640": ""}
+
 
 def folding_table() -> list[tuple[str, str]]:
     """What folding does beyond NFKD by table, for docs/rules.md (a test checks the
@@ -73,6 +80,7 @@ def folding_table() -> list[tuple[str, str]]:
     one row of its characters. ASCII members of a class (``-``, backtick, tab, newline...)
     are folded by :func:`fold`, the others by :func:`fold_char`."""
     rows = list(_UNDECOMPOSED_LATIN.items())
+    rows.extend(_ARABIC.items())
     rows.extend([(_DASHES, " "), (_SINGLE_QUOTES, "'"), (_DOUBLE_QUOTES, '"'), (_SPACES, " ")])
     return rows
 
@@ -82,6 +90,8 @@ def fold_char(char: str) -> str:
     """Fold one non-ASCII character (case preserved); may return 0, 1 or more characters."""
     if char in _UNDECOMPOSED_LATIN:
         return _UNDECOMPOSED_LATIN[char]
+    if char in _ARABIC:
+        return _ARABIC[char]
     if char in _DASHES or char in _SPACES:
         return " "
     if char in _SINGLE_QUOTES:

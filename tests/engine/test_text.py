@@ -176,7 +176,7 @@ def folding_table_markdown() -> list[str]:
 
     lines = [TABLE_MARK, "| characters | fold to |", "|---|---|"]
     for chars, folded in folding_table():
-        target = "a space" if folded == " " else f"`{folded}`"
+        target = "a space" if folded == " " else "nothing" if not folded else f"`{folded}`"
         lines.append(f"| {', '.join(map(_glyph, chars))} | {target} |")
     return lines
 
@@ -203,7 +203,7 @@ class TestFoldingIsDocumented:
             if not line.startswith("|"):
                 break
             chars, target = (cell.strip() for cell in line.strip("|").split("|"))
-            folded = " " if target == "a space" else target.strip("`")
+            folded = " " if target == "a space" else "" if target == "nothing" else target.strip("`")
             for item in chars.split(", "):
                 table[chr(int(item.rsplit("U+", 1)[1], 16))] = folded
 
