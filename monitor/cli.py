@@ -199,6 +199,9 @@ def _add_rules(commands: Any) -> None:
     _add_config(evaluate)
     evaluate.add_argument("labeled", help='JSON lines: {"id": ..., "text": ..., "labels": [...]}')
     evaluate.add_argument("--rules", nargs="+", metavar="PATH", help="rule files or folders (default: [rules] paths)")
+    evaluate.add_argument(
+        "--by", choices=["lang"], help="also report per rule and language (a line's lang, else the detected one)"
+    )
     evaluate.set_defaults(handler=_cmd_rules_eval)
 
 
@@ -599,7 +602,7 @@ def _cmd_rules_test(args: argparse.Namespace) -> int:
 def _cmd_rules_eval(args: argparse.Namespace) -> int:
     from monitor.engine import tools
 
-    return tools.evaluate(args.labeled, _rule_paths(args, args.rules), sys.stdout)
+    return tools.evaluate(args.labeled, _rule_paths(args, args.rules), sys.stdout, by_lang=args.by == "lang")
 
 
 # -- feeds sync ------------------------------------------------------------------------

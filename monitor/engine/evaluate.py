@@ -18,7 +18,8 @@ from itertools import compress, islice
 from operator import itemgetter
 from typing import Any
 
-from monitor.engine.query import And, AtLeast, Near, Node, Not, Or, Term, TermKey
+from monitor.engine.query import And, AtLeast, Lang, Near, Node, Not, Or, Term, TermKey
+from monitor.engine.languages import arabic_variants
 from monitor.engine.text import FoldedText, fold
 from monitor.model import FIELDS, Article, Hit
 
@@ -53,7 +54,7 @@ _WORD = re.compile(r"(?<![\w'])[^\W_]+")
 class Context:
     """Per-article state shared by the evaluators of all candidate rules."""
 
-    __slots__ = ("bases", "fields", "found", "haystack", "hits", "owners", "pattern_ids", "special", "words")
+    __slots__ = ("bases", "fields", "found", "haystack", "hits", "lang", "owners", "pattern_ids", "special", "words")
 
     def __init__(
         self,
@@ -63,8 +64,11 @@ class Context:
         pattern_ids: list[int],
         bases: list[int],
         owners: list[int],
+        lang: str | None = None,
     ) -> None:
         self.fields = fields
+        #: The article's language (ISO 639-1), None when unknown.
+        self.lang = lang
         #: Every field's padded scan text, joined (see ``Matcher.scan``).
         self.haystack = haystack
         #: The raw automaton matches (pattern id, start, end) in haystack offsets, and
@@ -171,6 +175,11 @@ def _compile_term(node: Term, key_ids: dict[TermKey, int]) -> Evaluator:
         return spans or None
 
     return term
+
+
+def _compile_lang(node: Lang, _key_ids: dict[TermKey, int]) -> Evaluator:
+    codes = node.codes
+    return lambda ctx: [] if ctx.lang in codes else None
 
 
 def _compile_not(node: Not, key_ids: dict[TermKey, int]) -> Evaluator:
@@ -282,6 +291,7 @@ def _near_at_least(node: Near, key_ids: dict[TermKey, int]) -> Evaluator:
 
 _COMPILERS: dict[type, Callable[[Any, dict[TermKey, int]], Evaluator]] = {
     Term: _compile_term,
+    Lang: _compile_lang,
     Not: _compile_not,
     And: _compile_and,
     Or: _compile_or,
@@ -393,20 +403,24 @@ def _few_words(
 _WINDOW_PER_WORD = 32
 
 
-def find_term_hits(key: TermKey, text: FoldedText, field_index: int = 0) -> TermHits:
+def find_term_hits(key: TermKey, text: FoldedText, field_index: int = 0, lang: str | None = None) -> TermHits:
     """Every hit of one term in one folded field, found with a regex instead of the automaton.
 
     The reference semantics of a term (whole words, punctuation counts as a space, a
-    wildcard's last word may continue, a case-sensitive term must match ``text.cased``);
+    wildcard's last word may continue, a case-sensitive term must match ``text.cased``,
+    an Arabic term's first word may carry attached prefixes, an entry of a language
+    section counts only in an article of that language or of none known: ``lang``);
     tests check that the matcher agrees.
     """
     hits: TermHits = []
+    if key.lang is not None and lang is not None and key.lang != lang:
+        return hits
     # Any punctuation in the pattern matches any non-alphanumeric character in the text.
-    parts = []
-    for char in key.pattern:
-        parts.append(re.escape(char) if char.isalnum() else r"[\W_]")
+    forms = []
+    for form in arabic_variants(key.pattern) if key.clitics else (key.pattern,):
+        forms.append("".join(re.escape(char) if char.isalnum() else r"[\W_]" for char in form))
     tail = r"[^\W_]*" if key.wildcard else r"(?![^\W_])"
-    regex = re.compile(r"(?<![^\W_])(?=(" + "".join(parts) + tail + "))")
+    regex = re.compile(r"(?<![^\W_])(?=((?:" + "|".join(forms) + ")" + tail + "))")
     for found in regex.finditer(text.lower):
         start, end = found.start(1), found.end(1)
         if key.cased is not None and text.cased[start : start + len(key.cased)] != key.cased:

@@ -28,6 +28,7 @@ from monitor.engine.query import CompiledRule, QueryError, TermSpec, can_match_w
 from monitor.engine.query import Node as QueryNode
 from monitor.engine.ruleset import RuleSet
 from monitor.errors import RuleError
+from monitor.language.codes import ISO_639_1
 from monitor.model import Burst, Rule, RuleExamples, SourceLocation, Spike
 
 __all__ = ["RuleSetError", "collect_rules", "load_rules", "parse_rules", "rule_files"]
@@ -78,6 +79,8 @@ class _State:
     errors: list[RuleError] = field(default_factory=list)
     lists: dict[str, tuple[TermSpec, ...]] = field(default_factory=dict)
     list_locations: dict[str, SourceLocation] = field(default_factory=dict)
+    #: The language sections of each list that has them (its ``all:`` entries not counted).
+    list_languages: dict[str, frozenset[str]] = field(default_factory=dict)
     ids: dict[str, SourceLocation] = field(default_factory=dict)
 
     def error(self, message: str, location: SourceLocation, hint: str | None = None) -> None:
@@ -226,20 +229,52 @@ def _collect_lists(source: _Source, node: Node, state: _State) -> None:
         if name in state.list_locations:
             state.error(f"list {name!r} is defined twice", location, f"first defined at {state.list_locations[name]}")
             continue
-        items = _strings(source, value, f"list {name!r}", state)
-        if items is None:
+        sections = _list_sections(source, name, value, state)
+        if sections is None:
             continue
-        if not items:
+        if not any(items for _lang, items in sections):
             state.error(f"list {name!r} is empty", location, "add at least one term")
             continue
         specs: list[TermSpec] = []
-        for text, item_node in items:
-            try:
-                specs.append(parse_term(text))
-            except QueryError as exc:
-                state.error(exc.message, _at(source.path, item_node), exc.hint)
+        for lang, items in sections:
+            for text, item_node in items:
+                try:
+                    specs.append(parse_term(text, lang=lang))
+                except QueryError as exc:
+                    state.error(exc.message, _at(source.path, item_node), exc.hint)
         state.list_locations[name] = location
         state.lists[name] = tuple(specs)
+        if isinstance(value, MappingNode):
+            state.list_languages[name] = frozenset(lang for lang, _items in sections if lang is not None)
+
+
+#: The section of a list with per-language entries that holds its entries for every language.
+ALL_LANGUAGES = "all"
+
+
+def _list_sections(source: _Source, name: str, node: Node, state: _State) -> list[tuple[str | None, list[tuple[str, Node]]]] | None:
+    """A list's entries by language section: one section for every language (None) when
+    the list is a plain list of terms, else one per key of its mapping (an ISO 639-1
+    code, or ``all``); None when it is neither."""
+    if not isinstance(node, MappingNode):
+        items = _strings(source, node, f"list {name!r}", state)
+        return None if items is None else [(None, items)]
+    sections: list[tuple[str | None, list[tuple[str, Node]]]] = []
+    for key, value in node.value:
+        code = str(key.value) if isinstance(key, ScalarNode) else ""
+        if code != ALL_LANGUAGES and code not in ISO_639_1:
+            close = difflib.get_close_matches(code.lower(), [ALL_LANGUAGES, *sorted(ISO_639_1)], n=1)
+            did = f"did you mean {close[0]!r}? " if close else ""
+            state.error(
+                f"unknown language code {code!r} in list {name!r}",
+                _at(source.path, key),
+                f"{did}sections are ISO 639-1 codes (en, fr, zh...) or '{ALL_LANGUAGES}' for every language",
+            )
+            continue
+        items = _strings(source, value, f"list {name!r}, section {code!r}", state)
+        if items is not None:
+            sections.append((None if code == ALL_LANGUAGES else code, items))
+    return sections
 
 
 def _query_location(source: _Source, node: ScalarNode, offset: int) -> SourceLocation:
@@ -512,7 +547,7 @@ def _load_sources(sources: Sequence[_Source], state: _State) -> RuleSet:
             item = _parse_rule(source, node, state)
             if item is not None:
                 compiled.append(item)
-    return RuleSet(compiled, state.lists)
+    return RuleSet(compiled, state.lists, state.list_languages)
 
 
 @contextmanager

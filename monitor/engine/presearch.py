@@ -36,7 +36,7 @@ from monitor.engine.evaluate import (
     make_hit,
     to_hits,
 )
-from monitor.engine.query import And, AtLeast, CompiledRule, Near, Node, Not, Or, Term, TermKey, iter_terms, required_groups
+from monitor.engine.query import And, AtLeast, CompiledRule, Lang, Near, Node, Not, Or, Term, TermKey, iter_terms, required_groups
 from monitor.engine.text import FoldedText, scan_text
 from monitor.model import FIELDS, Article, Hit, Match, Rule
 
@@ -98,8 +98,9 @@ class Matcher:
         """The clause entries listed under each pair (key_id, partner) (for tests)."""
         return self._pairs_of.get(id(self._partner_keys[key_id]), {})
 
-    def scan(self, fields: Sequence[FoldedText]) -> tuple[set[int], Context]:
-        """Scan every field once: the key ids present, and the context to evaluate with.
+    def scan(self, fields: Sequence[FoldedText], lang: str | None = None) -> tuple[set[int], Context]:
+        """Scan every field once: the key ids present, and the context to evaluate with
+        (``lang``: the article's language, which keys of a language section need).
 
         The fields' padded scan texts are joined with NUL (which no scan text or pattern
         contains, so no match spans two fields) and searched in one call: the automaton
@@ -108,7 +109,7 @@ class Matcher:
         """
         automaton = self._automaton
         if automaton is None:  # no enabled rule has a term: nothing to scan for
-            return set(), Context(fields, "", [], [], [], [])
+            return set(), Context(fields, "", [], [], [], [], lang)
         pieces: list[str] = []
         bases: list[int] = []
         owners: list[int] = []
@@ -127,14 +128,15 @@ class Matcher:
         # The pattern ids, taken out of the match tuples in C.
         pattern_ids = list(map(_PATTERN_ID, found))
         present = set(pattern_ids)
-        context = Context(fields, haystack, found, pattern_ids, bases, owners)
+        context = Context(fields, haystack, found, pattern_ids, bases, owners, lang)
         if self._special_patterns and not present.isdisjoint(self._special_patterns):
             present.update(self._check_special(context))
         return present, context
 
     def _check_special(self, context: Context) -> dict[int, TermHits]:
-        """Hits of the keys that need a check (wildcards, case, shared patterns)."""
+        """Hits of the keys that need a check (wildcards, case, language, shared patterns)."""
         special = self._special
+        lang = context.lang
         hits: dict[int, TermHits] = {}
         haystack = context.haystack
         bases = context.bases
@@ -145,7 +147,11 @@ class Matcher:
             field_index = context.owners[slot]
             cased_text = context.fields[field_index].cased
             start -= base
-            for key_id, wildcard, cased in special[pattern_id]:
+            for key_id, wildcard, cased, key_lang in special[pattern_id]:
+                # An entry of a language section counts in that language, and where the
+                # article's language is unknown.
+                if key_lang is not None and lang is not None and key_lang != lang:
+                    continue
                 # A wildcard runs to the end of its word (a field's scan text ends with a
                 # space); others end before their pad.
                 hit_end = (haystack.find(" ", end) if wildcard else end - 1) - 1 - base
@@ -162,7 +168,7 @@ class Matcher:
     def match(self, article: Article) -> list[Match]:
         """The rules that fire on ``article``, in rule order, each with its evidence."""
         fields = fold_fields(article)
-        present, context = self.scan(fields)
+        present, context = self.scan(fields, article.lang)
         if not present:
             return []
         fired, needed = _holding(self._candidates(present), present)
@@ -271,11 +277,12 @@ def _holding(candidates: set[_Entry], present: set[int]) -> tuple[dict[int, list
 class _KeyIds:
     """Ids for every distinct term key of the rules.
 
-    The plain key (no wildcard, no case) of scan pattern ``p`` has id ``p``, so the
-    automaton's pattern ids are key ids and the set of keys present in an article is
-    computed in C. Other keys (wildcards, case-sensitive terms, a second spelling with the
-    same scan pattern such as "U.S." and "u s") get ids after the patterns and are checked
-    hit by hit. A pattern id with no plain key behind it is referenced by no rule, so
+    The plain key (no wildcard, no case, no language, one pattern) of scan pattern ``p``
+    has id ``p``, so the automaton's pattern ids are key ids and the set of keys present
+    in an article is computed in C. Other keys (wildcards, case-sensitive terms, entries
+    of a language section, Arabic terms with their prefixed forms, a second spelling with
+    the same scan pattern such as "U.S." and "u s") get ids after the patterns and are
+    checked hit by hit. A pattern id with no plain key behind it is referenced by no rule, so
     finding it in an article is harmless.
     """
 
@@ -283,22 +290,25 @@ class _KeyIds:
         distinct = dict.fromkeys(term.key for terms in rule_terms for term in terms)
         #: Scan pattern -> pattern id (the automaton's order).
         self.patterns: dict[str, int] = {}
-        pattern_of: dict[TermKey, int] = {}
+        pattern_of: dict[TermKey, tuple[int, ...]] = {}
         plain: dict[int, TermKey] = {}
         for key in distinct:
-            pattern_id = pattern_of[key] = self.patterns.setdefault(key.scan_pattern, len(self.patterns))
-            if not key.wildcard and key.cased is None and pattern_id not in plain:
-                plain[pattern_id] = key
+            pattern_ids = pattern_of[key] = tuple(
+                self.patterns.setdefault(pattern, len(self.patterns)) for pattern in key.scan_patterns
+            )
+            if not key.wildcard and key.cased is None and key.lang is None and not key.clitics and pattern_ids[0] not in plain:
+                plain[pattern_ids[0]] = key
         self.key_ids: dict[TermKey, int] = {}
-        #: Pattern id -> the (key id, wildcard, cased) of the keys checked hit by hit.
-        self.special: dict[int, list[tuple[int, bool, str | None]]] = {}
+        #: Pattern id -> the (key id, wildcard, cased, language) of the keys checked hit by hit.
+        self.special: dict[int, list[tuple[int, bool, str | None, str | None]]] = {}
         next_id = len(self.patterns)
-        for key, pattern_id in pattern_of.items():
-            if plain.get(pattern_id) == key:
-                self.key_ids[key] = pattern_id
+        for key, pattern_ids in pattern_of.items():
+            if plain.get(pattern_ids[0]) == key:
+                self.key_ids[key] = pattern_ids[0]
             else:
                 self.key_ids[key] = next_id
-                self.special.setdefault(pattern_id, []).append((next_id, key.wildcard, key.cased))
+                for pattern_id in pattern_ids:
+                    self.special.setdefault(pattern_id, []).append((next_id, key.wildcard, key.cased, key.lang))
                 next_id += 1
         #: Key ids are 0..count-1.
         self.count = next_id
@@ -442,7 +452,7 @@ def _positive_terms(node: Node) -> list[Term]:
     """The terms of ``node`` not under a NOT, in query order."""
     if isinstance(node, Term):
         return [node]
-    if isinstance(node, Not):
+    if isinstance(node, (Not, Lang)):
         return []
     if isinstance(node, Near):
         return _positive_terms(node.left) + _positive_terms(node.right)

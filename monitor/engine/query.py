@@ -8,7 +8,8 @@ Grammar (operators are upper-case; lower-case ``and``/``or``/``not``/``near`` ar
     near     := unary ("NEAR/" N unary)*      # operands: terms, phrases, @lists, OR-groups,
                                               # K OF such items (K of them near the other side)
     unary    := "NOT" unary | primary
-    primary  := FIELD ":" primary
+    primary  := "lang:" CODE | "lang:(" CODE ("OR" CODE)* ")"   # the article's language
+              | FIELD ":" primary
               | "(" or ")"
               | K "OF" "(" or ("," or)* ")"  # at least K of the items are true
               | K "OF" @list                  # at least K distinct entries of the list
@@ -31,13 +32,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from monitor.engine.languages import arabic_variants, is_arabic, stem_prefix
 from monitor.engine.text import fold, is_word_char, scan_text
+from monitor.language.codes import ISO_639_1
 from monitor.model import FIELDS, Rule
 
 __all__ = [
     "And",
     "AtLeast",
     "CompiledRule",
+    "Lang",
     "Near",
     "Node",
     "Not",
@@ -85,6 +89,11 @@ class TermKey:
     wildcard: bool = False
     #: For case-sensitive terms, the folded text with its case, checked after a hit.
     cased: str | None = None
+    #: For an entry of a list's language section, that language (ISO 639-1): the key
+    #: counts only in articles of that language, or of no known language.
+    lang: str | None = None
+    #: True for a term in Arabic script: its first word may carry attached prefixes.
+    clitics: bool = False
 
     @property
     def scan_pattern(self) -> str:
@@ -92,6 +101,15 @@ class TermKey:
         spaces around the term make it match whole words only; a wildcard has no
         trailing space, so the last word may continue."""
         return " " + scan_text(self.pattern) + ("" if self.wildcard else " ")
+
+    @property
+    def scan_patterns(self) -> tuple[str, ...]:
+        """Every string the automaton searches for this key: :attr:`scan_pattern`, and
+        for an Arabic term each of its prefixed forms (:func:`arabic_variants`)."""
+        if not self.clitics:
+            return (self.scan_pattern,)
+        tail = "" if self.wildcard else " "
+        return tuple(" " + scan_text(variant) + tail for variant in arabic_variants(self.pattern))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +127,14 @@ class Term:
     key: TermKey
     label: str
     fields: tuple[str, ...] = FIELDS
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Lang:
+    """``lang:xx``: true when the article's language is one of ``codes``."""
+
+    codes: frozenset[str]
     offset: int = 0
 
 
@@ -147,7 +173,7 @@ class AtLeast:
     children: tuple[Node, ...]
 
 
-Node = Term | And | Or | Not | Near | AtLeast
+Node = Term | And | Or | Not | Near | AtLeast | Lang
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,20 +191,23 @@ _LIST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _FIELD_NAME = re.compile(r"[A-Za-z_]+")
 
 
-def parse_term(raw: str, offset: int = 0, *, case_sensitive: bool = False) -> TermSpec:
+def parse_term(raw: str, offset: int = 0, *, case_sensitive: bool = False, lang: str | None = None) -> TermSpec:
     """Parse one term: a word or phrase (spaces allowed), ``=`` prefix, ``*`` suffix.
 
     Used for query terms and for entries of named lists; ``offset`` is where the term
-    starts in its query, for errors.
+    starts in its query, for errors. ``lang`` is the language section of a list entry:
+    the key counts in that language only, and its last word becomes its stem as a
+    prefix where the language has a stemmer (:func:`monitor.engine.languages.stem_prefix`;
+    not for a wildcard, a case-sensitive or a quoted entry).
     """
     try:
-        return _parse_term(raw, case_sensitive)
+        return _parse_term(raw, case_sensitive, lang)
     except QueryError as exc:
         raise QueryError(exc.message, offset + exc.offset, exc.hint) from None
 
 
 @lru_cache(maxsize=1 << 16)
-def _parse_term(raw: str, case_sensitive: bool) -> TermSpec:
+def _parse_term(raw: str, case_sensitive: bool, lang: str | None = None) -> TermSpec:
     # Cached: large rule sets repeat the same entities in many rules.
     offset = 0
     text = raw.strip()
@@ -186,7 +215,8 @@ def _parse_term(raw: str, case_sensitive: bool) -> TermSpec:
     if text.startswith("="):
         case_sensitive = True
         text = text[1:].strip()
-    if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+    quoted = len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES
+    if quoted:
         text = text[1:-1].strip()
     wildcard = text.endswith("*")
     if wildcard:
@@ -215,7 +245,13 @@ def _parse_term(raw: str, case_sensitive: bool) -> TermSpec:
             "write a longer prefix, as in sanction*",
         )
     cased = folded.cased[start:end] if case_sensitive else None
-    return TermSpec(TermKey(pattern, wildcard, cased), label)
+    if lang is not None and not (wildcard or case_sensitive or quoted):
+        head, _space, last = pattern.rpartition(" ")
+        prefix = stem_prefix(lang, last)
+        if prefix is not None:
+            pattern, wildcard = (head + " " + prefix if head else prefix), True
+    key = TermKey(pattern, wildcard, cased, lang, is_arabic(pattern) and not case_sensitive)
+    return TermSpec(key, f"{lang}:{label}" if lang is not None else label)
 
 
 @dataclass(slots=True)
@@ -401,11 +437,13 @@ class _Parser:
 
     def parse_primary(self) -> Node:
         token = self.take()
+        if token.kind == "FIELD" and token.text == "lang":
+            return self.parse_lang(token)
         if token.kind == "FIELD":
             if token.text not in FIELDS:
                 close = difflib.get_close_matches(token.text, FIELDS, n=1)
                 hint = f"did you mean {close[0]}:?" if close else None
-                fields = ", ".join(f"{f}:" for f in FIELDS)
+                fields = ", ".join(f"{f}:" for f in (*FIELDS, "lang"))
                 raise QueryError(
                     f"unknown field {token.text!r}",
                     token.offset,
@@ -440,6 +478,27 @@ class _Parser:
         if token.kind == "RPAREN":
             raise QueryError("unbalanced ')'", token.offset, "remove it or add the matching '(' before it")
         raise QueryError(f"{token.text!r} needs a term before it", token.offset, f"put a term on both sides of {token.text}")
+
+    def parse_lang(self, token: _Token) -> Lang:
+        """``lang:xx`` or ``lang:(xx OR yy)``: ISO 639-1 codes, lower case."""
+        hint = "write lang:fr or lang:(fr OR de), with ISO 639-1 codes (two lower-case letters)"
+        codes: set[str] = set()
+        opening = self.take() if self.peek.kind == "LPAREN" else None
+        while True:
+            code = self.take()
+            if code.kind != "TERM":
+                raise QueryError("lang: needs a language code", code.offset, hint)
+            if code.text not in ISO_639_1:
+                close = difflib.get_close_matches(code.text.lower(), sorted(ISO_639_1), n=1)
+                did = f"did you mean {close[0]}? " if close else ""
+                raise QueryError(f"unknown language code {code.text!r}", code.offset, did + hint)
+            codes.add(code.text)
+            if opening is None or self.peek.kind != "OR":
+                break
+            self.take()
+        if opening is not None:
+            self.expect_close(opening)
+        return Lang(frozenset(codes), token.offset)
 
     def expect_close(self, opening: _Token) -> None:
         if self.peek.kind != "RPAREN":
@@ -523,6 +582,8 @@ def iter_terms(node: Node) -> list[Term]:
     """Every term leaf of ``node``, in query order (negated ones included)."""
     if isinstance(node, Term):
         return [node]
+    if isinstance(node, Lang):
+        return []
     if isinstance(node, Not):
         return iter_terms(node.child)
     if isinstance(node, Near):
@@ -541,7 +602,7 @@ def can_match_without_terms(node: Node) -> bool:
     """
     if isinstance(node, (Term, Near)):
         return False
-    if isinstance(node, Not):
+    if isinstance(node, (Not, Lang)):
         return True
     if isinstance(node, And):
         return all(can_match_without_terms(child) for child in node.children)
@@ -559,7 +620,7 @@ def required_groups(node: Node) -> list[tuple[int, tuple[frozenset[TermKey], ...
     """
     if isinstance(node, Term):
         return [(1, (frozenset((node.key,)),))]
-    if isinstance(node, Not):
+    if isinstance(node, (Not, Lang)):
         return []
     if isinstance(node, And):
         return [cond for child in node.children for cond in required_groups(child)]

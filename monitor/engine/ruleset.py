@@ -19,10 +19,17 @@ class RuleSet:
     ``rules`` holds every rule (disabled ones too, for tooling); only enabled rules match.
     """
 
-    def __init__(self, compiled: Sequence[CompiledRule], lists: Mapping[str, tuple[TermSpec, ...]]) -> None:
+    def __init__(
+        self,
+        compiled: Sequence[CompiledRule],
+        lists: Mapping[str, tuple[TermSpec, ...]],
+        list_languages: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self._compiled = tuple(compiled)
         self.rules: tuple[Rule, ...] = tuple(item.rule for item in self._compiled)
         self.lists = dict(lists)
+        #: The language sections of each list written with them (docs/languages.md).
+        self.list_languages: dict[str, frozenset[str]] = dict(list_languages or {})
         self._matcher = Matcher([item for item in self._compiled if item.rule.enabled])
         self.version: str = _version(self.rules, self.lists)
 

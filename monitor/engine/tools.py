@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from monitor.engine.loader import collect_rules, rule_files
+from monitor.engine.query import iter_terms
 from monitor.engine.ruleset import RuleSet
 from monitor.engine.text import snippet
+from monitor.language import detect, language_of, language_tag
 from monitor.model import FIELDS, Article, Hit, Match, Rule
 
-__all__ = ["check", "evaluate", "explain", "score", "test"]
+__all__ = ["check", "evaluate", "explain", "language_warnings", "score", "test"]
 
 PathLike = str | Path
 
@@ -40,12 +42,15 @@ def _load(paths: Iterable[PathLike], out: TextIO) -> RuleSet | None:
 def check(paths: Iterable[PathLike], out: TextIO) -> int:
     """Validate rule files; print every error as ``file:line:col: message (hint)``.
 
-    Returns 1 if anything is invalid, else 0 after a one-line summary.
+    Returns 1 if anything is invalid, else 0 after the warnings (:func:`language_warnings`)
+    and a one-line summary.
     """
     paths = list(paths)
     ruleset = _load(paths, out)
     if ruleset is None:
         return 1
+    for warning in language_warnings(ruleset):
+        _print(out, warning)
     files, _ = rule_files(paths)
     enabled = sum(rule.enabled for rule in ruleset.rules)
     _print(
@@ -56,13 +61,33 @@ def check(paths: Iterable[PathLike], out: TextIO) -> int:
     return 0
 
 
+def language_warnings(ruleset: RuleSet) -> list[str]:
+    """One line per rule and list with language sections that lacks a language some list
+    of the rule set has: articles in that language match only the list's ``all:``
+    entries (``file:line:col: warning: ...``)."""
+    declared = frozenset().union(*ruleset.list_languages.values())
+    warnings: list[str] = []
+    for rule in ruleset.rules:
+        names = {term.label[1:].split(":", 1)[0] for term in iter_terms(ruleset.query(rule.id)) if term.label.startswith("@")}
+        for name in sorted(names & set(ruleset.list_languages)):
+            missing = declared - ruleset.list_languages[name]
+            if missing:
+                _where = f"{rule.location}: " if rule.location else ""
+                warnings.append(
+                    f"{_where}warning: rule {rule.id!r} uses @{name}, which has no entries for {', '.join(sorted(missing))} "
+                    f"(the rule set has lists in {len(declared)} languages): articles in those languages match only its all: entries"
+                )
+    return warnings
+
+
 def _format_hit(hit: Hit) -> str:
     return f"{hit.term} {hit.field}[{hit.start}:{hit.end}] {hit.text!r}"
 
 
 def _example_article(rule: Rule, kind: str, index: int, text: str) -> Article:
-    # Examples are plain texts: they are matched as an article body.
-    return Article(id=f"{rule.id}:{kind}[{index}]", feed_url="examples", body=text)
+    # Examples are plain texts: they are matched as an article body, in the language
+    # detected, as an article from a feed that declares none would be.
+    return Article(id=f"{rule.id}:{kind}[{index}]", feed_url="examples", body=text, lang=detect(text))
 
 
 def test(paths: Iterable[PathLike], out: TextIO) -> int:
@@ -144,30 +169,37 @@ def _labeled_article(record: dict[str, Any], line_no: int) -> Article:
     if not all(isinstance(value, str) for value in texts.values()):
         raise ValueError("text fields must be strings")
     article_id = str(record.get("id", f"line {line_no}"))
-    return Article(id=article_id, feed_url="labeled", title=texts["title"], summary=texts["summary"], body=texts["body"])
+    declared = record.get("lang")
+    if declared is not None and (not isinstance(declared, str) or language_tag(declared) is None):
+        raise ValueError(f"'lang' must be an ISO 639-1 code such as \"fr\", got {declared!r}")
+    # 'lang' is the passage's declared language, as a feed's <language>; else detected.
+    lang = language_of(language_tag(declared), texts["title"], texts["summary"], texts["body"])
+    return Article(id=article_id, feed_url="labeled", title=texts["title"], summary=texts["summary"], body=texts["body"], lang=lang)
 
 
-def evaluate(labeled_path: PathLike, rule_paths: Iterable[PathLike], out: TextIO) -> int:
+def evaluate(labeled_path: PathLike, rule_paths: Iterable[PathLike], out: TextIO, *, by_lang: bool = False) -> int:
     """Score rules against labeled passages (JSON lines).
 
-    Each line: ``{"id": ..., "text": ... | "title"/"summary"/"body": ..., "labels": [rule ids]}``.
-    Prints precision, recall and F1 per rule and every false positive and negative;
-    returns 1 if the rules or the labeled file are invalid, else 0.
+    Each line: ``{"id": ..., "text": ... | "title"/"summary"/"body": ..., "labels": [rule ids]}``,
+    and optionally ``"lang"``: the passage's declared language (else it is detected).
+    Prints precision, recall and F1 per rule (and with ``by_lang``, per rule and
+    language) and every false positive and negative; returns 1 if the rules or the
+    labeled file are invalid, else 0.
     """
     ruleset = _load(rule_paths, out)
     if ruleset is None:
         return 1
-    return score(labeled_path, ruleset, out)
+    return score(labeled_path, ruleset, out, by_lang=by_lang)
 
 
-def score(labeled_path: PathLike, ruleset: RuleSet, out: TextIO) -> int:
+def score(labeled_path: PathLike, ruleset: RuleSet, out: TextIO, *, by_lang: bool = False) -> int:
     """:func:`evaluate` with the rules already loaded.
 
     The file is read one line at a time, and each passage costs its matching plus work
     in proportion to the rules that fired on it and its labels, however many rules
     there are: a rule that neither fired nor is a label of the passage is not looked at.
     """
-    tally = _Tally([rule.id for rule in ruleset.rules if rule.enabled])
+    tally = _Tally([rule.id for rule in ruleset.rules if rule.enabled], by_lang=by_lang)
     try:
         # Binary lines end at b"\n" only: a JSON string may hold U+2028, which text
         # mode's universal newlines would not cut at but str.splitlines would, and one
@@ -182,6 +214,8 @@ def score(labeled_path: PathLike, ruleset: RuleSet, out: TextIO) -> int:
     if tally.errors:
         return 1
     tally.report(out)
+    if by_lang:
+        tally.report_languages(out)
     return 0
 
 
@@ -199,7 +233,7 @@ def _score_line(labeled_path: PathLike, line_no: int, line: bytes, ruleset: Rule
         return
     tally.passages += 1
     if not tally.errors:  # else no scores will be printed: only look for more bad lines
-        tally.add(article.id, {match.rule.id for match in ruleset.match(article)}, labels)
+        tally.add(article.id, {match.rule.id for match in ruleset.match(article)}, labels, article.lang)
 
 
 @dataclass
@@ -207,31 +241,60 @@ class _Tally:
     """The scores of every rule over a labeled file, and what was wrong with it."""
 
     rule_ids: list[str]
+    by_lang: bool = False
     scores: dict[str, _Score] = field(default_factory=dict)
+    #: With ``by_lang``: the scores of each (rule, language) pair met.
+    lang_scores: dict[tuple[str, str], _Score] = field(default_factory=dict)
     unknown: Counter[str] = field(default_factory=Counter)
     passages: int = 0
     errors: int = 0
     enabled: set[str] = field(init=False)
+    languages: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.enabled = set(self.rule_ids)
 
-    def add(self, article_id: str, fired: set[str], labels: set[str]) -> None:
+    def _lang_score(self, rule_id: str, lang: str) -> _Score:
+        score = self.lang_scores.get((rule_id, lang))
+        if score is None:
+            score = self.lang_scores[(rule_id, lang)] = _Score()
+        return score
+
+    def report_languages(self, out: TextIO) -> None:
+        """Precision, recall and F1 per rule and language ("?": no language known); a
+        rule with no positive and no false positive in a language is left out."""
+        width = max([len("rule"), *(len(rule_id) for rule_id in self.rule_ids)])
+        _print(out, "")
+        _print(out, f"by language ({', '.join(f'{lang} {count}' for lang, count in sorted(self.languages.items()))} passages)")
+        _print(out, f"{'rule':<{width}}  {'lang':<4}  {'tp':>4} {'fp':>4} {'fn':>4}  {'precision':>9} {'recall':>6} {'f1':>6}")
+        for rule_id in self.rule_ids:
+            for lang in sorted(self.languages):
+                score = self.lang_scores.get((rule_id, lang))
+                if score is not None:
+                    _print(out, f"{rule_id:<{width}}  {lang:<4}  {_score_columns(score)}")
+
+    def add(self, article_id: str, fired: set[str], labels: set[str], lang: str | None = None) -> None:
         """One passage: the rules that fired on it and the rules it is labeled with."""
+        key = lang or "?"
         for rule_id in fired:
-            score = self._score(rule_id)
-            if rule_id in labels:
-                score.tp += 1
-            else:
-                score.fp += 1
-                score.false_positives.append(article_id)
+            scores = [self._score(rule_id)] + ([self._lang_score(rule_id, key)] if self.by_lang else [])
+            for score in scores:
+                if rule_id in labels:
+                    score.tp += 1
+                else:
+                    score.fp += 1
+                    score.false_positives.append(article_id)
         for label in labels - fired:
             if label in self.enabled:
-                score = self._score(label)
-                score.fn += 1
-                score.false_negatives.append(article_id)
+                for score in [self._score(label)] + ([self._lang_score(label, key)] if self.by_lang else []):
+                    score.fn += 1
+                    score.false_negatives.append(article_id)
             else:
                 self.unknown[label] += 1
+        if self.by_lang:
+            # A passage that no rule fired on and no rule is labeled on still counts its
+            # language (a true negative for every rule).
+            self.languages[key] += 1
 
     def report(self, out: TextIO) -> None:
         """Precision, recall and F1 per rule, then every false positive and negative."""
