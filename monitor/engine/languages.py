@@ -3,7 +3,7 @@
 Nothing here runs per article. A list entry in a language section (``fr: [sommet]``)
 of a language with a Snowball stemmer (:data:`STEMMED`) becomes a prefix: its last
 word is cut to its Snowball stem (PyStemmer), kept to at least :data:`MIN_STEM`
-letters, and may continue, so ``санкции`` matches ``санкций`` and ``санкциями``,
+letters (four for a five-letter word), and may continue, so ``санкции`` matches ``санкций`` and ``санкциями``,
 ``Sanktion`` matches ``Sanktionen``. A word of fewer than :data:`MIN_STEM` letters, a
 wildcard, a case-sensitive or a quoted entry is kept as written.
 
@@ -45,7 +45,7 @@ def stem_prefix(lang: str, word: str) -> str | None:
     """The folded prefix an entry's last ``word`` (folded, lower case) matches as in
     ``lang`` (the whole word when its stem is the word: ``sommet`` matches ``sommets``);
     None to keep it a whole word (no stemmer, too short, or not only letters)."""
-    if lang not in STEMMED or len(word) <= MIN_STEM - 1 or not word.isalpha():
+    if lang not in STEMMED or len(word) < MIN_STEM or not word.isalpha():
         return None
     stem = fold(_stemmer(lang).stemWord(word)).lower
     common = 0
@@ -53,7 +53,8 @@ def stem_prefix(lang: str, word: str) -> str | None:
         if a != b:
             break
         common += 1
-    return word[: max(common, MIN_STEM)]
+    # A five-letter word keeps four ("tetto" -> "tett": "tetti"), longer ones five at least.
+    return word[: max(common, min(MIN_STEM, len(word) - 1))]
 
 
 #: Proclitics Arabic writes attached to the next word: conjunctions wa-, fa-, and the
