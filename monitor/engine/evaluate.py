@@ -409,11 +409,11 @@ def find_term_hits(key: TermKey, text: FoldedText, field_index: int = 0, lang: s
     The reference semantics of a term (whole words, punctuation counts as a space, a
     wildcard's last word may continue, a case-sensitive term must match ``text.cased``,
     an Arabic term's first word may carry attached prefixes, an entry of a language
-    section counts only in an article of that language or of none known: ``lang``);
+    section counts only in an article of that language: ``lang``);
     tests check that the matcher agrees.
     """
     hits: TermHits = []
-    if key.lang is not None and lang is not None and key.lang != lang:
+    if key.lang is not None and key.lang != lang:
         return hits
     # Any punctuation in the pattern matches any non-alphanumeric character in the text.
     forms = []

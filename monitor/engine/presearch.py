@@ -148,9 +148,8 @@ class Matcher:
             cased_text = context.fields[field_index].cased
             start -= base
             for key_id, wildcard, cased, key_lang in special[pattern_id]:
-                # An entry of a language section counts in that language, and where the
-                # article's language is unknown.
-                if key_lang is not None and lang is not None and key_lang != lang:
+                # An entry of a language section counts in articles of that language only.
+                if key_lang is not None and key_lang != lang:
                     continue
                 # A wildcard runs to the end of its word (a field's scan text ends with a
                 # space); others end before their pad.

@@ -90,7 +90,7 @@ class TermKey:
     #: For case-sensitive terms, the folded text with its case, checked after a hit.
     cased: str | None = None
     #: For an entry of a list's language section, that language (ISO 639-1): the key
-    #: counts only in articles of that language, or of no known language.
+    #: counts only in articles of that language (not in one whose language is unknown).
     lang: str | None = None
     #: True for a term in Arabic script: its first word may carry attached prefixes.
     clitics: bool = False
