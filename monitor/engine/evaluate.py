@@ -18,8 +18,8 @@ from itertools import compress, islice
 from operator import itemgetter
 from typing import Any
 
-from monitor.engine.query import And, AtLeast, Lang, Near, Node, Not, Or, Term, TermKey
 from monitor.engine.languages import arabic_variants
+from monitor.engine.query import And, AtLeast, Lang, Near, Node, Not, Or, Term, TermKey
 from monitor.engine.text import FoldedText, fold
 from monitor.model import FIELDS, Article, Hit
 

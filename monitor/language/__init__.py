@@ -10,7 +10,7 @@ on a bounded sample of the text; docs/languages.md says why that library and tha
 Pure: no I/O besides the detector's model, which ships inside its package.
 """
 
-from monitor.language.codes import ISO_639_1, AUTO, feed_language_problem, language_tag
+from monitor.language.codes import AUTO, ISO_639_1, feed_language_problem, language_tag
 from monitor.language.detect import SAMPLE_BYTES, detect, language_of
 
 __all__ = ["AUTO", "ISO_639_1", "SAMPLE_BYTES", "detect", "feed_language_problem", "language_of", "language_tag"]

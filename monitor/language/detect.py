@@ -12,6 +12,7 @@ would take short Chinese or English texts away from ``zh`` and ``en``).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 __all__ = ["MIN_LETTERS", "SAMPLE_BYTES", "detect", "language_of"]
 
@@ -21,10 +22,10 @@ SAMPLE_BYTES = 200
 MIN_LETTERS = 8
 
 _LOCK = threading.Lock()
-_classify = None
+_classify: Callable[[str], tuple[str, float]] | None = None
 
 
-def _classifier():  # type: ignore[no-untyped-def]
+def _classifier() -> Callable[[str], tuple[str, float]]:
     """py3langid's classify, restricted to two-letter codes, loaded once (~0.5 s)."""
     global _classify
     if _classify is None:

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from monitor.errors import MonitorError
-from monitor.model import Article
 from monitor.language import detect, language_of, language_tag
+from monitor.model import Article
 from monitor.parse.normalize import clean_text, markup_to_text
 
 __all__ = ["article_from_input", "article_from_mapping"]
