@@ -161,7 +161,8 @@ def test_an_article_document_reads_back_as_the_article_and_garbage_is_refused():
         url="https://example.org/a1", published=datetime(2026, 12, 4, 8, 0, tzinfo=UTC), guid="a1",
     )
     document = article_to_dict(article, datetime(2026, 12, 4, 9, 0, tzinfo=UTC))
-    assert article_from_dict({**document, "lang": "en"}) == article
+    assert article_from_dict(document) == article
+    assert article_from_dict({**document, "lang": "en"}).lang == "en"
     for broken, reason in [
         ([1], "not an object"),
         ({**document, "schema_version": 2}, "schema_version"),
@@ -170,6 +171,7 @@ def test_an_article_document_reads_back_as_the_article_and_garbage_is_refused():
         ({**document, "published": "yesterday"}, "not an ISO 8601 time"),
         ({**document, "body": "edited"}, "content_hash does not match"),
         ({**document, "id": ""}, "id is empty"),
+        ({**document, "lang": 3}, "lang must be a string or null"),
     ]:
         with pytest.raises(ArticleDocumentError, match=reason):
             article_from_dict(broken)
@@ -201,3 +203,21 @@ def test_article_documents_match_the_article_schema_and_breakages_do_not():
         breakage(broken)
         with pytest.raises(AssertionError, match=r"does not match article-v1\.json"):
             validate_article(broken)
+
+
+def test_the_articles_language_is_in_the_alert_and_the_article_document():
+    """``article.lang`` (added within schema_version 1): the article's ISO 639-1 code or
+    null; an alert of an earlier release, without it, is still a valid alert."""
+    from monitor.delivery.records import article_to_dict, build_alert
+    from monitor.model import Article, Match, Rule
+
+    article = Article(id="urn:x:2", feed_url="https://example.net/feed.xml", title="Sommet à Paris", lang="fr")
+    alert = build_alert(Match(Rule(id="summit", query="sommet", topic="alerts.summit"), (Hit("sommet", "title", 0, 6, "Sommet"),)), article, ruleset_version="v")
+    document = alert_to_dict(alert)
+    assert document["article"]["lang"] == "fr"
+    validate_alert(document)
+    validate_alert(alert_to_dict(_alert()))  # lang null
+    del document["article"]["lang"]
+    validate_alert(document)
+    assert article_to_dict(article, datetime(2026, 1, 1, tzinfo=UTC))["lang"] == "fr"
+    validate_article(article_to_dict(article, datetime(2026, 1, 1, tzinfo=UTC)))
