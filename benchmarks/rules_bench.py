@@ -32,6 +32,14 @@ Then compile time (process CPU time and wall time, median of 3 loads with the te
 fold caches cleared before each, so every load is a cold first load) and memory (RSS
 growth, and Python allocations via tracemalloc) for 10,000 rules, loaded from YAML text
 as an operator's files would be.
+
+``--multilingual`` runs the multilingual case instead: the shipped rules (ten languages)
+plus 1,000 or 10,000 generated ones, over a stream of ~5 KB articles in eleven languages
+made of the labeled passages in tests/data (English and the multilingual set), an equal
+share each. It prints articles/s of matching (each article's language detected before,
+as the parse stage does) and, separately, the cost of detecting the language
+(``monitor.language.detect`` on title, summary and body), with detection's cost as a
+share of matching's at 1,000 rules (target: under 20%).
 """
 
 from __future__ import annotations
@@ -39,10 +47,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
 import os
 import random
 import re
+import shutil
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -53,11 +64,14 @@ import ahocorasick_rs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.engine import RuleSet, fold, parse_rules
+from monitor.engine import RuleSet, collect_rules, fold, parse_rules
 from monitor.engine.evaluate import fold_fields
 from monitor.engine.query import iter_terms
 from monitor.engine.text import scan_text
+from monitor.language import detect
 from monitor.model import Article, Burst, Match
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FIRST = ["Anna", "Boris", "Carlos", "Dmitri", "Elena", "Farid", "Grace", "Hiroshi", "Ines", "Jamal", "Katarzyna", "Luis", "Mei", "Nadia", "Omar", "Pavel", "Quentin", "Rosa", "Sergei", "Tomas", "Ursula", "Viktor", "Wei", "Ximena", "Yusuf", "Zofia", "Ahmed", "Bianca", "Chen", "Diego", "Emeka", "Fatima"]
 SYLLABLES = ["ka", "ro", "vin", "del", "ma", "ra", "ten", "sko", "vich", "ber", "gan", "lo", "mi", "sa", "to", "ne", "dor", "ul", "fen", "ish", "ar", "quo", "zel", "pra", "mon", "tis"]
@@ -239,16 +253,72 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * 4096
 
 
+def multilingual_articles(rng: random.Random, count: int, size: int = 5000) -> list[Article]:
+    """~``size``-character articles, each of passages of one language from the labeled
+    sets (the title: its first passage's title or first words), languages in turn."""
+    passages: dict[str, list[tuple[str, str]]] = {}
+    for path in ("labeled.jsonl", "labeled-holdout.jsonl", "multilingual/labeled-holdout.jsonl"):
+        for line in (ROOT / "tests" / "data" / path).read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            body = record.get("body") or record.get("text") or ""
+            passages.setdefault(record.get("lang", "en"), []).append((record.get("title") or body[:80], body))
+    languages = sorted(lang for lang, items in passages.items() if len(items) >= 10)
+    articles = []
+    for index in range(count):
+        items = passages[languages[index % len(languages)]]
+        title, body = rng.choice(items)
+        while len(body) < size:
+            body += " " + rng.choice(items)[1]
+        articles.append(Article(id=f"m{index}", feed_url="bench", title=title, body=body[:size]))
+    return articles
+
+
+def multilingual(args: argparse.Namespace, vocab: list[str]) -> None:
+    """The multilingual case (see the module docstring)."""
+    rng = random.Random(args.seed)
+    articles = multilingual_articles(rng, args.articles)
+    langs = sorted({detect(a.title, a.summary, a.body) or "?" for a in articles})
+    articles = [Article(id=a.id, feed_url=a.feed_url, title=a.title, body=a.body, lang=detect(a.title, a.summary, a.body)) for a in articles]
+    mean_kb = sum(len(a.title) + len(a.body) for a in articles) / len(articles) / 1000
+    print(f"multilingual: {len(articles)} articles, mean {mean_kb:.1f} KB, languages {' '.join(langs)}")
+    rulesets = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for shipped in sorted((ROOT / "rules").glob("*.yaml")):
+            shutil.copy(shipped, folder)
+        for count in (1_000, 10_000):
+            generated = Path(folder) / "generated.yaml"
+            generated.write_text(rules_yaml(random.Random(count), vocab, count), encoding="utf-8")
+            ruleset, errors = collect_rules([folder])
+            assert not errors, errors
+            rulesets[count] = ruleset
+    cells: dict[str, Callable] = {f"match-{count}": rulesets[count].match for count in rulesets}
+    cells["detect"] = lambda item: detect(item.title, item.summary, item.body)
+    times = interleaved(cells, articles, args.passes)
+    per_article = {name: min(values) / len(articles) for name, values in times.items()}
+    for count, ruleset in rulesets.items():
+        fired = sum(len(ruleset.match(a)) for a in articles) / len(articles)
+        print(
+            f"  match at {len(ruleset.rules):,} rules (shipped + {count:,}): {1 / per_article[f'match-{count}']:,.0f} articles/s "
+            f"({per_article[f'match-{count}'] * 1e6:,.0f} us an article; {fired:.2f} rules fired an article)"
+        )
+    print(f"  language detection: {1 / per_article['detect']:,.0f} articles/s ({per_article['detect'] * 1e6:,.0f} us an article)")
+    print(f"  detection / matching at 1,000 rules: {per_article['detect'] / per_article['match-1000']:.1%} (target < 20%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--passes", type=int, default=15, help="interleaved passes per cell (best is reported)")
     parser.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last allowed; -1: no pinning)")
+    parser.add_argument("--multilingual", action="store_true", help="run the multilingual case only")
     args = parser.parse_args()
     pinned = pin_to_cpu(args.cpu)
     rng = random.Random(args.seed)
     vocab = vocabulary(rng, 30_000)
+    if args.multilingual:
+        multilingual(args, vocab)
+        return
     hot = rng.sample(vocab, 300)  # frequently mentioned names, as in any news cycle
     articles = [article(rng, vocab, hot, i) for i in range(args.articles)]
     mean_kb = sum(len(a.title) + len(a.body) for a in articles) / len(articles) / 1000

@@ -203,7 +203,14 @@ def _compile_and(node: And, key_ids: dict[TermKey, int]) -> Evaluator:
 
 
 def _compile_or(node: Or, key_ids: dict[TermKey, int]) -> Evaluator:
-    parts = [compile_node(child, key_ids) for child in node.children]
+    # The terms of a named list (hundreds, over ten languages) are one part, which looks
+    # only at the keys the article has: a part per term would run every one of them.
+    terms = [child for child in node.children if isinstance(child, Term)]
+    parts = [compile_node(child, key_ids) for child in node.children if not isinstance(child, Term)]
+    if len(terms) > 1:
+        parts.insert(0, _terms_part(terms, key_ids))
+    elif terms:
+        parts.insert(0, compile_node(terms[0], key_ids))
 
     def disjunction(ctx: Context) -> list[Span] | None:
         spans: list[Span] | None = None
@@ -219,6 +226,27 @@ def _compile_or(node: Or, key_ids: dict[TermKey, int]) -> Evaluator:
         return spans
 
     return disjunction
+
+
+def _terms_part(terms: list[Term], key_ids: dict[TermKey, int]) -> Evaluator:
+    """The evidence of any of ``terms`` (an OR of them): the hits of those of their keys
+    the article has, each under the label of every term with that key, in its fields."""
+    by_key: dict[int, list[tuple[str, frozenset[int] | None]]] = {}
+    for term in terms:
+        allowed = _field_indexes(term.fields)
+        by_key.setdefault(key_ids[term.key], []).append((term.label, None if len(allowed) == len(FIELDS) else allowed))
+    keys = frozenset(by_key)
+
+    def any_term(ctx: Context) -> list[Span] | None:
+        hits = ctx.hits
+        spans: list[Span] = []
+        for key_id in keys.intersection(hits) if len(hits) < len(keys) else [k for k in hits if k in keys]:
+            found = hits[key_id]
+            for label, allowed in by_key[key_id]:
+                spans.extend([(label, f, s, e) for f, s, e in found if allowed is None or f in allowed])
+        return spans or None
+
+    return any_term
 
 
 def _compile_at_least(node: AtLeast, key_ids: dict[TermKey, int]) -> Evaluator:
@@ -305,7 +333,7 @@ _COMPILERS: dict[type, Callable[[Any, dict[TermKey, int]], Evaluator]] = {
 _PAIRWISE = 16
 #: From this many spans in one field, NEAR counts words with the field's word index
 #: (:meth:`Context.word_starts`) rather than by scanning each gap.
-_INDEXED_SPANS = 64
+_INDEXED_SPANS = 16
 
 
 def _near_evidence(ctx: Context, left_spans: list[Span], right_spans: list[Span], distance: int) -> list[Span] | None:

@@ -59,6 +59,8 @@ class Matcher:
         self.keys: tuple[TermKey, ...] = ids.by_id()
         self._special = {pattern_id: tuple(entries) for pattern_id, entries in ids.special.items()}
         self._special_patterns = frozenset(ids.special)
+        #: The special table of each article language met (see :meth:`_special_for`).
+        self._special_by_lang: dict[str | None, tuple[dict[int, tuple[tuple[int, bool, str | None, str | None], ...]], frozenset[int]]] = {}
         self._automaton = (
             ahocorasick_rs.AhoCorasick(list(ids.patterns), matchkind=ahocorasick_rs.MatchKind.Standard)
             if ids.patterns
@@ -129,28 +131,46 @@ class Matcher:
         pattern_ids = list(map(_PATTERN_ID, found))
         present = set(pattern_ids)
         context = Context(fields, haystack, found, pattern_ids, bases, owners, lang)
-        if self._special_patterns and not present.isdisjoint(self._special_patterns):
-            present.update(self._check_special(context))
+        special, special_patterns = self._special_for(lang)
+        if special_patterns and not present.isdisjoint(special_patterns):
+            present.update(self._check_special(context, special, special_patterns))
         return present, context
 
-    def _check_special(self, context: Context) -> dict[int, TermHits]:
-        """Hits of the keys that need a check (wildcards, case, language, shared patterns)."""
-        special = self._special
-        lang = context.lang
+    def _special_for(
+        self, lang: str | None
+    ) -> tuple[dict[int, tuple[tuple[int, bool, str | None, str | None], ...]], frozenset[int]]:
+        """The special table without the keys of other languages' sections, built once per
+        article language met: the hits of a pattern only other languages' entries have
+        (the same words in nine sections) are never looked at."""
+        found = self._special_by_lang.get(lang)
+        if found is None:
+            table = {
+                pattern_id: kept
+                for pattern_id, entries in self._special.items()
+                if (kept := tuple(entry for entry in entries if entry[3] is None or entry[3] == lang))
+            }
+            found = self._special_by_lang[lang] = (table, frozenset(table))
+        return found
+
+    def _check_special(
+        self,
+        context: Context,
+        special: dict[int, tuple[tuple[int, bool, str | None, str | None], ...]],
+        special_patterns: frozenset[int],
+    ) -> dict[int, TermHits]:
+        """Hits of the keys that need a check (wildcards, case, shared patterns), of the
+        article's language (``special``: see :meth:`_special_for`)."""
         hits: dict[int, TermHits] = {}
         haystack = context.haystack
         bases = context.bases
-        checked = compress(context.found, map(self._special_patterns.__contains__, context.pattern_ids))
+        checked = compress(context.found, map(special_patterns.__contains__, context.pattern_ids))
         for pattern_id, start, end in checked:
             slot = bisect_right(bases, start) - 1
             base = bases[slot]
             field_index = context.owners[slot]
             cased_text = context.fields[field_index].cased
             start -= base
-            for key_id, wildcard, cased, key_lang in special[pattern_id]:
-                # An entry of a language section counts in articles of that language only.
-                if key_lang is not None and key_lang != lang:
-                    continue
+            for key_id, wildcard, cased, _lang in special[pattern_id]:
                 # A wildcard runs to the end of its word (a field's scan text ends with a
                 # space); others end before their pad.
                 hit_end = (haystack.find(" ", end) if wildcard else end - 1) - 1 - base
