@@ -42,6 +42,7 @@ import orjson
 
 from monitor.engine.text import SNIPPET_LIMIT
 from monitor.engine.text import snippet as text_snippet
+from monitor.language import language_tag
 from monitor.model import Alert, Article, Hit, Match, Record, Signal, SignalArticle, alert_id_for
 from monitor.redact import public_feed_url
 from monitor.signals.outlet import outlet_of
@@ -313,7 +314,7 @@ class ArticleDocumentError(ValueError):
 
 
 _ARTICLE_TEXT = ("id", "feed_url", "title", "summary", "body", "content_hash")
-_ARTICLE_OPTIONAL = ("url", "guid", "fulltext_field")
+_ARTICLE_OPTIONAL = ("url", "guid", "fulltext_field", "lang")
 
 
 def article_from_dict(document: Any) -> Article:
@@ -342,6 +343,8 @@ def article_from_dict(document: Any) -> Article:
         published=_parse_time(document.get("published"), "published"),
         guid=document.get("guid"),
         fulltext_field=document.get("fulltext_field"),
+        # The language the poller decided (docs/languages.md); not a code: none.
+        lang=language_tag(document.get("lang")),
     )
     if article.content_hash != document["content_hash"]:
         raise ArticleDocumentError("content_hash does not match the title, summary and body (a damaged or edited record)")
