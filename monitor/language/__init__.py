@@ -11,6 +11,6 @@ Pure: no I/O besides the detector's model, which ships inside its package.
 """
 
 from monitor.language.codes import AUTO, ISO_639_1, feed_language_problem, language_tag
-from monitor.language.detect import SAMPLE_BYTES, detect, language_of
+from monitor.language.detect import SAMPLE_BYTES, detect, language_of, preload
 
-__all__ = ["AUTO", "ISO_639_1", "SAMPLE_BYTES", "detect", "feed_language_problem", "language_of", "language_tag"]
+__all__ = ["AUTO", "ISO_639_1", "SAMPLE_BYTES", "detect", "feed_language_problem", "language_of", "language_tag", "preload"]

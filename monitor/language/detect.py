@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-__all__ = ["MIN_LETTERS", "SAMPLE_BYTES", "detect", "language_of"]
+__all__ = ["MIN_LETTERS", "SAMPLE_BYTES", "detect", "language_of", "preload"]
 
 #: Bytes of text the detector reads: 100 % on the labeled passages (docs/languages.md).
 SAMPLE_BYTES = 200
@@ -38,6 +38,12 @@ def _classifier() -> Callable[[str], tuple[str, float]]:
                 py3langid.set_languages([label for label in labels if len(label) == 2])
                 _classify = py3langid.classify
     return _classify
+
+
+def preload() -> None:
+    """Load the detector's model now (~0.5 s), not in the first article's parse: a
+    parser worker does it at start-up, where no feed's time limit runs."""
+    _classifier()
 
 
 def _sample(texts: tuple[str, ...]) -> str:
