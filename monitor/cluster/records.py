@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from monitor.language import AUTO, feed_language_problem, language_tag
 from monitor.model import Feed
 
 __all__ = ["MARKER_KEY", "FeedRecordError", "feed_from_record", "feed_to_record", "is_marker", "url_document"]
@@ -70,6 +71,8 @@ def feed_to_record(feed: Feed) -> tuple[bytes, bytes]:
         document["headers"] = dict(feed.headers)
     if feed.expected_update_period is not None:
         document["expected_update_period"] = feed.expected_update_period
+    if feed.language is not None:
+        document["language"] = feed.language
     return feed.url.encode("utf-8"), orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
@@ -85,7 +88,16 @@ def feed_from_record(key: bytes | None, value: bytes) -> Feed:
         headers=_headers(document),
         fulltext=_flag(document, "fulltext"),
         expected_update_period=_seconds(document, "expected_update_period", required=False),
+        language=_language(document),
     )
+
+
+def _language(document: Mapping[str, Any]) -> str | None:
+    """The feed's configured language (an ISO 639-1 code or "auto"), or None."""
+    value = _optional_text(document, "language")
+    if value is not None and feed_language_problem(value) is not None:
+        raise FeedRecordError(f"language must be an ISO 639-1 code or 'auto', got {value!r}")
+    return None if value is None else language_tag(value) or AUTO
 
 
 def _seconds(document: Mapping[str, Any], key: str, *, required: bool) -> float | None:

@@ -60,3 +60,12 @@ def test_a_feed_round_trips_through_its_record_with_stable_bytes():
 def test_a_bad_feed_record_is_refused_with_its_reason(key, value, reason):
     with pytest.raises(FeedRecordError, match=reason):
         feed_from_record(key, value)
+
+
+def test_a_feeds_configured_language_travels_in_its_record():
+    for language in ("fr", "auto", None):
+        feed = Feed(url="https://example.org/fr.xml", language=language)
+        assert feed_from_record(*feed_to_record(feed)).language == language
+    key, value = feed_to_record(Feed(url="https://example.org/fr.xml"))
+    with pytest.raises(FeedRecordError, match="language must be an ISO 639-1 code"):
+        feed_from_record(key, value.replace(b'"v":1', b'"language":"french","v":1'))
