@@ -182,6 +182,8 @@ class Process:
     args: list[str]
     directory: Path
     popen: subprocess.Popen[bytes] | None = None
+    #: Killed on purpose (its exit is no failure).
+    killed: bool = False
 
     def start(self, env: dict[str, str]) -> Process:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -198,6 +200,7 @@ class Process:
     def kill(self) -> None:
         """SIGKILL: no revoke, no flush, no goodbye to the group."""
         assert self.popen is not None
+        self.killed = True
         self.popen.send_signal(signal.SIGKILL)
         self.popen.wait(timeout=10)
 
@@ -303,6 +306,13 @@ class Cluster:
     def logs(self) -> str:
         return "".join(p.log_tail() for p in self.processes)
 
+    def check(self) -> None:
+        """AssertionError (with the logs) when a process that should run has exited."""
+        exited = [p for p in self.processes if not p.alive and not p.killed]
+        if exited:
+            names = ", ".join(f"{p.name} (exit {p.popen.returncode if p.popen else '?'})" for p in exited)
+            raise AssertionError(f"exited: {names}\n{self.logs()}")
+
 
 # -- reading topics -----------------------------------------------------------------------------
 
@@ -339,11 +349,16 @@ class TopicTail:
         await self._consumer.stop()
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str, *, on_timeout: Callable[[], str] = lambda: "") -> float:
+async def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, *, cluster: Cluster | None = None, on_timeout: Callable[[], str] = lambda: ""
+) -> float:
     """Wait until ``condition()`` holds (checked every 50 ms); the seconds it took.
-    AssertionError naming ``what`` (and ``on_timeout()``) after ``timeout`` seconds."""
+    AssertionError naming ``what`` (and ``on_timeout()``) after ``timeout`` seconds, or as
+    soon as a process of ``cluster`` exits unasked."""
     start = time.monotonic()
     while not condition():
+        if cluster is not None:
+            cluster.check()
         if time.monotonic() - start > timeout:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{on_timeout()}")
         await asyncio.sleep(0.05)

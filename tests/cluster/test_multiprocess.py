@@ -84,14 +84,14 @@ async def test_pollers_and_matchers_share_the_work_and_survive_sigkill(broker, f
         pollers = [cluster.start(f"poller-{n}", "poller") for n in range(3)]
         matchers = [cluster.start(f"matcher-{n}", "matcher") for n in range(2)]
         everyone_polled = await wait_for(
-            lambda: len({h.feed for h in feeds.hits}) == FEEDS, 60, "a first poll of every feed", on_timeout=cluster.logs
+            lambda: len({h.feed for h in feeds.hits}) == FEEDS, 60, "a first poll of every feed", cluster=cluster, on_timeout=cluster.logs
         )
         started = feeds.hits[-1].at
 
         wave("a", rng.sample(urls, WAVE))
-        await wait_for(lambda: alerted("a"), 30, "the alerts of the first wave", on_timeout=cluster.logs)
+        await wait_for(lambda: alerted("a"), 30, "the alerts of the first wave", cluster=cluster, on_timeout=cluster.logs)
         # Three more intervals of steady polling before anything dies.
-        await wait_for(lambda: feeds.hits[-1].at >= started + 3 * INTERVAL, 4 * INTERVAL, "three intervals of polling")
+        await wait_for(lambda: feeds.hits[-1].at >= started + 3 * INTERVAL, 4 * INTERVAL, "three intervals of polling", cluster=cluster)
         steady = (started + INTERVAL, feeds.hits[-1].at)
 
         # -- a poller dies --------------------------------------------------------------------
@@ -107,15 +107,15 @@ async def test_pollers_and_matchers_share_the_work_and_survive_sigkill(broker, f
             return {h.feed for h in feeds.hits if h.at > killed_at and h.feed in orphans and h.agent != f"mp-test/{victim.name}"}
 
         handover = await wait_for(lambda: adopted() == orphans, limit, f"the {len(orphans)} feeds of the killed poller to be polled again",
-                                  on_timeout=lambda: f"{len(orphans - adopted())} not yet\n{cluster.logs()}")
+                                  cluster=cluster, on_timeout=lambda: f"{len(orphans - adopted())} not yet\n{cluster.logs()}")
         wave("b", rng.sample(sorted(orphans), WAVE // 2) + rng.sample(sorted(set(urls) - orphans), WAVE // 2))
-        await wait_for(lambda: alerted("b"), 30, "the alerts of the second wave", on_timeout=cluster.logs)
+        await wait_for(lambda: alerted("b"), 30, "the alerts of the second wave", cluster=cluster, on_timeout=cluster.logs)
 
         # -- a matcher dies ---------------------------------------------------------------------
         matchers[0].kill()
         wave("c", rng.sample(urls, WAVE))
         await wait_for(lambda: alerted("c"), SESSION_TIMEOUT + 30, "the alerts of the third wave, by the surviving matcher",
-                       on_timeout=cluster.logs)
+                       cluster=cluster, on_timeout=cluster.logs)
         codes = cluster.stop_all()
     finally:
         cluster.stop_all()
