@@ -234,3 +234,156 @@ def test_notify_deployment_has_probes_and_its_destination_secret_is_the_configma
     assert folder == mounts["destinations"] and name in secret
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert "notify-deployment.yaml" in kustomization["resources"]
+
+
+# -- the scale-out roles (docs/scaling.md) --------------------------------------------------
+
+CLUSTER = K8S / "cluster"
+
+
+def _cluster_kustomization() -> dict:
+    return yaml.safe_load((CLUSTER / "kustomization.yaml").read_text())
+
+
+def _cluster_manifests() -> dict[tuple[str, str], dict]:
+    """What ``kubectl apply -k deploy/kubernetes/cluster/`` applies: the base's manifests
+    without those its patches delete, plus the cluster's own."""
+    kustomization = _cluster_kustomization()
+    found = _manifests() if "../" in kustomization["resources"] else {}
+    for entry in kustomization.get("patches", []):
+        patch = yaml.safe_load(entry["patch"])
+        if patch.get("$patch") == "delete":
+            found.pop((patch["kind"], patch["metadata"]["name"]))
+    for resource in kustomization["resources"]:
+        if resource.endswith(".yaml"):
+            for doc in yaml.safe_load_all((CLUSTER / resource).read_text()):
+                found[(doc["kind"], doc["metadata"]["name"])] = doc
+    return found
+
+
+def _pod_env(container: dict) -> dict[str, str]:
+    """The container's NEWS_MONITOR_* variables; one from the pod's name gets a pod's name."""
+    env = {}
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        else:
+            assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", entry
+            env[entry["name"]] = "news-monitor-poller-7d9f8-abcde"
+    return env
+
+
+def _pod_settings(manifests: dict, pod: dict, container: dict, tmp_path: Path):
+    """Settings as ``container`` of ``pod`` loads them: its ConfigMap, env and Secret."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    config_volume = volumes[mounts["/config"]]
+    data = manifests[("ConfigMap", config_volume["configMap"]["name"])]["data"]
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    env = _pod_env(container)
+    assert env.pop("NEWS_MONITOR_CONFIG") == "/config/monitor.toml"
+    for source in container.get("envFrom", []):
+        env.update(manifests[("Secret", source["secretRef"]["name"])]["stringData"])
+    return _env_settings(env, tmp_path / "monitor.toml")
+
+
+def test_cluster_kustomization_is_the_base_without_the_single_process():
+    kustomization = _cluster_kustomization()
+    for resource in kustomization["resources"]:
+        assert (CLUSTER / resource).exists(), resource
+    assert "../" in kustomization["resources"], "the cluster shares the base's config, rules, Secret and Service"
+    manifests = _cluster_manifests()
+    # One process and a cluster on the same topics would poll every feed twice.
+    assert ("Deployment", "news-monitor") not in manifests and ("PersistentVolumeClaim", "news-monitor-state") not in manifests
+    assert {name for kind, name in manifests if kind == "Deployment"} == {"news-monitor-poller", "news-monitor-matcher", "news-monitor-notify"}
+    assert ("CronJob", "news-monitor-feeds-sync") in manifests
+    for (kind, _name), doc in manifests.items():
+        spec = doc["spec"]["jobTemplate"]["spec"] if kind == "CronJob" else doc.get("spec", {})
+        pod = spec.get("template", {}).get("spec")
+        for volume in (pod or {}).get("volumes", []):
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in manifests
+            if "persistentVolumeClaim" in volume:
+                assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in manifests
+
+
+@pytest.mark.parametrize("role", ["poller", "matcher"])
+def test_each_role_is_a_deployment_of_its_own_with_probes_and_its_state_on_kafka(role, tmp_path):
+    manifests = _cluster_manifests()
+    deployment = manifests[("Deployment", f"news-monitor-{role}")]
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["news-monitor", "run", "--role", role]
+    # Scales on its own: a selector of its own, and more than one replica by default.
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items() and labels["app.kubernetes.io/component"] == role
+    assert spec["replicas"] >= 2 and spec["strategy"]["type"] == "RollingUpdate"
+    service = manifests[("Service", "news-monitor")]
+    assert service["spec"]["selector"].items() <= labels.items(), "the Service (metrics scraping) reaches every role's pods"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" and container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
+    # The state moves with the work through Kafka: nothing on a PersistentVolumeClaim.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert all("persistentVolumeClaim" not in v for v in volumes.values())
+    settings = _pod_settings(manifests, pod, container, tmp_path)
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts[settings.state.dir]]
+    assert not settings.kafka.embedded, "a cluster needs a shared broker"
+    assert settings.cluster.instance_id.startswith("news-monitor-"), "the pod's name names it in status --cluster"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert settings.http.listen == f"0.0.0.0:{ports['http']}"
+    if role == "matcher":
+        assert all(path in mounts for path in settings.rules.paths), "the matcher reads the rules ConfigMap"
+        assert ("ConfigMap", volumes[mounts[settings.rules.paths[0]]]["configMap"]["name"]) == ("ConfigMap", "news-monitor-rules")
+    assert pod["terminationGracePeriodSeconds"] > settings.delivery.shutdown_timeout
+
+
+def test_feeds_sync_runs_before_the_pollers_and_on_a_schedule_from_the_same_config(tmp_path):
+    manifests = _cluster_manifests()
+    poller = manifests[("Deployment", "news-monitor-poller")]["spec"]["template"]["spec"]
+    [init] = poller["initContainers"]
+    assert init["command"] == ["news-monitor", "feeds", "sync"]
+    [main] = poller["containers"]
+    assert [m for m in init["volumeMounts"] if m["mountPath"] == "/config"] == [m for m in main["volumeMounts"] if m["mountPath"] == "/config"]
+    cronjob = manifests[("CronJob", "news-monitor-feeds-sync")]
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["news-monitor", "feeds", "sync"] and cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    # A bad config (exit 2) fails the job at once; a broker outage (3) is tried again.
+    [rule] = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2] and pod["restartPolicy"] == "Never"
+    settings = _pod_settings(manifests, pod, container, tmp_path)
+    assert settings.feeds.opml and (tmp_path / settings.feeds.opml).exists(), "feeds sync publishes the ConfigMap's feed list"
+
+
+def test_compose_cluster_profile_runs_feeds_sync_once_then_two_pollers_and_two_matchers():
+    compose = _compose()
+    services = {name: s for name, s in compose["services"].items() if "cluster" in s.get("profiles", [])}
+    assert set(services) == {"feeds-sync", "poller-1", "poller-2", "matcher-1", "matcher-2"}
+    assert "--scale monitor=0" in (ROOT / "docker-compose.yml").read_text(), "the header says how to leave the single monitor out"
+    sync = services.pop("feeds-sync")
+    assert sync["entrypoint"] == ["news-monitor", "feeds", "sync"] and sync["restart"] == "no"
+    instances, host_ports, partitions = set(), set(), set()
+    for name, service in services.items():
+        role = name.split("-")[0]
+        assert service["entrypoint"] == ["news-monitor", "run", "--role", role]
+        assert service["build"] == compose["services"]["monitor"]["build"]
+        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+        if role == "poller":
+            assert service["depends_on"]["feeds-sync"]["condition"] == "service_completed_successfully"
+        env = {k: v for k, v in service["environment"].items() if k.startswith("NEWS_MONITOR_")}
+        settings = _env_settings(env, DEPLOY / "config" / "monitor.toml")
+        assert settings.kafka.bootstrap_servers == "kafka:9092"
+        instances.add(settings.cluster.instance_id)
+        partitions.add(settings.kafka.topic_partitions)
+        [port] = service["ports"]
+        assert port.startswith("127.0.0.1:") and port.endswith(":" + settings.http.listen.rsplit(":", 1)[1])
+        host_ports.add(port.split(":")[1])
+        mounts = {v.split(":")[1] for v in service["volumes"]}
+        assert "/config" in mounts and (role == "poller" or set(settings.rules.paths) <= mounts)
+    sync_settings = _env_settings({k: v for k, v in sync["environment"].items()}, DEPLOY / "config" / "monitor.toml")
+    assert len(instances) == 4 and len(host_ports) == 4, "each process its own instance id and status page"
+    assert partitions == {sync_settings.kafka.topic_partitions} and min(partitions) >= 2, "the roles and feeds sync agree on partitions"
