@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -93,8 +94,18 @@ class HostedFeeds:
     hits: list[Hit] = field(default_factory=list)
     #: Seconds every answer is held back (a remote server's latency).
     delay: float = 0.0
+    #: Share of requests that find a new item on top of the feed (a busy feed).
+    change_share: float = 0.0
+    #: Items a feed keeps (oldest dropped first; 0 = all).
+    max_items: int = 0
+    #: Makes the new items of ``change_share``.
+    new_item: Callable[[str, int], tuple[str, str, str]] | None = None
+    seed: int = 15
     _runner: web.AppRunner | None = None
     _ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
 
     async def start(self) -> HostedFeeds:
         app = web.Application()
@@ -127,6 +138,8 @@ class HostedFeeds:
         """A new item on top of the feed at ``url`` (a new ETag)."""
         feed = self.feeds[url]
         feed.items.append(item)
+        if self.max_items:
+            del feed.items[: -self.max_items]
         feed.render()
 
     def of(self, url: str) -> list[Hit]:
@@ -141,6 +154,8 @@ class HostedFeeds:
         if feed is None:
             self.hits.append(Hit(url, time.monotonic(), agent, 404))
             return web.Response(status=404)
+        if self.new_item is not None and self.change_share and self._rng.random() < self.change_share:
+            self.publish(url, self.new_item(url, feed.version))
         etag = f'"v{feed.version}"'
         status = 304 if request.headers.get("If-None-Match") == etag else 200
         self.hits.append(Hit(url, time.monotonic(), agent, status))
@@ -235,6 +250,10 @@ class Cluster:
     rules: tuple[str, ...] = ()
     feeds: dict[str, Any] = field(default_factory=dict)
     session_timeout: float = 6.0
+    #: More settings for every process: ``{section: {key: value}}``.
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Cluster topic names to use instead of this cluster's own (e.g. a shared articles topic).
+    topic_names: dict[str, str] = field(default_factory=dict)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     processes: list[Process] = field(default_factory=list)
 
@@ -245,7 +264,16 @@ class Cluster:
             "articles_topic": f"mp.{self.uid}.articles",
             "feed_state_topic": f"mp.{self.uid}.feed-state",
             "matcher_state_topic": f"mp.{self.uid}.matcher-state",
+            **self.topic_names,
         }
+
+    @property
+    def poller_group(self) -> str:
+        return f"mp.{self.uid}.pollers"
+
+    @property
+    def matcher_group(self) -> str:
+        return f"mp.{self.uid}.matchers"
 
     def config(self, name: str, feed_urls: Iterable[str] = ()) -> Path:
         """The config file of process ``name``: its own state dir, HTTP port, instance id
@@ -262,8 +290,10 @@ class Cluster:
             "health": {"topic": f"mp.{self.uid}.feed-health"},
             "log": {"level": "info", "format": "json"},
             "cluster": {"session_timeout": self.session_timeout, "instance_id": name,
-                        "poller_group": f"mp.{self.uid}.pollers", "matcher_group": f"mp.{self.uid}.matchers", **self.topics},
+                        "poller_group": self.poller_group, "matcher_group": self.matcher_group, **self.topics},
         }
+        for section, keys in self.extra.items():
+            sections.setdefault(section, {}).update(keys)
         path.write_text(config_text(sections, feed_urls), encoding="utf-8")
         return path
 
