@@ -259,7 +259,7 @@ def _row(name: str, values: dict[str, float]) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     parts = set(args.parts.split(","))
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="cluster-bench-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
         os.environ["TMPDIR"] = tmp
         print(f"cluster_bench: {os.cpu_count()} CPUs, Tansu at {broker.bootstrap_servers}, {PARTITIONS} partitions", flush=True)
@@ -293,6 +293,7 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=20000)
     parser.add_argument("--stories", type=int, default=50, help="wire stories among the articles, 4 copies each")
     parser.add_argument("--rules", type=int, default=1000, help="generated rules (rules_bench's generator)")
+    parser.add_argument("--workdir", default=None, help="where the processes' state dirs and logs go (removed at the end)")
     asyncio.run(run(parser.parse_args()))
 
 

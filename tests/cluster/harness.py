@@ -281,7 +281,7 @@ class Cluster:
         path = self.directory / name / "monitor.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         sections: dict[str, dict[str, Any]] = {
-            "kafka": {"bootstrap_servers": self.bootstrap_servers, "topic_partitions": self.partitions, "linger_ms": 1,
+            "kafka": {"bootstrap_servers": self.bootstrap_servers, "topic_partitions": self.partitions,
                       "dead_letter_topic": f"mp.{self.uid}.dead-letter"},
             "state": {"dir": str(self.directory / name / "state")},
             "feeds": {"parse_workers": 0, "jitter": 0.0, "user_agent": f"mp-test/{name}", **self.feeds},

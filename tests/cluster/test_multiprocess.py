@@ -59,7 +59,7 @@ async def test_pollers_and_matchers_share_the_work_and_survive_sigkill(broker, f
     rules = tmp_path / "rules"
     rules.mkdir()
     cluster = Cluster(broker.bootstrap_servers, tmp_path, partitions=PARTITIONS, rules=(str(rules),), session_timeout=SESSION_TIMEOUT,
-                      feeds={"interval": INTERVAL, "max_interval": INTERVAL})
+                      feeds={"interval": INTERVAL, "max_interval": INTERVAL}, extra={"kafka": {"linger_ms": 1}})
     alerts_topic = f"mp.{cluster.uid}.alerts"
     (rules / "zorblax.yaml").write_text(f"rules:\n  - id: zorblax\n    query: zorblax\n    topic: {alerts_topic}\n")
     dead_letters = f"mp.{cluster.uid}.dead-letter"
