@@ -53,6 +53,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from benchmarks.rules_bench import article as prose_article
 from benchmarks.rules_bench import rules_yaml, vocabulary
 from monitor.adapters.broker import EmbeddedBroker
+from monitor.cluster import is_marker
 from monitor.delivery.records import article_record
 from monitor.model import Article
 from tests.cluster.harness import Cluster, HostedFeeds, Process, spread_hosts, wait_for
@@ -130,6 +131,11 @@ async def bench_handover(broker: EmbeddedBroker, args: argparse.Namespace, workd
         await wait_for(lambda: any(h.agent.endswith("poller-2") for h in feeds.hits[-200:]), 120, "the new poller's polls", cluster=cluster)
         await asyncio.sleep(interval)
         out.update(await _moved(feeds, cluster, second, interval, kill=False, prefix="term"))
+        await asyncio.to_thread(cluster.stop_all)
+        for name, topic in (("state", cluster.topics["feed_state_topic"]), ("article", cluster.topics["articles_topic"])):
+            count, size = await topic_stats(broker.bootstrap_servers, topic)
+            out[f"{name} records/poll"] = count / len(feeds.hits)
+            out[f"{name} B"] = size
         return out
     finally:
         await asyncio.to_thread(cluster.stop_all)
@@ -163,6 +169,12 @@ async def _moved(feeds: HostedFeeds, cluster: Cluster, victim: Process, interval
     late = sorted(max(0.0, at - max(gone, due[url])) for url, at in found.items())
     return {f"{prefix} feeds": len(owned), f"{prefix} median s": statistics.median(after), f"{prefix} max s": after[-1],
             f"{prefix} late median s": statistics.median(late), f"{prefix} late max s": late[-1]}
+
+
+async def topic_stats(bootstrap: str, topic: str) -> tuple[int, float]:
+    """Records on ``topic`` (markers left out) and their mean value size in bytes (uncompressed)."""
+    records = [r for r in await read_topic(bootstrap, topic, timeout=120, idle=2) if r.value and not is_marker(r.key)]
+    return len(records), (sum(len(r.value) for r in records) / len(records) if records else 0.0)
 
 
 # -- matchers ---------------------------------------------------------------------------------
@@ -240,11 +252,13 @@ async def bench_matchers(broker: EmbeddedBroker, count: int, args: argparse.Name
             await asyncio.sleep(0.25)
         first = next(s for s in samples if s[1] > 0)
         last = samples[-1]
+        state_records, state_size = await topic_stats(broker.bootstrap_servers, cluster.topics["matcher_state_topic"])
         story_alerts = await read_topic(broker.bootstrap_servers, f"{alerts}.stories", timeout=30, idle=2)
         rule_alerts = await read_topic(broker.bootstrap_servers, alerts, timeout=60, idle=2)
         return {"articles/s": (last[1] - first[1]) / (last[0] - first[0]), "cpu": (last[2] - first[2]) / (last[0] - first[0]),
                 "articles/cpu-s": (last[1] - first[1]) / max(last[2] - first[2], 1e-9), "alerts": len(rule_alerts),
-                "story alerts": len(story_alerts), "stories": stories // 4}
+                "story alerts": len(story_alerts), "stories": stories // 4, "state records/article": state_records / total,
+                "state B": state_size}
     finally:
         await admin.close()
         await asyncio.to_thread(cluster.stop_all)

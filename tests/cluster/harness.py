@@ -285,7 +285,7 @@ class Cluster:
                       "dead_letter_topic": f"mp.{self.uid}.dead-letter"},
             "state": {"dir": str(self.directory / name / "state")},
             "feeds": {"parse_workers": 0, "jitter": 0.0, "user_agent": f"mp-test/{name}", **self.feeds},
-            "rules": {"paths": list(self.rules), "watch": False},
+            "rules": {"paths": list(self.rules), "watch": False} if self.rules else {"watch": False},
             "http": {"listen": f"127.0.0.1:{free_port()}"},
             "health": {"topic": f"mp.{self.uid}.feed-health"},
             "log": {"level": "info", "format": "json"},
