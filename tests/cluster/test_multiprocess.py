@@ -84,12 +84,12 @@ async def test_pollers_and_matchers_share_the_work_and_survive_sigkill(broker, f
         pollers = [cluster.start(f"poller-{n}", "poller") for n in range(3)]
         matchers = [cluster.start(f"matcher-{n}", "matcher") for n in range(2)]
         everyone_polled = await wait_for(
-            lambda: len({h.feed for h in feeds.hits}) == FEEDS, 60, "a first poll of every feed", cluster=cluster, on_timeout=cluster.logs
+            lambda: len({h.feed for h in feeds.hits}) == FEEDS, 120, "a first poll of every feed", cluster=cluster, on_timeout=cluster.logs
         )
         started = feeds.hits[-1].at
 
         wave("a", rng.sample(urls, WAVE))
-        await wait_for(lambda: alerted("a"), 30, "the alerts of the first wave", cluster=cluster, on_timeout=cluster.logs)
+        await wait_for(lambda: alerted("a"), 60, "the alerts of the first wave", cluster=cluster, on_timeout=cluster.logs)
         # Three more intervals of steady polling before anything dies.
         await wait_for(lambda: feeds.hits[-1].at >= started + 3 * INTERVAL, 4 * INTERVAL, "three intervals of polling", cluster=cluster)
         steady = (started + INTERVAL, feeds.hits[-1].at)
@@ -109,12 +109,12 @@ async def test_pollers_and_matchers_share_the_work_and_survive_sigkill(broker, f
         handover = await wait_for(lambda: adopted() == orphans, limit, f"the {len(orphans)} feeds of the killed poller to be polled again",
                                   cluster=cluster, on_timeout=lambda: f"{len(orphans - adopted())} not yet\n{cluster.logs()}")
         wave("b", rng.sample(sorted(orphans), WAVE // 2) + rng.sample(sorted(set(urls) - orphans), WAVE // 2))
-        await wait_for(lambda: alerted("b"), 30, "the alerts of the second wave", cluster=cluster, on_timeout=cluster.logs)
+        await wait_for(lambda: alerted("b"), 60, "the alerts of the second wave", cluster=cluster, on_timeout=cluster.logs)
 
         # -- a matcher dies ---------------------------------------------------------------------
         matchers[0].kill()
         wave("c", rng.sample(urls, WAVE))
-        await wait_for(lambda: alerted("c"), SESSION_TIMEOUT + 30, "the alerts of the third wave, by the surviving matcher",
+        await wait_for(lambda: alerted("c"), SESSION_TIMEOUT + 60, "the alerts of the third wave, by the surviving matcher",
                        cluster=cluster, on_timeout=cluster.logs)
         codes = cluster.stop_all()
     finally:
