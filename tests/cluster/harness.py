@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -256,6 +257,8 @@ class Cluster:
     topic_names: dict[str, str] = field(default_factory=dict)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     processes: list[Process] = field(default_factory=list)
+    #: The HTTP port of each process (its /status.json, /metrics) by name.
+    ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def topics(self) -> dict[str, str]:
@@ -286,7 +289,7 @@ class Cluster:
             "state": {"dir": str(self.directory / name / "state")},
             "feeds": {"parse_workers": 0, "jitter": 0.0, "user_agent": f"mp-test/{name}", **self.feeds},
             "rules": {"paths": list(self.rules), "watch": False} if self.rules else {"watch": False},
-            "http": {"listen": f"127.0.0.1:{free_port()}"},
+            "http": {"listen": f"127.0.0.1:{self.ports.setdefault(name, free_port())}"},
             "health": {"topic": f"mp.{self.uid}.feed-health"},
             "log": {"level": "info", "format": "json"},
             "cluster": {"session_timeout": self.session_timeout, "instance_id": name,
@@ -296,6 +299,13 @@ class Cluster:
             sections.setdefault(section, {}).update(keys)
         path.write_text(config_text(sections, feed_urls), encoding="utf-8")
         return path
+
+    async def status(self, name: str) -> dict[str, Any]:
+        """``/status.json`` of process ``name``."""
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{self.ports[name]}/status.json") as response:
+            response.raise_for_status()
+            document: dict[str, Any] = await response.json()
+            return document
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWS_MONITOR_")}

@@ -54,6 +54,12 @@ def _on_every_partition(urls: list[str], wave: str) -> list[str]:
     return [url for p in range(PARTITIONS) for url in by_partition[p][: WAVE // PARTITIONS]]
 
 
+async def _partitions(cluster: Cluster, name: str, role: str) -> list[int]:
+    """The partitions process ``name`` says (``/status.json``) its ``role`` owns."""
+    status = await cluster.status(name)
+    return sorted(status["extra"]["roles"][role]["partitions"])
+
+
 @pytest.fixture
 async def feeds():
     hosted = await HostedFeeds(spread_hosts(PARTITIONS, 2)).start()
@@ -119,6 +125,8 @@ async def test_pollers_and_matchers_share_the_work_and_survive_sigkill(broker, f
 
         handover = await wait_for(lambda: adopted() == orphans, limit, f"the {len(orphans)} feeds of the killed poller to be polled again",
                                   cluster=cluster, on_timeout=lambda: f"{len(orphans - adopted())} not yet\n{cluster.logs()}")
+        owned = [await _partitions(cluster, p.name, "poller") for p in pollers if p is not victim]
+        assert sorted(owned[0] + owned[1]) == list(range(PARTITIONS)), f"the surviving pollers own {owned}"
         wave("b", rng.sample(sorted(orphans), WAVE // 2) + rng.sample(sorted(set(urls) - orphans), WAVE // 2))
         await wait_for(lambda: alerted("b"), 60, "the alerts of the second wave", cluster=cluster, on_timeout=cluster.logs)
 
@@ -127,6 +135,8 @@ async def test_pollers_and_matchers_share_the_work_and_survive_sigkill(broker, f
         wave("c", _on_every_partition(urls, "c"))
         await wait_for(lambda: alerted("c"), SESSION_TIMEOUT + 60, "the alerts of the third wave, by the surviving matcher",
                        cluster=cluster, on_timeout=cluster.logs)
+        survivor = await _partitions(cluster, matchers[1].name, "matcher")
+        assert survivor == list(range(PARTITIONS)), f"the surviving matcher owns {survivor}"
         codes = cluster.stop_all()
     finally:
         cluster.stop_all()
