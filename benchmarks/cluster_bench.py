@@ -29,8 +29,10 @@ file each, ``news-monitor feeds sync`` first). Printed:
   matcher each alerts once per rule; the extra alerts with two are printed (story
   clustering is per matcher, docs/scaling.md).
 
-The machine has 2 cores shared by Tansu, the feed server and the roles: two processes
-cannot go twice as fast here; the CPU-second figures are what sizing uses.
+The machine has 2 cores shared by Tansu, the feed server, the roles and whatever else
+runs (the load average is printed with each row): two processes cannot go twice as fast
+here, and on a busy machine the roles wait for a CPU, so their wall-clock rates measure
+the neighbours. The figures per CPU-second are what sizing uses.
 """
 
 from __future__ import annotations
@@ -268,6 +270,7 @@ async def bench_matchers(broker: EmbeddedBroker, count: int, args: argparse.Name
 
 
 def _row(name: str, values: dict[str, float]) -> str:
+    values = {**values, "load": os.getloadavg()[0]}
     return f"{name:<22}" + "  ".join(f"{k} {v:,.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
 
 
@@ -276,7 +279,8 @@ async def run(args: argparse.Namespace) -> None:
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="cluster-bench-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
         os.environ["TMPDIR"] = tmp
-        print(f"cluster_bench: {os.cpu_count()} CPUs, Tansu at {broker.bootstrap_servers}, {PARTITIONS} partitions", flush=True)
+        print(f"cluster_bench: {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), Tansu at {broker.bootstrap_servers}, "
+              f"{PARTITIONS} partitions", flush=True)
         if "poll" in parts:
             for count in (1, 2):
                 print(_row(f"poll, {count} poller(s)", await bench_pollers(broker, count, args, workdir)), flush=True)
