@@ -9,8 +9,9 @@ before anything dies, after a poller was SIGKILLed and after a matcher was SIGKI
 
 Checked: each feed is polled by one poller at a time (no two requests for one feed within
 half an interval, ever) and about once per interval; the dead poller's feeds are polled
-again by the others within session_timeout + one interval + 10 s; after the dead matcher,
-alerts still come for articles on every partition; at the end every expected alert is on
+again by the others within session_timeout + one interval + 10 s, and the survivors' own
+/status.json lists every partition between them; after the dead matcher, the survivor
+owns every partition and alerts on articles of each; at the end every expected alert is on
 its topic (duplicates, same alert_id, are counted and printed; a missing alert fails),
 no feed was re-published wholesale after a move (the first items of every feed are on the
 articles topic exactly once), and nothing went to the dead-letter topic.
