@@ -22,9 +22,9 @@ from monitor.delivery.records import alert_record, article_record, build_alert, 
 from monitor.enrich.fulltext import FulltextEnricher
 from monitor.errors import FeedError
 from monitor.log import get_logger
-from monitor.model import Alert, Article, Feed, Match, Record
+from monitor.model import Alert, Article, Feed, Match, Record, Signal
 from monitor.signals import Signals
-from monitor.signals.feed import sightings_of
+from monitor.signals.feed import matches_of
 
 __all__ = ["THREAD_MATCH_CHARS", "ArticleStore", "CpuLane", "CpuPool", "Matcher", "Matching", "Sink", "unique_articles"]
 
@@ -247,11 +247,14 @@ class Matching:
         if self.signals is None:
             return
         now = self._clock()
-        sightings = sightings_of(candidates, admission.verdicts, admission.alerts, now)
-        raised = self.signals.observe(sightings, now)
+        signals = self.signals
+        raised: list[Signal] = []
+        for article, rules in matches_of(candidates, admission.verdicts, admission.alerts):
+            raised += signals.observe_article(article, rules, now, now)
+        raised += signals.expire(now)
         records = [signal_record(signal) for signal in raised]
-        # Detectors that raised a signal are saved with it; the others every flush interval.
-        changes = self.signals.changes(now)
+        # Detectors that raised a signal are saved with it; the journal every flush interval.
+        changes = signals.changes(now)
         if records or changes:
             await self._store.save_signals(records, changes)
         for signal in raised:

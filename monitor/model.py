@@ -245,9 +245,12 @@ def signal_id_for(rule_id: str, kind: str, key: str) -> str:
     return digest[:32]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SignalArticle:
-    """An article a signal names (its first or its latest); times are Unix seconds."""
+    """An article a signal names (its first or its latest); times are Unix seconds.
+
+    Not frozen, but never changed once made: one is made per admitted article, and a
+    frozen dataclass costs twice as much to build (docs/signals.md, "Cost")."""
 
     id: str
     url: str | None

@@ -1,10 +1,13 @@
-"""The detectors: sightings of matching articles in, burst, spike and escalation signals out.
+"""The detectors: matching articles in, burst, spike and escalation signals out.
 
 A :class:`Sighting` is one rule matching one new article (an alert, or a later copy of
 a story the rule already alerted on: copies count here though they raise no alert).
-:class:`Signals` keeps, per rule, the recent sightings its ``burst:`` and ``spike:``
-blocks need and, per story, the outlets that carried it; :meth:`Signals.observe` returns
-the signals a batch of sightings raises.
+:class:`Signals` keeps, per rule that matched, a :class:`Track`: matching articles per
+hour over the last 48 hours and the latest signals (for the status page's chart), and the
+recent sightings its ``burst:`` and ``spike:`` blocks need; per story, the outlets that
+carried it. :meth:`Signals.observe_article` (one article and the rules it matched, the
+daemon's path) and :meth:`Signals.observe` (sightings, the consumer's) return the signals
+raised.
 
 Time. An article's time is its published time when that is plausible (not more than
 :data:`CLOCK_SKEW` after its detection, not more than the detector's window before it),
@@ -12,33 +15,40 @@ else its detection time: a feed dating everything 1970, or next year, neither op
 closes a window. Windows and cool-downs run on these times, never on the wall clock, so a
 replay of the same sightings gives the same signals with the same ids.
 
-State. Everything :class:`Signals` holds is plain numbers and strings: :meth:`Signals.changes`
-gives the entries changed as JSON (one per rule and detector, one per story): those that
-raised a signal at once, the others once per ``flush_interval`` and at shutdown;
-:meth:`Signals.restore` takes them back, so a restart neither repeats a signal nor
-forgets a cool-down. Pure: no clock (``now`` is passed in), no I/O.
+State. Per article the detectors do a few dictionary operations per rule matched and
+write nothing: the article and the ids of the rules it matched go to a **journal**, one
+entry per ``flush_interval`` (``journal:<seq>``). A rule's or story's state is written as
+JSON (``rule:<id>``, ``story:<id>``, each naming the last journal entry it covers) only
+when it raised a signal (with the signal, and with the journal so far) and at a
+**checkpoint**: every :data:`CHECKPOINT_INTERVAL` seconds and at shutdown
+(:meth:`Signals.changes` without ``now``), which writes every state changed since the
+last one and deletes the journal it covers. :meth:`Signals.restore` and the first
+:meth:`Signals.watch` take the states back and replay the journal entries newer than
+each, so a restart neither repeats a signal nor forgets a cool-down, and a crash forgets
+at most the last ``flush_interval``. Pure: no clock (``now`` is passed in), no I/O.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-import orjson
-
 from monitor.model import Burst, Rule, Signal, SignalArticle, Spike, signal_id_for
 
 __all__ = [
+    "CHART_HOURS",
+    "CHECKPOINT_INTERVAL",
     "CLOCK_SKEW",
     "DEFAULT_LEVELS",
     "MAX_KEPT",
     "BurstState",
     "Escalations",
     "Sighting",
-    "Signals",
     "SpikeState",
+    "Track",
     "event_time",
 ]
 
@@ -50,11 +60,17 @@ DEFAULT_LEVELS: tuple[int, ...] = (3, 10, 30)
 MAX_KEPT = 1000
 #: Seconds between two sweeps of stories unseen for their time to live.
 _EXPIRY_INTERVAL = 60.0
+#: Seconds (of ``now``) between two checkpoints of every changed state.
+CHECKPOINT_INTERVAL = 3600.0
+#: Hours of matching articles kept per rule for the status page's chart.
+CHART_HOURS = 48
+#: Latest signals kept per rule for the chart.
+_SIGNALS_KEPT = 50
+_HOUR = 3600.0
 
 
 class Sighting(NamedTuple):
-    """One rule matching one new article (times are Unix seconds). A tuple: one is made per
-    match, so it must cost next to nothing to build."""
+    """One rule matching one new article (times are Unix seconds)."""
 
     rule: Rule
     article: SignalArticle
@@ -75,20 +91,30 @@ def event_time(published: float | None, detected: float, window: float) -> float
     return detected
 
 
-#: A kept sighting: ``[time, id, url, title, outlet, published, story_id]`` (plain values:
-#: cheap to build, and orjson writes lists several times faster than dataclasses).
-Entry = list[Any]
+#: A kept sighting: (its time, the article). The article is shared by every rule it matched.
+Entry = tuple[float, SignalArticle]
 
 
-def _entry(t: float, article: SignalArticle) -> Entry:
-    return [t, article.id, article.url, article.title, article.outlet, article.published, article.story_id]
+def _article_list(article: SignalArticle) -> list[Any]:
+    return [article.id, article.url, article.title, article.outlet, article.published, article.story_id]
 
 
-def _ref(entry: Sequence[Any]) -> SignalArticle:
-    return SignalArticle(id=entry[1], url=entry[2], title=entry[3], outlet=entry[4], published=entry[5], story_id=entry[6])
+def article_of(values: Sequence[Any]) -> SignalArticle:
+    return SignalArticle(id=values[0], url=values[1], title=values[2], outlet=values[3], published=values[4], story_id=values[5])
 
 
-def _signal(kind: str, key: str, rule: Rule, entries: Sequence[Sequence[Any]], now: float, **extra: Any) -> Signal:
+def dump_entries(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
+    """Entries as saved: ``[time, id, url, title, outlet, published, story_id]`` (orjson
+    writes tuples of plain values ten times as fast as dataclasses)."""
+    return [(t, a.id, a.url, a.title, a.outlet, a.published, a.story_id) for t, a in entries]
+
+
+def load_entries(rows: Iterable[Sequence[Any]]) -> list[Entry]:
+    """Entries as :func:`dump_entries` writes them."""
+    return [(float(row[0]), article_of(row[1:7])) for row in rows]
+
+
+def signal_of(kind: str, key: str, rule: Rule, entries: Sequence[Entry], now: float, **extra: Any) -> Signal:
     """A signal of ``rule`` over ``entries`` (oldest first)."""
     return Signal(
         signal_id=signal_id_for(rule.id, kind, key),
@@ -97,124 +123,153 @@ def _signal(kind: str, key: str, rule: Rule, entries: Sequence[Sequence[Any]], n
         topic=f"{rule.output_topic}.signals",
         severity=rule.severity,
         tags=tuple(rule.tags),
-        window_start=min(e[0] for e in entries),
-        window_end=max(e[0] for e in entries),
+        window_start=min(t for t, _ in entries),
+        window_end=max(t for t, _ in entries),
         articles=len(entries),
-        outlets=tuple(dict.fromkeys(e[4] for e in entries if e[4])),
-        story_ids=tuple(dict.fromkeys(e[6] for e in entries if e[6])),
-        first=_ref(min(entries, key=lambda e: e[0])),
+        outlets=tuple(dict.fromkeys(a.outlet for _, a in entries if a.outlet)),
+        story_ids=tuple(dict.fromkeys(a.story_id for _, a in entries if a.story_id)),
+        first=min(entries, key=lambda e: e[0])[1],
         # Of articles with the same time, the last to arrive.
-        latest=_ref(max(reversed(entries), key=lambda e: e[0])),
+        latest=max(reversed(entries), key=lambda e: e[0])[1],
         detected_at=now,
         **extra,
     )
 
 
 class BurstState:
-    """One rule's burst detector: its sightings within the window (by article id, in
-    arrival order), the oldest time among them, and its last burst."""
+    """One rule's burst detector: its sightings by article id (arrival order), the number
+    of sightings per outlet among them, and its last burst. Pruned to the window only when
+    the outlets could make a burst, or the sightings have doubled since the last pruning."""
 
-    __slots__ = ("entries", "fired", "latest", "oldest", "spec", "spec_list")
+    __slots__ = ("entries", "fired", "latest", "min_outlets", "oldest", "outlets", "prune_at", "spec", "window")
 
     def __init__(self, spec: Burst) -> None:
         self.spec = spec
-        self.spec_list = _spec(spec)
-        #: Article id -> its entry.
+        self.window = spec.window
+        self.min_outlets = spec.min_outlets
         self.entries: dict[str, Entry] = {}
+        self.outlets: defaultdict[str, int] = defaultdict(int)
         self.latest = -math.inf
         self.oldest = math.inf
+        self.prune_at = 16
         #: The time of the last burst (its latest article's), None before the first.
         self.fired: float | None = None
 
-    def add(self, sighting: Sighting, now: float) -> Signal | None:
-        """Count one sighting; the burst signal it completes, if any."""
-        spec, article, entries = self.spec, sighting.article, self.entries
-        t = event_time(article.published, sighting.detected, spec.window)
-        if t < self.latest - spec.window or article.id in entries:
+    def add(self, article: SignalArticle, t: float) -> list[Entry] | None:
+        """Count one sighting at ``t``; the entries of the burst it completes, oldest first."""
+        entries = self.entries
+        if t < self.latest - self.window or article.id in entries:
             return None
-        entries[article.id] = _entry(t, article)
+        entries[article.id] = (t, article)
         if t > self.latest:
             self.latest = t
         if t < self.oldest:
             self.oldest = t
-        if len(entries) < spec.min_outlets:
-            # Too few to be a burst, in the window or not: nothing to prune (at most
-            # min_outlets - 1 entries wait), the common case at thousands of rules.
+        outlet = article.outlet
+        if outlet is not None:
+            outlets = self.outlets
+            outlets[outlet] += 1
+            if len(outlets) >= self.min_outlets:
+                return self._check()
+        if len(entries) > self.prune_at:
+            self._prune()
+        return None
+
+    def _prune(self) -> None:
+        horizon = self.latest - self.spec.window
+        kept = [e for e in self.entries.values() if e[0] >= horizon][-MAX_KEPT:]
+        self.entries = {e[1].id: e for e in kept}
+        outlets: defaultdict[str, int] = defaultdict(int)
+        for _, article in kept:
+            if article.outlet is not None:
+                outlets[article.outlet] += 1
+        self.outlets = outlets
+        self.oldest = min((e[0] for e in kept), default=math.inf)
+        self.prune_at = max(16, 2 * len(kept))
+
+    def _check(self) -> list[Entry] | None:
+        spec = self.spec
+        if self.fired is not None and self.latest < self.fired + spec.cooldown:
+            if len(self.entries) > self.prune_at:
+                self._prune()
             return None
-        horizon = self.latest - spec.window
-        if self.oldest < horizon or len(entries) > MAX_KEPT:
-            kept = [e for e in entries.values() if e[0] >= horizon][-MAX_KEPT:]
-            self.entries = entries = {e[1]: e for e in kept}
-            self.oldest = min((e[0] for e in kept), default=math.inf)
-        if len(entries) < spec.min_outlets or (self.fired is not None and self.latest < self.fired + spec.cooldown):
-            return None
-        if len({e[4] for e in entries.values() if e[4]}) < spec.min_outlets:
-            return None
-        ordered = sorted(entries.values(), key=lambda e: e[0])
-        signal = _signal("burst", f"{ordered[0][0]:.3f}", sighting.rule, ordered, now)
+        if self.oldest < self.latest - spec.window or len(self.entries) > MAX_KEPT:
+            self._prune()
+            if len(self.outlets) < spec.min_outlets:
+                return None
+        ordered = sorted(self.entries.values(), key=lambda e: e[0])
         self.fired = self.latest
         # The next burst needs outlets of its own: these are spent.
-        self.entries, self.oldest = {}, math.inf
-        return signal
+        self.entries, self.outlets, self.oldest, self.prune_at = {}, defaultdict(int), math.inf, 16
+        return ordered
 
     def dump(self) -> dict[str, Any]:
-        latest = self.latest if self.latest > -math.inf else None
-        return {"spec": self.spec_list, "entries": list(self.entries.values()), "latest": latest, "fired": self.fired}
+        return {"spec": _spec(self.spec), "entries": dump_entries(self.entries.values()), "latest": _num(self.latest), "fired": self.fired}
 
     @classmethod
     def load(cls, spec: Burst, document: dict[str, Any]) -> BurstState:
         state = cls(spec)
         if document.get("spec") == _spec(spec):
-            state.entries = {e[1]: list(e) for e in document.get("entries", [])}
-            state.oldest = min((e[0] for e in state.entries.values()), default=math.inf)
+            state.entries = {a.id: (t, a) for t, a in load_entries(document.get("entries", []))}
             state.latest = _float(document.get("latest"))
+            state._prune()
         # A changed block starts afresh but keeps its cool-down: an edit must not repeat a burst.
         state.fired = document.get("fired")
         return state
 
 
 class SpikeState:
-    """One rule's spike detector: sightings of the current window, counts per window before
-    it (keyed by ``floor(time / window)``), when watching began (the watch start or the
-    first article's time, the earlier), and the last spike."""
+    """One rule's spike detector: sightings of the current window (by article id), counts
+    per window before it (keyed by ``floor(time / window)``), when watching began (the
+    watch start or the first article's time, the earlier), and the last spike."""
 
-    __slots__ = ("buckets", "fired", "latest", "recent", "since", "spec")
+    __slots__ = ("buckets", "fired", "latest", "oldest", "recent", "since", "spec")
 
     def __init__(self, spec: Spike, since: float) -> None:
         self.spec = spec
         self.since = since
-        self.recent: list[Entry] = []
+        self.recent: dict[str, Entry] = {}
         self.buckets: dict[int, int] = {}
         self.latest = -math.inf
+        self.oldest = math.inf
         self.fired: float | None = None
 
-    def add(self, sighting: Sighting, now: float) -> Signal | None:
-        """Count one sighting; the spike signal it completes, if any."""
+    def add(self, rule: Rule, article: SignalArticle, t: float, now: float) -> Signal | None:
+        """Count one sighting at ``t``; the spike signal it completes, if any."""
         spec = self.spec
-        t = event_time(sighting.article.published, sighting.detected, spec.window)
-        if any(e[1] == sighting.article.id for e in self.recent):
+        if article.id in self.recent:
             return None
         # Watched since the first article it counted, if that is earlier (a replay of history).
-        self.since = min(self.since, t)
-        self.latest = max(self.latest, t)
+        if t < self.since:
+            self.since = t
+        if t > self.latest:
+            self.latest = t
         horizon = self.latest - spec.window
         if t <= horizon:
             self._into_buckets(t)
         else:
-            self.recent.append(_entry(t, sighting.article))
-        for entry in [e for e in self.recent if e[0] <= horizon]:
-            self._into_buckets(entry[0])
-        self.recent = [e for e in self.recent if e[0] > horizon][-MAX_KEPT:]
-        oldest = math.floor((horizon - spec.baseline) / spec.window) - 1
+            self.recent[article.id] = (t, article)
+            self.oldest = min(self.oldest, t)
+        if self.oldest <= horizon or len(self.recent) > MAX_KEPT:
+            self._prune(horizon)
+        return self._check(rule, now)
+
+    def _prune(self, horizon: float) -> None:
+        for t, _ in self.recent.values():
+            if t <= horizon:
+                self._into_buckets(t)
+        kept = [e for e in self.recent.values() if e[0] > horizon][-MAX_KEPT:]
+        self.recent = {e[1].id: e for e in kept}
+        self.oldest = min((e[0] for e in kept), default=math.inf)
+        oldest = math.floor((horizon - self.spec.baseline) / self.spec.window) - 1
         for key in [k for k in self.buckets if k < oldest]:
             del self.buckets[key]
-        return self._check(sighting, now)
 
     def _into_buckets(self, t: float) -> None:
         key = math.floor(t / self.spec.window)
         self.buckets[key] = self.buckets.get(key, 0) + 1
 
-    def _check(self, sighting: Sighting, now: float) -> Signal | None:
+    def _check(self, rule: Rule, now: float) -> Signal | None:
         spec = self.spec
         if self.fired is not None and self.latest < self.fired + spec.cooldown:
             return None
@@ -223,25 +278,31 @@ class SpikeState:
         # a rule watched for an hour has no average yet.
         if len(self.recent) < spec.min_count or self.since > horizon - spec.baseline + spec.window:
             return None
-        # Whole windows of the baseline only (to within one window at each end).
+        average = self.average()
+        if average is None or len(self.recent) < spec.factor * average:
+            return None
+        count = len(self.recent)
+        entries = sorted(self.recent.values(), key=lambda e: e[0])
+        ratio = round(count / average, 3) if average else None
+        signal = signal_of("spike", f"{entries[0][0]:.3f}", rule, entries, now, baseline=round(average, 3), ratio=ratio)
+        self.fired = self.latest
+        return signal
+
+    def average(self) -> float | None:
+        """The average count per window over the baseline (whole windows only, to within
+        one window at each end); None before there is a whole window of it."""
+        spec = self.spec
+        horizon = self.latest - spec.window
         first, last = math.ceil((horizon - spec.baseline) / spec.window), math.floor(horizon / spec.window)
         if last <= first:
             return None
-        average = sum(self.buckets.get(k, 0) for k in range(first, last)) / (last - first)
-        count = len(self.recent)
-        if count < spec.factor * average:
-            return None
-        entries = sorted(self.recent, key=lambda e: e[0])
-        ratio = round(count / average, 3) if average else None
-        signal = _signal("spike", f"{entries[0][0]:.3f}", sighting.rule, entries, now, baseline=round(average, 3), ratio=ratio)
-        self.fired = self.latest
-        return signal
+        return sum(self.buckets.get(k, 0) for k in range(first, last)) / (last - first)
 
     def dump(self) -> dict[str, Any]:
         return {
             "spec": _spec(self.spec),
             "since": self.since,
-            "recent": self.recent,
+            "recent": dump_entries(self.recent.values()),
             "buckets": [[k, n] for k, n in self.buckets.items()],
             "latest": _num(self.latest),
             "fired": self.fired,
@@ -252,52 +313,91 @@ class SpikeState:
         same = document.get("spec") == _spec(spec)
         state = cls(spec, _float(document.get("since"), now) if same else now)
         if same:
-            state.recent = [list(e) for e in document.get("recent", [])]
+            state.recent = {a.id: (t, a) for t, a in load_entries(document.get("recent", []))}
+            state.oldest = min((t for t, _ in state.recent.values()), default=math.inf)
             state.buckets = {int(k): int(n) for k, n in document.get("buckets", [])}
             state.latest = _float(document.get("latest"))
         state.fired = document.get("fired")
         return state
 
 
+class Track:
+    """What is kept of one rule that matched: its matching articles per hour (the last
+    :data:`CHART_HOURS`), its latest signals (time, kind), its burst and spike detectors,
+    and the last journal entry its saved state covers."""
+
+    __slots__ = ("burst", "dirty", "hours", "rule", "seq", "signals", "spike")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.hours: defaultdict[int, int] = defaultdict(int)
+        self.signals: list[tuple[float, str]] = []
+        self.burst: BurstState | None = None
+        self.spike: SpikeState | None = None
+        self.dirty = False
+        self.seq = -1
+
+    def note(self, signal: Signal) -> None:
+        """Remember a signal of this rule for the chart."""
+        self.signals = [*self.signals, (signal.window_end, signal.kind)][-_SIGNALS_KEPT:]
+
+    def prune_hours(self, hour: int) -> None:
+        """Forget the hours before the last :data:`CHART_HOURS` ending with ``hour``."""
+        for key in [k for k in self.hours if k <= hour - CHART_HOURS]:
+            del self.hours[key]
+
+    def dump(self) -> dict[str, Any]:
+        """The track as orjson writes it (``OPT_NON_STR_KEYS``: the hours are int keys)."""
+        return {
+            "seq": self.seq,
+            "hours": self.hours,
+            "signals": self.signals,
+            "burst": self.burst.dump() if self.burst is not None else None,
+            "spike": self.spike.dump() if self.spike is not None else None,
+        }
+
+
 class Escalations:
     """Per story: its distinct outlets, first article, the rules that matched it, the
-    levels already signalled, and when it was last seen (stories unseen for ``ttl`` go)."""
+    levels already signalled, when it was last seen (stories unseen for ``ttl`` go), and
+    the last journal entry its saved state covers."""
 
     def __init__(self, levels: Sequence[int] = DEFAULT_LEVELS, ttl: float = 48 * 3600.0) -> None:
         self.levels = tuple(sorted(set(levels)))
         self.ttl = ttl
         self.stories: dict[str, dict[str, Any]] = {}
 
-    def add(self, sighting: Sighting, now: float) -> tuple[str, list[Signal]]:
-        """Count one sighting of a story; (the story id, the escalations it raises)."""
-        article, rule = sighting.article, sighting.rule
+    def add(self, article: SignalArticle, rules: Sequence[Rule], detected: float, now: float) -> list[Signal]:
+        """Count one article of a story, matched by ``rules``; the escalations it raises."""
         story_id = article.story_id
-        if not self.levels or story_id is None:
-            return "", []
-        t = event_time(article.published, sighting.detected, 0.0)
+        if story_id is None:
+            return []
+        t = event_time(article.published, detected, 0.0)
         story = self.stories.get(story_id)
         if story is None:
-            story = self.stories[story_id] = {"first": _entry(t, article), "outlets": [], "rules": {}, "done": [], "seen": 0.0}
-        story["seen"] = max(story["seen"], sighting.detected)
-        story["rules"][rule.id] = [rule.output_topic, rule.severity, list(rule.tags)]
+            opening = [t, *_article_list(article)]
+            story = self.stories[story_id] = {"first": opening, "outlets": [], "rules": {}, "done": [], "seen": 0.0, "seq": -1}
+        story["seen"] = max(story["seen"], detected)
+        for rule in rules:
+            story["rules"][rule.id] = [rule.output_topic, rule.severity, list(rule.tags)]
         outlets: list[str] = story["outlets"]
         if article.outlet is None or article.outlet in outlets or len(outlets) >= MAX_KEPT:
-            return story_id, []
+            return []
         outlets.append(article.outlet)
         reached = [level for level in self.levels if level <= len(outlets) and level not in story["done"]]
         if not reached:
-            return story_id, []
+            return []
         story["done"].extend(reached)
         level = reached[-1]
-        first, latest = story["first"], _entry(t, article)
+        first: Entry = (float(story["first"][0]), article_of(story["first"][1:7]))
         signals = []
         for rule_id, (topic, severity, tags) in story["rules"].items():
             # The rule as it was when it matched the story (a live rule's topic is its output topic).
             named = Rule(id=rule_id, query="", topic=topic, severity=severity, tags=tuple(tags))
-            signal = _signal("escalation", f"{story_id}\x1f{level}", named, [first, latest], now, story_id=story_id, level=level)
+            signal = signal_of("escalation", f"{story_id}\x1f{level}", named, [first, (t, article)], now, story_id=story_id, level=level)
             # Every outlet of the story, not just the two articles named.
             signals.append(replace(signal, outlets=tuple(outlets), articles=len(outlets)))
-        return story_id, signals
+        return signals
 
     def expire(self, now: float) -> list[str]:
         """Forget stories unseen for ``ttl`` seconds; their ids."""
@@ -319,151 +419,3 @@ def _num(value: float) -> float | None:
 
 def _float(value: Any, default: float = -math.inf) -> float:
     return float(value) if isinstance(value, (int, float)) else default
-
-
-class Signals:
-    """Burst and spike detectors per rule, escalations per story (see the module docstring).
-
-    Not thread-safe: one caller at a time (the daemon's event loop, or the consumer's).
-    """
-
-    def __init__(self, *, levels: Sequence[int] = DEFAULT_LEVELS, story_ttl: float = 48 * 3600.0, flush_interval: float = 5.0) -> None:
-        self.flush_interval = flush_interval
-        self._next_flush = -math.inf
-        #: Changed entries that must be saved with the batch (see :meth:`changes`).
-        self._urgent: set[tuple[str, str]] = set()
-        self.bursts: dict[str, BurstState] = {}
-        self.spikes: dict[str, SpikeState] = {}
-        self.escalations = Escalations(levels, story_ttl)
-        #: Rule id -> signals raised since start, by kind (for metrics and the status page).
-        self.raised: dict[str, dict[str, int]] = {}
-        self._dirty: set[tuple[str, str]] = set()
-        self._next_expiry = -math.inf
-        #: Restored entries waiting for :meth:`watch` to meet their rules.
-        self._saved: dict[str, dict[str, Any]] = {}
-
-    def watch(self, rules: Iterable[Rule], now: float) -> None:
-        """Follow these rules: a new or changed spike block starts watching its baseline
-        ``now``; the state of rules gone, disabled or without a block is dropped. Called at
-        start and after each reload (a rule met first in :meth:`observe` is followed from then)."""
-        bursts = {rule.id: rule.burst for rule in rules if rule.enabled and rule.burst is not None}
-        spikes = {rule.id: rule.spike for rule in rules if rule.enabled and rule.spike is not None}
-        for rule_id, burst in bursts.items():
-            self._burst(rule_id, burst)
-        for rule_id, spike in spikes.items():
-            self._spike(rule_id, spike, now)
-        for rule_id in [r for r in self.bursts if r not in bursts]:
-            del self.bursts[rule_id]
-            self._dirty.add(("burst", rule_id))
-            self._urgent.add(("burst", rule_id))
-        for rule_id in [r for r in self.spikes if r not in spikes]:
-            del self.spikes[rule_id]
-            self._dirty.add(("spike", rule_id))
-            self._urgent.add(("spike", rule_id))
-        self._saved.clear()
-
-    def _burst(self, rule_id: str, spec: Burst) -> BurstState:
-        current = self.bursts.get(rule_id)
-        if current is None or current.spec != spec:
-            saved = self._saved.pop(f"burst:{rule_id}", None) or (current.dump() if current else {})
-            current = self.bursts[rule_id] = BurstState.load(spec, saved)
-            self._dirty.add(("burst", rule_id))
-        return current
-
-    def _spike(self, rule_id: str, spec: Spike, now: float) -> SpikeState:
-        current = self.spikes.get(rule_id)
-        if current is None or current.spec != spec:
-            saved = self._saved.pop(f"spike:{rule_id}", None) or (current.dump() if current else {})
-            current = self.spikes[rule_id] = SpikeState.load(spec, saved, now)
-            self._dirty.add(("spike", rule_id))
-        return current
-
-    def observe(self, sightings: Iterable[Sighting], now: float) -> list[Signal]:
-        """The signals these sightings raise (each at most once: see the module docstring)."""
-        raised: list[Signal] = []
-        dirty, bursts = self._dirty, self.bursts
-        for sighting in sightings:
-            rule = sighting.rule
-            rule_id, burst, spike = rule.id, rule.burst, rule.spike
-            if burst is not None:
-                dirty.add(("burst", rule_id))
-                state = bursts.get(rule_id)
-                if state is None or (state.spec is not burst and state.spec != burst):
-                    state = self._burst(rule_id, burst)
-                signal = state.add(sighting, now)
-                if signal is not None:
-                    raised.append(signal)
-                    self._urgent.add(("burst", rule_id))
-            if spike is not None:
-                dirty.add(("spike", rule_id))
-                signal = self._spike(rule_id, spike, now).add(sighting, now)
-                if signal is not None:
-                    raised.append(signal)
-                    self._urgent.add(("spike", rule_id))
-            if sighting.article.story_id is not None and self.escalations.levels:
-                story_id, escalations = self.escalations.add(sighting, now)
-                dirty.add(("story", story_id))
-                if escalations:
-                    raised.extend(escalations)
-                    self._urgent.add(("story", story_id))
-        if now >= self._next_expiry:
-            self._next_expiry = now + _EXPIRY_INTERVAL
-            gone = [("story", story_id) for story_id in self.escalations.expire(now)]
-            dirty.update(gone)
-            self._urgent.update(gone)
-        for signal in raised:
-            counts = self.raised.setdefault(signal.rule_id, {})
-            counts[signal.kind] = counts.get(signal.kind, 0) + 1
-        return raised
-
-    def changes(self, now: float | None = None) -> list[tuple[str, bytes | None]]:
-        """State entries to save: (key, JSON), or (key, None) for one to delete.
-
-        Without ``now``: every entry changed since the last call. With ``now``: the entries
-        of detectors that raised a signal or were dropped (save them with those signals, so
-        a restart never repeats one), and every other changed entry only once per
-        ``flush_interval``: writing each rule's window at each batch would cost more than
-        matching (docs/signals.md, "Cost"). Call it without ``now`` at shutdown.
-        """
-        if now is not None and now < self._next_flush:
-            keys = self._urgent & self._dirty
-        else:
-            keys = set(self._dirty)
-            if now is not None:
-                self._next_flush = now + self.flush_interval
-        out: list[tuple[str, bytes | None]] = []
-        for kind, name in keys:
-            document: dict[str, Any] | None
-            if kind == "burst":
-                burst = self.bursts.get(name)
-                document = burst.dump() if burst else None
-            elif kind == "spike":
-                spike = self.spikes.get(name)
-                document = spike.dump() if spike else None
-            else:
-                document = self.escalations.stories.get(name)
-            out.append((f"{kind}:{name}", None if document is None else orjson.dumps(document)))
-        self._dirty -= keys
-        self._urgent -= keys
-        return out
-
-    def restore(self, entries: Iterable[tuple[str, bytes]]) -> int:
-        """Take back saved entries (before :meth:`watch`, which matches them to the rules);
-        returns how many were read. An unreadable entry is skipped."""
-        count = 0
-        for key, blob in entries:
-            try:
-                document = orjson.loads(blob)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(document, dict):
-                continue
-            kind, _, name = key.partition(":")
-            if kind == "story":
-                self.escalations.stories[name] = document
-            else:
-                self._saved[key] = document
-            count += 1
-        return count
-
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from monitor.dedupe import Candidate, Verdict
@@ -18,36 +19,36 @@ from monitor.model import Alert, Article, Rule, SignalArticle
 from monitor.signals.detect import Sighting
 from monitor.signals.outlet import outlet_of
 
-__all__ = ["sighting_from_alert", "sightings_of", "signal_article"]
+__all__ = ["matches_of", "sighting_from_alert", "signal_article"]
 
 
 def signal_article(article: Article, story_id: str | None) -> SignalArticle:
     """The article as signals name it (its outlet derived here)."""
-    return SignalArticle(
-        id=article.id,
-        url=article.url,
-        title=article.title,
-        outlet=outlet_of(article.url, article.feed_url),
-        published=article.published.timestamp() if article.published is not None else None,
-        story_id=story_id,
-    )
+    published = article.published.timestamp() if article.published is not None else None
+    # Positional: one is made per article (docs/signals.md, "Cost").
+    return SignalArticle(article.id, article.url, article.title, outlet_of(article.url, article.feed_url), published, story_id)
 
 
-def sightings_of(candidates: Sequence[Candidate], verdicts: Sequence[Verdict], alerts: Sequence[Alert], detected: float) -> list[Sighting]:
-    """The sightings of an admitted batch: ``verdicts[i]`` is ``candidates[i]``'s."""
-    alerted = {(alert.rule_id, alert.url or alert.article_id) for alert in alerts}
-    sightings: list[Sighting] = []
+_RULE = attrgetter("rule")
+
+
+def matches_of(
+    candidates: Sequence[Candidate], verdicts: Sequence[Verdict], alerts: Sequence[Alert]
+) -> list[tuple[SignalArticle, list[Rule]]]:
+    """Each new article of an admitted batch with the rules it counts for (``verdicts[i]``
+    is ``candidates[i]``'s), for :meth:`~monitor.signals.Signals.observe_article`."""
+    alerted = {(alert.rule_id, alert.url or alert.article_id) for alert in alerts} if alerts else set()
+    found: list[tuple[SignalArticle, list[Rule]]] = []
     for candidate, verdict in zip(candidates, verdicts):
         if verdict is Verdict.DUPLICATE or not candidate.matches:
             continue
         article = candidate.article
-        matches = candidate.matches
+        rules = list(map(_RULE, candidate.matches))
         if verdict is Verdict.UPDATED:
-            matches = [m for m in matches if (m.rule.id, article.url or article.id) in alerted]
-        if matches:
-            seen = signal_article(article, candidate.story_id)
-            sightings.extend(Sighting(match.rule, seen, detected) for match in matches)
-    return sightings
+            rules = [rule for rule in rules if (rule.id, article.url or article.id) in alerted]
+        if rules:
+            found.append((signal_article(article, candidate.story_id), rules))
+    return found
 
 
 def _seconds(text: Any) -> float | None:

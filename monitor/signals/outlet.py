@@ -51,5 +51,9 @@ def registrable_domain(host: str) -> str:
 
 def outlet_of(url: str | None, feed_url: str) -> str | None:
     """The outlet of an article with link ``url`` read from ``feed_url`` (see the module docstring)."""
-    link_host, feed_host = _host(url), _host(feed_url)
-    return registrable_domain(link_host) or registrable_domain(feed_host) or feed_host or link_host or None
+    link_host = _host(url)
+    outlet = registrable_domain(link_host)
+    if outlet:
+        return outlet
+    feed_host = _host(feed_url)
+    return registrable_domain(feed_host) or feed_host or link_host or None

@@ -109,7 +109,7 @@ def test_state_survives_a_restart_without_repeating_or_forgetting() -> None:
     first.watch([BURST], T0)
     got = first.observe([seen(BURST, "a.com", T0), seen(BURST, "b.com", T0 + 1)], T0 + 1)
     saved = dict(first.changes())
-    assert got == [] and "burst:summit" in saved
+    assert got == [] and "rule:summit" in saved
     # Restart: the third outlet completes the burst the first two started.
     second = Signals()
     second.restore((k, v) for k, v in saved.items() if v is not None)
@@ -129,4 +129,4 @@ def test_a_rule_gone_from_the_set_drops_its_state() -> None:
     signals.watch([BURST, SPIKE], T0)
     signals.changes()
     signals.watch([SPIKE], T0 + 1)
-    assert dict(signals.changes()) == {"burst:summit": None}
+    assert dict(signals.changes()) == {"rule:summit": None}

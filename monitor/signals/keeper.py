@@ -1,0 +1,410 @@
+"""The detectors of every rule and story, their journal and checkpoints (see :mod:`monitor.signals.detect`).
+
+:class:`Signals` is what the daemon, a matcher and ``news-monitor signals`` hold. Its hot
+path, :meth:`Signals.observe_article`, runs once per admitted article with the rules that
+matched it: per rule an hourly count and, with a ``burst:`` block, an entry in a window
+and an outlet counter; nothing is serialised there. :meth:`Signals.changes` says what to
+save: the journal of articles since the last flush, the states that raised a signal, and
+at a checkpoint every changed state (the journal it covers deleted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import orjson
+
+from monitor.model import Rule, Signal, SignalArticle
+from monitor.signals.detect import (
+    CHART_HOURS,
+    CHECKPOINT_INTERVAL,
+    CLOCK_SKEW,
+    DEFAULT_LEVELS,
+    BurstState,
+    Escalations,
+    Sighting,
+    SpikeState,
+    Track,
+    article_of,
+    signal_of,
+)
+
+__all__ = ["Chart", "Signals"]
+
+_ID = attrgetter("id")
+
+_EXPIRY_INTERVAL = 60.0
+_HOUR = 3600.0
+_CHART_WINDOW = CHART_HOURS * _HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """One rule's matching articles per hour, for the status page."""
+
+    #: The first hour shown, as ``floor(unix time / 3600)``.
+    first_hour: int
+    #: Matching articles in each of the :data:`CHART_HOURS` hours from ``first_hour``.
+    counts: list[int]
+    #: The usual count per hour (see :meth:`Signals.chart`).
+    baseline: float
+    #: The rule's signals within those hours: (time, kind), oldest first.
+    signals: list[tuple[float, str]]
+
+
+class Signals:
+    """Burst and spike detectors per rule, escalations per story (see the module docstring).
+
+    Not thread-safe: one caller at a time (the daemon's event loop, or the consumer's).
+    """
+
+    def __init__(
+        self, *, levels: Sequence[int] = DEFAULT_LEVELS, story_ttl: float = 48 * 3600.0, flush_interval: float = 5.0,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
+    ) -> None:  # fmt: skip
+        self.flush_interval = flush_interval
+        self.checkpoint_interval = checkpoint_interval
+        self.tracks: dict[str, Track] = {}
+        self.escalations = Escalations(levels, story_ttl)
+        #: Rule id -> signals raised since start, by kind (for metrics and the status page).
+        self.raised: dict[str, dict[str, int]] = {}
+        self._rules: dict[str, Rule] = {}
+        self._dirty: list[Track] = []
+        self._urgent: list[Track] = []
+        self._stories: set[str] = set()
+        self._urgent_stories: set[str] = set()
+        self._gone: set[str] = set()
+        #: Articles since the last flush: (detected, id, url, title, outlet, published, story id, [rule ids]).
+        self._journal: list[tuple[Any, ...]] = []
+        self._seq = 0
+        self._journal_keys: list[str] = []
+        self._next_flush = -math.inf
+        self._next_checkpoint = -math.inf
+        self._next_expiry = -math.inf
+        #: Restored entries waiting for :meth:`watch` to meet their rules.
+        self._saved: dict[str, dict[str, Any]] = {}
+        self._replay: list[tuple[int, list[Any]]] = []
+        #: Signals a replay raised (a rule whose block changed), returned by the next observe.
+        self._held: list[Signal] = []
+
+    @property
+    def bursts(self) -> dict[str, BurstState]:
+        """Rule id -> its burst detector."""
+        return {rule_id: t.burst for rule_id, t in self.tracks.items() if t.burst is not None}
+
+    @property
+    def spikes(self) -> dict[str, SpikeState]:
+        """Rule id -> its spike detector."""
+        return {rule_id: t.spike for rule_id, t in self.tracks.items() if t.spike is not None}
+
+    # -- rules ---------------------------------------------------------------------------
+
+    def watch(self, rules: Iterable[Rule], now: float) -> None:
+        """Follow these rules: a new or changed spike block starts watching its baseline
+        ``now``; the state of rules gone or disabled is dropped. Called at start (after
+        :meth:`restore`: the saved states are taken back and the journal replayed) and
+        after each reload (a rule met first in :meth:`observe` is followed from then)."""
+        self._rules = {rule.id: rule for rule in rules if rule.enabled}
+        for rule_id, rule in self._rules.items():
+            if rule_id in self.tracks or f"rule:{rule_id}" in self._saved or rule.burst is not None or rule.spike is not None:
+                self._track(rule, now)
+        for rule_id in [r for r in self.tracks if r not in self._rules]:
+            del self.tracks[rule_id]
+            self._gone.add(f"rule:{rule_id}")
+        self._saved.clear()
+        if self._replay:
+            self._replay_journal(now)
+
+    def _track(self, rule: Rule, now: float) -> Track:
+        """The rule's track, its detectors following the rule's blocks (a changed block
+        starts afresh but keeps its cool-down)."""
+        track = self.tracks.get(rule.id)
+        if track is None:
+            track = self.tracks[rule.id] = Track(rule)
+            saved = self._saved.pop(f"rule:{rule.id}", None)
+            if saved is not None:
+                _load_track(track, saved, now)
+        track.rule = rule
+        if (track.burst.spec if track.burst else None) != rule.burst:
+            old = track.burst.dump() if track.burst else {}
+            track.burst = BurstState.load(rule.burst, old) if rule.burst is not None else None
+            self._mark(track)
+        if (track.spike.spec if track.spike else None) != rule.spike:
+            old = track.spike.dump() if track.spike else {}
+            track.spike = SpikeState.load(rule.spike, old, now) if rule.spike is not None else None
+            self._mark(track)
+        return track
+
+    def _mark(self, track: Track) -> None:
+        if not track.dirty:
+            track.dirty = True
+            self._dirty.append(track)
+
+    # -- the hot path --------------------------------------------------------------------
+
+    def observe(self, sightings: Iterable[Sighting], now: float) -> list[Signal]:
+        """The signals these sightings raise (each at most once: see the module docstring).
+        Consecutive sightings of one article are counted as one :meth:`observe_article`."""
+        raised: list[Signal] = []
+        group: list[Rule] = []
+        current: Sighting | None = None
+        for sighting in sightings:
+            if current is not None and (sighting.article is not current.article or sighting.detected != current.detected):
+                raised += self.observe_article(current.article, group, current.detected, now)
+                group = []
+            current = sighting
+            group.append(sighting.rule)
+        if current is not None:
+            raised += self.observe_article(current.article, group, current.detected, now)
+        return raised + self._expire(now)
+
+    def observe_article(
+        self, article: SignalArticle, rules: Sequence[Rule], detected: float, now: float, *, journal: bool = True
+    ) -> Sequence[Signal]:
+        """The signals one new article raises, matched by ``rules`` and detected at ``detected``.
+
+        The hot path (docs/signals.md, "Cost"): per rule a dictionary lookup, an hourly
+        count and, with a ``burst:`` block, an entry in its window and an outlet counter."""
+        raised: list[Signal] | None = None
+        published = article.published
+        if published is not None and not math.isfinite(published):
+            published = None
+        late = detected + CLOCK_SKEW
+        # The chart's hour: on the article's time when plausible within the chart's span.
+        t_chart = published if published is not None and detected - _CHART_WINDOW <= published <= late else detected
+        hour = int(t_chart // _HOUR)
+        tracks, dirty = self.tracks, self._dirty
+        for rule in rules:
+            track = tracks.get(rule.id)
+            if track is None or track.rule is not rule:
+                track = self._track(rule, now)
+            if not track.dirty:
+                track.dirty = True
+                dirty.append(track)
+            # Pruned to the chart's hours at each checkpoint.
+            track.hours[hour] += 1
+            burst = track.burst
+            if burst is not None:
+                t = published if published is not None and detected - burst.window <= published <= late else detected
+                entries = burst.add(article, t)
+                if entries is not None:
+                    raised = raised or []
+                    raised.append(self._raise(track, signal_of("burst", f"{entries[0][0]:.3f}", rule, entries, now)))
+            spike = track.spike
+            if spike is not None:
+                window = spike.spec.window
+                t = published if published is not None and detected - window <= published <= late else detected
+                signal = spike.add(rule, article, t, now)
+                if signal is not None:
+                    raised = raised or []
+                    raised.append(self._raise(track, signal))
+        if article.story_id is not None and self.escalations.levels:
+            escalations = self._escalate(article, rules, detected, now)
+            if escalations:
+                raised = (raised or []) + escalations
+        if journal:
+            self._journal.append(
+                (
+                    detected,
+                    article.id,
+                    article.url,
+                    article.title,
+                    article.outlet,
+                    article.published,
+                    article.story_id,
+                    list(map(_ID, rules)),
+                )
+            )
+        if self._held:
+            raised, self._held = self._held + (raised or []), []
+        return raised or ()
+
+    def _escalate(self, article: SignalArticle, rules: Sequence[Rule], detected: float, now: float) -> list[Signal]:
+        story_id = article.story_id
+        assert story_id is not None
+        escalations = self.escalations.add(article, rules, detected, now)
+        self._stories.add(story_id)
+        if escalations:
+            self._urgent_stories.add(story_id)
+            for signal in escalations:
+                track = self.tracks.get(signal.rule_id)
+                if track is not None:
+                    track.note(signal)
+                self._count(signal)
+        return escalations
+
+    def _raise(self, track: Track, signal: Signal) -> Signal:
+        track.note(signal)
+        self._urgent.append(track)
+        self._count(signal)
+        return signal
+
+    def _count(self, signal: Signal) -> None:
+        counts = self.raised.setdefault(signal.rule_id, {})
+        counts[signal.kind] = counts.get(signal.kind, 0) + 1
+
+    def _expire(self, now: float) -> list[Signal]:
+        if now < self._next_expiry and not self._held:
+            return []
+        if now >= self._next_expiry:
+            self._next_expiry = now + _EXPIRY_INTERVAL
+            for story_id in self.escalations.expire(now):
+                self._stories.discard(story_id)
+                self._gone.add(f"story:{story_id}")
+        held, self._held = self._held, []
+        return held
+
+    def expire(self, now: float) -> list[Signal]:
+        """Forget stories unseen for their time to live (at most once a minute); the signals
+        a replay held back. The daemon calls it after each batch."""
+        return self._expire(now)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def changes(self, now: float | None = None) -> list[tuple[str, bytes | None]]:
+        """State entries to save: (key, JSON), or (key, None) for one to delete.
+
+        With ``now`` (after each batch): the states that raised a signal, with the journal
+        so far (save them with those signals, so a restart never repeats one); the journal
+        once per ``flush_interval``; a checkpoint once per ``checkpoint_interval``. Without
+        ``now`` (at shutdown, or after each batch of ``news-monitor signals``): a checkpoint.
+        """
+        if now is not None and now < self._next_flush and not (self._urgent or self._urgent_stories or self._gone):
+            return []  # the common case: nothing due
+        checkpoint = now is None or now >= self._next_checkpoint
+        if now is not None and checkpoint:
+            self._next_checkpoint = now + self.checkpoint_interval
+        urgent = bool(self._urgent or self._urgent_stories or self._gone)
+        out: list[tuple[str, bytes | None]] = []
+        if checkpoint:
+            # The states written below cover these articles: no journal entry for them.
+            self._seq += 1
+            self._journal = []
+        elif self._journal and now is not None and (urgent or now >= self._next_flush):
+            self._seq += 1
+            key = f"journal:{self._seq:012d}"
+            out.append((key, orjson.dumps(self._journal)))
+            self._journal_keys.append(key)
+            self._journal = []
+        if now is not None and now >= self._next_flush:
+            self._next_flush = now + self.flush_interval
+        if checkpoint:
+            tracks, stories = list(dict.fromkeys(self._dirty)), self._stories
+            self._dirty, self._stories = [], set()
+            out += [(key, None) for key in self._journal_keys]
+            self._journal_keys = []
+        else:
+            tracks, stories = self._urgent, self._urgent_stories & self._stories
+            self._stories -= stories
+        for track in tracks:
+            if self.tracks.get(track.rule.id) is track:
+                track.seq, track.dirty = self._seq, False
+                track.prune_hours(max(track.hours, default=0))
+                out.append((f"rule:{track.rule.id}", orjson.dumps(track.dump(), option=orjson.OPT_NON_STR_KEYS)))
+        for story_id in stories:
+            story = self.escalations.stories.get(story_id)
+            if story is not None:
+                story["seq"] = self._seq
+                out.append((f"story:{story_id}", orjson.dumps(story)))
+        out += [(key, None) for key in sorted(self._gone)]
+        self._urgent, self._urgent_stories, self._gone = [], set(), set()
+        return out
+
+    def restore(self, entries: Iterable[tuple[str, bytes]]) -> int:
+        """Take back saved entries (before :meth:`watch`, which meets them with the rules and
+        replays the journal); returns how many were read. An unreadable entry is skipped."""
+        count = 0
+        for key, blob in entries:
+            try:
+                document = orjson.loads(blob)
+            except orjson.JSONDecodeError:
+                continue
+            kind, _, name = key.partition(":")
+            if kind == "journal" and isinstance(document, list) and name.isdigit():
+                self._replay.append((int(name), document))
+                self._journal_keys.append(key)
+                self._seq = max(self._seq, int(name))
+            elif not isinstance(document, dict):
+                continue
+            elif kind == "story":
+                document.setdefault("seq", -1)
+                self.escalations.stories[name] = document
+            elif kind == "rule":
+                self._saved[key] = document
+            elif kind in ("burst", "spike"):
+                # Entries of the first release: one per rule and detector, no journal.
+                self._saved.setdefault(f"rule:{name}", {"seq": self._seq})[kind] = document
+                self._gone.add(key)
+            else:
+                continue
+            count += 1
+        return count
+
+    def _replay_journal(self, now: float) -> None:
+        """Count the journal's articles that the saved states do not cover (at the first watch)."""
+        rules, stories = self._rules, self.escalations.stories
+        for seq, rows in sorted(self._replay, key=lambda entry: entry[0]):
+            for row in rows:
+                try:
+                    detected, article, rule_ids = float(row[0]), article_of(row[1:7]), row[7]
+                except (IndexError, KeyError, TypeError, ValueError):
+                    continue
+                matched = [rules[r] for r in rule_ids if r in rules and self._track(rules[r], now).seq < seq]
+                story = stories.get(article.story_id) if article.story_id is not None else None
+                if story is not None and story.get("seq", -1) >= seq:
+                    article = _without_story(article)
+                if matched or article.story_id is not None:
+                    self._held += self.observe_article(article, matched, detected, now, journal=False)
+        self._replay = []
+
+    # -- the status page -----------------------------------------------------------------
+
+    def chart(self, rule_id: str, now: float) -> Chart | None:
+        """The rule's matching articles per hour over the last :data:`CHART_HOURS` hours
+        ending with ``now``'s, its baseline per hour (the spike block's average window
+        scaled to an hour, else the mean of those hours), and its signals within them;
+        None for a rule without a match in them."""
+        track = self.tracks.get(rule_id)
+        if track is None:
+            return None
+        last = int(now // _HOUR)
+        first = last - CHART_HOURS + 1
+        counts = [track.hours.get(h, 0) for h in range(first, last + 1)]
+        if not any(counts):
+            return None
+        baseline = sum(counts) / len(counts)
+        if track.spike is not None:
+            average = track.spike.average()
+            if average is not None:
+                baseline = average * _HOUR / track.spike.spec.window
+        signals = [(t, kind) for t, kind in track.signals if first * _HOUR <= t < (last + 1) * _HOUR]
+        return Chart(first, counts, baseline, signals)
+
+    def active(self, now: float) -> list[str]:
+        """The rules with a match in the last :data:`CHART_HOURS` hours, most matches first."""
+        first = int(now // _HOUR) - CHART_HOURS + 1
+        totals = {rule_id: sum(n for h, n in t.hours.items() if h >= first) for rule_id, t in self.tracks.items()}
+        return sorted((r for r, n in totals.items() if n), key=lambda r: (-totals[r], r))
+
+
+def _without_story(article: SignalArticle) -> SignalArticle:
+    """The article with its story left out (its story's saved state already counts it)."""
+    return SignalArticle(id=article.id, url=article.url, title=article.title, outlet=article.outlet, published=article.published)
+
+
+def _load_track(track: Track, document: Mapping[str, Any], now: float) -> None:
+    rule = track.rule
+    track.seq = int(document.get("seq", -1))
+    hours = document.get("hours")
+    track.hours = defaultdict(int, {int(h): int(n) for h, n in hours.items()} if isinstance(hours, dict) else {})
+    track.signals = [(float(t), str(kind)) for t, kind in document.get("signals", [])]
+    burst, spike = document.get("burst"), document.get("spike")
+    if rule.burst is not None and isinstance(burst, dict):
+        track.burst = BurstState.load(rule.burst, burst)
+    if rule.spike is not None and isinstance(spike, dict):
+        track.spike = SpikeState.load(rule.spike, spike, now)
