@@ -130,3 +130,66 @@ def test_a_rule_gone_from_the_set_drops_its_state() -> None:
     signals.changes()
     signals.watch([SPIKE], T0 + 1)
     assert dict(signals.changes()) == {"rule:summit": None}
+
+
+def _saved(store: dict[str, bytes], changes: list[tuple[str, bytes | None]]) -> dict[str, bytes]:
+    """``changes`` applied to ``store`` as the state store does (None deletes)."""
+    for key, value in changes:
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+    return store
+
+
+def _restarted(store: dict[str, bytes], now: float) -> Signals:
+    signals = Signals(flush_interval=5.0)
+    signals.restore(store.items())
+    signals.watch([BURST], now)
+    return signals
+
+
+def test_a_crash_loses_no_flushed_sighting_and_repeats_no_burst() -> None:
+    store: dict[str, bytes] = {}
+    first = Signals(flush_interval=5.0)
+    first.watch([BURST], T0)
+    _saved(store, first.changes(T0))  # the first checkpoint
+    assert first.observe([seen(BURST, "a.com", T0 + 1)], T0 + 1) == []
+    # Within the flush interval nothing is written: no serialisation per alert.
+    assert first.changes(T0 + 1) == []
+    first.observe([seen(BURST, "b.com", T0 + 6)], T0 + 6)
+    written = first.changes(T0 + 6)
+    assert [key.partition(":")[0] for key, _ in written] == ["journal"]
+    _saved(store, written)
+    # A crash (no shutdown checkpoint): the journal brings both sightings back.
+    second = _restarted(store, T0 + 7)
+    got = second.observe([seen(BURST, "c.com", T0 + 7)], T0 + 7)
+    assert [s.kind for s in got] == ["burst"] and set(got[0].outlets) == {"a.com", "b.com", "c.com"}
+    written = second.changes(T0 + 7)
+    assert {key.partition(":")[0] for key, _ in written} == {"journal", "rule"}  # saved with the signal
+    _saved(store, written)
+    # Another crash: the journal is replayed, but the burst's state covers it: no repeat,
+    # and the cool-down holds.
+    third = _restarted(store, T0 + 8)
+    assert third.observe([seen(BURST, o, T0 + 8 + i) for i, o in enumerate(["d.com", "e.com", "f.com"])], T0 + 11) == []
+    assert third.raised == {}
+    # A checkpoint deletes the journal it covers.
+    _saved(store, third.changes())
+    assert not [key for key in store if key.startswith("journal:")]
+    fourth = _restarted(store, T0 + 12)
+    assert fourth.tracks["summit"].burst is not None and fourth.tracks["summit"].burst.fired == T0 + 7
+
+
+def test_the_chart_counts_matches_per_hour_with_the_signals() -> None:
+    signals = Signals()
+    for i, outlet in enumerate(["a.com", "b.com", "c.com"]):
+        signals.observe([seen(BURST, outlet, T0 + i * 60)], T0 + i * 60)
+    signals.observe([seen(BURST, "a.com", T0 - 3 * HOUR)], T0 - 3 * HOUR)
+    chart = signals.chart("summit", T0 + 600)
+    assert chart is not None and len(chart.counts) == 48 and sum(chart.counts) == 4
+    assert chart.counts[-1] == 3 and chart.counts[-4] == 1
+    assert [kind for _, kind in chart.signals] == ["burst"]
+    assert chart.baseline == 4 / 48
+    assert signals.active(T0 + 600) == ["summit"]
+    # Two days later the rule has no chart.
+    assert signals.chart("summit", T0 + 49 * HOUR) is None and signals.active(T0 + 49 * HOUR) == []
