@@ -10,6 +10,8 @@ Both show one page of feeds (:func:`parse_feed_query`: ``health``, ``q``, ``orde
 ``offset``, ``limit``; at most :data:`~monitor.feeds.health.MAX_PAGE_ROWS`), problems first,
 with the counts by health and the number of feeds that match; an invalid parameter is a
 400 naming it. A page costs O(page), not O(feeds), so a large feed list does not stall the loop.
+The rules with matches in the last 48 hours get a chart each (:mod:`monitor.adapters.charts`),
+:data:`~monitor.observe.snapshot.CHARTS_PER_PAGE` to a page (``charts``: the offset).
 
 The page is server-rendered HTML without scripts. Everything shown comes from feeds
 and operators, so all of it is escaped, and only http(s) links are made clickable.
@@ -29,6 +31,7 @@ from multidict import MultiMapping
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from monitor import __version__
+from monitor.adapters.charts import render_chart
 from monitor.adapters.processes import describe_holders
 from monitor.errors import ConfigError, MonitorError
 from monitor.feeds.health import (
@@ -45,7 +48,7 @@ from monitor.feeds.health import (
 from monitor.log import get_logger, redact
 from monitor.model import SourceLocation
 from monitor.observe.observer import Observer
-from monitor.observe.snapshot import StatusSnapshot
+from monitor.observe.snapshot import CHARTS_PER_PAGE, StatusSnapshot
 from monitor.timefmt import format_duration, relative, utc_iso
 
 __all__ = ["WebServer", "parse_feed_query", "parse_listen", "render_status_page", "serve"]
@@ -182,10 +185,11 @@ class WebServer:
     async def _status_json(self, request: web.Request) -> web.Response:
         try:
             query = parse_feed_query(request.query)
+            charts = _whole(request.query, "charts", 0, 0, None)
         except MonitorError as exc:
             body = orjson.dumps({"error": exc.message, "hint": exc.hint})
             return web.Response(status=400, body=body, content_type="application/json", headers=_SECURITY_HEADERS)
-        data = orjson.loads(orjson.dumps(self.observer.status.snapshot(query), default=_jsonable))
+        data = orjson.loads(orjson.dumps(self.observer.status.snapshot(query, charts), default=_jsonable))
         data["feeds_query"] = _query_params(query, defaults=True)
         body = orjson.dumps(redact(data))
         return web.Response(body=body, content_type="application/json", headers=_SECURITY_HEADERS)
@@ -193,10 +197,11 @@ class WebServer:
     async def _status_page(self, request: web.Request) -> web.Response:
         try:
             query = parse_feed_query(request.query)
+            charts = _whole(request.query, "charts", 0, 0, None)
         except MonitorError as exc:
             html = _error_page(str(exc))
             return web.Response(status=400, text=html, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS)
-        html = render_status_page(self.observer.status.snapshot(query), refresh=self.refresh)
+        html = render_status_page(self.observer.status.snapshot(query, charts), refresh=self.refresh)
         return web.Response(text=html, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS)
 
 
@@ -239,6 +244,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:.1em .5em;border-radius:.8em;background:#eee;margin-right:.4em}
 .bad{background:#fde2e1}.good{background:#dcf5e3}.muted{color:#777}.err{color:#b42318;max-width:40em;overflow-wrap:anywhere}
 td.url{max-width:32em;overflow-wrap:anywhere}
+figure.rule-chart{display:inline-block;margin:.3em 1em .6em 0}figure.rule-chart figcaption{font-weight:600}
 """
 
 
@@ -284,6 +290,7 @@ def render_status_page(snapshot: StatusSnapshot, *, refresh: float = 10.0) -> st
     parts.append(_pager(s, ids=False))
     parts += _push_table(s)
     parts += _rules_table(s)
+    parts += _charts_section(s)
     parts += _alerts_table(s)
     refresh_note = f"refreshes every {refresh:g}s; " if refresh > 0 else ""
     json_href = "status.json" + _href(s.feeds_query).removeprefix("./")
@@ -391,16 +398,50 @@ def _rules_table(s: StatusSnapshot) -> list[str]:
     parts = [
         f"<h2>Rules ({len(s.rules)}{version})</h2>",
         '<table id="rules"><thead><tr><th>rule</th><th>topic</th><th>severity</th><th>mode</th>'
-        "<th>alerts</th></tr></thead><tbody>",
+        "<th>alerts</th><th>signals</th></tr></thead><tbody>",
     ]
     for rule in s.rules:
         state = "" if rule.enabled else ' <span class="muted">(disabled)</span>'
+        signals = sum(rule.signals.values())
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(rule.signals.items()))
         parts.append(
             f'<tr data-rule="{_t(rule.id)}"><td class="rule-id">{_t(rule.id)}{state}</td><td class="topic">{_t(rule.topic)}</td>'
-            f'<td>{_t(rule.severity)}</td><td>{_t(rule.mode)}</td><td class="num alerts">{rule.alerts}</td></tr>'
+            f'<td>{_t(rule.severity)}</td><td>{_t(rule.mode)}</td><td class="num alerts">{rule.alerts}</td>'
+            f'<td class="num signals" title="{_t(kinds)}">{signals}</td></tr>'
         )
     parts.append("</tbody></table>")
     return parts
+
+
+def _charts_section(s: StatusSnapshot) -> list[str]:
+    """A chart per rule with matches in the last 48 hours, a page of them (most matches first)."""
+    if not s.charts_total:
+        return []
+    first, last = s.charts_offset + 1, s.charts_offset + len(s.charts)
+    links = []
+    if s.charts_offset > 0:
+        links.append(f'<a id="charts-prev" href="{_t(_charts_href(s, max(0, s.charts_offset - CHARTS_PER_PAGE)))}">previous</a>')
+    if s.charts_next_offset is not None:
+        links.append(f'<a id="charts-next" href="{_t(_charts_href(s, s.charts_next_offset))}">next</a>')
+    shown = f"{first:,}-{last:,} of {s.charts_total:,}" if s.charts else f"none of {s.charts_total:,}"
+    parts = [
+        f'<h2 id="charts">Matches per hour, last 48 hours ({s.charts_total:,} rules)</h2>',
+        f'<p class="muted" id="charts-page">rules {shown}, most matches first; bars: matching articles an hour, '
+        f'dashed: the baseline, red: signals (B burst, S spike, E escalation) {" ".join(links)}</p>',
+    ]
+    for chart in s.charts:
+        parts.append(f'<figure class="rule-chart" data-rule="{_t(chart.rule_id)}"><figcaption>{_t(chart.rule_id)}</figcaption>')
+        parts.append(render_chart(chart))
+        parts.append("</figure>")
+    return parts
+
+
+def _charts_href(s: StatusSnapshot, offset: int) -> str:
+    """A link to the page of charts from ``offset``, keeping the feeds' filter."""
+    params = _query_params(s.feeds_query, defaults=False)
+    if offset:
+        params["charts"] = offset
+    return ("?" + urlencode(params) if params else "./") + "#charts"
 
 
 def _alerts_table(s: StatusSnapshot) -> list[str]:

@@ -14,7 +14,10 @@ from monitor.observe.readiness import Readiness
 from monitor.observe.summary import RunSummary
 from monitor.observe.wiring import Wiring
 
-__all__ = ["AlertRow", "LatestAlerts", "RuleRow", "StatusSnapshot", "StatusView"]
+__all__ = ["CHARTS_PER_PAGE", "AlertRow", "ChartRow", "LatestAlerts", "RuleRow", "StatusSnapshot", "StatusView"]
+
+#: Rule charts on one status page (the rules with the most matches in 48 hours first).
+CHARTS_PER_PAGE = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,22 @@ class RuleRow:
     enabled: bool
     mode: str
     alerts: int
+    #: Story signals raised since start, by kind.
+    signals: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChartRow:
+    """One rule's matching articles per hour over the last 48 hours (docs/signals.md)."""
+
+    rule_id: str
+    #: The first hour, as ``floor(unix time / 3600)``; ``counts[i]`` is hour ``first_hour + i``.
+    first_hour: int
+    counts: list[int]
+    #: The usual count per hour: the spike block's baseline, else the mean of the 48 hours.
+    baseline: float
+    #: The rule's signals in those hours: (time, kind).
+    signals: list[tuple[float, str]]
 
 
 @dataclass
@@ -70,6 +89,12 @@ class StatusSnapshot:
     feeds_matched: int = 0
     feeds_next_offset: int | None = None
     feeds_query: FeedQuery = field(default_factory=FeedQuery)
+    #: One page of rule charts (:data:`CHARTS_PER_PAGE`, from ``charts_offset``) of the
+    #: ``charts_total`` rules with matches in the last 48 hours.
+    charts: list[ChartRow] = field(default_factory=list)
+    charts_total: int = 0
+    charts_offset: int = 0
+    charts_next_offset: int | None = None
 
 
 class LatestAlerts:
@@ -114,9 +139,12 @@ class StatusView:
     clock: Callable[[], float]
     started: float
 
-    def snapshot(self, query: FeedQuery | None = None) -> StatusSnapshot:
+    def snapshot(self, query: FeedQuery | None = None, charts_offset: int = 0) -> StatusSnapshot:
         """What the status page shows, now: the page of feeds ``query`` asks for (the first
-        :data:`~monitor.feeds.health.PAGE_ROWS`, problems first, by default)."""
+        :data:`~monitor.feeds.health.PAGE_ROWS`, problems first, by default) and the page
+        of rule charts from ``charts_offset``."""
+        now = self.clock()
+        charts, charts_total, charts_next = self._charts(now, charts_offset)
         ready, problems = self.readiness.check()
         query = query or FeedQuery()
         page = self.tracker.page(query)
@@ -132,7 +160,7 @@ class StatusView:
             }
         return StatusSnapshot(
             extra=extra,
-            now=self.clock(),
+            now=now,
             started=self.started,
             feeds=page.rows,
             health_counts=self.tracker.counts(),
@@ -152,6 +180,10 @@ class StatusView:
             feeds_matched=page.matched,
             feeds_next_offset=page.next_offset,
             feeds_query=query,
+            charts=charts,
+            charts_total=charts_total,
+            charts_offset=charts_offset,
+            charts_next_offset=charts_next,
         )
 
     def _rule_rows(self) -> list[RuleRow]:
@@ -159,4 +191,22 @@ class StatusView:
         if rules is None:
             return []
         alerts = self.summary.alerts_by_rule()
-        return [RuleRow(r.id, r.output_topic, r.severity, r.enabled, r.mode, alerts.get(r.id, 0)) for r in rules.current.rules]
+        raised = self.wiring.signals.raised if self.wiring.signals is not None else {}
+        return [
+            RuleRow(r.id, r.output_topic, r.severity, r.enabled, r.mode, alerts.get(r.id, 0), dict(raised.get(r.id, {})))
+            for r in rules.current.rules
+        ]
+
+    def _charts(self, now: float, offset: int) -> tuple[list[ChartRow], int, int | None]:
+        """A page of charts, the number of rules with matches in 48 hours, the next page's offset."""
+        signals = self.wiring.signals
+        if signals is None:
+            return [], 0, None
+        active = signals.active(now)
+        rows = []
+        for rule_id in active[offset : offset + CHARTS_PER_PAGE]:
+            chart = signals.chart(rule_id, now)
+            if chart is not None:
+                rows.append(ChartRow(rule_id, chart.first_hour, list(chart.counts), chart.baseline, list(chart.signals)))
+        following = offset + CHARTS_PER_PAGE
+        return rows, len(active), following if following < len(active) else None

@@ -18,7 +18,7 @@ from monitor.model import Record, Rule
 if TYPE_CHECKING:
     from monitor.websub.inbox import PushInbox
 
-__all__ = ["DeliveryView", "RoleMetric", "RoleView", "RuleSetView", "RulesView", "SignalsView", "StoreView", "Wiring"]
+__all__ = ["ChartView", "DeliveryView", "RoleMetric", "RoleView", "RuleSetView", "RulesView", "SignalsView", "StoreView", "Wiring"]
 
 
 class StoreView(Protocol):
@@ -100,11 +100,32 @@ class RoleView(Protocol):
     def metrics(self) -> list[RoleMetric]: ...
 
 
+class ChartView(Protocol):
+    """One rule's matches per hour (``monitor.signals.Chart``)."""
+
+    @property
+    def first_hour(self) -> int: ...
+
+    @property
+    def counts(self) -> Sequence[int]: ...
+
+    @property
+    def baseline(self) -> float: ...
+
+    @property
+    def signals(self) -> Sequence[tuple[float, str]]: ...
+
+
 class SignalsView(Protocol):
-    """The story signals' detectors (``monitor.signals.Signals``): signals raised, by rule and kind."""
+    """The story signals' detectors (``monitor.signals.Signals``): signals raised, by rule
+    and kind; the rules with matches in the last 48 hours and their charts."""
 
     @property
     def raised(self) -> Mapping[str, Mapping[str, int]]: ...
+
+    def active(self, now: float) -> list[str]: ...
+
+    def chart(self, rule_id: str, now: float) -> ChartView | None: ...
 
 
 @dataclass

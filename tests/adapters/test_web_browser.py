@@ -176,3 +176,78 @@ async def test_feed_filter_and_page_links_work_in_a_browser(browser):
 
     async with WebServer(_many_feeds(444), "127.0.0.1:0", refresh=0) as server:
         await asyncio.to_thread(walk, server.url)
+
+
+def _charted_observer(now: float, plain: int):
+    """An observer with rules and story signals: ``summit`` one article an hour from one
+    outlet for 40 hours, then three outlets within minutes (a burst); ``plain`` rules with
+    a match each; ``quiet`` with none."""
+    from types import SimpleNamespace
+
+    from monitor.model import Burst, Rule, SignalArticle
+    from monitor.signals import Sighting, Signals
+    from tests.adapters.test_web import _many_feeds
+
+    summit = Rule(id="summit", query="summit", topic="alerts.summit", burst=Burst(min_outlets=3, window=1800.0, cooldown=6 * 3600.0))
+    others = [Rule(id=f"plain-{i:02d}", query="x", topic="alerts.plain") for i in range(plain)]
+    quiet = Rule(id="quiet", query="never", topic="alerts.quiet")
+    rules = [summit, *others, quiet]
+    signals = Signals()
+    signals.watch(rules, now - 48 * 3600)
+
+    def seen(rule: Rule, n: int, outlet: str, at: float) -> None:
+        article = SignalArticle(f"{rule.id}-{n}", f"https://{outlet}/{n}", f"item {n}", outlet, at)
+        signals.observe([Sighting(rule, article, at)], at)
+
+    for hour in range(40, 0, -1):
+        seen(summit, hour, "steady.example", now - hour * 3600)
+    for n, outlet in enumerate(["a.example", "b.example", "c.example"]):
+        seen(summit, 100 + n, outlet, now - 300 + n * 60)
+    for i, rule in enumerate(others):
+        seen(rule, i, "other.example", now - (i + 1) * 3600)
+    observer = _many_feeds(3)
+    observer.wiring.rules = SimpleNamespace(
+        current=SimpleNamespace(version="v1", rules=rules), reloads=0, reload_failures=0, last_error=None
+    )
+    observer.wiring.signals = signals
+    return observer
+
+
+async def test_rule_charts_are_drawn_in_a_browser(browser):
+    """Per rule with matches in 48 hours an SVG of its matches per hour, with the baseline
+    and its signals, drawn by the browser at its size; paged; no scripts involved."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from monitor.adapters.web import WebServer
+
+    now = 1_800_000_000.0  # _many_feeds' clock
+    observer = _charted_observer(now, plain=24)
+
+    def figures() -> list[str]:
+        return [f.get_attribute("data-rule") for f in browser.find_elements(By.CSS_SELECTOR, "figure.rule-chart")]
+
+    def walk(base: str) -> None:
+        browser.get(base + "/")
+        assert _cells(browser, "rules", "signals") == {"summit": "1", **{f"plain-{i:02d}": "0" for i in range(24)}, "quiet": "0"}
+        shown = figures()
+        assert len(shown) == 20 and shown[0] == "summit" and "quiet" not in shown
+        chart = browser.find_element(By.CSS_SELECTOR, "figure[data-rule=summit] svg")
+        assert chart.is_displayed() and chart.size["width"] >= 500 and chart.size["height"] >= 100
+        bars = chart.find_elements(By.CSS_SELECTOR, "rect.bar")
+        assert len(bars) == 40 and all(bar.size["height"] > 0 for bar in bars)
+        # The last hour's bar (four articles) is the tallest, drawn at the right end.
+        last = max(bars, key=lambda bar: bar.location["x"])
+        assert last.size["height"] == max(bar.size["height"] for bar in bars) > bars[0].size["height"]
+        baseline = chart.find_element(By.CSS_SELECTOR, "line.baseline")
+        assert baseline.is_displayed()
+        marks = chart.find_elements(By.CSS_SELECTOR, "g.signal[data-kind=burst]")
+        assert len(marks) == 1 and marks[0].location["x"] >= last.location["x"] - 1
+        assert "summit: 43 matching articles in the last 48 hours, 1 signals" == chart.get_attribute("aria-label")
+        browser.find_element(By.ID, "charts-next").click()
+        WebDriverWait(browser, 10, poll_frequency=0.1).until(lambda d: "charts=20" in d.current_url)
+        assert len(figures()) == 5 and "summit" not in figures()
+        assert browser.find_elements(By.ID, "charts-prev")
+
+    async with WebServer(observer, "127.0.0.1:0", refresh=0) as server:
+        await asyncio.to_thread(walk, server.url)
