@@ -31,9 +31,10 @@ at most the last ``flush_interval``. Pure: no clock (``now`` is passed in), no I
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from monitor.model import Burst, Rule, Signal, SignalArticle, Spike, signal_id_for
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_KEPT",
     "BurstState",
     "Escalations",
+    "Hourly",
     "Sighting",
     "SpikeState",
     "Track",
@@ -93,6 +95,7 @@ def event_time(published: float | None, detected: float, window: float) -> float
 
 #: A kept sighting: (its time, the article). The article is shared by every rule it matched.
 Entry = tuple[float, SignalArticle]
+_TIME = itemgetter(0)
 
 
 def _article_list(article: SignalArticle) -> list[Any]:
@@ -137,39 +140,50 @@ def signal_of(kind: str, key: str, rule: Rule, entries: Sequence[Entry], now: fl
 
 
 class BurstState:
-    """One rule's burst detector: its sightings by article id (arrival order), the number
-    of sightings per outlet among them, and its last burst. Pruned to the window only when
-    the outlets could make a burst, or the sightings have doubled since the last pruning."""
+    """One rule's burst detector: its sightings (arrival order), the number of sightings
+    per outlet among them, and its last burst. Pruned to the window only when the outlets
+    could make a burst, or the sightings have doubled since the last pruning.
 
-    __slots__ = ("entries", "fired", "latest", "min_outlets", "oldest", "outlets", "prune_at", "spec", "window")
+    A sighting is counted as given: the caller passes each (rule, article) once (the daemon
+    sees a new article once; :meth:`Signals.observe` drops repeats; a replay of the journal
+    starts after the saved state)."""
+
+    __slots__ = ("entries", "fired", "floor", "latest", "min_outlets", "oldest", "outlets", "prune_at", "quiet_until", "spec", "window")
 
     def __init__(self, spec: Burst) -> None:
         self.spec = spec
         self.window = spec.window
         self.min_outlets = spec.min_outlets
-        self.entries: dict[str, Entry] = {}
+        self.entries: list[Entry] = []
         self.outlets: defaultdict[str, int] = defaultdict(int)
         self.latest = -math.inf
         self.oldest = math.inf
         self.prune_at = 16
-        #: The time of the last burst (its latest article's), None before the first.
+        #: The time of the last burst (its latest article's), None before the first; the end of its cool-down.
         self.fired: float | None = None
+        self.quiet_until = -math.inf
+        #: Sightings before this time cannot be part of a burst (see :meth:`add`).
+        self.floor = -math.inf
 
     def add(self, article: SignalArticle, t: float) -> list[Entry] | None:
-        """Count one sighting at ``t``; the entries of the burst it completes, oldest first."""
-        entries = self.entries
-        if t < self.latest - self.window or article.id in entries:
+        """Count one sighting at ``t``; the entries of the burst it completes, oldest first.
+
+        A sighting older than the window, or so early in a cool-down that it will have
+        left the window when the cool-down ends, cannot be part of a burst: not kept."""
+        if t < self.floor:
             return None
-        entries[article.id] = (t, article)
+        entries = self.entries
+        entries.append((t, article))
         if t > self.latest:
             self.latest = t
+            self.floor = max(t, self.quiet_until) - self.window
         if t < self.oldest:
             self.oldest = t
         outlet = article.outlet
         if outlet is not None:
             outlets = self.outlets
             outlets[outlet] += 1
-            if len(outlets) >= self.min_outlets:
+            if len(outlets) >= self.min_outlets and self.latest >= self.quiet_until:
                 return self._check()
         if len(entries) > self.prune_at:
             self._prune()
@@ -177,44 +191,44 @@ class BurstState:
 
     def _prune(self) -> None:
         horizon = self.latest - self.spec.window
-        kept = [e for e in self.entries.values() if e[0] >= horizon][-MAX_KEPT:]
-        self.entries = {e[1].id: e for e in kept}
+        kept = [e for e in self.entries if e[0] >= horizon][-MAX_KEPT:]
+        self.entries = kept
         outlets: defaultdict[str, int] = defaultdict(int)
         for _, article in kept:
             if article.outlet is not None:
                 outlets[article.outlet] += 1
         self.outlets = outlets
-        self.oldest = min((e[0] for e in kept), default=math.inf)
+        self.oldest = min(map(_TIME, kept), default=math.inf)
         self.prune_at = max(16, 2 * len(kept))
 
     def _check(self) -> list[Entry] | None:
         spec = self.spec
-        if self.fired is not None and self.latest < self.fired + spec.cooldown:
-            if len(self.entries) > self.prune_at:
-                self._prune()
-            return None
         if self.oldest < self.latest - spec.window or len(self.entries) > MAX_KEPT:
             self._prune()
             if len(self.outlets) < spec.min_outlets:
                 return None
-        ordered = sorted(self.entries.values(), key=lambda e: e[0])
+        ordered = sorted({a.id: (t, a) for t, a in self.entries}.values(), key=lambda e: e[0])
         self.fired = self.latest
+        self.quiet_until = self.latest + spec.cooldown
+        self.floor = self.quiet_until - self.window
         # The next burst needs outlets of its own: these are spent.
-        self.entries, self.outlets, self.oldest, self.prune_at = {}, defaultdict(int), math.inf, 16
+        self.entries, self.outlets, self.oldest, self.prune_at = [], defaultdict(int), math.inf, 16
         return ordered
 
     def dump(self) -> dict[str, Any]:
-        return {"spec": _spec(self.spec), "entries": dump_entries(self.entries.values()), "latest": _num(self.latest), "fired": self.fired}
+        return {"spec": _spec(self.spec), "entries": dump_entries(self.entries), "latest": _num(self.latest), "fired": self.fired}
 
     @classmethod
     def load(cls, spec: Burst, document: dict[str, Any]) -> BurstState:
         state = cls(spec)
         if document.get("spec") == _spec(spec):
-            state.entries = {a.id: (t, a) for t, a in load_entries(document.get("entries", []))}
+            state.entries = load_entries(document.get("entries", []))
             state.latest = _float(document.get("latest"))
             state._prune()
         # A changed block starts afresh but keeps its cool-down: an edit must not repeat a burst.
         state.fired = document.get("fired")
+        state.quiet_until = state.fired + spec.cooldown if state.fired is not None else -math.inf
+        state.floor = max(state.latest, state.quiet_until) - spec.window
         return state
 
 
@@ -322,39 +336,70 @@ class SpikeState:
 
 
 class Track:
-    """What is kept of one rule that matched: its matching articles per hour (the last
-    :data:`CHART_HOURS`), its latest signals (time, kind), its burst and spike detectors,
-    and the last journal entry its saved state covers."""
+    """One rule's burst and spike detectors, and the last journal entry its saved state covers."""
 
-    __slots__ = ("burst", "dirty", "hours", "rule", "seq", "signals", "spike")
+    __slots__ = ("burst", "rule", "seq", "spike")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
-        self.hours: defaultdict[int, int] = defaultdict(int)
-        self.signals: list[tuple[float, str]] = []
         self.burst: BurstState | None = None
         self.spike: SpikeState | None = None
-        self.dirty = False
         self.seq = -1
 
-    def note(self, signal: Signal) -> None:
-        """Remember a signal of this rule for the chart."""
-        self.signals = [*self.signals, (signal.window_end, signal.kind)][-_SIGNALS_KEPT:]
-
-    def prune_hours(self, hour: int) -> None:
-        """Forget the hours before the last :data:`CHART_HOURS` ending with ``hour``."""
-        for key in [k for k in self.hours if k <= hour - CHART_HOURS]:
-            del self.hours[key]
-
     def dump(self) -> dict[str, Any]:
-        """The track as orjson writes it (``OPT_NON_STR_KEYS``: the hours are int keys)."""
         return {
             "seq": self.seq,
-            "hours": self.hours,
-            "signals": self.signals,
             "burst": self.burst.dump() if self.burst is not None else None,
             "spike": self.spike.dump() if self.spike is not None else None,
         }
+
+
+class Hourly:
+    """Matching articles per rule and hour over the last :data:`CHART_HOURS` (one counter of
+    rule ids per hour: counted per article, not per rule), and each rule's latest signals."""
+
+    def __init__(self) -> None:
+        #: Hour (``floor(time / 3600)``) -> rule id -> matching articles.
+        self.hours: dict[int, Counter[str]] = {}
+        #: Rule id -> its latest signals (time, kind), oldest first.
+        self.marks: dict[str, list[tuple[float, str]]] = {}
+        #: Hours counted in since the last checkpoint, and hours forgotten.
+        self.touched: set[int] = set()
+        self.gone: set[int] = set()
+        self.latest = 0
+
+    def count(self, hour: int, rule_ids: Iterable[str]) -> None:
+        """Count articles matched by these rules (one id per rule and article) in ``hour``."""
+        counter = self.hours.get(hour)
+        if counter is None:
+            counter = self.hours[hour] = Counter()
+            if hour > self.latest:
+                self.latest = hour
+                for old in [h for h in self.hours if h <= hour - CHART_HOURS]:
+                    del self.hours[old]
+                    self.gone.add(old)
+        counter.update(rule_ids)
+        self.touched.add(hour)
+
+    def note(self, signal: Signal) -> None:
+        """Remember a signal of its rule for the chart."""
+        marks = self.marks.setdefault(signal.rule_id, [])
+        marks.append((signal.window_end, signal.kind))
+        del marks[:-_SIGNALS_KEPT]
+
+    def counts(self, rule_id: str, first: int) -> list[int]:
+        """The rule's counts in the :data:`CHART_HOURS` hours from ``first``."""
+        hours = self.hours
+        return [hours[h].get(rule_id, 0) if h in hours else 0 for h in range(first, first + CHART_HOURS)]
+
+    def totals(self, first: int) -> Counter[str]:
+        """Matching articles per rule in the :data:`CHART_HOURS` hours from ``first``."""
+        total: Counter[str] = Counter()
+        for hour in range(first, first + CHART_HOURS):
+            counter = self.hours.get(hour)
+            if counter:
+                total.update(counter)
+        return total
 
 
 class Escalations:

@@ -30,6 +30,7 @@ def signal_article(article: Article, story_id: str | None) -> SignalArticle:
 
 
 _RULE = attrgetter("rule")
+_NEW, _UPDATED = Verdict.NEW, Verdict.UPDATED
 
 
 def matches_of(
@@ -37,17 +38,19 @@ def matches_of(
 ) -> list[tuple[SignalArticle, list[Rule]]]:
     """Each new article of an admitted batch with the rules it counts for (``verdicts[i]``
     is ``candidates[i]``'s), for :meth:`~monitor.signals.Signals.observe_article`."""
-    alerted = {(alert.rule_id, alert.url or alert.article_id) for alert in alerts} if alerts else set()
     found: list[tuple[SignalArticle, list[Rule]]] = []
+    alerted: set[tuple[str, str]] | None = None
     for candidate, verdict in zip(candidates, verdicts):
-        if verdict is Verdict.DUPLICATE or not candidate.matches:
-            continue
-        article = candidate.article
-        rules = list(map(_RULE, candidate.matches))
-        if verdict is Verdict.UPDATED:
-            rules = [rule for rule in rules if (rule.id, article.url or article.id) in alerted]
-        if rules:
-            found.append((signal_article(article, candidate.story_id), rules))
+        if verdict is _NEW:
+            if candidate.matches:
+                found.append((signal_article(candidate.article, candidate.story_id), list(map(_RULE, candidate.matches))))
+        elif verdict is _UPDATED and candidate.matches:
+            article = candidate.article
+            if alerted is None:
+                alerted = {(alert.rule_id, alert.url or alert.article_id) for alert in alerts}
+            rules = [m.rule for m in candidate.matches if (m.rule.id, article.url or article.id) in alerted]
+            if rules:
+                found.append((signal_article(article, candidate.story_id), rules))
     return found
 
 

@@ -2,8 +2,9 @@
 
 :class:`Signals` is what the daemon, a matcher and ``news-monitor signals`` hold. Its hot
 path, :meth:`Signals.observe_article`, runs once per admitted article with the rules that
-matched it: per rule an hourly count and, with a ``burst:`` block, an entry in a window
-and an outlet counter; nothing is serialised there. :meth:`Signals.changes` says what to
+matched it: one hourly count of their ids (a C-level counter update for all of them), and
+per rule with a ``burst:`` block an entry in its window and an outlet counter; nothing is
+serialised there. :meth:`Signals.changes` says what to
 save: the journal of articles since the last flush, the states that raised a signal, and
 at a checkpoint every changed state (the journal it covers deleted).
 """
@@ -11,9 +12,10 @@ at a checkpoint every changed state (the journal it covers deleted).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -27,6 +29,7 @@ from monitor.signals.detect import (
     DEFAULT_LEVELS,
     BurstState,
     Escalations,
+    Hourly,
     Sighting,
     SpikeState,
     Track,
@@ -70,17 +73,26 @@ class Signals:
         self.flush_interval = flush_interval
         self.checkpoint_interval = checkpoint_interval
         self.tracks: dict[str, Track] = {}
+        #: Rule id -> its burst, its spike detector (the tracks' own, for the hot path).
+        self.bursts: dict[str, BurstState] = {}
+        self.spikes: dict[str, SpikeState] = {}
         self.escalations = Escalations(levels, story_ttl)
         #: Rule id -> signals raised since start, by kind (for metrics and the status page).
         self.raised: dict[str, dict[str, int]] = {}
+        #: Matching articles per rule and hour, and the rules' latest signals (the charts).
+        self.hourly = Hourly()
         self._rules: dict[str, Rule] = {}
-        self._dirty: list[Track] = []
-        self._urgent: list[Track] = []
+        #: Ids of the rules counted since the last checkpoint (a set update per article).
+        self._dirty: set[str] = set()
+        self._urgent: set[str] = set()
+        self._marks_changed = False
         self._stories: set[str] = set()
         self._urgent_stories: set[str] = set()
         self._gone: set[str] = set()
         #: Articles since the last flush: (detected, id, url, title, outlet, published, story id, [rule ids]).
         self._journal: list[tuple[Any, ...]] = []
+        #: Hour -> the rule ids of each article not yet counted (see :meth:`_pending`).
+        self._uncounted: dict[int, list[list[str]]] = {}
         self._seq = 0
         self._journal_keys: list[str] = []
         self._next_flush = -math.inf
@@ -92,16 +104,6 @@ class Signals:
         #: Signals a replay raised (a rule whose block changed), returned by the next observe.
         self._held: list[Signal] = []
 
-    @property
-    def bursts(self) -> dict[str, BurstState]:
-        """Rule id -> its burst detector."""
-        return {rule_id: t.burst for rule_id, t in self.tracks.items() if t.burst is not None}
-
-    @property
-    def spikes(self) -> dict[str, SpikeState]:
-        """Rule id -> its spike detector."""
-        return {rule_id: t.spike for rule_id, t in self.tracks.items() if t.spike is not None}
-
     # -- rules ---------------------------------------------------------------------------
 
     def watch(self, rules: Iterable[Rule], now: float) -> None:
@@ -110,11 +112,16 @@ class Signals:
         :meth:`restore`: the saved states are taken back and the journal replayed) and
         after each reload (a rule met first in :meth:`observe` is followed from then)."""
         self._rules = {rule.id: rule for rule in rules if rule.enabled}
-        for rule_id, rule in self._rules.items():
-            if rule_id in self.tracks or f"rule:{rule_id}" in self._saved or rule.burst is not None or rule.spike is not None:
+        if self._next_checkpoint == -math.inf:
+            # The first checkpoint one interval after start: until then the journal covers it.
+            self._next_checkpoint = now + self.checkpoint_interval
+        for rule in self._rules.values():
+            if rule.burst is not None or rule.spike is not None:
                 self._track(rule, now)
-        for rule_id in [r for r in self.tracks if r not in self._rules]:
+        for rule_id in [r for r, t in self.tracks.items() if r not in self._rules or (t.burst is None and t.spike is None)]:
             del self.tracks[rule_id]
+            self.bursts.pop(rule_id, None)
+            self.spikes.pop(rule_id, None)
             self._gone.add(f"rule:{rule_id}")
         self._saved.clear()
         if self._replay:
@@ -133,27 +140,33 @@ class Signals:
         if (track.burst.spec if track.burst else None) != rule.burst:
             old = track.burst.dump() if track.burst else {}
             track.burst = BurstState.load(rule.burst, old) if rule.burst is not None else None
-            self._mark(track)
+            self._dirty.add(rule.id)
         if (track.spike.spec if track.spike else None) != rule.spike:
             old = track.spike.dump() if track.spike else {}
             track.spike = SpikeState.load(rule.spike, old, now) if rule.spike is not None else None
-            self._mark(track)
+            self._dirty.add(rule.id)
+        if track.burst is None:
+            self.bursts.pop(rule.id, None)
+        else:
+            self.bursts[rule.id] = track.burst
+        if track.spike is None:
+            self.spikes.pop(rule.id, None)
+        else:
+            self.spikes[rule.id] = track.spike
         return track
-
-    def _mark(self, track: Track) -> None:
-        if not track.dirty:
-            track.dirty = True
-            self._dirty.append(track)
 
     # -- the hot path --------------------------------------------------------------------
 
     def observe(self, sightings: Iterable[Sighting], now: float) -> list[Signal]:
         """The signals these sightings raise (each at most once: see the module docstring).
-        Consecutive sightings of one article are counted as one :meth:`observe_article`."""
+        Consecutive sightings of one article are counted as one :meth:`observe_article`; a
+        sighting its rule's window already holds (a batch read again) is passed over."""
         raised: list[Signal] = []
         group: list[Rule] = []
         current: Sighting | None = None
         for sighting in sightings:
+            if self._counted(sighting.rule.id, sighting.article.id):
+                continue
             if current is not None and (sighting.article is not current.article or sighting.detected != current.detected):
                 raised += self.observe_article(current.article, group, current.detected, now)
                 group = []
@@ -163,63 +176,63 @@ class Signals:
             raised += self.observe_article(current.article, group, current.detected, now)
         return raised + self._expire(now)
 
+    def _counted(self, rule_id: str, article_id: str) -> bool:
+        burst, spike = self.bursts.get(rule_id), self.spikes.get(rule_id)
+        return (burst is not None and any(a.id == article_id for _, a in burst.entries)) or (
+            spike is not None and article_id in spike.recent
+        )
+
     def observe_article(
         self, article: SignalArticle, rules: Sequence[Rule], detected: float, now: float, *, journal: bool = True
     ) -> Sequence[Signal]:
         """The signals one new article raises, matched by ``rules`` and detected at ``detected``.
 
-        The hot path (docs/signals.md, "Cost"): per rule a dictionary lookup, an hourly
-        count and, with a ``burst:`` block, an entry in its window and an outlet counter."""
+        The hot path (docs/signals.md, "Cost"): per article a journal row (the hourly
+        counts are taken from the journal at each flush); per rule a dictionary lookup and,
+        with a ``burst:`` block, an entry in its window and an outlet counter. A rule's
+        blocks are those :meth:`watch` saw (a rule met first here is followed with the
+        blocks it has)."""
         raised: list[Signal] | None = None
         published = article.published
         if published is not None and not math.isfinite(published):
             published = None
         late = detected + CLOCK_SKEW
+        ids = list(map(_ID, rules))
+        if journal:
+            self._journal.append(
+                (detected, article.id, article.url, article.title, article.outlet, article.published, article.story_id, ids)
+            )
         # The chart's hour: on the article's time when plausible within the chart's span.
-        t_chart = published if published is not None and detected - _CHART_WINDOW <= published <= late else detected
-        hour = int(t_chart // _HOUR)
-        tracks, dirty = self.tracks, self._dirty
+        hour = int((published if published is not None and detected - _CHART_WINDOW <= published <= late else detected) // _HOUR)
+        uncounted = self._uncounted.get(hour)
+        if uncounted is None:
+            self._uncounted[hour] = [ids]
+        else:
+            uncounted.append(ids)
+        tracks, bursts, spikes = self.tracks, self.bursts, self.spikes
         for rule in rules:
-            track = tracks.get(rule.id)
-            if track is None or track.rule is not rule:
-                track = self._track(rule, now)
-            if not track.dirty:
-                track.dirty = True
-                dirty.append(track)
-            # Pruned to the chart's hours at each checkpoint.
-            track.hours[hour] += 1
-            burst = track.burst
+            burst = bursts.get(rule.id)
+            if burst is None and (rule.burst is not None or rule.spike is not None) and rule.id not in tracks:
+                burst = self._track(rule, now).burst  # a rule :meth:`watch` did not see
             if burst is not None:
                 t = published if published is not None and detected - burst.window <= published <= late else detected
-                entries = burst.add(article, t)
+                # Most sightings of a rule in its cool-down stop at the floor, without a call.
+                entries = burst.add(article, t) if t >= burst.floor else None
                 if entries is not None:
                     raised = raised or []
-                    raised.append(self._raise(track, signal_of("burst", f"{entries[0][0]:.3f}", rule, entries, now)))
-            spike = track.spike
+                    raised.append(self._raise(rule.id, signal_of("burst", f"{entries[0][0]:.3f}", rule, entries, now)))
+            spike = spikes.get(rule.id) if spikes else None
             if spike is not None:
                 window = spike.spec.window
                 t = published if published is not None and detected - window <= published <= late else detected
                 signal = spike.add(rule, article, t, now)
                 if signal is not None:
                     raised = raised or []
-                    raised.append(self._raise(track, signal))
+                    raised.append(self._raise(rule.id, signal))
         if article.story_id is not None and self.escalations.levels:
             escalations = self._escalate(article, rules, detected, now)
             if escalations:
                 raised = (raised or []) + escalations
-        if journal:
-            self._journal.append(
-                (
-                    detected,
-                    article.id,
-                    article.url,
-                    article.title,
-                    article.outlet,
-                    article.published,
-                    article.story_id,
-                    list(map(_ID, rules)),
-                )
-            )
         if self._held:
             raised, self._held = self._held + (raised or []), []
         return raised or ()
@@ -232,17 +245,26 @@ class Signals:
         if escalations:
             self._urgent_stories.add(story_id)
             for signal in escalations:
-                track = self.tracks.get(signal.rule_id)
-                if track is not None:
-                    track.note(signal)
+                self.hourly.note(signal)
                 self._count(signal)
+            self._marks_changed = True
         return escalations
 
-    def _raise(self, track: Track, signal: Signal) -> Signal:
-        track.note(signal)
-        self._urgent.append(track)
+    def _raise(self, rule_id: str, signal: Signal) -> Signal:
+        self.hourly.note(signal)
+        self._marks_changed = True
+        self._urgent.add(rule_id)
         self._count(signal)
         return signal
+
+    def _pending(self) -> None:
+        """Count the articles since the last call into the hourly counts and the rules
+        changed since the last checkpoint (before a flush, a checkpoint, a chart): one
+        counter update per hour, not per article."""
+        for hour, lists in self._uncounted.items():
+            self.hourly.count(hour, chain.from_iterable(lists))
+            self._dirty.update(chain.from_iterable(lists))
+        self._uncounted = {}
 
     def _count(self, signal: Signal) -> None:
         counts = self.raised.setdefault(signal.rule_id, {})
@@ -276,6 +298,7 @@ class Signals:
         """
         if now is not None and now < self._next_flush and not (self._urgent or self._urgent_stories or self._gone):
             return []  # the common case: nothing due
+        self._pending()
         checkpoint = now is None or now >= self._next_checkpoint
         if now is not None and checkpoint:
             self._next_checkpoint = now + self.checkpoint_interval
@@ -294,25 +317,38 @@ class Signals:
         if now is not None and now >= self._next_flush:
             self._next_flush = now + self.flush_interval
         if checkpoint:
-            tracks, stories = list(dict.fromkeys(self._dirty)), self._stories
-            self._dirty, self._stories = [], set()
+            tracks = [track for track in map(self.tracks.get, self._dirty) if track is not None]
+            stories = self._stories
+            self._dirty, self._stories = set(), set()
             out += [(key, None) for key in self._journal_keys]
             self._journal_keys = []
+            out += self._hourly_changes()
         else:
-            tracks, stories = self._urgent, self._urgent_stories & self._stories
+            tracks = [track for track in map(self.tracks.get, self._urgent) if track is not None]
+            stories = self._urgent_stories & self._stories
             self._stories -= stories
+        if self._marks_changed:
+            self._marks_changed = False
+            out.append(("marks", orjson.dumps(self.hourly.marks)))
         for track in tracks:
             if self.tracks.get(track.rule.id) is track:
-                track.seq, track.dirty = self._seq, False
-                track.prune_hours(max(track.hours, default=0))
-                out.append((f"rule:{track.rule.id}", orjson.dumps(track.dump(), option=orjson.OPT_NON_STR_KEYS)))
+                track.seq = self._seq
+                out.append((f"rule:{track.rule.id}", orjson.dumps(track.dump())))
         for story_id in stories:
             story = self.escalations.stories.get(story_id)
             if story is not None:
                 story["seq"] = self._seq
                 out.append((f"story:{story_id}", orjson.dumps(story)))
         out += [(key, None) for key in sorted(self._gone)]
-        self._urgent, self._urgent_stories, self._gone = [], set(), set()
+        self._urgent, self._urgent_stories, self._gone = set(), set(), set()
+        return out
+
+    def _hourly_changes(self) -> list[tuple[str, bytes | None]]:
+        """The hours counted in since the last checkpoint, and those forgotten."""
+        hourly = self.hourly
+        out: list[tuple[str, bytes | None]] = [(f"hours:{h}", None) for h in sorted(hourly.gone)]
+        out += [(f"hours:{h}", orjson.dumps(hourly.hours[h])) for h in sorted(hourly.touched) if h in hourly.hours]
+        hourly.touched, hourly.gone = set(), set()
         return out
 
     def restore(self, entries: Iterable[tuple[str, bytes]]) -> int:
@@ -325,7 +361,12 @@ class Signals:
             except orjson.JSONDecodeError:
                 continue
             kind, _, name = key.partition(":")
-            if kind == "journal" and isinstance(document, list) and name.isdigit():
+            if kind == "hours" and isinstance(document, dict) and name.lstrip("-").isdigit():
+                self.hourly.hours[int(name)] = Counter({str(r): int(n) for r, n in document.items()})
+                self.hourly.latest = max(self.hourly.latest, int(name))
+            elif kind == "marks" and isinstance(document, dict):
+                self.hourly.marks = {str(r): [(float(t), str(k)) for t, k in marks] for r, marks in document.items()}
+            elif kind == "journal" and isinstance(document, list) and name.isdigit():
                 self._replay.append((int(name), document))
                 self._journal_keys.append(key)
                 self._seq = max(self._seq, int(name))
@@ -369,32 +410,28 @@ class Signals:
         ending with ``now``'s, its baseline per hour (the spike block's average window
         scaled to an hour, else the mean of those hours), and its signals within them;
         None for a rule without a match in them."""
-        track = self.tracks.get(rule_id)
-        if track is None:
-            return None
-        last = int(now // _HOUR)
-        first = last - CHART_HOURS + 1
-        counts = [track.hours.get(h, 0) for h in range(first, last + 1)]
+        self._pending()
+        first = int(now // _HOUR) - CHART_HOURS + 1
+        counts = self.hourly.counts(rule_id, first)
         if not any(counts):
             return None
         baseline = sum(counts) / len(counts)
-        if track.spike is not None:
+        track = self.tracks.get(rule_id)
+        if track is not None and track.spike is not None:
             average = track.spike.average()
             if average is not None:
                 baseline = average * _HOUR / track.spike.spec.window
-        signals = [(t, kind) for t, kind in track.signals if first * _HOUR <= t < (last + 1) * _HOUR]
+        marks = self.hourly.marks.get(rule_id, [])
+        signals = [(t, kind) for t, kind in marks if first * _HOUR <= t < (first + CHART_HOURS) * _HOUR]
         return Chart(first, counts, baseline, signals)
 
     def active(self, now: float) -> list[str]:
-        """The rules with a match in the last :data:`CHART_HOURS` hours, most matches first
-        (one ``max`` over each rule's few hour keys: cheap at 10,000 rules)."""
-        first = int(now // _HOUR) - CHART_HOURS + 1
-        totals = {
-            rule_id: sum(n for h, n in track.hours.items() if h >= first)
-            for rule_id, track in self.tracks.items()
-            if track.hours and max(track.hours) >= first
-        }
-        return sorted((r for r, n in totals.items() if n), key=lambda r: (-totals[r], r))
+        """The rules (those :meth:`watch` follows, once it was called) with a match in the
+        last :data:`CHART_HOURS` hours, most matches first."""
+        self._pending()
+        totals = self.hourly.totals(int(now // _HOUR) - CHART_HOURS + 1)
+        known = self._rules
+        return sorted((r for r in totals if not known or r in known), key=lambda r: (-totals[r], r))
 
 
 def _without_story(article: SignalArticle) -> SignalArticle:
@@ -405,9 +442,6 @@ def _without_story(article: SignalArticle) -> SignalArticle:
 def _load_track(track: Track, document: Mapping[str, Any], now: float) -> None:
     rule = track.rule
     track.seq = int(document.get("seq", -1))
-    hours = document.get("hours")
-    track.hours = defaultdict(int, {int(h): int(n) for h, n in hours.items()} if isinstance(hours, dict) else {})
-    track.signals = [(float(t), str(kind)) for t, kind in document.get("signals", [])]
     burst, spike = document.get("burst"), document.get("spike")
     if rule.burst is not None and isinstance(burst, dict):
         track.burst = BurstState.load(rule.burst, burst)

@@ -33,6 +33,10 @@ def _host(url: str | None) -> str:
         authority = url.split("/", 3)[2]
         if "@" not in authority and "[" not in authority:
             return authority.partition(":")[0].rstrip(".").lower()
+    return _parsed_host(url)
+
+
+def _parsed_host(url: str) -> str:
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
@@ -51,9 +55,20 @@ def registrable_domain(host: str) -> str:
 
 def outlet_of(url: str | None, feed_url: str) -> str | None:
     """The outlet of an article with link ``url`` read from ``feed_url`` (see the module docstring)."""
+    if url and url.startswith("https://"):
+        # The common case: one split and one cached look-up of the link's authority.
+        outlet = _authority_domain(url.split("/", 3)[2])
+        if outlet:
+            return outlet
     link_host = _host(url)
     outlet = registrable_domain(link_host)
     if outlet:
         return outlet
     feed_host = _host(feed_url)
     return registrable_domain(feed_host) or feed_host or link_host or None
+
+
+@lru_cache(maxsize=4096)
+def _authority_domain(authority: str) -> str:
+    """The registrable domain of an https link's authority (``""`` if it has none)."""
+    return registrable_domain(_host(f"https://{authority}/"))

@@ -38,9 +38,15 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", f"--user-data-dir={profile}",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
@@ -83,7 +89,9 @@ async def test_status_page_shows_live_numbers(broker, feed_server, tmp_path, bro
     url = feed_server.serve("/world.rss", (SEEDS / "world-news.rss.xml").read_bytes())
     broken = feed_server.serve("/broken.rss", "nope", status=500)
     settings = make_settings(
-        tmp_path, broker.bootstrap_servers, [url, broken],
+        tmp_path,
+        broker.bootstrap_servers,
+        [url, broken],
         overrides={
             "http": {"enabled": True, "listen": "127.0.0.1:0", "refresh": 1.0},
             "health": {"check_interval": 0.2, "failing_after": 1},
@@ -91,10 +99,16 @@ async def test_status_page_shows_live_numbers(broker, feed_server, tmp_path, bro
         },
     )
     async with Daemon(Monitor(settings)) as daemon:
+
         async def published_three() -> bool:
             scrape = await daemon.scrape()
-            return sum(value(scrape, "news_monitor_alerts_published_total", topic=t)
-                       for t in ("alerts.summit", "alerts.sanctions", "alerts.arms-control")) == 3
+            return (
+                sum(
+                    value(scrape, "news_monitor_alerts_published_total", topic=t)
+                    for t in ("alerts.summit", "alerts.sanctions", "alerts.arms-control")
+                )
+                == 3
+            )
 
         await until(published_three, what="three alerts to be acknowledged")
         await asyncio.to_thread(browser.get, daemon.base + "/")
@@ -243,7 +257,7 @@ async def test_rule_charts_are_drawn_in_a_browser(browser):
         assert baseline.is_displayed()
         marks = chart.find_elements(By.CSS_SELECTOR, "g.signal[data-kind=burst]")
         assert len(marks) == 1 and marks[0].location["x"] >= last.location["x"] - 1
-        assert "summit: 43 matching articles in the last 48 hours, 1 signals" == chart.get_attribute("aria-label")
+        assert chart.get_attribute("aria-label") == "summit: 43 matching articles in the last 48 hours, 1 signals"
         browser.find_element(By.ID, "charts-next").click()
         WebDriverWait(browser, 10, poll_frequency=0.1).until(lambda d: "charts=20" in d.current_url)
         assert len(figures()) == 5 and "summit" not in figures()

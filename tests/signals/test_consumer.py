@@ -61,9 +61,7 @@ async def test_a_week_at_one_an_hour_then_twelve_in_an_hour_spikes_once_across_a
         f"  - id: {quiet}\n    query: quake\n    topic: alerts.{quiet}\n{block}"
     )
     settings = make_settings(tmp_path, broker.bootstrap_servers, rules=[rules])
-    options = dataclasses.replace(
-        settings.signals, group=f"signals-{word}", state_dir=str(tmp_path / "signals"), from_beginning=True
-    )
+    options = dataclasses.replace(settings.signals, group=f"signals-{word}", state_dir=str(tmp_path / "signals"), from_beginning=True)
     settings = dataclasses.replace(settings, signals=options)
     publisher = KafkaPublisher(settings.kafka, broker.bootstrap_servers)
     await publisher.start()

@@ -45,7 +45,7 @@ def _feed(items: list[tuple[str, str, str, str]]) -> bytes:
     """RSS of (guid, link, title, text) items, published now."""
     now = format_datetime(datetime.now(UTC))
     body = "".join(
-        f"<item><title>{title}</title><link>{link}</link><guid isPermaLink=\"false\">{guid}</guid>"
+        f'<item><title>{title}</title><link>{link}</link><guid isPermaLink="false">{guid}</guid>'
         f"<pubDate>{now}</pubDate><description>{text}</description></item>"
         for guid, link, title, text in items
     )
@@ -99,7 +99,10 @@ async def test_a_story_copied_by_three_then_ten_outlets_escalates_twice(broker, 
     rules = tmp_path / "rules.yaml"
     rules.write_text(f"rules:\n  - id: story-{word}\n    query: {word}\n    topic: {topic}\n")
     settings = make_settings(tmp_path, broker.bootstrap_servers, [feed_server.url("/wire.rss")], rules=[rules])
-    copies = [(f"urn:copy:{word}:{i}", f"https://www.outlet{i}.co.uk/world/{word}", f"Summit in Reykjavik {word}", f"{word} {WIRE}") for i in range(10)]
+    copies = [
+        (f"urn:copy:{word}:{i}", f"https://www.outlet{i}.co.uk/world/{word}", f"Summit in Reykjavik {word}", f"{word} {WIRE}")
+        for i in range(10)
+    ]
     for shown in (3, 10):
         feed_server.serve("/wire.rss", _feed(copies[:shown]))
         summary = await Monitor(settings).run(once=True, handle_signals=False)

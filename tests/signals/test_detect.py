@@ -19,8 +19,12 @@ PLAIN = Rule(id="plain", query="plain", topic="alerts.plain")
 def seen(rule: Rule, outlet: str | None, at: float, *, published: float | None = ..., story: str | None = None) -> Sighting:  # type: ignore[assignment]
     n = next(_ids)
     article = SignalArticle(
-        id=f"a{n}", url=f"https://{outlet}/{n}" if outlet else None, title=f"article {n}", outlet=outlet,
-        published=at if published is ... else published, story_id=story,
+        id=f"a{n}",
+        url=f"https://{outlet}/{n}" if outlet else None,
+        title=f"article {n}",
+        outlet=outlet,
+        published=at if published is ... else published,
+        story_id=story,
     )
     return Sighting.of(rule, article, at)
 
@@ -153,7 +157,7 @@ def test_a_crash_loses_no_flushed_sighting_and_repeats_no_burst() -> None:
     store: dict[str, bytes] = {}
     first = Signals(flush_interval=5.0)
     first.watch([BURST], T0)
-    _saved(store, first.changes(T0))  # the first checkpoint
+    _saved(store, first.changes(T0))
     assert first.observe([seen(BURST, "a.com", T0 + 1)], T0 + 1) == []
     # Within the flush interval nothing is written: no serialisation per alert.
     assert first.changes(T0 + 1) == []
@@ -166,7 +170,7 @@ def test_a_crash_loses_no_flushed_sighting_and_repeats_no_burst() -> None:
     got = second.observe([seen(BURST, "c.com", T0 + 7)], T0 + 7)
     assert [s.kind for s in got] == ["burst"] and set(got[0].outlets) == {"a.com", "b.com", "c.com"}
     written = second.changes(T0 + 7)
-    assert {key.partition(":")[0] for key, _ in written} == {"journal", "rule"}  # saved with the signal
+    assert {key.partition(":")[0] for key, _ in written} == {"journal", "rule", "marks"}  # saved with the signal
     _saved(store, written)
     # Another crash: the journal is replayed, but the burst's state covers it: no repeat,
     # and the cool-down holds.
