@@ -73,7 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for add in (
-        _add_run, _add_tail, _add_notify, _add_signals, _add_match, _add_broker, _add_status, _add_rules, _add_feeds, _add_backtest,
+        _add_run,
+        _add_tail,
+        _add_notify,
+        _add_signals,
+        _add_match,
+        _add_broker,
+        _add_status,
+        _add_rules,
+        _add_feeds,
+        _add_backtest,
     ):
         add(commands)
     return parser
@@ -93,7 +102,8 @@ def _add_run(commands: Any) -> None:
         "--once", action="store_true", help="poll every feed once, wait for every alert to be acknowledged, print a summary, exit"
     )
     run.add_argument(
-        "--role", metavar="ROLES",
+        "--role",
+        metavar="ROLES",
         help="run as part of a cluster on a shared Kafka: poller, matcher or poller,matcher (docs/scaling.md); "
         "default: every stage in this one process",
     )
@@ -102,7 +112,9 @@ def _add_run(commands: Any) -> None:
 
 def _add_tail(commands: Any) -> None:
     tail = _command(
-        commands, "tail", "print alerts (and signals, from <topic>.signals) from a topic as JSON lines",
+        commands,
+        "tail",
+        "print alerts (and signals, from <topic>.signals) from a topic as JSON lines",
         "examples:\n  news-monitor tail alerts.summit --from-beginning --max 1\n"
         "  news-monitor tail alerts.sanctions --group analyst-desk --format table\n"
         "  news-monitor tail alerts.summit --from-beginning --since 2026-11-25T00:00:00Z\n",
@@ -121,7 +133,9 @@ def _add_tail(commands: Any) -> None:
 
 def _add_match(commands: Any) -> None:
     match = _command(
-        commands, "match", "match one article offline and explain which rules fire",
+        commands,
+        "match",
+        "match one article offline and explain which rules fire",
         "the article is plain text, HTML, or a JSON object with title/summary/body (or text)\n"
         "examples:\n  news-monitor match article.txt\n  curl -s https://example.org/story | news-monitor match -\n"
         "  news-monitor match --rules rules/summit.yaml story.json\n",
@@ -134,9 +148,10 @@ def _add_match(commands: Any) -> None:
 
 def _add_broker(commands: Any) -> None:
     broker = _command(
-        commands, "broker", "run the embedded Kafka-protocol broker in the foreground",
-        "example:\n  news-monitor broker --port 9092 &\n"
-        "  NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 news-monitor run --once\n",
+        commands,
+        "broker",
+        "run the embedded Kafka-protocol broker in the foreground",
+        "example:\n  news-monitor broker --port 9092 &\n  NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 news-monitor run --once\n",
     )
     broker.add_argument("--port", type=int, default=9092, help="loopback port to listen on (default 9092)")
     broker.set_defaults(handler=_cmd_broker)
@@ -144,7 +159,8 @@ def _add_broker(commands: Any) -> None:
 
 def _add_status(commands: Any) -> None:
     status = _command(
-        commands, "status",
+        commands,
+        "status",
         "print feed health from the state store: a summary, then the feeds, worst first (works while the daemon runs)",
         "health: ok, stale (no new item for much longer than usual), failing (polls fail),\n"
         "disabled (HTTP 410). Feeds are listed worst health first, then the most recent new item;\n"
@@ -159,13 +175,13 @@ def _add_status(commands: Any) -> None:
     )
     _add_config(status)
     status.add_argument(
-        "--format", choices=("auto", "table", "plain", "json"), default="auto",
+        "--format",
+        choices=("auto", "table", "plain", "json"),
+        default="auto",
         help="table (rich, the default on a terminal), plain aligned text (default otherwise), or JSON lines",
     )
     shown = status.add_mutually_exclusive_group()
-    shown.add_argument(
-        "--limit", type=_positive_int, default=PAGE_ROWS, metavar="N", help=f"show the first N feeds (default {PAGE_ROWS})"
-    )
+    shown.add_argument("--limit", type=_positive_int, default=PAGE_ROWS, metavar="N", help=f"show the first N feeds (default {PAGE_ROWS})")
     shown.add_argument("--all", action="store_true", help="show every feed")
     status.add_argument(
         "--cluster", action="store_true", help="every feed of the cluster (run --role poller), with its owner, read from Kafka"
@@ -175,7 +191,9 @@ def _add_status(commands: Any) -> None:
 
 def _add_rules(commands: Any) -> None:
     rules = _command(
-        commands, "rules", "check, test and evaluate rule files",
+        commands,
+        "rules",
+        "check, test and evaluate rule files",
         "examples:\n  news-monitor rules check\n  news-monitor rules test rules/\n"
         "  news-monitor rules eval tests/data/labeled.jsonl --rules rules/\n"
         "run 'news-monitor rules SUBCOMMAND --help' for each one's options\n",
@@ -183,17 +201,27 @@ def _add_rules(commands: Any) -> None:
     rule_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     rule_commands.required = True
     for name, help, epilog, handler in (
-        ("check", "validate rule files (exit 1 on any error)",
-         "examples:\n  news-monitor rules check\n  news-monitor rules check rules/summit.yaml\n", _cmd_rules_check),
-        ("test", "run every rule's examples (exit 1 on a failure)",
-         "examples:\n  news-monitor rules test\n  news-monitor rules test rules/\n", _cmd_rules_test),
+        (
+            "check",
+            "validate rule files (exit 1 on any error)",
+            "examples:\n  news-monitor rules check\n  news-monitor rules check rules/summit.yaml\n",
+            _cmd_rules_check,
+        ),
+        (
+            "test",
+            "run every rule's examples (exit 1 on a failure)",
+            "examples:\n  news-monitor rules test\n  news-monitor rules test rules/\n",
+            _cmd_rules_test,
+        ),
     ):
         command = _command(rule_commands, name, help, epilog)
         _add_config(command)
         command.add_argument("paths", nargs="*", help="rule files or folders (default: [rules] paths)")
         command.set_defaults(handler=handler)
     evaluate = _command(
-        rule_commands, "eval", "precision/recall/F1 of the rules on a labeled JSON-lines set",
+        rule_commands,
+        "eval",
+        "precision/recall/F1 of the rules on a labeled JSON-lines set",
         "example:\n  news-monitor rules eval tests/data/labeled.jsonl --rules rules/\n",
     )
     _add_config(evaluate)
@@ -468,7 +496,9 @@ def _cell(text: str) -> str:
 
 def _add_notify(commands: Any) -> None:
     notify = _command(
-        commands, "notify", "send alerts from Kafka to Slack, Teams, email, ntfy or webhooks ([[notify.destination]] tables)",
+        commands,
+        "notify",
+        "send alerts from Kafka to Slack, Teams, email, ntfy or webhooks ([[notify.destination]] tables)",
         "runs until SIGINT/SIGTERM; docs/notify.md has worked examples for each service\n"
         "exit codes: 0 stopped (or --test sent), 1 --test failed, 2 bad config or state directory, 3 broker unreachable\n"
         "examples:\n  news-monitor notify --config /etc/news-monitor/monitor.toml\n"
@@ -513,7 +543,9 @@ def _cmd_notify(args: argparse.Namespace) -> int:
 
 def _add_signals(commands: Any) -> None:
     signals = _command(
-        commands, "signals", "story signals from the alert topics, for matching in several processes (docs/signals.md)",
+        commands,
+        "signals",
+        "story signals from the alert topics, for matching in several processes (docs/signals.md)",
         "runs until SIGINT/SIGTERM; the daemon raises the same signals itself unless [signals] enabled = false\n"
         "exit codes: 0 stopped, 2 bad config, rules or state directory, 3 broker unreachable\n"
         "example:\n  news-monitor signals --config /etc/news-monitor/monitor.toml\n",
@@ -610,16 +642,20 @@ def _cmd_rules_eval(args: argparse.Namespace) -> int:
 
 def _add_feeds(commands: Any) -> None:
     feeds = _command(
-        commands, "feeds", "manage the cluster's feed list on Kafka",
+        commands,
+        "feeds",
+        "manage the cluster's feed list on Kafka",
         "examples:\n  news-monitor feeds sync --dry-run\n  news-monitor feeds sync --format json\n"
         "run 'news-monitor feeds sync --help' for its options\n",
     )
     feed_commands = feeds.add_subparsers(dest="feeds_command", metavar="SUBCOMMAND")
     feed_commands.required = True
     sync = _command(
-        feed_commands, "sync", "publish the configured feeds to [cluster] feeds_topic (only what changed)",
+        feed_commands,
+        "sync",
+        "publish the configured feeds to [cluster] feeds_topic (only what changed)",
         "reads the topic, then publishes the new and changed feeds and a tombstone for each feed no\n"
-        "longer listed (docs/scaling.md, \"Feeds sync\"); a second run publishes nothing\n"
+        'longer listed (docs/scaling.md, "Feeds sync"); a second run publishes nothing\n'
         "exit codes: 0 ok, 2 bad config (or the embedded broker), 3 broker unreachable\n"
         "examples:\n  news-monitor feeds sync --dry-run\n  news-monitor feeds sync --config /etc/news-monitor/monitor.toml\n",
     )
@@ -643,8 +679,12 @@ def _cmd_feeds_sync(args: argparse.Namespace) -> int:
     counts = plan.summary()
     if args.format == "json":
         document = {
-            "topic": outcome.topic, "partitions": outcome.partitions, "dry_run": outcome.dry_run,
-            "created": outcome.created, **counts, "skipped": len(outcome.skipped),
+            "topic": outcome.topic,
+            "partitions": outcome.partitions,
+            "dry_run": outcome.dry_run,
+            "created": outcome.created,
+            **counts,
+            "skipped": len(outcome.skipped),
             "feeds": {name: [scrub(url) for url in getattr(plan, name)] for name in ("added", "changed", "moved", "removed")},
         }
         sys.stdout.write(orjson.dumps(document).decode() + "\n")
@@ -667,9 +707,11 @@ def _cmd_feeds_sync(args: argparse.Namespace) -> int:
 
 def _add_backtest(commands: Any) -> None:
     backtest = _command(
-        commands, "backtest", "run candidate rules over the articles topic and print what they would have alerted",
+        commands,
+        "backtest",
+        "run candidate rules over the articles topic and print what they would have alerted",
         "reads [cluster] articles_topic when a [cluster] section or NEWS_MONITOR_CLUSTER_* is set, else\n"
-        "[kafka] articles_topic; publishes nothing (docs/scaling.md, \"Backtest\")\n"
+        '[kafka] articles_topic; publishes nothing (docs/scaling.md, "Backtest")\n'
         "TIME is an ISO 8601 time (UTC when it has no zone) or a duration back from now: 90s, 30m, 12h, 7d\n"
         "exit codes: 0 ok, 2 bad usage, config or rules, 3 broker unreachable\n"
         "examples:\n  news-monitor backtest --rules rules/candidate.yaml --since 7d\n"
@@ -749,3 +791,8 @@ def _backtest_table(result: Any, out: TextIO, heading: str) -> None:
     for match in result.matches:
         row = f"{utc_iso(match.time):<21} {_cell(match.rule_id):<16} {_cell(match.article_id)[:18]:<18} {_cell(match.title)[:80]}"
         out.write(row + "\n")
+    if result.signals:
+        out.write(f"\n{len(result.signals)} signals\n{'time':<21} {'kind':<6} {'rule':<16} {'articles':>8} {'outlets':>7}  window start\n")
+        for signal in result.signals:
+            row = f"{utc_iso(signal.window_end):<21} {signal.kind:<6} {_cell(signal.rule_id):<16} {signal.articles:>8}"
+            out.write(f"{row} {len(signal.outlets):>7}  {utc_iso(signal.window_start)}\n")

@@ -7,6 +7,11 @@ they cost the live matcher. An article id seen again (an updated text) is matche
 like the live alerts, whose ``alert_id`` is rule + article id, a rule counts an article id
 once, with the first version in the span that fired it. Story clustering is not applied:
 a wire story copied by several outlets (several ids) counts once per copy.
+
+Signals: the rules' ``burst:`` and ``spike:`` blocks run over those matches with the same
+detectors as the daemon (:class:`monitor.signals.Signals`), in the order of the records'
+timestamps, each match detected at its record's timestamp (its "now"); no escalations
+(no stories).
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from monitor.delivery.records import ArticleDocumentError, article_from_dict
-from monitor.model import Article, Match, Rule
+from monitor.delivery.records import ArticleDocumentError, article_from_dict, signal_to_dict
+from monitor.model import Article, Match, Rule, Signal, SignalArticle
 from monitor.notify.schedule import parse_duration
+from monitor.signals import Signals
+from monitor.signals.feed import signal_article
 from monitor.timefmt import utc_iso
 
 __all__ = ["Backtest", "BacktestMatch", "BacktestResult", "RuleMatcher", "parse_moment"]
@@ -50,9 +57,7 @@ def parse_moment(text: str, now: float, option: str) -> float:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ValueError(
-            f"{option} {text!r} is neither an ISO 8601 time (2026-11-25T08:00:00Z) nor a duration (30m, 12h, 7d)"
-        ) from None
+        raise ValueError(f"{option} {text!r} is neither an ISO 8601 time (2026-11-25T08:00:00Z) nor a duration (30m, 12h, 7d)") from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
@@ -93,6 +98,8 @@ class BacktestResult:
     #: Records in the span that are not articles (reported on stderr as they come).
     bad: int = 0
     outside: int = 0
+    #: The bursts and spikes the rules' blocks would have raised, oldest first.
+    signals: list[Signal] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +110,7 @@ class BacktestResult:
             "distinct_articles": self.distinct,
             "rules": self.rules,
             "matches": [match.to_dict() for match in self.matches],
+            "signals": [signal_to_dict(signal) for signal in self.signals],
         }
 
 
@@ -116,6 +124,8 @@ class Backtest:
     _first: dict[tuple[str, str], BacktestMatch] = field(default_factory=dict, init=False)
     _ids: set[str] = field(default_factory=set, init=False)
     _result: BacktestResult = field(default_factory=lambda: BacktestResult({}, []), init=False)
+    #: (timestamp, article, rules that newly fired on it): the signals' input, sorted at the end.
+    _fired: list[tuple[float, SignalArticle, list[Rule]]] = field(default_factory=list, init=False)
 
     def in_span(self, timestamp: float) -> bool:
         """Whether a record written at ``timestamp`` (Unix seconds) is in ``[since, until]``."""
@@ -136,11 +146,29 @@ class Backtest:
             return str(exc) if isinstance(exc, ArticleDocumentError) else f"not JSON ({exc})"
         counts.articles += 1
         self._ids.add(article.id)
+        fired = []
         for match in self.ruleset.match(article):
             key = (match.rule.id, article.id)
             if key not in self._first:
                 self._first[key] = BacktestMatch(match.rule.id, article.id, article.title, timestamp, article.feed_url, article.url)
+                if match.rule.burst is not None or match.rule.spike is not None:
+                    fired.append(match.rule)
+        if fired:
+            self._fired.append((timestamp, signal_article(article, None), fired))
         return None
+
+    def _signals(self) -> list[Signal]:
+        """The signals of the matches, fed to the detectors in timestamp order (partitions
+        are read one after another, not in time order)."""
+        if not self._fired:
+            return []
+        self._fired.sort(key=lambda item: item[0])
+        signals = Signals(levels=())
+        signals.watch(self.ruleset.rules, self._fired[0][0])
+        raised: list[Signal] = []
+        for timestamp, article, rules in self._fired:
+            raised += signals.observe_article(article, rules, timestamp, timestamp, journal=False)
+        return raised
 
     def result(self) -> BacktestResult:
         """The counts per rule (article ids it fired on) and the matches, oldest first."""
@@ -150,4 +178,5 @@ class Backtest:
         for rule_id, _article_id in self._first:
             result.rules[rule_id] = result.rules.get(rule_id, 0) + 1
         result.matches = sorted(self._first.values(), key=lambda m: (m.time, m.rule_id, m.article_id))
+        result.signals = self._signals()
         return result

@@ -88,3 +88,36 @@ def test_each_article_is_matched_once_by_the_whole_rule_set():
     for i in range(10):
         backtest.add(_value(f"b{i}", "Grain exports"), NOW)
     assert ruleset.calls == 10 and backtest.result().rules["grain"] == 10
+
+
+def test_signals_the_rules_blocks_would_have_raised_in_timestamp_order():
+    ruleset = parse_rules(
+        """
+rules:
+  - id: summit
+    query: '"peace summit"'
+    burst: {min_outlets: 3, window: 30m, cooldown: 6h}
+  - id: grain
+    query: grain
+    burst: {min_outlets: 2, window: 30m}
+"""
+    )
+    backtest = Backtest(ruleset)
+
+    def add(article_id: str, outlet: str, title: str, at: float) -> None:
+        article = Article(id=article_id, feed_url="https://feeds.example/rss", title=title, url=f"https://www.{outlet}/{article_id}")
+        assert backtest.add(orjson.dumps(article_to_dict(article, datetime.now(UTC))), at) is None
+
+    # Read out of time order (one partition after another): the detectors see time order.
+    add("s3", "reuters.com", "Peace summit set", NOW + 600)
+    add("s4", "apnews.com", "Peace summit nears", NOW + 900)  # within the cool-down: none
+    add("s1", "bbc.co.uk", "Peace summit called", NOW)
+    add("s2", "lemonde.fr", "Peace summit confirmed", NOW + 300)
+    for i in range(10):  # ten articles from one outlet are not a burst
+        add(f"g{i}", "grain.example", "grain prices", NOW + i * 60)
+    result = backtest.result()
+    assert [(s.kind, s.rule_id) for s in result.signals] == [("burst", "summit")]
+    burst = result.signals[0]
+    assert burst.outlets == ("bbc.co.uk", "lemonde.fr", "reuters.com")
+    assert (burst.window_start, burst.window_end, burst.detected_at) == (NOW, NOW + 600, NOW + 600)
+    assert result.to_dict()["signals"][0]["kind"] == "burst"
