@@ -134,7 +134,8 @@ def article(rng: random.Random, vocab: list[str], hot: list[str], index: int, si
         words.append(term)
         length += len(term) + 1
     body = " ".join(words)
-    url = f"https://www.outlet{index % 40}.example.com/news/{index}"  # 40 outlets, for the signals cell
+    # 40 outlets for the signals cell (registrable domains: not 40 hosts under one example.com).
+    url = f"https://www.outlet{index % 40}.com/news/{index}"
     return Article(id=f"a{index}", feed_url="bench", title=" ".join(words[:10]), body=body, url=url)
 
 

@@ -85,7 +85,8 @@ class Signals:
         #: Ids of the rules counted since the last checkpoint (a set update per article).
         self._dirty: set[str] = set()
         self._urgent: set[str] = set()
-        self._marks_changed = False
+        #: Rules whose latest signals changed since they were last written (``marks:<rule id>``).
+        self._marks_changed: set[str] = set()
         self._stories: set[str] = set()
         self._urgent_stories: set[str] = set()
         self._gone: set[str] = set()
@@ -246,13 +247,13 @@ class Signals:
             self._urgent_stories.add(story_id)
             for signal in escalations:
                 self.hourly.note(signal)
+                self._marks_changed.add(signal.rule_id)
                 self._count(signal)
-            self._marks_changed = True
         return escalations
 
     def _raise(self, rule_id: str, signal: Signal) -> Signal:
         self.hourly.note(signal)
-        self._marks_changed = True
+        self._marks_changed.add(rule_id)
         self._urgent.add(rule_id)
         self._count(signal)
         return signal
@@ -327,9 +328,9 @@ class Signals:
             tracks = [track for track in map(self.tracks.get, self._urgent) if track is not None]
             stories = self._urgent_stories & self._stories
             self._stories -= stories
-        if self._marks_changed:
-            self._marks_changed = False
-            out.append(("marks", orjson.dumps(self.hourly.marks)))
+        marks = self.hourly.marks
+        out += [(f"marks:{r}", orjson.dumps(marks[r])) for r in sorted(self._marks_changed) if r in marks]
+        self._marks_changed = set()
         for track in tracks:
             if self.tracks.get(track.rule.id) is track:
                 track.seq = self._seq
@@ -364,8 +365,8 @@ class Signals:
             if kind == "hours" and isinstance(document, dict) and name.lstrip("-").isdigit():
                 self.hourly.hours[int(name)] = Counter({str(r): int(n) for r, n in document.items()})
                 self.hourly.latest = max(self.hourly.latest, int(name))
-            elif kind == "marks" and isinstance(document, dict):
-                self.hourly.marks = {str(r): [(float(t), str(k)) for t, k in marks] for r, marks in document.items()}
+            elif kind == "marks" and isinstance(document, list):
+                self.hourly.marks[name] = [(float(t), str(k)) for t, k in document]
             elif kind == "journal" and isinstance(document, list) and name.isdigit():
                 self._replay.append((int(name), document))
                 self._journal_keys.append(key)
