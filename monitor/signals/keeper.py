@@ -186,7 +186,8 @@ class Signals:
     def observe_article(
         self, article: SignalArticle, rules: Sequence[Rule], detected: float, now: float, *, journal: bool = True
     ) -> Sequence[Signal]:
-        """The signals one new article raises, matched by ``rules`` and detected at ``detected``.
+        """The signals one new article raises, matched by ``rules`` and detected at ``detected``
+        (``journal=False``: neither journalled nor counted by the hour, as in a replay or a backtest).
 
         The hot path (docs/signals.md, "Cost"): per article a journal row (the hourly
         counts are taken from the journal at each flush); per rule a dictionary lookup and,
@@ -198,18 +199,18 @@ class Signals:
         if published is not None and not math.isfinite(published):
             published = None
         late = detected + CLOCK_SKEW
-        ids = list(map(_ID, rules))
         if journal:
+            ids = list(map(_ID, rules))
             self._journal.append(
                 (detected, article.id, article.url, article.title, article.outlet, article.published, article.story_id, ids)
             )
-        # The chart's hour: on the article's time when plausible within the chart's span.
-        hour = int((published if published is not None and detected - _CHART_WINDOW <= published <= late else detected) // _HOUR)
-        uncounted = self._uncounted.get(hour)
-        if uncounted is None:
-            self._uncounted[hour] = [ids]
-        else:
-            uncounted.append(ids)
+            # The chart's hour: on the article's time when plausible within the chart's span.
+            hour = int((published if published is not None and detected - _CHART_WINDOW <= published <= late else detected) // _HOUR)
+            uncounted = self._uncounted.get(hour)
+            if uncounted is None:
+                self._uncounted[hour] = [ids]
+            else:
+                uncounted.append(ids)
         tracks, bursts, spikes = self.tracks, self.bursts, self.spikes
         for rule in rules:
             burst = bursts.get(rule.id)
@@ -396,7 +397,14 @@ class Signals:
                     detected, article, rule_ids = float(row[0]), article_of(row[1:7]), row[7]
                 except (IndexError, KeyError, TypeError, ValueError):
                     continue
-                matched = [rules[r] for r in rule_ids if r in rules and self._track(rules[r], now).seq < seq]
+                # Hourly counts are saved at checkpoints only: every row after one counts.
+                published = article.published if article.published is not None and math.isfinite(article.published) else None
+                late = detected + CLOCK_SKEW
+                t_chart = published if published is not None and detected - _CHART_WINDOW <= published <= late else detected
+                self._uncounted.setdefault(int(t_chart // _HOUR), []).append([str(r) for r in rule_ids])
+                # The detectors only for rows after their saved state.
+                tracks = self.tracks
+                matched = [rules[r] for r in rule_ids if r in rules and (r not in tracks or tracks[r].seq < seq)]
                 story = stories.get(article.story_id) if article.story_id is not None else None
                 if story is not None and story.get("seq", -1) >= seq:
                     article = _without_story(article)

@@ -197,3 +197,22 @@ def test_the_chart_counts_matches_per_hour_with_the_signals() -> None:
     assert signals.active(T0 + 600) == ["summit"]
     # Two days later the rule has no chart.
     assert signals.chart("summit", T0 + 49 * HOUR) is None and signals.active(T0 + 49 * HOUR) == []
+
+
+def test_the_chart_survives_a_restart_and_a_crash() -> None:
+    store: dict[str, bytes] = {}
+    signals = Signals(flush_interval=5.0)
+    signals.watch([BURST], T0 - 3 * HOUR)
+    _saved(store, signals.changes(T0 - 3 * HOUR))
+    for i, outlet in enumerate(["a.com", "b.com", "c.com", "d.com"]):
+        signals.observe([seen(BURST, outlet, T0 + i * 60 - 2 * HOUR)], T0 + i * 60 - 2 * HOUR)
+        _saved(store, signals.changes(T0 + i * 60 - 2 * HOUR))
+    before = signals.chart("summit", T0)
+    assert before is not None and sum(before.counts) == 4 and [k for _, k in before.signals] == ["burst"]
+    # A crash: the journal (and the burst's own state) bring the counts back.
+    crashed = _restarted(store, T0)
+    assert crashed.chart("summit", T0) == before
+    # A shutdown's checkpoint: the hourly counts and the marks are saved, the journal gone.
+    _saved(store, signals.changes())
+    assert not [key for key in store if key.startswith("journal:")]
+    assert _restarted(store, T0).chart("summit", T0) == before
