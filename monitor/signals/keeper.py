@@ -127,6 +127,9 @@ class Signals:
             self.bursts.pop(rule_id, None)
             self.spikes.pop(rule_id, None)
             self._gone.add(f"rule:{rule_id}")
+        for rule_id in [r for r in self.hourly.marks if r not in self._rules]:
+            del self.hourly.marks[rule_id]
+            self._gone.add(f"marks:{rule_id}")
         self._saved.clear()
         # self._rules keeps these rule objects alive, so their id()s are not reused.
         self._by_object = {id(rule): self.bursts.get(rule.id) for rule in self._rules.values()}
