@@ -350,6 +350,8 @@ class ClusterSettings:
     feed_state_topic: str = "news.feed-state"
     #: Compacted: article id -> what a matcher remembers of it, co-partitioned with ``articles_topic``.
     matcher_state_topic: str = "news.matcher-state"
+    #: Compacted: feed URL -> its WebSub subscription (secret included), co-partitioned with ``feeds_topic``.
+    websub_topic: str = "news.websub"
     poller_group: str = "news-monitor-pollers"
     matcher_group: str = "news-monitor-matchers"
     #: This instance's name in ``status --cluster`` ("" = host name and process id).
@@ -362,6 +364,7 @@ class ClusterSettings:
             "articles_topic": self.articles_topic,
             "feed_state_topic": self.feed_state_topic,
             "matcher_state_topic": self.matcher_state_topic,
+            "websub_topic": self.websub_topic,
         }
 
 

@@ -585,9 +585,10 @@ class Store:
                 tuple(row),
             )
 
-    def delete_subscription(self, feed_url: str) -> None:
+    def delete_subscription(self, feed_url: str, token: str) -> None:
+        """Delete the feed's subscription if it is still the one with ``token``."""
         with self._transaction() as db:
-            db.execute("DELETE FROM websub_subscriptions WHERE feed_url = ?", (feed_url,))
+            db.execute("DELETE FROM websub_subscriptions WHERE feed_url = ? AND token = ?", (feed_url, token))
 
     # -- feeds (batched) -----------------------------------------------------------------
 
@@ -791,8 +792,8 @@ class AsyncStore:
         # A row, not the record: the record changes on the loop while the thread writes.
         await self.call(self.sync.save_subscription, subscription.row())
 
-    async def delete_subscription(self, feed_url: str) -> None:
-        await self.call(self.sync.delete_subscription, feed_url)
+    async def delete_subscription(self, feed_url: str, token: str) -> None:
+        await self.call(self.sync.delete_subscription, feed_url, token)
 
     async def close(self) -> None:
         await self.call(self.sync.close)

@@ -21,6 +21,9 @@ Feed states are written to the feed-state topic after each poll that changed the
 background flush woken by each poll, and every ``[state] flush_interval`` while writes
 fail), with this instance as the owner. A malformed record on the feeds topic goes to
 the dead-letter topic with its reason, and the partition moves on.
+
+With ``[websub] enabled``, the poller subscribes to its feeds' hubs and takes their pushes
+(:mod:`monitor.app.poller_websub`): a feed's subscription moves with the feed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from monitor.adapters.feedstate import KafkaFeedStateStore
 from monitor.adapters.group import GroupMember
 from monitor.adapters.parser_pool import ParserPool
 from monitor.app import daemon
+from monitor.app.poller_websub import PollerWebSub
 from monitor.cluster import FeedRecordError, feed_from_record, feed_partition, is_marker
 from monitor.cluster.admission import PollerAdmission
 from monitor.delivery.dead_letters import dead_letter
@@ -98,6 +102,12 @@ class PollerRole:
         self.admission: PollerAdmission | None = None
         self.writer = StateWriter(self.feed_states, settings.state.flush_interval)
         self._partitions = 0
+        #: WebSub, when ``[websub] enabled`` (ConfigError here when its callback URL is not per instance).
+        self.websub = (
+            PollerWebSub(settings, context.publisher, context.bootstrap_servers, owner=self.owner, partitions=self.store.partitions)
+            if settings.websub.enabled
+            else None
+        )
         self._group: GroupMember | None = None
         self._stack = AsyncExitStack()
 
@@ -107,6 +117,8 @@ class PollerRole:
         """Check the topics, build the fetching stages and join the group."""
         try:
             self.poller.pipeline = await self._start(self._stack)
+            if self.websub is not None:
+                await self.websub.start(self._stack, pipeline=self.poller.pipeline, poller=self.poller, observer=self.observer)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -119,6 +131,10 @@ class PollerRole:
         assert group is not None
         polling = asyncio.create_task(self.poller.run_forever(self.poller.pipeline), name="poller-schedule")
         flushing = asyncio.create_task(self.writer.run(), name="poller-state-flush")
+        helpers = [
+            asyncio.create_task(coroutine, name=name)
+            for name, coroutine in (self.websub.tasks(self.shutdown.stopping) if self.websub is not None else {}).items()
+        ]
         try:
             while not self.shutdown.asked and not group.failed.is_set():
                 async with group.batch() as records:
@@ -132,6 +148,8 @@ class PollerRole:
             self.poller.wake()
             await asyncio.gather(polling, return_exceptions=True)
             await finish(flushing)
+            for helper in helpers:
+                await finish(helper)
 
     async def stop(self) -> None:
         """Leave the group, write the last states, close the fetching stages."""
@@ -180,17 +198,18 @@ class PollerRole:
     async def _start(self, stack: AsyncExitStack) -> Pipeline:
         """Topics (checked co-partitioned), the fetching stages, the pipeline and the consumer."""
         settings, cluster = self.settings, self.settings.cluster
+        state_topics = [cluster.feed_state_topic, *([cluster.websub_topic] if self.websub is not None else [])]
         await self.publisher.ensure_topics(
-            [cluster.articles_topic, settings.kafka.dead_letter_topic],
-            compacted=[cluster.feeds_topic, cluster.feed_state_topic],
+            [cluster.articles_topic, settings.kafka.dead_letter_topic], compacted=[cluster.feeds_topic, *state_topics]
         )
         self._partitions = await self.publisher.partition_count(cluster.feeds_topic)
-        state_partitions = await self.publisher.partition_count(cluster.feed_state_topic)
-        if state_partitions != self._partitions:
-            raise MonitorError(
-                f"{cluster.feed_state_topic} has {state_partitions} partitions and {cluster.feeds_topic} {self._partitions}",
-                hint="the feed state must be co-partitioned with the feeds: give both topics the same number of partitions",
-            )
+        for topic in state_topics:
+            state_partitions = await self.publisher.partition_count(topic)
+            if state_partitions != self._partitions:
+                raise MonitorError(
+                    f"{topic} has {state_partitions} partitions and {cluster.feeds_topic} {self._partitions}",
+                    hint="the feed state must be co-partitioned with the feeds: give both topics the same number of partitions",
+                )
         transport = daemon.feed_transport(settings.feeds)
         stack.push_async_callback(transport.close)
         parser = ParserPool(settings.feeds.parse_workers, settings.feeds.parse_timeout)
@@ -251,9 +270,13 @@ class PollerRole:
                     expected=feed_partition(feed.url, self._partitions),
                     hint="write news.feeds with 'news-monitor feeds sync': a host split over two partitions is polled by two pollers",
                 )
-        self._apply()
+        await self._follow(self._apply())
 
-    def _apply(self) -> None:
+    async def _follow(self, wanted: list[Feed]) -> None:
+        if self.websub is not None:
+            await self.websub.follow(wanted)
+
+    def _apply(self) -> list[Feed]:
         """Poll the feeds of the owned partitions from now on; a feed with a restored next
         poll waits for it (a moved feed is not polled before it is due)."""
         wanted = [feed for partition in sorted(self.owned) for feed in self.feeds.get(partition, {}).values()]
@@ -262,6 +285,7 @@ class PollerRole:
         self._honour_next_polls(states)
         self.observer.feeds_changed(wanted, states)
         self._claim(states)
+        return wanted
 
     def _claim(self, states: list[FeedState]) -> None:
         """Write the taken-over states again with this poller as the owner (``status
@@ -300,6 +324,9 @@ class PollerRole:
         lost = partitions & self.owned
         self.owned -= lost
         urls = [url for partition in lost for url in self.feeds.pop(partition, {})]
+        if self.websub is not None:
+            # Before the feed list changes: a feed handed over is not unsubscribed.
+            self.websub.release({*urls, *(url for url, partition in self.store.partitions.items() if partition in lost)})
         self._apply()
         options = self.settings.feeds
         still = await self.poller.wait_polls(urls, min(options.timeout + options.parse_timeout, self.shutdown.remaining()))
@@ -325,6 +352,8 @@ class PollerRole:
         started = time.monotonic()
         try:
             urls = await self.store.restore(fresh)
+            if self.websub is not None:
+                self.counts["subscriptions_restored"] += await self.websub.assigned(partitions, fresh)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             hint = "the poller stops rather than poll without the feeds' state; check the broker and restart it"

@@ -1,6 +1,7 @@
 """WebSub in the single-process daemon: the subscriber, the push inbox and the callback
 listener, built from ``[websub]`` and wired to the pipeline, the poller and the observers
-(docs/websub.md). The scale-out roles build the same parts in the poller role."""
+(docs/websub.md). The poller role (``run --role poller``) builds the same parts with its
+subscriptions on Kafka and a callback URL of its own (docs/websub.md, "In the scale-out roles")."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.adapters.store import AsyncStore
 from monitor.adapters.websub import CallbackServer, HttpHubClient
 from monitor.model import Feed
 from monitor.observe.observer import Observer
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings
-from monitor.websub import PushInbox, Subscriber
+from monitor.websub import PushInbox, Subscriber, SubscriptionStore
 
 __all__ = ["WebSub", "start_websub"]
 
@@ -35,9 +35,17 @@ class WebSub:
 
 
 async def start_websub(
-    settings: Settings, stack: AsyncExitStack, *, store: AsyncStore, pipeline: Pipeline, observer: Observer, feeds: list[Feed]
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    store: SubscriptionStore,
+    pipeline: Pipeline,
+    observer: Observer,
+    feeds: list[Feed],
+    callback_base: str | None = None,
 ) -> WebSub:
-    """Load the stored subscriptions and open the callback listener (stopped with ``stack``)."""
+    """Load the stored subscriptions and open the callback listener (stopped with ``stack``).
+    ``callback_base``: the public base URL of this process's callbacks (default ``[websub] callback_url``)."""
     options, feed_options = settings.websub, settings.feeds
     hub = HttpHubClient(
         allow=options.hub_allow,
@@ -49,7 +57,7 @@ async def start_websub(
     subscriber = Subscriber(
         store=store,
         hub=hub,
-        callback_base=options.callback_url.strip(),
+        callback_base=options.callback_url.strip() if callback_base is None else callback_base,
         lease_seconds=options.lease_seconds,
         fallback_interval=options.fallback_interval,
         retry_initial=options.retry_initial,

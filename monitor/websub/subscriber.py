@@ -66,7 +66,7 @@ TICK = 5.0
 class Subscriber:
     """The lifecycle of every subscription of one process (see the module docstring).
 
-    Sixteen methods, each one step (load, follow the feed list, discovery, verification,
+    Seventeen methods, each one step (load, follow the feed list, release, discovery, verification,
     the loop, one request and its outcome): they share the in-flight requests, the wake-up
     and the hub client, which a split would pass back and forth.
     """
@@ -128,6 +128,20 @@ class Subscriber:
             listed = self.registry.feeds.get(subscription.feed_url)
             if listed is None or listed.websub == "off":
                 self._unsubscribe(subscription, "the feed left the list" if listed is None else "websub is off for the feed")
+
+    def release(self, urls: Iterable[str]) -> list[Subscription]:
+        """Forget the feeds ``urls`` and their subscriptions without unsubscribing: they moved
+        to another poller, which keeps or renews them (their pushes are 404 here from now on).
+        Returns the subscriptions released, as they were."""
+        released = []
+        for url in urls:
+            self._checked.discard(url)
+            self.registry.feeds.pop(url, None)
+            subscription = self.subscriptions.get(url)
+            if subscription is not None:
+                self.registry.remove(subscription)
+                released.append(subscription)
+        return released
 
     # -- what the pipeline, the poller and the status ask ------------------------------
 
@@ -326,7 +340,7 @@ class Subscriber:
     async def _forget(self, subscription: Subscription) -> None:
         """Delete ``subscription``'s row, unless a newer subscription of its feed holds it now."""
         if subscription.feed_url not in self.subscriptions:
-            await self._store.delete_subscription(subscription.feed_url)
+            await self._store.delete_subscription(subscription.feed_url, subscription.token)
 
     async def _save(self, subscription: Subscription) -> None:
         subscription.updated_at = self.clock()

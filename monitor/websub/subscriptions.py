@@ -16,8 +16,8 @@ waits for, the lease the hub granted, when to act next, and its counts. Its ``st
     the feed left the list (or its hub did): unsubscribe asked; the row goes when the hub verifies it.
 
 The store (:class:`SubscriptionStore`) is the SQLite state store in one process; the
-scale-out roles can keep the same records in the poller's Kafka feed state
-(docs/websub.md).
+poller role keeps the same records on ``[cluster] websub_topic``
+(:mod:`monitor.adapters.websubstate`, docs/websub.md).
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ class SubscriptionStore(Protocol):
 
     async def save_subscription(self, subscription: Subscription) -> None: ...
 
-    async def delete_subscription(self, feed_url: str) -> None: ...
+    async def delete_subscription(self, feed_url: str, token: str) -> None:
+        """Delete ``feed_url``'s subscription if the stored one has ``token`` (a newer one,
+        of this process or of the feed's next owner, is left alone)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ when a feed leaves, and what a restart asks again."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 
@@ -160,8 +161,9 @@ class MemoryStore:
     async def save_subscription(self, subscription):
         self.rows[subscription.feed_url] = subscription.row()
 
-    async def delete_subscription(self, feed_url):
-        self.rows.pop(feed_url, None)
+    async def delete_subscription(self, feed_url, token):
+        if feed_url in self.rows and self.rows[feed_url][3] == token:
+            del self.rows[feed_url]
 
 
 class HeldHub:
@@ -252,3 +254,20 @@ async def test_a_denial_that_comes_before_the_hubs_answer_keeps_its_reason():
     sub = subscriber.subscriptions[TOPIC]
     assert sub.state == "denied" and sub.last_error == "denied by the hub: no such topic"
     await subscriber.stop()
+
+
+async def test_a_delete_with_an_old_token_leaves_the_feeds_new_subscription(tmp_path):
+    """A shared row: the subscription that was replaced (or an old owner's) deletes nothing."""
+    from monitor.websub import Subscription
+
+    store = AsyncStore.open(tmp_path / "state")
+    try:
+        old = Subscription("https://f.example/a.xml", "https://hub.example/", "https://f.example/a.xml", "old", "s1", "https://m.example/old")
+        await store.save_subscription(old)
+        await store.save_subscription(dataclasses.replace(old, token="new", secret="s2", callback="https://m.example/new"))
+        await store.delete_subscription(old.feed_url, "old")
+        assert [s.token for s in await store.load_subscriptions()] == ["new"]
+        await store.delete_subscription(old.feed_url, "new")
+        assert await store.load_subscriptions() == []
+    finally:
+        await store.close()
