@@ -208,7 +208,7 @@ class PollerRole:
             if state_partitions != self._partitions:
                 raise MonitorError(
                     f"{topic} has {state_partitions} partitions and {cluster.feeds_topic} {self._partitions}",
-                    hint="the feed state must be co-partitioned with the feeds: give both topics the same number of partitions",
+                    hint="feed states and subscriptions must be co-partitioned with the feeds: give the topics as many partitions",
                 )
         transport = daemon.feed_transport(settings.feeds)
         stack.push_async_callback(transport.close)

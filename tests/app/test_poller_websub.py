@@ -46,12 +46,13 @@ def free_port() -> int:
 
 
 def with_websub(settings: Settings, port: int) -> Settings:
-    """``settings`` with WebSub on: this poller's own listener, and a per-instance callback URL."""
+    """``settings`` with WebSub on: this poller's own listener, a per-instance callback URL, this test's WebSub topic."""
     websub = dataclasses.replace(
         settings.websub, enabled=True, callback_url=f"http://127.0.0.1:{port}/websub/{{instance}}/",
         listen=f"127.0.0.1:{port}", hub_allow=("127.0.0.1",), retry_initial=1.0, retry_max=2.0,
     )  # fmt: skip
-    return dataclasses.replace(settings, websub=websub)
+    cluster = dataclasses.replace(settings.cluster, websub_topic=settings.cluster.feed_state_topic.replace("feed-state", "websub"))
+    return dataclasses.replace(settings, websub=websub, cluster=cluster)
 
 
 def serve_pushing(feed_server: FeedServer, hub: Hub, url: str, items: list[tuple[str, str, str]]) -> str:
