@@ -92,10 +92,7 @@ async def start(
 ) -> Pipeline:
     """Start every component of the single-process daemon (see the module docstring)."""
     if settings.kafka.embedded:
-        parts.broker = EmbeddedBroker(port=settings.kafka.embedded_port)
-        await stack.enter_async_context(parts.broker)
-        parts.bootstrap_servers = parts.broker.bootstrap_servers
-        log.info("broker.embedded.started", bootstrap_servers=parts.bootstrap_servers)
+        await _start_broker(parts, stack, settings.kafka.embedded_port)
     store = parts.store = AsyncStore.open(settings.state_dir)
     stack.push_async_callback(store.close)
     if settings.http.enabled and not once:
@@ -108,10 +105,7 @@ async def start(
     stack.callback(lambda: parser.close(min(5.0, shutdown.remaining())))
     fulltext = fulltext_enricher(settings, parser, stack) if not once or any(feed.fulltext for feed in feeds) else None
     parts.stories = await story_index(settings.stories, store)
-    parts.signals = await signal_detectors(settings, store, rules) if settings.signals.enabled else None
-    if parts.signals is not None:
-        stack.push_async_callback(flush_signals, parts.signals, store)
-        observer.wiring.signals = parts.signals
+    parts.signals = await _signals(settings, store, rules, observer, stack) if settings.signals.enabled else None
     feed_states = FeedStates(store)
     await feed_states.load()
     # Everything built so far lives as long as the daemon: the cyclic GC need not re-scan it.
@@ -136,6 +130,21 @@ async def start(
     if settings.websub.enabled and not once:
         parts.websub = await start_websub(settings, stack, store=store, pipeline=parts.pipeline, observer=observer, feeds=feeds)
     return parts.pipeline
+
+
+async def _start_broker(parts: Parts, stack: AsyncExitStack, port: int) -> None:
+    parts.broker = EmbeddedBroker(port=port)
+    await stack.enter_async_context(parts.broker)
+    parts.bootstrap_servers = parts.broker.bootstrap_servers
+    log.info("broker.embedded.started", bootstrap_servers=parts.bootstrap_servers)
+
+
+async def _signals(settings: Settings, store: AsyncStore, rules: RulesHolder, observer: Observer, stack: AsyncExitStack) -> Signals:
+    """The story-signal detectors, restored from the store and flushed when the run ends."""
+    signals = await signal_detectors(settings, store, rules)
+    stack.push_async_callback(flush_signals, signals, store)
+    observer.wiring.signals = signals
+    return signals
 
 
 def feed_transport(options: FeedsSettings) -> RoutingTransport:

@@ -64,6 +64,9 @@ class Chart:
 class Signals:
     """Burst and spike detectors per rule, escalations per story (see the module docstring).
 
+    About eighteen methods in one class: the hot path (:meth:`observe_article`), the
+    journal, the checkpoints and the chart all read and write the same per-rule windows,
+    and a split would add a call per rule and article to the path docs/signals.md measures.
     Not thread-safe: one caller at a time (the daemon's event loop, or the consumer's).
     """
 
@@ -208,17 +211,7 @@ class Signals:
             published = None
         late = detected + CLOCK_SKEW
         if journal:
-            ids = list(map(_ID, rules))
-            self._journal.append(
-                (detected, article.id, article.url, article.title, article.outlet, article.published, article.story_id, ids)
-            )
-            # The chart's hour: on the article's time when plausible within the chart's span.
-            hour = int((published if published is not None and detected - _CHART_WINDOW <= published <= late else detected) // _HOUR)
-            uncounted = self._uncounted.get(hour)
-            if uncounted is None:
-                self._uncounted[hour] = [ids]
-            else:
-                uncounted.append(ids)
+            self._note(article, rules, detected, published, late)
         tracks, spikes, by_object = self.tracks, self.spikes, self._by_object
         for rule in rules:
             # By the rule object watch() was given (no look at the rule's id: fewer cache misses).
@@ -249,6 +242,18 @@ class Signals:
         if self._held:
             raised, self._held = self._held + (raised or []), []
         return raised or ()
+
+    def _note(self, article: SignalArticle, rules: Sequence[Rule], detected: float, published: float | None, late: float) -> None:
+        """The article's journal row, and its rules uncounted in the chart's hour."""
+        ids = list(map(_ID, rules))
+        self._journal.append((detected, article.id, article.url, article.title, article.outlet, article.published, article.story_id, ids))
+        # The chart's hour: on the article's time when plausible within the chart's span.
+        hour = int((published if published is not None and detected - _CHART_WINDOW <= published <= late else detected) // _HOUR)
+        uncounted = self._uncounted.get(hour)
+        if uncounted is None:
+            self._uncounted[hour] = [ids]
+        else:
+            uncounted.append(ids)
 
     def _escalate(self, article: SignalArticle, rules: Sequence[Rule], detected: float, now: float) -> list[Signal]:
         story_id = article.story_id
