@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["Shutdown", "finish"]
+from monitor.log import get_logger
+
+__all__ = ["Shutdown", "finish", "install_signal_handlers"]
+
+log = get_logger("worker")
 
 
 class Shutdown:
@@ -90,3 +95,41 @@ async def finish(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def install_signal_handlers(
+    shutdown: Shutdown,
+    *,
+    stop: Callable[[], None],
+    stop_now: Callable[[], None],
+    hangup: Callable[[], None] | None,
+    second_hint: str,
+) -> Callable[[], None]:
+    """SIGINT/SIGTERM on the running loop: the first calls ``stop``, a second one during the
+    shutdown ``stop_now`` (logged with ``second_hint``); SIGHUP calls ``hangup``, or stops as
+    SIGTERM does when there is none. Returns what removes the handlers."""
+
+    def on_signal(sig: signal.Signals) -> None:
+        if shutdown.deadline is None:
+            log.info("monitor.stopping", signal=sig.name)
+            stop()
+        elif not shutdown.stopping_now.is_set():
+            log.warning("monitor.stopping.now", signal=sig.name, hint=second_hint)
+            stop_now()
+
+    def on_hangup(sig: signal.Signals) -> None:
+        log.info("monitor.reload.requested", signal=sig.name)
+        assert hangup is not None
+        hangup()
+
+    loop = asyncio.get_running_loop()
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in handled[:2]:
+        loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_signal if hangup is None else on_hangup, signal.SIGHUP)
+
+    def remove() -> None:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+    return remove

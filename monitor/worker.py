@@ -27,7 +27,6 @@ One daemon per state directory: it holds ``<state dir>/monitor.lock`` while it r
 from __future__ import annotations
 
 import asyncio
-import signal
 from contextlib import AsyncExitStack
 
 from monitor import redact
@@ -39,7 +38,7 @@ from monitor.delivery import Delivery
 from monitor.engine import load_rules
 from monitor.engine.reload import RulesHolder
 from monitor.feeds.sources import load_feeds
-from monitor.lifecycle import Shutdown, finish
+from monitor.lifecycle import Shutdown, finish, install_signal_handlers
 from monitor.log import get_logger
 from monitor.model import Feed
 from monitor.observe.observer import Observer
@@ -117,8 +116,17 @@ class Monitor:
             # a port or starts a broker, and be told which process holds the directory.
             stack.callback(StateLock(self.settings.state_dir).acquire().release)
             if handle_signals:
-                self._install_signal_handlers(once=once)
-                stack.callback(self._remove_signal_handlers)
+                stack.callback(
+                    install_signal_handlers(
+                        self.shutdown,
+                        stop=self.stop,
+                        stop_now=self.stop_now,
+                        # A one-shot run has nothing to reload: SIGHUP (a closed terminal) stops it as SIGTERM does.
+                        hangup=None if once else self._reload_asked.set,
+                        second_hint="second signal: polls in flight are cancelled and pending alerts stay in the outbox, "
+                        "sent on the next start",
+                    )
+                )
             pipeline = await daemon.start(
                 self.parts, stack, settings=self.settings, rules=self.rules, observer=self.observer,
                 shutdown=self.shutdown, feeds=self.feeds, once=once,
@@ -227,33 +235,3 @@ class Monitor:
             first_added=[feed.url for feed in added[:5]],
             first_removed=removed[:5],
         )
-
-    # -- signals -----------------------------------------------------------------------
-
-    def _install_signal_handlers(self, *, once: bool = False) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        # A one-shot run has nothing to reload: SIGHUP (a closed terminal) stops it as SIGTERM does.
-        loop.add_signal_handler(signal.SIGHUP, self._on_signal if once else self._on_hangup, signal.SIGHUP)
-
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        if self.shutdown.deadline is None:
-            log.info("monitor.stopping", signal=sig.name)
-            self.stop()
-        elif not self.shutdown.stopping_now.is_set():
-            log.warning(
-                "monitor.stopping.now",
-                signal=sig.name,
-                hint="second signal: polls in flight are cancelled and pending alerts stay in the outbox, sent on the next start",
-            )
-            self.stop_now()
-
-    def _on_hangup(self, sig: signal.Signals) -> None:
-        log.info("monitor.reload.requested", signal=sig.name)
-        self._reload_asked.set()

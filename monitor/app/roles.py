@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -47,7 +46,7 @@ from monitor.app.status import health_policy
 from monitor.engine import load_rules
 from monitor.engine.reload import RulesHolder
 from monitor.errors import ConfigError
-from monitor.lifecycle import Shutdown, finish
+from monitor.lifecycle import Shutdown, finish, install_signal_handlers
 from monitor.log import get_logger
 from monitor.model import SourceLocation
 from monitor.observe.observer import Observer
@@ -188,8 +187,15 @@ class RoleHost:
         async with AsyncExitStack() as stack:
             stack.callback(StateLock(settings.state_dir).acquire().release)
             if handle_signals:
-                self._install_signal_handlers()
-                stack.callback(self._remove_signal_handlers)
+                stack.callback(
+                    install_signal_handlers(
+                        self.shutdown,
+                        stop=self.stop,
+                        stop_now=self.stop_now,
+                        hangup=self._hangup,
+                        second_hint="second signal: unacknowledged alerts stay in the outbox and their articles are read again",
+                    )
+                )
             if settings.http.enabled:
                 self.web = WebServer(self.observer, settings.http.listen, refresh=settings.http.refresh)
                 await stack.enter_async_context(self.web)
@@ -274,33 +280,7 @@ class RoleHost:
             self._reload_asked.clear()
             await rules.reload()
 
-    # -- signals -----------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hangup, signal.SIGHUP)
-
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        if self.shutdown.deadline is None:
-            log.info("monitor.stopping", signal=sig.name)
-            self.stop()
-        elif not self.shutdown.stopping_now.is_set():
-            log.warning(
-                "monitor.stopping.now",
-                signal=sig.name,
-                hint="second signal: unacknowledged alerts stay in the outbox and their articles are read again",
-            )
-            self.stop_now()
-
-    def _on_hangup(self, sig: signal.Signals) -> None:
-        log.info("monitor.reload.requested", signal=sig.name)
+    def _hangup(self) -> None:
         if self.rules is None:
             log.info("rules.reload.skipped", reason="no role of this process uses rules")
             return
