@@ -287,6 +287,8 @@ class Cluster:
             "kafka": {"bootstrap_servers": self.bootstrap_servers, "topic_partitions": self.partitions,
                       "dead_letter_topic": f"mp.{self.uid}.dead-letter"},
             "state": {"dir": str(self.directory / name / "state")},
+            # Well inside stop()'s 30 s before SIGKILL: a clean stop may use the whole budget.
+            "delivery": {"shutdown_timeout": 10.0},
             "feeds": {"parse_workers": 0, "jitter": 0.0, "user_agent": f"mp-test/{name}", **self.feeds},
             "rules": {"paths": list(self.rules), "watch": False} if self.rules else {"watch": False},
             "http": {"listen": f"127.0.0.1:{self.ports.setdefault(name, free_port())}"},
