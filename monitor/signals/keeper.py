@@ -399,6 +399,8 @@ class Signals:
                 # Entries of the first release: one per rule and detector, no journal.
                 self._saved.setdefault(f"rule:{name}", {"seq": self._seq})[kind] = document
                 self._gone.add(key)
+                # Rewritten as rule:<id> in the same write that deletes it, or a crash loses it.
+                self._urgent.add(name)
             else:
                 continue
             count += 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import orjson
+
 from monitor.model import Burst, Rule, SignalArticle, Spike
 from monitor.signals import Sighting, Signals, event_time
 
@@ -216,3 +218,21 @@ def test_the_chart_survives_a_restart_and_a_crash() -> None:
     _saved(store, signals.changes())
     assert not [key for key in store if key.startswith("journal:")]
     assert _restarted(store, T0).chart("summit", T0) == before
+
+
+def test_state_of_the_first_release_is_rewritten_in_the_step_that_deletes_it() -> None:
+    # The first release saved one entry per rule and detector (burst:<id>), no journal.
+    # A crash right after the first write must not lose the burst's cool-down.
+    old = Signals()
+    old.watch([BURST], T0)
+    fired = old.observe([seen(BURST, o, T0 + i) for i, o in enumerate(["a.com", "b.com", "c.com"])], T0 + 2)
+    assert [s.kind for s in fired] == ["burst"]
+    legacy = {"burst:summit": orjson.dumps(old.tracks["summit"].dump()["burst"])}
+    upgraded = Signals()
+    upgraded.restore(legacy.items())
+    upgraded.watch([BURST], T0 + 3)
+    store = _saved(dict(legacy), upgraded.changes(T0 + 3))
+    assert "burst:summit" not in store and "rule:summit" in store
+    # Crash, restart from what the first write left: the cool-down holds.
+    again = _restarted(store, T0 + 4)
+    assert again.observe([seen(BURST, o, T0 + 4 + i) for i, o in enumerate(["d.com", "e.com", "f.com"])], T0 + 7) == []
