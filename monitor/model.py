@@ -20,6 +20,7 @@ __all__ = [
     "Alert",
     "Article",
     "Burst",
+    "ExampleArticle",
     "Feed",
     "Hit",
     "Match",
@@ -28,6 +29,7 @@ __all__ = [
     "RuleExamples",
     "Signal",
     "SignalArticle",
+    "SignalExample",
     "SourceLocation",
     "Spike",
     "alert_id_for",
@@ -116,11 +118,43 @@ class Article:
 
 
 @dataclass(frozen=True, slots=True)
+class ExampleArticle:
+    """One item of a signal example's ``articles:`` (docs/rules.md, "Expected signals"):
+    an article matched as a body, counted as published and detected ``at`` seconds after
+    the sequence's start, ``repeat`` times ``every`` seconds apart. Kept as written: the
+    repeats are made by ``rules test`` only, never at load."""
+
+    at: float
+    text: str
+    url: str | None = None
+    repeat: int = 1
+    every: float = 0.0
+    location: SourceLocation | None = None
+
+    @property
+    def last(self) -> float:
+        """The offset of the last repeat."""
+        return self.at + (self.repeat - 1) * self.every
+
+
+@dataclass(frozen=True, slots=True)
+class SignalExample:
+    """A timed sequence of articles and the kinds of signal it must raise, in order."""
+
+    articles: tuple[ExampleArticle, ...]
+    expect: tuple[str, ...]
+    name: str = ""
+    location: SourceLocation | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RuleExamples:
-    """Texts a rule must match and must not match (``rules test`` runs them)."""
+    """Texts a rule must match and must not match, and sequences of articles with the
+    signals they must raise (``rules test`` runs them)."""
 
     match: tuple[str, ...] = ()
     no_match: tuple[str, ...] = ()
+    signals: tuple[SignalExample, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ from monitor.engine.query import Node as QueryNode
 from monitor.engine.ruleset import RuleSet
 from monitor.errors import RuleError
 from monitor.language.codes import ISO_639_1
-from monitor.model import Burst, Rule, RuleExamples, SourceLocation, Spike
+from monitor.model import Burst, ExampleArticle, Rule, RuleExamples, SignalExample, SourceLocation, Spike
 
-__all__ = ["RuleSetError", "collect_rules", "load_rules", "parse_rules", "rule_files"]
+__all__ = ["MAX_EXAMPLE_ARTICLES", "RuleSetError", "collect_rules", "format_duration", "load_rules", "parse_rules", "rule_files"]
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 MODES = ("live", "shadow")
@@ -41,7 +41,13 @@ SPIKE_KEYS = ("window", "baseline", "factor", "min_count", "cooldown")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 TOP_KEYS = ("rules", "lists")
-EXAMPLE_KEYS = ("match", "no_match")
+EXAMPLE_KEYS = ("match", "no_match", "signals")
+SIGNAL_EXAMPLE_KEYS = ("name", "articles", "expect")
+EXAMPLE_ARTICLE_KEYS = ("at", "url", "text", "repeat", "every")
+#: The kinds of signal a rule's examples may expect (escalations are per story, not per rule).
+SIGNAL_KINDS = ("burst", "spike")
+#: Articles one signal example may stand for, its repeats counted (``rules test`` runs each).
+MAX_EXAMPLE_ARTICLES = 20_000
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Kafka topic names: these characters, at most 249 of them.
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -331,7 +337,8 @@ def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | No
     if "tags" in values:
         items = _strings(source, values["tags"], "tags", state)
         tags = tuple(text for text, _ in items or ())
-    examples = _parse_examples(source, values.get("examples"), state)
+    blocks = frozenset(kind for kind in SIGNAL_KINDS if kind in values)
+    examples = _parse_examples(source, values.get("examples"), blocks, state)
     burst = _parse_burst(source, values["burst"], state) if "burst" in values else None
     spike = _parse_spike(source, values["spike"], state) if "spike" in values else None
     if len(state.errors) > errors_before or rule_id is None or query_text is None or parsed is None:
@@ -417,27 +424,146 @@ def _choice(source: _Source, node: Node | None, what: str, valid: Sequence[str],
     return value
 
 
-def _parse_examples(source: _Source, node: Node | None, state: _State) -> RuleExamples:
+def _parse_examples(source: _Source, node: Node | None, blocks: frozenset[str], state: _State) -> RuleExamples:
+    """A rule's ``examples:``; ``blocks``: the signal blocks the rule has (``burst``, ``spike``)."""
     if node is None:
         return RuleExamples()
     if not isinstance(node, MappingNode):
         state.error("examples must be a mapping", _at(source.path, node), "write examples: {match: [...], no_match: [...]}")
         return RuleExamples()
     found: dict[str, tuple[str, ...]] = {}
+    signals: tuple[SignalExample, ...] = ()
     for key, value in node.value:
         name = str(key.value) if isinstance(key, ScalarNode) else ""
         if name not in EXAMPLE_KEYS:
             _unknown_key(source, key, EXAMPLE_KEYS, "examples", state)
             continue
+        if name == "signals":
+            signals = _signal_examples(source, value, blocks, state)
+            continue
         items = _strings(source, value, f"examples.{name}", state)
         found[name] = tuple(text for text, _ in items or ())
-    return RuleExamples(match=found.get("match", ()), no_match=found.get("no_match", ()))
+    return RuleExamples(match=found.get("match", ()), no_match=found.get("no_match", ()), signals=signals)
 
 
-def _block(source: _Source, node: Node, what: str, valid: Sequence[str], example: str, state: _State) -> dict[str, Node] | None:
-    """The keys of a ``burst:`` or ``spike:`` mapping (unknown keys reported)."""
+def _signal_examples(source: _Source, node: Node, blocks: frozenset[str], state: _State) -> tuple[SignalExample, ...]:
+    """``examples.signals``: timed sequences of articles and the signals they must raise
+    (docs/rules.md, "Expected signals")."""
+    if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+        return ()
+    if not isinstance(node, SequenceNode):
+        state.error("examples.signals must be a list", _at(source.path, node), "write one '- articles: [...]' item with its expect: per sequence")
+        return ()
+    examples = (_signal_example(source, item, f"examples.signals[{index}]", blocks, state) for index, item in enumerate(node.value))
+    return tuple(example for example in examples if example is not None)
+
+
+def _signal_example(source: _Source, node: Node, what: str, blocks: frozenset[str], state: _State) -> SignalExample | None:
+    keys = _block(source, node, what, SIGNAL_EXAMPLE_KEYS, "write each sequence as a mapping: {articles: [...], expect: [burst]}", state)
+    if keys is None:
+        return None
+    where = _at(source.path, node)
+    name = _string(source, keys["name"], f"{what}.name", state) if "name" in keys else ""
+    if "articles" not in keys:
+        state.error(f"{what} has no articles", where, "add articles: [{at: 0m, url: https://..., text: ...}, ...]")
+    if "expect" not in keys:
+        state.error(f"{what} has no expect", where, "write the kinds it must raise, in order: expect: [burst], or expect: [] for none")
+    articles = _example_articles(source, keys["articles"], f"{what}.articles", state) if "articles" in keys else None
+    expect = _expect(source, keys["expect"], f"{what}.expect", blocks, state) if "expect" in keys else None
+    if name is None or articles is None or expect is None:
+        return None
+    return SignalExample(articles=articles, expect=expect, name=name, location=where)
+
+
+def _example_articles(source: _Source, node: Node, what: str, state: _State) -> tuple[ExampleArticle, ...] | None:
+    """The articles of one sequence: in time order, at most :data:`MAX_EXAMPLE_ARTICLES` with their repeats."""
+    if not isinstance(node, SequenceNode) or not node.value:
+        state.error(f"{what} must be a list of at least one article", _at(source.path, node), "write articles: [{at: 0m, url: https://..., text: ...}]")
+        return None
+    articles: list[ExampleArticle] = []
+    usable = True
+    total = 0
+    for index, item in enumerate(node.value):
+        parsed = _example_article(source, item, f"{what}[{index}]", state)
+        if parsed is None:
+            usable = False
+            continue
+        article, at_node, size_node = parsed
+        if articles and article.at < articles[-1].last:
+            state.error(
+                f"{what}[{index}].at ({format_duration(article.at)}) is before the article above it (its last at {format_duration(articles[-1].last)})",
+                _at(source.path, at_node),
+                "list the articles in time order; equal times are allowed, and a repeated article lasts until its last repeat",
+            )
+            usable = False
+        if total <= MAX_EXAMPLE_ARTICLES < total + article.repeat:
+            state.error(
+                f"{what[: -len('.articles')]} stands for more than {MAX_EXAMPLE_ARTICLES:,} articles",
+                _at(source.path, size_node),
+                "repeat fewer articles, further apart: a week at one an hour is repeat: 168, every: 1h",
+            )
+            usable = False
+        total += article.repeat
+        articles.append(article)
+    return tuple(articles) if usable else None
+
+
+def _example_article(source: _Source, node: Node, what: str, state: _State) -> tuple[ExampleArticle, Node, Node] | None:
+    """One article of a sequence, the node of its ``at`` and of its ``repeat`` (else itself)."""
+    keys = _block(source, node, what, EXAMPLE_ARTICLE_KEYS, "write each article as a mapping: {at: 0m, url: https://..., text: ...}", state)
+    if keys is None:
+        return None
+    errors_before = len(state.errors)
+    where = _at(source.path, node)
+    if "at" not in keys:
+        state.error(f"{what} has no at", where, "add at: its time after the sequence's start, such as 0m, 90s, 30m, 6h, 7d")
+    if "text" not in keys:
+        state.error(f"{what} has no text", where, "add text: the article's text, matched as its body")
+    at = _offset(source, keys["at"], f"{what}.at", state) if "at" in keys else None
+    text = _string(source, keys["text"], f"{what}.text", state, empty_ok=False) if "text" in keys else None
+    url = _string(source, keys["url"], f"{what}.url", state, empty_ok=False) if "url" in keys else None
+    if url is not None and not url.startswith(("https://", "http://")):
+        state.error(f"{what}.url must be an http(s) link", _at(source.path, keys["url"]), "its outlet is the link's registrable domain: url: https://www.bbc.co.uk/news/1")
+    repeat = int(_number(source, keys.get("repeat"), f"{what}.repeat", 1, 1, state, integer=True))
+    every = _duration(source, keys.get("every"), f"{what}.every", 0.0, state)
+    if ("repeat" in keys) != ("every" in keys):
+        given, missing = ("repeat", "every") if "repeat" in keys else ("every", "repeat")
+        state.error(f"{what}.{given} needs {missing}", _at(source.path, keys[given]), "write both: repeat: 168, every: 1h is 168 articles, one an hour")
+    if len(state.errors) > errors_before or at is None or text is None:
+        return None
+    article = ExampleArticle(at=at, text=text, url=url, repeat=repeat, every=every, location=where)
+    return article, keys["at"], keys.get("repeat", node)
+
+
+def _expect(source: _Source, node: Node, what: str, blocks: frozenset[str], state: _State) -> tuple[str, ...] | None:
+    """The kinds a sequence must raise, in order: each a block the rule has."""
+    items = _strings(source, node, what, state)
+    if items is None:
+        return None
+    kinds: list[str] = []
+    for kind, item in items:
+        where = _at(source.path, item)
+        if kind == "escalation":
+            state.error(
+                f"{what}: an escalation cannot be expected in a rule's examples",
+                where,
+                "escalations are per story, at the levels of [signals] escalation, not per rule; expect burst or spike",
+            )
+        elif kind not in SIGNAL_KINDS:
+            close = difflib.get_close_matches(kind, SIGNAL_KINDS, n=1)
+            did = f"did you mean {close[0]!r}? " if close else ""
+            state.error(f"unknown signal kind {kind!r} in {what}", where, f"{did}kinds: {', '.join(SIGNAL_KINDS)}")
+        elif kind not in blocks:
+            state.error(f"{what} names {kind}, but the rule has no {kind}: block", where, f"add a {kind}: block (docs/signals.md), or take {kind} out of expect")
+        else:
+            kinds.append(kind)
+    return tuple(kinds) if len(kinds) == len(items) else None
+
+
+def _block(source: _Source, node: Node, what: str, valid: Sequence[str], hint: str, state: _State) -> dict[str, Node] | None:
+    """The keys of a mapping such as a ``burst:`` block (unknown keys reported)."""
     if not isinstance(node, MappingNode):
-        state.error(f"{what} must be a mapping", _at(source.path, node), f"write {what}: {example}")
+        state.error(f"{what} must be a mapping", _at(source.path, node), hint)
         return None
     found: dict[str, Node] = {}
     for key, value in node.value:
@@ -462,6 +588,31 @@ def _duration(source: _Source, node: Node | None, what: str, default: float, sta
     return seconds
 
 
+def _offset(source: _Source, node: Node, what: str, state: _State) -> float | None:
+    """A time after a sequence's start: a duration as ``_duration`` reads them, zero allowed."""
+    text = str(node.value).strip().lower() if isinstance(node, ScalarNode) and node.tag == _STR else ""
+    found = _DURATION.fullmatch(text)
+    if found is None:
+        problem = "must not be negative" if text.startswith("-") else "must be a duration"
+        state.error(f"{what} {problem}", _at(source.path, node), "write the time after the sequence's start as a number and a unit: 0m, 90s, 30m, 6h, 7d")
+        return None
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as rule files write it, largest units first: ``0s``, ``90s`` as ``1m30s``, ``7d4m``."""
+    whole = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    rest = round(whole + seconds - int(seconds), 3)
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return "".join(parts)
+
+
 def _number(source: _Source, node: Node | None, what: str, default: float, minimum: float, state: _State, *, integer: bool) -> float:
     if node is None:
         return default
@@ -477,7 +628,7 @@ def _number(source: _Source, node: Node | None, what: str, default: float, minim
 
 def _parse_burst(source: _Source, node: Node, state: _State) -> Burst | None:
     """A rule's ``burst:`` block (docs/signals.md)."""
-    keys = _block(source, node, "burst", BURST_KEYS, "{min_outlets: 3, window: 30m, cooldown: 6h}", state)
+    keys = _block(source, node, "burst", BURST_KEYS, "write burst: {min_outlets: 3, window: 30m, cooldown: 6h}", state)
     if keys is None:
         return None
     default = Burst()
@@ -490,7 +641,7 @@ def _parse_burst(source: _Source, node: Node, state: _State) -> Burst | None:
 
 def _parse_spike(source: _Source, node: Node, state: _State) -> Spike | None:
     """A rule's ``spike:`` block (docs/signals.md)."""
-    keys = _block(source, node, "spike", SPIKE_KEYS, "{window: 1h, baseline: 7d, factor: 3, min_count: 5}", state)
+    keys = _block(source, node, "spike", SPIKE_KEYS, "write spike: {window: 1h, baseline: 7d, factor: 3, min_count: 5}", state)
     if keys is None:
         return None
     default = Spike()

@@ -99,8 +99,17 @@ def _version(rules: Sequence[Rule], lists: Mapping[str, tuple[TermSpec, ...]]) -
                 "tags": list(r.tags),
                 "enabled": r.enabled,
                 "mode": r.mode,
-                "examples": [list(r.examples.match), list(r.examples.no_match)],
+                "examples": [list(r.examples.match), list(r.examples.no_match)] + _signal_examples(r),
             }
         )
     digest.update(b"]}")
     return digest.hexdigest()[:16]
+
+
+def _signal_examples(rule: Rule) -> list[object]:
+    """A rule's signal examples for the version (nothing without any: the versions of rule
+    sets written before them stay as they were)."""
+    return [
+        [[[a.at, a.url, a.text, a.repeat, a.every] for a in example.articles], list(example.expect), example.name]
+        for example in rule.examples.signals
+    ]

@@ -9,20 +9,25 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.engine.loader import collect_rules, rule_files
+from monitor.engine.loader import collect_rules, format_duration, rule_files
 from monitor.engine.query import iter_terms
 from monitor.engine.ruleset import RuleSet
 from monitor.engine.text import snippet
 from monitor.language import detect, language_of, language_tag
-from monitor.model import FIELDS, Article, Hit, Match, Rule
+from monitor.model import FIELDS, Article, Hit, Match, Rule, Signal, SignalArticle, SignalExample
+from monitor.signals import Signals, outlet_of
 
-__all__ = ["check", "evaluate", "explain", "language_warnings", "score", "test"]
+__all__ = ["EXAMPLE_START", "check", "evaluate", "explain", "language_warnings", "SignalRun", "run_signal_example", "score", "test"]
 
 PathLike = str | Path
+
+#: When every signal example starts (its articles' ``at`` count from it): 2026-01-01T00:00:00Z,
+#: a whole hour and day, so spike windows of hours and days start with the sequence.
+EXAMPLE_START = 1_767_225_600.0
 
 
 def _print(out: TextIO, line: str = "") -> None:
@@ -91,10 +96,11 @@ def _example_article(rule: Rule, kind: str, index: int, text: str) -> Article:
 
 
 def test(paths: Iterable[PathLike], out: TextIO) -> int:
-    """Run every rule's ``examples`` (match: must alert; no_match: must not).
+    """Run every rule's ``examples`` (match: must alert; no_match: must not; signals: the
+    sequence must raise the kinds expected, in order: :func:`run_signal_example`).
 
-    Prints a promtool-style report of failures with the matched terms; returns 1 on any
-    failure or invalid file, else 0.
+    Prints a promtool-style report of failures with the matched terms or the signals
+    raised; returns 1 on any failure or invalid file, else 0.
     """
     ruleset = _load(paths, out)
     if ruleset is None:
@@ -127,6 +133,12 @@ def test(paths: Iterable[PathLike], out: TextIO) -> int:
                         lines.append("      got: an alert; matched terms:")
                         lines.extend(f"        {_format_hit(hit)}" for hit in found.hits)
                     failures.extend(lines)
+            for index, example in enumerate(rule.examples.signals):
+                total += 1
+                lines = _signal_failure(ruleset, rule, index, example)
+                if lines:
+                    failed += 1
+                    failures.extend(lines)
         _print(out, f"Unit Testing: {path}")
         if failures:
             _print(out, "  FAILED:")
@@ -136,6 +148,70 @@ def test(paths: Iterable[PathLike], out: TextIO) -> int:
             _print(out, "  SUCCESS")
     _print(out, f"{total - failed}/{total} examples passed")
     return 1 if failed else 0
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRun:
+    """What one signal example gave: the signals raised, in order, and the positions of
+    its articles that the rule does not match (not counted)."""
+
+    raised: list[Signal]
+    unmatched: list[int]
+
+
+def run_signal_example(ruleset: RuleSet, rule: Rule, index: int, example: SignalExample) -> SignalRun:
+    """Run one of ``rule``'s signal examples through detectors of its own (docs/rules.md,
+    "Expected signals"): watching begins at :data:`EXAMPLE_START`; each article that the
+    rule matches counts, each repeat, as published and detected at its time, its outlet
+    derived from its link as in the daemon. Pure: no clock, no state, no Kafka; escalations
+    off. A disabled rule is run as if enabled, as its text examples are."""
+    live = replace(rule, enabled=True)
+    signals = Signals(levels=())
+    signals.watch([live], EXAMPLE_START)
+    raised: list[Signal] = []
+    unmatched: list[int] = []
+    for position, item in enumerate(example.articles):
+        if ruleset.match_rule(rule.id, _example_article(rule, f"signals[{index}].articles", position, item.text)) is None:
+            unmatched.append(position)
+            continue
+        outlet = outlet_of(item.url, "")
+        title = item.text[:120]
+        for repeat in range(item.repeat):
+            t = EXAMPLE_START + item.at + repeat * item.every
+            article = SignalArticle(f"{rule.id}:signals[{index}].articles[{position}]#{repeat}", item.url, title, outlet, t)
+            raised += signals.observe_article(article, [live], t, t, journal=False)
+    return SignalRun(raised, unmatched)
+
+
+def _signal_failure(ruleset: RuleSet, rule: Rule, index: int, example: SignalExample) -> list[str]:
+    """The report of a signal example that failed (its articles that do not match, the
+    kinds expected and raised, each signal raised), or [] when it passed."""
+    run = run_signal_example(ruleset, rule, index, example)
+    kinds = [signal.kind for signal in run.raised]
+    if kinds == list(example.expect) and not run.unmatched:
+        return []
+    name = f" {example.name!r}" if example.name else ""
+    where = f" ({example.location})" if example.location else ""
+    lines = [f"    rule: {rule.id}, example signals[{index}]{name}{where}"]
+    for position in run.unmatched:
+        item = example.articles[position]
+        lines.append(f"      articles[{position}] (at {format_duration(item.at)}) does not match the rule: {item.text!r}")
+    lines.append(f"      expected: [{', '.join(example.expect)}]")
+    lines.append(f"      got: [{', '.join(kinds)}]")
+    lines.extend(f"        {_describe(signal)}" for signal in run.raised)
+    return lines
+
+
+def _describe(signal: Signal) -> str:
+    """One signal raised by an example, its times as offsets from the sequence's start."""
+    start, end = (format_duration(t - EXAMPLE_START) for t in (signal.window_start, signal.window_end))
+    text = f"{signal.kind} at {end}: {signal.articles} articles from {start} to {end}"
+    if signal.outlets:
+        text += f", outlets {', '.join(signal.outlets)}"
+    if signal.kind == "spike":
+        ratio = f"{signal.ratio:g} times the baseline" if signal.ratio is not None else "the baseline"
+        text += f", {ratio} of {signal.baseline:g} per window" if signal.baseline is not None else ", empty baseline"
+    return text
 
 
 @dataclass
