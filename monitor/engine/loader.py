@@ -452,7 +452,8 @@ def _signal_examples(source: _Source, node: Node, blocks: frozenset[str], state:
     if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null":
         return ()
     if not isinstance(node, SequenceNode):
-        state.error("examples.signals must be a list", _at(source.path, node), "write one '- articles: [...]' item with its expect: per sequence")
+        hint = "write one '- articles: [...]' item with its expect: per sequence"
+        state.error("examples.signals must be a list", _at(source.path, node), hint)
         return ()
     examples = (_signal_example(source, item, f"examples.signals[{index}]", blocks, state) for index, item in enumerate(node.value))
     return tuple(example for example in examples if example is not None)
@@ -478,7 +479,8 @@ def _signal_example(source: _Source, node: Node, what: str, blocks: frozenset[st
 def _example_articles(source: _Source, node: Node, what: str, state: _State) -> tuple[ExampleArticle, ...] | None:
     """The articles of one sequence: in time order, at most :data:`MAX_EXAMPLE_ARTICLES` with their repeats."""
     if not isinstance(node, SequenceNode) or not node.value:
-        state.error(f"{what} must be a list of at least one article", _at(source.path, node), "write articles: [{at: 0m, url: https://..., text: ...}]")
+        hint = "write articles: [{at: 0m, url: https://..., text: ...}]"
+        state.error(f"{what} must be a list of at least one article", _at(source.path, node), hint)
         return None
     articles: list[ExampleArticle] = []
     usable = True
@@ -491,7 +493,8 @@ def _example_articles(source: _Source, node: Node, what: str, state: _State) -> 
         article, at_node, size_node = parsed
         if articles and article.at < articles[-1].last:
             state.error(
-                f"{what}[{index}].at ({format_duration(article.at)}) is before the article above it (its last at {format_duration(articles[-1].last)})",
+                f"{what}[{index}].at ({format_duration(article.at)}) is before the article above it"
+                f" (its last at {format_duration(articles[-1].last)})",
                 _at(source.path, at_node),
                 "list the articles in time order; equal times are allowed, and a repeated article lasts until its last repeat",
             )
@@ -523,12 +526,14 @@ def _example_article(source: _Source, node: Node, what: str, state: _State) -> t
     text = _string(source, keys["text"], f"{what}.text", state, empty_ok=False) if "text" in keys else None
     url = _string(source, keys["url"], f"{what}.url", state, empty_ok=False) if "url" in keys else None
     if url is not None and not url.startswith(("https://", "http://")):
-        state.error(f"{what}.url must be an http(s) link", _at(source.path, keys["url"]), "its outlet is the link's registrable domain: url: https://www.bbc.co.uk/news/1")
+        hint = "its outlet is the link's registrable domain: url: https://www.bbc.co.uk/news/1"
+        state.error(f"{what}.url must be an http(s) link", _at(source.path, keys["url"]), hint)
     repeat = int(_number(source, keys.get("repeat"), f"{what}.repeat", 1, 1, state, integer=True))
     every = _duration(source, keys.get("every"), f"{what}.every", 0.0, state)
     if ("repeat" in keys) != ("every" in keys):
         given, missing = ("repeat", "every") if "repeat" in keys else ("every", "repeat")
-        state.error(f"{what}.{given} needs {missing}", _at(source.path, keys[given]), "write both: repeat: 168, every: 1h is 168 articles, one an hour")
+        hint = "write both: repeat: 168, every: 1h is 168 articles, one an hour"
+        state.error(f"{what}.{given} needs {missing}", _at(source.path, keys[given]), hint)
     if len(state.errors) > errors_before or at is None or text is None:
         return None
     article = ExampleArticle(at=at, text=text, url=url, repeat=repeat, every=every, location=where)
@@ -554,7 +559,8 @@ def _expect(source: _Source, node: Node, what: str, blocks: frozenset[str], stat
             did = f"did you mean {close[0]!r}? " if close else ""
             state.error(f"unknown signal kind {kind!r} in {what}", where, f"{did}kinds: {', '.join(SIGNAL_KINDS)}")
         elif kind not in blocks:
-            state.error(f"{what} names {kind}, but the rule has no {kind}: block", where, f"add a {kind}: block (docs/signals.md), or take {kind} out of expect")
+            hint = f"add a {kind}: block (docs/signals.md), or take {kind} out of expect"
+            state.error(f"{what} names {kind}, but the rule has no {kind}: block", where, hint)
         else:
             kinds.append(kind)
     return tuple(kinds) if len(kinds) == len(items) else None
@@ -594,7 +600,8 @@ def _offset(source: _Source, node: Node, what: str, state: _State) -> float | No
     found = _DURATION.fullmatch(text)
     if found is None:
         problem = "must not be negative" if text.startswith("-") else "must be a duration"
-        state.error(f"{what} {problem}", _at(source.path, node), "write the time after the sequence's start as a number and a unit: 0m, 90s, 30m, 6h, 7d")
+        hint = "write the time after the sequence's start as a number and a unit: 0m, 90s, 30m, 6h, 7d"
+        state.error(f"{what} {problem}", _at(source.path, node), hint)
         return None
     return float(found.group(1)) * _UNITS[found.group(2)]
 

@@ -99,7 +99,7 @@ def _version(rules: Sequence[Rule], lists: Mapping[str, tuple[TermSpec, ...]]) -
                 "tags": list(r.tags),
                 "enabled": r.enabled,
                 "mode": r.mode,
-                "examples": [list(r.examples.match), list(r.examples.no_match)] + _signal_examples(r),
+                "examples": [list(r.examples.match), list(r.examples.no_match), *_signal_examples(r)],
             }
         )
     digest.update(b"]}")

@@ -21,7 +21,7 @@ from monitor.language import detect, language_of, language_tag
 from monitor.model import FIELDS, Article, Hit, Match, Rule, Signal, SignalArticle, SignalExample
 from monitor.signals import Signals, outlet_of
 
-__all__ = ["EXAMPLE_START", "check", "evaluate", "explain", "language_warnings", "SignalRun", "run_signal_example", "score", "test"]
+__all__ = ["EXAMPLE_START", "SignalRun", "check", "evaluate", "explain", "language_warnings", "run_signal_example", "score", "test"]
 
 PathLike = str | Path
 
