@@ -209,7 +209,7 @@ def _add_rules(commands: Any) -> None:
         ),
         (
             "test",
-            "run every rule's examples (exit 1 on a failure)",
+            "run every rule's examples: texts, and expected signals (exit 1 on a failure)",
             "examples:\n  news-monitor rules test\n  news-monitor rules test rules/\n",
             _cmd_rules_test,
         ),
