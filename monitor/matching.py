@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
-from monitor.dedupe import Admission, Candidate, SeenArticle, Verdict, admit, needs_matching
+from monitor.dedupe import Admission, Candidate, MakeSighting, SeenArticle, Verdict, admit, needs_matching
 from monitor.dedupe.stories import Assignment, StoryIndex, story_text
-from monitor.delivery.records import alert_record, article_record, build_alert, signal_record
+from monitor.delivery.records import alert_record, article_record, build_alert, sighting_record, signal_record
 from monitor.enrich.fulltext import FulltextEnricher
 from monitor.errors import FeedError
 from monitor.log import get_logger
 from monitor.model import Alert, Article, Feed, Match, Record, Signal
 from monitor.signals import Signals
-from monitor.signals.feed import matches_of
+from monitor.signals.feed import matches_of, signal_article
 
 __all__ = ["THREAD_MATCH_CHARS", "ArticleStore", "CpuLane", "CpuPool", "Matcher", "Matching", "Sink", "unique_articles"]
 
@@ -142,6 +142,7 @@ class Matching:
         fulltext: FulltextEnricher | None = None,
         stories: StoryIndex | None = None,
         signals: Signals | None = None,
+        sightings_topic: str = "",
     ) -> None:
         self._store = store
         self._rules = rules
@@ -154,6 +155,9 @@ class Matching:
         self._stories = stories
         #: Story signals (bursts, spikes, escalations) of each admitted batch; None: off.
         self.signals = signals
+        #: A matcher's ``[signals] sightings_topic``: a sighting record per new article that
+        #: counted for a rule, queued with its alerts ("" = none).
+        self._sightings_topic = sightings_topic
         self._lane = CpuLane()
         #: Story members assigned but not yet saved: article id -> (story id, seen at, signature).
         self._pending_members: dict[str, tuple[str, float, bytes]] = {}
@@ -178,7 +182,7 @@ class Matching:
             # Into the outbox before the articles are recorded as seen, so a crash in
             # between re-sends them rather than losing them.
             await self._store.enqueue(articles_out)
-        admission = await self._store.atomically(admit, candidates, make_alert, alert_record)
+        admission = await self._store.atomically(admit, candidates, make_alert, alert_record, None, self._sighting_maker())
         await self._remember_story_members(candidates)
         admission.records.extend(articles_out)
         await self._signal(candidates, admission)
@@ -261,6 +265,21 @@ class Matching:
             log.info("signal.raised", kind=signal.kind, rule_id=signal.rule_id, topic=signal.topic, signal_id=signal.signal_id)
         admission.signals.extend(raised)
         admission.records.extend(records)
+
+    def _sighting_maker(self) -> MakeSighting | None:
+        """What :func:`admit` makes a candidate's sighting record with (detected now), or None."""
+        topic = self._sightings_topic
+        if not topic:
+            return None
+        detected = self._clock()
+
+        def make_sighting(candidate: Candidate, counted: Sequence[Match], stored_id: str) -> Record:
+            article = candidate.article
+            # As the daemon's detectors see it (matches_of): the article as fed, its story.
+            seen = signal_article(article, candidate.story_id)
+            return sighting_record(seen, [m.rule for m in counted], detected, topic, feed_url=article.feed_url, record_article=stored_id)
+
+        return make_sighting
 
     async def _remember_story_members(self, candidates: list[Candidate]) -> None:
         members = [

@@ -210,6 +210,12 @@ class SignalsSettings:
     #: ``news-monitor signals``: partitions without a committed offset are read from their
     #: beginning (else from their end, for topics that existed when the process started).
     from_beginning: bool = False
+    #: Matchers publish a sighting record here per new article that counted for a rule
+    #: (schemas/sighting-v1.json); ``news-monitor signals`` reads it ("" = matchers publish none).
+    sightings_topic: str = "news.sightings"
+    #: What ``news-monitor signals`` reads: ``sightings`` (the topic above) or ``alerts`` (the
+    #: live rules' alert topics, for matchers of a release that publishes no sightings).
+    source: str = "sightings"
 
 
 @dataclass(frozen=True)
@@ -927,6 +933,7 @@ def _validate(settings: Settings, where: str) -> None:
     _validate_polling(settings, loc)
     _validate_notify(settings, loc)
     _validate_cluster(settings.cluster, loc)
+    _validate_sightings(settings, loc)
     if not kafka.embedded:
         try:
             bootstrap_addresses(kafka.bootstrap_servers)
@@ -1207,6 +1214,31 @@ def _validate_cluster(cluster: ClusterSettings, loc: SourceLocation) -> None:
             raise ConfigError(f"[cluster] {key} is empty", location=loc, hint=f'{key} = "{getattr(ClusterSettings, key)}"')
     if cluster.poller_group == cluster.matcher_group:
         raise ConfigError("[cluster] poller_group and matcher_group must differ", location=loc)
+
+
+def _validate_sightings(settings: Settings, loc: SourceLocation) -> None:
+    signals = settings.signals
+    if signals.source not in {"sightings", "alerts"}:
+        raise ConfigError(
+            f"[signals] source = {signals.source!r} is not supported", location=loc,
+            hint='"sightings" (the matchers\' sightings topic) or "alerts" (the live rules\' alert topics)',
+        )  # fmt: skip
+    topic = signals.sightings_topic
+    if not topic:
+        if signals.source == "sightings":
+            raise ConfigError(
+                '[signals] source = "sightings" needs a sightings_topic', location=loc,
+                hint='sightings_topic = "news.sightings", or source = "alerts" with matchers that publish no sightings',
+            )  # fmt: skip
+        return
+    if not _TOPIC.fullmatch(topic) or topic in {".", ".."}:
+        raise ConfigError(
+            f"[signals] sightings_topic = {topic!r} is not a Kafka topic name", location=loc,
+            hint="at most 249 letters, digits, '.', '_' and '-'",
+        )  # fmt: skip
+    taken = {*settings.cluster.topics().values(), settings.kafka.dead_letter_topic, settings.kafka.articles_topic, settings.health.topic}
+    if topic in taken:
+        raise ConfigError(f"[signals] sightings_topic = {topic!r} is already another of the monitor's topics", location=loc)
 
 
 #: Settings a SIGHUP reload applies; any other change waits for a restart (and is logged).

@@ -183,6 +183,7 @@ async def read_topic(
 
 ALERT_SCHEMA_PATH = ROOT / "schemas" / "alert-v1.json"
 SIGNAL_SCHEMA_PATH = ROOT / "schemas" / "signal-v1.json"
+SIGHTING_SCHEMA_PATH = ROOT / "schemas" / "sighting-v1.json"
 
 
 @functools.cache
@@ -206,6 +207,16 @@ def validate_signal(signal: Any) -> None:
         raise AssertionError(f"signal does not match {SIGNAL_SCHEMA_PATH.name}: {details}")
     for moment in (signal["detected_at"], signal["window"]["start"], signal["window"]["end"]):
         assert moment.endswith("Z"), f"timestamp {moment!r} is not UTC with a Z suffix"
+
+
+def validate_sighting(sighting: Any) -> None:
+    """Fail unless ``sighting`` (decoded JSON) conforms to ``schemas/sighting-v1.json``, times in UTC."""
+    errors = sorted(_validator(SIGHTING_SCHEMA_PATH).iter_errors(sighting), key=lambda e: list(e.path))
+    if errors:
+        details = "; ".join(f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:5])
+        raise AssertionError(f"sighting does not match {SIGHTING_SCHEMA_PATH.name}: {details}")
+    for moment in (sighting["detected_at"], sighting["article"]["published"]):
+        assert moment is None or moment.endswith("Z"), f"timestamp {moment!r} is not UTC with a Z suffix"
 
 
 def validate_alert(alert: Any) -> None:

@@ -18,13 +18,15 @@ Per batch, under a lock a rebalance waits for:
    ``dlq_reason`` (the partition moves on);
 2. ``Matching.admit`` the articles (in rounds with no id twice, so an edit that follows
    its original in one batch is matched as in the single process);
-3. wait until every alert of the batch is acknowledged by Kafka (through an outage: for
-   as long as it lasts, or until a stop);
+3. wait until every alert of the batch, and its sightings (``[signals] sightings_topic``:
+   a record per new article that counted for a rule, queued in the article's own
+   transaction, see :func:`~monitor.dedupe.admit`), is acknowledged by Kafka (through an
+   outage: for as long as it lasts, or until a stop);
 4. write each article's state to ``news.matcher-state`` (same partition);
 5. commit the offsets.
 
 At-least-once: a crash or a lost partition between 2 and 5 makes the batch read again,
-and an alert published again has the same ``alert_id``.
+and an alert published again has the same ``alert_id`` (a sighting its ``sighting_id``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ __all__ = ["MatcherRole", "rounds"]
 
 log = get_logger("matcher")
 
+#: The counts ``status()`` shows.
+_STATUS_COUNTS = ("records", "new", "updated", "duplicate", "alerts", "sightings", "dead_lettered", "restored")
 #: Seconds between two attempts to write the matcher state while the broker is away.
 _STATE_RETRY = 1.0
 
@@ -106,7 +110,8 @@ class MatcherRole:
         self._stories = await daemon.story_index(settings.stories, store)
         self._delivery = Delivery(
             context.publisher, store, queue_size=settings.delivery.queue_size,
-            dead_letter_topic=settings.kafka.dead_letter_topic, topics=self._rules.current.topics,
+            dead_letter_topic=settings.kafka.dead_letter_topic,
+            topics=self._rules.current.topics | ({settings.signals.sightings_topic} - {""}),
             backoff_initial=settings.delivery.retry_backoff_initial, backoff_max=settings.delivery.retry_backoff_max,
             max_attempts=settings.delivery.max_attempts,
             on_published=context.observer.alert_published, on_error=context.observer.publish_failed,
@@ -116,7 +121,8 @@ class MatcherRole:
         if settings.signals.enabled:
             self._signals = await daemon.signal_detectors(settings, store, self._rules)
         self._matching = Matching(
-            store=store, rules=self._rules, sink=self._delivery, cpu=self._cpu, stories=self._stories, signals=self._signals
+            store=store, rules=self._rules, sink=self._delivery, cpu=self._cpu, stories=self._stories, signals=self._signals,
+            sightings_topic=settings.signals.sightings_topic,
         )
         self._group = GroupMember(
             settings.kafka, context.bootstrap_servers, topic=self._cluster.articles_topic, group=self._cluster.matcher_group,
@@ -168,7 +174,7 @@ class MatcherRole:
             "partitions": sorted(group.owned) if group is not None else [],
             "rebalances": group.rebalances if group is not None else 0,
             "committed": {str(partition): offset for partition, offset in sorted(self.committed.items())},
-            **{key: self.counts[key] for key in ("records", "new", "updated", "duplicate", "alerts", "dead_lettered", "restored")},
+            **{key: self.counts[key] for key in _STATUS_COUNTS},
         }
 
     def problems(self) -> list[str]:
@@ -184,6 +190,8 @@ class MatcherRole:
             RoleMetric("matcher_records_dead_lettered", "Articles-topic records sent to the dead-letter topic (not articles).",
                        counts["dead_lettered"]),
             RoleMetric("matcher_batches", "Batches matched and committed.", counts["batches"]),
+            RoleMetric("matcher_sightings", "Sighting records queued for news-monitor signals ([signals] sightings_topic).",
+                       counts["sightings"]),
             RoleMetric("matcher_articles_restored", "Articles taken over from news.matcher-state on assignment.", counts["restored"]),
             RoleMetric("matcher_partitions", "Partitions of the articles topic this matcher owns.",
                        len(self._group.owned) if self._group is not None else 0, counter=False),
@@ -298,6 +306,7 @@ class MatcherRole:
             if count:
                 self.counts[verdict.value] += count
                 observer.metrics.articles.labels(verdict.value).inc(count)
+        self.counts["sightings"] += admission.sightings
         for alert in admission.alerts:
             self.counts["alerts"] += 1
             observer.alert_raised(alert)

@@ -221,7 +221,8 @@ class RoleHost:
         # After every role's stop (pushed later): a role drains through it.
         stack.push_async_callback(lambda: publisher.stop(max(0.5, self.shutdown.remaining())))
         compacted = [cluster.feeds_topic, cluster.feed_state_topic, cluster.matcher_state_topic]
-        topics = {cluster.articles_topic, kafka.dead_letter_topic, settings.health.topic, kafka.articles_topic} - {""}
+        topics = {cluster.articles_topic, kafka.dead_letter_topic, settings.health.topic, kafka.articles_topic,
+                  settings.signals.sightings_topic} - {""}  # fmt: skip
         if self.rules is not None:
             topics |= self.rules.current.topics
         # A PublishError is a BrokerError: exit 3.

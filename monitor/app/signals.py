@@ -1,8 +1,11 @@
 """Composition of ``news-monitor signals``: the story signals as a process of their own,
-consuming the alert topics, for when matching runs in several processes (docs/signals.md).
+consuming the matchers' sightings, for when matching runs in several processes (docs/signals.md).
 
-The same detectors as the daemon's (:mod:`monitor.signals`), fed with every live alert on
-the rules' topics, so the signals see the alerts of every matcher. Start-up: the rule
+The same detectors as the daemon's (:mod:`monitor.signals`), fed with every matcher's
+sightings (``[signals] sightings_topic``: a record per new article that counted for rules,
+copies of a story included, live and shadow rules, exactly what the daemon's detectors
+are fed), or with ``[signals] source = "alerts"`` with every live alert on the rules'
+topics (for matchers of a release that publishes no sightings). Start-up: the rule
 files are loaded (a bad one: exit 2), ``<[signals] state_dir>/signals.lock`` is taken
 (exit 2 naming the holder), the state store there is opened and the detectors' state
 restored, the producer connected within ``[kafka] connect_timeout`` (exit 3), signals left
@@ -11,6 +14,9 @@ in the store's outbox by an earlier run are sent, then the consumer joins
 and the detectors' new state saved in one transaction; the signals sent and acknowledged;
 only then the batch's offsets are committed. So a crash at any point neither repeats a
 signal (the state that raised it is saved with it) nor loses one (it waits in the outbox).
+A record that is not a sighting (or an alert) is logged (``signals.record.skipped``, with
+the reason) and committed past; a sighting its rule's window already holds (a batch read
+again, a sighting a matcher published again) is passed over by :meth:`Signals.observe`.
 SIGINT/SIGTERM: the batch in hand finishes, offsets are committed, exit 0.
 """
 
@@ -18,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -30,39 +37,46 @@ from monitor.adapters.kafka import KafkaPublisher, TopicReader
 from monitor.adapters.statelock import StateLock
 from monitor.adapters.store import AsyncStore
 from monitor.app.notify import topic_pattern
-from monitor.delivery.records import alert_problem, signal_record
-from monitor.engine import RuleSet, load_rules
+from monitor.delivery.records import alert_problem, sighting_problem, signal_record
+from monitor.engine import load_rules
 from monitor.errors import BrokerError, ConfigError, PublishError, RecordRejected
 from monitor.log import get_logger
 from monitor.model import Record
 from monitor.settings import Settings
-from monitor.signals import Signals
-from monitor.signals.feed import sighting_from_alert
+from monitor.signals import Sighting, Signals
+from monitor.signals.feed import RuleBook, sighting_from_alert, sightings_of
 
-__all__ = ["SignalsProcess", "sightings_in"]
+__all__ = ["SignalsProcess", "sightings_from_records", "sightings_in"]
 
 log = get_logger("signals")
 
 _BACKOFF_MAX = 30.0
 
 
-def sightings_in(records: Sequence[Any], ruleset: RuleSet) -> list[Any]:
-    """The sightings of a batch of alert records (other records are logged and skipped)."""
-    sightings = []
+def _documents(records: Sequence[Any], problem_of: Callable[[Any], str | None]) -> Iterator[dict[str, Any]]:
+    """The decoded values of a batch that ``problem_of`` accepts; the others are logged and skipped."""
     for record in records:
         try:
             document = orjson.loads(record.value or b"")
         except orjson.JSONDecodeError as exc:
             problem: str | None = f"not JSON ({exc})"
         else:
-            problem = alert_problem(document)
+            problem = problem_of(document)
         if problem is not None:
             log.warning("signals.record.skipped", topic=record.topic, partition=record.partition, offset=record.offset, reason=problem)
             continue
-        sighting = sighting_from_alert(document, ruleset.get)
-        if sighting is not None:
-            sightings.append(sighting)
-    return sightings
+        yield document
+
+
+def sightings_in(records: Sequence[Any], rules: RuleBook) -> list[Sighting]:
+    """The sightings of a batch of alert records (other records are logged and skipped)."""
+    found = (sighting_from_alert(document, rules.get) for document in _documents(records, alert_problem))
+    return [sighting for sighting in found if sighting is not None]
+
+
+def sightings_from_records(records: Sequence[Any], rules: RuleBook) -> list[Sighting]:
+    """The sightings of a batch of sighting records (other records are logged and skipped)."""
+    return [sighting for document in _documents(records, sighting_problem) for sighting in sightings_of(document, rules)]
 
 
 class SignalsProcess:
@@ -80,6 +94,8 @@ class SignalsProcess:
         self.stop_event = asyncio.Event()
         #: Signals published by this process.
         self.published = 0
+        #: Signal topics known to exist (a sighting may name a rule the rule files lack).
+        self._ensured: set[str] = set()
         self.signals: Signals | None = None
 
     def stop(self) -> None:
@@ -102,8 +118,18 @@ class SignalsProcess:
             publisher = KafkaPublisher(self.settings.kafka, self.bootstrap)
             await publisher.start()
             stack.push_async_callback(publisher.stop, 10.0)
-            topics = sorted(rule.output_topic for rule in ruleset.rules if rule.enabled and rule.mode == "live")
-            await publisher.ensure_topics([f"{topic}.signals" for topic in topics])
+            rules = RuleBook(ruleset.rules)
+            if options.source == "alerts":
+                topics = sorted(rule.output_topic for rule in ruleset.rules if rule.enabled and rule.mode == "live")
+                signal_topics = [f"{topic}.signals" for topic in topics]
+                read: Callable[[Sequence[Any]], list[Sighting]] = functools.partial(sightings_in, rules=rules)
+            else:
+                # Shadow rules' sightings too, as in the daemon: their signals go to <topic>.shadow.signals.
+                topics = [options.sightings_topic]
+                signal_topics = sorted({f"{rule.output_topic}.signals" for rule in ruleset.rules if rule.enabled})
+                read = functools.partial(sightings_from_records, rules=rules)
+            await publisher.ensure_topics([*signal_topics, *topics])
+            self._ensured.update(signal_topics)
             await self._send(store, publisher, await store.pending())
             if handle_signals:
                 loop = asyncio.get_running_loop()
@@ -119,14 +145,15 @@ class SignalsProcess:
             except (KafkaError, OSError) as exc:
                 raise BrokerError(f"cannot start the consumer at {self.bootstrap}: {type(exc).__name__}: {exc}") from exc
             stack.push_async_callback(reader.__aexit__, None, None, None)
-            log.info("signals.started", group=options.group, topics=topics)
-            await self._consume(reader, ruleset, detectors, store, publisher)
+            log.info("signals.started", group=options.group, source=options.source, topics=topics)
+            await self._consume(reader, read, detectors, store, publisher)
         log.info("signals.stopped", published=self.published)
         return 0
 
     async def _consume(
-        self, reader: TopicReader, ruleset: RuleSet, detectors: Signals, store: AsyncStore, publisher: KafkaPublisher
-    ) -> None:
+        self, reader: TopicReader, read: Callable[[Sequence[Any]], list[Sighting]], detectors: Signals, store: AsyncStore,
+        publisher: KafkaPublisher,
+    ) -> None:  # fmt: skip
         batches = reader.batches()
         try:
             while not self.stop_event.is_set():
@@ -139,7 +166,7 @@ class SignalsProcess:
                     await asyncio.gather(nxt, return_exceptions=True)
                     break
                 batch = nxt.result()
-                raised = detectors.observe(sightings_in(batch, ruleset), self.clock())
+                raised = detectors.observe(read(batch), self.clock())
                 records = [signal_record(s) for s in raised]
                 await store.save_signals(records, detectors.changes())
                 if not await self._send(store, publisher, records):
@@ -156,6 +183,9 @@ class SignalsProcess:
             backoff = 0.5
             while True:
                 try:
+                    if record.topic not in self._ensured:
+                        await publisher.ensure_topics([record.topic])
+                        self._ensured.add(record.topic)
                     await publisher.publish(record)
                 except RecordRejected as exc:
                     log.error("signals.record.rejected", topic=record.topic, signal_id=record.alert_id, error=str(exc))

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from monitor.model import Alert, Article, Match, Record, Signal
 
-__all__ = ["Admission", "Candidate", "SeenArticle", "SeenStore", "Verdict", "admit", "needs_matching"]
+__all__ = ["Admission", "Candidate", "MakeSighting", "SeenArticle", "SeenStore", "Verdict", "admit", "needs_matching"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +102,15 @@ class Admission:
     story_copies: int = 0
     #: Story signals the batch raised (their records are in ``records``).
     signals: list[Signal] = field(default_factory=list)
+    #: Sighting records queued (a matcher's, for ``news-monitor signals``; they are in ``records``).
+    sightings: int = 0
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for v in self.verdicts if v is verdict)
+
+
+#: A sighting record for a candidate, the matches it counts for, and the id its row is stored under.
+MakeSighting = Callable[[Candidate, Sequence[Match], str], Record]
 
 
 def needs_matching(seen: SeenArticle | None, article: Article) -> bool:
@@ -118,16 +124,20 @@ def admit(
     make_alert: Callable[[Match, Article], Alert],
     make_record: Callable[[Alert], Record],
     now: float | None = None,
+    make_sighting: MakeSighting | None = None,
 ) -> Admission:
     """Record a batch of matched articles and return the alerts to publish.
 
     Must run on the store's thread. Each article's row and its alerts' outbox rows are
-    written in one transaction, before anything is published.
+    written in one transaction, before anything is published. With ``make_sighting``
+    (a matcher publishing sightings) a new article's record for the rules it counts for
+    (every rule that matched it; an updated one's: the rules it newly alerts on) goes
+    into that transaction's outbox rows too.
     """
     now = time.time() if now is None else now
     result = Admission()
     for candidate in candidates:
-        _admit_one(store, candidate, make_alert, make_record, now, result)
+        _admit_one(store, candidate, make_alert, make_record, now, result, make_sighting)
     return result
 
 
@@ -138,6 +148,7 @@ def _admit_one(
     make_record: Callable[[Alert], Record],
     now: float,
     result: Admission,
+    make_sighting: MakeSighting | None = None,
 ) -> None:
     """Decide one article: a duplicate (touched), or new or updated (recorded, its new alerts queued)."""
     article = candidate.article
@@ -164,6 +175,11 @@ def _admit_one(
     if story_id is not None:
         alerts = [replace(alert, story_id=story_id) for alert in alerts]
     records = [make_record(a) for a in alerts]
+    # What the daemon's detectors count (monitor.signals.feed.matches_of): a new article's every match, an edit's new alerts.
+    counted = candidate.matches if seen is None else fresh
+    if make_sighting is not None and counted:
+        records.append(make_sighting(candidate, counted, article.id))
+        result.sightings += 1
     store.record_article(
         article_id=article.id,
         url=article.url if seen is None else (seen.url or article.url),

@@ -24,6 +24,10 @@ routes it to the dead-letter topic instead of failing the whole feed's batch.
 :func:`article_record` is the optional raw stream (``[kafka] articles_topic``): every
 new or changed normalised article, keyed by article id.
 
+:func:`sighting_record` is what a matcher tells ``news-monitor signals`` of a new article
+that counted for rules (``[signals] sightings_topic``, ``schemas/sighting-v1.json``),
+keyed by article id.
+
 Pure: no Kafka client here (see :mod:`monitor.adapters.kafka`). The message contract is
 ``schemas/alert-v1.json`` and ``docs/delivery.md``.
 """
@@ -34,7 +38,8 @@ import hashlib
 import heapq
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +48,7 @@ import orjson
 from monitor.engine.text import SNIPPET_LIMIT
 from monitor.engine.text import snippet as text_snippet
 from monitor.language import language_tag
-from monitor.model import Alert, Article, Hit, Match, Record, Signal, SignalArticle, alert_id_for
+from monitor.model import Alert, Article, Hit, Match, Record, Rule, Signal, SignalArticle, alert_id_for
 from monitor.redact import public_feed_url
 from monitor.signals.outlet import outlet_of
 from monitor.timefmt import utc_iso
@@ -58,6 +63,8 @@ __all__ = [
     "MAX_HITS_PER_TERM",
     "MAX_HIT_TEXT",
     "MAX_MATCHES",
+    "SIGHTING_CLOUDEVENT_TYPE",
+    "SIGHTING_SCHEMA_VERSION",
     "SIGNAL_SCHEMA_VERSION",
     "SNIPPET_LIMIT",
     "ArticleDocumentError",
@@ -70,6 +77,10 @@ __all__ = [
     "article_to_dict",
     "build_alert",
     "rejection_reason",
+    "sighting_id_for",
+    "sighting_problem",
+    "sighting_record",
+    "sighting_to_dict",
     "signal_problem",
     "signal_record",
     "signal_to_dict",
@@ -79,6 +90,8 @@ ALERT_SCHEMA_VERSION = 1
 SIGNAL_SCHEMA_VERSION = 1
 CLOUDEVENT_TYPE = "news.alert.v1"
 ARTICLE_CLOUDEVENT_TYPE = "news.article.v1"
+SIGHTING_SCHEMA_VERSION = 1
+SIGHTING_CLOUDEVENT_TYPE = "news.sighting.v1"
 #: Header naming why a record went to the dead-letter topic.
 DLQ_REASON_HEADER = "dlq_reason"
 #: Header naming the topic a dead-lettered record was meant for.
@@ -433,6 +446,95 @@ def signal_record(signal: Signal) -> Record:
     )
     # The outbox row's "article" is the rule, so the key is the rule id.
     return _record(signal.signal_id, signal.rule_id, signal.topic, lambda: signal_to_dict(signal), attributes)
+
+
+def sighting_id_for(article_id: str, rule_ids: Iterable[str]) -> str:
+    """The id of a sighting: a digest of the article id and the ids of the rules it counted
+    for, so a sighting published again (a batch matched again) has the same id."""
+    text = "\x1f".join(("sighting", article_id, *sorted(rule_ids)))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def sighting_to_dict(article: SignalArticle, rules: Sequence[Rule], detected: float) -> dict[str, Any]:
+    """The JSON document of a sighting (schema ``schemas/sighting-v1.json``)."""
+    return {
+        "schema_version": SIGHTING_SCHEMA_VERSION,
+        "sighting_id": sighting_id_for(article.id, [rule.id for rule in rules]),
+        "article": _signal_article(article),
+        "rules": [
+            {"id": rule.id, "topic": rule.topic, "severity": rule.severity, "tags": list(rule.tags), "mode": rule.mode}
+            for rule in rules
+        ],
+        "detected_at": _moment(detected),
+    }
+
+
+def sighting_record(
+    article: SignalArticle, rules: Sequence[Rule], detected: float, topic: str, *, feed_url: str, record_article: str
+) -> Record:
+    """The Kafka record of a sighting on ``[signals] sightings_topic``: JSON value,
+    article-id key, CloudEvents headers with ``ce_type`` ``news.sighting.v1``.
+    ``record_article`` is the id the store knows the article by (its outbox row's)."""
+    sighting_id = sighting_id_for(article.id, [rule.id for rule in rules])
+    attributes = (
+        ("ce_specversion", "1.0"),
+        ("ce_id", sighting_id),
+        ("ce_source", public_feed_url(feed_url)),
+        ("ce_type", SIGHTING_CLOUDEVENT_TYPE),
+        ("ce_time", _moment(detected) or ""),
+        ("ce_subject", article.id),
+        ("content-type", "application/json"),
+    )
+    record = _record(sighting_id, article.id, topic, lambda: sighting_to_dict(article, rules, detected), attributes)
+    return record if record_article == article.id else replace(record, article_id=record_article)
+
+
+#: The fields of a sighting, its article and each rule, with their JSON types (``schemas/sighting-v1.json``).
+_SIGHTING_FIELDS: dict[str, tuple[type, ...]] = {"sighting_id": (str,), "article": (dict,), "rules": (list,), "detected_at": (str,)}
+_SIGHTING_ARTICLE_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,), "url": (str, _NONE), "title": (str,), "outlet": (str, _NONE), "published": (str, _NONE), "story_id": (str, _NONE),
+}  # fmt: skip
+_SIGHTING_RULE_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "topic": (str,), "severity": (str,), "tags": (list,), "mode": (str,)}
+
+
+def sighting_problem(document: Any) -> str | None:
+    """Why a decoded record value is not a sighting of schema version 1, or None when it is
+    one: every field present with its JSON type, an article id and at least one rule, each
+    with an id, a topic and a mode of ``live`` or ``shadow``, and times that parse."""
+    if not isinstance(document, dict):
+        return f"{_json_type(document)}, not a sighting object"
+    version = document.get("schema_version")
+    if version != SIGHTING_SCHEMA_VERSION or isinstance(version, bool):
+        return f"schema_version {orjson.dumps(version).decode()} is not a sighting version this reader knows"
+    problem = _field_problem(document, _SIGHTING_FIELDS, "") or _field_problem(document["article"], _SIGHTING_ARTICLE_FIELDS, "article.")
+    if problem is not None:
+        return problem
+    if not document["article"]["id"]:
+        return "article.id is empty"
+    if not document["rules"]:
+        return "rules is empty"
+    for index, rule in enumerate(document["rules"]):
+        if not isinstance(rule, dict):
+            return f"rules[{index}] is {_json_type(rule)}, not an object"
+        problem = _field_problem(rule, _SIGHTING_RULE_FIELDS, f"rules[{index}].")
+        if problem is not None:
+            return problem
+        if not rule["id"] or not rule["topic"]:
+            return f"rules[{index}] has an empty id or topic"
+        if rule["mode"] not in ("live", "shadow"):
+            return f"rules[{index}].mode is {rule['mode']!r}, not live or shadow"
+    for name, value in (("detected_at", document["detected_at"]), ("article.published", document["article"]["published"])):
+        if value is not None and _parse_seconds(value) is None:
+            return f"{name} {value!r} is not a date-time"
+    return None
+
+
+def _parse_seconds(text: str) -> float | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def _record(

@@ -1,15 +1,18 @@
-"""Sightings for the detectors: from a batch the daemon admitted, or from an alert record.
+"""Sightings for the detectors: from a batch the daemon admitted, from a sighting record,
+or from an alert record.
 
 In the daemon every rule match on a *new* article is a sighting, whether it raised an
 alert or was a later copy of a story the rule already alerted on (copies carry the
 outlets a burst and an escalation count); an edited article counts for the rules it
-newly alerts on. ``news-monitor signals`` sees alert records only: each is a sighting
-(see docs/signals.md, "Where signals run").
+newly alerts on. The matchers publish exactly those as sighting records
+(``schemas/sighting-v1.json``), which ``news-monitor signals`` reads
+(:func:`sightings_of`); with ``[signals] source = "alerts"`` it reads alert records
+instead, each a sighting, and copies are not seen (docs/signals.md, "Where signals run").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -19,7 +22,7 @@ from monitor.model import Alert, Article, Rule, SignalArticle
 from monitor.signals.detect import Sighting
 from monitor.signals.outlet import outlet_of
 
-__all__ = ["matches_of", "sighting_from_alert", "signal_article"]
+__all__ = ["RuleBook", "matches_of", "sighting_from_alert", "sightings_of", "signal_article"]
 
 
 def signal_article(article: Article, story_id: str | None) -> SignalArticle:
@@ -91,3 +94,47 @@ def sighting_from_alert(document: dict[str, Any], rule: Callable[[str], Rule | N
         burst=known.burst if known is not None else None, spike=known.spike if known is not None else None,
     )  # fmt: skip
     return Sighting(as_alerted, seen, detected)
+
+
+class RuleBook:
+    """The rules a reader of sighting records knows (from the rule files), by id, and the
+    rules as sighted: one :class:`~monitor.model.Rule` per (id, topic, severity, tags,
+    mode) with the burst and spike blocks of the rule files' rule of that id."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self._known = {rule.id: rule for rule in rules}
+        self._sighted: dict[tuple[Any, ...], Rule] = {}
+
+    def get(self, rule_id: str) -> Rule | None:
+        """The rule files' rule with this id, or None."""
+        return self._known.get(rule_id)
+
+    def sighted(self, rule_id: str, topic: str, severity: str, tags: tuple[str, ...], mode: str) -> Rule:
+        """The rule as a record names it (what it was when it matched), with its blocks."""
+        key = (rule_id, topic, severity, tags, mode)
+        rule = self._sighted.get(key)
+        if rule is None:
+            known = self._known.get(rule_id)
+            rule = self._sighted[key] = Rule(
+                id=rule_id, query="", topic=topic, severity=severity, tags=tags, mode=mode,
+                burst=known.burst if known is not None else None, spike=known.spike if known is not None else None,
+            )  # fmt: skip
+        return rule
+
+
+def sightings_of(document: dict[str, Any], rules: RuleBook) -> list[Sighting]:
+    """The sightings a sighting document stands for (``schemas/sighting-v1.json``, as
+    :func:`monitor.delivery.records.sighting_problem` accepts it): one per rule it counted
+    for, all with one article object (so :meth:`Signals.observe` counts them as one article)."""
+    article = document["article"]
+    detected = _seconds(document["detected_at"])
+    if detected is None:
+        return []
+    seen = SignalArticle(
+        article["id"], article["url"], article["title"], article["outlet"], _seconds(article["published"]), article["story_id"]
+    )
+    sighted = [
+        rules.sighted(r["id"], r["topic"], r["severity"], tuple(t for t in r["tags"] if isinstance(t, str)), r["mode"])
+        for r in document["rules"]
+    ]
+    return [Sighting(rule, seen, detected) for rule in sighted]
