@@ -1,4 +1,5 @@
-"""``news-monitor signals``: the detectors as a consumer of the alert topics, through the real broker.
+"""``news-monitor signals`` with ``[signals] source = "alerts"`` (matchers of a release that
+publishes no sightings): the detectors as a consumer of the alert topics, through the real broker.
 
 Alerts are produced with back-dated detection times (the controllable clock of a replay):
 a week at one alert an hour, then a burst of them, as several matchers would publish them.
@@ -61,7 +62,9 @@ async def test_a_week_at_one_an_hour_then_twelve_in_an_hour_spikes_once_across_a
         f"  - id: {quiet}\n    query: quake\n    topic: alerts.{quiet}\n{block}"
     )
     settings = make_settings(tmp_path, broker.bootstrap_servers, rules=[rules])
-    options = dataclasses.replace(settings.signals, group=f"signals-{word}", state_dir=str(tmp_path / "signals"), from_beginning=True)
+    options = dataclasses.replace(
+        settings.signals, group=f"signals-{word}", state_dir=str(tmp_path / "signals"), from_beginning=True, source="alerts"
+    )
     settings = dataclasses.replace(settings, signals=options)
     publisher = KafkaPublisher(settings.kafka, broker.bootstrap_servers)
     await publisher.start()
