@@ -296,7 +296,9 @@ def test_cluster_kustomization_is_the_base_without_the_single_process():
     manifests = _cluster_manifests()
     # One process and a cluster on the same topics would poll every feed twice.
     assert ("Deployment", "news-monitor") not in manifests and ("PersistentVolumeClaim", "news-monitor-state") not in manifests
-    assert {name for kind, name in manifests if kind == "Deployment"} == {"news-monitor-poller", "news-monitor-matcher", "news-monitor-notify"}
+    assert {name for kind, name in manifests if kind == "Deployment"} == {
+        "news-monitor-poller", "news-monitor-matcher", "news-monitor-signals", "news-monitor-notify"
+    }
     assert ("CronJob", "news-monitor-feeds-sync") in manifests
     for (kind, _name), doc in manifests.items():
         spec = doc["spec"]["jobTemplate"]["spec"] if kind == "CronJob" else doc.get("spec", {})
@@ -335,9 +337,30 @@ def test_each_role_is_a_deployment_of_its_own_with_probes_and_its_state_on_kafka
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert settings.http.listen == f"0.0.0.0:{ports['http']}"
     if role == "matcher":
+        assert not settings.signals.enabled and settings.signals.sightings_topic, "news-monitor signals runs on its sightings"
         assert all(path in mounts for path in settings.rules.paths), "the matcher reads the rules ConfigMap"
         assert ("ConfigMap", volumes[mounts[settings.rules.paths[0]]]["configMap"]["name"]) == ("ConfigMap", "news-monitor-rules")
     assert pod["terminationGracePeriodSeconds"] > settings.delivery.shutdown_timeout
+
+
+def test_one_signals_process_reads_the_matchers_sightings_with_its_state_on_a_volume(tmp_path):
+    manifests = _cluster_manifests()
+    deployment = manifests[("Deployment", "news-monitor-signals")]
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["news-monitor", "signals"]
+    # One process per state store (signals.lock): never two at once, not even in a rollout.
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    settings = _pod_settings(manifests, pod, container, tmp_path)
+    matcher = manifests[("Deployment", "news-monitor-matcher")]["spec"]["template"]["spec"]
+    matcher_settings = _pod_settings(manifests, matcher, matcher["containers"][0], tmp_path)
+    assert settings.signals.source == "sightings" and settings.signals.sightings_topic == matcher_settings.signals.sightings_topic
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claim = volumes[mounts[settings.signals.state_dir]]["persistentVolumeClaim"]["claimName"]
+    assert ("PersistentVolumeClaim", claim) in manifests
+    assert all(path in mounts for path in settings.rules.paths), "the signal blocks come from the rules ConfigMap"
+    assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_feeds_sync_runs_before_the_pollers_and_on_a_schedule_from_the_same_config(tmp_path):
@@ -362,9 +385,14 @@ def test_feeds_sync_runs_before_the_pollers_and_on_a_schedule_from_the_same_conf
 def test_compose_cluster_profile_runs_feeds_sync_once_then_two_pollers_and_two_matchers():
     compose = _compose()
     services = {name: s for name, s in compose["services"].items() if "cluster" in s.get("profiles", [])}
-    assert set(services) == {"feeds-sync", "poller-1", "poller-2", "matcher-1", "matcher-2"}
+    assert set(services) == {"feeds-sync", "poller-1", "poller-2", "matcher-1", "matcher-2", "signals"}
     assert "--scale monitor=0" in (ROOT / "docker-compose.yml").read_text(), "the header says how to leave the single monitor out"
     sync = services.pop("feeds-sync")
+    signals = services.pop("signals")
+    assert signals["entrypoint"] == ["news-monitor", "signals"] and signals["depends_on"]["kafka"]["condition"] == "service_healthy"
+    signal_settings = _env_settings(dict(signals["environment"]), DEPLOY / "config" / "monitor.toml")
+    assert signal_settings.signals.source == "sightings" and signal_settings.signals.state_dir.startswith("/var/lib/news-monitor/")
+    assert "monitor-state:/var/lib/news-monitor" in signals["volumes"], "its state survives a restart"
     assert sync["entrypoint"] == ["news-monitor", "feeds", "sync"] and sync["restart"] == "no"
     instances, host_ports, partitions = set(), set(), set()
     for name, service in services.items():
@@ -384,6 +412,9 @@ def test_compose_cluster_profile_runs_feeds_sync_once_then_two_pollers_and_two_m
         host_ports.add(port.split(":")[1])
         mounts = {v.split(":")[1] for v in service["volumes"]}
         assert "/config" in mounts and (role == "poller" or set(settings.rules.paths) <= mounts)
+        if role == "matcher":
+            assert not settings.signals.enabled, "the signals service raises the signals, from every matcher's sightings"
+            assert settings.signals.sightings_topic == signal_settings.signals.sightings_topic
     sync_settings = _env_settings({k: v for k, v in sync["environment"].items()}, DEPLOY / "config" / "monitor.toml")
     assert len(instances) == 4 and len(host_ports) == 4, "each process its own instance id and status page"
     assert partitions == {sync_settings.kafka.topic_partitions} and min(partitions) >= 2, "the roles and feeds sync agree on partitions"
