@@ -13,7 +13,7 @@ from monitor.delivery.records import alert_record, build_alert, sighting_id_for,
 from monitor.model import Article, Burst, Match, Record, Rule, SignalArticle
 from monitor.signals import Signals
 from monitor.signals.feed import RuleBook, matches_of, sightings_of, signal_article
-from tests.support import validate_sighting
+from tests.support import ROOT, validate_sighting
 
 SUMMIT = Rule(id="summit", query="summit", topic="alerts.summit", severity="high", tags=("geo",))
 SANCTIONS = Rule(id="sanctions", query="sanctions", topic="alerts.sanctions")
@@ -117,3 +117,11 @@ def test_a_sighting_with_no_rule_a_bad_mode_or_an_unreadable_time_is_refused():
     assert sighting_problem({**good, "rules": [{**good["rules"][0], "mode": "loud"}]}) == "rules[0].mode is 'loud', not live or shadow"
     assert sighting_problem({**good, "detected_at": "yesterday"}) == "detected_at 'yesterday' is not a date-time"
     assert sighting_problem({**good, "article": {**good["article"], "id": ""}}) == "article.id is empty"
+
+
+def test_the_documented_sighting_is_one():
+    text = (ROOT / "docs" / "signals.md").read_text()
+    example = text.split("<!-- sighting-example -->\n```json\n", 1)[1].split("```", 1)[0]
+    document = orjson.loads(example)
+    validate_sighting(document)
+    assert sighting_problem(document) is None
