@@ -545,7 +545,7 @@ def _add_signals(commands: Any) -> None:
     signals = _command(
         commands,
         "signals",
-        "story signals from the alert topics, for matching in several processes (docs/signals.md)",
+        "story signals from the matchers' sightings, for matching in several processes (docs/signals.md)",
         "runs until SIGINT/SIGTERM; the daemon raises the same signals itself unless [signals] enabled = false\n"
         "exit codes: 0 stopped, 2 bad config, rules or state directory, 3 broker unreachable\n"
         "example:\n  news-monitor signals --config /etc/news-monitor/monitor.toml\n",

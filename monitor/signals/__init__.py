@@ -3,11 +3,11 @@
 :mod:`monitor.signals.outlet`  the outlet of an article (registrable domain, by the bundled Public Suffix List)
 :mod:`monitor.signals.detect`  the detectors of one rule and of stories, their state as JSON
 :mod:`monitor.signals.keeper`  every rule's and story's detectors, the journal and checkpoints, the charts
-:mod:`monitor.signals.feed`    sightings from an admitted batch (the daemon) and from alert records (the consumer)
+:mod:`monitor.signals.feed`    sightings from an admitted batch (the daemon), from sighting and alert records (the consumer)
 
 A core package: pure, no clock of its own, no Kafka, SQLite or network. The daemon feeds
 it in :mod:`monitor.matching`; ``news-monitor signals`` (:mod:`monitor.app.signals`)
-feeds it from the alert topics when matching runs in several processes.
+feeds it from the matchers' sightings when matching runs in several processes.
 """
 
 from monitor.signals.detect import Sighting, event_time
