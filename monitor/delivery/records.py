@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -45,6 +46,7 @@ from typing import Any
 
 import orjson
 
+from monitor.engine.loader import SEVERITIES
 from monitor.engine.text import SNIPPET_LIMIT
 from monitor.engine.text import snippet as text_snippet
 from monitor.language import language_tag
@@ -495,6 +497,8 @@ _SIGHTING_ARTICLE_FIELDS: dict[str, tuple[type, ...]] = {
     "id": (str,), "url": (str, _NONE), "title": (str,), "outlet": (str, _NONE), "published": (str, _NONE), "story_id": (str, _NONE),
 }  # fmt: skip
 _SIGHTING_RULE_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "topic": (str,), "severity": (str,), "tags": (list,), "mode": (str,)}
+#: A rule topic a signal can be published under (``<topic>.shadow.signals`` at most 249 characters).
+_SIGHTING_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,234}")
 
 
 def sighting_problem(document: Any) -> str | None:
@@ -519,10 +523,14 @@ def sighting_problem(document: Any) -> str | None:
         problem = _field_problem(rule, _SIGHTING_RULE_FIELDS, f"rules[{index}].")
         if problem is not None:
             return problem
-        if not rule["id"] or not rule["topic"]:
-            return f"rules[{index}] has an empty id or topic"
+        if not rule["id"]:
+            return f"rules[{index}].id is empty"
+        if not _SIGHTING_TOPIC.fullmatch(rule["topic"]):
+            return f"rules[{index}].topic {rule['topic']!r} is not a Kafka topic name (with room for .shadow.signals)"
         if rule["mode"] not in ("live", "shadow"):
             return f"rules[{index}].mode is {rule['mode']!r}, not live or shadow"
+        if rule["severity"] not in SEVERITIES:
+            return f"rules[{index}].severity is {rule['severity']!r}, not one of {', '.join(SEVERITIES)}"
     for name, value in (("detected_at", document["detected_at"]), ("article.published", document["article"]["published"])):
         if value is not None and _parse_seconds(value) is None:
             return f"{name} {value!r} is not a date-time"

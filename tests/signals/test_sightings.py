@@ -117,6 +117,9 @@ def test_a_sighting_with_no_rule_a_bad_mode_or_an_unreadable_time_is_refused():
     assert sighting_problem({**good, "rules": [{**good["rules"][0], "mode": "loud"}]}) == "rules[0].mode is 'loud', not live or shadow"
     assert sighting_problem({**good, "detected_at": "yesterday"}) == "detected_at 'yesterday' is not a date-time"
     assert sighting_problem({**good, "article": {**good["article"], "id": ""}}) == "article.id is empty"
+    rule = good["rules"][0]
+    assert sighting_problem({**good, "rules": [{**rule, "topic": "alerts/../x"}]}).startswith("rules[0].topic 'alerts/../x' is not a Kafka topic")
+    assert sighting_problem({**good, "rules": [{**rule, "severity": "loud"}]}).startswith("rules[0].severity is 'loud', not one of info")
 
 
 def test_the_documented_sighting_is_one():
