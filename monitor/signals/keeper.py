@@ -80,15 +80,17 @@ class Signals:
         #: Rule id -> its burst, its spike detector (the tracks' own, for the hot path).
         self.bursts: dict[str, BurstState] = {}
         self.spikes: dict[str, SpikeState] = {}
-        #: id() of each rule object :meth:`watch` was given -> its burst detector or None.
-        self._by_object: dict[int, BurstState | None] = {}
+        #: Id of each rule :meth:`watch` follows -> its burst detector or None (the hot
+        #: path's one look-up per rule; keyed by the id strings of the rules it was given).
+        self._watched: dict[str, BurstState | None] = {}
         self.escalations = Escalations(levels, story_ttl)
         #: Rule id -> signals raised since start, by kind (for metrics and the status page).
         self.raised: dict[str, dict[str, int]] = {}
         #: Matching articles per rule and hour, and the rules' latest signals (the charts).
         self.hourly = Hourly()
         self._rules: dict[str, Rule] = {}
-        #: Ids of the rules counted since the last checkpoint (a set update per article).
+        #: Ids of the rules whose detectors changed since the last checkpoint (a sighting
+        #: stopped at a burst's floor changes nothing).
         self._dirty: set[str] = set()
         self._urgent: set[str] = set()
         #: Rules whose latest signals changed since they were last written (``marks:<rule id>``).
@@ -96,9 +98,11 @@ class Signals:
         self._stories: set[str] = set()
         self._urgent_stories: set[str] = set()
         self._gone: set[str] = set()
-        #: Articles since the last flush: (detected, id, url, title, outlet, published, story id, [rule ids]).
-        self._journal: list[tuple[Any, ...]] = []
-        #: Hour -> the rule ids of each article not yet counted (see :meth:`_pending`).
+        #: Articles since the last flush: (detected, article, rules), serialised at the flush.
+        self._journal: list[tuple[float, SignalArticle, Sequence[Rule]]] = []
+        #: How many of them are counted by the hour (see :meth:`_pending`).
+        self._counted_rows = 0
+        #: Hour -> the rule ids of each replayed article not yet counted.
         self._uncounted: dict[int, list[list[str]]] = {}
         self._seq = 0
         self._journal_keys: list[str] = []
@@ -134,8 +138,7 @@ class Signals:
             del self.hourly.marks[rule_id]
             self._gone.add(f"marks:{rule_id}")
         self._saved.clear()
-        # self._rules keeps these rule objects alive, so their id()s are not reused.
-        self._by_object = {id(rule): self.bursts.get(rule.id) for rule in self._rules.values()}
+        self._watched = {rule_id: self.bursts.get(rule_id) for rule_id in self._rules}
         if self._replay:
             self._replay_journal(now)
 
@@ -211,30 +214,33 @@ class Signals:
             published = None
         late = detected + CLOCK_SKEW
         if journal:
-            self._note(article, rules, detected, published, late)
-        tracks, spikes, by_object = self.tracks, self.spikes, self._by_object
+            # The rules are kept as given (not copied): the row is serialised at the flush.
+            self._journal.append((detected, article, rules))
+        watched, spikes, dirty = self._watched, self.spikes, self._dirty
         for rule in rules:
-            # By the rule object watch() was given (no look at the rule's id: fewer cache misses).
-            burst = by_object.get(id(rule), _UNSEEN)
+            rule_id = rule.id
+            burst = watched.get(rule_id, _UNSEEN)
             if burst is _UNSEEN:
-                burst = self.bursts.get(rule.id)
-                if burst is None and (rule.burst is not None or rule.spike is not None) and rule.id not in tracks:
-                    burst = self._track(rule, now).burst  # a rule :meth:`watch` did not see
+                burst = self._unseen(rule, now)
             if burst is not None:
-                t = published if published is not None and detected - burst.window <= published <= late else detected
-                # Most sightings of a rule in its cool-down stop at the floor, without a call.
-                entries = burst.add(article, t) if t >= burst.floor else None
-                if entries is not None:
-                    raised = raised or []
-                    raised.append(self._raise(rule.id, signal_of("burst", f"{entries[0][0]:.3f}", rule, entries, now)))
-            spike = spikes.get(rule.id) if spikes else None
-            if spike is not None:
-                window = spike.spec.window
-                t = published if published is not None and detected - window <= published <= late else detected
-                signal = spike.add(rule, article, t, now)
-                if signal is not None:
-                    raised = raised or []
-                    raised.append(self._raise(rule.id, signal))
+                t = detected if published is None else published if detected - burst.window <= published <= late else detected
+                # Most sightings of a rule in its cool-down stop at the floor: nothing changes.
+                if t >= burst.floor:
+                    dirty.add(rule_id)
+                    entries = burst.add(article, t)
+                    if entries is not None:
+                        raised = raised or []
+                        raised.append(self._raise(rule_id, signal_of("burst", f"{entries[0][0]:.3f}", rule, entries, now)))
+            if spikes:
+                spike = spikes.get(rule_id)
+                if spike is not None:
+                    dirty.add(rule_id)
+                    window = spike.spec.window
+                    t = published if published is not None and detected - window <= published <= late else detected
+                    signal = spike.add(rule, article, t, now)
+                    if signal is not None:
+                        raised = raised or []
+                        raised.append(self._raise(rule_id, signal))
         if article.story_id is not None and self.escalations.levels:
             escalations = self._escalate(article, rules, detected, now)
             if escalations:
@@ -243,17 +249,13 @@ class Signals:
             raised, self._held = self._held + (raised or []), []
         return raised or ()
 
-    def _note(self, article: SignalArticle, rules: Sequence[Rule], detected: float, published: float | None, late: float) -> None:
-        """The article's journal row, and its rules uncounted in the chart's hour."""
-        ids = list(map(_ID, rules))
-        self._journal.append((detected, article.id, article.url, article.title, article.outlet, article.published, article.story_id, ids))
-        # The chart's hour: on the article's time when plausible within the chart's span.
-        hour = int((published if published is not None and detected - _CHART_WINDOW <= published <= late else detected) // _HOUR)
-        uncounted = self._uncounted.get(hour)
-        if uncounted is None:
-            self._uncounted[hour] = [ids]
-        else:
-            uncounted.append(ids)
+    def _unseen(self, rule: Rule, now: float) -> BurstState | None:
+        """The burst detector of a rule :meth:`watch` did not see (followed from now on if it
+        has blocks and no detectors yet)."""
+        burst = self.bursts.get(rule.id)
+        if burst is None and (rule.burst is not None or rule.spike is not None) and rule.id not in self.tracks:
+            burst = self._track(rule, now).burst
+        return burst
 
     def _escalate(self, article: SignalArticle, rules: Sequence[Rule], detected: float, now: float) -> list[Signal]:
         story_id = article.story_id
@@ -276,13 +278,27 @@ class Signals:
         return signal
 
     def _pending(self) -> None:
-        """Count the articles since the last call into the hourly counts and the rules
-        changed since the last checkpoint (before a flush, a checkpoint, a chart): one
-        counter update per hour, not per article."""
-        for hour, lists in self._uncounted.items():
+        """Count the articles since the last call into the hourly counts (before a flush, a
+        checkpoint, a chart): one counter update per hour, not per article."""
+        uncounted, self._uncounted = self._uncounted, {}
+        rows = self._journal
+        if self._counted_rows < len(rows):
+            hours: dict[int, list[Sequence[Rule]]] = {}
+            for detected, article, rules in rows[self._counted_rows :]:
+                # The chart's hour: on the article's time when plausible within the chart's span.
+                published = article.published
+                t = published if published is not None and detected - _CHART_WINDOW <= published <= detected + CLOCK_SKEW else detected
+                hour = int(t // _HOUR)
+                group = hours.get(hour)
+                if group is None:
+                    hours[hour] = [rules]
+                else:
+                    group.append(rules)
+            self._counted_rows = len(rows)
+            for hour, groups in hours.items():
+                self.hourly.count(hour, map(_ID, chain.from_iterable(groups)))
+        for hour, lists in uncounted.items():
             self.hourly.count(hour, chain.from_iterable(lists))
-            self._dirty.update(chain.from_iterable(lists))
-        self._uncounted = {}
 
     def _count(self, signal: Signal) -> None:
         counts = self.raised.setdefault(signal.rule_id, {})
@@ -325,13 +341,14 @@ class Signals:
         if checkpoint:
             # The states written below cover these articles: no journal entry for them.
             self._seq += 1
-            self._journal = []
+            self._journal, self._counted_rows = [], 0
         elif self._journal and now is not None and (urgent or now >= self._next_flush):
             self._seq += 1
             key = f"journal:{self._seq:012d}"
-            out.append((key, orjson.dumps(self._journal)))
+            rows = [(d, a.id, a.url, a.title, a.outlet, a.published, a.story_id, [r.id for r in rules]) for d, a, rules in self._journal]
+            out.append((key, orjson.dumps(rows)))
             self._journal_keys.append(key)
-            self._journal = []
+            self._journal, self._counted_rows = [], 0
         if now is not None and now >= self._next_flush:
             self._next_flush = now + self.flush_interval
         if checkpoint:
