@@ -96,6 +96,7 @@ def event_time(published: float | None, detected: float, window: float) -> float
 #: A kept sighting: (its time, the article). The article is shared by every rule it matched.
 Entry = tuple[float, SignalArticle]
 _TIME = itemgetter(0)
+_NEG_INF = -math.inf
 
 
 def _article_list(article: SignalArticle) -> list[Any]:
@@ -148,7 +149,7 @@ class BurstState:
     sees a new article once; :meth:`Signals.observe` drops repeats; a replay of the journal
     starts after the saved state)."""
 
-    __slots__ = ("entries", "fired", "floor", "latest", "min_outlets", "oldest", "outlets", "prune_at", "quiet_until", "spec", "window")
+    __slots__ = ("entries", "fired", "floor", "latest", "min_outlets", "outlets", "prune_at", "quiet_until", "spec", "window")
 
     def __init__(self, spec: Burst) -> None:
         self.spec = spec
@@ -156,14 +157,14 @@ class BurstState:
         self.min_outlets = spec.min_outlets
         self.entries: list[Entry] = []
         self.outlets: defaultdict[str, int] = defaultdict(int)
-        self.latest = -math.inf
-        self.oldest = math.inf
+        # One shared -inf: a detector's untouched times cost no memory reads of their own.
+        self.latest = _NEG_INF
         self.prune_at = 16
         #: The time of the last burst (its latest article's), None before the first; the end of its cool-down.
         self.fired: float | None = None
-        self.quiet_until = -math.inf
+        self.quiet_until = _NEG_INF
         #: Sightings before this time cannot be part of a burst (see :meth:`add`).
-        self.floor = -math.inf
+        self.floor = _NEG_INF
 
     def add(self, article: SignalArticle, t: float) -> list[Entry] | None:
         """Count one sighting at ``t``; the entries of the burst it completes, oldest first.
@@ -176,9 +177,8 @@ class BurstState:
         entries.append((t, article))
         if t > self.latest:
             self.latest = t
-            self.floor = max(t, self.quiet_until) - self.window
-        if t < self.oldest:
-            self.oldest = t
+            quiet_until = self.quiet_until
+            self.floor = (t if t > quiet_until else quiet_until) - self.window
         outlet = article.outlet
         if outlet is not None:
             outlets = self.outlets
@@ -198,12 +198,12 @@ class BurstState:
             if article.outlet is not None:
                 outlets[article.outlet] += 1
         self.outlets = outlets
-        self.oldest = min(map(_TIME, kept), default=math.inf)
         self.prune_at = max(16, 2 * len(kept))
 
     def _check(self) -> list[Entry] | None:
         spec = self.spec
-        if self.oldest < self.latest - spec.window or len(self.entries) > MAX_KEPT:
+        # The oldest sighting is looked for here only (not kept up to date by every add).
+        if len(self.entries) > MAX_KEPT or min(map(_TIME, self.entries)) < self.latest - spec.window:
             self._prune()
             if len(self.outlets) < spec.min_outlets:
                 return None
@@ -212,7 +212,7 @@ class BurstState:
         self.quiet_until = self.latest + spec.cooldown
         self.floor = self.quiet_until - self.window
         # The next burst needs outlets of its own: these are spent.
-        self.entries, self.outlets, self.oldest, self.prune_at = [], defaultdict(int), math.inf, 16
+        self.entries, self.outlets, self.prune_at = [], defaultdict(int), 16
         return ordered
 
     def dump(self) -> dict[str, Any]:

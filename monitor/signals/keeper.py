@@ -11,6 +11,7 @@ at a checkpoint every changed state (the journal it covers deleted).
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -83,6 +84,11 @@ class Signals:
         #: Id of each rule :meth:`watch` follows -> its burst detector or None (the hot
         #: path's one look-up per rule; keyed by the id strings of the rules it was given).
         self._watched: dict[str, BurstState | None] = {}
+        #: Rules whose burst detector no sighting can reach before its floor (a cool-down),
+        #: passed over without a look at their detector; and their floors as a heap of
+        #: (floor, rule id), the first to thaw on top (see :meth:`_freeze`).
+        self._frozen: set[str] = set()
+        self._thaws: list[tuple[float, str]] = []
         self.escalations = Escalations(levels, story_ttl)
         #: Rule id -> signals raised since start, by kind (for metrics and the status page).
         self.raised: dict[str, dict[str, int]] = {}
@@ -139,6 +145,7 @@ class Signals:
             self._gone.add(f"marks:{rule_id}")
         self._saved.clear()
         self._watched = {rule_id: self.bursts.get(rule_id) for rule_id in self._rules}
+        self._frozen, self._thaws = set(), []
         if self._replay:
             self._replay_journal(now)
 
@@ -216,21 +223,26 @@ class Signals:
         if journal:
             # The rules are kept as given (not copied): the row is serialised at the flush.
             self._journal.append((detected, article, rules))
-        watched, spikes, dirty = self._watched, self.spikes, self._dirty
+        thaws = self._thaws
+        if thaws and thaws[0][0] <= late:
+            self._thaw(late)
+        watched, spikes, dirty, frozen = self._watched, self.spikes, self._dirty, self._frozen
         for rule in rules:
             rule_id = rule.id
-            burst = watched.get(rule_id, _UNSEEN)
+            # Most sightings of a busy rule fall in its cool-down: one set look-up.
+            burst = None if rule_id in frozen else watched.get(rule_id, _UNSEEN)
             if burst is _UNSEEN:
                 burst = self._unseen(rule, now)
             if burst is not None:
                 t = detected if published is None else published if detected - burst.window <= published <= late else detected
-                # Most sightings of a rule in its cool-down stop at the floor: nothing changes.
                 if t >= burst.floor:
                     dirty.add(rule_id)
                     entries = burst.add(article, t)
                     if entries is not None:
                         raised = raised or []
                         raised.append(self._raise(rule_id, signal_of("burst", f"{entries[0][0]:.3f}", rule, entries, now)))
+                elif burst.floor > late:
+                    self._freeze(rule_id, burst.floor)
             if spikes:
                 spike = spikes.get(rule_id)
                 if spike is not None:
@@ -248,6 +260,20 @@ class Signals:
         if self._held:
             raised, self._held = self._held + (raised or []), []
         return raised or ()
+
+    def _freeze(self, rule_id: str, floor: float) -> None:
+        """Pass over the rule's burst detector until an article's latest plausible time
+        (detection and :data:`CLOCK_SKEW`) reaches ``floor``: every sighting before is below
+        it, which the detector would refuse. A frozen detector's floor stays put (only an
+        added sighting, a burst or :meth:`watch` move it; :meth:`watch` thaws all)."""
+        self._frozen.add(rule_id)
+        heapq.heappush(self._thaws, (floor, rule_id))
+
+    def _thaw(self, late: float) -> None:
+        """Follow again the rules whose floor a sighting at ``late`` or before can reach."""
+        thaws, frozen = self._thaws, self._frozen
+        while thaws and thaws[0][0] <= late:
+            frozen.discard(heapq.heappop(thaws)[1])
 
     def _unseen(self, rule: Rule, now: float) -> BurstState | None:
         """The burst detector of a rule :meth:`watch` did not see (followed from now on if it
