@@ -371,7 +371,7 @@ class Signals:
         elif self._journal and now is not None and (urgent or now >= self._next_flush):
             self._seq += 1
             key = f"journal:{self._seq:012d}"
-            rows = [(d, a.id, a.url, a.title, a.outlet, a.published, a.story_id, [r.id for r in rules]) for d, a, rules in self._journal]
+            rows = [(d, a.id, a.url, a.title, a.outlet, a.published, a.story_id, list(map(_ID, rules))) for d, a, rules in self._journal]
             out.append((key, orjson.dumps(rows)))
             self._journal_keys.append(key)
             self._journal, self._counted_rows = [], 0
