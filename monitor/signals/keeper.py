@@ -2,11 +2,13 @@
 
 :class:`Signals` is what the daemon, a matcher and ``news-monitor signals`` hold. Its hot
 path, :meth:`Signals.observe_article`, runs once per admitted article with the rules that
-matched it: one hourly count of their ids (a C-level counter update for all of them), and
-per rule with a ``burst:`` block an entry in its window and an outlet counter; nothing is
-serialised there. :meth:`Signals.changes` says what to
-save: the journal of articles since the last flush, the states that raised a signal, and
-at a checkpoint every changed state (the journal it covers deleted).
+matched it: a journal row holding the article and its rules, and per rule one set look-up
+(a rule in a cool-down stops there) or one dictionary look-up, a compare with its burst
+detector's floor and perhaps an entry in its window and an outlet counter; nothing is
+serialised there. :meth:`Signals.changes` says what to save: the journal of articles
+since the last flush (its rows serialised and counted by the hour there, one counter
+update per hour), the states that raised a signal, and at a checkpoint every state
+changed since the last one (the journal it covers deleted).
 """
 
 from __future__ import annotations
@@ -210,11 +212,13 @@ class Signals:
         """The signals one new article raises, matched by ``rules`` and detected at ``detected``
         (``journal=False``: neither journalled nor counted by the hour, as in a replay or a backtest).
 
-        The hot path (docs/signals.md, "Cost"): per article a journal row (the hourly
-        counts are taken from the journal at each flush); per rule a dictionary lookup and,
-        with a ``burst:`` block, an entry in its window and an outlet counter. A rule's
-        blocks are those :meth:`watch` saw (a rule met first here is followed with the
-        blocks it has)."""
+        The hot path (docs/signals.md, "Cost"): per article a journal row that holds
+        ``article`` and ``rules`` as given until the next flush (neither may be changed
+        after the call; the hourly counts are taken from the rows there); per rule one set
+        look-up (a rule in a cool-down that no sighting of this article can end stops
+        there) or one dictionary look-up and, with a ``burst:`` block, a compare with its
+        floor and perhaps an entry in its window and an outlet counter. A rule's blocks are
+        those :meth:`watch` saw (a rule met first here is followed with the blocks it has)."""
         raised: list[Signal] | None = None
         published = article.published
         if published is not None and not math.isfinite(published):
