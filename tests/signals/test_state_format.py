@@ -67,7 +67,11 @@ def test_state_saved_by_the_previous_release_restores_whole() -> None:
     quake = signals.chart("quake", now)
     assert quake is not None and quake.counts[-1] == 1 and sum(quake.counts) == 8
     # summit's burst state covers journal 3 and 4 and its cool-down holds through journal 5.
-    raised = [s.kind for i, o in enumerate(["x.com", "y.com", "z.com"]) for s in signals.observe_article(article(i, o, now + i), [BURST], now + i, now + i)]
+    raised = [
+        s.kind
+        for i, o in enumerate(["x.com", "y.com", "z.com"])
+        for s in signals.observe_article(article(i, o, now + i), [BURST], now + i, now + i)
+    ]
     assert raised == []
     # quake's spike state: a baseline of one an hour, and journal 5's article in the window:
     # two more make three, three times the average.
@@ -78,7 +82,11 @@ def test_state_saved_by_the_previous_release_restores_whole() -> None:
     levels = []
     for i, outlet in enumerate(["e.com", "f.com", "g.com", "h.com", "i.com", "j.com"]):
         t = now + 20 + i
-        levels += [(s.rule_id, s.level) for s in signals.observe_article(article(20 + i, outlet, t, "story-1"), [BURST], t, t) if s.kind == "escalation"]
+        levels += [
+            (s.rule_id, s.level)
+            for s in signals.observe_article(article(20 + i, outlet, t, "story-1"), [BURST], t, t)
+            if s.kind == "escalation"
+        ]
     assert sorted(levels) == [("quake", 10), ("summit", 10)]
 
 
@@ -98,7 +106,11 @@ def test_the_journal_is_written_as_before() -> None:
 
 def _after_a_burst(signals: Signals) -> float:
     """A burst of summit; the floor of its cool-down (before it no sighting is kept)."""
-    raised = [s for i, o in enumerate(["a.com", "b.com", "c.com"]) for s in signals.observe_article(article(i, o, T0 + i), [BURST], T0 + i, T0 + i)]
+    raised = [
+        s
+        for i, o in enumerate(["a.com", "b.com", "c.com"])
+        for s in signals.observe_article(article(i, o, T0 + i), [BURST], T0 + i, T0 + i)
+    ]
     assert [s.kind for s in raised] == ["burst"]
     return T0 + 2 + 6 * HOUR - 1800.0
 
