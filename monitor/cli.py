@@ -364,6 +364,13 @@ def _print_summary(summary: RunSummary, out: TextIO) -> None:
     out.write(f"alerts:         {total} raised, {summary.published} acknowledged by Kafka\n")
     for topic, count in sorted(summary.alerts_by_topic.items()):
         out.write(f"  {topic:<28} {count}\n")
+    if summary.signals or summary.signals_published:
+        out.write(f"signals:        {sum(summary.signals.values())} raised, {summary.signals_published} acknowledged by Kafka\n")
+        kinds: dict[str, list[str]] = {}
+        for (topic, kind), count in sorted(summary.signals.items()):
+            kinds.setdefault(topic, []).append(f"{kind} {count}")
+        for topic, counts in kinds.items():
+            out.write(f"  {topic:<28} {', '.join(counts)}\n")
     if summary.dead_lettered:
         out.write(f"dead-lettered:  {summary.dead_lettered} (on the dead-letter topic, with the reason in dlq_reason)\n")
     if summary.abandoned:

@@ -31,7 +31,7 @@ from monitor.feeds.state import FeedState, FeedStates
 from monitor.fetch import FeedHttpError, FetchResult, Transport, Validators, error_kind
 from monitor.log import get_logger
 from monitor.matching import ArticleStore, Matcher, Matching, Sink
-from monitor.model import Alert, Article, Feed
+from monitor.model import Alert, Article, Feed, Signal
 from monitor.parse import ParsedFeed
 from monitor.signals import Signals
 from monitor.websub.discovery import PushLinks, discover
@@ -83,6 +83,8 @@ class PollReport:
     updated: int = 0
     duplicates: int = 0
     alerts: list[Alert] = field(default_factory=list)
+    #: Story signals the poll's articles raised (docs/signals.md).
+    signals: list[Signal] = field(default_factory=list)
     error: str | None = None
     warning: str | None = None
     elapsed: float = 0.0
@@ -331,6 +333,7 @@ def _report(feed: Feed, state: FeedState, max_age: float | None, parsed: ParsedF
         updated=admission.count(Verdict.UPDATED),
         duplicates=admission.count(Verdict.DUPLICATE),
         alerts=admission.alerts,
+        signals=admission.signals,
         warning=parsed.warning,
         state=state,
         links_dropped=parsed.links_dropped,

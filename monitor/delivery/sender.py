@@ -13,6 +13,8 @@ from monitor.errors import PublishError, RecordRefused, RecordRejected
 from monitor.log import get_logger
 from monitor.model import Record
 
+_SIGNAL_TYPE = b"news.signal."
+
 __all__ = ["DeliveryStats", "Publisher", "Sender"]
 
 log = get_logger("delivery")
@@ -33,6 +35,8 @@ class DeliveryStats:
     """Counters for metrics and the run summary."""
 
     published: int = 0
+    #: Of those, story signals (``ce_type`` ``news.signal.<kind>.v1``).
+    signals_published: int = 0
     failed_attempts: int = 0
     dead_lettered: int = 0
     #: Records given up on in this run and left in the outbox (the dead-letter topic
@@ -46,6 +50,11 @@ class DeliveryStats:
     last_error: str | None = None
     #: Seconds from submit to acknowledgement, last value (for metrics).
     last_latency: float = 0.0
+
+
+def _is_signal(record: Record) -> bool:
+    """Whether ``record`` is a story signal (by its CloudEvents type)."""
+    return any(name == "ce_type" and value.startswith(_SIGNAL_TYPE) for name, value in record.headers)
 
 
 class Sender:
@@ -151,6 +160,8 @@ class Sender:
         """Kafka acknowledged ``record``, ``latency`` seconds after it was queued."""
         self.mark_healthy()
         self.stats.published += 1
+        if _is_signal(record):
+            self.stats.signals_published += 1
         self.stats.by_topic[record.topic] = self.stats.by_topic.get(record.topic, 0) + 1
         self.stats.last_latency = latency
         log.info("alert.published", topic=record.topic, alert_id=record.alert_id, article_id=record.article_id)

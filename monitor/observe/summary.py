@@ -39,6 +39,8 @@ class RunSummary:
     duplicates: int = 0
     #: Alerts raised, by (rule id, topic).
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Story signals raised, by (topic, kind).
+    signals: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: Records left in the outbox when the run ended (sent at the next start).
     undelivered: int = 0
     #: WebSub pushes that went through the pipeline (not counted as polls), and those that did not parse.
@@ -60,6 +62,8 @@ class RunSummary:
             self.failed.append((report.feed.url, report.error))
         for alert in report.alerts:
             self.alerts[alert.rule_id, alert.topic] += 1
+        for signal in report.signals:
+            self.signals[signal.topic, signal.kind] += 1
 
     def add_push(self, report: PollReport) -> None:
         """Count one pushed body (a poll's counts but ``polls`` and ``unchanged``)."""
@@ -70,6 +74,8 @@ class RunSummary:
             self.push_failures += 1
         for alert in report.alerts:
             self.alerts[alert.rule_id, alert.topic] += 1
+        for signal in report.signals:
+            self.signals[signal.topic, signal.kind] += 1
 
     def store_failed(self, url: str, error: StoreError) -> None:
         """A poll the state store failed (its feed is polled again later)."""
@@ -96,10 +102,15 @@ class RunSummary:
 
     @property
     def published(self) -> int:
-        """Records Kafka acknowledged, feed-health events aside."""
+        """Alerts Kafka acknowledged (feed-health events and story signals aside)."""
         if self.delivery is None:
             return 0
-        return self.delivery.published - self.delivery.by_topic.get(self.health_topic, 0)
+        return self.delivery.published - self.delivery.by_topic.get(self.health_topic, 0) - self.delivery.signals_published
+
+    @property
+    def signals_published(self) -> int:
+        """Story signals Kafka acknowledged."""
+        return self.delivery.signals_published if self.delivery is not None else 0
 
     @property
     def dead_lettered(self) -> int:

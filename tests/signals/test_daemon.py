@@ -5,6 +5,7 @@ Each ``run --once`` is a restart: the detectors' state comes back from the state
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from monitor.cli import _print_summary
 from monitor.worker import Monitor
 from tests.support import FeedServer, make_settings, read_topic, validate_signal
 
@@ -70,7 +72,7 @@ async def test_three_outlets_burst_once_across_restarts_and_one_outlet_never(bro
         (f"urn:{word}:1", "https://www.bbc.co.uk/news/1", f"{word} one", f"{word} first"),
         (f"urn:{word}:2", "https://www.lemonde.fr/a/2", f"{word} two", f"{word} second"),
     ]
-    counted = []
+    counted, printed = [], []
     for added in [(), ((f"urn:{word}:3", "https://uk.reuters.com/x/3", f"{word} three", f"{word} third"),),
                   ((f"urn:{word}:4", "https://apnews.com/4", f"{word} four", f"{word} fourth"),)]:  # fmt: skip
         items.extend(added)
@@ -79,8 +81,19 @@ async def test_three_outlets_burst_once_across_restarts_and_one_outlet_never(bro
         summary = await monitor.run(once=True, handle_signals=False)
         assert not summary.failed and summary.undelivered == 0
         counted.append(f'news_monitor_signals_total{{kind="burst",rule="burst-{word}"}} 1.0' in monitor.observer.metrics.render().decode())
+        out = io.StringIO()
+        _print_summary(summary, out)
+        printed.append(out.getvalue().splitlines())
     # /metrics counts the burst in the run that raised it.
     assert counted == [False, True, False]
+    # So does run --once's summary, apart from the alerts.
+    assert printed[1][2:] == [
+        "alerts:         1 raised, 1 acknowledged by Kafka",
+        f"  {topic:<28} 1",
+        "signals:        1 raised, 1 acknowledged by Kafka",
+        f"  {topic + '.signals':<28} burst 1",
+    ]
+    assert not [line for line in printed[0] + printed[2] if line.startswith("signals:")]
 
     # The lone rule's signals would be on the same topic: there are none.
     bursts = await _signals(broker.bootstrap_servers, topic)
