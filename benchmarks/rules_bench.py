@@ -162,7 +162,9 @@ def rates(seconds: float, articles: list[Article]) -> tuple[float, float]:
 
 def interleaved(cells: dict[str, Callable], articles: list[Article], passes: int) -> dict[str, list[float]]:
     """CPU seconds per pass for every cell, the cells run round-robin, the order rotated
-    every round so that no cell always runs first (cold caches) or last."""
+    every round so that no cell always runs first (cold caches) or last, and reversed every
+    other round so that no cell always follows the same one (a cell after one of the same
+    rule set finds its caches warm; the best pass of each then has had that chance)."""
     names = list(cells)
     times: dict[str, list[float]] = {name: [] for name in names}
     for name in names:  # warm-up: lazy evaluators, term caches, branch predictors
@@ -173,7 +175,8 @@ def interleaved(cells: dict[str, Callable], articles: list[Article], passes: int
     gc.freeze()
     for round_index in range(passes):
         shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+        order = names[shift:] + names[:shift]
+        for name in order if round_index % 2 == 0 else order[::-1]:
             times[name].append(cpu_pass(cells[name], articles))
     gc.unfreeze()
     return times
