@@ -1225,11 +1225,7 @@ def _validate_sightings(settings: Settings, loc: SourceLocation) -> None:
         )  # fmt: skip
     topic = signals.sightings_topic
     if not topic:
-        if signals.source == "sightings":
-            raise ConfigError(
-                '[signals] source = "sightings" needs a sightings_topic', location=loc,
-                hint='sightings_topic = "news.sightings", or source = "alerts" with matchers that publish no sightings',
-            )  # fmt: skip
+        # Matchers then publish none; only news-monitor signals needs one to read (SignalsProcess).
         return
     if not _TOPIC.fullmatch(topic) or topic in {".", ".."}:
         raise ConfigError(

@@ -297,3 +297,13 @@ def test_websub_is_off_by_default_and_every_key_comes_from_the_environment_too(t
 def test_websub_values_are_checked(tmp_path, text, problem):
     with pytest.raises(ConfigError, match=problem):
         load_settings(_write(tmp_path, text), environ={})
+
+
+def test_an_empty_sightings_topic_is_for_the_matchers_and_only_news_monitor_signals_needs_one(tmp_path):
+    from monitor.app.signals import SignalsProcess
+
+    config = _write(tmp_path, '[kafka]\nbootstrap_servers = "127.0.0.1:9"\n[signals]\nsightings_topic = ""\n')
+    settings = load_settings(config, environ={})
+    assert settings.signals.sightings_topic == "" and settings.signals.source == "sightings"
+    with pytest.raises(ConfigError, match='source = "sightings" needs a sightings_topic'):
+        SignalsProcess(settings)

@@ -90,6 +90,11 @@ class SignalsProcess:
                 "signals needs a running broker; the embedded one lives only as long as 'run'",
                 hint="point [kafka] bootstrap_servers (NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS) at the monitor's broker",
             )
+        if settings.signals.source == "sightings" and not settings.signals.sightings_topic:
+            raise ConfigError(
+                '[signals] source = "sightings" needs a sightings_topic',
+                hint='sightings_topic = "news.sightings", or source = "alerts" with matchers that publish no sightings',
+            )  # fmt: skip
         self.clock = clock
         self.stop_event = asyncio.Event()
         #: Signals published by this process.

@@ -499,6 +499,7 @@ _SIGHTING_ARTICLE_FIELDS: dict[str, tuple[type, ...]] = {
 _SIGHTING_RULE_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "topic": (str,), "severity": (str,), "tags": (list,), "mode": (str,)}
 #: A rule topic a signal can be published under (``<topic>.shadow.signals`` at most 249 characters).
 _SIGHTING_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,234}")
+_SIGHTING_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def sighting_problem(document: Any) -> str | None:
@@ -513,8 +514,14 @@ def sighting_problem(document: Any) -> str | None:
     problem = _field_problem(document, _SIGHTING_FIELDS, "") or _field_problem(document["article"], _SIGHTING_ARTICLE_FIELDS, "article.")
     if problem is not None:
         return problem
+    if not _SIGHTING_ID.fullmatch(document["sighting_id"]):
+        return f"sighting_id {document['sighting_id']!r} is not 32 lower-case hex digits"
     if not document["article"]["id"]:
         return "article.id is empty"
+    url = document["article"]["url"]
+    if url is not None and not url.startswith(("http://", "https://")):
+        # Signals name their articles' links: only http(s) ones are ever published.
+        return "article.url is not an http(s) link"
     if not document["rules"]:
         return "rules is empty"
     for index, rule in enumerate(document["rules"]):
@@ -529,6 +536,8 @@ def sighting_problem(document: Any) -> str | None:
             return f"rules[{index}].topic {rule['topic']!r} is not a Kafka topic name (with room for .shadow.signals)"
         if rule["mode"] not in ("live", "shadow"):
             return f"rules[{index}].mode is {rule['mode']!r}, not live or shadow"
+        if not all(isinstance(tag, str) for tag in rule["tags"]):
+            return f"rules[{index}].tags has an item that is not a string"
         if rule["severity"] not in SEVERITIES:
             return f"rules[{index}].severity is {rule['severity']!r}, not one of {', '.join(SEVERITIES)}"
     for name, value in (("detected_at", document["detected_at"]), ("article.published", document["article"]["published"])):

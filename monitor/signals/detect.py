@@ -149,7 +149,7 @@ class BurstState:
     sees a new article once; :meth:`Signals.observe` drops repeats; a replay of the journal
     starts after the saved state)."""
 
-    __slots__ = ("entries", "fired", "floor", "latest", "min_outlets", "outlets", "prune_at", "quiet_until", "spec", "window")
+    __slots__ = ("entries", "fired", "floor", "latest", "min_outlets", "outlets", "prune_at", "quiet_until", "spec", "spent", "window")
 
     def __init__(self, spec: Burst) -> None:
         self.spec = spec
@@ -165,6 +165,9 @@ class BurstState:
         self.quiet_until = _NEG_INF
         #: Sightings before this time cannot be part of a burst (see :meth:`add`).
         self.floor = _NEG_INF
+        #: The article ids of the last burst: a sighting of one read again is not new (with a
+        #: cool-down shorter than the window it would be above the floor).
+        self.spent: frozenset[str] = frozenset()
 
     def add(self, article: SignalArticle, t: float) -> list[Entry] | None:
         """Count one sighting at ``t``; the entries of the burst it completes, oldest first.
@@ -211,12 +214,16 @@ class BurstState:
         self.fired = self.latest
         self.quiet_until = self.latest + spec.cooldown
         self.floor = self.quiet_until - self.window
+        self.spent = frozenset(a.id for _, a in ordered)
         # The next burst needs outlets of its own: these are spent.
         self.entries, self.outlets, self.prune_at = [], defaultdict(int), 16
         return ordered
 
     def dump(self) -> dict[str, Any]:
-        return {"spec": _spec(self.spec), "entries": dump_entries(self.entries), "latest": _num(self.latest), "fired": self.fired}
+        document = {"spec": _spec(self.spec), "entries": dump_entries(self.entries), "latest": _num(self.latest), "fired": self.fired}
+        if self.spent:
+            document["spent"] = sorted(self.spent)
+        return document
 
     @classmethod
     def load(cls, spec: Burst, document: dict[str, Any]) -> BurstState:
@@ -229,6 +236,9 @@ class BurstState:
         state.fired = document.get("fired")
         state.quiet_until = state.fired + spec.cooldown if state.fired is not None else -math.inf
         state.floor = max(state.latest, state.quiet_until) - spec.window
+        spent = document.get("spent")
+        if isinstance(spent, list):
+            state.spent = frozenset(str(article_id) for article_id in spent)
         return state
 
 

@@ -102,11 +102,12 @@ class RuleBook:
     mode) with the burst and spike blocks of the rule files' rule of that id."""
 
     def __init__(self, rules: Iterable[Rule]) -> None:
-        self._known = {rule.id: rule for rule in rules}
+        # A rule its files disable raises no burst or spike here, as in the daemon.
+        self._known = {rule.id: rule for rule in rules if rule.enabled}
         self._sighted: dict[tuple[Any, ...], Rule] = {}
 
     def get(self, rule_id: str) -> Rule | None:
-        """The rule files' rule with this id, or None."""
+        """The rule files' enabled rule with this id, or None."""
         return self._known.get(rule_id)
 
     def sighted(self, rule_id: str, topic: str, severity: str, tags: tuple[str, ...], mode: str) -> Rule:

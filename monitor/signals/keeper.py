@@ -202,7 +202,7 @@ class Signals:
 
     def _counted(self, rule_id: str, article_id: str) -> bool:
         burst, spike = self.bursts.get(rule_id), self.spikes.get(rule_id)
-        return (burst is not None and any(a.id == article_id for _, a in burst.entries)) or (
+        return (burst is not None and (article_id in burst.spent or any(a.id == article_id for _, a in burst.entries))) or (
             spike is not None and article_id in spike.recent
         )
 

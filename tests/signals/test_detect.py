@@ -236,3 +236,19 @@ def test_state_of_the_first_release_is_rewritten_in_the_step_that_deletes_it() -
     # Crash, restart from what the first write left: the cool-down holds.
     again = _restarted(store, T0 + 4)
     assert again.observe([seen(BURST, o, T0 + 4 + i) for i, o in enumerate(["d.com", "e.com", "f.com"])], T0 + 7) == []
+
+
+def test_sightings_of_a_burst_read_again_are_not_counted_again() -> None:
+    # A cool-down shorter than the window: the burst's own sightings lie above its new floor.
+    quick = Rule(id="quick", query="q", topic="alerts.quick", burst=Burst(min_outlets=2, window=1800.0, cooldown=600.0))
+    batch = [seen(quick, "a.com", T0), seen(quick, "b.com", T0 + 1)]
+    first = Signals()
+    first.watch([quick], T0)
+    assert [s.kind for s in first.observe(batch, T0 + 1)] == ["burst"]
+    # The consumer's state was saved, its offsets not committed: the batch is read again.
+    again = Signals()
+    again.restore((k, v) for k, v in first.changes() if v is not None)
+    again.watch([quick], T0 + 2)
+    assert again.observe(batch, T0 + 2) == []
+    # Ten minutes on, one new outlet alone is not a second burst.
+    assert again.observe([seen(quick, "c.com", T0 + 601)], T0 + 601) == []

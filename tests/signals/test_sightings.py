@@ -120,6 +120,18 @@ def test_a_sighting_with_no_rule_a_bad_mode_or_an_unreadable_time_is_refused():
     rule = good["rules"][0]
     assert sighting_problem({**good, "rules": [{**rule, "topic": "alerts/../x"}]}).startswith("rules[0].topic 'alerts/../x' is not a Kafka topic")
     assert sighting_problem({**good, "rules": [{**rule, "severity": "loud"}]}).startswith("rules[0].severity is 'loud', not one of info")
+    # What the schema refuses, the reader refuses: a signal would carry it on.
+    assert sighting_problem({**good, "sighting_id": "X" * 32}) == f"sighting_id {'X' * 32!r} is not 32 lower-case hex digits"
+    assert sighting_problem({**good, "article": {**good["article"], "url": "javascript:alert(1)"}}) == "article.url is not an http(s) link"
+    assert sighting_problem({**good, "rules": [{**rule, "tags": ["geo", 7]}]}) == "rules[0].tags has an item that is not a string"
+
+
+def test_a_rule_its_files_disable_raises_no_burst_from_sightings():
+    disabled = Rule(id="summit", query="summit", topic="alerts.summit", enabled=False, burst=Burst(min_outlets=2))
+    book = RuleBook([disabled])
+    assert book.get("summit") is None
+    sighted = book.sighted("summit", "alerts.summit", "medium", (), "live")
+    assert sighted.burst is None and sighted.spike is None
 
 
 def test_the_documented_sighting_is_one():
@@ -128,3 +140,4 @@ def test_the_documented_sighting_is_one():
     document = orjson.loads(example)
     validate_sighting(document)
     assert sighting_problem(document) is None
+    assert document["sighting_id"] == sighting_id_for(document["article"]["id"], [rule["id"] for rule in document["rules"]])
