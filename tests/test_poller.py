@@ -47,7 +47,7 @@ def test_the_run_summary_keeps_the_latest_failures_and_counts_them_all():
 
     summary = RunSummary(feeds=1)
     for n in range(FAILURES_KEPT + 5):
-        summary.add(SimpleNamespace(status="error", new=0, duplicates=0, error=f"http://f/{n}: HTTP 500", feed=SimpleNamespace(url=f"http://f/{n}"), alerts=[]))
+        summary.add(SimpleNamespace(status="error", new=0, duplicates=0, error=f"http://f/{n}: HTTP 500", feed=SimpleNamespace(url=f"http://f/{n}"), alerts=[], signals=[]))
 
     assert summary.failures == FAILURES_KEPT + 5
     assert len(summary.failed) == FAILURES_KEPT

@@ -13,6 +13,7 @@ from monitor.errors import PublishError, RecordRefused, RecordRejected
 from monitor.log import get_logger
 from monitor.model import Record
 
+_ALERT_TYPE = b"news.alert.v1"
 _SIGNAL_TYPE = b"news.signal."
 
 __all__ = ["DeliveryStats", "Publisher", "Sender"]
@@ -35,7 +36,8 @@ class DeliveryStats:
     """Counters for metrics and the run summary."""
 
     published: int = 0
-    #: Of those, story signals (``ce_type`` ``news.signal.<kind>.v1``).
+    #: Of those, alerts (``ce_type`` ``news.alert.v1``) and story signals (``news.signal.<kind>.v1``).
+    alerts_published: int = 0
     signals_published: int = 0
     failed_attempts: int = 0
     dead_lettered: int = 0
@@ -52,9 +54,9 @@ class DeliveryStats:
     last_latency: float = 0.0
 
 
-def _is_signal(record: Record) -> bool:
-    """Whether ``record`` is a story signal (by its CloudEvents type)."""
-    return any(name == "ce_type" and value.startswith(_SIGNAL_TYPE) for name, value in record.headers)
+def _event_type(record: Record) -> bytes:
+    """The record's CloudEvents type (``b""`` without one)."""
+    return next((value for name, value in record.headers if name == "ce_type"), b"")
 
 
 class Sender:
@@ -160,7 +162,10 @@ class Sender:
         """Kafka acknowledged ``record``, ``latency`` seconds after it was queued."""
         self.mark_healthy()
         self.stats.published += 1
-        if _is_signal(record):
+        event_type = _event_type(record)
+        if event_type == _ALERT_TYPE:
+            self.stats.alerts_published += 1
+        elif event_type.startswith(_SIGNAL_TYPE):
             self.stats.signals_published += 1
         self.stats.by_topic[record.topic] = self.stats.by_topic.get(record.topic, 0) + 1
         self.stats.last_latency = latency

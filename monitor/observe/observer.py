@@ -55,7 +55,7 @@ class Observer:
         started = clock()
         self.wiring = Wiring(rules=rules, health_topic=health_topic)
         self.tracker = FeedHealthTracker(list(feeds), policy or HealthPolicy(), started=started, shown_url=redact)
-        self.summary = RunSummary(feeds=len(feeds), health_topic=health_topic)
+        self.summary = RunSummary(feeds=len(feeds))
         self.readiness = Readiness(self.wiring)
         self.latest = LatestAlerts(latest_alerts)
         self.events = HealthEvents(self.wiring)

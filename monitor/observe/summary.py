@@ -46,9 +46,8 @@ class RunSummary:
     #: WebSub pushes that went through the pipeline (not counted as polls), and those that did not parse.
     pushes: int = 0
     push_failures: int = 0
-    #: Delivery's counters, once delivery runs, and the topic of records that are not alerts.
+    #: Delivery's counters, once delivery runs.
     delivery: DeliveryStats | None = None
-    health_topic: str = ""
 
     def add(self, report: PollReport) -> None:
         """Count one poll."""
@@ -102,10 +101,8 @@ class RunSummary:
 
     @property
     def published(self) -> int:
-        """Alerts Kafka acknowledged (feed-health events and story signals aside)."""
-        if self.delivery is None:
-            return 0
-        return self.delivery.published - self.delivery.by_topic.get(self.health_topic, 0) - self.delivery.signals_published
+        """Alerts Kafka acknowledged (article, sighting, feed-health and signal records aside)."""
+        return self.delivery.alerts_published if self.delivery is not None else 0
 
     @property
     def signals_published(self) -> int:

@@ -80,3 +80,24 @@ def test_the_documented_signal_example_matches_the_schema() -> None:
     example = re.search(r"<!-- signal-example -->\s*```json\n(.*?)```", text, re.S)
     assert example, "docs/signals.md must hold the signal example after <!-- signal-example -->"
     validate_signal(orjson.loads(example.group(1)))
+
+
+def test_the_run_summary_counts_acknowledged_alerts_and_signals_by_their_type() -> None:
+    from monitor.delivery.sender import Sender
+    from monitor.model import Record
+    from monitor.observe.summary import RunSummary
+
+    def record(event_type: bytes, topic: str) -> Record:
+        return Record(alert_id="i", article_id="a", topic=topic, key=None, value=b"{}", headers=(("ce_type", event_type),))
+
+    sender = Sender(publisher=None, dead_letter_topic="dlq")  # type: ignore[arg-type]
+    for event_type, topic in [
+        (b"news.alert.v1", "alerts.summit"),
+        (b"news.signal.burst.v1", "alerts.summit.signals"),
+        (b"news.article.v1", "news.articles"),
+        (b"news.sighting.v1", "news.sightings"),
+        (b"news.feed-health.v1", "monitor.feed-health"),
+    ]:
+        sender.published(record(event_type, topic), 0.01)
+    summary = RunSummary(delivery=sender.stats)
+    assert (summary.published, summary.signals_published, sender.stats.published) == (1, 1, 5)
