@@ -38,7 +38,16 @@ MODES = ("live", "shadow")
 RULE_KEYS = ("id", "query", "description", "topic", "severity", "tags", "enabled", "mode", "examples", "burst", "spike")
 BURST_KEYS = ("min_outlets", "window", "cooldown")
 SPIKE_KEYS = ("window", "baseline", "factor", "min_count", "cooldown")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+# A number and a unit, or several added: 90s, 1h30m, 7d20m.
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+#: The longest duration a rule file may write (a window, a baseline, a cool-down, an example's time).
+MAX_DURATION = 366 * 86400.0
+#: The largest burst min_outlets and spike min_count: the detectors keep 1,000 sightings
+#: per window (monitor.signals.detect.MAX_KEPT), so a larger one could never be reached.
+MAX_SIGHTINGS = 1000
+#: The largest spike factor.
+MAX_FACTOR = 1000.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 TOP_KEYS = ("rules", "lists")
 EXAMPLE_KEYS = ("match", "no_match", "signals")
@@ -528,7 +537,7 @@ def _example_article(source: _Source, node: Node, what: str, state: _State) -> t
     if url is not None and not url.startswith(("https://", "http://")):
         hint = "its outlet is the link's registrable domain: url: https://www.bbc.co.uk/news/1"
         state.error(f"{what}.url must be an http(s) link", _at(source.path, keys["url"]), hint)
-    repeat = int(_number(source, keys.get("repeat"), f"{what}.repeat", 1, 1, state, integer=True))
+    repeat = int(_number(source, keys.get("repeat"), f"{what}.repeat", 1, (1, MAX_EXAMPLE_ARTICLES), state, integer=True))
     every = _duration(source, keys.get("every"), f"{what}.every", 0.0, state)
     if ("repeat" in keys) != ("every" in keys):
         given, missing = ("repeat", "every") if "repeat" in keys else ("every", "repeat")
@@ -581,15 +590,24 @@ def _block(source: _Source, node: Node, what: str, valid: Sequence[str], hint: s
     return found
 
 
+def _seconds(text: str) -> float | None:
+    """The seconds of a duration as rule files write it (``90s``, ``1h30m``), or None."""
+    if not _DURATION.fullmatch(text):
+        return None
+    return sum(float(number) * _UNITS[unit] for number, unit in _DURATION_PART.findall(text))
+
+
 def _duration(source: _Source, node: Node | None, what: str, default: float, state: _State) -> float:
-    """A duration such as ``30m``, ``6h``, ``7d`` (s, m, h, d, w), in seconds."""
+    """A duration such as ``30m``, ``6h``, ``7d``, ``1h30m`` (s, m, h, d, w), in seconds."""
     if node is None:
         return default
     text = str(node.value).strip().lower() if isinstance(node, ScalarNode) and node.tag == _STR else ""
-    found = _DURATION.fullmatch(text)
-    seconds = float(found.group(1)) * _UNITS[found.group(2)] if found else 0.0
+    seconds = _seconds(text) or 0.0
     if seconds <= 0:
         state.error(f"{what} must be a positive duration", _at(source.path, node), "write a number and a unit: 90s, 30m, 6h, 7d, 2w")
+        return default
+    if seconds > MAX_DURATION:
+        state.error(f"{what} must be at most 366d", _at(source.path, node), "a year is the longest window, baseline or cool-down")
         return default
     return seconds
 
@@ -597,13 +615,13 @@ def _duration(source: _Source, node: Node | None, what: str, default: float, sta
 def _offset(source: _Source, node: Node, what: str, state: _State) -> float | None:
     """A time after a sequence's start: a duration as ``_duration`` reads them, zero allowed."""
     text = str(node.value).strip().lower() if isinstance(node, ScalarNode) and node.tag == _STR else ""
-    found = _DURATION.fullmatch(text)
-    if found is None:
-        problem = "must not be negative" if text.startswith("-") else "must be a duration"
-        hint = "write the time after the sequence's start as a number and a unit: 0m, 90s, 30m, 6h, 7d"
+    seconds = _seconds(text)
+    if seconds is None or seconds > MAX_DURATION:
+        problem = "must not be negative" if text.startswith("-") else "must be at most 366d" if seconds else "must be a duration"
+        hint = "write the time after the sequence's start as a number and a unit: 0m, 90s, 30m, 6h, 7d, 7d20m"
         state.error(f"{what} {problem}", _at(source.path, node), hint)
         return None
-    return float(found.group(1)) * _UNITS[found.group(2)]
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -620,15 +638,20 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
-def _number(source: _Source, node: Node | None, what: str, default: float, minimum: float, state: _State, *, integer: bool) -> float:
+def _number(
+    source: _Source, node: Node | None, what: str, default: float, bounds: tuple[float, float], state: _State, *, integer: bool
+) -> float:
+    """A number within ``bounds`` (both included); ``default`` when absent or refused."""
     if node is None:
         return default
     value = _scalar(node) if isinstance(node, ScalarNode) else None
     kinds = (int,) if integer else (int, float)
-    if not isinstance(value, kinds) or isinstance(value, bool) or value < minimum:
+    minimum, maximum = bounds
+    # Compared before any float(): a 400-digit integer does not fit one; NaN fails both tests.
+    if not isinstance(value, kinds) or isinstance(value, bool) or not minimum <= value <= maximum:
         kind = "a whole number" if integer else "a number"
         hint = f"e.g. {what.rsplit('.', 1)[-1]}: {default:g}"
-        state.error(f"{what} must be {kind} of at least {minimum:g}", _at(source.path, node), hint)
+        state.error(f"{what} must be {kind} from {minimum:g} to {maximum:g}", _at(source.path, node), hint)
         return default
     return float(value)
 
@@ -640,7 +663,8 @@ def _parse_burst(source: _Source, node: Node, state: _State) -> Burst | None:
         return None
     default = Burst()
     # One outlet is every alert; two or more make a burst.
-    min_outlets = _number(source, keys.get("min_outlets"), "burst.min_outlets", default.min_outlets, 2, state, integer=True)
+    outlets_bounds = (2, MAX_SIGHTINGS)
+    min_outlets = _number(source, keys.get("min_outlets"), "burst.min_outlets", default.min_outlets, outlets_bounds, state, integer=True)
     window = _duration(source, keys.get("window"), "burst.window", default.window, state)
     cooldown = _duration(source, keys.get("cooldown"), "burst.cooldown", default.cooldown, state)
     return Burst(min_outlets=int(min_outlets), window=window, cooldown=cooldown)
@@ -654,8 +678,8 @@ def _parse_spike(source: _Source, node: Node, state: _State) -> Spike | None:
     default = Spike()
     window = _duration(source, keys.get("window"), "spike.window", default.window, state)
     baseline = _duration(source, keys.get("baseline"), "spike.baseline", default.baseline, state)
-    factor = _number(source, keys.get("factor"), "spike.factor", default.factor, 1, state, integer=False)
-    min_count = _number(source, keys.get("min_count"), "spike.min_count", default.min_count, 1, state, integer=True)
+    factor = _number(source, keys.get("factor"), "spike.factor", default.factor, (1, MAX_FACTOR), state, integer=False)
+    min_count = _number(source, keys.get("min_count"), "spike.min_count", default.min_count, (1, MAX_SIGHTINGS), state, integer=True)
     cooldown = _duration(source, keys.get("cooldown"), "spike.cooldown", default.cooldown, state)
     if window * 2 > baseline:
         where = keys.get("baseline") or keys.get("window") or node

@@ -210,3 +210,25 @@ def test_durations_are_printed_as_rule_files_write_them() -> None:
     from monitor.engine.loader import format_duration
 
     assert [format_duration(s) for s in (0, 90, 1200, 604800 + 1200, 0.5, 86400)] == ["0s", "1m30s", "20m", "7d20m", "0.5s", "1d"]
+
+
+def test_huge_repeats_and_times_are_refused_and_compound_times_read() -> None:
+    from monitor.engine.loader import RuleSetError, parse_rules
+
+    nines = "9" * 400
+    text = (
+        "rules:\n  - id: r\n    query: summit\n    burst: {min_outlets: 2}\n    examples:\n      signals:\n"
+        "        - articles:\n"
+        f"            - {{at: 0m, text: summit, repeat: {nines}, every: 1h}}\n"
+        f"            - {{at: {nines}d, text: summit}}\n"
+        "            - {at: 7d20m, text: summit, repeat: 1, every: 1000d}\n"
+        "          expect: []\n"
+    )
+    with pytest.raises(RuleSetError) as caught:
+        parse_rules(text, "r.yaml")
+    messages = [e.message for e in caught.value.errors]
+    assert messages == [
+        "examples.signals[0].articles[0].repeat must be a whole number from 1 to 20000",
+        "examples.signals[0].articles[1].at must be at most 366d",
+        "examples.signals[0].articles[2].every must be at most 366d",
+    ]
