@@ -44,6 +44,7 @@ from monitor.adapters.group import GroupMember
 from monitor.adapters.parser_pool import ParserPool
 from monitor.adapters.store import AsyncStore
 from monitor.app import daemon
+from monitor.app.signals import check_sightings_topic
 from monitor.cluster import MatcherStateError, RememberedArticle, state_from_record, state_to_record
 from monitor.dedupe import Admission, Verdict
 from monitor.dedupe.stories import StoryIndex
@@ -104,6 +105,7 @@ class MatcherRole:
         """Check the co-partitioning, open the store, start delivery (what a previous run
         left in the outbox is sent first) and join the group."""
         context, settings = self._context, self._context.settings
+        check_sightings_topic(settings.signals.sightings_topic, self._rules.current.rules)
         await self._check_partitions()
         store = self._store = AsyncStore.open(context.role_dir(self.name))
         self._cpu = ParserPool(settings.feeds.parse_workers, settings.feeds.parse_timeout)
@@ -397,3 +399,4 @@ def rounds(articles: list[Article]) -> list[list[Article]]:
     if current:
         result.append(current)
     return result
+

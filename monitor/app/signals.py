@@ -27,7 +27,7 @@ import contextlib
 import functools
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -41,10 +41,10 @@ from monitor.delivery.records import alert_problem, sighting_problem, signal_rec
 from monitor.engine import load_rules
 from monitor.errors import BrokerError, ConfigError, PublishError, RecordRejected
 from monitor.log import get_logger
-from monitor.model import Record
+from monitor.model import Record, Rule
 from monitor.settings import Settings
 from monitor.signals import Sighting, Signals
-from monitor.signals.feed import RuleBook, sighting_from_alert, sightings_of
+from monitor.signals.feed import RuleBook, sighting_from_alert, sightings_of, sightings_topic_clash
 
 __all__ = ["SignalsProcess", "sightings_from_records", "sightings_in"]
 
@@ -79,6 +79,16 @@ def sightings_from_records(records: Sequence[Any], rules: RuleBook) -> list[Sigh
     return [sighting for document in _documents(records, sighting_problem) for sighting in sightings_of(document, rules)]
 
 
+def check_sightings_topic(topic: str, rules: Iterable[Rule]) -> None:
+    """Refuse (exit 2) a sightings topic that is also a rule's alert or signal topic."""
+    clash = sightings_topic_clash(topic, rules) if topic else None
+    if clash is not None:
+        raise ConfigError(
+            f"[signals] sightings_topic = {topic!r} is a topic of rule {clash!r}: its readers would meet sightings",
+            hint='name another topic (the default is "news.sightings")',
+        )
+
+
 class SignalsProcess:
     """One ``news-monitor signals`` process (see the module docstring)."""
 
@@ -111,6 +121,8 @@ class SignalsProcess:
         """Run until :meth:`stop` (or SIGINT/SIGTERM); returns the exit code."""
         options = self.settings.signals
         ruleset = load_rules(self.settings.rule_paths)
+        if options.source == "sightings":
+            check_sightings_topic(options.sightings_topic, ruleset.rules)
         state_dir = self.settings.resolve(options.state_dir)
         lock = StateLock(state_dir, "signals.lock", hint="one signals process per state directory ([signals] state_dir)").acquire()
         async with contextlib.AsyncExitStack() as stack:

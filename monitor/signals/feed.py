@@ -22,7 +22,7 @@ from monitor.model import Alert, Article, Rule, SignalArticle
 from monitor.signals.detect import Sighting
 from monitor.signals.outlet import outlet_of
 
-__all__ = ["RuleBook", "matches_of", "sighting_from_alert", "sightings_of", "signal_article"]
+__all__ = ["RuleBook", "matches_of", "sighting_from_alert", "sightings_of", "sightings_topic_clash", "signal_article"]
 
 
 def signal_article(article: Article, story_id: str | None) -> SignalArticle:
@@ -139,3 +139,12 @@ def sightings_of(document: dict[str, Any], rules: RuleBook) -> list[Sighting]:
         for r in document["rules"]
     ]
     return [Sighting(rule, seen, detected) for rule in sighted]
+
+
+def sightings_topic_clash(topic: str, rules: Iterable[Rule]) -> str | None:
+    """The rule whose alerts or signals would share ``topic`` with the sightings (a reader of
+    that topic, ``tail`` or ``notify``, would meet records of another kind), or None."""
+    for rule in rules:
+        if topic in {rule.topic, f"{rule.topic}.shadow", f"{rule.topic}.signals", f"{rule.topic}.shadow.signals"}:
+            return rule.id
+    return None

@@ -141,3 +141,14 @@ def test_the_documented_sighting_is_one():
     validate_sighting(document)
     assert sighting_problem(document) is None
     assert document["sighting_id"] == sighting_id_for(document["article"]["id"], [rule["id"] for rule in document["rules"]])
+
+
+def test_a_sightings_topic_that_is_a_rules_topic_is_refused():
+    from monitor.app.signals import check_sightings_topic
+    from monitor.errors import ConfigError
+
+    for topic in ("alerts.summit", "alerts.summit.signals", "alerts.trial.shadow", "alerts.trial.shadow.signals"):
+        with pytest.raises(ConfigError, match="is a topic of rule"):
+            check_sightings_topic(topic, [SUMMIT, TRIAL])
+    check_sightings_topic("news.sightings", [SUMMIT, TRIAL])
+    check_sightings_topic("", [SUMMIT, TRIAL])
