@@ -1,6 +1,7 @@
 """The articles of one feed's poll, from "parsed" to "recorded and queued for Kafka":
 
-dedupe (seen before?) -> enrich (full text) -> stories (near-duplicate wire copy) ->
+dedupe (seen before?) -> language (detected for what is new or changed) -> enrich (full
+text) -> stories (near-duplicate wire copy) ->
 match (the rule engine) -> admit (record the articles and queue their alerts, atomically).
 
 This is the half of a poll that needs the seen-article store and the rules, and none of
@@ -21,6 +22,7 @@ from monitor.dedupe.stories import Assignment, StoryIndex, story_text
 from monitor.delivery.records import alert_record, article_record, build_alert, sighting_record, signal_record
 from monitor.enrich.fulltext import FulltextEnricher
 from monitor.errors import FeedError
+from monitor.language import with_language
 from monitor.log import get_logger
 from monitor.model import Alert, Article, Feed, Match, Record, Signal
 from monitor.signals import Signals
@@ -143,7 +145,10 @@ class Matching:
         stories: StoryIndex | None = None,
         signals: Signals | None = None,
         sightings_topic: str = "",
+        detect_languages: bool = False,
     ) -> None:
+        """``detect_languages``: the articles come from a parse that left their language to
+        detect (the pipeline's); the articles a matcher reads carry the one their poller gave."""
         self._store = store
         self._rules = rules
         self._sink = sink
@@ -159,6 +164,7 @@ class Matching:
         #: counted for a rule, queued with its alerts ("" = none).
         self._sightings_topic = sightings_topic
         self._lane = CpuLane()
+        self._detect_languages = detect_languages
         #: Story members assigned but not yet saved: article id -> (story id, seen at, signature).
         self._pending_members: dict[str, tuple[str, float, bytes]] = {}
 
@@ -211,8 +217,12 @@ class Matching:
         return candidates
 
     async def _enrich(self, unique: list[Article], seen: list[SeenArticle | None], feed: Feed | None) -> _Todo:
-        """Which articles need matching; those of a ``fulltext`` feed get their page's text."""
+        """Which articles need matching: they get their language (detected from the feed's
+        text, before full text) and, those of a ``fulltext`` feed, their page's text."""
         todo = [i for i, (article, known) in enumerate(zip(unique, seen)) if needs_matching(known, article)]
+        if self._detect_languages:
+            for i in todo:
+                unique[i] = with_language(unique[i])
         feed_hashes: dict[int, str] = {}
         if self._fulltext is not None and feed is not None and feed.fulltext and todo:
             originals = [unique[i] for i in todo]

@@ -44,10 +44,18 @@ log = get_logger("pipeline")
 class Parser(Protocol):
     """The CPU pool (see :class:`monitor.adapters.parser_pool.ParserPool`)."""
 
-    async def parse(self, body: bytes, feed_url: str, content_type: str | None = None, language: str | None = None) -> ParsedFeed: ...
+    async def parse(
+        self, body: bytes, feed_url: str, content_type: str | None = None, language: str | None = None, detect_languages: bool = True
+    ) -> ParsedFeed: ...
 
     async def parse_and_sign(
-        self, body: bytes, feed_url: str, content_type: str | None, signer: Any, language: str | None = None
+        self,
+        body: bytes,
+        feed_url: str,
+        content_type: str | None,
+        signer: Any,
+        language: str | None = None,
+        detect_languages: bool = True,
     ) -> SignedFeed: ...
 
     async def run(self, function: Callable[..., Any], *args: Any, label: str, what: str = "processing") -> Any: ...
@@ -55,7 +63,10 @@ class Parser(Protocol):
 
 class Admitter(Protocol):
     """The articles' half of a poll: :class:`~monitor.matching.Matching` in one process,
-    :class:`monitor.cluster.admission.PollerAdmission` in a poller."""
+    :class:`monitor.cluster.admission.PollerAdmission` in a poller.
+
+    The articles come from a parse that detected no language: an admitter gives each
+    article it matches or publishes its language (:func:`monitor.language.with_language`)."""
 
     async def admit(
         self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None
@@ -146,7 +157,7 @@ class Pipeline:
                 raise TypeError("Pipeline needs store, rules and sink, or an admission stage")
             admission = Matching(
                 store=store, rules=rules, sink=sink, cpu=parser, clock=clock,
-                articles_topic=articles_topic, fulltext=fulltext, stories=stories, signals=signals,
+                articles_topic=articles_topic, fulltext=fulltext, stories=stories, signals=signals, detect_languages=True,
             )
         self.matching: Admitter = admission
 
@@ -240,14 +251,18 @@ class Pipeline:
         return PollReport(feed, status, _quiet_outcome(state, result, now), state=state)
 
     async def _parse(self, feed: Feed, body: bytes, content_type: str | None) -> _Parsed:
-        """Parse a changed body in the CPU pool (signing its articles' stories there too)."""
+        """Parse a changed body in the CPU pool (signing its articles' stories there too).
+
+        Without detecting languages: the admission detects them for the articles it finds
+        new or changed (most entries of a changed body were seen before)."""
         signatures: dict[int, bytes | None] = {}
         if self._stories is not None:
-            signed = await self._parser.parse_and_sign(body, feed.url, content_type, self._stories.signer, feed.language)
+            signer = self._stories.signer
+            signed = await self._parser.parse_and_sign(body, feed.url, content_type, signer, feed.language, detect_languages=False)
             parsed = signed.parsed
             signatures = {id(article): sig for article, sig in zip(parsed.articles, signed.signatures)}
         else:
-            parsed = await self._parser.parse(body, feed.url, content_type, feed.language)
+            parsed = await self._parser.parse(body, feed.url, content_type, feed.language, detect_languages=False)
         if parsed.warning:
             log.warning("feed.parse.malformed", feed_url=feed.url, reason=parsed.warning, entries=len(parsed.articles))
         if parsed.links_dropped:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
+import orjson
 import pytest
 
-from tests.support import Running, make_settings, rss, stored, until
+from tests.support import Running, make_settings, read_topic, rss, stored, until
 
 pytestmark = pytest.mark.integration
 
@@ -52,3 +54,24 @@ def test_the_run_summary_keeps_the_latest_failures_and_counts_them_all():
     assert summary.failures == FAILURES_KEPT + 5
     assert len(summary.failed) == FAILURES_KEPT
     assert summary.failed[-1] == (f"http://f/{FAILURES_KEPT + 4}", f"http://f/{FAILURES_KEPT + 4}: HTTP 500")
+
+
+async def test_the_single_process_detects_the_language_of_new_and_changed_articles_only(broker, server, tmp_path, monkeypatch):
+    """As a poller does (tests/app/test_poller_role.py): the articles already stored are not
+    detected again; the new one is, before it is matched and published."""
+    from tests.app.test_poller_role import FRENCH, GERMAN, count_detections
+
+    detected = count_detections(monkeypatch)
+    url = server.feed("/languages.rss", rss(GERMAN))
+    topic = f"articles-{uuid.uuid4().hex[:10]}"
+    settings = make_settings(tmp_path, broker.bootstrap_servers, [url], overrides={"kafka": {"articles_topic": topic}})
+    async with Running(settings) as monitor:
+        await until(lambda: monitor.observer.summary.polls >= 1, what="the first poll")
+        assert len(detected) == 3
+        server.feed("/languages.rss", rss([FRENCH, *GERMAN]))
+        records = await read_topic(broker.bootstrap_servers, topic, until=lambda rs: len(rs) >= 4, timeout=15)
+        # Polls of the same body since then parsed nothing: one detection more, for the new entry.
+        assert len(detected) == 4
+    languages = {orjson.loads(r.value)["id"]: orjson.loads(r.value)["lang"] for r in records}
+    assert languages == {"urn:t:de0": "de", "urn:t:de1": "de", "urn:t:de2": "de", "urn:t:fr1": "fr"}
+

@@ -99,7 +99,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
     would inherit its listening sockets and everything else it has open."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__, "monitor.language.loaded"])
+        context.set_forkserver_preload([__name__])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -150,16 +150,26 @@ class ParserPool:
                 self._pool = pool
             return self._pool
 
-    async def parse(self, body: bytes, feed_url: str, content_type: str | None = None, language: str | None = None) -> ParsedFeed:
-        """Parse one feed body (``language``: the feed's configured one, see
-        :func:`parse_feed`); :class:`FeedError` when it cannot be read or takes too long."""
-        return await self.run(parse_feed, body, feed_url, content_type, language, label=feed_url, what="parsing")
+    async def parse(
+        self, body: bytes, feed_url: str, content_type: str | None = None, language: str | None = None, detect_languages: bool = True
+    ) -> ParsedFeed:
+        """Parse one feed body (``language``: the feed's configured one; ``detect_languages``:
+        see :func:`parse_feed`); :class:`FeedError` when it cannot be read or takes too long."""
+        return await self.run(parse_feed, body, feed_url, content_type, language, detect_languages, label=feed_url, what="parsing")
 
     async def parse_and_sign(
-        self, body: bytes, feed_url: str, content_type: str | None, signer: Signer, language: str | None = None
+        self,
+        body: bytes,
+        feed_url: str,
+        content_type: str | None,
+        signer: Signer,
+        language: str | None = None,
+        detect_languages: bool = True,
     ) -> SignedFeed:
         """:meth:`parse` plus each article's story signature (see :func:`parse_and_sign`)."""
-        return await self.run(parse_and_sign, body, feed_url, content_type, signer, language, label=feed_url, what="parsing")
+        return await self.run(
+            parse_and_sign, body, feed_url, content_type, signer, language, detect_languages, label=feed_url, what="parsing"
+        )
 
     async def run(self, function: Callable[..., T], *args: Any, label: str, what: str = "processing") -> T:
         """Run a picklable module-level ``function(*args)`` within the time limit.

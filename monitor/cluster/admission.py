@@ -2,8 +2,9 @@
 (``run --role poller``, docs/scaling.md):
 
 within-feed dedupe (against the feed's seen map, restored from the feed-state topic) ->
-full text (for a ``fulltext`` feed) -> each new or changed article published to the
-articles topic, and every one acknowledged before :meth:`PollerAdmission.admit` returns.
+language detection (of the new and changed articles only) -> full text (for a ``fulltext``
+feed) -> each new or changed article published to the articles topic, and every one
+acknowledged before :meth:`PollerAdmission.admit` returns.
 
 So the pipeline advances the feed's state (validators, body hash) only after Kafka has
 the articles: when the broker is away, ``admit`` raises :class:`~monitor.errors.PublishError`,
@@ -25,6 +26,7 @@ from monitor.delivery.records import article_record
 from monitor.delivery.sender import Publisher
 from monitor.enrich.fulltext import FulltextEnricher
 from monitor.errors import RecordRejected
+from monitor.language import with_language
 from monitor.log import get_logger
 from monitor.matching import unique_articles
 from monitor.model import Article, Feed, Record
@@ -79,7 +81,8 @@ class PollerAdmission:
                 verdicts.append(Verdict.DUPLICATE)
                 continue
             verdicts.append(Verdict.NEW if digest is None else Verdict.UPDATED)
-            todo.append(article)
+            # Only what is published is worth a detection (the parse left it to us).
+            todo.append(with_language(article))
         if todo and feed.fulltext and self._fulltext is not None:
             todo = await self._fulltext.enrich_all(todo)
         observed_at = datetime.now(UTC)

@@ -132,13 +132,15 @@ class SignedFeed:
     signatures: list[bytes | None]
 
 
-def parse_and_sign(body: bytes, feed_url: str, content_type: str | None, signer: Signer, language: str | None = None) -> SignedFeed:
+def parse_and_sign(
+    body: bytes, feed_url: str, content_type: str | None, signer: Signer, language: str | None = None, detect_languages: bool = True
+) -> SignedFeed:
     """:func:`~monitor.parse.parse_feed`, then every article's story signature, in one worker task.
 
     Signing in the worker that already holds the articles costs no extra round trip and
     keeps shingling and MinHash off the event loop.
     """
-    parsed = parse_feed(body, feed_url, content_type, language)
+    parsed = parse_feed(body, feed_url, content_type, language, detect_languages)
     return SignedFeed(parsed, signer([story_text(article) for article in parsed.articles]))
 
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
-__all__ = ["MIN_LETTERS", "SAMPLE_BYTES", "detect", "language_of", "preload"]
+from monitor.model import Article
+
+__all__ = ["MIN_LETTERS", "SAMPLE_BYTES", "detect", "language_of", "preload", "with_language"]
 
 #: Bytes of text the detector reads: 100 % on the labeled passages (docs/languages.md).
 SAMPLE_BYTES = 200
@@ -76,3 +79,13 @@ def detect(*texts: str) -> str | None:
 def language_of(declared: str | None, *texts: str) -> str | None:
     """An article's language: ``declared`` (an ISO 639-1 code) when given, else detected."""
     return declared if declared else detect(*texts)
+
+
+def with_language(article: Article) -> Article:
+    """``article`` with its language: as it is when it has one, else detected from its
+    title, summary and body (what a parse with ``detect_languages=False`` left to do, for
+    the articles that turned out new or changed)."""
+    if article.lang is not None:
+        return article
+    lang = detect(article.title, article.summary, article.body)
+    return article if lang is None else replace(article, lang=lang)

@@ -40,7 +40,9 @@ __all__ = ["ParsedFeed", "parse_feed"]
 _DOCTYPE_WARNING = "DOCTYPE entity declarations ignored (only short literal entities are expanded)"
 
 
-def parse_feed(body: bytes, feed_url: str, content_type: str | None = None, language: str | None = None) -> ParsedFeed:
+def parse_feed(
+    body: bytes, feed_url: str, content_type: str | None = None, language: str | None = None, detect_languages: bool = True
+) -> ParsedFeed:
     """Parse one fetched feed body into normalised Articles, in feed order.
 
     ``content_type`` is the HTTP ``Content-Type`` header (its charset is honoured for
@@ -48,7 +50,11 @@ def parse_feed(body: bytes, feed_url: str, content_type: str | None = None, lang
     639-1 code gives every article that language; ``"auto"`` detects each article's
     language, ignoring what the feed declares; None takes the language the entry or the
     feed declares (Atom ``xml:lang``, RSS ``<language>``, JSON Feed ``language``), else
-    detects it. Returns a :class:`ParsedFeed`; when the feed was malformed but entries could
+    detects it. ``detect_languages=False`` skips that detection: an article with no
+    configured or declared language gets ``lang`` None, for the caller to detect
+    (:func:`monitor.language.with_language`) once it knows the article is new or changed
+    (the pipeline does: detection costs more than the rest of a parse of most bodies).
+    Returns a :class:`ParsedFeed`; when the feed was malformed but entries could
     still be read, they are returned and ``warning`` says what was wrong.
 
     Raises :class:`~monitor.errors.FeedError` naming ``feed_url`` when nothing usable
@@ -67,11 +73,13 @@ def parse_feed(body: bytes, feed_url: str, content_type: str | None = None, lang
     if kind is BodyKind.HTML:
         raise _error(feed_url, "not a feed: got an HTML page", hint="is the feed URL right?")
     if kind is BodyKind.JSON:
-        return _parse_json(body, feed_url, language)
-    return _parse_xml(body, feed_url, content_type, language=language)
+        return _parse_json(body, feed_url, _Languages(language, None, detect_languages))
+    return _parse_xml(body, feed_url, content_type, languages=_Languages(language, None, detect_languages))
 
 
-def _parse_xml(body: bytes, feed_url: str, content_type: str | None, *, fast: bool = True, language: str | None = None) -> ParsedFeed:
+def _parse_xml(
+    body: bytes, feed_url: str, content_type: str | None, *, fast: bool = True, languages: _Languages | None = None
+) -> ParsedFeed:
     """XML feeds; ``fast=False`` skips the lxml fast path (the tests compare the two)."""
     try:
         data, defused = defuse_doctype(body)
@@ -91,7 +99,7 @@ def _parse_xml(body: bytes, feed_url: str, content_type: str | None, *, fast: bo
     if defused:
         warning = f"{warning}; {_DOCTYPE_WARNING}" if warning else _DOCTYPE_WARNING
     return ParsedFeed(
-        **_articles(result.entries, feed_url, result.site, _Languages(language, result.language)),
+        **_articles(result.entries, feed_url, result.site, (languages or _Languages(None, None)).declared(result.language)),
         title=_title(result.title),
         ttl=result.ttl,
         warning=warning,
@@ -99,13 +107,13 @@ def _parse_xml(body: bytes, feed_url: str, content_type: str | None, *, fast: bo
     )
 
 
-def _parse_json(body: bytes, feed_url: str, language: str | None = None) -> ParsedFeed:
+def _parse_json(body: bytes, feed_url: str, languages: _Languages) -> ParsedFeed:
     try:
         result = read_json_feed(body)
     except NotAJsonFeed as error:
         raise _error(feed_url, f"not a feed: {error}") from error
     return ParsedFeed(
-        **_articles(result.entries, feed_url, result.site, _Languages(language, result.language)),
+        **_articles(result.entries, feed_url, result.site, languages.declared(result.language)),
         title=_title((result.title, False) if result.title else None),
         warning=result.warning,
         format=result.version,
@@ -114,13 +122,19 @@ def _parse_json(body: bytes, feed_url: str, language: str | None = None) -> Pars
 
 class _Languages:
     """Which language an entry is declared in: the configured one, else (unless that is
-    "auto") the entry's own, else the feed's; None: detect it."""
+    "auto") the entry's own, else the feed's; None: detect it (now, or by the caller when
+    ``detect`` is False)."""
 
-    __slots__ = ("configured", "feed")
+    __slots__ = ("configured", "detect", "feed")
 
-    def __init__(self, configured: str | None, feed: str | None) -> None:
+    def __init__(self, configured: str | None, feed: str | None, detect: bool = True) -> None:
         self.configured = configured
         self.feed = None if configured == AUTO else language_tag(feed)
+        self.detect = detect
+
+    def declared(self, feed: str | None) -> _Languages:
+        """The same, with the language the feed itself declares."""
+        return _Languages(self.configured, feed, self.detect)
 
     def of(self, entry: RawEntry) -> str | None:
         if self.configured is not None:
@@ -136,7 +150,7 @@ def _articles(entries: list[RawEntry], feed_url: str, site: str | None, language
     example = None
     languages = languages or _Languages(None, None)
     for entry in entries:
-        article = build_article(entry, feed_url, base, dropped, languages.of(entry))
+        article = build_article(entry, feed_url, base, dropped, languages.of(entry), detect_language=languages.detect)
         if example is None and article.url is None and entry.link and entry.link.strip():
             example = one_line(entry.link, 200)
         articles.append(article)

@@ -62,7 +62,13 @@ def link_resolver(feed_url: str, site: str | None) -> str:
 
 
 def build_article(
-    raw: RawEntry, feed_url: str, base: str = "", dropped: Counter[str] | None = None, language: str | None = None
+    raw: RawEntry,
+    feed_url: str,
+    base: str = "",
+    dropped: Counter[str] | None = None,
+    language: str | None = None,
+    *,
+    detect_language: bool = True,
 ) -> Article:
     """Normalise one raw entry's text and give it its identity, its published link and
     its language.
@@ -71,7 +77,9 @@ def build_article(
     relative ones resolved against ``base``); a dropped one is counted in ``dropped`` by
     reason, and still identifies the entry when it has no guid. The language is
     ``language`` (an ISO 639-1 code, what the operator or the feed declared) when given,
-    else detected from the text (:func:`monitor.language.language_of`).
+    else detected from the text (:func:`monitor.language.language_of`); with
+    ``detect_language=False`` it is left None for the caller to detect
+    (:func:`monitor.language.with_language`).
     """
     title = markup_to_text(raw.title[0], is_html=raw.title[1])
     summary = markup_to_text(raw.summary[0], is_html=raw.summary[1])
@@ -96,7 +104,7 @@ def build_article(
         url=url,
         published=raw.published,
         guid=guid,
-        lang=language_of(language, title, summary, body),
+        lang=language_of(language, title, summary, body) if detect_language else language,
     )
 
 

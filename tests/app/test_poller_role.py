@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import io
 import time
 import uuid
@@ -201,6 +202,47 @@ async def test_a_poller_publishes_new_and_changed_articles_once_and_follows_the_
         assert rows[first]["health"] == "ok" and rows[first]["owner"] == rows[missing]["owner"] == "poller-a"
     # Nothing was published twice.
     assert len(await articles(settings, 4)) == 4
+
+
+def count_detections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The samples the language detector classifies from now on (parsing on a thread: ``parse_workers = 0``)."""
+    detection = importlib.import_module("monitor.language.detect")  # the package's detect() shadows the module
+    detection.preload()
+    classify = detection._classify
+    assert classify is not None
+    samples: list[str] = []
+
+    def counted(sample: str) -> tuple[str, float]:
+        samples.append(sample)
+        return classify(sample)
+
+    monkeypatch.setattr(detection, "_classify", counted)
+    return samples
+
+
+GERMAN = [(f"de{n}", f"Die Staats- und Regierungschefs der EU treffen sich in Brüssel ({n})",
+           "Beim Gipfel geht es um neue Sanktionen gegen Russland.") for n in range(3)]  # fmt: skip
+FRENCH = ("fr1", "Les dirigeants du G7 se retrouvent à Évian pour un sommet", "Un sommet consacré à la guerre en Ukraine.")
+
+
+async def test_a_poller_detects_the_language_of_the_articles_it_publishes_only(
+    broker: Any, feed_server: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Detection costs more than the rest of a parse: the entries the feed's seen map knows
+    are not detected again, and every published article still has its language."""
+    detected = count_detections(monkeypatch)
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag)
+    url = feed_server.serve(f"/{tag}/de.xml", rss(GERMAN), etag='"1"')
+    await write_feeds(settings, Feed(url=url, interval=1.0))
+    async with RunningPoller(settings):
+        assert [d["lang"] for d in await articles(settings, 3)] == ["de"] * 3
+        assert len(detected) == 3
+        feed_server.serve(f"/{tag}/de.xml", rss([FRENCH, *GERMAN]), etag='"2"')
+        published = await articles(settings, 4)
+        assert published[3]["id"] == "urn:t:fr1" and published[3]["lang"] == "fr"
+        # One detection for the new entry, none for the three it had published before.
+        assert len(detected) == 4
 
 
 async def test_status_cluster_without_a_feed_list_says_so(broker: Any, tmp_path: Path) -> None:
