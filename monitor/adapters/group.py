@@ -10,7 +10,9 @@ a role needs on top of aiokafka's consumer:
 * ``on_assigned`` / ``on_revoked`` callbacks run under the same lock (the role restores
   or flushes the state of those partitions there);
 * offsets committed only when the role says so (:meth:`commit`), or every partition read
-  from its beginning on each assignment (``from_beginning``: the pollers, which commit nothing).
+  from its beginning on each assignment (``from_beginning``: the pollers, which commit nothing);
+* a stop that does not wait for a rebalance under way (:meth:`GroupMember.batch` with
+  ``until``, :meth:`GroupMember.stop`): a role stopped in one exits within seconds.
 
 aiokafka logs an exception raised by a rebalance callback and carries on as if the
 callback had worked. A role must not work on partitions whose state it could not
@@ -22,12 +24,14 @@ the other members, which can try again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 from aiokafka.structs import TopicPartition
 
 from monitor.adapters.kafka import connection_options
@@ -91,6 +95,11 @@ class GroupMember:
         #: The exception a rebalance callback raised (the role must stop), else None.
         self.failure: BaseException | None = None
         self.failed = asyncio.Event()
+        #: Set by :meth:`stop`: rebalance callbacks are no longer called.
+        self.leaving = False
+        #: Set from the revocation that starts a rebalance until its assignment ends it.
+        self.rebalancing = asyncio.Event()
+        self._settled = asyncio.Event()
 
     async def start(self) -> None:
         """Connect and subscribe (the first assignment comes with the first :meth:`batch`)."""
@@ -100,15 +109,75 @@ class GroupMember:
             await self._consumer.stop()
             raise BrokerError(f"cannot join consumer group {self.group} on {self.topic}: {type(exc).__name__}: {exc}") from exc
 
-    async def stop(self) -> None:
-        """Leave the group (its partitions move to the other members at once); nothing is committed here."""
+    async def stop(self, rebalance_wait: float = 5.0) -> None:
+        """Leave the group (its partitions move to the other members at once); nothing is
+        committed here. From now on the rebalance callbacks are not called: the role wrote
+        its state before.
+
+        During a rebalance aiokafka's stop would first see it through: a JoinGroup the
+        broker holds until every other member has joined (up to ``session_timeout``; Tansu
+        holds it about half of that), then the callbacks. So a rebalance under way gets at
+        most ``rebalance_wait`` s to end (then the member leaves its new generation, and
+        the others get its partitions at once); past that the member sends its LeaveGroup
+        on a connection of its own (the coordinator's is held by the JoinGroup, and a
+        broker answers one connection's requests in order) and drops the rebalance."""
+        self.leaving = True
+        if self.rebalancing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), rebalance_wait)
+        if self.rebalancing.is_set():
+            log.warning("group.leave.mid_rebalance", group=self.group, waited=rebalance_wait,
+                        hint="the rebalance went on longer: this member leaves without it")
+            if await self._leave_now():
+                await self._drop_rebalance()
         await self._consumer.stop()
 
+    async def _leave_now(self) -> bool:
+        """LeaveGroup now, on its own connection; whether the broker took it."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        client = getattr(self._consumer, "_client", None)
+        member = getattr(coordinator, "member_id", None)
+        node = getattr(coordinator, "coordinator_id", None)
+        if client is None or node is None or not member or member == JoinGroupRequest.UNKNOWN_MEMBER_ID:
+            return False
+        try:
+            response = await client.send(node, LeaveGroupRequest(self.group, member))
+        except KafkaError as exc:
+            log.warning("group.leave.failed", group=self.group, error=f"{type(exc).__name__}: {exc}", hint="left when the consumer stops")
+            return False
+        return getattr(response, "error_code", -1) == 0
+
+    async def _drop_rebalance(self) -> None:
+        """After the LeaveGroup: end aiokafka's coordination task (it may wait for a JoinGroup
+        answer) and forget the generation, so the consumer's stop neither waits nor leaves again."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        task = getattr(coordinator, "_coordination_task", None)
+        if coordinator is None or not isinstance(task, asyncio.Task):
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        coordinator.reset_generation()
+
     @asynccontextmanager
-    async def batch(self, timeout: float = 1.0) -> AsyncIterator[list[Any]]:
+    async def batch(self, timeout: float = 1.0, until: asyncio.Event | None = None) -> AsyncIterator[list[Any]]:
         """The next records of owned partitions (empty after ``timeout`` s without any),
-        handled inside the ``async with``: a rebalance waits until it ends."""
-        fetched = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=self._max_records)
+        handled inside the ``async with``: a rebalance waits until it ends.
+
+        Empty at once when ``until`` is set (a stop): aiokafka's fetch waits for the end of
+        a rebalance under way, however long it takes."""
+        fetching = asyncio.ensure_future(self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=self._max_records))
+        if until is not None:
+            stop = asyncio.ensure_future(until.wait())
+            try:
+                await asyncio.wait({fetching, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+            if not fetching.done():
+                fetching.cancel()
+                await asyncio.gather(fetching, return_exceptions=True)
+                yield []
+                return
+        fetched = await fetching
         async with self._lock:
             yield [record for tp, records in fetched.items() if tp.partition in self.owned for record in records]
 
@@ -125,7 +194,23 @@ class GroupMember:
         return True
 
     async def _changed(self, partitions: set[int], *, assigned: bool) -> None:
+        try:
+            await self._call_back(partitions, assigned=assigned)
+        finally:
+            if assigned:
+                self.rebalancing.clear()
+                self._settled.set()
+
+    async def _call_back(self, partitions: set[int], *, assigned: bool) -> None:
         callback = self._on_assigned if assigned else self._on_revoked
+        if not assigned:
+            self._settled.clear()
+            self.rebalancing.set()
+        if self.leaving:
+            # A rebalance that was under way when the member left: the others get the partitions.
+            log.info("group.rebalance.skipped", group=self.group, assigned=assigned, partitions=sorted(partitions), reason="leaving")
+            self.owned = set()
+            return
         async with self._lock:
             if assigned:
                 self.rebalances += 1

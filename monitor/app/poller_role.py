@@ -15,7 +15,8 @@ fails stops the process (the run raises :class:`~monitor.errors.BrokerError`) ra
 than poll without state. Losing partitions (a rebalance, the end of the run), it stops
 their feeds, lets their polls in flight finish (at most ``[feeds] timeout +
 parse_timeout``) and writes their states. A partition it keeps across a rebalance keeps
-its state in memory.
+its state in memory. A stop does not wait for a rebalance under way: it abandons a
+restore, writes every state, then leaves the group (docs/scaling.md, "A poller's stop").
 
 Feed states are written to the feed-state topic after each poll that changed them (a
 background flush woken by each poll, and every ``[state] flush_interval`` while writes
@@ -32,9 +33,9 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from monitor.adapters.feedstate import KafkaFeedStateStore
 from monitor.adapters.group import GroupMember
@@ -63,6 +64,10 @@ log = get_logger("poller")
 
 #: Feeds-topic records read per fetch.
 _BATCH = 5000
+#: Seconds a stop waits for a rebalance under way to end before it leaves without it (docs/scaling.md).
+_REBALANCE_WAIT = 5.0
+
+T = TypeVar("T")
 
 
 class PollerRole:
@@ -138,7 +143,7 @@ class PollerRole:
         ]
         try:
             while not self.shutdown.asked and not group.failed.is_set():
-                async with group.batch() as records:
+                async with group.batch(until=self.shutdown.stopping) as records:
                     if records:
                         await self._apply_records(records)
             if group.failed.is_set():
@@ -236,14 +241,22 @@ class PollerRole:
         return Pipeline(transport=transport, parser=parser, feed_states=self.feed_states, admission=admission)
 
     async def _leave_group(self) -> None:
-        """Leave the group (its partitions move to the others at once), then write the last states."""
+        """Write the last states, then leave the group (its partitions move to the others at
+        once, even during a rebalance), each within the shutdown deadline: the next owners
+        restore what was written before the leave."""
         group = self._group
         try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.writer.flush(self.owned), max(0.5, self.shutdown.remaining()))
             if group is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(group.stop(), max(1.0, self.shutdown.remaining()))
+                started = time.monotonic()
+                try:
+                    rebalance_wait = min(_REBALANCE_WAIT, self.shutdown.remaining())
+                    await asyncio.wait_for(group.stop(rebalance_wait), max(1.0, self.shutdown.remaining()))
+                except TimeoutError:
+                    log.warning("poller.leave.slow", seconds=round(time.monotonic() - started, 1),
+                                hint="the group gives this poller's partitions to the others after [cluster] session_timeout")
         finally:
-            await self.writer.flush(self.owned)
             self.observer.feeds_changed([])
 
     # -- the feeds topic ---------------------------------------------------------------
@@ -331,8 +344,7 @@ class PollerRole:
             # Before the feed list changes: a feed handed over is not unsubscribed.
             self.websub.release({*urls, *(url for url, partition in self.store.partitions.items() if partition in lost)})
         self._apply()
-        options = self.settings.feeds
-        still = await self.poller.wait_polls(urls, min(options.timeout + options.parse_timeout, self.shutdown.remaining()))
+        still = await self._wait_polls(urls)
         if still:
             hint = "their results are not written: the new owner polls them again"
             log.warning("poller.handover.polls_in_flight", polls=still, hint=hint)
@@ -354,9 +366,12 @@ class PollerRole:
         self._parked = {}
         started = time.monotonic()
         try:
-            urls = await self.store.restore(fresh)
-            if self.websub is not None:
-                self.counts["subscriptions_restored"] += await self.websub.assigned(partitions, fresh)
+            restored = await self._unless_stopping(self._restore(partitions, fresh))
+            if restored is None:
+                # Stopping: this poller leaves the group, so the partitions go to the others.
+                log.info("poller.partitions.not_taken", partitions=sorted(partitions), reason="stopping")
+                return
+            urls = restored
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             hint = "the poller stops rather than poll without the feeds' state; check the broker and restart it"
@@ -374,6 +389,39 @@ class PollerRole:
             restore_seconds=round(time.monotonic() - started, 3),
         )
         self.assigned.set()
+
+    async def _wait_polls(self, urls: list[str]) -> int:
+        """Wait for the polls in flight of ``urls`` (feeds handed over): at most ``[feeds]
+        timeout + parse_timeout``, and no longer than the deadline of a stop that comes
+        meanwhile; how many are still in flight."""
+        options = self.settings.feeds
+        until = time.monotonic() + options.timeout + options.parse_timeout
+        waiting = self.poller.wait_polls(urls, min(until - time.monotonic(), self.shutdown.remaining()))
+        if (still := await self._unless_stopping(waiting)) is None:
+            still = await self.poller.wait_polls(urls, min(until - time.monotonic(), self.shutdown.remaining()))
+        return still
+
+    async def _restore(self, partitions: set[int], fresh: set[int]) -> list[str]:
+        urls = await self.store.restore(fresh)
+        if self.websub is not None:
+            self.counts["subscriptions_restored"] += await self.websub.assigned(partitions, fresh)
+        return urls
+
+    async def _unless_stopping(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """``work``'s result; None (it is cancelled) when a stop comes first or came before."""
+        if self.shutdown.asked:
+            work.close()
+            return None
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.shutdown.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return None if task.cancelled() else task.result()
 
     def _forget(self, urls: set[str]) -> None:
         if urls:

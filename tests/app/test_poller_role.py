@@ -296,6 +296,68 @@ async def test_feeds_move_between_pollers_with_their_validators_and_seen_items(
     assert len(await articles(first, 4)) == 4 and feed_server.resources[f"/{tag}/hourly.xml"].hits == 1
 
 
+async def test_a_poller_stopped_during_a_rebalance_leaves_at_once_and_hands_its_feeds_over(
+    broker: Any, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """A stop in the middle of a rebalance (here, while the poller restores the states of
+    the partitions it was given, which a slow broker can stretch up to the restore's minute)
+    does not wait for it: the poller leaves the group and exits cleanly, in a fraction of
+    the session timeout; the other poller goes on from the states it wrote, with their
+    validators, and publishes nothing again."""
+    tag = uuid.uuid4().hex[:10]
+    first = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag, topic_partitions=2)
+    second = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-b", tag, topic_partitions=2)
+    port = feed_server.port
+    feeds = {f"http://{host}:{port}/{tag}/{host}.xml": f"/{tag}/{host}.xml" for host in ("127.0.0.1", "localhost")}
+    for n, path in enumerate(feeds.values()):
+        feed_server.serve(path, rss([(f"{n}a", "first", "x")]), etag=f'"v{n}"')
+    await write_feeds(first, *(Feed(url=url, interval=1.0) for url in feeds))
+    restoring, never = asyncio.Event(), asyncio.Event()
+
+    def slow_restores(role: PollerRole) -> None:
+        restore = role.store.restore
+
+        async def restore_after_the_first(partitions: Any, timeout: float = 60.0) -> list[str]:
+            if role.counts["rebalances"]:
+                restoring.set()
+                await never.wait()  # a restore that does not end while the test runs
+            return await restore(partitions, timeout)
+
+        role.store.restore = restore_after_the_first  # type: ignore[method-assign]
+
+    leaving, joining = RunningPoller(first), RunningPoller(second)
+    leaving.prepare = slow_restores
+    try:
+        a = await leaving.__aenter__()
+        assert ids(await articles(first, 2)) == ["urn:t:0a", "urn:t:1a"]
+        await until(lambda: all(feed_server.resources[path].hits >= 2 for path in feeds.values()), what="conditional polls")
+        b_starting = asyncio.ensure_future(joining.__aenter__())
+        await asyncio.wait_for(restoring.wait(), 40)
+        started = time.monotonic()
+        leaving.shutdown.stop()
+        assert leaving.task is not None
+        await asyncio.wait_for(asyncio.shield(leaving.task), 20)
+        await asyncio.wait_for(a.stop(), 20)
+        stopped = time.monotonic() - started
+        assert stopped < first.cluster.session_timeout / 3, f"the stop took {stopped:.1f}s"
+        assert not a.problems()
+        b = await b_starting
+        await until(lambda: b.owned == {0, 1}, timeout=40, what="the second poller to own both partitions")
+        polled = {path: feed_server.resources[path].hits for path in feeds.values()}
+        await until(lambda: all(feed_server.resources[path].hits > polled[path] for path in feeds.values()), what="polls by the second")
+        for n, url in enumerate(feeds):
+            state = b.feed_states.peek(url)
+            assert state is not None and state.etag == f'"v{n}"' and state.polls >= 3
+    finally:
+        never.set()
+        leaving.shutdown.stop()
+        await asyncio.gather(*(t for t in (leaving.task,) if t is not None), return_exceptions=True)
+        await leaving.publisher.stop()
+        await joining.__aexit__(None, None, None)
+    # Each article once: the second poller went on from the first one's seen items and validators.
+    assert ids(await articles(first, 2)) == ["urn:t:0a", "urn:t:1a"]
+
+
 async def test_a_broker_outage_loses_no_article(feed_server: FeedServer, tmp_path: Path) -> None:
     proxy = await KafkaProxy().start()
     try:

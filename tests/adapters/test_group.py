@@ -1,0 +1,74 @@
+"""A consumer-group member (monitor/adapters/group.py) on the real broker: leaving in the
+middle of a rebalance."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+
+from monitor.adapters.group import GroupMember
+from monitor.adapters.kafka import KafkaPublisher
+from monitor.settings import KafkaSettings
+from tests.support import until
+
+SESSION_TIMEOUT = 6.0
+
+
+async def test_a_member_stopped_while_the_broker_holds_its_rejoin_leaves_within_its_wait(broker) -> None:
+    """The broker holds a rejoining member's JoinGroup until every member has joined (Tansu
+    about half the session timeout; Apache Kafka up to the session timeout when a member is
+    slow): a stop gives the rebalance ``rebalance_wait`` seconds, then leaves without it."""
+    topic, group = f"group-{uuid.uuid4().hex[:8]}", f"members-{uuid.uuid4().hex[:8]}"
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, enable_idempotence="false", topic_partitions=2)
+    publisher = KafkaPublisher(settings, broker.bootstrap_servers)
+    await publisher.start()
+    try:
+        await publisher.ensure_topics([topic])
+    finally:
+        await publisher.stop()
+    rejoining = asyncio.Event()
+
+    async def nothing(_partitions: set[int]) -> None:
+        return None
+
+    async def revoked(partitions: set[int]) -> None:
+        if partitions:
+            rejoining.set()
+
+    def member(on_revoked) -> GroupMember:
+        return GroupMember(settings, broker.bootstrap_servers, topic=topic, group=group, session_timeout=SESSION_TIMEOUT,
+                           on_assigned=nothing, on_revoked=on_revoked)  # fmt: skip
+
+    async def consume(m: GroupMember, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            async with m.batch(0.2, until=stop):
+                pass
+
+    first, second = member(revoked), member(nothing)
+    first_stop, second_stop = asyncio.Event(), asyncio.Event()
+    await first.start()
+    tasks = [asyncio.create_task(consume(first, first_stop))]
+    try:
+        await until(lambda: first.owned == {0, 1}, timeout=30, what="the first member's assignment")
+        # Started aside: aiokafka's start returns once the join it starts is over.
+        tasks.append(asyncio.create_task(second.start()))
+        await asyncio.wait_for(rejoining.wait(), 30)
+        # Its revocation done, the first member's JoinGroup is now held by the broker.
+        assert first.rebalancing.is_set()
+        started = time.monotonic()
+        first_stop.set()
+        await first.stop(rebalance_wait=0.5)
+        stopped = time.monotonic() - started
+        assert stopped < SESSION_TIMEOUT / 4, f"the stop took {stopped:.1f}s"
+        # Tansu keeps the member in the generation its JoinGroup was held for: the other gets
+        # its partitions after the session timeout, as after a kill (docs/scaling.md); not waited for here.
+    finally:
+        first_stop.set()
+        second_stop.set()
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await second.stop(rebalance_wait=0.0)
