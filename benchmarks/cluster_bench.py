@@ -49,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -99,14 +100,18 @@ async def bench_pollers(broker: EmbeddedBroker, count: int, args: argparse.Names
         pollers = [cluster.start(f"poller-{n}", "poller") for n in range(count)]
         warm = await wait_for(lambda: len({h.feed for h in feeds.hits}) == len(urls), 300, "a first poll of every feed", cluster=cluster)
         await asyncio.sleep(3)
-        hits, cpu, start = len(feeds.hits), cpu_seconds(pollers), time.monotonic()
+        hits, cpu, start, wall = len(feeds.hits), cpu_seconds(pollers), time.monotonic(), time.time()
         await asyncio.sleep(args.window)
         polls = len(feeds.hits) - hits
         elapsed, used = time.monotonic() - start, cpu_seconds(pollers) - cpu
         window = feeds.hits[hits:]
         changed = sum(h.status == 200 for h in window)
+        # The feed-state records written in the window (their written_at), per poll.
+        states = await read_topic(broker.bootstrap_servers, cluster.topics["feed_state_topic"], timeout=120, idle=2)
+        written = sum(wall <= orjson.loads(r.value).get("written_at", 0) < wall + elapsed
+                      for r in states if r.value and not is_marker(r.key))  # fmt: skip
         return {"polls/s": polls / elapsed, "changed": changed / max(polls, 1), "cpu": used / elapsed,
-                "polls/cpu-s": polls / used, "warm-up s": warm}
+                "polls/cpu-s": polls / used, "state records/poll": written / max(polls, 1), "warm-up s": warm}
     finally:
         await asyncio.to_thread(cluster.stop_all)
         await feeds.stop()

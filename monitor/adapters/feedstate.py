@@ -4,10 +4,11 @@ the compacted feed-state topic (``[cluster] feed_state_topic``, records in
 and writes it back exactly as it does with SQLite in one process.
 
 :meth:`KafkaFeedStateStore.restore` reads partitions to their end (the poller that was
-given them); :meth:`KafkaFeedStateStore.save_feed_rows` writes each state, with its
-feed's seen map and this instance as the owner, to the partition its feed was read from,
-and returns once Kafka acknowledged every one (a state whose feed is not this poller's
-any more is not written).
+given them); :meth:`KafkaFeedStateStore.save_feed_rows` writes each state that tells a
+new owner something the last record written from here did not (every state when
+:attr:`KafkaFeedStateStore.exact`), with its feed's seen map and this instance as the
+owner, to the partition its feed was read from, and returns once Kafka acknowledged
+every one (a state whose feed is not this poller's any more is not written).
 """
 
 from __future__ import annotations
@@ -28,6 +29,20 @@ from monitor.settings import KafkaSettings
 __all__ = ["KafkaFeedStateStore"]
 
 log = get_logger("poller")
+
+#: How far a feed's next poll may move from the one its last written record gives before
+#: the state is written for that alone (docs/scaling.md, "Feed state: what moves with a feed").
+SCHEDULE_SLACK = 3600.0
+
+
+def _needed(state: FeedState) -> tuple[Any, ...]:
+    """What a new owner needs of a state besides its seen map and schedule: validators,
+    the items found, the health and error state, the learned cadence."""
+    return (
+        state.current_url, state.etag, state.last_modified, state.body_hash, state.last_new_item, state.items_seen,
+        state.last_error, state.last_error_at, state.error_count, state.consecutive_errors, state.disabled, state.health,
+        state.http_4xx, state.http_5xx, state.timeouts, state.cadence,
+    )  # fmt: skip
 
 
 class KafkaFeedStateStore:
@@ -57,6 +72,13 @@ class KafkaFeedStateStore:
         self._restored: dict[str, FeedState] = {}
         #: Feeds whose restored state another instance wrote: written again, as ours, once polled from here.
         self.taken_over: set[str] = set()
+        #: Feed url -> what its last record written from here held (:func:`_needed`, seen map, next poll).
+        self._written: dict[str, tuple[tuple[Any, ...], dict[str, str], float | None]] = {}
+        #: Write every state given, changed or not (a hand-over, a stop); else only those
+        #: whose record would tell a new owner something new (see :meth:`save_feed_rows`).
+        self.exact = False
+        #: States not written since start: nothing a new owner needs had changed.
+        self.skipped = 0
 
     async def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> list[str]:
         """Read ``partitions`` to their end; the urls whose state was found (their seen maps
@@ -76,6 +98,7 @@ class KafkaFeedStateStore:
             self._publisher, self._settings, self._bootstrap, self.topic, partitions, feed_state_from_record, malformed, timeout=timeout
         )
         for url, restored in found.items():
+            self._written.pop(url, None)
             self._restored[url] = restored.state
             self.seen[url] = restored.seen
             if restored.owner != self.owner:
@@ -88,6 +111,7 @@ class KafkaFeedStateStore:
             self.seen.pop(url, None)
             self.partitions.pop(url, None)
             self._restored.pop(url, None)
+            self._written.pop(url, None)
             self.taken_over.discard(url)
 
     def take_restored(self) -> None:
@@ -104,20 +128,47 @@ class KafkaFeedStateStore:
 
     async def save_feed_rows(self, rows: Sequence[Sequence[Any]]) -> int:
         """Write the states (rows in :data:`~monitor.feeds.state.FEED_COLUMNS` order) of this
-        poller's feeds; the first failure (PublishError) raised once every send ended."""
+        poller's feeds; the first failure (PublishError) raised once every send ended.
+
+        Unless :attr:`exact`, a state is written only when a new owner would learn something
+        from it: its validators, seen map, items found, health or error state or cadence
+        changed since the record last written from here, or its next poll moved by more
+        than :data:`SCHEDULE_SLACK` (a poll that got a ``304`` changes none of these but the
+        counters and the schedule: the next poll and the interval, which a quiet feed's
+        polls lengthen one after the other)."""
         now = self._clock()
         records: list[tuple[Record, int]] = []
+        written: list[tuple[str, tuple[tuple[Any, ...], dict[str, str], float | None]]] = []
         for row in rows:
             state = FeedState(*row)
             partition = self.partitions.get(state.url)
             if partition is None:
                 continue  # handed over meanwhile: its new owner writes it
-            value = feed_state_to_value(state, self.seen.get(state.url, {}), owner=self.owner, written_at=now)
+            seen = self.seen.get(state.url, {})
+            record = (_needed(state), seen, state.next_poll)
+            if not self.exact and not self._news(state.url, record):
+                self.skipped += 1
+                continue
+            written.append((state.url, record))
+            value = feed_state_to_value(state, seen, owner=self.owner, written_at=now)
             records.append((Record("", state.url, self.topic, state.url.encode("utf-8"), value, ()), partition))
         results = await asyncio.gather(
             *(self._publisher.publish(record, partition=partition) for record, partition in records), return_exceptions=True
         )
+        for (url, what), result in zip(written, results):
+            if not isinstance(result, BaseException) and url in self.partitions:
+                self._written[url] = what
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return len(records)
+
+    def _news(self, url: str, record: tuple[tuple[Any, ...], dict[str, str], float | None]) -> bool:
+        """Whether ``record`` tells a new owner of ``url`` more than the last one written from here."""
+        last = self._written.get(url)
+        if last is None or last[0] != record[0] or (last[1] is not record[1] and last[1] != record[1]):
+            return True
+        before, after = last[2], record[2]
+        if before is None or after is None:
+            return before != after
+        return abs(after - before) > SCHEDULE_SLACK

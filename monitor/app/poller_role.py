@@ -18,9 +18,11 @@ parse_timeout``) and writes their states. A partition it keeps across a rebalanc
 its state in memory. A stop does not wait for a rebalance under way: it abandons a
 restore, writes every state, then leaves the group (docs/scaling.md, "A poller's stop").
 
-Feed states are written to the feed-state topic after each poll that changed them (a
-background flush woken by each poll, and every ``[state] flush_interval`` while writes
-fail), with this instance as the owner. A malformed record on the feeds topic goes to
+Feed states are written to the feed-state topic after each poll that changed what a new
+owner needs (a background flush woken by each poll, and every ``[state] flush_interval``
+while writes fail; :meth:`~monitor.adapters.feedstate.KafkaFeedStateStore.save_feed_rows`
+says what counts), and as they are on a hand-over and at the stop, with this instance as
+the owner. A malformed record on the feeds topic goes to
 the dead-letter topic with its reason, and the partition moves on.
 
 With ``[websub] enabled``, the poller subscribes to its feeds' hubs and takes their pushes
@@ -199,6 +201,8 @@ class PollerRole:
             RoleMetric("poller_feeds", "Feeds this poller polls.", len(self.poller.feeds), counter=False),
             RoleMetric("poller_feed_states_unwritten", "Feed states changed and not yet on news.feed-state.",
                        self.feed_states.dirty, counter=False),
+            RoleMetric("poller_feed_states_skipped", "Feed states not written: nothing a new owner needs had changed.",
+                       self.store.skipped),
         ]  # fmt: skip
 
     async def _start(self, stack: AsyncExitStack) -> Pipeline:
@@ -247,7 +251,7 @@ class PollerRole:
         group = self._group
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.writer.flush(self.owned), max(0.5, self.shutdown.remaining()))
+                await asyncio.wait_for(self._write_exactly(list(self.store.partitions), self.owned), max(0.5, self.shutdown.remaining()))
             if group is not None:
                 started = time.monotonic()
                 try:
@@ -348,7 +352,7 @@ class PollerRole:
         if still:
             hint = "their results are not written: the new owner polls them again"
             log.warning("poller.handover.polls_in_flight", polls=still, hint=hint)
-        await self.writer.flush(lost)
+        await self._write_exactly([url for url, partition in self.store.partitions.items() if partition in lost], lost)
         # Written no more: a poll that outlived the wait must not overwrite the new owner's state.
         for url, partition in list(self.store.partitions.items()):
             if partition in lost:
@@ -389,6 +393,18 @@ class PollerRole:
             restore_seconds=round(time.monotonic() - started, 3),
         )
         self.assigned.set()
+
+    async def _write_exactly(self, urls: Iterable[str], partitions: set[int]) -> bool:
+        """Write the states of ``urls`` as they are now, changed or not (a hand-over, a stop:
+        the next owner goes on from the latest counters and schedule)."""
+        for url in urls:
+            if (state := self.feed_states.peek(url)) is not None:
+                self.feed_states.put(state)
+        self.store.exact = True
+        try:
+            return await self.writer.flush(partitions)
+        finally:
+            self.store.exact = False
 
     async def _wait_polls(self, urls: list[str]) -> int:
         """Wait for the polls in flight of ``urls`` (feeds handed over): at most ``[feeds]

@@ -245,6 +245,40 @@ async def test_a_poller_detects_the_language_of_the_articles_it_publishes_only(
         assert len(detected) == 4
 
 
+async def test_a_poller_writes_a_feed_state_when_a_new_owner_needs_it_not_after_every_poll(
+    broker: Any, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """A 304 changes the counters and the next poll only: no record for it (docs/scaling.md,
+    "Feed state"). New validators and seen items are written after their poll; at the stop,
+    the state as it is, counters and all."""
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag)
+    # Polled every second: a quiet feed's interval would grow poll after poll.
+    settings = dataclasses.replace(settings, feeds=dataclasses.replace(settings.feeds, max_interval=1.0))
+    url = feed_server.serve(f"/{tag}/a.xml", rss([("1", "one", "x")]), etag='"a1"')
+    resource = feed_server.resources[f"/{tag}/a.xml"]
+    await write_feeds(settings, Feed(url=url, interval=1.0))
+
+    async def records() -> list[dict[str, Any]]:
+        found = await read_topic(settings.kafka.bootstrap_servers, settings.cluster.feed_state_topic, until=bool, timeout=15)
+        return [orjson.loads(r.value) for r in found if r.key == url.encode() and r.value]
+
+    async with RunningPoller(settings) as role:
+        await until(lambda: resource.hits >= 5, what="four conditional polls after the first")
+        await until(lambda: not role.feed_states.dirty, what="the flush after the last poll")
+        quiet = await records()
+        # The first poll's state, and its first schedule: none for the 304s.
+        assert 1 <= len(quiet) <= 2, f"{len(quiet)} records after {resource.hits} polls"
+        assert role.store.skipped >= 3
+        assert quiet[-1]["etag"] == '"a1"' and list(quiet[-1]["seen"]) == ["urn:t:1"]
+        feed_server.serve(f"/{tag}/a.xml", rss([("2", "two", "y"), ("1", "one", "x")]), etag='"a2"')
+        changed = await feed_states(settings, lambda s: s.get(url, {}).get("etag") == '"a2"')
+        assert list(changed[url]["seen"]) == ["urn:t:2", "urn:t:1"]
+    state = role.feed_states.peek(url)
+    final = (await records())[-1]
+    assert state is not None and final["polls"] == state.polls and final["next_poll"] == state.next_poll
+
+
 async def test_status_cluster_without_a_feed_list_says_so(broker: Any, tmp_path: Path) -> None:
     settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", uuid.uuid4().hex[:10])
     with pytest.raises(MonitorError, match="no feed list was published") as caught:
