@@ -66,7 +66,7 @@ class Admitter(Protocol):
     :class:`monitor.cluster.admission.PollerAdmission` in a poller.
 
     The articles come from a parse that detected no language: an admitter gives each
-    article it matches or publishes its language (:func:`monitor.language.with_language`)."""
+    article it matches or publishes its language (:func:`monitor.matching.with_languages`)."""
 
     async def admit(
         self, articles: list[Article], feed: Feed | None = None, signatures: dict[int, bytes | None] | None = None

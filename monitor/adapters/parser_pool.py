@@ -99,7 +99,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
     would inherit its listening sockets and everything else it has open."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload([__name__, "monitor.language.loaded"])
         return context
     return multiprocessing.get_context("spawn")
 

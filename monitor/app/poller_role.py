@@ -232,6 +232,7 @@ class PollerRole:
             articles_topic=cluster.articles_topic,
             dead_letter_topic=settings.kafka.dead_letter_topic,
             fulltext=daemon.fulltext_enricher(settings, parser, stack),
+            cpu=parser,
         )
         self.observer.poll_listeners.append(self.writer.poll_finished)
         stack.callback(self.observer.poll_listeners.remove, self.writer.poll_finished)

@@ -26,9 +26,8 @@ from monitor.delivery.records import article_record
 from monitor.delivery.sender import Publisher
 from monitor.enrich.fulltext import FulltextEnricher
 from monitor.errors import RecordRejected
-from monitor.language import with_language
 from monitor.log import get_logger
-from monitor.matching import unique_articles
+from monitor.matching import CpuPool, unique_articles, with_languages
 from monitor.model import Article, Feed, Record
 
 __all__ = ["PollerAdmission"]
@@ -52,8 +51,11 @@ class PollerAdmission:
         articles_topic: str,
         dead_letter_topic: str,
         fulltext: FulltextEnricher | None = None,
+        cpu: CpuPool | None = None,
     ) -> None:
+        """``cpu``: where the languages of many new articles are detected (the parser pool)."""
         self._publisher = publisher
+        self._cpu = cpu
         self.seen = seen
         self._articles_topic = articles_topic
         self._dead_letter_topic = dead_letter_topic
@@ -81,8 +83,9 @@ class PollerAdmission:
                 verdicts.append(Verdict.DUPLICATE)
                 continue
             verdicts.append(Verdict.NEW if digest is None else Verdict.UPDATED)
-            # Only what is published is worth a detection (the parse left it to us).
-            todo.append(with_language(article))
+            todo.append(article)
+        # Only what is published is worth a detection (the parse left it to us).
+        todo = await with_languages(todo, self._cpu, feed.url)
         if todo and feed.fulltext and self._fulltext is not None:
             todo = await self._fulltext.enrich_all(todo)
         observed_at = datetime.now(UTC)

@@ -12,8 +12,9 @@ Pure: no I/O besides the detector's model, which ships inside its package.
 """
 
 from monitor.language.codes import AUTO, ISO_639_1, feed_language_problem, language_tag
-from monitor.language.detect import SAMPLE_BYTES, detect, language_of, preload, with_language
+from monitor.language.detect import SAMPLE_BYTES, detect, detect_samples, language_of, preload, sample, with_language
 
 __all__ = [
-    "AUTO", "ISO_639_1", "SAMPLE_BYTES", "detect", "feed_language_problem", "language_of", "language_tag", "preload", "with_language",
+    "AUTO", "ISO_639_1", "SAMPLE_BYTES", "detect", "detect_samples", "feed_language_problem", "language_of", "language_tag",
+    "preload", "sample", "with_language",
 ]  # fmt: skip

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from monitor.model import Article
 
-__all__ = ["MIN_LETTERS", "SAMPLE_BYTES", "detect", "language_of", "preload", "with_language"]
+__all__ = ["MIN_LETTERS", "SAMPLE_BYTES", "detect", "detect_samples", "language_of", "preload", "sample", "with_language"]
 
 #: Bytes of text the detector reads: 100 % on the labeled passages (docs/languages.md).
 SAMPLE_BYTES = 200
@@ -47,6 +47,17 @@ def preload() -> None:
     """Load the detector's model now (~0.5 s), not in the first article's parse: a
     parser worker does it at start-up, where no feed's time limit runs."""
     _classifier()
+
+
+def sample(*texts: str) -> str:
+    """What :func:`detect` reads of ``texts``: at most :data:`SAMPLE_BYTES` bytes, title first."""
+    return _sample(texts)
+
+
+def detect_samples(samples: list[str]) -> list[str | None]:
+    """:func:`detect` of each sample (:func:`sample`): many articles' languages in one task
+    of a worker process."""
+    return [detect(text) for text in samples]
 
 
 def _sample(texts: tuple[str, ...]) -> str:

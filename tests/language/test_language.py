@@ -29,18 +29,18 @@ def test_configured_language_values() -> None:
     assert "not an ISO 639-1 code" in (feed_language_problem("french") or "")
 
 
-@pytest.mark.parametrize(
-    ("text", "code"),
-    [
-        ("Les dirigeants du G7 se retrouvent à Évian pour un sommet consacré à l'Ukraine.", "fr"),
-        ("Die EU verhängt neue Sanktionen gegen Russland und friert Vermögen ein.", "de"),
-        ("Путин и Трамп провели переговоры на высшем уровне в Анкоридже.", "ru"),
-        ("习近平与普京在莫斯科举行会谈，双方讨论了乌克兰问题。", "zh"),
-        ("日米首脳会談で両首脳は北朝鮮の非核化に向けて連携を確認した。", "ja"),
-        ("فرضت الولايات المتحدة عقوبات جديدة على إيران بسبب برنامجها النووي.", "ar"),
-        ("NATO leaders gathered in The Hague for a two-day summit on defence spending.", "en"),
-    ],
-)
+NEWS = [
+    ("Les dirigeants du G7 se retrouvent à Évian pour un sommet consacré à l'Ukraine.", "fr"),
+    ("Die EU verhängt neue Sanktionen gegen Russland und friert Vermögen ein.", "de"),
+    ("Путин и Трамп провели переговоры на высшем уровне в Анкоридже.", "ru"),
+    ("习近平与普京在莫斯科举行会谈，双方讨论了乌克兰问题。", "zh"),
+    ("日米首脳会談で両首脳は北朝鮮の非核化に向けて連携を確認した。", "ja"),
+    ("فرضت الولايات المتحدة عقوبات جديدة على إيران بسبب برنامجها النووي.", "ar"),
+    ("NATO leaders gathered in The Hague for a two-day summit on defence spending.", "en"),
+]
+
+
+@pytest.mark.parametrize(("text", "code"), NEWS)
 def test_detection_on_short_news_text(text: str, code: str) -> None:
     assert detect(text) == code
 
@@ -121,3 +121,26 @@ def test_feed_language_in_the_config_and_in_opml(tmp_path) -> None:
                     '<outline text="b" xmlUrl="https://b.example/rss" language="klingon"/>\n</body></opml>', encoding="utf-8")  # fmt: skip
     with pytest.raises(ConfigError, match=r"feeds.opml:3.*language 'klingon'"):
         feeds_from_opml(opml, 300.0)
+
+
+async def test_the_languages_of_many_new_articles_are_detected_in_one_worker_task() -> None:
+    """A burst (a feed's first poll) goes to the parser's worker processes, as the parse did
+    before detection waited for dedupe; a few are detected in place; a declared language stays."""
+    from monitor.adapters.parser_pool import ParserPool
+    from monitor.matching import DETECT_ON_LOOP, with_languages
+    from monitor.model import Article
+
+    texts = [text for text, _code in NEWS] * 2
+    articles = [Article(id=str(n), feed_url="f", title=text) for n, text in enumerate(texts)]
+    articles.append(Article(id="declared", feed_url="f", title="NATO leaders met in The Hague", lang="de"))
+    pool = ParserPool(1, 20.0)
+    try:
+        burst = await with_languages(articles, pool, "f")
+        assert pool.completed == 1 and len(texts) > DETECT_ON_LOOP
+        few = await with_languages(articles[:DETECT_ON_LOOP], pool, "f")
+        assert pool.completed == 1
+    finally:
+        pool.close(5.0)
+    codes = [code for _text, code in NEWS] * 2
+    assert [a.lang for a in burst] == [*codes, "de"] and [a.lang for a in few] == codes[:DETECT_ON_LOOP]
+
