@@ -473,6 +473,7 @@ async def run(args: argparse.Namespace) -> None:
     from monitor.app.daemon import feed_transport, story_index
     from monitor.feeds.schedule import Schedule
     from monitor.feeds.state import FeedStates
+    from monitor.language import preload as preload_language_model
     from monitor.model import Feed
     from monitor.pipeline import Pipeline
     from monitor.settings import load_settings
@@ -522,6 +523,7 @@ async def run(args: argparse.Namespace) -> None:
             every(state.flush_interval, feed_states.flush, monitor.shutdown, state_upkeep_failed),
             every(state.retention_check, lambda: forget_old(store, stories, state.retention_days), monitor.shutdown, state_upkeep_failed),
         )
+        await asyncio.to_thread(preload_language_model)  # as the daemon does before its first poll
         gc.freeze()  # as the daemon does once its start-up objects exist
         tracer = StallTracer() if args.trace_stalls else None
         if tracer is not None:
