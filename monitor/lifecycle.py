@@ -5,7 +5,8 @@ within ``[delivery] shutdown_timeout``: polls in flight finish, pending alerts d
 A second signal (:meth:`Shutdown.stop_now`) ends the waiting at once: every step that
 waits does so through :meth:`Shutdown.unless_stopping_now`, and a step that hands over
 what it could not finish (the drain) is run again with no time left
-(:meth:`Shutdown.bounded`).
+(:meth:`Shutdown.bounded`). A step that a stop makes pointless (taking over partitions
+the member is about to leave) is abandoned at the first stop (:meth:`Shutdown.unless_stopping`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from monitor.log import get_logger
 
 __all__ = ["Shutdown", "finish", "install_signal_handlers"]
 
 log = get_logger("worker")
+
+T = TypeVar("T")
 
 
 class Shutdown:
@@ -66,6 +69,41 @@ class Shutdown:
         except TimeoutError:
             return False
         return True
+
+    async def unless_stopping(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """``work``'s result; None (it is cancelled) when a stop comes first or came before."""
+        if self.asked:
+            work.close()
+            return None
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return None if task.cancelled() else task.result()
+
+    async def until_deadline(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """``work``'s result; None (it is cancelled) when it is still running at the
+        deadline of a stop (one that came before or comes meanwhile)."""
+        task = asyncio.ensure_future(work)
+        try:
+            if not self.asked:
+                stop = asyncio.ensure_future(self.stopping.wait())
+                try:
+                    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+            if not task.done():
+                await asyncio.wait({task}, timeout=self.remaining())
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return None if task.cancelled() else task.result()
 
     async def unless_stopping_now(self, awaitable: Awaitable[Any]) -> tuple[bool, Any]:
         """(True, its result) once ``awaitable`` is done; (False, None) when :meth:`stop_now`

@@ -12,7 +12,7 @@ a role needs on top of aiokafka's consumer:
 * offsets committed only when the role says so (:meth:`commit`), or every partition read
   from its beginning on each assignment (``from_beginning``: the pollers, which commit nothing);
 * a stop that does not wait for a rebalance under way (:meth:`GroupMember.batch` with
-  ``until``, :meth:`GroupMember.stop`): a role stopped in one exits within seconds.
+  ``until``, :meth:`GroupMember.leave`): a role stopped in one exits within seconds.
 
 aiokafka logs an exception raised by a rebalance callback and carries on as if the
 callback had worked. A role must not work on partitions whose state it could not
@@ -39,9 +39,12 @@ from monitor.errors import BrokerError
 from monitor.log import get_logger
 from monitor.settings import KafkaSettings
 
-__all__ = ["GroupMember"]
+__all__ = ["REBALANCE_WAIT", "GroupMember"]
 
 log = get_logger("kafka")
+
+#: Seconds a leaving member waits for a rebalance under way to end before it leaves without it (docs/scaling.md).
+REBALANCE_WAIT = 5.0
 
 #: Called with the partition numbers assigned or revoked.
 PartitionsCallback = Callable[[set[int]], Awaitable[None]]
@@ -109,7 +112,18 @@ class GroupMember:
             await self._consumer.stop()
             raise BrokerError(f"cannot join consumer group {self.group} on {self.topic}: {type(exc).__name__}: {exc}") from exc
 
-    async def stop(self, rebalance_wait: float = 5.0) -> None:
+    async def leave(self, within: float) -> bool:
+        """:meth:`stop` within ``within`` s of a stop's deadline (at least 1 s), a rebalance
+        under way given at most :data:`REBALANCE_WAIT` s of it; False when the leave did not
+        end in time (the group then gives the partitions to the others after
+        ``session_timeout``, as after a kill)."""
+        try:
+            await asyncio.wait_for(self.stop(min(REBALANCE_WAIT, within)), max(1.0, within))
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, rebalance_wait: float = REBALANCE_WAIT) -> None:
         """Leave the group (its partitions move to the other members at once); nothing is
         committed here. From now on the rebalance callbacks are not called: the role wrote
         its state before.

@@ -35,9 +35,9 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from monitor.adapters.feedstate import KafkaFeedStateStore
 from monitor.adapters.group import GroupMember
@@ -66,10 +66,6 @@ log = get_logger("poller")
 
 #: Feeds-topic records read per fetch.
 _BATCH = 5000
-#: Seconds a stop waits for a rebalance under way to end before it leaves without it (docs/scaling.md).
-_REBALANCE_WAIT = 5.0
-
-T = TypeVar("T")
 
 
 class PollerRole:
@@ -253,14 +249,9 @@ class PollerRole:
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._write_exactly(list(self.store.partitions), self.owned), max(0.5, self.shutdown.remaining()))
-            if group is not None:
-                started = time.monotonic()
-                try:
-                    rebalance_wait = min(_REBALANCE_WAIT, self.shutdown.remaining())
-                    await asyncio.wait_for(group.stop(rebalance_wait), max(1.0, self.shutdown.remaining()))
-                except TimeoutError:
-                    log.warning("poller.leave.slow", seconds=round(time.monotonic() - started, 1),
-                                hint="the group gives this poller's partitions to the others after [cluster] session_timeout")
+            if group is not None and not await group.leave(self.shutdown.remaining()):
+                hint = "the group gives this poller's partitions to the others after [cluster] session_timeout"
+                log.warning("poller.leave.slow", hint=hint)
         finally:
             self.observer.feeds_changed([])
 
@@ -371,7 +362,7 @@ class PollerRole:
         self._parked = {}
         started = time.monotonic()
         try:
-            restored = await self._unless_stopping(self._restore(partitions, fresh))
+            restored = await self.shutdown.unless_stopping(self._restore(partitions, fresh))
             if restored is None:
                 # Stopping: this poller leaves the group, so the partitions go to the others.
                 log.info("poller.partitions.not_taken", partitions=sorted(partitions), reason="stopping")
@@ -414,7 +405,7 @@ class PollerRole:
         options = self.settings.feeds
         until = time.monotonic() + options.timeout + options.parse_timeout
         waiting = self.poller.wait_polls(urls, min(until - time.monotonic(), self.shutdown.remaining()))
-        if (still := await self._unless_stopping(waiting)) is None:
+        if (still := await self.shutdown.unless_stopping(waiting)) is None:
             still = await self.poller.wait_polls(urls, min(until - time.monotonic(), self.shutdown.remaining()))
         return still
 
@@ -423,22 +414,6 @@ class PollerRole:
         if self.websub is not None:
             self.counts["subscriptions_restored"] += await self.websub.assigned(partitions, fresh)
         return urls
-
-    async def _unless_stopping(self, work: Coroutine[Any, Any, T]) -> T | None:
-        """``work``'s result; None (it is cancelled) when a stop comes first or came before."""
-        if self.shutdown.asked:
-            work.close()
-            return None
-        task = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self.shutdown.stopping.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        return None if task.cancelled() else task.result()
 
     def _forget(self, urls: set[str]) -> None:
         if urls:
