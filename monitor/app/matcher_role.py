@@ -27,6 +27,11 @@ Per batch, under a lock a rebalance waits for:
 
 At-least-once: a crash or a lost partition between 2 and 5 makes the batch read again,
 and an alert published again has the same ``alert_id`` (a sighting its ``sighting_id``).
+
+A stop does not wait for a rebalance under way: the fetch returns at once, a restore of
+newly assigned partitions is abandoned (they go to the others), the batch in hand
+finishes within the stop's deadline or stays uncommitted, then the matcher leaves the
+group (docs/scaling.md, "A matcher's stop").
 """
 
 from __future__ import annotations
@@ -146,17 +151,19 @@ class MatcherRole:
         while not shutdown.asked:
             if group.failed.is_set():
                 raise group.failure or RuntimeError("rebalance failed")
-            async with group.batch() as records:
+            async with group.batch(until=shutdown.stopping) as records:
                 if records and not shutdown.asked:
                     await self._handle(records)
 
     async def stop(self) -> None:
-        """Leave the group, drain delivery (what is left stays in the outbox), close the store."""
+        """Leave the group (even during a rebalance, within the deadline), drain delivery
+        (what is left stays in the outbox), close the store."""
         shutdown = self._context.shutdown
         if self._retention is not None:
             await finish(self._retention)
-        if self._group is not None:
-            await self._group.stop()
+        if self._group is not None and not await self._group.leave(shutdown.remaining()):
+            hint = "the group gives this matcher's partitions to the others after [cluster] session_timeout"
+            log.warning("matcher.leave.slow", hint=hint)
         if self._delivery is not None:
             await shutdown.bounded(self._delivery.stop, shutdown.remaining())
         if self._cpu is not None:
@@ -216,7 +223,8 @@ class MatcherRole:
             )
 
     async def _assigned(self, partitions: set[int]) -> None:
-        """Read the matcher state of newly owned partitions into the store and story index."""
+        """Read the matcher state of newly owned partitions into the store and story index;
+        not when a stop comes first (this matcher is leaving: the partitions go to the others)."""
         assert self._store is not None
         # A rebalance takes every partition away and hands them out again: those this
         # matcher kept have no state elsewhere to take over.
@@ -226,13 +234,28 @@ class MatcherRole:
             self._restored = set(partitions)
             return
         started = time.monotonic()
+        read = await self._context.shutdown.unless_stopping(self._read_state(fresh))
+        if read is None:
+            log.info("matcher.partitions.not_taken", partitions=sorted(partitions), reason="stopping")
+            return
+        remembered, skipped, expired = read
+        restored = await self._store.restore_articles(remembered)
+        self._restore_stories(remembered)
+        self._restored = set(partitions)
+        self.counts["restored"] += restored
+        log.info("matcher.partitions.assigned", partitions=sorted(partitions), restored_from=sorted(fresh), articles=restored,
+                 skipped=skipped, expired=expired, seconds=round(time.monotonic() - started, 3))  # fmt: skip
+
+    async def _read_state(self, partitions: set[int]) -> tuple[list[RememberedArticle], int, int]:
+        """The articles remembered in ``partitions`` of the matcher-state topic; how many
+        records were skipped (not a state) and expired (past retention)."""
         context = self._context
         remembered: list[RememberedArticle] = []
         skipped = expired = 0
         # What retention has forgotten here is not taken over either.
         oldest = time.time() - context.settings.state.retention_days * 86400.0
         async for record in read_to_end(context.publisher, context.settings.kafka, context.bootstrap_servers,
-                                        self._cluster.matcher_state_topic, fresh):  # fmt: skip
+                                        self._cluster.matcher_state_topic, partitions):  # fmt: skip
             try:
                 article = state_from_record(record.key, record.value)
             except MatcherStateError as exc:
@@ -243,12 +266,7 @@ class MatcherRole:
                 expired += 1
             else:
                 remembered.append(article)
-        restored = await self._store.restore_articles(remembered)
-        self._restore_stories(remembered)
-        self._restored = set(partitions)
-        self.counts["restored"] += restored
-        log.info("matcher.partitions.assigned", partitions=sorted(partitions), restored_from=sorted(fresh), articles=restored,
-                 skipped=skipped, expired=expired, seconds=round(time.monotonic() - started, 3))  # fmt: skip
+        return remembered, skipped, expired
 
     def _restore_stories(self, remembered: list[RememberedArticle]) -> None:
         if self._stories is None:
@@ -281,14 +299,20 @@ class MatcherRole:
             await self._dead_letter(letters)
         for chunk in rounds([article for _record, article in articles]):
             self._account(await self._matching.admit(chunk))
-        if not await self._acknowledged() or not await self._remember(articles):
+        if not await self._acknowledged():
             return
         offsets: dict[int, int] = {}
         for record in records:
             offsets[record.partition] = max(offsets.get(record.partition, 0), record.offset + 1)
-        if await self._group.commit(offsets):
+        # A stop's deadline leaves the batch uncommitted: the next owner reads it again.
+        if await self._context.shutdown.until_deadline(self._remember_and_commit(articles, offsets)):
             self.counts["batches"] += 1
             self.committed.update(offsets)
+
+    async def _remember_and_commit(self, articles: list[tuple[Any, Article]], offsets: dict[int, int]) -> bool:
+        """Steps 4 and 5 of a batch; whether its offsets were committed."""
+        assert self._group is not None
+        return await self._remember(articles) and await self._group.commit(offsets)
 
     async def _acknowledged(self) -> bool:
         """Wait until Kafka acknowledged every alert of the batch: as long as an outage

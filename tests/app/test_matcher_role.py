@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from monitor.adapters.kafka import KafkaPublisher, TopicAdmin
+from monitor.app import matcher_role
 from monitor.app.matcher_role import MatcherRole
 from monitor.app.roles import RoleHost
 from monitor.cluster import is_marker, state_from_record
@@ -236,6 +238,66 @@ async def test_a_joining_matcher_takes_partitions_with_their_state(broker, tmp_p
     alerts = await read_alerts(broker.bootstrap_servers, [articles[0].feed_url])
     assert len(alerts) == 6 and len({a["alert_id"] for a in alerts}) == 6
 
+
+
+async def test_a_matcher_stopped_during_a_rebalance_leaves_at_once_and_the_other_takes_over(broker, tmp_path, monkeypatch):
+    """A stop in the middle of a rebalance (here, while the joining matcher restores the
+    state of the partition it was given, which a slow broker can stretch up to the
+    restore's minute) does not wait for it: the matcher abandons the restore, leaves the
+    group and exits cleanly in a fraction of the session timeout; the other matcher takes
+    the partition back and matches what was published to it meanwhile, each alert once."""
+    run = uuid.uuid4().hex[:8]
+    first_settings = _settings(tmp_path, broker.bootstrap_servers, run, "first")
+    second_settings = _settings(tmp_path, broker.bootstrap_servers, run, "second")
+    topic = first_settings.cluster.articles_topic
+    articles = [_seed_article(run, n) for n in range(3)]
+    armed, restoring, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    given: set[int] = set()
+    read = matcher_role.read_to_end
+
+    async def slow_read(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        if armed.is_set() and not restoring.is_set():
+            given.update(args[4])
+            restoring.set()
+            await never.wait()  # a restore that does not end while the test runs
+        async for record in read(*args, **kwargs):
+            yield record
+
+    monkeypatch.setattr(matcher_role, "read_to_end", slow_read)
+    publisher = await _publisher(first_settings)
+    second = RoleHost(second_settings, ("matcher",))
+    leaving: asyncio.Task[None] | None = None
+    try:
+        async with _matcher(first_settings) as first:
+            await until(lambda: first.status()["partitions"] == [0, 1], timeout=30, what="both partitions")
+            for partition, article in enumerate(articles[:2]):
+                await publisher.publish(article_record(article, topic), partition=partition)
+            await until(lambda: first.status()["committed"] == {"0": 1, "1": 1}, what="the first batches committed")
+            armed.set()
+            leaving = asyncio.create_task(second.run(handle_signals=False))
+            await asyncio.wait_for(restoring.wait(), 30)
+            (moved,) = given
+            # Published while the partition is between owners: a new article and a repeat.
+            await publisher.publish(article_record(articles[2], topic), partition=moved)
+            await publisher.publish(article_record(articles[moved], topic), partition=moved)
+            started = time.monotonic()
+            second.stop()
+            done, _ = await asyncio.wait({leaving}, timeout=first_settings.cluster.session_timeout)
+            stopped = time.monotonic() - started
+            assert leaving in done, f"the stop still waited for the restore after {stopped:.1f}s"
+            leaving.result()
+            assert stopped < first_settings.cluster.session_timeout / 3, f"the stop took {stopped:.1f}s"
+            await until(lambda: first.committed.get(moved) == 3, timeout=30, what="the first matcher to take the partition back")
+            assert first.status()["partitions"] == [0, 1]
+            assert first.counts["alerts"] == 9 and first.counts["duplicate"] == 1
+    finally:
+        never.set()
+        second.stop()
+        if leaving is not None:
+            await asyncio.gather(leaving, return_exceptions=True)
+        await publisher.stop()
+    alerts = await read_alerts(broker.bootstrap_servers, [articles[0].feed_url], expect=9)
+    assert len(alerts) == 9 and len({a["alert_id"] for a in alerts}) == 9
 
 
 async def test_a_matcher_refuses_a_state_topic_not_co_partitioned_with_the_articles(broker, tmp_path):
