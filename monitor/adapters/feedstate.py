@@ -76,6 +76,8 @@ class KafkaFeedStateStore:
         self._written: dict[str, tuple[tuple[Any, ...], dict[str, str], float | None]] = {}
         #: Write every state given, changed or not (a hand-over, a stop); else only those
         #: whose record would tell a new owner something new (see :meth:`save_feed_rows`).
+        #: Set only for one write, by its writer under the lock that keeps writes apart
+        #: (:meth:`monitor.app.poller_role.StateWriter.flush`).
         self.exact = False
         #: States not written since start: nothing a new owner needs had changed.
         self.skipped = 0

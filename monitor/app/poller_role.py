@@ -104,7 +104,7 @@ class PollerRole:
         #: Feed records dead-lettered, feed states restored, rebalances seen.
         self.counts: Counter[str] = Counter()
         self.admission: PollerAdmission | None = None
-        self.writer = StateWriter(self.feed_states, settings.state.flush_interval)
+        self.writer = StateWriter(self.feed_states, self.store, settings.state.flush_interval)
         self._partitions = 0
         #: WebSub, when ``[websub] enabled`` (ConfigError here when its callback URL is not per instance).
         self.websub = (
@@ -392,11 +392,7 @@ class PollerRole:
         for url in urls:
             if (state := self.feed_states.peek(url)) is not None:
                 self.feed_states.put(state)
-        self.store.exact = True
-        try:
-            return await self.writer.flush(partitions)
-        finally:
-            self.store.exact = False
+        return await self.writer.flush(partitions, exact=True)
 
     async def _wait_polls(self, urls: list[str]) -> int:
         """Wait for the polls in flight of ``urls`` (feeds handed over): at most ``[feeds]
@@ -426,8 +422,9 @@ class StateWriter:
     (:meth:`poll_finished` wakes it), every ``interval`` s while writes fail, and at once
     when asked (:meth:`flush`: a hand-over, the end of the run)."""
 
-    def __init__(self, feed_states: FeedStates, interval: float) -> None:
+    def __init__(self, feed_states: FeedStates, store: KafkaFeedStateStore, interval: float) -> None:
         self._feed_states = feed_states
+        self._store = store
         self._interval = interval
         self._lock = asyncio.Lock()
         self._asked = asyncio.Event()
@@ -447,9 +444,12 @@ class StateWriter:
             except Exception as exc:  # a bug must not end the writer: the states stay dirty, retried
                 log.exception("feed.state.flush_crashed", error=f"{type(exc).__name__}: {exc}", hint="a bug: please report it")
 
-    async def flush(self, partitions: Iterable[int] = ()) -> bool:
-        """Write every changed state now; False (logged) when Kafka did not take them all."""
+    async def flush(self, partitions: Iterable[int] = (), *, exact: bool = False) -> bool:
+        """Write every changed state now (``exact``: each as it is, even when nothing a new
+        owner needs changed); False (logged) when Kafka did not take them all."""
         async with self._lock:
+            # Set under the lock: an exact write waiting for it must not see another's reset.
+            self._store.exact = exact
             try:
                 await self._feed_states.flush()
             except BrokerError as exc:
@@ -458,4 +458,6 @@ class StateWriter:
                     hint="retried; a feed handed over now is polled by its new owner from its last written state",
                 )
                 return False
+            finally:
+                self._store.exact = False
         return True

@@ -480,3 +480,40 @@ async def test_poller_and_matcher_in_one_process_turn_a_feed_into_alerts(broker:
     finally:
         host.stop()
         await asyncio.wait_for(task, timeout=30)
+
+
+async def test_overlapping_exact_writes_each_write_every_state_they_were_given(broker: Any, tmp_path: Path) -> None:
+    """A hand-over's write and the stop's overlap (the second waits for the first's lock):
+    the second still writes its states as they are, though nothing a new owner needs
+    changed (here, a few 304s), so the next owner goes on from the latest counters."""
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag, topic_partitions=2)
+    await write_feeds(settings)  # the topics
+    publisher = KafkaPublisher(settings.kafka, settings.kafka.bootstrap_servers)
+    await publisher.start()
+    try:
+        role = PollerRole(
+            RoleContext(
+                settings=settings, bootstrap_servers=settings.kafka.bootstrap_servers, publisher=publisher, rules=None,
+                observer=Observer([]), shutdown=Shutdown(10.0), instance_id="poller-a",
+            )
+        )  # fmt: skip
+        urls = [f"https://{tag}-{n}.example/rss" for n in range(2)]
+        for partition, url in enumerate(urls):
+            role.store.partitions[url] = partition
+            role.feed_states.put(FeedState(url, next_poll=time.time() + 60, polls=1))
+        assert await role.writer.flush()
+        for url in urls:
+            state = role.feed_states.peek(url)
+            assert state is not None
+            state.polls += 5  # a few 304s: nothing a new owner needs changed
+        handing_over = asyncio.ensure_future(role._write_exactly(urls[:1], {0}))
+        await asyncio.sleep(0)  # one turn of the loop: its write is now waiting for Kafka
+        assert not handing_over.done() and not role.feed_states.dirty
+        skipped = role.store.skipped
+        assert await role._write_exactly(urls, {0, 1}) and await handing_over
+        assert role.store.skipped == skipped
+        written = await feed_states(settings, lambda s: all(s.get(url, {}).get("polls") == 6 for url in urls))
+        assert {url: written[url]["polls"] for url in urls} == dict.fromkeys(urls, 6)
+    finally:
+        await publisher.stop()
