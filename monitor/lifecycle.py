@@ -123,7 +123,10 @@ class Shutdown:
 
     async def bounded(self, step: Callable[[float], Awaitable[Any]], timeout: float) -> Any:
         """``step(timeout)``; if :meth:`stop_now` interrupts it, ``step(0)`` instead (a step
-        that hands over what it could not finish, e.g. the drain)."""
+        that hands over what it could not finish, e.g. the drain); ``step(0)`` at once
+        after one."""
+        if self.stopping_now.is_set():
+            return await step(0.0)
         done, result = await self.unless_stopping_now(step(timeout))
         return result if done else await step(0.0)
 

@@ -178,22 +178,18 @@ class GroupMember:
         handled inside the ``async with``: a rebalance waits until it ends.
 
         Empty at once when ``until`` is set (a stop): aiokafka's fetch waits for the end of
-        a rebalance under way, however long it takes."""
-        fetching = asyncio.ensure_future(self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=self._max_records))
-        if until is not None:
-            stop = asyncio.ensure_future(until.wait())
+        a rebalance under way, however long it takes, and so may the lock (a rebalance
+        callback holds it, e.g. while the broker is down); the records fetched are then
+        dropped (nothing of them is committed)."""
+        fetching = self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=self._max_records)
+        fetched = await _unless_set(until, fetching)
+        if fetched is not None and await _unless_set(until, self._lock.acquire()):
             try:
-                await asyncio.wait({fetching, stop}, return_when=asyncio.FIRST_COMPLETED)
+                yield [record for tp, records in fetched.items() if tp.partition in self.owned for record in records]
             finally:
-                stop.cancel()
-            if not fetching.done():
-                fetching.cancel()
-                await asyncio.gather(fetching, return_exceptions=True)
-                yield []
-                return
-        fetched = await fetching
-        async with self._lock:
-            yield [record for tp, records in fetched.items() if tp.partition in self.owned for record in records]
+                self._lock.release()
+            return
+        yield []
 
     async def commit(self, offsets: Mapping[int, int]) -> bool:
         """Commit ``partition -> next offset to read`` (call it inside :meth:`batch`);
@@ -241,6 +237,22 @@ class GroupMember:
                 self.owned = set(partitions)
                 if self._from_beginning and partitions:
                     await self._consumer.seek_to_beginning(*(TopicPartition(self.topic, p) for p in sorted(partitions)))
+
+
+async def _unless_set(until: asyncio.Event | None, work: Awaitable[Any]) -> Any:
+    """``work``'s result; None (it is cancelled) when ``until`` is set before it ends."""
+    task = asyncio.ensure_future(work)
+    if until is None:
+        return await task
+    stop = asyncio.ensure_future(until.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

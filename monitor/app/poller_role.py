@@ -245,11 +245,13 @@ class PollerRole:
         """Write the last states, then leave the group (its partitions move to the others at
         once, even during a rebalance), each within the shutdown deadline: the next owners
         restore what was written before the leave."""
-        group = self._group
+        group, shutdown = self._group, self.shutdown
         try:
+            # A second stop ends each wait at once (the leave then gets its last second).
+            writing = asyncio.wait_for(self._write_exactly(list(self.store.partitions), self.owned), max(0.5, shutdown.remaining()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._write_exactly(list(self.store.partitions), self.owned), max(0.5, self.shutdown.remaining()))
-            if group is not None and not await group.leave(self.shutdown.remaining()):
+                await shutdown.unless_stopping_now(writing)
+            if group is not None and not await shutdown.bounded(group.leave, shutdown.remaining()):
                 hint = "the group gives this poller's partitions to the others after [cluster] session_timeout"
                 log.warning("poller.leave.slow", hint=hint)
         finally:
@@ -402,7 +404,10 @@ class PollerRole:
         until = time.monotonic() + options.timeout + options.parse_timeout
         waiting = self.poller.wait_polls(urls, min(until - time.monotonic(), self.shutdown.remaining()))
         if (still := await self.shutdown.unless_stopping(waiting)) is None:
-            still = await self.poller.wait_polls(urls, min(until - time.monotonic(), self.shutdown.remaining()))
+            # A stop came: its deadline bounds the wait, and a second stop ends it.
+            wait = self.poller.wait_polls
+            left = min(until - time.monotonic(), self.shutdown.remaining())
+            still = await self.shutdown.bounded(lambda timeout: wait(urls, timeout), left)
         return still
 
     async def _restore(self, partitions: set[int], fresh: set[int]) -> list[str]:

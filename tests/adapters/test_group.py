@@ -72,3 +72,49 @@ async def test_a_member_stopped_while_the_broker_holds_its_rejoin_leaves_within_
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await second.stop(rebalance_wait=0.0)
+
+
+async def test_a_stop_ends_a_batch_waiting_for_an_assignment_callback(broker) -> None:
+    """An assignment callback holds the batch lock while it waits (for a broker gone down,
+    say): a stop still ends the batch at once, with no records, though the callback goes on."""
+    topic, group = f"group-{uuid.uuid4().hex[:8]}", f"members-{uuid.uuid4().hex[:8]}"
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, enable_idempotence="false", topic_partitions=2)
+    publisher = KafkaPublisher(settings, broker.bootstrap_servers)
+    await publisher.start()
+    try:
+        await publisher.ensure_topics([topic])
+    finally:
+        await publisher.stop()
+    assigning, never = asyncio.Event(), asyncio.Event()
+
+    async def nothing(_partitions: set[int]) -> None:
+        return None
+
+    async def assigned(_partitions: set[int]) -> None:
+        assigning.set()
+        await never.wait()  # a callback that does not end while the test runs
+
+    def member(on_assigned) -> GroupMember:
+        return GroupMember(settings, broker.bootstrap_servers, topic=topic, group=group, session_timeout=SESSION_TIMEOUT,
+                           on_assigned=on_assigned, on_revoked=nothing)  # fmt: skip
+
+    first = member(assigned)
+    stop = asyncio.Event()
+    starting = asyncio.create_task(first.start())
+    try:
+        await asyncio.wait_for(assigning.wait(), 30)
+        # The fetch (0.1 s) ends before the stop: the batch then waits for the callback's lock.
+        asyncio.get_running_loop().call_later(0.5, stop.set)
+        started = time.monotonic()
+
+        async def one_batch() -> list[object]:
+            async with first.batch(0.1, until=stop) as records:
+                return records
+
+        assert await asyncio.wait_for(one_batch(), 10) == []
+        assert not never.is_set() and time.monotonic() - started < SESSION_TIMEOUT / 4
+    finally:
+        never.set()
+        stop.set()
+        await asyncio.gather(starting, return_exceptions=True)
+        await first.stop(rebalance_wait=0.0)

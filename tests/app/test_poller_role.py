@@ -517,3 +517,38 @@ async def test_overlapping_exact_writes_each_write_every_state_they_were_given(b
         assert {url: written[url]["polls"] for url in urls} == dict.fromkeys(urls, 6)
     finally:
         await publisher.stop()
+
+
+async def test_a_second_stop_ends_the_pollers_leave_when_the_broker_is_down(feed_server: FeedServer, tmp_path: Path) -> None:
+    """The broker gone, a poller's stop waits for its last state write and its leave until
+    the deadline (README: a second SIGTERM stops at once): a second stop ends the wait, and
+    the leave gets its last second."""
+    proxy = await KafkaProxy().start()
+    try:
+        tag = uuid.uuid4().hex[:10]
+        settings = cluster_settings(tmp_path, proxy.bootstrap_servers, "poller-a", tag)
+        url = feed_server.serve(f"/{tag}/a.xml", rss([("1", "one", "x")]))
+        await write_feeds(settings, Feed(url=url, interval=60.0))
+        poller = RunningPoller(settings)
+        poller.shutdown = Shutdown(20.0)
+        role = await poller.__aenter__()
+        try:
+            await until(lambda: role.assigned.is_set() and not role.feed_states.dirty, timeout=30, what="the first poll's state")
+            proxy.down = True
+            proxy.cut()
+            role.shutdown.stop()
+            assert poller.task is not None
+            await asyncio.wait_for(poller.task, 20)
+            # The state write and the leave wait for the broker, up to the deadline (20 s away).
+            asyncio.get_running_loop().call_later(0.5, role.shutdown.stop_now)
+            started = time.monotonic()
+            await asyncio.wait_for(role.stop(), 40)
+            stopped = time.monotonic() - started
+            assert stopped < role.shutdown.timeout / 4, f"the stop took {stopped:.1f}s"
+        finally:
+            role.shutdown.stop_now()
+            if poller.task is not None:
+                await asyncio.gather(poller.task, return_exceptions=True)
+            await poller.publisher.stop(0.0)
+    finally:
+        await proxy.stop()
