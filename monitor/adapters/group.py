@@ -73,8 +73,9 @@ class GroupMember:
         options = connection_options(settings, bootstrap_servers)
         if client_id:
             options["client_id"] = client_id
+        # Subscribed once started: aiokafka's start would otherwise wait for the first
+        # assignment, which no stop can cut short (the join goes on in the fetches instead).
         self._consumer = AIOKafkaConsumer(
-            topic,
             **options,
             group_id=group,
             enable_auto_commit=False,
@@ -84,7 +85,6 @@ class GroupMember:
             # A third of the session at most (Kafka's advice), at least every second.
             heartbeat_interval_ms=max(100, min(1000, session_ms // 3)),
         )
-        self._consumer.subscribe([topic], listener=_Listener(self))
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
         #: Read every partition from its beginning on each assignment (a member that commits nothing).
@@ -100,17 +100,22 @@ class GroupMember:
         self.failed = asyncio.Event()
         #: Set by :meth:`stop`: rebalance callbacks are no longer called.
         self.leaving = False
-        #: Set from the revocation that starts a rebalance until its assignment ends it.
+        #: Set from the revocation that starts a rebalance (or from the start: the first
+        #: join) until its assignment ends it.
         self.rebalancing = asyncio.Event()
         self._settled = asyncio.Event()
 
     async def start(self) -> None:
-        """Connect and subscribe (the first assignment comes with the first :meth:`batch`)."""
+        """Connect and subscribe: the member joins the group in the background, and its
+        first assignment comes during the first :meth:`batch` calls (a stop meanwhile is a
+        stop during a rebalance)."""
         try:
             await self._consumer.start()
         except KafkaError as exc:
             await self._consumer.stop()
             raise BrokerError(f"cannot join consumer group {self.group} on {self.topic}: {type(exc).__name__}: {exc}") from exc
+        self.rebalancing.set()
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
 
     async def leave(self, within: float) -> bool:
         """:meth:`stop` within ``within`` s of a stop's deadline (at least 1 s), a rebalance

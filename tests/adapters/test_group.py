@@ -118,3 +118,59 @@ async def test_a_stop_ends_a_batch_waiting_for_an_assignment_callback(broker) ->
         stop.set()
         await asyncio.gather(starting, return_exceptions=True)
         await first.stop(rebalance_wait=0.0)
+
+
+async def test_a_member_stopped_before_its_first_assignment_leaves_within_its_wait(broker) -> None:
+    """The first join can take long (here the other member's revocation does not end): the
+    start does not wait for it, and a stop meanwhile is a stop during a rebalance."""
+    topic, group = f"group-{uuid.uuid4().hex[:8]}", f"members-{uuid.uuid4().hex[:8]}"
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, enable_idempotence="false", topic_partitions=2)
+    publisher = KafkaPublisher(settings, broker.bootstrap_servers)
+    await publisher.start()
+    try:
+        await publisher.ensure_topics([topic])
+    finally:
+        await publisher.stop()
+    revoking, never = asyncio.Event(), asyncio.Event()
+
+    async def nothing(_partitions: set[int]) -> None:
+        return None
+
+    async def revoked(partitions: set[int]) -> None:
+        if partitions:
+            revoking.set()
+            await never.wait()  # a hand-over that does not end while the test runs
+
+    def member(on_revoked) -> GroupMember:
+        return GroupMember(settings, broker.bootstrap_servers, topic=topic, group=group, session_timeout=SESSION_TIMEOUT,
+                           on_assigned=nothing, on_revoked=on_revoked)  # fmt: skip
+
+    async def consume(m: GroupMember, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            async with m.batch(0.2, until=stop):
+                pass
+
+    first, second = member(revoked), member(nothing)
+    first_stop, second_stop = asyncio.Event(), asyncio.Event()
+    await first.start()
+    tasks = [asyncio.create_task(consume(first, first_stop))]
+    try:
+        await until(lambda: first.owned == {0, 1}, timeout=30, what="the first member's assignment")
+        started = time.monotonic()
+        await asyncio.wait_for(second.start(), 10)
+        tasks.append(asyncio.create_task(consume(second, second_stop)))
+        await asyncio.wait_for(revoking.wait(), 30)
+        assert second.rebalancing.is_set() and not second.owned
+        second_stop.set()
+        await asyncio.wait_for(second.stop(rebalance_wait=0.5), 20)
+        stopped = time.monotonic() - started
+        assert stopped < SESSION_TIMEOUT / 2, f"the start and stop took {stopped:.1f}s"
+    finally:
+        never.set()
+        first_stop.set()
+        second_stop.set()
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await first.stop(rebalance_wait=0.0)
