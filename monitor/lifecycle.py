@@ -20,11 +20,30 @@ from typing import Any, TypeVar
 
 from monitor.log import get_logger
 
-__all__ = ["Shutdown", "finish", "install_signal_handlers"]
+__all__ = ["Shutdown", "finish", "install_signal_handlers", "unless_set"]
 
 log = get_logger("worker")
 
 T = TypeVar("T")
+
+
+async def unless_set(event: asyncio.Event | None, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """(True, ``work``'s result) once it is done; (False, None) when ``event`` is set first
+    (``work`` is then cancelled). With no event, ``work`` is simply awaited."""
+    task = asyncio.ensure_future(work)
+    if event is None:
+        return True, await task
+    waiting = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False, None
+    return True, task.result()
 
 
 class Shutdown:
@@ -75,16 +94,7 @@ class Shutdown:
         if self.asked:
             work.close()
             return None
-        task = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self.stopping.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        return None if task.cancelled() else task.result()
+        return (await unless_set(self.stopping, work))[1]
 
     async def until_deadline(self, work: Coroutine[Any, Any, T]) -> T | None:
         """``work``'s result; None (it is cancelled) when it is still running at the
@@ -108,18 +118,7 @@ class Shutdown:
     async def unless_stopping_now(self, awaitable: Awaitable[Any]) -> tuple[bool, Any]:
         """(True, its result) once ``awaitable`` is done; (False, None) when :meth:`stop_now`
         comes first (then it is cancelled)."""
-        task = asyncio.ensure_future(awaitable)
-        now = asyncio.ensure_future(self.stopping_now.wait())
-        try:
-            await asyncio.wait({task, now}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            now.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
-        if task.cancelled():
-            return False, None
-        return True, task.result()
+        return await unless_set(self.stopping_now, awaitable)
 
     async def bounded(self, step: Callable[[float], Awaitable[Any]], timeout: float) -> Any:
         """``step(timeout)``; if :meth:`stop_now` interrupts it, ``step(0)`` instead (a step

@@ -36,6 +36,7 @@ from aiokafka.structs import TopicPartition
 
 from monitor.adapters.kafka import connection_options
 from monitor.errors import BrokerError
+from monitor.lifecycle import unless_set
 from monitor.log import get_logger
 from monitor.settings import KafkaSettings
 
@@ -187,10 +188,10 @@ class GroupMember:
         callback holds it, e.g. while the broker is down); the records fetched are then
         dropped (nothing of them is committed)."""
         fetching = self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=self._max_records)
-        fetched = await _unless_set(until, fetching)
-        if fetched is not None and await _unless_set(until, self._lock.acquire()):
+        fetched, records = await unless_set(until, fetching)
+        if fetched and (await unless_set(until, self._lock.acquire()))[0]:
             try:
-                yield [record for tp, records in fetched.items() if tp.partition in self.owned for record in records]
+                yield [record for tp, part in (records or {}).items() if tp.partition in self.owned for record in part]
             finally:
                 self._lock.release()
             return
@@ -242,22 +243,6 @@ class GroupMember:
                 self.owned = set(partitions)
                 if self._from_beginning and partitions:
                     await self._consumer.seek_to_beginning(*(TopicPartition(self.topic, p) for p in sorted(partitions)))
-
-
-async def _unless_set(until: asyncio.Event | None, work: Awaitable[Any]) -> Any:
-    """``work``'s result; None (it is cancelled) when ``until`` is set before it ends."""
-    task = asyncio.ensure_future(work)
-    if until is None:
-        return await task
-    stop = asyncio.ensure_future(until.wait())
-    try:
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    return None if task.cancelled() else task.result()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
