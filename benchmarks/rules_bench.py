@@ -30,6 +30,9 @@ one of them, interleaved with the engine cells and reported as a share of the ma
 cost per alert. The articles come from 40 outlets, two a second, so windows fill and
 bursts fire; every pass counts its articles again, as new ones (the daemon never sees a
 new article twice).
+"Signals in the daemon's order" times the bookkeeping where the daemon runs it, after
+matching an article and building its alerts: the articles handed over only, rules without
+blocks, and bursts on all (see :func:`daemon_order`).
 
 Then compile time (process CPU time and wall time, median of 3 loads with the term and
 fold caches cleared before each, so every load is a cold first load) and memory (RSS
@@ -300,6 +303,63 @@ def matched_signals_runner(ruleset: RuleSet):
     return run, harness
 
 
+def daemon_order(bursting: RuleSet, plain: RuleSet, articles: list[Article], passes: int) -> None:
+    """Print the cost of signal bookkeeping where the daemon runs it: after matching an
+    article and building its alerts and their records (``build_alert``, ``alert_record``:
+    the outlet is derived there first). The signals' part of each article is timed alone
+    (``perf_counter_ns`` on the pinned CPU: a cell difference would drown it in the cost
+    of the alerts) against matching in the same pass; the median of ``passes`` passes.
+    Three steps: the articles handed over (``matches_of``) only; rules without blocks (the
+    journal, its flushes and the hourly counts, one look-up per rule); bursts on all."""
+    from monitor.dedupe import Candidate, Verdict
+    from monitor.delivery.records import alert_record, build_alert
+    from monitor.signals import Signals
+    from monitor.signals.feed import matches_of
+
+    new = [Verdict.NEW]
+    steps = (("handed over only", bursting), ("no blocks", plain), ("bursts on all", bursting))
+    shares: dict[str, list[float]] = {label: [] for label, _ in steps}
+    per_alert: dict[str, list[float]] = {label: [] for label, _ in steps}
+    clock = time.perf_counter_ns
+    for label, ruleset in steps:
+        signals = Signals()
+        now = 1_790_000_000.0
+        signals.watch(ruleset.rules, now)
+        signals.changes()
+        version = ruleset.version
+        gc.collect()
+        gc.freeze()
+        for _ in range(passes + 1):  # the first pass warms up
+            matching = spent = alerts = 0
+            for item in articles:
+                now += 0.5
+                start = clock()
+                candidate = Candidate(item, ruleset.match(item))
+                matched = clock()
+                for match in candidate.matches:
+                    alert_record(build_alert(match, item, ruleset_version=version))
+                before = clock()
+                handed = matches_of([candidate], new, [])
+                if label != "handed over only":
+                    for seen, rules in handed:
+                        signals.observe_article(seen, rules, now, now)
+                    signals.expire(now)
+                    signals.changes(now)
+                spent += clock() - before
+                matching += matched - start
+                alerts += len(candidate.matches)
+            shares[label].append(spent / matching)
+            per_alert[label].append(spent / alerts / 1000)
+        gc.unfreeze()
+        for series in (shares[label], per_alert[label]):
+            del series[0]
+    print(
+        "signals in the daemon's order at 10,000 rules (after matching and building the alerts; timed alone, median of "
+        f"{passes} passes): "
+        + "; ".join(f"{label}: {median(per_alert[label]):.1f} us per alert, {median(shares[label]):.1%} of matching" for label, _ in steps)
+    )
+
+
 def pin_to_cpu(cpu: int | None) -> int | None:
     """Pin this process to ``cpu`` (None: the last CPU it may run on; -1: leave it free);
     the CPU pinned to, or None."""
@@ -460,6 +520,7 @@ def main() -> None:
         f"against {min(alone) / alerts * 1e6:.1f} us of matching: {extra / (min(alone) / alerts):.1%} "
         f"(within each round: median {median(paired_extra):.1%})"
     )
+    daemon_order(bursting, rulesets[10_000], articles, args.passes)
     del rulesets, cells, bursting
     text = rules_yaml(random.Random(10_000), vocab, 10_000)
     cpu_times, wall_times, growths = [], [], []

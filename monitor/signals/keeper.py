@@ -2,13 +2,13 @@
 
 :class:`Signals` is what the daemon, a matcher and ``news-monitor signals`` hold. Its hot
 path, :meth:`Signals.observe_article`, runs once per admitted article with the rules that
-matched it: a journal row holding the article and its rules, and per rule one set look-up
-(a rule in a cool-down stops there) or one dictionary look-up, a compare with its burst
-detector's floor and perhaps an entry in its window and an outlet counter; nothing is
-serialised there. :meth:`Signals.changes` says what to save: the journal of articles
-since the last flush (its rows serialised and counted by the hour there, one counter
-update per hour), the states that raised a signal, and at a checkpoint every state
-changed since the last one (the journal it covers deleted).
+matched it: a journal row holding the article and its rules, and per rule with a block
+one set look-up (a rule in a cool-down stops there) or one dictionary look-up, a compare
+with its burst detector's floor and perhaps an entry in its window and an outlet counter;
+nothing is serialised there. :meth:`Signals.changes` says what to save: the journal of
+articles since the last flush (its rows made and counted by the hour there, one counter
+update per hour, and serialised), the states that raised a signal, and at a checkpoint
+every state changed since the last one (the journal it covers deleted).
 """
 
 from __future__ import annotations
@@ -106,10 +106,10 @@ class Signals:
         self._stories: set[str] = set()
         self._urgent_stories: set[str] = set()
         self._gone: set[str] = set()
-        #: Articles since the last flush: (detected, article, rules), serialised at the flush.
+        #: Articles not yet counted by the hour: (detected, article, rules), made journal
+        #: rows by :meth:`_pending` (counted there) and serialised at the flush.
         self._journal: list[tuple[float, SignalArticle, Sequence[Rule]]] = []
-        #: How many of them are counted by the hour (see :meth:`_pending`).
-        self._counted_rows = 0
+        self._rows: list[tuple[Any, ...]] = []
         #: Hour -> the rule ids of each replayed article not yet counted.
         self._uncounted: dict[int, list[list[str]]] = {}
         self._seq = 0
@@ -214,11 +214,14 @@ class Signals:
 
         The hot path (docs/signals.md, "Cost"): per article a journal row that holds
         ``article`` and ``rules`` as given until the next flush (neither may be changed
-        after the call; the hourly counts are taken from the rows there); per rule one set
-        look-up (a rule in a cool-down that no sighting of this article can end stops
-        there) or one dictionary look-up and, with a ``burst:`` block, a compare with its
-        floor and perhaps an entry in its window and an outlet counter. A rule's blocks are
-        those :meth:`watch` saw (a rule met first here is followed with the blocks it has)."""
+        after the call; the hourly counts are taken from the rows there); a rule without
+        a ``burst:`` or ``spike:`` block stops at them (its matches are counted by the hour
+        only); per other rule one set look-up (a rule in a cool-down that no sighting of
+        this article can end stops there) or one dictionary look-up and, with a ``burst:``
+        block, a compare with its floor and perhaps an entry in its window and an outlet
+        counter. A rule's blocks are those :meth:`watch` saw (a rule met first here is
+        followed with the blocks it has); a rule given without blocks counts for none,
+        even if its id has a detector (a match made before a reload added a block)."""
         raised: list[Signal] | None = None
         published = article.published
         if published is not None and not math.isfinite(published):
@@ -232,6 +235,8 @@ class Signals:
             self._thaw(late)
         watched, spikes, dirty, frozen = self._watched, self.spikes, self._dirty, self._frozen
         for rule in rules:
+            if rule.burst is None and rule.spike is None:
+                continue  # most rules: no detector to look up
             rule_id = rule.id
             # Most sightings of a busy rule fall in its cool-down: one set look-up.
             burst = None if rule_id in frozen else watched.get(rule_id, _UNSEEN)
@@ -308,25 +313,27 @@ class Signals:
         return signal
 
     def _pending(self) -> None:
-        """Count the articles since the last call into the hourly counts (before a flush, a
-        checkpoint, a chart): one counter update per hour, not per article."""
+        """Make the articles since the last call journal rows, counted into the hourly counts
+        (before a flush, a checkpoint, a chart): one counter update per hour, not per article."""
         uncounted, self._uncounted = self._uncounted, {}
-        rows = self._journal
-        if self._counted_rows < len(rows):
-            hours: dict[int, list[Sequence[Rule]]] = {}
-            for detected, article, rules in rows[self._counted_rows :]:
-                # The chart's hour: on the article's time when plausible within the chart's span.
+        if self._journal:
+            journal, self._journal = self._journal, []
+            hours: dict[int, list[str]] = {}
+            rows = self._rows
+            for detected, article, rules in journal:
+                ids = list(map(_ID, rules))
                 published = article.published
+                rows.append((detected, article.id, article.url, article.title, article.outlet, published, article.story_id, ids))
+                # The chart's hour: on the article's time when plausible within the chart's span.
                 t = published if published is not None and detected - _CHART_WINDOW <= published <= detected + CLOCK_SKEW else detected
                 hour = int(t // _HOUR)
                 group = hours.get(hour)
                 if group is None:
-                    hours[hour] = [rules]
+                    hours[hour] = ids.copy()
                 else:
-                    group.append(rules)
-            self._counted_rows = len(rows)
-            for hour, groups in hours.items():
-                self.hourly.count(hour, map(_ID, chain.from_iterable(groups)))
+                    group += ids
+            for hour, ids in hours.items():
+                self.hourly.count(hour, ids)
         for hour, lists in uncounted.items():
             self.hourly.count(hour, chain.from_iterable(lists))
 
@@ -371,14 +378,13 @@ class Signals:
         if checkpoint:
             # The states written below cover these articles: no journal entry for them.
             self._seq += 1
-            self._journal, self._counted_rows = [], 0
-        elif self._journal and now is not None and (urgent or now >= self._next_flush):
+            self._rows = []
+        elif self._rows and now is not None and (urgent or now >= self._next_flush):
             self._seq += 1
             key = f"journal:{self._seq:012d}"
-            rows = [(d, a.id, a.url, a.title, a.outlet, a.published, a.story_id, list(map(_ID, rules))) for d, a, rules in self._journal]
-            out.append((key, orjson.dumps(rows)))
+            out.append((key, orjson.dumps(self._rows)))
             self._journal_keys.append(key)
-            self._journal, self._counted_rows = [], 0
+            self._rows = []
         if now is not None and now >= self._next_flush:
             self._next_flush = now + self.flush_interval
         if checkpoint:

@@ -220,6 +220,22 @@ def test_the_chart_survives_a_restart_and_a_crash() -> None:
     assert _restarted(store, T0).chart("summit", T0) == before
 
 
+def test_a_rule_without_blocks_is_charted_from_the_journal_but_has_no_detector() -> None:
+    store: dict[str, bytes] = {}
+    signals = Signals(flush_interval=5.0)
+    signals.watch([PLAIN, BURST], T0)
+    _saved(store, signals.changes(T0))
+    for i, outlet in enumerate(["a.com", "b.com", "c.com"]):
+        assert signals.observe([seen(PLAIN, outlet, T0 + i * 60), seen(BURST, "z.com", T0 + i * 60)], T0 + i * 60) == []
+        _saved(store, signals.changes(T0 + i * 60))
+    assert "plain" not in signals.tracks and not any(key == "rule:plain" for key in store)
+    chart = signals.chart("plain", T0 + 600)
+    assert chart is not None and sum(chart.counts) == 3 and chart.signals == []
+    # A crash: the journal's rows (each rule id read once at the flush) bring the counts back.
+    assert _restarted(store, T0 + 600).chart("plain", T0 + 600) == chart
+    assert _restarted(store, T0 + 600).chart("summit", T0 + 600) == signals.chart("summit", T0 + 600)
+
+
 def test_state_of_the_first_release_is_rewritten_in_the_step_that_deletes_it() -> None:
     # The first release saved one entry per rule and detector (burst:<id>), no journal.
     # A crash right after the first write must not lose the burst's cool-down.
