@@ -273,8 +273,8 @@ class Record:
 
 
 def signal_id_for(rule_id: str, kind: str, key: str) -> str:
-    """The deterministic signal id: the same rule, kind and window start (a story and its
-    level, for an escalation) always give the same id, so a repeat is recognisable."""
+    """The deterministic signal id: the same rule, kind and window (a story and its level,
+    for an escalation) always give the same id, so a repeat is recognisable."""
     digest = hashlib.sha256(f"signal\x1f{rule_id}\x1f{kind}\x1f{key}".encode("utf-8", "surrogatepass")).hexdigest()
     return digest[:32]
 

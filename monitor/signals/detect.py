@@ -118,6 +118,13 @@ def load_entries(rows: Iterable[Sequence[Any]]) -> list[Entry]:
     return [(float(row[0]), article_of(row[1:7])) for row in rows]
 
 
+def window_key(entries: Sequence[Entry]) -> str:
+    """The part of a burst's or spike's id its window gives: the times of its first and latest
+    articles (``entries`` oldest first). The start alone is not enough: a spike whose cool-down
+    is shorter than its window raises again over a window with the same first article."""
+    return f"{entries[0][0]:.3f}\x1f{entries[-1][0]:.3f}"
+
+
 def signal_of(kind: str, key: str, rule: Rule, entries: Sequence[Entry], now: float, **extra: Any) -> Signal:
     """A signal of ``rule`` over ``entries`` (oldest first)."""
     return Signal(
@@ -308,7 +315,7 @@ class SpikeState:
         count = len(self.recent)
         entries = sorted(self.recent.values(), key=lambda e: e[0])
         ratio = round(count / average, 3) if average else None
-        signal = signal_of("spike", f"{entries[0][0]:.3f}", rule, entries, now, baseline=round(average, 3), ratio=ratio)
+        signal = signal_of("spike", window_key(entries), rule, entries, now, baseline=round(average, 3), ratio=ratio)
         self.fired = self.latest
         return signal
 
@@ -320,7 +327,13 @@ class SpikeState:
         first, last = math.ceil((horizon - spec.baseline) / spec.window), math.floor(horizon / spec.window)
         if last <= first:
             return None
-        return sum(self.buckets.get(k, 0) for k in range(first, last)) / (last - first)
+        buckets = self.buckets
+        # Whichever is shorter: a 1s window over a 366d baseline is 31 million windows.
+        if len(buckets) < last - first:
+            total = sum(n for k, n in buckets.items() if first <= k < last)
+        else:
+            total = sum(buckets.get(k, 0) for k in range(first, last))
+        return total / (last - first)
 
     def dump(self) -> dict[str, Any]:
         return {

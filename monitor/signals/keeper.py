@@ -38,6 +38,7 @@ from monitor.signals.detect import (
     Track,
     article_of,
     signal_of,
+    window_key,
 )
 
 __all__ = ["Chart", "Signals"]
@@ -249,7 +250,7 @@ class Signals:
                     entries = burst.add(article, t)
                     if entries is not None:
                         raised = raised or []
-                        raised.append(self._raise(rule_id, signal_of("burst", f"{entries[0][0]:.3f}", rule, entries, now)))
+                        raised.append(self._raise(rule_id, signal_of("burst", window_key(entries), rule, entries, now)))
                 elif burst.floor > late:
                     self._freeze(rule_id, burst.floor)
             if spikes:
