@@ -463,6 +463,10 @@ _FEED_KEYS = {f.name for f in dataclasses.fields(Feed)}
 #: A feed's ``websub``: ``auto`` subscribes when the feed names a hub, ``off`` never does.
 WEBSUB_MODES = ("auto", "off")
 
+#: The highest ``[signals] escalation`` level: a story keeps at most 1,000 outlets
+#: (monitor.signals.detect.MAX_KEPT).
+MAX_STORY_OUTLETS = 1000
+
 #: URL schemes a feed location may have (anything without "://" is a path).
 FEED_SCHEMES = ("http", "https", "file")
 
@@ -1001,8 +1005,11 @@ def _validate_polling(settings: Settings, loc: SourceLocation) -> None:
         raise ConfigError("[stories] threshold must be above 0 and at most 1", location=loc, hint="0.5 is a good start")
     if stories.window_hours <= 0:
         raise ConfigError("[stories] window_hours must be above 0", location=loc)
-    if any(level < 2 for level in settings.signals.escalation):
-        raise ConfigError("[signals] escalation levels must be at least 2 outlets", location=loc, hint="escalation = [3, 10, 30]")
+    if any(not 2 <= level <= MAX_STORY_OUTLETS for level in settings.signals.escalation):
+        # A story keeps at most that many outlets: a higher level could never be reached.
+        raise ConfigError(
+            f"[signals] escalation levels must be from 2 to {MAX_STORY_OUTLETS:,} outlets", location=loc, hint="escalation = [3, 10, 30]"
+        )
     if not 16 <= stories.num_perm <= 512 or stories.shingle_size < 1 or stories.min_shingles < 1:
         raise ConfigError("[stories] num_perm must be 16-512; shingle_size and min_shingles at least 1", location=loc)
 

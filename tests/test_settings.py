@@ -71,6 +71,14 @@ def test_wrong_type_names_key_and_expectation(tmp_path):
         load_settings(_write(tmp_path, '[feeds]\ninterval = "often"\n'), environ={})
 
 
+def test_escalation_levels_a_story_can_reach_and_no_others(tmp_path):
+    # A story keeps at most 1,000 outlets: a level above could never fire.
+    assert load_settings(_write(tmp_path, "[signals]\nescalation = [2, 1000]\n"), environ={}).signals.escalation == (2, 1000)
+    for levels in ("[1]", "[3, 1001]"):
+        with pytest.raises(ConfigError, match=r"escalation levels must be from 2 to 1,000 outlets"):
+            load_settings(_write(tmp_path, f"[signals]\nescalation = {levels}\n"), environ={})
+
+
 def test_bad_environment_value_names_the_variable(tmp_path):
     with pytest.raises(ConfigError, match="NEWS_MONITOR_FEEDS_INTERVAL"):
         load_settings(_write(tmp_path, ""), environ={"NEWS_MONITOR_FEEDS_INTERVAL": "soon"})
