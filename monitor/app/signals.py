@@ -14,8 +14,9 @@ in the store's outbox by an earlier run are sent, then the consumer joins
 and the detectors' new state saved in one transaction; the signals sent and acknowledged;
 only then the batch's offsets are committed. So a crash at any point neither repeats a
 signal (the state that raised it is saved with it) nor loses one (it waits in the outbox).
-A record that is not a sighting (or an alert) is logged (``signals.record.skipped``, with
-the reason) and committed past; a sighting its rule's window already holds (a batch read
+A record that is not a sighting (or an alert), or was detected more than
+:data:`~monitor.signals.detect.CLOCK_SKEW` after this process's clock, is logged
+(``signals.record.skipped``, with the reason) and committed past; a sighting its rule's window already holds (a batch read
 again, a sighting a matcher published again) is passed over by :meth:`Signals.observe`.
 SIGINT/SIGTERM: the batch in hand finishes, offsets are committed, exit 0.
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,7 +44,8 @@ from monitor.log import get_logger
 from monitor.model import Record, Rule
 from monitor.settings import Settings
 from monitor.signals import Sighting, Signals
-from monitor.signals.feed import RuleBook, sighting_from_alert, sightings_of, sightings_topic_clash
+from monitor.signals.detect import CLOCK_SKEW
+from monitor.signals.feed import RuleBook, detected_time, sighting_from_alert, sightings_of, sightings_topic_clash
 
 __all__ = ["SignalsProcess", "sightings_from_records", "sightings_in"]
 
@@ -53,8 +54,9 @@ log = get_logger("signals")
 _BACKOFF_MAX = 30.0
 
 
-def _documents(records: Sequence[Any], problem_of: Callable[[Any], str | None]) -> Iterator[dict[str, Any]]:
-    """The decoded values of a batch that ``problem_of`` accepts; the others are logged and skipped."""
+def _documents(records: Sequence[Any], problem_of: Callable[[Any], str | None], now: float | None) -> Iterator[dict[str, Any]]:
+    """The decoded values of a batch that ``problem_of`` accepts, detected not more than
+    :data:`CLOCK_SKEW` after ``now`` (if given); the others are logged and skipped."""
     for record in records:
         try:
             document = orjson.loads(record.value or b"")
@@ -62,21 +64,28 @@ def _documents(records: Sequence[Any], problem_of: Callable[[Any], str | None]) 
             problem: str | None = f"not JSON ({exc})"
         else:
             problem = problem_of(document)
+        if problem is None and now is not None:
+            detected = detected_time(document)
+            # One such record would move a rule's windows to its time: no burst of the rule until then.
+            if detected is not None and detected > now + CLOCK_SKEW:
+                problem = f"detected_at {document['detected_at']!r} is more than {CLOCK_SKEW:g} s after this process's clock"
         if problem is not None:
             log.warning("signals.record.skipped", topic=record.topic, partition=record.partition, offset=record.offset, reason=problem)
             continue
         yield document
 
 
-def sightings_in(records: Sequence[Any], rules: RuleBook) -> list[Sighting]:
-    """The sightings of a batch of alert records (other records are logged and skipped)."""
-    found = (sighting_from_alert(document, rules.get) for document in _documents(records, alert_problem))
+def sightings_in(records: Sequence[Any], rules: RuleBook, now: float | None = None) -> list[Sighting]:
+    """The sightings of a batch of alert records (other records, and with ``now`` those
+    detected in its future, are logged and skipped)."""
+    found = (sighting_from_alert(document, rules.get) for document in _documents(records, alert_problem, now))
     return [sighting for sighting in found if sighting is not None]
 
 
-def sightings_from_records(records: Sequence[Any], rules: RuleBook) -> list[Sighting]:
-    """The sightings of a batch of sighting records (other records are logged and skipped)."""
-    return [sighting for document in _documents(records, sighting_problem) for sighting in sightings_of(document, rules)]
+def sightings_from_records(records: Sequence[Any], rules: RuleBook, now: float | None = None) -> list[Sighting]:
+    """The sightings of a batch of sighting records (other records, and with ``now`` those
+    detected in its future, are logged and skipped)."""
+    return [sighting for document in _documents(records, sighting_problem, now) for sighting in sightings_of(document, rules)]
 
 
 def check_sightings_topic(topic: str, rules: Iterable[Rule]) -> None:
@@ -139,12 +148,12 @@ class SignalsProcess:
             if options.source == "alerts":
                 topics = sorted(rule.output_topic for rule in ruleset.rules if rule.enabled and rule.mode == "live")
                 signal_topics = [f"{topic}.signals" for topic in topics]
-                read: Callable[[Sequence[Any]], list[Sighting]] = functools.partial(sightings_in, rules=rules)
+                read: Callable[[Sequence[Any], RuleBook, float], list[Sighting]] = sightings_in
             else:
                 # Shadow rules' sightings too, as in the daemon: their signals go to <topic>.shadow.signals.
                 topics = [options.sightings_topic]
                 signal_topics = sorted({f"{rule.output_topic}.signals" for rule in ruleset.rules if rule.enabled})
-                read = functools.partial(sightings_from_records, rules=rules)
+                read = sightings_from_records
             await publisher.ensure_topics([*signal_topics, *topics])
             self._ensured.update(signal_topics)
             await self._send(store, publisher, await store.pending())
@@ -163,13 +172,13 @@ class SignalsProcess:
                 raise BrokerError(f"cannot start the consumer at {self.bootstrap}: {type(exc).__name__}: {exc}") from exc
             stack.push_async_callback(reader.__aexit__, None, None, None)
             log.info("signals.started", group=options.group, source=options.source, topics=topics)
-            await self._consume(reader, read, detectors, store, publisher)
+            await self._consume(reader, read, rules, detectors, store, publisher)
         log.info("signals.stopped", published=self.published)
         return 0
 
     async def _consume(
-        self, reader: TopicReader, read: Callable[[Sequence[Any]], list[Sighting]], detectors: Signals, store: AsyncStore,
-        publisher: KafkaPublisher,
+        self, reader: TopicReader, read: Callable[[Sequence[Any], RuleBook, float], list[Sighting]], rules: RuleBook,
+        detectors: Signals, store: AsyncStore, publisher: KafkaPublisher,
     ) -> None:  # fmt: skip
         batches = reader.batches()
         try:
@@ -183,7 +192,8 @@ class SignalsProcess:
                     await asyncio.gather(nxt, return_exceptions=True)
                     break
                 batch = nxt.result()
-                raised = detectors.observe(read(batch), self.clock())
+                now = self.clock()
+                raised = detectors.observe(read(batch, rules, now), now)
                 records = [signal_record(s) for s in raised]
                 await store.save_signals(records, detectors.changes())
                 if not await self._send(store, publisher, records):

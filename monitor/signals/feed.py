@@ -22,7 +22,7 @@ from monitor.model import Alert, Article, Rule, SignalArticle
 from monitor.signals.detect import Sighting
 from monitor.signals.outlet import outlet_of
 
-__all__ = ["RuleBook", "matches_of", "sighting_from_alert", "sightings_of", "sightings_topic_clash", "signal_article"]
+__all__ = ["RuleBook", "detected_time", "matches_of", "sighting_from_alert", "sightings_of", "sightings_topic_clash", "signal_article"]
 
 
 def signal_article(article: Article, story_id: str | None) -> SignalArticle:
@@ -64,6 +64,11 @@ def _seconds(text: Any) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def detected_time(document: dict[str, Any]) -> float | None:
+    """The ``detected_at`` of a sighting or alert document in Unix seconds (None if unreadable)."""
+    return _seconds(document.get("detected_at"))
 
 
 def sighting_from_alert(document: dict[str, Any], rule: Callable[[str], Rule | None]) -> Sighting | None:

@@ -152,3 +152,38 @@ def test_a_sightings_topic_that_is_a_rules_topic_is_refused():
             check_sightings_topic(topic, [SUMMIT, TRIAL])
     check_sightings_topic("news.sightings", [SUMMIT, TRIAL])
     check_sightings_topic("", [SUMMIT, TRIAL])
+
+
+def test_a_record_detected_in_the_readers_future_is_skipped_not_counted():
+    # One sighting dated 9999 moved the rule's burst window there: no burst of it for ever.
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from structlog.testing import capture_logs
+
+    from monitor.app.signals import sightings_from_records, sightings_in
+
+    rule = Rule(id="summit", query="summit", topic="alerts.summit", burst=Burst(min_outlets=3, window=1800.0, cooldown=3600.0))
+    book = RuleBook([rule])
+
+    def records(detected: list[float], make) -> list[SimpleNamespace]:
+        return [SimpleNamespace(value=make(i, t).value, topic="t", partition=0, offset=i) for i, t in enumerate(detected)]
+
+    def sighting(i: int, t: float) -> Record:
+        seen = SignalArticle(f"urn:{i}", f"https://www.outlet{i}.com/{i}", "Summit", f"outlet{i}.com", None, None)
+        return sighting_record(seen, [rule], t, "news.sightings", feed_url="https://feeds.example.org/rss", record_article=seen.id)
+
+    def alert(i: int, t: float) -> Record:
+        at = datetime.fromtimestamp(t, UTC)
+        return alert_record(build_alert(Match(rule, ()), _article(i), ruleset_version="v1", detected_at=at))
+
+    times = [253_402_000_000.0, DETECTED + 480, DETECTED, DETECTED + 60, DETECTED + 120]  # 9999, 6 min ahead, three outlets
+    for read, make in ((sightings_from_records, sighting), (sightings_in, alert)):
+        signals = Signals(levels=())
+        signals.watch([rule], DETECTED)
+        with capture_logs() as logs:
+            found = read(records(times, make), book, DETECTED + 120)
+        assert [s.detected for s in found] == times[2:]
+        reasons = [e["reason"] for e in logs if e["event"] == "signals.record.skipped"]
+        assert len(reasons) == 2 and all("after this process's clock" in r for r in reasons)
+        assert [s.kind for s in signals.observe(found, DETECTED + 120)] == ["burst"]

@@ -158,6 +158,7 @@ async def test_garbage_on_the_sightings_topic_is_skipped_and_a_restart_repeats_n
         stream = [
             Record("", "", topic, b"junk", b"{not json", ()),
             Record("", "", topic, b"urn:x", orjson.dumps({"schema_version": 1, "alert_id": "a"}), ()),
+            sighting("cnn.com", 60 * 24 * 365),  # detected a year ahead: would make a burst of it
             sighting("bbc.co.uk", 1), sighting("lemonde.fr", 2), sighting("reuters.com", 3),
         ]  # fmt: skip
         for record in stream:
@@ -169,7 +170,7 @@ async def test_garbage_on_the_sightings_topic_is_skipped_and_a_restart_repeats_n
         with capture_logs() as logs:
             async with _running(second):
                 await until(lambda: second.published >= 1, timeout=30, what="the burst")
-                await until(lambda: _skipped(logs) >= 2, timeout=10, what="the garbage logged")
+                await until(lambda: _skipped(logs) >= 3, timeout=10, what="the garbage logged")
     finally:
         await publisher.stop()
 
@@ -178,9 +179,9 @@ async def test_garbage_on_the_sightings_topic_is_skipped_and_a_restart_repeats_n
     assert burst["kind"] == "burst" and burst["counts"] == {"articles": 3, "outlets": 3}
     assert burst["outlets"] == ["bbc.co.uk", "lemonde.fr", "reuters.com"]
     reasons = sorted(e["reason"] for e in logs if e["event"] == "signals.record.skipped")
-    assert reasons[0].startswith("no sighting_id") and reasons[1].startswith("not JSON")
+    assert reasons[0].startswith("detected_at") and reasons[1].startswith("no sighting_id") and reasons[2].startswith("not JSON")
     # Committed past the garbage: nothing is left to read again.
-    assert await _committed(again, topic) == 7
+    assert await _committed(again, topic) == 8
 
 
 def _skipped(logs: list[dict[str, Any]]) -> int:
