@@ -107,6 +107,16 @@ def article_of(values: Sequence[Any]) -> SignalArticle:
     return SignalArticle(id=values[0], url=values[1], title=values[2], outlet=values[3], published=values[4], story_id=values[5])
 
 
+def article_shaped(article: SignalArticle) -> bool:
+    """Whether an article read back from saved state has the types :func:`dump_entries` writes."""
+    published = article.published
+    return (
+        isinstance(article.id, str) and isinstance(article.title, str)
+        and all(value is None or isinstance(value, str) for value in (article.url, article.outlet, article.story_id))
+        and (published is None or (isinstance(published, (int, float)) and not isinstance(published, bool)))
+    )  # fmt: skip
+
+
 def dump_entries(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
     """Entries as saved: ``[time, id, url, title, outlet, published, story_id]`` (orjson
     writes tuples of plain values ten times as fast as dataclasses)."""
@@ -114,8 +124,9 @@ def dump_entries(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
 
 
 def load_entries(rows: Iterable[Sequence[Any]]) -> list[Entry]:
-    """Entries as :func:`dump_entries` writes them."""
-    return [(float(row[0]), article_of(row[1:7])) for row in rows]
+    """Entries as :func:`dump_entries` writes them (a row of other types is left out)."""
+    entries = [(float(row[0]), article_of(row[1:7])) for row in rows]
+    return [entry for entry in entries if math.isfinite(entry[0]) and article_shaped(entry[1])]
 
 
 def window_key(entries: Sequence[Entry]) -> str:
@@ -240,7 +251,7 @@ class BurstState:
             state.latest = _float(document.get("latest"))
             state._prune()
         # A changed block starts afresh but keeps its cool-down: an edit must not repeat a burst.
-        state.fired = document.get("fired")
+        state.fired = _fired(document)
         state.quiet_until = state.fired + spec.cooldown if state.fired is not None else -math.inf
         state.floor = max(state.latest, state.quiet_until) - spec.window
         spent = document.get("spent")
@@ -354,7 +365,7 @@ class SpikeState:
             state.oldest = min((t for t, _ in state.recent.values()), default=math.inf)
             state.buckets = {int(k): int(n) for k, n in document.get("buckets", [])}
             state.latest = _float(document.get("latest"))
-        state.fired = document.get("fired")
+        state.fired = _fired(document)
         return state
 
 
@@ -483,6 +494,12 @@ def _spec(spec: Burst | Spike) -> list[float]:
 
 def _num(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _fired(document: dict[str, Any]) -> float | None:
+    """A saved detector's last signal time (None if it has none, or none that is a number)."""
+    fired = document.get("fired")
+    return float(fired) if isinstance(fired, (int, float)) and not isinstance(fired, bool) and math.isfinite(fired) else None
 
 
 def _float(value: Any, default: float = -math.inf) -> float:

@@ -37,6 +37,7 @@ from monitor.signals.detect import (
     SpikeState,
     Track,
     article_of,
+    article_shaped,
     signal_of,
     window_key,
 )
@@ -44,6 +45,8 @@ from monitor.signals.detect import (
 __all__ = ["Chart", "Signals"]
 
 _ID = attrgetter("id")
+#: What reading a saved state of an unexpected shape raises (the entry is then skipped).
+_UNREADABLE = (AttributeError, IndexError, KeyError, TypeError, ValueError)
 _UNSEEN: Any = object()
 
 _EXPIRY_INTERVAL = 60.0
@@ -160,7 +163,11 @@ class Signals:
             track = self.tracks[rule.id] = Track(rule)
             saved = self._saved.pop(f"rule:{rule.id}", None)
             if saved is not None:
-                _load_track(track, saved, now)
+                try:
+                    _load_track(track, saved, now)
+                except _UNREADABLE:
+                    # A state of another shape: the rule starts afresh, the journal replayed for it.
+                    track = self.tracks[rule.id] = Track(rule)
         track.rule = rule
         if (track.burst.spec if track.burst else None) != rule.burst:
             old = track.burst.dump() if track.burst else {}
@@ -433,32 +440,44 @@ class Signals:
             except orjson.JSONDecodeError:
                 continue
             kind, _, name = key.partition(":")
-            if kind == "hours" and isinstance(document, dict) and name.lstrip("-").isdigit():
-                self.hourly.hours[int(name)] = Counter({str(r): int(n) for r, n in document.items()})
-                self.hourly.latest = max(self.hourly.latest, int(name))
-            elif kind == "marks" and isinstance(document, list):
-                self.hourly.marks[name] = [(float(t), str(k)) for t, k in document]
-            elif kind == "journal" and isinstance(document, list) and name.isdigit():
-                self._replay.append((int(name), document))
-                self._journal_keys.append(key)
-                self._seq = max(self._seq, int(name))
-            elif not isinstance(document, dict):
-                continue
-            elif kind == "story":
-                document.setdefault("seq", -1)
-                self.escalations.stories[name] = document
-            elif kind == "rule":
-                self._saved[key] = document
-            elif kind in ("burst", "spike"):
-                # Entries of the first release: one per rule and detector, no journal.
-                self._saved.setdefault(f"rule:{name}", {"seq": self._seq})[kind] = document
-                self._gone.add(key)
-                # Rewritten as rule:<id> in the same write that deletes it, or a crash loses it.
-                self._urgent.add(name)
-            else:
+            try:
+                if not self._restore_entry(key, kind, name, document):
+                    continue
+            except _UNREADABLE:
                 continue
             count += 1
         return count
+
+    def _restore_entry(self, key: str, kind: str, name: str, document: Any) -> bool:
+        """Take back one decoded entry; False for one of no known kind or shape (a shape
+        error may raise instead: :meth:`restore` skips the entry either way)."""
+        if kind == "hours" and isinstance(document, dict) and name.lstrip("-").isdigit():
+            self.hourly.hours[int(name)] = Counter({str(r): int(n) for r, n in document.items()})
+            self.hourly.latest = max(self.hourly.latest, int(name))
+        elif kind == "marks" and isinstance(document, list):
+            self.hourly.marks[name] = [(float(t), str(k)) for t, k in document]
+        elif kind == "journal" and isinstance(document, list) and name.isdigit():
+            self._replay.append((int(name), document))
+            self._journal_keys.append(key)
+            self._seq = max(self._seq, int(name))
+        elif not isinstance(document, dict):
+            return False
+        elif kind == "story":
+            if not _story_shaped(document):
+                return False
+            document.setdefault("seq", -1)
+            self.escalations.stories[name] = document
+        elif kind == "rule":
+            self._saved[key] = document
+        elif kind in ("burst", "spike"):
+            # Entries of the first release: one per rule and detector, no journal.
+            self._saved.setdefault(f"rule:{name}", {"seq": self._seq})[kind] = document
+            self._gone.add(key)
+            # Rewritten as rule:<id> in the same write that deletes it, or a crash loses it.
+            self._urgent.add(name)
+        else:
+            return False
+        return True
 
     def _replay_journal(self, now: float) -> None:
         """Count the journal's articles that the saved states do not cover (at the first watch)."""
@@ -467,7 +486,11 @@ class Signals:
             for row in rows:
                 try:
                     detected, article, rule_ids = float(row[0]), article_of(row[1:7]), row[7]
-                except (IndexError, KeyError, TypeError, ValueError):
+                except _UNREADABLE:
+                    continue
+                if not (math.isfinite(detected) and isinstance(rule_ids, list) and all(isinstance(r, str) for r in rule_ids)):
+                    continue
+                if not article_shaped(article):
                     continue
                 # Hourly counts are saved at checkpoints only: every row after one counts.
                 published = article.published if article.published is not None and math.isfinite(article.published) else None
@@ -518,6 +541,17 @@ class Signals:
 def _without_story(article: SignalArticle) -> SignalArticle:
     """The article with its story left out (its story's saved state already counts it)."""
     return SignalArticle(id=article.id, url=article.url, title=article.title, outlet=article.outlet, published=article.published)
+
+
+def _story_shaped(document: dict[str, Any]) -> bool:
+    """Whether a saved story has what :class:`~monitor.signals.detect.Escalations` reads."""
+    first, outlets, rules, done, seen = (document.get(k) for k in ("first", "outlets", "rules", "done", "seen"))
+    return (
+        isinstance(first, list) and len(first) >= 7 and isinstance(first[0], (int, float))
+        and isinstance(outlets, list) and all(isinstance(o, str) for o in outlets)
+        and isinstance(rules, dict) and all(isinstance(r, list) and len(r) == 3 and isinstance(r[2], list) for r in rules.values())
+        and isinstance(done, list) and isinstance(seen, (int, float)) and isinstance(document.get("seq", -1), int)
+    )  # fmt: skip
 
 
 def _load_track(track: Track, document: Mapping[str, Any], now: float) -> None:

@@ -168,3 +168,25 @@ def test_a_checkpoint_rewrites_only_the_detectors_that_changed() -> None:
     assert again.observe_article(article(200, "p.com", t), [BURST], t, t) == ()
     chart = again.chart("summit", T0 + HOUR)
     assert chart is not None and chart.counts[-2] == 8
+
+
+def test_saved_entries_of_another_shape_are_skipped_and_the_detectors_still_work() -> None:
+    # JSON, but not what this code writes (a hand edit, a torn disk): each one used to stop
+    # the daemon at start (restore, watch) or at the first article of its rule or story.
+    garbage = {
+        "hours:497222": '{"summit": "many"}',
+        "marks:summit": "[[1]]",
+        "rule:summit": '{"seq": "x", "burst": {"spec": [3, 1800.0, 21600.0], "entries": [[1]], "fired": "then"}}',
+        "rule:quake": '{"seq": 1, "spike": {"spec": [3600.0, 21600.0, 3.0, 3, 21600.0], "buckets": [[1]], "fired": "x"}}',
+        "story:story-1": '{"first": [1], "outlets": 3, "rules": [], "done": [], "seen": "now"}',
+        "journal:000000000003": '[[1790000060.0, "a8", null, "t", "b.com", "noon", null, ["summit"]], [1.0, "a9", null, "t", null, null, null, 7]]',
+    }
+    signals = Signals()
+    signals.restore((key, value.encode()) for key, value in garbage.items())
+    signals.watch([BURST, SPIKE], T0)
+    got = []
+    for i, outlet in enumerate(["a.com", "b.com", "c.com"]):
+        article = SignalArticle(f"n{i}", f"https://{outlet}/{i}", "t", outlet, T0 + i, "story-1")
+        got += signals.observe_article(article, [BURST, SPIKE], T0 + i, T0 + i)
+    assert sorted(s.kind for s in got) == ["burst", "escalation", "escalation"]
+    assert signals.chart("summit", T0) is not None
