@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -56,6 +57,12 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 def _positive_int(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 0 to 65535")
     return int(text)
 
 
@@ -124,9 +131,11 @@ def _add_tail(commands: Any) -> None:
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest message instead of new ones")
     tail.add_argument("--max", type=int, metavar="N", help="stop after N messages")
     tail.add_argument("--group", metavar="ID", help="consumer group (commits offsets, so the next tail continues)")
-    tail.add_argument("--since", metavar="TIME", help="only alerts detected at or after this ISO-8601 time")
+    tail.add_argument(
+        "--since", metavar="TIME", help="only alerts detected at or after TIME: ISO 8601, or a duration back from now (30m, 12h, 7d)"
+    )
     tail.add_argument("--format", choices=("json", "table"), default="json", help="output format (default json lines)")
-    tail.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after SECONDS without a message")
+    tail.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after SECONDS (above 0) without a message")
     tail.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="override [kafka] bootstrap_servers")
     tail.set_defaults(handler=_cmd_tail)
 
@@ -153,7 +162,9 @@ def _add_broker(commands: Any) -> None:
         "run the embedded Kafka-protocol broker in the foreground",
         "example:\n  news-monitor broker --port 9092 &\n  NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 news-monitor run --once\n",
     )
-    broker.add_argument("--port", type=int, default=9092, help="loopback port to listen on (default 9092)")
+    broker.add_argument(
+        "--port", type=_port, default=9092, help="loopback port to listen on (default 9092; 0: any free port, printed at start)"
+    )
     broker.set_defaults(handler=_cmd_broker)
 
 
@@ -398,9 +409,11 @@ def _cmd_tail(args: argparse.Namespace) -> int:
             bootstrap_addresses(bootstrap)
         except ValueError as exc:
             raise MonitorError(f"--bootstrap-servers: {exc}", hint="host:port entries separated by commas, e.g. kafka-1:9092") from exc
-    since = _parse_time(args.since) if args.since else None
+    since = _since(args.since) if args.since else None
     if args.max is not None and args.max < 1:
         raise MonitorError("--max must be at least 1")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise MonitorError(f"--timeout must be a number of seconds above 0, got {args.timeout:g}")
     try:
         return asyncio.run(_tail(settings, bootstrap, args, since))
     except KeyboardInterrupt:
@@ -461,6 +474,18 @@ def _decode(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
         return None, f"not JSON ({exc})"
     problem = signal_problem(decoded) if isinstance(decoded, dict) and "signal_id" in decoded else alert_problem(decoded)
     return (None, problem) if problem is not None else (decoded, "")
+
+
+def _since(text: str) -> datetime:
+    """``tail --since``: the TIME of ``backtest`` (ISO 8601, no zone: UTC; or ``30m``, ``12h``, ``7d`` back from now)."""
+    import time
+
+    from monitor.cluster.backtest import parse_moment
+
+    try:
+        return datetime.fromtimestamp(parse_moment(text, time.time(), "--since"), UTC)
+    except ValueError as exc:
+        raise MonitorError(str(exc)) from exc
 
 
 def _parse_time(text: str) -> datetime:
@@ -603,7 +628,7 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
     from monitor.adapters.broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(port=args.port).start()
+    broker = EmbeddedBroker(port=args.port, setting="--port").start()
     sys.stderr.write(
         f"embedded broker listening on {broker.bootstrap_servers} (data in memory; Ctrl-C stops it)\n"
         f"  point the monitor at it: NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}\n"

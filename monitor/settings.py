@@ -953,6 +953,13 @@ def _validate(settings: Settings, where: str) -> None:
 def _validate_feeds(feeds: FeedsSettings, loc: SourceLocation) -> None:
     if feeds.interval < 1:
         raise ConfigError("[feeds] interval must be at least 1 second", location=loc)
+    if not feeds.min_interval and feeds.max_interval < feeds.interval:
+        # min_interval 0 stands for interval: name the key the operator did set.
+        raise ConfigError(
+            f"[feeds] interval ({feeds.interval:g}) is above max_interval ({feeds.max_interval:g})",
+            location=loc,
+            hint=f"raise max_interval to at least {feeds.interval:g}, or lower interval",
+        )
     if feeds.max_interval < feeds.effective_min_interval:
         raise ConfigError(
             "[feeds] max_interval is below min_interval",

@@ -124,3 +124,72 @@ async def test_run_summary_says_how_many_feeds_were_unchanged(broker, feed_serve
     second = await Monitor(settings).run(once=True, handle_signals=False)
     assert second.unchanged == 2
     assert printed(second)[:2] == ["feeds polled:   2 of 2 (2 unchanged)", "new articles:   0 (0 already seen)"]
+
+
+def _listening_child() -> tuple[subprocess.Popen[str], int]:
+    """A process listening on a loopback port, with a line break in its command line."""
+    script = "import socket, sys\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\nprint(s.getsockname()[1], flush=True)\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    return child, int(child.stdout.readline())
+
+
+def test_broker_command_refuses_a_taken_or_invalid_port_with_exit_2():
+    child, port = _listening_child()
+    try:
+        result = _cli("broker", "--port", str(port))
+    finally:
+        child.kill()
+        child.wait()
+    # Before: "embedded broker listening on ..." and exit 0, the readiness probe answered by the other process.
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"--port: cannot listen on 127.0.0.1:{port}" in result.stderr and f"PID {child.pid}" in result.stderr
+    invalid = _cli("broker", "--port", "99999")
+    assert invalid.returncode == 2 and "is not a port number from 0 to 65535" in invalid.stderr
+
+
+def test_run_refuses_an_embedded_port_another_process_holds(tmp_path):
+    child, port = _listening_child()
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f'[kafka]\nembedded_port = {port}\nconnect_timeout = 1\n[state]\ndir = "{tmp_path / "state"}"\n'
+        f'[rules]\npaths = ["{ROOT / "rules"}"]\n[http]\nenabled = false\n'
+        f'[[feeds.feed]]\nurl = "{SEEDS / "world-news.rss.xml"}"\n'
+    )
+    try:
+        result = _cli("run", "--once", "--config", str(config))
+    finally:
+        child.kill()
+        child.wait()
+    # Before: the other process was taken for the embedded broker (exit 3 here; a real broker there got the alerts).
+    assert result.returncode == 2, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("news-monitor: error:")]
+    assert len(error) == 1 and f"[kafka] embedded_port: cannot listen on 127.0.0.1:{port}" in error[0]
+
+
+def test_port_holder_with_a_line_break_in_its_command_stays_on_one_line():
+    from monitor.adapters.processes import describe_holders
+
+    child, port = _listening_child()
+    try:
+        described = describe_holders(port)
+    finally:
+        child.kill()
+        child.wait()
+    assert f"PID {child.pid}" in described and "\n" not in described
+
+
+@pytest.mark.parametrize(("option", "value"), [("--timeout", "nan"), ("--timeout", "inf"), ("--timeout", "-1"), ("--timeout", "0")])
+def test_tail_refuses_a_timeout_that_is_not_above_0(option, value):
+    # Before: nan and inf were a traceback, -1 and 0 stopped at once with exit 0.
+    result = _cli("tail", "alerts.summit", "--bootstrap-servers", f"127.0.0.1:{free_port()}", option, value)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--timeout must be a number of seconds above 0" in result.stderr
+
+
+def test_tail_on_an_unreachable_broker_exits_3_without_an_unclosed_consumer():
+    result = _cli("tail", "alerts.summit", "--bootstrap-servers", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 3
+    assert "news-monitor: error: cannot read from Kafka" in result.stderr
+    assert "Unclosed AIOKafkaConsumer" not in result.stderr and "Traceback" not in result.stderr

@@ -42,6 +42,9 @@ async def test_tail_prints_json_lines_table_and_respects_since_and_max(broker, f
 
     later = await _tail(broker.bootstrap_servers, "alerts.summit", "--since", "2999-01-01T00:00:00Z", "--timeout", "1.5")
     assert later == []
+    # TIME as for backtest: a duration back from now too (before: "not an ISO-8601 time", exit 2).
+    recent = await _tail(broker.bootstrap_servers, "alerts.summit", "--since", "1h", "--timeout", "1.5")
+    assert any(orjson.loads(line)["alert_id"] == ours[0]["alert_id"] for line in recent)
 
 
 async def test_tail_with_group_continues_where_it_stopped(broker, feed_server: FeedServer, tmp_path):

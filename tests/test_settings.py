@@ -233,6 +233,8 @@ def test_http_listen_is_host_and_port(tmp_path, listen, ok):
         ("[kafka]\ndead_letter_topic = \"dead letters\"\n", r"\[kafka\] dead_letter_topic = 'dead letters' is not a Kafka topic name"),
         ("[health]\ntopic = \"a/b\"\n", r"\[health\] topic = 'a/b' is not a Kafka topic name"),
         ("[rules]\nallow_empty = \"yes\"\n", r"\[rules\] allow_empty must be true or false"),
+        # min_interval 0 stands for interval: the error names the key that was set.
+        ("[feeds]\ninterval = 5000\n", r"\[feeds\] interval \(5000\) is above max_interval \(3600\)"),
     ],
 )
 def test_other_values_are_checked_for_type_and_range(tmp_path, text, problem):

@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from monitor.adapters.processes import describe_holders, die_with_this_thread
-from monitor.errors import BrokerError
+from monitor.errors import BrokerError, ConfigError
+from monitor.model import SourceLocation
 
 __all__ = ["EmbeddedBroker", "free_port", "resolve_broker_binary", "wait_for_port"]
 
@@ -72,7 +73,8 @@ class EmbeddedBroker:
     """A Tansu broker child process on a loopback port.
 
     ``storage`` is Tansu's storage URL: ``memory://tansu/`` (default) or ``s3://bucket/``
-    (durable, with the AWS_* variables in ``env``).
+    (durable, with the AWS_* variables in ``env``). A ``port`` another process listens on
+    is a :class:`ConfigError` located at ``setting``, naming that process.
     """
 
     port: int = 0
@@ -80,6 +82,7 @@ class EmbeddedBroker:
     storage: str = "memory://tansu/"
     env: Mapping[str, str] = field(default_factory=dict)
     startup_timeout: float = 15.0
+    setting: str = "[kafka] embedded_port"
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -106,6 +109,9 @@ class EmbeddedBroker:
         binary = resolve_broker_binary()
         if not self.port:
             self.port = free_port(self.host)
+        else:
+            # Else the readiness probe below would take the listener already there for ours.
+            self._check_port_free()
         url = f"tcp://{self.host}:{self.port}"
         # Both URLs must name the same address: clients reconnect to the advertised one.
         command = [
@@ -124,6 +130,20 @@ class EmbeddedBroker:
             start_new_session=True,
             preexec_fn=die_with_this_thread(),
         )
+
+    def _check_port_free(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the broker binds: a port left in TIME_WAIT by a broker just stopped is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as exc:
+                holders = describe_holders(self.port)
+                raise ConfigError(
+                    f"cannot listen on {self.bootstrap_servers}: {exc.strerror or exc}" + (f" ({holders})" if holders else ""),
+                    location=SourceLocation(self.setting),
+                    hint="stop that process, or choose another port (0: any free port)",
+                ) from exc
 
     def _wait_until_ready(self) -> EmbeddedBroker:
         process = self._process

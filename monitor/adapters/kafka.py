@@ -457,9 +457,14 @@ class TopicReader:
             self._consumer.subscribe(pattern=pattern, listener=_Rebalance(self))
 
     async def __aenter__(self) -> TopicReader:
-        await self._consumer.start()
-        if self._pattern is not None:
-            self._initial_topics = set(await self._consumer.topics())
+        try:
+            await self._consumer.start()
+            if self._pattern is not None:
+                self._initial_topics = set(await self._consumer.topics())
+        except BaseException:
+            # Closed here, or aiokafka logs "Unclosed AIOKafkaConsumer" under the caller's error.
+            await self._consumer.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -143,7 +143,8 @@ def port_holders(port: int) -> list[tuple[int, str]]:
             found = any(os.readlink(fd) in targets for fd in (entry / "fd").iterdir())
             if not found:
                 continue
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            # Whitespace collapsed: an argument with a line break must not split the error line.
+            command = " ".join((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split())
         except OSError:  # gone meanwhile, or not ours to read
             continue
         holders.append((int(entry.name), command or entry.name))

@@ -47,18 +47,20 @@ class RuleMatcher(Protocol):
 
 def parse_moment(text: str, now: float, option: str) -> float:
     """``--since``/``--until``: an ISO 8601 time (no zone: UTC) or a duration back from
-    ``now`` (``30m``, ``12h``, ``7d``, ``90s``) -> Unix seconds; ValueError naming ``option``."""
+    ``now`` (``30m``, ``12h``, ``7d``, ``90s``) -> Unix seconds, never before 1970 (an
+    earlier time means from the beginning); ValueError naming ``option``."""
     text = text.strip()
     if _DURATION.fullmatch(text):
         try:
-            return now - parse_duration(text)
+            return max(0.0, now - parse_duration(text))
         except ValueError as exc:
             raise ValueError(f"{option} {exc}") from exc
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValueError(f"{option} {text!r} is neither an ISO 8601 time (2026-11-25T08:00:00Z) nor a duration (30m, 12h, 7d)") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    # Kafka's offsets_for_times refuses a negative time.
+    return max(0.0, (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
 
 
 @dataclass(frozen=True, slots=True)

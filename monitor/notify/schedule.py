@@ -47,7 +47,10 @@ def parse_duration(text: str) -> float:
     found = _DURATION.fullmatch(text.strip().lower())
     if not found or int(found.group(1)) < 1:
         raise ValueError(f"{text!r} is not a duration (a whole number above 0 and a unit: s, m, h or d, e.g. 15m)")
-    return float(int(found.group(1)) * _UNITS[found.group(2)])
+    try:
+        return float(int(found.group(1)) * _UNITS[found.group(2)])
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration (more seconds than a number holds)") from None
 
 
 def _clock(text: str) -> time:

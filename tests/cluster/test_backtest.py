@@ -47,6 +47,14 @@ def test_parse_moment_reads_iso_times_and_durations():
         parse_moment("0d", NOW, "--since")
 
 
+def test_parse_moment_before_1970_is_the_beginning():
+    # Kafka's offsets_for_times refuses a negative time: a traceback, before.
+    assert parse_moment("1960-01-01", NOW, "--since") == 0.0
+    assert parse_moment("99999999d", NOW, "--since") == 0.0
+    with pytest.raises(ValueError, match=r"--since '9+d' is too long a duration"):
+        parse_moment("9" * 400 + "d", NOW, "--since")
+
+
 def test_counts_per_rule_once_per_article_id_with_the_first_version_that_fired():
     backtest = Backtest(RULES, since=NOW - 3600, until=NOW)
     assert backtest.add(_value("a1", "Peace summit opens"), NOW - 3000) is None
