@@ -56,6 +56,8 @@ __all__ = [
 ENV_PREFIX = "NEWS_MONITOR_"
 DEFAULT_CONFIG = Path("monitor.toml")
 EMBEDDED = "embedded"
+#: Largest [feeds] concurrency: one poller task each.
+MAX_CONCURRENCY = 10_000
 
 
 @dataclass(frozen=True)
@@ -969,6 +971,9 @@ def _validate_feeds(feeds: FeedsSettings, loc: SourceLocation) -> None:
     for name in ("concurrency", "per_host", "max_bytes", "max_redirects"):
         if getattr(feeds, name) < 1:
             raise ConfigError(f"[feeds] {name} must be at least 1", location=loc)
+    if feeds.concurrency > MAX_CONCURRENCY:
+        # One poller task each, created at start: a billion stalled the start-up for minutes.
+        raise ConfigError(f"[feeds] concurrency must be at most {MAX_CONCURRENCY:,}, got {feeds.concurrency:,}", location=loc)
     if feeds.min_interval < 0:
         raise ConfigError("[feeds] min_interval must not be negative", location=loc, hint="0 means: the same as interval")
     if feeds.parse_workers < -1:
@@ -1139,6 +1144,13 @@ def _validate_delivery(delivery: DeliverySettings, loc: SourceLocation) -> None:
         raise ConfigError("[delivery] max_attempts must be at least 1", location=loc, hint="e.g. max_attempts = 10")
 
 
+#: Kafka's protocol fields: 32-bit, replication factors 16-bit.
+_KAFKA_MOST = {
+    name: 2**31 - 1
+    for name in ("topic_partitions", "request_timeout_ms", "max_request_size", "max_batch_size", "linger_ms", "retry_backoff_ms")
+} | {"topic_replication_factor": 2**15 - 1}
+
+
 def _validate_kafka(settings: Settings, loc: SourceLocation) -> None:
     kafka = settings.kafka
     _validate_kafka_security(kafka, loc)
@@ -1147,6 +1159,10 @@ def _validate_kafka(settings: Settings, loc: SourceLocation) -> None:
             raise ConfigError(f"[kafka] {name} must be at least 1", location=loc)
     if kafka.linger_ms < 0 or kafka.retry_backoff_ms < 0:
         raise ConfigError("[kafka] linger_ms and retry_backoff_ms must not be negative", location=loc)
+    for name, most in _KAFKA_MOST.items():
+        if getattr(kafka, name) > most:
+            # Sent to the broker in a fixed-size field: a larger value was a struct.error traceback.
+            raise ConfigError(f"[kafka] {name} must be at most {most:,}, got {getattr(kafka, name):,}", location=loc)
     if kafka.compression_type not in {"auto", "none", "", "gzip", "snappy", "lz4", "zstd"}:
         raise ConfigError(
             f"[kafka] compression_type = {kafka.compression_type!r} is not supported",

@@ -235,6 +235,9 @@ def test_http_listen_is_host_and_port(tmp_path, listen, ok):
         ("[rules]\nallow_empty = \"yes\"\n", r"\[rules\] allow_empty must be true or false"),
         # min_interval 0 stands for interval: the error names the key that was set.
         ("[feeds]\ninterval = 5000\n", r"\[feeds\] interval \(5000\) is above max_interval \(3600\)"),
+        # Before: a struct.error traceback at the first produce request; a start-up stalled for minutes.
+        ("[kafka]\nrequest_timeout_ms = 99999999999\n", r"\[kafka\] request_timeout_ms must be at most 2,147,483,647"),
+        ("[feeds]\nconcurrency = 999999999\n", r"\[feeds\] concurrency must be at most 10,000"),
     ],
 )
 def test_other_values_are_checked_for_type_and_range(tmp_path, text, problem):
