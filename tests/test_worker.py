@@ -300,6 +300,16 @@ async def test_port_in_use_names_the_process_holding_it():
 # -- one daemon per state directory -------------------------------------------------------
 
 
+def test_a_state_dir_that_cannot_be_a_directory_is_a_config_error_naming_the_setting(tmp_path):
+    taken = tmp_path / "state"
+    taken.write_text("a file where the state directory goes")
+    # Before: an OSError, printed by the CLI as "PATH: File exists" without the setting.
+    with pytest.raises(ConfigError, match=r"^\[state\] dir: cannot use .*/state as the state directory: it is a file, not a directory"):
+        StateLock(taken).acquire()
+    with pytest.raises(ConfigError, match=r"^\[signals\] state_dir: cannot use .*/state/x as the state directory: Not a directory"):
+        StateLock(taken / "x", setting="[signals] state_dir").acquire()
+
+
 def test_state_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path):
     with StateLock(tmp_path):
         with pytest.raises(ConfigError) as raised:

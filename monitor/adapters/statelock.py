@@ -40,16 +40,28 @@ class StateLock:
         filename: str = FILENAME,
         *,
         hint: str = "one daemon per state directory: stop that one first, or give this one its own [state] dir",
+        setting: str = "[state] dir",
     ) -> None:
         self.path = Path(state_dir) / filename
         self._hint = hint
+        self._setting = setting
         self._fd: int | None = None
 
     def acquire(self) -> StateLock:
         """Take the lock, or raise :class:`ConfigError` naming the PID that holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Not inherited by child processes (Python's default): a child must not keep the lock alive.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Not inherited by child processes (Python's default): a child must not keep the lock alive.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            # A file where the directory should be, no permission: say which setting (was "PATH: File exists").
+            raise ConfigError(
+                f"cannot use {self.path.parent} as the state directory: "
+                + ("it is a file, not a directory" if isinstance(exc, FileExistsError) else exc.strerror or str(exc))
+                + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(self.path.parent) else ""),
+                location=SourceLocation(self._setting),
+                hint="give it a directory this user can create and write",
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -58,7 +70,7 @@ class StateLock:
             who = f"news-monitor PID {holder}" if holder else "another process"
             raise ConfigError(
                 f"state directory {self.path.parent} is in use by {who} (it holds {self.path})",
-                location=SourceLocation("[state] dir"),
+                location=SourceLocation(self._setting),
                 hint=self._hint,
             ) from None
         except BaseException:

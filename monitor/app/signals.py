@@ -133,7 +133,9 @@ class SignalsProcess:
         if options.source == "sightings":
             check_sightings_topic(options.sightings_topic, ruleset.rules)
         state_dir = self.settings.resolve(options.state_dir)
-        lock = StateLock(state_dir, "signals.lock", hint="one signals process per state directory ([signals] state_dir)").acquire()
+        lock = StateLock(
+            state_dir, "signals.lock", hint="one signals process per state directory ([signals] state_dir)", setting="[signals] state_dir"
+        ).acquire()
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(lock.release)
             store = AsyncStore.open(state_dir)
