@@ -1000,6 +1000,10 @@ def _validate_polling(settings: Settings, loc: SourceLocation) -> None:
                 location=loc,
                 hint='e.g. redact_params = ["token", "key", "signature"]',
             )
+    if not state.dir.strip():
+        # "" would resolve to the config file's own directory (/etc/news-monitor): an unset
+        # variable in NEWS_MONITOR_STATE_DIR=$X must not put the store there.
+        raise ConfigError("[state] dir is empty", location=loc, hint='dir = "state", or an absolute path such as "/var/lib/news-monitor"')
     if state.retention_days <= 0:
         raise ConfigError("[state] retention_days must be above 0", location=loc)
     if state.retention_check <= 0 or state.flush_interval <= 0:

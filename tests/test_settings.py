@@ -238,6 +238,8 @@ def test_http_listen_is_host_and_port(tmp_path, listen, ok):
         # Before: a struct.error traceback at the first produce request; a start-up stalled for minutes.
         ("[kafka]\nrequest_timeout_ms = 99999999999\n", r"\[kafka\] request_timeout_ms must be at most 2,147,483,647"),
         ("[feeds]\nconcurrency = 999999999\n", r"\[feeds\] concurrency must be at most 10,000"),
+        # Before: accepted, the state store then went into the config file's directory.
+        ("[state]\ndir = \"\"\n", r"\[state\] dir is empty"),
     ],
 )
 def test_other_values_are_checked_for_type_and_range(tmp_path, text, problem):
