@@ -763,6 +763,14 @@ def _coerce(value: Any, annotation: Any, label: str, where: str) -> Any:
                         hint=_ELEMENT_HINTS.get(item, "one [[section.key]] table each"),
                     )
             return tuple(value)
+        if isinstance(value, dict) and item is not str and item is not int:
+            # [feeds.feed] written for [[feeds.feed]]: one bracket short, a common slip.
+            table = label.replace("] ", ".").strip("[")
+            raise ConfigError(
+                f"{label} must be a list of tables, got one table",
+                location=SourceLocation(where),
+                hint=f"write [[{table}]], with two brackets",
+            )
     elif (origin in (dict, Mapping) or annotation is Mapping) and isinstance(value, dict):
         return value
     expected = "a finite number" if isinstance(value, float) and not math.isfinite(value) else _describe(annotation)

@@ -240,6 +240,7 @@ def test_http_listen_is_host_and_port(tmp_path, listen, ok):
         ("[feeds]\nconcurrency = 999999999\n", r"\[feeds\] concurrency must be at most 10,000"),
         # Before: accepted, the state store then went into the config file's directory.
         ("[state]\ndir = \"\"\n", r"\[state\] dir is empty"),
+        ("[feeds.feed]\nurl = \"a.xml\"\n", r"\[feeds\] feed must be a list of tables, got one table \(write \[\[feeds.feed\]\], with two brackets\)"),
     ],
 )
 def test_other_values_are_checked_for_type_and_range(tmp_path, text, problem):
