@@ -58,6 +58,8 @@ DEFAULT_CONFIG = Path("monitor.toml")
 EMBEDDED = "embedded"
 #: Largest [feeds] concurrency: one poller task each.
 MAX_CONCURRENCY = 10_000
+#: Largest [feeds] parse_workers: every one is a process, all started with the pool.
+MAX_PARSE_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -984,9 +986,9 @@ def _validate_feeds(feeds: FeedsSettings, loc: SourceLocation) -> None:
         raise ConfigError(f"[feeds] concurrency must be at most {MAX_CONCURRENCY:,}, got {feeds.concurrency:,}", location=loc)
     if feeds.min_interval < 0:
         raise ConfigError("[feeds] min_interval must not be negative", location=loc, hint="0 means: the same as interval")
-    if feeds.parse_workers < -1:
+    if not -1 <= feeds.parse_workers <= MAX_PARSE_WORKERS:
         raise ConfigError(
-            f"[feeds] parse_workers must be -1, 0 or more, got {feeds.parse_workers}",
+            f"[feeds] parse_workers must be -1, 0 or more, at most {MAX_PARSE_WORKERS}, got {feeds.parse_workers:,}",
             location=loc,
             hint="-1: one process per CPU; 0: parse in a thread; N: N processes",
         )

@@ -227,6 +227,7 @@ def test_http_listen_is_host_and_port(tmp_path, listen, ok):
         ("[rules]\npaths = [\"\"]\n", r"\[rules\] paths is empty or has an empty entry"),
         ("[feeds]\nmin_interval = -5\n", r"\[feeds\] min_interval must not be negative"),
         ("[feeds]\nparse_workers = -5\n", r"\[feeds\] parse_workers must be -1, 0 or more"),
+        ("[feeds]\nparse_workers = 100000\n", r"\[feeds\] parse_workers must be -1, 0 or more, at most 256, got 100,000"),
         ("[feeds]\nuser_agent = \"a\\nb\"\n", r"\[feeds\] user_agent has a line break"),
         ("[kafka]\nconnect_timeout = -1\n", r"\[kafka\] connect_timeout must be above 0"),
         ("[kafka]\nembedded_port = 99999\n", r"\[kafka\] embedded_port must be 0 \(any free port\) to 65535"),
