@@ -176,44 +176,50 @@ class _SilenceWatch:
         self.timeout = timeout
         self._grace = max(0.0, first - timeout)
         self._period = min(1.0, timeout / 8)
-        #: Fetches in flight -> when they last heard from their server (monotonic).
+        #: Fetches in flight -> when they last heard from their server (monotonic; at the
+        #: start, the start plus the first byte's grace), and when that really was.
         self._heard: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
+        self._since: dict[asyncio.Task[Any], float] = {}
+        #: Fetches this watch cancelled -> the seconds they had heard nothing.
+        self._expired: dict[asyncio.Task[Any], float] = {}
         self._checker: asyncio.Task[None] | None = None
 
     def begin(self, task: asyncio.Task[Any]) -> None:
         """``task`` starts a fetch: the clock of its silence starts now."""
-        self._heard[task] = time.monotonic() + self._grace
+        now = time.monotonic()
+        self._heard[task] = now + self._grace
+        self._since[task] = now
         loop = asyncio.get_running_loop()
         if self._checker is None or self._checker.done() or self._checker.get_loop() is not loop:
             self._checker = loop.create_task(self._check(), name="feed read timeout")
 
     def heard(self, task: asyncio.Task[Any]) -> None:
         """``task``'s server sent something (headers, a chunk of body)."""
-        self._heard[task] = time.monotonic()
+        self._heard[task] = self._since[task] = time.monotonic()
 
     def end(self, task: asyncio.Task[Any]) -> None:
         """``task``'s fetch is over, however it ended."""
         self._heard.pop(task, None)
-        self._expired.discard(task)
+        self._since.pop(task, None)
+        self._expired.pop(task, None)
 
-    def silenced(self, task: asyncio.Task[Any]) -> bool:
-        """Whether a CancelledError in ``task`` is this watch's doing alone; if so the
-        cancellation is taken back, and the fetch must raise FeedTimeout instead."""
-        if task not in self._expired:
-            return False
-        self._expired.discard(task)
+    def silenced(self, task: asyncio.Task[Any]) -> float | None:
+        """The seconds ``task`` heard nothing, if a CancelledError in it is this watch's
+        doing alone (the cancellation is then taken back, and the fetch must raise
+        FeedTimeout instead); None otherwise."""
+        silent = self._expired.pop(task, None)
         # Someone else (a shutdown) may have cancelled it too: theirs still stands.
-        return task.uncancel() == 0
+        return silent if silent is not None and task.uncancel() == 0 else None
 
     async def _check(self) -> None:
         # Ends when no fetch is in flight; the next fetch starts another.
         while self._heard:
             await asyncio.sleep(self._period)
-            deadline = time.monotonic() - self.timeout
+            now = time.monotonic()
+            deadline = now - self.timeout
             for task, heard in list(self._heard.items()):
                 if heard < deadline and task not in self._expired:
-                    self._expired.add(task)
+                    self._expired[task] = now - self._since[task]
                     task.cancel()
 
     async def close(self) -> None:
@@ -245,10 +251,12 @@ class HttpTransport(SessionClient):
         try:
             return await self._fetch(url, validators, headers, task)
         except asyncio.CancelledError as exc:
-            if not self._silence.silenced(task):
+            silent = self._silence.silenced(task)
+            if silent is None:
                 raise
+            # The time it really waited: the first byte may take connect_timeout.
             raise FeedTimeout(
-                f"{url}: nothing from the server for {self._silence.timeout:g}s",
+                f"{url}: nothing from the server for {silent:.1f}s",
                 hint="the server is slow or unreachable; it is retried later",
             ) from exc
         finally:
