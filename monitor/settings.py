@@ -868,10 +868,20 @@ def _check_env_names(environ: Mapping[str, str]) -> None:
     }
     for name in environ:
         if name.startswith(ENV_PREFIX) and name not in known and name not in _NON_KEY_VARIABLES:
-            raise ConfigError(
-                f"environment variable {name} matches no setting",
-                hint=_suggest(name, known),
-            )
+            raise ConfigError(f"environment variable {name} matches no setting", hint=_env_hint(name, known))
+
+
+def _env_hint(name: str, known: set[str]) -> str:
+    """The closest variable, and the variables of the name's section (all ~130 would not
+    make a readable line), or the sections when it names none."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    sections = sorted(_SECTIONS, key=len, reverse=True)
+    section = next((s for s in sections if name.startswith(f"{ENV_PREFIX}{s.upper()}_")), None)
+    if section is None:
+        return guess + f"variables are {ENV_PREFIX}<SECTION>_<KEY>, sections: {', '.join(sorted(_SECTIONS))}"
+    prefix = f"{ENV_PREFIX}{section.upper()}_"
+    return guess + f"[{section}]: {', '.join(sorted(k for k in known if k.startswith(prefix)))}"
 
 
 #: Variables with our prefix that are not settings.

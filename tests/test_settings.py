@@ -84,6 +84,17 @@ def test_bad_environment_value_names_the_variable(tmp_path):
         load_settings(_write(tmp_path, ""), environ={"NEWS_MONITOR_FEEDS_INTERVAL": "soon"})
 
 
+def test_an_unknown_environment_variable_names_the_closest_and_its_section_only(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, ""), environ={"NEWS_MONITOR_FEEDS_INTERVALL": "5"})
+    message = str(caught.value)
+    assert "NEWS_MONITOR_FEEDS_INTERVALL matches no setting" in message and "did you mean 'NEWS_MONITOR_FEEDS_INTERVAL'" in message
+    assert "NEWS_MONITOR_FEEDS_PER_HOST" in message and "NEWS_MONITOR_KAFKA_" not in message
+    with pytest.raises(ConfigError, match=r"NEWS_MONITOR_<SECTION>_<KEY>, sections: cluster, delivery, feeds") as caught:
+        load_settings(_write(tmp_path, ""), environ={"NEWS_MONITOR_NOSUCH_THING": "1"})
+    assert "NEWS_MONITOR_FEEDS_" not in str(caught.value)
+
+
 def test_feed_table_with_unknown_key_is_an_error(tmp_path):
     path = _write(tmp_path, '[[feeds.feed]]\nurl = "https://example.org/rss"\nintervl = 5\n')
     with pytest.raises(ConfigError, match=r"\[\[feeds.feed\]\] #1 \(https://example.org/rss\): unknown key 'intervl'.*did you mean 'interval'"):
