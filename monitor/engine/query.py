@@ -185,7 +185,7 @@ class CompiledRule:
 
 _QUOTES = '"\u201c\u201d\u201e'
 _WORD_STOP = set(" \t\r\n(),") | set(_QUOTES)
-_WORD_END = re.compile("[" + re.escape("".join(sorted(_WORD_STOP))) + "]")
+_WORD_END = re.compile(r"[\s" + re.escape("".join(sorted(_WORD_STOP))) + "]")
 _QUOTE = re.compile("[" + re.escape(_QUOTES) + "]")
 _LIST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _FIELD_NAME = re.compile(r"[A-Za-z_]+")
@@ -329,7 +329,7 @@ def _lex_word(query: str, pos: int, case_next: int | None, tokens: list[_Token])
     elif case_next is None and (word == "NEAR" or word.startswith("NEAR/")):
         tokens.append(_near_token(word, pos))
     elif case_next is None and word == "OF":
-        if not tokens or tokens[-1].kind != "TERM" or not tokens[-1].text.isdigit():
+        if not tokens or tokens[-1].kind != "TERM" or not _is_number(tokens[-1].text):
             raise QueryError("OF needs a number before it", pos, "write K OF (a, b, c), as in 2 OF (Putin, Trump, Xi)")
         number = tokens.pop()
         tokens.append(_Token("ATLEAST", number.offset, number.text + " OF", number=int(number.text)))
@@ -339,9 +339,15 @@ def _lex_word(query: str, pos: int, case_next: int | None, tokens: list[_Token])
     return end
 
 
+def _is_number(text: str) -> bool:
+    # ASCII digits only: str.isdigit() also holds for "²" and "٣", which int() refuses
+    # or reads as a number the operator did not see.
+    return text.isascii() and text.isdigit()
+
+
 def _near_token(word: str, pos: int) -> _Token:
     digits = word[5:]
-    if not digits.isdigit() or int(digits) > MAX_NEAR:
+    if not _is_number(digits) or int(digits) > MAX_NEAR:
         raise QueryError(
             f"bad proximity operator {word!r}",
             pos,

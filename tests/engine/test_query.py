@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from monitor.engine.query import And, AtLeast, Near, Not, Or, Term, parse_query
 from tests.engine.helpers import article, fires, one_rule
 
@@ -191,3 +193,14 @@ class TestLists:
 def test_parse_produces_terms_with_fields() -> None:
     node = parse_query("title:putin")
     assert isinstance(node, Term) and node.fields == ("title",)
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u3000", "\u2009"])
+def test_any_whitespace_separates_terms_and_operators(space: str) -> None:
+    # A no-break or ideographic space (pasted from a document, typed with a CJK input
+    # method) used to glue its neighbours into one term: the phrase "putin trump", or
+    # the term "putin AND trump".
+    assert fires(f"putin{space}trump", "Trump said that Putin would come.")
+    assert fires(f"putin{space}AND{space}trump", "Trump said that Putin would come.")
+    assert fires(f"putin{space}NEAR/3{space}trump", "Trump and Putin")
+    assert not fires(f"putin{space}NOT{space}trump", "Trump and Putin")
