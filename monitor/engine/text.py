@@ -15,7 +15,9 @@ spell out every variant of a word:
   ``arms–control`` fold to the phrase ``arms control``;
 * curly quotes and apostrophes become ``"`` and ``'``; the apostrophe is not a word
   character, which is why ``summit`` matches ``summit's``;
-* control whitespace becomes a space and runs of spaces collapse to one;
+* control whitespace becomes a space and runs of spaces collapse to one; invisible
+  format characters (soft hyphen, zero-width space and joiners, bidi marks: :data:`_INVISIBLE`)
+  are removed, so they never split a word;
 * finally the text is lower-cased (``folded.lower``); case-sensitive terms are checked
   against the same text before lower-casing (``folded.cased``), which has exactly the
   same length, so one set of offsets serves both.
@@ -38,9 +40,18 @@ from functools import lru_cache
 __all__ = ["FoldedText", "OffsetMap", "fold", "fold_char", "folding_table", "is_word_char", "scan_text"]
 
 #: Characters that fold to a space (word separators that would otherwise break phrases).
-_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d\u00ad"
+_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d"
 _SINGLE_QUOTES = "\u2018\u2019\u201a\u201b\u2032\u02bc\u02bb\u2035\uff07`\u00b4"
 _DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb\u2036\uff02"
+#: Invisible format characters, removed as Unicode's NFKC_Casefold (search folding) does
+#: with default-ignorable code points: a soft hyphen (HTML &shy;, common in German
+#: headlines), a zero-width space or joiner, or a bidi mark inside a word is not seen by
+#: the reader, so it must not split the word for matching.
+_INVISIBLE = (
+    "\u00ad\u034f\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\u206a\u206b\u206c\u206d\u206e\u206f"
+    "\ufe00\ufe01\ufe02\ufe03\ufe04\ufe05\ufe06\ufe07\ufe08\ufe09\ufe0a\ufe0b\ufe0c\ufe0d\ufe0e\ufe0f\ufeff"
+)
 _SPACES = "\t\n\r\x0b\x0c\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000\u2028\u2029\u0085"
 
 #: One-to-one replacements applied to ASCII text (fast path of ``str.translate``).
@@ -76,12 +87,12 @@ _ARABIC = {"\u0629": "\u0647", "\u0649": "\u064a", "\u0671": "\u0627", "\u0640":
 def folding_table() -> list[tuple[str, str]]:
     """What folding does beyond NFKD by table, for docs/rules.md (a test checks the
     table there against this): each undecomposed Latin letter with what it folds to,
-    then the dashes (to a space), single and double quotes, and spaces, each class as
-    one row of its characters. ASCII members of a class (``-``, backtick, tab, newline...)
+    then the dashes (to a space), single and double quotes, spaces, and invisible format
+    characters (to nothing), each class as one row of its characters. ASCII members of a class (``-``, backtick, tab, newline...)
     are folded by :func:`fold`, the others by :func:`fold_char`."""
     rows = list(_UNDECOMPOSED_LATIN.items())
     rows.extend(_ARABIC.items())
-    rows.extend([(_DASHES, " "), (_SINGLE_QUOTES, "'"), (_DOUBLE_QUOTES, '"'), (_SPACES, " ")])
+    rows.extend([(_DASHES, " "), (_SINGLE_QUOTES, "'"), (_DOUBLE_QUOTES, '"'), (_SPACES, " "), (_INVISIBLE, "")])
     return rows
 
 
@@ -94,6 +105,8 @@ def fold_char(char: str) -> str:
         return _ARABIC[char]
     if char in _DASHES or char in _SPACES:
         return " "
+    if char in _INVISIBLE:
+        return ""
     if char in _SINGLE_QUOTES:
         return "'"
     if char in _DOUBLE_QUOTES:

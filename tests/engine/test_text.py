@@ -160,6 +160,17 @@ class TestNormalisedMatching:
     def test_plural_is_not_the_word(self) -> None:
         assert not fires("summit", "two summits")
 
+    @pytest.mark.parametrize("invisible", ["\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u200f"])
+    def test_invisible_characters_do_not_split_a_word(self, invisible: str) -> None:
+        # A soft hyphen (HTML &shy;) or a zero-width character inside a word is unseen by
+        # the reader; it used to count as a space, so "Sank&shy;tionsliste" was two words.
+        text = f"Die EU erweitert ihre Sank{invisible}tions{invisible}liste gegen Russland."
+        assert fires("Sanktionsliste", text) and fires('"ihre Sanktionsliste"', text)
+        assert not fires("Sank", text)
+        assert fires(f"Pu{invisible}tin", "Putin arrived.")
+        (match,) = one_rule("Sanktionsliste").match(article(text))
+        assert match.hits[0].text == f"Sank{invisible}tions{invisible}liste"
+
 
 DOCS = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "rules.md"
 TABLE_MARK = "<!-- generated from monitor.engine.text.folding_table(); tests/engine/test_text.py checks it -->"
