@@ -8,7 +8,7 @@ spell out every variant of a word:
   letters Unicode does not decompose (``ø`` -> ``o``, ``ł`` -> ``l``, ``đ`` -> ``d``,
   ``æ`` -> ``ae``...: :data:`_UNDECOMPOSED_LATIN`), letters whose lower case is not their
   case folding (``ß`` -> ``ss``), and whatever a character decomposes to is folded again
-  (``ǿ`` -> ``ø`` -> ``o``); Hangul syllables are kept whole; Arabic ta marbuta, alef
+  (``ǿ`` -> ``ø`` -> ``o``); Hangul syllables and kana are kept whole; Arabic ta marbuta, alef
   maksura and alef wasla fold to ha, ya and alef, and the tatweel to nothing
   (:data:`_ARABIC`; :func:`folding_table` and docs/rules.md list it all);
 * the hyphen/dash family and ASCII ``-`` become a space, so ``arms-control`` and
@@ -114,6 +114,10 @@ def fold_char(char: str) -> str:
     if "\uac00" <= char <= "\ud7a3":
         # A Hangul syllable: NFKD would spell it out in jamo (no marks to strip), making
         # every Korean word longer and its offsets a break each.
+        return char
+    if "\u3041" <= char <= "\u30ff" and char not in "\u3099\u309a":
+        # Kana: the voiced marks are not accents but other syllables (ガ is ga, カ ka):
+        # stripping them made ドイツ (Germany) match トイツ and バス (bus) ハス (lotus).
         return char
     decomposed = unicodedata.normalize("NFKD", char)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
@@ -354,6 +358,17 @@ def _split_unspaced(text: str) -> tuple[str, OffsetMap | None]:
     return "".join(pieces), _build_map(breaks)
 
 
+_HALF_WIDTH_VOICED = re.compile("[\uff66-\uff9d][\uff9e\uff9f]")
+
+
+def _compose_half_width(found: re.Match[str]) -> str:
+    """Half-width katakana with its voiced mark (ﾊﾟ) as the full-width letter it stands
+    for (パ, kept whole by folding), then the mark, which folds to nothing: the same length,
+    so offsets stay put. A pair that is no syllable (ｱﾞ) is left alone."""
+    composed = unicodedata.normalize("NFKC", found.group())
+    return composed + found.group()[1] if len(composed) == 1 else found.group()
+
+
 def _collapse_spaces(text: str) -> tuple[str, OffsetMap | None]:
     """Collapse runs of spaces to one space; record each run as a changed segment."""
     breaks: list[tuple[int, int, int, int]] = []
@@ -381,7 +396,9 @@ def fold(text: str) -> FoldedText:
     maps: list[OffsetMap] = []
     cased = text
     if not text.isascii():
-        cased, offset_map, unspaced = _fold_non_ascii(text)
+        if "\uff9e" in cased or "\uff9f" in cased:
+            cased = _HALF_WIDTH_VOICED.sub(_compose_half_width, cased)
+        cased, offset_map, unspaced = _fold_non_ascii(cased)
         if offset_map is not None:
             maps.append(offset_map)
         if unspaced:

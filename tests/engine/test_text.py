@@ -160,6 +160,13 @@ class TestNormalisedMatching:
     def test_plural_is_not_the_word(self) -> None:
         assert not fires("summit", "two summits")
 
+    def test_kana_keep_their_voiced_marks(self) -> None:
+        # The dakuten was stripped as an accent: ドイツ (Germany) matched トイツ, and
+        # バス (bus) ハス (lotus).
+        assert fires("ドイツ", "ドイツの首相") and not fires("ドイツ", "トイツの首相")
+        assert not fires("バス", "ハスの花") and not fires("がいこう", "かいこう")
+        assert fires("プーチン", "プーチン大統領") and fires("パリ", "ﾊﾟﾘで")  # half-width: NFKD composes
+
     @pytest.mark.parametrize("invisible", ["\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u200f"])
     def test_invisible_characters_do_not_split_a_word(self, invisible: str) -> None:
         # A soft hyphen (HTML &shy;) or a zero-width character inside a word is unseen by
@@ -221,7 +228,7 @@ class TestFoldingIsDocumented:
         def documented(char: str) -> str:
             if char in table:
                 return table[char]
-            if "\uac00" <= char <= "\ud7a3":
+            if "\uac00" <= char <= "\ud7a3" or ("\u3041" <= char <= "\u30ff" and char not in "\u3099\u309a"):
                 return char
             text = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
             if text.lower() != text.casefold() or len(text.lower()) != len(text):
