@@ -275,9 +275,11 @@ def _list_sections(source: _Source, name: str, node: Node, state: _State) -> lis
         items = _strings(source, node, f"list {name!r}", state)
         return None if items is None else [(None, items)]
     sections: list[tuple[str | None, list[tuple[str, Node]]]] = []
+    refused = False
     for key, value in node.value:
         code = str(key.value) if isinstance(key, ScalarNode) else ""
         if code != ALL_LANGUAGES and code not in ISO_639_1:
+            refused = True
             close = difflib.get_close_matches(code.lower(), [ALL_LANGUAGES, *sorted(ISO_639_1)], n=1)
             did = f"did you mean {close[0]!r}? " if close else ""
             state.error(
@@ -289,7 +291,10 @@ def _list_sections(source: _Source, name: str, node: Node, state: _State) -> lis
         items = _strings(source, value, f"list {name!r}, section {code!r}", state)
         if items is not None:
             sections.append((None if code == ALL_LANGUAGES else code, items))
-    return sections
+        else:
+            refused = True
+    # A list whose only sections were refused is not also "empty": its error is said.
+    return None if refused and not any(items for _lang, items in sections) else sections
 
 
 def _query_location(source: _Source, node: ScalarNode, offset: int) -> SourceLocation:

@@ -68,6 +68,13 @@ class TestLanguageSections:
         text = str(error.value)
         assert "test.yaml:4:5" in text and "unknown language code 'xx'" in text
 
+    def test_a_list_whose_only_section_is_refused_is_not_also_called_empty(self) -> None:
+        # It had an entry; "list 'w' is empty (add at least one term)" sent the operator
+        # looking for a missing term.
+        with pytest.raises(RuleSetError) as error:
+            rules_from("lists:\n  w:\n    xx: [b]\nrules:\n  - id: r\n    query: 'a'\n")
+        assert [e.message for e in error.value.errors] == ["unknown language code 'xx' in list 'w'"]
+
 
 class TestStems:
     @pytest.mark.parametrize(
