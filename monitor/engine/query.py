@@ -368,6 +368,7 @@ class _Parser:
         self.fields: tuple[str, ...] = FIELDS
         self.scoped = False
         self.depth = 0
+        self.open_parens = 0  # '(' not yet closed, of groups and K OF lists
 
     @property
     def peek(self) -> _Token:
@@ -468,8 +469,10 @@ class _Parser:
             if self.peek.kind == "RPAREN":
                 raise QueryError("empty parentheses", token.offset, "put a term inside or remove them")
             self.enter(token)
+            self.open_parens += 1
             node = self.parse_or()
             self.expect_close(token)
+            self.open_parens -= 1
             self.depth -= 1
             return node
         if token.kind == "ATLEAST":
@@ -481,6 +484,9 @@ class _Parser:
             return self.list_node(token)
         if token.kind == "END":
             raise QueryError("query ends where a term was expected", token.offset, "add a term or remove the trailing operator")
+        if token.kind == "RPAREN" and self.open_parens:
+            # "(a OR)", "2 OF (a,)": the ')' closes a '(', a term is missing before it.
+            raise QueryError("a term was expected before ')'", token.offset, "add a term, or remove the operator or comma before it")
         if token.kind == "RPAREN":
             raise QueryError("unbalanced ')'", token.offset, "remove it or add the matching '(' before it")
         raise QueryError(f"{token.text!r} needs a term before it", token.offset, f"put a term on both sides of {token.text}")
@@ -541,6 +547,9 @@ class _Parser:
         elif self.peek.kind == "LPAREN":
             opening = self.take()
             self.enter(opening)
+            self.open_parens += 1
+            if self.peek.kind == "RPAREN":
+                raise QueryError("empty parentheses", opening.offset, "put the items inside, as in 2 OF (Putin, Trump, Xi)")
             while True:
                 # A bare @list item contributes its entries, so "2 OF (@leaders)" counts names.
                 if self.peek.kind == "LIST" and self.tokens[self.index + 1].kind in ("COMMA", "RPAREN"):
@@ -551,6 +560,7 @@ class _Parser:
                     break
                 self.take()
             self.expect_close(opening)
+            self.open_parens -= 1
             self.depth -= 1
         else:
             raise QueryError(

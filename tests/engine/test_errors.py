@@ -44,6 +44,17 @@ class TestQueryErrors:
         assert "unbalanced '('" in error.message and position(error) == (3, 13 + 10)
         assert "add ')'" in (error.hint or "")
 
+    @pytest.mark.parametrize(("query", "column"), [("(putin OR)", 9), ("2 OF (putin,)", 12), ("title:(a AND)", 12)])
+    def test_missing_term_before_a_closing_parenthesis(self, query: str, column: int) -> None:
+        # The ')' closes its '(': it was reported as "unbalanced ')'", sending the
+        # operator to count parentheses instead of finding the dangling OR or comma.
+        error = query_error(query)
+        assert error.message == "a term was expected before ')'" and position(error) == (3, 13 + column)
+
+    def test_k_of_with_no_items(self) -> None:
+        error = query_error("2 OF ()")
+        assert error.message == "empty parentheses" and position(error) == (3, 13 + 5)
+
     def test_stray_closing_parenthesis(self) -> None:
         error = query_error("putin)")
         assert "unbalanced ')'" in error.message and position(error) == (3, 13 + 5)
