@@ -230,6 +230,11 @@ _ASCII_BYTES = bytes(range(128))
 _PASSES = 100
 
 
+def _non_ascii(text: str) -> set[str]:
+    """The distinct non-ASCII characters of ``text``, found in C."""
+    return set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
+
+
 def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
     """Fold every non-ASCII character of ``text``; record those whose length changed.
 
@@ -240,8 +245,11 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
     in one ``translate`` pass and located in one regex pass. Also says whether letters
     of a script written without spaces occur (see :func:`_split_unspaced`).
     """
-    others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
-    text, expanding, unspaced = _fold_same_length(text, set(others))
+    others = _non_ascii(text)
+    if "\uff9e" in others or "\uff9f" in others:  # found in the set: free for other text
+        text = _HALF_WIDTH_VOICED.sub(_compose_half_width, text)
+        others = _non_ascii(text)
+    text, expanding, unspaced = _fold_same_length(text, others)
     if not expanding:
         return text, None, unspaced
     folded, offsets = _fold_expanding(text, expanding)
@@ -396,8 +404,6 @@ def fold(text: str) -> FoldedText:
     maps: list[OffsetMap] = []
     cased = text
     if not text.isascii():
-        if "\uff9e" in cased or "\uff9f" in cased:
-            cased = _HALF_WIDTH_VOICED.sub(_compose_half_width, cased)
         cased, offset_map, unspaced = _fold_non_ascii(cased)
         if offset_map is not None:
             maps.append(offset_map)
