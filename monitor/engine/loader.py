@@ -96,6 +96,9 @@ class _State:
     list_locations: dict[str, SourceLocation] = field(default_factory=dict)
     #: The language sections of each list that has them (its ``all:`` entries not counted).
     list_languages: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Lists refused with an error of their own: a query naming one is not also told
+    #: the list is undefined.
+    refused_lists: set[str] = field(default_factory=set)
     ids: dict[str, SourceLocation] = field(default_factory=dict)
 
     def error(self, message: str, location: SourceLocation, hint: str | None = None) -> None:
@@ -244,11 +247,12 @@ def _collect_lists(source: _Source, node: Node, state: _State) -> None:
         if name in state.list_locations:
             state.error(f"list {name!r} is defined twice", location, f"first defined at {state.list_locations[name]}")
             continue
+        errors = len(state.errors)
         sections = _list_sections(source, name, value, state)
-        if sections is None:
-            continue
-        if not any(items for _lang, items in sections):
-            state.error(f"list {name!r} is empty", location, "add at least one term")
+        if sections is None or not any(items for _lang, items in sections):
+            if len(state.errors) == errors:  # items refused above make it no emptier
+                state.error(f"list {name!r} is empty", location, "add at least one term")
+            state.refused_lists.add(name)
             continue
         specs: list[TermSpec] = []
         for lang, items in sections:
@@ -275,11 +279,9 @@ def _list_sections(source: _Source, name: str, node: Node, state: _State) -> lis
         items = _strings(source, node, f"list {name!r}", state)
         return None if items is None else [(None, items)]
     sections: list[tuple[str | None, list[tuple[str, Node]]]] = []
-    refused = False
     for key, value in node.value:
         code = str(key.value) if isinstance(key, ScalarNode) else ""
         if code != ALL_LANGUAGES and code not in ISO_639_1:
-            refused = True
             close = difflib.get_close_matches(code.lower(), [ALL_LANGUAGES, *sorted(ISO_639_1)], n=1)
             did = f"did you mean {close[0]!r}? " if close else ""
             state.error(
@@ -291,10 +293,7 @@ def _list_sections(source: _Source, name: str, node: Node, state: _State) -> lis
         items = _strings(source, value, f"list {name!r}, section {code!r}", state)
         if items is not None:
             sections.append((None if code == ALL_LANGUAGES else code, items))
-        else:
-            refused = True
-    # A list whose only sections were refused is not also "empty": its error is said.
-    return None if refused and not any(items for _lang, items in sections) else sections
+    return sections
 
 
 def _query_location(source: _Source, node: ScalarNode, offset: int) -> SourceLocation:
@@ -410,7 +409,9 @@ def _rule_query(source: _Source, values: dict[str, Node], location: SourceLocati
                 "add a required positive term, as in: sanctions AND NOT sport",
             )
     except QueryError as exc:
-        state.error(exc.message, _query_location(source, query_node, exc.offset), exc.hint)
+        unknown = exc.message.startswith("unknown list @")
+        if not (unknown and exc.message.removeprefix("unknown list @") in state.refused_lists):
+            state.error(exc.message, _query_location(source, query_node, exc.offset), exc.hint)
         return query_text, None
     return query_text, parsed
 

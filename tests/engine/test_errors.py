@@ -104,6 +104,20 @@ class TestQueryErrors:
         error = query_error(f"{k} OF (putin, trump)")
         assert "OF needs a number before it" in error.message and position(error) == (3, 13 + 2)
 
+    @pytest.mark.parametrize(
+        ("entries", "expected"),
+        [
+            ("[null]", "r.yaml:2:7: each item of list 'l' must be a string"),
+            ("{xx: [a]}", "r.yaml:2:7: unknown language code 'xx' in list 'l'"),
+            ("[]", "r.yaml:2:3: list 'l' is empty"),
+        ],
+    )
+    def test_a_refused_list_is_one_error(self, entries: str, expected: str) -> None:
+        # Its use was also "unknown list @l (define it under a top-level lists: key)",
+        # and a list whose one item was refused also "empty (add at least one term)".
+        errors = errors_of(f"lists:\n  l: {entries}\nrules:\n  - id: r\n    query: '@l OR x'\n")
+        assert [str(error).split(" (")[0] for error in errors] == [expected]
+
     @pytest.mark.parametrize("query", ["3 OF (a, b)", "0 OF (a, b)"])
     def test_bad_k(self, query: str) -> None:
         error = query_error(query)
