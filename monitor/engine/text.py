@@ -313,7 +313,12 @@ def _fold_expanding(text: str, expanding: list[str]) -> tuple[str, OffsetMap | N
         folded = fold_char(text[index])
         pieces.append(text[last:index])
         pieces.append(folded)
-        breaks.append((index + delta, len(folded), index, 1))
+        if not folded and last == index and breaks and not breaks[-1][1]:
+            # A run of removed characters (a hostile body of zero-width joiners) is one
+            # break, not one each.
+            breaks[-1] = (index + delta, 0, breaks[-1][2], breaks[-1][3] + 1)
+        else:
+            breaks.append((index + delta, len(folded), index, 1))
         delta += len(folded) - 1
         last = index + 1
     pieces.append(text[last:])
