@@ -18,6 +18,8 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from monitor.errors import FeedError
+from monitor.feeds.schedule import MAX_RETRY_AFTER
+from monitor.timefmt import format_duration
 
 __all__ = [
     "FeedHttpError",
@@ -86,7 +88,9 @@ class FeedHttpError(FeedError):
         elif status == 404:
             hint = "check the feed url"
         elif retry_after is not None:
-            hint = f"the server asked us to come back in {retry_after:g}s"
+            hint = f"the server asked us to come back in {format_duration(retry_after)}"
+            if retry_after > MAX_RETRY_AFTER:
+                hint += f"; the next poll is in {format_duration(MAX_RETRY_AFTER)}, the longest wait honoured"
         super().__init__(f"{url}: HTTP {status} {reason}".rstrip(), hint=hint)
         self.url = url
         self.status = status

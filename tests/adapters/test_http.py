@@ -107,6 +107,16 @@ async def test_retry_after_is_read_on_429_and_503(server, transport):
     assert unavailable.value.retry_after <= 1
 
 
+def test_retry_after_hint_reads_as_a_duration_and_names_the_cap():
+    """An operator reads the hint at 3 a.m.: '1157d09h', never '1e+08s', and how long the
+    monitor will really wait (docs/polling.md: Retry-After is honoured up to 24 h)."""
+    polite = FeedHttpError("https://example.org/feed", 429, "Too Many Requests", retry_after=120.0)
+    assert "come back in 2m00s)" in str(polite)
+    absurd = FeedHttpError("https://example.org/feed", 503, "Service Unavailable", retry_after=99_999_999.0)
+    assert "e+" not in str(absurd)
+    assert "come back in 1157d09h; the next poll is in 24h00m" in str(absurd)
+
+
 async def test_declared_huge_body_is_refused_before_reading(server, transport):
     started = time.monotonic()
     with pytest.raises(FeedError, match="over the 2097152-byte limit"):
