@@ -121,7 +121,7 @@ def _add_tail(commands: Any) -> None:
     tail = _command(
         commands,
         "tail",
-        "print alerts (and signals, from <topic>.signals) from a topic as JSON lines",
+        "print alerts (and signals, from <topic>.signals; feed-health events) from a topic as JSON lines",
         "examples:\n  news-monitor tail alerts.summit --from-beginning --max 1\n"
         "  news-monitor tail alerts.sanctions --group analyst-desk --format table\n"
         "  news-monitor tail alerts.summit --from-beginning --since 2026-11-25T00:00:00Z\n",
@@ -463,8 +463,8 @@ async def _tail(settings: Settings, bootstrap: str, args: argparse.Namespace, si
 
 
 def _decode(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
-    """The alert or signal in a record value, or None and why it is neither."""
-    from monitor.delivery.records import alert_problem, signal_problem
+    """The alert, signal or feed-health event in a record value, or None and why it is none."""
+    from monitor.delivery.records import alert_problem, health_problem, signal_problem
 
     if not value:
         return None, "empty value, not an alert"
@@ -472,7 +472,12 @@ def _decode(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return None, f"not JSON ({exc})"
-    problem = signal_problem(decoded) if isinstance(decoded, dict) and "signal_id" in decoded else alert_problem(decoded)
+    if isinstance(decoded, dict) and "signal_id" in decoded:
+        problem = signal_problem(decoded)
+    elif isinstance(decoded, dict) and "event_id" in decoded and "alert_id" not in decoded:
+        problem = health_problem(decoded)
+    else:
+        problem = alert_problem(decoded)
     return (None, problem) if problem is not None else (decoded, "")
 
 
@@ -497,7 +502,7 @@ def _parse_time(text: str) -> datetime:
 
 
 def _detected_since(alert: dict[str, Any], since: datetime) -> bool:
-    detected = alert.get("detected_at")
+    detected = alert.get("detected_at", alert.get("at"))
     if not isinstance(detected, str):
         return False
     try:
@@ -507,8 +512,11 @@ def _detected_since(alert: dict[str, Any], since: datetime) -> bool:
 
 
 def _table_row(alert: dict[str, Any]) -> str:
-    """One table line of a checked alert or signal (see ``alert_problem``, ``signal_problem``);
-    control characters in its text cannot break the line."""
+    """One table line of a checked alert, signal or feed-health event (see ``alert_problem``,
+    ``signal_problem``, ``health_problem``); control characters in its text cannot break the line."""
+    if "event_id" in alert and "alert_id" not in alert:
+        change = _cell(f"{alert['feed_url']}: {alert['previous']} -> {alert['health']}: {alert['reason']}")[:80]
+        return f"{_cell(alert['at'])[:19]:<21} {'feed-health':<16} {_cell(alert['health']):<9} {change}\n"
     if "signal_id" in alert:
         counts, latest = alert["counts"], alert["latest_article"].get("title")
         title = _cell(f"{alert['kind']}: {counts.get('articles')} articles, {counts.get('outlets')} outlets: {latest}")[:80]

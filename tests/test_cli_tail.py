@@ -135,3 +135,38 @@ async def test_tail_reports_every_bad_record_on_stderr_and_keeps_json_lines(brok
     # The group committed past the bad records too: nothing is left to read or report.
     code, lines, errors = await _tail_both(broker.bootstrap_servers, topic, "--group", group, "--from-beginning", "--timeout", "1")
     assert code == 0 and lines == [] and errors == []
+
+
+async def test_tail_prints_feed_health_events(broker):
+    """docs/operations.md: health changes go to ``[health] topic`` so another service can
+    page someone; an operator checks them with ``tail monitor.feed-health``. Every event
+    was skipped as 'no alert_id'."""
+    from aiokafka import AIOKafkaProducer
+
+    from monitor.adapters.kafka import TopicAdmin
+    from monitor.feeds.health import FeedHealth, Transition, health_record
+    from monitor.model import Feed
+    from monitor.settings import KafkaSettings
+
+    topic = f"monitor.feed-health-{uuid.uuid4().hex[:8]}"
+    await TopicAdmin(KafkaSettings(topic_partitions=1), broker.bootstrap_servers).ensure([topic])
+    transition = Transition(
+        Feed("https://example.org/wire.xml"), "ok", FeedHealth("failing", "3 failed polls in a row"), at=1_796_400_000.0,
+        consecutive_errors=3, last_error="https://example.org/wire.xml: HTTP 503 Service Unavailable",
+    )
+    event = orjson.loads(health_record(transition, topic).value)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    await producer.start()
+    try:
+        for value in (orjson.dumps(event), orjson.dumps({**event, "health": 3})):
+            await producer.send_and_wait(topic, value, key=b"https://example.org/wire.xml")
+    finally:
+        await producer.stop()
+
+    (code, lines, errors), (_, table, _) = await asyncio.gather(
+        _tail_both(broker.bootstrap_servers, topic, "--from-beginning", "--timeout", "1"),
+        _tail_both(broker.bootstrap_servers, topic, "--from-beginning", "--format", "table", "--timeout", "1"),
+    )
+    assert code == 0 and [orjson.loads(line) for line in lines] == [event]
+    assert len(errors) == 1 and "offset 1: health is an integer, not a string" in errors[0], errors
+    assert "feed-health" in table[1] and "https://example.org/wire.xml: ok -> failing: 3 failed polls in a row" in table[1]

@@ -238,6 +238,22 @@ def signal_problem(document: Any) -> str | None:
     return _field_problem(document, _SIGNAL_FIELDS, "")
 
 
+#: The fields of a feed-health event and their JSON types (docs/operations.md, "Feed health").
+_HEALTH_FIELDS: dict[str, tuple[type, ...]] = {
+    "event_id": (str,), "feed_url": (str,), "previous": (str,), "health": (str,), "reason": (str,), "at": (str,),
+}  # fmt: skip
+
+
+def health_problem(document: Any) -> str | None:
+    """Why a decoded record value is not a feed-health event of schema version 1, or None
+    when it is one (a structural check, as :func:`alert_problem`)."""
+    if not isinstance(document, dict):
+        return f"{_json_type(document)}, not a feed-health event object"
+    if document.get("schema_version") != 1 or isinstance(document.get("schema_version"), bool):
+        return f"schema_version {orjson.dumps(document.get('schema_version')).decode()} is not a feed-health version this reader knows"
+    return _field_problem(document, _HEALTH_FIELDS, "")
+
+
 def _field_problem(document: dict[str, Any], fields: dict[str, tuple[type, ...]], prefix: str) -> str | None:
     for name, types in fields.items():
         if name not in document:
