@@ -425,7 +425,7 @@ async def _tail(settings: Settings, bootstrap: str, args: argparse.Namespace, si
     (committed with the group like the rest), so one bad record never stops a reader."""
     from aiokafka.errors import KafkaError
 
-    from monitor.adapters.kafka import TopicReader
+    from monitor.adapters.kafka import TopicReader, kafka_error_text
 
     shown = 0
     out = sys.stdout
@@ -458,7 +458,7 @@ async def _tail(settings: Settings, bootstrap: str, args: argparse.Namespace, si
                 if args.max is not None and shown >= args.max:
                     break
     except KafkaError as exc:
-        raise BrokerError(f"cannot read from Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from exc
+        raise BrokerError(f"cannot read from Kafka at {bootstrap}: {kafka_error_text(exc)}") from exc
     return EXIT_OK
 
 

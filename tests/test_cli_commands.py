@@ -129,6 +129,9 @@ def test_unreachable_broker_fails_after_bounded_wait(tmp_path):
     elapsed = time.monotonic() - started
     assert result.returncode == 3
     assert dead in result.stderr and "cannot reach Kafka" in result.stderr
+    # One readable line: neither the class name twice nor Python's tuples of the address.
+    error = next(line for line in result.stderr.splitlines() if line.startswith("news-monitor: error:"))
+    assert error.count("KafkaConnectionError") <= 1 and "AddressFamily" not in error, error
     assert elapsed < 30, "the wait for the broker is bounded by [kafka] connect_timeout"
 
 

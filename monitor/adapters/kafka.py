@@ -47,7 +47,7 @@ from monitor.log import get_logger
 from monitor.model import Record
 from monitor.settings import KafkaSettings
 
-__all__ = ["KafkaPublisher", "TopicAdmin", "TopicReader", "connection_options", "probe_broker", "producer_options"]
+__all__ = ["KafkaPublisher", "TopicAdmin", "TopicReader", "connection_options", "kafka_error_text", "probe_broker", "producer_options"]
 
 log = get_logger("kafka")
 
@@ -81,6 +81,16 @@ _CREATE_TOPIC_TRANSIENT = {
     8,  # BROKER_NOT_AVAILABLE
     41,  # NOT_CONTROLLER
 }
+
+
+def kafka_error_text(exc: BaseException) -> str:
+    """A client error in one readable clause: aiokafka's own text often starts with its class
+    name already, and its bootstrap failure lists Python tuples (the address is said anyway)."""
+    name = type(exc).__name__
+    text = str(exc) or name
+    if "Unable to bootstrap from" in text:
+        return f"{name}: no broker at that address answered"
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def connection_options(settings: KafkaSettings, bootstrap_servers: str) -> dict[str, Any]:
@@ -226,7 +236,7 @@ class TopicAdmin:
             }
         except (KafkaError, OSError, TimeoutError) as exc:
             raise BrokerError(
-                f"cannot reach Kafka at {self._bootstrap}: {type(exc).__name__}: {exc}",
+                f"cannot reach Kafka at {self._bootstrap}: {kafka_error_text(exc)}",
                 hint="check [kafka] bootstrap_servers (NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS) and that the broker is up",
             ) from exc
         finally:
@@ -310,7 +320,7 @@ class KafkaPublisher:
                 await producer.stop()
                 if time.monotonic() >= deadline:
                     raise BrokerError(
-                        f"cannot reach Kafka at {self.bootstrap_servers} within {timeout:g}s: {type(exc).__name__}: {exc}",
+                        f"cannot reach Kafka at {self.bootstrap_servers} within {timeout:g}s: {kafka_error_text(exc)}",
                         hint="check [kafka] bootstrap_servers (NEWS_MONITOR_KAFKA_BOOTSTRAP_SERVERS) and that the broker is up",
                     ) from last_error
                 await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
