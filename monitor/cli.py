@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -304,6 +305,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     monitor = Monitor(settings)
     summary = _run_once_with_progress(monitor) if args.once and sys.stderr.isatty() else asyncio.run(monitor.run(once=args.once))
+    _ignore_late_stop_signals()
     if args.once:
         _print_summary(summary, sys.stdout)
         if summary.dead_lettered or summary.abandoned:
@@ -325,7 +327,16 @@ def _cmd_run_roles(args: argparse.Namespace) -> int:
 
     host = RoleHost(_settings(args), roles)
     asyncio.run(host.run())
+    _ignore_late_stop_signals()
     return EXIT_OK
+
+
+def _ignore_late_stop_signals() -> None:
+    """The run is over: a SIGINT/SIGTERM from now on (a second Ctrl-C just too late) changes
+    nothing, and the process exits with its own code. asyncio has put the default handlers
+    back, which would kill it by the signal, or raise KeyboardInterrupt with a traceback."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _run_once_with_progress(monitor: Monitor) -> RunSummary:

@@ -168,6 +168,31 @@ def test_run_refuses_an_embedded_port_another_process_holds(tmp_path):
     assert len(error) == 1 and f"[kafka] embedded_port: cannot listen on 127.0.0.1:{port}" in error[0]
 
 
+def test_a_stop_signal_after_the_run_is_over_changes_nothing(tmp_path):
+    """A second Ctrl-C landing as the process exits (after monitor.stopped): exit with the
+    run's own code, no traceback. Sent right after main() returns, the window is hit every
+    time (before: KeyboardInterrupt with a traceback, or death by SIGTERM)."""
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f'[state]\ndir = "{tmp_path / "state"}"\n[rules]\npaths = ["{ROOT / "rules"}"]\n[http]\nenabled = false\n'
+        f'[feeds]\nparse_workers = 0\n[log]\nlevel = "error"\n[[feeds.feed]]\nurl = "{SEEDS / "world-news.rss.xml"}"\n'
+    )
+    script = (
+        "import os, signal, sys\n"
+        "from monitor import cli\n"
+        f"code = cli.main(['run', '--once', '--config', {str(config)!r}])\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print('exiting with', code)\n"
+        "sys.exit(code)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NEWS_MONITOR_")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "exiting with 0" in result.stdout and "3 raised, 3 acknowledged" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def test_port_holder_with_a_line_break_in_its_command_stays_on_one_line():
     from monitor.adapters.processes import describe_holders
 
