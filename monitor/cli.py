@@ -332,7 +332,7 @@ def _cmd_run_roles(args: argparse.Namespace) -> int:
 
 
 def _ignore_late_stop_signals() -> None:
-    """The run is over: a SIGINT/SIGTERM from now on (a second Ctrl-C just too late) changes
+    """The run (of ``run``, ``notify``, ``signals``) is over: a SIGINT/SIGTERM from now on (a second Ctrl-C just too late) changes
     nothing, and the process exits with its own code. asyncio has put the default handlers
     back, which would kill it by the signal, or raise KeyboardInterrupt with a traceback."""
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -589,7 +589,9 @@ def _cmd_notify(args: argparse.Namespace) -> int:
     from monitor.app.notify import NotifyProcess
 
     process = NotifyProcess(settings, bootstrap_servers=args.bootstrap_servers, destinations=destinations)
-    return asyncio.run(process.run())
+    code: int = asyncio.run(process.run())
+    _ignore_late_stop_signals()
+    return code
 
 
 def _add_signals(commands: Any) -> None:
@@ -610,7 +612,9 @@ def _cmd_signals(args: argparse.Namespace) -> int:
     from monitor.app.signals import SignalsProcess
 
     settings = _settings(args)
-    return asyncio.run(SignalsProcess(settings, bootstrap_servers=args.bootstrap_servers).run())
+    code: int = asyncio.run(SignalsProcess(settings, bootstrap_servers=args.bootstrap_servers).run())
+    _ignore_late_stop_signals()
+    return code
 
 
 # -- match -----------------------------------------------------------------------------
