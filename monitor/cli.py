@@ -332,9 +332,10 @@ def _cmd_run_roles(args: argparse.Namespace) -> int:
 
 
 def _ignore_late_stop_signals() -> None:
-    """The run (of ``run``, ``notify``, ``signals``) is over: a SIGINT/SIGTERM from now on (a second Ctrl-C just too late) changes
-    nothing, and the process exits with its own code. asyncio has put the default handlers
-    back, which would kill it by the signal, or raise KeyboardInterrupt with a traceback."""
+    """The run (of ``run``, ``notify``, ``signals``) is over: a SIGINT/SIGTERM from now on
+    (a second Ctrl-C just too late) changes nothing, and the process exits with its own
+    code. asyncio has put the default handlers back, which would kill it by the signal, or
+    raise KeyboardInterrupt with a traceback."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
 
@@ -485,11 +486,16 @@ def _decode(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
         return None, f"not JSON ({exc})"
     if isinstance(decoded, dict) and "signal_id" in decoded:
         problem = signal_problem(decoded)
-    elif isinstance(decoded, dict) and "event_id" in decoded and "alert_id" not in decoded:
+    elif isinstance(decoded, dict) and _is_health_event(decoded):
         problem = health_problem(decoded)
     else:
         problem = alert_problem(decoded)
     return (None, problem) if problem is not None else (decoded, "")
+
+
+def _is_health_event(document: dict[str, Any]) -> bool:
+    """Whether a decoded record is a feed-health event (an event id, no alert id)."""
+    return "event_id" in document and "alert_id" not in document
 
 
 def _since(text: str) -> datetime:
@@ -525,7 +531,7 @@ def _detected_since(alert: dict[str, Any], since: datetime) -> bool:
 def _table_row(alert: dict[str, Any]) -> str:
     """One table line of a checked alert, signal or feed-health event (see ``alert_problem``,
     ``signal_problem``, ``health_problem``); control characters in its text cannot break the line."""
-    if "event_id" in alert and "alert_id" not in alert:
+    if _is_health_event(alert):
         change = _cell(f"{alert['feed_url']}: {alert['previous']} -> {alert['health']}: {alert['reason']}")[:80]
         return f"{_cell(alert['at'])[:19]:<21} {'feed-health':<16} {_cell(alert['health']):<9} {change}\n"
     if "signal_id" in alert:

@@ -409,8 +409,7 @@ def _rule_query(source: _Source, values: dict[str, Node], location: SourceLocati
                 "add a required positive term, as in: sanctions AND NOT sport",
             )
     except QueryError as exc:
-        unknown = exc.message.startswith("unknown list @")
-        if not (unknown and exc.message.removeprefix("unknown list @") in state.refused_lists):
+        if exc.unknown_list is None or exc.unknown_list not in state.refused_lists:
             state.error(exc.message, _query_location(source, query_node, exc.offset), exc.hint)
         return query_text, None
     return query_text, parsed

@@ -70,13 +70,15 @@ MAX_NESTING = 50
 
 
 class QueryError(ValueError):
-    """A query (or list entry) that does not parse; ``offset`` is a 0-based index into it."""
+    """A query (or list entry) that does not parse; ``offset`` is a 0-based index into it;
+    ``unknown_list``: the list name, when the problem is that no such list is defined."""
 
-    def __init__(self, message: str, offset: int, hint: str | None = None) -> None:
+    def __init__(self, message: str, offset: int, hint: str | None = None, *, unknown_list: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.offset = offset
         self.hint = hint
+        self.unknown_list = unknown_list
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,7 +528,7 @@ class _Parser:
         if entries is None:
             close = difflib.get_close_matches(token.text, list(self.lists), n=1)
             hint = f"did you mean @{close[0]}?" if close else "define it under a top-level lists: key"
-            raise QueryError(f"unknown list @{token.text}", token.offset, hint)
+            raise QueryError(f"unknown list @{token.text}", token.offset, hint, unknown_list=token.text)
         return entries
 
     def list_terms(self, token: _Token) -> list[Node]:

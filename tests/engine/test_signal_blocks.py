@@ -89,6 +89,8 @@ def test_durations_may_add_units() -> None:
 
 def test_the_largest_counts_are_what_a_window_keeps() -> None:
     from monitor.engine.loader import MAX_SIGHTINGS
+    from monitor.settings import MAX_STORY_OUTLETS
     from monitor.signals.detect import MAX_KEPT
 
     assert MAX_SIGHTINGS == MAX_KEPT
+    assert MAX_STORY_OUTLETS == MAX_KEPT  # [signals] escalation levels a story can reach
