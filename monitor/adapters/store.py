@@ -173,8 +173,9 @@ _CORRUPT_HINT = (
 )
 
 
-def store_error(exc: BaseException, path: Path) -> StoreError:
-    """The operator's view of a SQLite (or file system) failure on the store at ``path``."""
+def store_error(exc: BaseException, path: Path, *, opening: bool = False) -> StoreError:
+    """The operator's view of a SQLite (or file system) failure on the store at ``path``
+    (``opening``: while the store is opened, before anything runs: the process then stops)."""
     name = str(getattr(exc, "sqlite_errorname", "") or "")
     text = str(exc) or type(exc).__name__
     code = getattr(exc, "errno", None)
@@ -182,7 +183,9 @@ def store_error(exc: BaseException, path: Path) -> StoreError:
         return StoreError(
             f"state store {path}: the disk is full: {text}",
             kind="full",
-            hint=f"free space on the disk of {path.parent}; nothing committed is lost "
+            hint=f"free space on the disk of {path.parent}, then start the monitor again; nothing committed is lost"
+            if opening
+            else f"free space on the disk of {path.parent}; nothing committed is lost "
             "and the monitor goes on by itself once writes succeed",
         )
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text:
@@ -265,7 +268,7 @@ class Store:
                 db.close()
             if isinstance(exc, _BUGS):
                 raise
-            raise store_error(exc, self.path) from exc
+            raise store_error(exc, self.path, opening=True) from exc
 
     def _failed(self, exc: BaseException) -> StoreError:
         """Note a fault (logged once per failing spell) and return its StoreError."""

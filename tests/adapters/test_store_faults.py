@@ -24,7 +24,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.adapters.broker import free_port
-from monitor.adapters.store import AsyncStore, Store
+from monitor.adapters.store import AsyncStore, Store, store_error
 from monitor.errors import StoreError
 from monitor.model import alert_id_for
 from monitor.worker import Monitor
@@ -121,6 +121,17 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path, command)
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"news-monitor: error: state store {state / Store.FILENAME} cannot be opened for writing"
     )
+
+
+def test_a_full_disk_at_start_says_to_start_again_and_while_running_that_it_recovers(tmp_path):
+    # At start the process exits 2: "goes on by itself" would have the operator wait for nothing.
+    full = sqlite3.OperationalError("database or disk is full")
+    path = tmp_path / Store.FILENAME
+    at_start = store_error(full, path, opening=True)
+    running = store_error(full, path)
+    assert at_start.kind == running.kind == "full"
+    assert at_start.hint is not None and "then start the monitor again" in at_start.hint and "by itself" not in at_start.hint
+    assert running.hint is not None and "goes on by itself" in running.hint
 
 
 def test_damage_found_while_running_stays_reported_after_a_commit(tmp_path):
