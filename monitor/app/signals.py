@@ -15,7 +15,8 @@ and the detectors' new state saved in one transaction; the signals sent and ackn
 only then the batch's offsets are committed. So a crash at any point neither repeats a
 signal (the state that raised it is saved with it) nor loses one (it waits in the outbox).
 A record that is not a sighting (or an alert), or was detected more than
-:data:`~monitor.signals.detect.CLOCK_SKEW` after this process's clock, is logged
+:data:`~monitor.signals.detect.CLOCK_SKEW` after this process's clock or more than 366 days
+(the longest window or baseline) before the record's Kafka timestamp, is logged
 (``signals.record.skipped``, with the reason) and committed past; a sighting its rule's window already holds (a batch read
 again, a sighting a matcher published again) is passed over by :meth:`Signals.observe`.
 SIGINT/SIGTERM: the batch in hand finishes, offsets are committed, exit 0.
@@ -39,6 +40,7 @@ from monitor.adapters.store import AsyncStore
 from monitor.app.notify import topic_pattern
 from monitor.delivery.records import alert_problem, sighting_problem, signal_record
 from monitor.engine import load_rules
+from monitor.engine.loader import MAX_DURATION
 from monitor.errors import BrokerError, ConfigError, PublishError, RecordRejected
 from monitor.log import get_logger
 from monitor.model import Record, Rule
@@ -55,24 +57,34 @@ _BACKOFF_MAX = 30.0
 
 
 def _documents(records: Sequence[Any], problem_of: Callable[[Any], str | None], now: float | None) -> Iterator[dict[str, Any]]:
-    """The decoded values of a batch that ``problem_of`` accepts, detected not more than
-    :data:`CLOCK_SKEW` after ``now`` (if given); the others are logged and skipped."""
+    """The decoded values of a batch that ``problem_of`` accepts, with a plausible detection
+    time (see :func:`_time_problem`); the others are logged and skipped."""
     for record in records:
         try:
             document = orjson.loads(record.value or b"")
         except orjson.JSONDecodeError as exc:
             problem: str | None = f"not JSON ({exc})"
         else:
-            problem = problem_of(document)
-        if problem is None and now is not None:
-            detected = detected_time(document)
-            # One such record would move a rule's windows to its time: no burst of the rule until then.
-            if detected is not None and detected > now + CLOCK_SKEW:
-                problem = f"detected_at {document['detected_at']!r} is more than {CLOCK_SKEW:g} s after this process's clock"
+            problem = problem_of(document) or _time_problem(document, getattr(record, "timestamp", None), now)
         if problem is not None:
             log.warning("signals.record.skipped", topic=record.topic, partition=record.partition, offset=record.offset, reason=problem)
             continue
         yield document
+
+
+def _time_problem(document: dict[str, Any], written_ms: Any, now: float | None) -> str | None:
+    """What is implausible in a record's ``detected_at``: more than :data:`CLOCK_SKEW` after
+    ``now`` (if given), or more than 366 days before the record's Kafka timestamp."""
+    detected = detected_time(document)
+    if detected is None:
+        return None
+    if now is not None and detected > now + CLOCK_SKEW:
+        # One such record would move a rule's windows to its time: no burst of the rule until then.
+        return f"detected_at {document['detected_at']!r} is more than {CLOCK_SKEW:g} s after this process's clock"
+    if isinstance(written_ms, int) and written_ms > 0 and detected < written_ms / 1000 - MAX_DURATION:
+        # One such record would make a spike take its baseline as watched since then.
+        return f"detected_at {document['detected_at']!r} is more than 366 days before its record was written"
+    return None
 
 
 def sightings_in(records: Sequence[Any], rules: RuleBook, now: float | None = None) -> list[Sighting]:

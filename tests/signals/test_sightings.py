@@ -187,3 +187,36 @@ def test_a_record_detected_in_the_readers_future_is_skipped_not_counted():
         reasons = [e["reason"] for e in logs if e["event"] == "signals.record.skipped"]
         assert len(reasons) == 2 and all("after this process's clock" in r for r in reasons)
         assert [s.kind for s in signals.observe(found, DETECTED + 120)] == ["burst"]
+
+
+def test_a_record_detected_a_year_before_it_was_written_is_skipped_not_counted():
+    # A sighting "detected" in 1970 made a spike take its week's baseline as watched since
+    # then: five articles in the rule's first hour were a spike of a rule watched for minutes.
+    from types import SimpleNamespace
+
+    from structlog.testing import capture_logs
+
+    from monitor.app.signals import sightings_from_records
+    from monitor.model import Spike
+
+    rule = Rule(id="quake", query="quake", topic="alerts.quake", spike=Spike(window=3600.0, baseline=7 * 86400.0, factor=3.0, min_count=5))
+    book = RuleBook([rule])
+    written_ms = int((DETECTED + 600) * 1000)
+
+    def record(i: int, t: float) -> SimpleNamespace:
+        seen = SignalArticle(f"urn:{i}", f"https://www.outlet{i}.com/{i}", "Quake", f"outlet{i}.com", None, None)
+        value = sighting_record(seen, [rule], t, "news.sightings", feed_url="https://feeds.example.org/rss", record_article=seen.id).value
+        return SimpleNamespace(value=value, topic="t", partition=0, offset=i, timestamp=written_ms)
+
+    times = [0.0, DETECTED - 366 * 86400.0 - 60] + [DETECTED + 60 * i for i in range(1, 6)]  # 1970, a year and a minute, five
+    signals = Signals(levels=())
+    signals.watch([rule], DETECTED)
+    with capture_logs() as logs:
+        found = sightings_from_records([record(i, t) for i, t in enumerate(times)], book, DETECTED + 600)
+    assert [s.detected for s in found] == times[2:]
+    reasons = [e["reason"] for e in logs if e["event"] == "signals.record.skipped"]
+    assert len(reasons) == 2 and all("more than 366 days before its record was written" in r for r in reasons)
+    assert signals.observe(found, DETECTED + 600) == []
+    # A year to the day before is still a replay's to count (the longest baseline).
+    kept = sightings_from_records([record(9, DETECTED + 600 - 366 * 86400.0)], book, DETECTED + 600)
+    assert len(kept) == 1
