@@ -35,7 +35,6 @@ from monitor.adapters.statelock import StateLock
 from monitor.app import daemon
 from monitor.app.status import health_policy
 from monitor.delivery import Delivery
-from monitor.engine import load_rules
 from monitor.engine.reload import RulesHolder
 from monitor.feeds.sources import load_feeds
 from monitor.lifecycle import Shutdown, finish, install_signal_handlers
@@ -66,7 +65,7 @@ class Monitor:
         # Which query parameters of feed urls are masked wherever a url leaves the process.
         redact.configure(settings.feeds.redact_params)
         rule_paths = tuple(str(p) for p in settings.rule_paths)
-        self.rules = RulesHolder(load_rules(rule_paths), paths=rule_paths, allow_empty=settings.rules.allow_empty, freeze=True)
+        self.rules = RulesHolder.load(rule_paths, allow_empty=settings.rules.allow_empty, freeze=True)
         #: Given by the caller rather than read from the config: SIGHUP cannot reload them.
         self._feeds_given = feeds is not None
         self.feeds = feeds if feeds is not None else load_feeds(settings)

@@ -218,3 +218,22 @@ def test_tail_on_an_unreachable_broker_exits_3_without_an_unclosed_consumer():
     assert result.returncode == 3
     assert "news-monitor: error: cannot read from Kafka" in result.stderr
     assert "Unclosed AIOKafkaConsumer" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("how", ["run", "run --once", "run --role matcher"])
+def test_run_with_no_enabled_rule_exits_2_naming_the_rules_and_the_setting(tmp_path, how):
+    # Before: the daemon started and alerted on nothing, without a word.
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "old.yaml.disabled").write_text("rules: []\n")
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "127.0.0.1:{free_port()}"\nconnect_timeout = 1\n[state]\ndir = "{tmp_path / "state"}"\n'
+        f'[rules]\npaths = ["{rules}"]\n[http]\nenabled = false\n[[feeds.feed]]\nurl = "{SEEDS / "world-news.rss.xml"}"\n'
+    )
+    result = _cli(*how.split(), "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"news-monitor: error: no enabled rule in {rules}: no rule file (*.yaml or *.yml) found (the monitor would alert "
+        "on nothing; add or enable a rule, check [rules] paths, or set [rules] allow_empty = true to start with no rules)\n"
+    )

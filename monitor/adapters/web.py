@@ -318,6 +318,9 @@ def _summary(s: StatusSnapshot) -> list[str]:
         parts.append('<ul class="err" id="not-ready">' + "".join(f"<li>{_t(p)}</li>" for p in s.not_ready) + "</ul>")
     if s.last_reload_error:
         parts.append(f'<p class="err" id="reload-error">last rule reload failed: {_t(s.last_reload_error)}</p>')
+    if s.ruleset_version is not None and not any(rule.enabled for rule in s.rules):
+        # Only reachable with [rules] allow_empty = true: the monitor runs but alerts on nothing.
+        parts.append('<p class="err" id="no-rules">no enabled rule: no article is matched and no alert is raised</p>')
     return parts
 
 

@@ -43,7 +43,6 @@ from monitor.app import daemon
 from monitor.app.matcher_role import MatcherRole
 from monitor.app.poller_role import PollerRole
 from monitor.app.status import health_policy
-from monitor.engine import load_rules
 from monitor.engine.reload import RulesHolder
 from monitor.errors import ConfigError
 from monitor.lifecycle import Shutdown, finish, install_signal_handlers
@@ -154,7 +153,7 @@ class RoleHost:
         self.rules: RulesHolder | None = None
         if "matcher" in roles:
             rule_paths = tuple(str(p) for p in settings.rule_paths)
-            self.rules = RulesHolder(load_rules(rule_paths), paths=rule_paths, allow_empty=settings.rules.allow_empty, freeze=True)
+            self.rules = RulesHolder.load(rule_paths, allow_empty=settings.rules.allow_empty, freeze=True)
         self.shutdown = Shutdown(settings.delivery.shutdown_timeout)
         self.observer = Observer(
             [],

@@ -10,8 +10,11 @@ for the first to finish.
 An invalid edit never takes the daemon down: the old set stays active,
 ``rules.reload.failed`` is logged with the first errors' file, line and column, and the
 next change is tried again. A reload that would leave no rule at all (a rule directory
-emptied, a rule file emptied) is refused the same way unless ``allow_empty`` is set: a
-half-written file or an unmounted volume must not silently switch every alert off.
+emptied, a rule file emptied, every rule disabled) is refused the same way unless
+``allow_empty`` is set: a half-written file or an unmounted volume must not silently
+switch every alert off. For the same reason :meth:`RulesHolder.load`, the daemon's start,
+refuses rule paths that hold no enabled rule unless ``allow_empty`` is set; when it is,
+starting (or reloading) with no enabled rule logs the warning ``rules.empty``.
 
 Reading, compiling, comparing and freeing rule sets (seconds for a large set) happen in
 a worker thread, and in small steps, so the event loop keeps answering: no single step
@@ -30,12 +33,13 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from monitor.engine import RuleSet, RuleSetError, collect_rules
+from monitor.engine import RuleSet, RuleSetError, collect_rules, load_rules
+from monitor.engine.loader import rule_files
 from monitor.errors import RuleError
 from monitor.log import get_logger
-from monitor.model import Rule, SourceLocation
+from monitor.model import Rule
 
-__all__ = ["LOGGED_IDS", "RuleSetChanges", "RulesHolder"]
+__all__ = ["LOGGED_IDS", "RuleSetChanges", "RulesHolder", "why_no_rule"]
 
 log = get_logger("rules")
 
@@ -117,6 +121,24 @@ class RulesHolder:
     failure_listeners: list[Callable[[RuleError], None]] = field(default_factory=list)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
+    @classmethod
+    def load(cls, paths: tuple[str, ...], *, allow_empty: bool = False, freeze: bool = False) -> RulesHolder:
+        """The daemon's rules at start: every file valid (:class:`RuleSetError` otherwise) and
+        at least one enabled rule, else a :class:`RuleError` naming the rule paths, unless
+        ``allow_empty`` (then the warning ``rules.empty``): a daemon that would alert on
+        nothing must not start silently, as a reload must not silently empty the set."""
+        ruleset = load_rules(paths)
+        reason = why_no_rule(ruleset, paths)
+        if reason is not None:
+            if not allow_empty:
+                raise RuleError(
+                    f"no enabled rule in {_where(paths)}: {reason}",
+                    hint="the monitor would alert on nothing; add or enable a rule, check [rules] paths, "
+                    "or set [rules] allow_empty = true to start with no rules",
+                )
+            _warn_empty(ruleset, paths, reason)
+        return cls(ruleset, paths=paths, allow_empty=allow_empty, freeze=freeze)
+
     def __call__(self) -> RuleSet:
         return self.current
 
@@ -166,6 +188,9 @@ class RulesHolder:
             log.debug("rules.reload.unchanged", version=self.current.version)
             return True
         self._swap(outcome.ruleset, outcome.changes)
+        reason = why_no_rule(self.current, self.paths)
+        if reason is not None:
+            _warn_empty(self.current, self.paths, reason)
         return True
 
     def _swap(self, ruleset: RuleSet, changes: RuleSetChanges) -> None:
@@ -215,12 +240,12 @@ def _load(paths: tuple[str, ...], current: RuleSet, allow_empty: bool, freeze: b
             if errors:
                 raise RuleSetError(errors)
             return _Outcome()
-        if not ruleset.rules and current.rules and not allow_empty:
-            where = ", ".join(paths) or "no rule paths"
+        active = _enabled(current)
+        reason = None if allow_empty or not active else why_no_rule(ruleset, paths)
+        if reason is not None:
             return _Outcome(
                 error=RuleError(
-                    f"the reload would remove every rule ({len(current.rules)} active): no rule in {where}",
-                    location=SourceLocation(paths[0]) if len(paths) == 1 else None,
+                    f"the reload would leave no enabled rule in {_where(paths)} ({active} active now): {reason}",
                     hint="the previous rules stay active; restore the rule files, "
                     "or set [rules] allow_empty = true to allow running with no rules",
                 )
@@ -232,6 +257,37 @@ def _load(paths: tuple[str, ...], current: RuleSet, allow_empty: bool, freeze: b
     finally:
         if collecting:
             gc.enable()
+
+
+def _enabled(ruleset: RuleSet) -> int:
+    return sum(1 for rule in ruleset.rules if rule.enabled)
+
+
+def _where(paths: tuple[str, ...]) -> str:
+    return ", ".join(paths) or "[rules] paths"
+
+
+def why_no_rule(ruleset: RuleSet, paths: tuple[str, ...]) -> str | None:
+    """Why ``ruleset`` (loaded from ``paths``) has no enabled rule, in a few words; None
+    when it has one."""
+    if _enabled(ruleset):
+        return None
+    if ruleset.rules:
+        return f"all {len(ruleset.rules)} rules are disabled (enabled: false)"
+    files, _missing = rule_files(paths)
+    if not files:
+        return "no rule file (*.yaml or *.yml) found"
+    return f"{'the rule file holds' if len(files) == 1 else f'the {len(files)} rule files hold'} no rule"
+
+
+def _warn_empty(ruleset: RuleSet, paths: tuple[str, ...], reason: str) -> None:
+    log.warning(
+        "rules.empty",
+        paths=list(paths),
+        rules=len(ruleset.rules),
+        reason=reason,
+        hint="no article is matched and no alert is raised until a rule is enabled ([rules] allow_empty = true)",
+    )
 
 
 # Never walked into: shared by the whole interpreter (a function leads to its module's globals).

@@ -249,7 +249,7 @@ async def test_a_reload_that_would_remove_every_rule_keeps_the_old_rules(tmp_pat
     if how == "file deleted":
         assert "no such rule file" in holder.last_error
     else:
-        assert "would remove every rule (1 active)" in holder.last_error
+        assert "would leave no enabled rule in" in holder.last_error and "(1 active now)" in holder.last_error
         assert "allow_empty = true" in holder.last_error and "allow_empty = true" in failed[0]["hint"]
 
 
@@ -378,3 +378,78 @@ async def test_reload_work_stays_off_the_event_loop(tmp_path):
     # 3,000 rules are ~75,000 objects: no collection saw them young.
     assert max(young_at_collection, default=0) < 20_000
     assert freed_in and freed_in[0] != threading.get_ident()
+
+
+def _no_enabled_rule(folder: Path, how: str) -> None:
+    folder.mkdir()
+    if how == "only disabled rules":
+        (folder / "one.yaml").write_text(_rule("one", "alerts.one", "alpha") + "    enabled: false\n")
+    elif how == "no rule file":
+        (folder / "README.md").write_text("rules go here\n")
+        (folder / "one.yaml.bak").write_text(_rule("one", "alerts.one", "alpha"))
+    elif how == "an empty rule list":
+        (folder / "one.yaml").write_text("rules: []\n")
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("empty directory", "no rule file (*.yaml or *.yml) found"),
+        ("no rule file", "no rule file (*.yaml or *.yml) found"),
+        ("an empty rule list", "the rule file holds no rule"),
+        ("only disabled rules", "all 1 rules are disabled (enabled: false)"),
+    ],
+)
+def test_the_daemon_and_the_matcher_role_refuse_to_start_with_no_enabled_rule(tmp_path, how, reason):
+    # Before: both started and silently alerted on nothing.
+    from monitor.app.roles import RoleHost
+    from monitor.errors import RuleError
+
+    folder = tmp_path / "rules"
+    _no_enabled_rule(folder, how)
+    settings = make_settings(tmp_path, "127.0.0.1:9", ["http://127.0.0.1:9/feed.xml"], rules=[folder])
+    for start in (lambda: Monitor(settings), lambda: RoleHost(settings, ("matcher",))):
+        with pytest.raises(RuleError) as refused:
+            start()
+        assert str(refused.value) == (
+            f"no enabled rule in {folder}: {reason} (the monitor would alert on nothing; add or enable a rule, "
+            "check [rules] paths, or set [rules] allow_empty = true to start with no rules)"
+        )
+    # The roles that match nothing do not read the rules: not refused.
+    assert RoleHost(settings, ("poller",)).rules is None
+
+
+async def test_allow_empty_starts_with_no_enabled_rule_and_says_so(broker, feed_server, tmp_path, log_lines):
+    from monitor.adapters.web import render_status_page
+
+    folder = tmp_path / "rules"
+    _no_enabled_rule(folder, "only disabled rules")
+    url = feed_server.serve(f"/empty-{uuid.uuid4().hex[:8]}.rss", _feed(("a", "Quantum widget makers gathered in Oslo.")))
+    settings = make_settings(tmp_path, broker.bootstrap_servers, [url], rules=[folder], overrides={"rules": {"allow_empty": True}})
+    monitor = Monitor(settings)
+    [warning] = [orjson.loads(line) for line in log_lines() if '"rules.empty"' in line]
+    assert warning["level"] == "warning" and warning["paths"] == [str(folder)] and warning["rules"] == 1
+    assert warning["reason"] == "all 1 rules are disabled (enabled: false)"
+    page = render_status_page(monitor.observer.status.snapshot(), refresh=0)
+    assert 'id="no-rules">no enabled rule: no article is matched and no alert is raised<' in page
+    summary = await monitor.run(once=True, handle_signals=False)
+    assert summary.polls == 1 and summary.alerts_raised == 0
+
+
+async def test_a_reload_that_disables_every_rule_is_refused_unless_allowed(tmp_path, log_lines):
+    # Before: accepted, and the daemon went on alerting on nothing.
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "one.yaml").write_text(_rule("one", "alerts.one", "alpha"))
+    refused, allowed = _holder(folder), _holder(folder, allow_empty=True)
+    (folder / "one.yaml").write_text(_rule("one", "alerts.one", "alpha") + "    enabled: false\n")
+    assert await refused.reload() is False
+    assert refused.current.rules[0].enabled and refused.reload_failures == 1
+    assert refused.last_error == (
+        f"the reload would leave no enabled rule in {folder} (1 active now): all 1 rules are disabled (enabled: false) "
+        "(the previous rules stay active; restore the rule files, or set [rules] allow_empty = true to allow running with no rules)"
+    )
+    assert await allowed.reload() is True
+    assert not allowed.current.rules[0].enabled and allowed.reloads == 1
+    [warning] = [orjson.loads(line) for line in log_lines() if '"rules.empty"' in line]
+    assert warning["level"] == "warning" and warning["reason"] == "all 1 rules are disabled (enabled: false)"
