@@ -31,11 +31,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from yarl import URL
 
+from monitor.adapters.http import client_error_text
 from monitor.adapters.pages import AddressPolicy, BlockedAddress, PageFetcher
 from monitor.adapters.web import serve
-from monitor.errors import FeedError
+from monitor.errors import FeedError, error_text
 from monitor.fetch import FeedTimeout, retry_after_seconds
 from monitor.log import get_logger
 from monitor.websub.inbox import PushInbox
@@ -129,9 +131,11 @@ class CallbackServer:
             self.inbox.stats.count("too_large")
             log.warning("websub.push.refused", reason=exc.message)
             return web.Response(status=413, text="body too large\n")
-        except (aiohttp.ClientPayloadError, web.HTTPException, ValueError) as exc:
+        except (RequestPayloadError, aiohttp.ClientPayloadError, web.HTTPException, ValueError) as exc:
+            # RequestPayloadError: the server's own word for a body it cannot read (bad
+            # gzip, broken chunks); uncaught, it was a 500 and a traceback in the log.
             self.inbox.stats.count("bad_request")
-            log.warning("websub.push.refused", reason=f"{type(exc).__name__}: {exc}")
+            log.warning("websub.push.refused", reason=_unreadable(exc))
             return web.Response(status=400, text="unreadable body\n")
         verdict = self.inbox.push(token, body, request.headers.get("X-Hub-Signature"), request.headers.get("Content-Type"))
         headers = {"Retry-After": "5"} if verdict.status == 503 else None
@@ -141,6 +145,18 @@ class CallbackServer:
 def _token(request: web.Request) -> str:
     """The last path segment: a reverse proxy may keep or strip the callback URL's prefix."""
     return request.path.rstrip("/").rpartition("/")[2]
+
+
+def _unreadable(exc: Exception) -> str:
+    """Why a push's body could not be read, in words (aiohttp's parser error is the cause)."""
+    if isinstance(exc, web.HTTPException):
+        return f"HTTP {exc.status}: {exc.reason}"
+    if isinstance(exc, aiohttp.ClientError):
+        return client_error_text(exc)
+    if isinstance(exc, RequestPayloadError):
+        detail = str(getattr(exc.__cause__, "message", None) or exc.__cause__ or exc)
+        return f"the body was cut off or malformed: {' '.join(detail.split())}"
+    return f"unreadable body: {error_text(exc)}"
 
 
 async def _read_body(request: web.Request, max_bytes: int) -> bytes:

@@ -94,3 +94,25 @@ async def test_a_full_push_queue_answers_503_and_the_hub_can_deliver_later(hub, 
     parts.flowing.set()
     await until(lambda: len(parts.pushed) == 5, what="the queued pushes delivered")
     assert await hub.publish(TOPIC, b"<rss/>") == [202]
+
+
+async def test_an_unreadable_push_is_logged_with_a_reason_in_words(hub, running):
+    import io
+
+    import orjson
+
+    from monitor.log import configure_logging
+
+    parts, sub = await subscribed(hub, running)
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    try:
+        headers = {**signed(sub.secret, b"x"), "Content-Encoding": "gzip"}
+        async with aiohttp.ClientSession() as session, session.post(parts.base + sub.token, data=b"not gzip at all", headers=headers) as response:
+            assert response.status == 400
+    finally:
+        configure_logging("warning", "json")
+    [refused] = [e for e in map(orjson.loads, stream.getvalue().splitlines()) if e["event"] == "websub.push.refused"]
+    # Before: a 500 and aiohttp's "Unhandled exception" traceback (its RequestPayloadError was not caught).
+    assert refused["reason"] == "the body was cut off or malformed: Can not decode content-encoding: gzip"
+    assert parts.inbox.stats.outcomes["bad_request"] == 1 and not parts.pushed
