@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from monitor.errors import PublishError, StoreError
+from monitor.errors import PublishError, StoreError, error_text
 from monitor.feeds.schedule import Schedule, next_interval
 from monitor.feeds.state import FeedState
 from monitor.lifecycle import Shutdown
@@ -277,7 +277,7 @@ class Poller:
             if reschedule and not self.shutdown.asked:
                 self.schedule.reschedule(feed.url, time.monotonic(), feed.interval)
         except Exception as exc:  # one poll's bug must not end a poller (and a share of polling)
-            log.exception("feed.poll.crashed", feed_url=feed.url, error=f"{type(exc).__name__}: {exc}", hint="a bug: please report it")
+            log.exception("feed.poll.crashed", feed_url=feed.url, error=error_text(exc), hint="a bug: please report it")
             if reschedule and not self.shutdown.asked and feed.url in self.feeds:
                 self.schedule.reschedule(feed.url, time.monotonic(), feed.interval)
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from monitor.dedupe.stories import StoryIndex
-from monitor.errors import StoreError
+from monitor.errors import StoreError, error_text
 from monitor.feeds.state import FeedStates
 from monitor.lifecycle import Shutdown
 from monitor.log import get_logger
@@ -47,12 +47,12 @@ async def every(interval: float, step: Callable[[], Awaitable[Any]], shutdown: S
 
 def state_upkeep_failed(exc: Exception) -> None:
     """A failed write-back or retention round (disk full, locked): retried next round."""
-    log.error("state.upkeep.failed", error=f"{type(exc).__name__}: {exc}", hint="check the state dir's disk")
+    log.error("state.upkeep.failed", error=error_text(exc), hint="check the state dir's disk")
 
 
 def health_check_failed(exc: Exception) -> None:
     """A failed broker check or health sweep: retried next round."""
-    log.error("monitor.health_check.failed", error=f"{type(exc).__name__}: {exc}")
+    log.error("monitor.health_check.failed", error=error_text(exc))
 
 
 async def flush_feed_states(feed_states: FeedStates) -> None:

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from monitor.adapters.kafka import KafkaPublisher, connection_options
+from monitor.adapters.kafka import KafkaPublisher, connection_options, kafka_error_text
 from monitor.cluster import MARKER_KEY, is_marker
 from monitor.errors import BrokerError
 from monitor.model import Record
@@ -79,7 +79,7 @@ async def read_to_end(
                         continue
                     yield record
     except KafkaError as exc:
-        raise BrokerError(f"cannot read {topic} to its end: {type(exc).__name__}: {exc}", hint="check the broker") from exc
+        raise BrokerError(f"cannot read {topic} to its end: {kafka_error_text(exc)}", hint="check the broker") from exc
     finally:
         await consumer.stop()
 

@@ -34,7 +34,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 from aiokafka.structs import TopicPartition
 
-from monitor.adapters.kafka import connection_options
+from monitor.adapters.kafka import connection_options, kafka_error_text
 from monitor.errors import BrokerError
 from monitor.lifecycle import unless_set
 from monitor.log import get_logger
@@ -114,7 +114,7 @@ class GroupMember:
             await self._consumer.start()
         except KafkaError as exc:
             await self._consumer.stop()
-            raise BrokerError(f"cannot join consumer group {self.group} on {self.topic}: {type(exc).__name__}: {exc}") from exc
+            raise BrokerError(f"cannot join consumer group {self.group} on {self.topic}: {kafka_error_text(exc)}") from exc
         self.rebalancing.set()
         self._consumer.subscribe([self.topic], listener=_Listener(self))
 
@@ -163,7 +163,7 @@ class GroupMember:
         try:
             response = await client.send(node, LeaveGroupRequest(self.group, member))
         except KafkaError as exc:
-            log.warning("group.leave.failed", group=self.group, error=f"{type(exc).__name__}: {exc}", hint="left when the consumer stops")
+            log.warning("group.leave.failed", group=self.group, error=kafka_error_text(exc), hint="left when the consumer stops")
             return False
         return getattr(response, "error_code", -1) == 0
 

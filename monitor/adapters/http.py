@@ -14,6 +14,7 @@ shared with the article-page fetcher (:mod:`monitor.adapters.pages`): :class:`Se
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
@@ -25,7 +26,7 @@ import aiohttp
 from yarl import URL
 
 from monitor import USER_AGENT
-from monitor.errors import FeedError
+from monitor.errors import FeedError, error_text
 from monitor.fetch import FeedHttpError, FeedTimeout, FetchResult, Validators, cache_max_age, retry_after_seconds
 
 __all__ = ["FileTransport", "HttpTransport", "RoutingTransport", "SessionClient", "local_path", "read_bounded"]
@@ -113,7 +114,7 @@ class SessionClient:
 
     def _client_error(self, url: str, current: str, exc: aiohttp.ClientError) -> FeedError:
         """The FeedError for an aiohttp failure while fetching ``current`` (asked for ``url``)."""
-        return FeedError(f"{url}: {type(exc).__name__}: {exc}", hint=self._hints["error"])
+        return FeedError(f"{url}: {client_error_text(exc)}", hint=self._hints["error"])
 
     async def _get(
         self, url: str, headers: Mapping[str, str] | None, answer: Answer[T], heard: Callable[[], None] | None = None
@@ -153,6 +154,35 @@ class SessionClient:
         except ValueError as exc:
             # yarl/aiohttp reject some malformed urls and headers with a bare ValueError.
             raise FeedError(f"{url}: invalid request or answer: {exc}") from exc
+
+
+def client_error_text(exc: aiohttp.ClientError) -> str:
+    """Why an HTTP request failed, in one line: which host could not be reached and why,
+    or what was wrong with the answer; aiohttp's class names and nested reprs left out."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause = exc.certificate_error
+        why = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or error_text(cause)
+        return f"the TLS certificate of {exc.host}:{exc.port} is not trusted: {why}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return f"TLS with {exc.host}:{exc.port} failed: {getattr(exc, 'reason', None) or error_text(exc.os_error)}"
+        if isinstance(exc.os_error, socket.gaierror):
+            return f"cannot resolve the host name {exc.host}: {error_text(exc.os_error)}"
+        return f"cannot connect to {exc.host}:{exc.port}: {error_text(exc.os_error)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before it answered"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        # aiohttp puts the parser's error (e.g. "received 3 of 1000 bytes") in the cause.
+        parser_error = exc.__cause__
+        detail = str(getattr(parser_error, "message", None) or parser_error or "").rstrip(".")
+        return " ".join(f"the body was cut off or malformed{': ' + detail if detail else ''}".split())
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"invalid url {str(exc.url)[:200]!r}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Raised by the response parser: a server that does not speak HTTP, or a broken answer.
+        # Its message is several lines, the last a caret under the bad byte.
+        return "invalid HTTP answer: " + " ".join(word for word in exc.message.split() if word != "^")
+    return error_text(exc)
 
 
 class _SilenceWatch:

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_lz4, has_zstd
 from aiokafka.errors import (
+    BrokerResponseError,
     CommitFailedError,
     CorruptRecordException,
     InvalidTopicError,
@@ -42,7 +43,7 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import TopicPartition
 
-from monitor.errors import BrokerError, PublishError, RecordRefused, RecordRejected
+from monitor.errors import BrokerError, PublishError, RecordRefused, RecordRejected, error_text
 from monitor.log import get_logger
 from monitor.model import Record
 from monitor.settings import KafkaSettings
@@ -84,13 +85,24 @@ _CREATE_TOPIC_TRANSIENT = {
 
 
 def kafka_error_text(exc: BaseException) -> str:
-    """A client error in one readable clause: aiokafka's own text often starts with its class
-    name already, and its bootstrap failure lists Python tuples (the address is said anyway)."""
+    """A client error in one readable clause, led by its Kafka name (the one the broker's
+    logs and Kafka's documentation use): aiokafka's own text often starts with that name
+    already, a broker answer's with ``[Error N]``, one with no message says nothing more
+    (a timeout says "timed out", a broker answer gives Kafka's description), and its
+    bootstrap failure lists Python tuples (the address is said anyway). Other exceptions
+    (a socket's) get :func:`~monitor.errors.error_text`."""
+    if not isinstance(exc, KafkaError):
+        return error_text(exc)
     name = type(exc).__name__
-    text = str(exc) or name
+    if isinstance(exc, BrokerResponseError):
+        said = " ".join(str(arg) for arg in exc.args) or exc.description.rstrip(".") or exc.message
+        return " ".join(f"{name} (Kafka error {exc.errno}): {said}".split())
+    text = " ".join(str(arg) for arg in exc.args)
     if "Unable to bootstrap from" in text:
         return f"{name}: no broker at that address answered"
-    return text if text.startswith(name) else f"{name}: {text}"
+    if not text:
+        return f"{name}: timed out" if isinstance(exc, KafkaTimeoutError) else name
+    return error_text(exc)
 
 
 def connection_options(settings: KafkaSettings, bootstrap_servers: str) -> dict[str, Any]:
@@ -340,7 +352,7 @@ class KafkaPublisher:
             raise PublishError(str(exc)) from exc
         except (TimeoutError, KafkaError, OSError) as exc:
             raise PublishError(
-                f"cannot check topics at {self.bootstrap_servers}: {type(exc).__name__}: {exc}"
+                f"cannot check topics at {self.bootstrap_servers}: {kafka_error_text(exc)}"
             ) from exc
 
     async def partition_count(self, topic: str) -> int:
@@ -350,7 +362,7 @@ class KafkaPublisher:
         try:
             partitions = await self._producer.partitions_for(topic)
         except (KafkaError, OSError) as exc:
-            raise PublishError(f"cannot read the partitions of {topic}: {type(exc).__name__}: {exc}") from exc
+            raise PublishError(f"cannot read the partitions of {topic}: {kafka_error_text(exc)}") from exc
         if not partitions:
             raise PublishError(f"topic {topic} has no partitions (yet)")
         return len(partitions)
@@ -377,20 +389,20 @@ class KafkaPublisher:
             metadata = await ack
         except _RECORD_REJECTIONS as exc:
             raise RecordRejected(
-                f"record of {len(record.value)} bytes for {record.topic} rejected: {type(exc).__name__}: {exc}",
+                f"record of {len(record.value)} bytes for {record.topic} rejected: {kafka_error_text(exc)}",
                 hint="raise [kafka] max_request_size and the topic's max.message.bytes, or shorten the alert",
             ) from exc
         except (TypeError, ValueError) as exc:
             # The client could not encode the record (a header or key of the wrong type):
             # the same every time, so retrying cannot help.
-            raise RecordRejected(f"record for {record.topic} cannot be encoded: {type(exc).__name__}: {exc}") from exc
+            raise RecordRejected(f"record for {record.topic} cannot be encoded: {error_text(exc)}") from exc
         except KafkaError as exc:
-            message = f"publish to {record.topic} failed: {type(exc).__name__}: {exc}"
+            message = f"publish to {record.topic} failed: {kafka_error_text(exc)}"
             if _is_outage(exc):
                 raise PublishError(message) from exc
             raise RecordRefused(message) from exc
         except OSError as exc:
-            raise PublishError(f"publish to {record.topic} failed: {exc}") from exc
+            raise PublishError(f"publish to {record.topic} failed: {error_text(exc)}") from exc
         return int(metadata.offset)
 
     async def flush(self) -> None:
@@ -590,8 +602,12 @@ async def probe_broker(bootstrap_servers: str, *, timeout: float = 2.0, kafka_pr
         try:
             await asyncio.wait_for(_probe_one(host, port, kafka_protocol), timeout)
             return True, None
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            errors.append(f"{host}:{port}: {type(exc).__name__}: {exc}".rstrip(": "))
+        except TimeoutError:
+            errors.append(f"{host}:{port}: no answer within {timeout:g}s")
+        except asyncio.IncompleteReadError:
+            errors.append(f"{host}:{port}: the connection closed before a Kafka answer (is it a Kafka listener?)")
+        except (OSError, ValueError) as exc:
+            errors.append(f"{host}:{port}: {error_text(exc) if isinstance(exc, OSError) else exc}")
     return False, "; ".join(errors) or f"no usable address in {bootstrap_servers!r}"
 
 

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 import apprise
 from apprise import NotifyFormat
 
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, error_text
 from monitor.notify.config import Destination
 from monitor.notify.message import Message
 
@@ -99,7 +99,7 @@ class AppriseSender:
                 body_format=NotifyFormat.MARKDOWN if message.markdown else NotifyFormat.TEXT,
             )
         except Exception as exc:  # noqa: BLE001 - a service plugin's failure is this message's: reported, retried
-            return self.mask(f"{type(exc).__name__}: {exc}")
+            return self.mask(error_text(exc))
         finally:
             _capture.lines = None
         if accepted:

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from monitor.adapters.kafka import TopicAdmin, connection_options
+from monitor.adapters.kafka import TopicAdmin, connection_options, kafka_error_text
 from monitor.errors import BrokerError, MonitorError
 from monitor.settings import KafkaSettings
 
@@ -66,7 +66,7 @@ class SpanReader:
             async for record in self._read(consumer, partitions, ends):
                 yield record
         except (KafkaError, TimeoutError) as exc:
-            raise BrokerError(f"cannot read {self.topic}: {type(exc).__name__}: {exc}", hint="check the broker") from exc
+            raise BrokerError(f"cannot read {self.topic}: {kafka_error_text(exc)}", hint="check the broker") from exc
         finally:
             await consumer.stop()
 

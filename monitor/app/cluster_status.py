@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from monitor.adapters.changelog import read_latest
-from monitor.adapters.kafka import KafkaPublisher, connection_options
+from monitor.adapters.kafka import KafkaPublisher, connection_options, kafka_error_text
 from monitor.app.status import health_policy
 from monitor.cluster import feed_from_record
 from monitor.cluster.feed_state import FeedStateRecord, feed_state_from_record
@@ -77,7 +77,7 @@ async def _partitions(settings: Settings, topics: list[str]) -> dict[str, int]:
         described = {d["topic"]: len(d.get("partitions", ())) for d in descriptions if d.get("error_code", 0) == 0}
     except (KafkaError, OSError) as exc:
         where = settings.kafka.bootstrap_servers
-        raise BrokerError(f"cannot describe {', '.join(topics)} at {where}: {type(exc).__name__}: {exc}") from exc
+        raise BrokerError(f"cannot describe {', '.join(topics)} at {where}: {kafka_error_text(exc)}") from exc
     finally:
         await admin.close()
     feeds_topic = settings.cluster.feeds_topic

@@ -37,7 +37,7 @@ from monitor.dedupe.stories import StoryIndex
 from monitor.delivery import Delivery
 from monitor.engine.reload import RulesHolder
 from monitor.enrich.fulltext import FulltextEnricher
-from monitor.errors import MonitorError, StoreError
+from monitor.errors import MonitorError, StoreError, error_text
 from monitor.feeds.sources import load_feeds
 from monitor.feeds.state import FeedStates
 from monitor.language import preload as preload_language_model
@@ -303,7 +303,7 @@ async def read_feed_list(running: Settings) -> list[Feed] | None:
     except Exception as exc:  # a reload must never take the daemon down
         log.exception(
             "feeds.reload.crashed",
-            error=f"{type(exc).__name__}: {exc}",
+            error=error_text(exc),
             hint="the running feed list stays; a bug: please report it",
         )
         return None

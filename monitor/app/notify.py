@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError
 
-from monitor.adapters.kafka import KafkaPublisher, TopicReader, probe_broker
+from monitor.adapters.kafka import KafkaPublisher, TopicReader, kafka_error_text, probe_broker
 from monitor.adapters.notify_apprise import AppriseSender
 from monitor.adapters.notify_store import AsyncNotifyStore
 from monitor.adapters.notify_web import NotifyWebServer
@@ -230,7 +230,7 @@ class NotifyProcess:
             await reader.__aenter__()
         except (KafkaError, OSError) as exc:
             raise BrokerError(
-                f"cannot start the consumer at {self.bootstrap}: {type(exc).__name__}: {exc}",
+                f"cannot start the consumer at {self.bootstrap}: {kafka_error_text(exc)}",
                 hint="check [kafka] bootstrap_servers and that the broker is up",
             ) from exc
         try:

@@ -41,13 +41,14 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.adapters.feedstate import KafkaFeedStateStore
 from monitor.adapters.group import GroupMember
+from monitor.adapters.kafka import kafka_error_text
 from monitor.adapters.parser_pool import ParserPool
 from monitor.app import daemon
 from monitor.app.poller_websub import PollerWebSub
 from monitor.cluster import FeedRecordError, feed_from_record, feed_partition, is_marker
 from monitor.cluster.admission import PollerAdmission
 from monitor.delivery.dead_letters import dead_letter
-from monitor.errors import BrokerError, MonitorError, RecordRejected
+from monitor.errors import BrokerError, MonitorError, RecordRejected, error_text
 from monitor.feeds.state import FeedState, FeedStates
 from monitor.language import preload as preload_language_model
 from monitor.lifecycle import finish
@@ -371,7 +372,7 @@ class PollerRole:
                 return
             urls = restored
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = kafka_error_text(exc)
             hint = "the poller stops rather than poll without the feeds' state; check the broker and restart it"
             log.error("poller.restore.failed", partitions=sorted(fresh), error=reason, hint=hint)
             topic = self.settings.cluster.feed_state_topic
@@ -447,7 +448,7 @@ class StateWriter:
             try:
                 await self.flush()
             except Exception as exc:  # a bug must not end the writer: the states stay dirty, retried
-                log.exception("feed.state.flush_crashed", error=f"{type(exc).__name__}: {exc}", hint="a bug: please report it")
+                log.exception("feed.state.flush_crashed", error=error_text(exc), hint="a bug: please report it")
 
     async def flush(self, partitions: Iterable[int] = (), *, exact: bool = False) -> bool:
         """Write every changed state now (``exact``: each as it is, even when nothing a new

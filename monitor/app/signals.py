@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
-from monitor.adapters.kafka import KafkaPublisher, TopicReader
+from monitor.adapters.kafka import KafkaPublisher, TopicReader, kafka_error_text
 from monitor.adapters.statelock import StateLock
 from monitor.adapters.store import AsyncStore
 from monitor.app.notify import topic_pattern
@@ -183,7 +183,7 @@ class SignalsProcess:
             try:
                 await reader.__aenter__()
             except (KafkaError, OSError) as exc:
-                raise BrokerError(f"cannot start the consumer at {self.bootstrap}: {type(exc).__name__}: {exc}") from exc
+                raise BrokerError(f"cannot start the consumer at {self.bootstrap}: {kafka_error_text(exc)}") from exc
             stack.push_async_callback(reader.__aexit__, None, None, None)
             log.info("signals.started", group=options.group, source=options.source, topics=topics)
             await self._consume(reader, read, rules, detectors, store, publisher)

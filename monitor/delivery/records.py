@@ -49,6 +49,7 @@ import orjson
 from monitor.engine.loader import SEVERITIES
 from monitor.engine.text import SNIPPET_LIMIT
 from monitor.engine.text import snippet as text_snippet
+from monitor.errors import error_text
 from monitor.language import language_tag
 from monitor.model import Alert, Article, Hit, Match, Record, Rule, Signal, SignalArticle, alert_id_for
 from monitor.redact import public_feed_url
@@ -585,7 +586,13 @@ def _record(
         # orjson.JSONEncodeError is a TypeError, UnicodeEncodeError a ValueError: both mean
         # the content (lone surrogates, typically) cannot be valid UTF-8 JSON. Keep an
         # escaped copy as evidence and let delivery send it to the dead-letter topic.
-        reason = f"cannot serialise record for {topic}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, UnicodeEncodeError):
+            why = f"its text is not valid Unicode ({exc.reason} in a header or the key; a bad decoder upstream, typically)"
+        elif "UTF-8" in str(exc):
+            why = f"its text is not valid Unicode ({exc}; a bad decoder upstream, typically)"
+        else:
+            why = error_text(exc)  # a value JSON cannot hold: a bug, named as such
+        reason = f"cannot serialise record for {topic}: {why}"
         return Record(
             alert_id=record_id,
             article_id=article_id,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from monitor.errors import PublishError, RecordRefused, RecordRejected
+from monitor.errors import PublishError, RecordRefused, RecordRejected, error_text
 from monitor.log import get_logger
 from monitor.model import Record
 
@@ -148,7 +148,7 @@ class Sender:
 
     def _count_error(self, record: Record, exc: BaseException) -> None:
         self.stats.failed_attempts += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self.stats.last_error = error_text(exc)
         if self._on_error is not None:
             self._on_error(record, exc)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from monitor.engine import RuleSet, RuleSetError, collect_rules, load_rules
 from monitor.engine.loader import rule_files
-from monitor.errors import RuleError
+from monitor.errors import RuleError, error_text
 from monitor.log import get_logger
 from monitor.model import Rule
 
@@ -169,7 +169,7 @@ class RulesHolder:
             # A bug in loading, not a mistake in the file: the daemon still keeps running
             # on the rules it has, and the traceback goes to the log for a bug report.
             failure = RuleError(
-                f"loading the rules failed unexpectedly: {type(exc).__name__}: {exc}",
+                f"loading the rules failed unexpectedly: {error_text(exc)}",
                 hint="the previous rules stay active; run 'news-monitor rules check' on the files and report the traceback",
             )
             log.exception("rules.reload.crashed", error=str(failure), active_version=self.current.version)

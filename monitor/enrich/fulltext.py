@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
-from monitor.errors import FeedError
+from monitor.errors import FeedError, error_text
 from monitor.log import get_logger
 from monitor.model import Article
 from monitor.parse.normalize import clean_text
@@ -122,7 +122,7 @@ class FulltextEnricher:
                 # Whatever the extractor trips over in a hostile page, the feed's text is
                 # still there to match: log it with the page and fall back.
                 self.stats.failed += 1
-                log.warning("fulltext.failed", feed_url=article.feed_url, url=article.url, reason=f"{type(exc).__name__}: {exc}")
+                log.warning("fulltext.failed", feed_url=article.feed_url, url=article.url, reason=error_text(exc))
                 return article
         if len(text) < self._min_chars:
             self.stats.failed += 1

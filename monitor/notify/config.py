@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, error_text
 from monitor.model import SourceLocation
 from monitor.notify.items import ALERT, SEVERITIES, SIGNAL, Item
 from monitor.notify.message import FIELDS, Renderer, Template, TemplateError
@@ -267,7 +267,8 @@ def _url(check: _Table, environ: Mapping[str, str], resolve: Callable[[str], Pat
         try:
             url = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            # The file is named already: the system's words alone (an OSError without any: what happened).
+            reason = (exc.strerror or error_text(exc)) if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason} at byte {exc.start})"
             raise check.fail(
                 f"url_file {str(path)!r} cannot be read: {reason}",
                 "url_file",

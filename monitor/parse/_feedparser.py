@@ -6,6 +6,7 @@ import io
 import time
 from datetime import UTC, datetime
 from typing import Any
+from xml.sax import SAXParseException
 
 import feedparser
 
@@ -138,9 +139,13 @@ def _ttl_seconds(value: Any) -> float | None:
 
 
 def _describe_bozo(exception: Any) -> str:
-    """One line naming what feedparser objected to, e.g. "SAXParseException: <unknown>:3:9: mismatched tag"."""
+    """One line naming what feedparser objected to, e.g. "not well-formed XML at line 3,
+    column 9: mismatched tag" (feedparser's own exceptions keep their name: it is what they say)."""
     if exception is None:
         return "malformed feed"
+    if isinstance(exception, SAXParseException):
+        where = f"line {exception.getLineNumber()}, column {exception.getColumnNumber()}"
+        return f"not well-formed XML at {where}: {one_line(str(exception.getMessage()))}"
     detail = one_line(str(exception))
     name = type(exception).__name__
     return f"{name}: {detail}" if detail else name

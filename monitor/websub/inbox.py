@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from monitor.errors import error_text
 from monitor.log import get_logger
 from monitor.model import Feed
 from monitor.websub.signature import check_signature
@@ -91,7 +92,7 @@ class PushInbox:
             try:
                 await self._deliver(feed, body, content_type, received)
             except Exception as exc:  # one push's bug must not stop the others
-                error = f"{type(exc).__name__}: {exc}"
+                error = error_text(exc)
                 log.exception("websub.push.crashed", feed_url=feed.url, error=error, hint="a bug: please report it")
             finally:
                 self._queue.task_done()

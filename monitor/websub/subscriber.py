@@ -30,7 +30,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from monitor.errors import FeedError
+from monitor.errors import FeedError, error_text
 from monitor.log import get_logger
 from monitor.model import Feed
 from monitor.websub.discovery import PushLinks
@@ -222,7 +222,7 @@ class Subscriber:
             try:
                 await self.act_due()
             except Exception as exc:  # noqa: BLE001 - one failed round must not end subscriptions
-                log.error("websub.round.failed", error=f"{type(exc).__name__}: {exc}", hint="retried in a few seconds")
+                log.error("websub.round.failed", error=error_text(exc), hint="retried in a few seconds")
             self._wake.clear()
             pending = [s.next_action_at for s in self.subscriptions.values() if s.next_action_at is not None]
             delay = min([TICK, *(max(0.0, when - self.clock()) for when in pending)])

@@ -4,7 +4,10 @@ redirects, limits, timeouts and error statuses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import socket
+import struct
 import time
 
 import pytest
@@ -202,3 +205,57 @@ async def test_the_daemon_transport_routes_by_scheme(tmp_path, server):
             await routing.fetch("ftp://example.org/feed.rss", Validators(None, None), {})
     finally:
         await routing.close()
+
+
+async def _raw_server(answer):
+    """A loopback TCP server that reads a request's head and does ``answer(writer)``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            answer(writer)
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    # SO_LINGER 0: closing sends a TCP reset rather than a clean end.
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (None, "cannot connect to 127.0.0.1:{port}: Connection refused"),
+        (lambda w: w.close(), "the server closed the connection before it answered"),
+        (_reset, "Connection reset by peer"),
+        (
+            lambda w: w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc"),
+            "the body was cut off or malformed: Not enough data to satisfy content length header (received 3 of 1000 bytes)",
+        ),
+        (
+            lambda w: w.write(b"NOT HTTP AT ALL\r\n\r\n"),
+            "invalid HTTP answer: Bad status line: Expected HTTP/, RTSP/ or ICE/: b'NOT HTTP AT ALL'",
+        ),
+    ],
+    ids=["refused", "closed", "reset", "cut off", "not http"],
+)
+async def test_a_failed_fetch_says_what_failed_in_words(transport, answer, expected):
+    # Before: aiohttp's class and nested reprs, e.g. "ClientConnectorError: Cannot connect to host
+    # 127.0.0.1:P ssl:default [Connect call failed ('127.0.0.1', P)]", "ClientOSError: [Errno 104] ...",
+    # or a "ClientResponseError: 400, message=..." spread over five lines.
+    from monitor.adapters.broker import free_port
+
+    running = await _raw_server(answer) if answer is not None else None
+    port = running.sockets[0].getsockname()[1] if running is not None else free_port()
+    url = f"http://127.0.0.1:{port}/feed"
+    try:
+        with pytest.raises(FeedError) as caught:
+            await transport.fetch(url, NONE, {})
+    finally:
+        if running is not None:
+            running.close()
+    assert str(caught.value) == f"{url}: {expected.format(port=port)} (the server is unreachable or answered badly; it is retried later)"
