@@ -212,13 +212,15 @@ def alert_problem(document: Any) -> str | None:
     problem = _field_problem(document, _ALERT_FIELDS, "")
     if problem is None:
         problem = _field_problem(document["article"], _ARTICLE_FIELDS, "article.")
-    for index, hit in enumerate(document.get("matches") or ()):
-        if problem is not None:
-            break
+    if problem is not None:
+        return problem  # matches may be anything but a list then
+    for index, hit in enumerate(document["matches"]):
         if not isinstance(hit, dict):
             return f"matches[{index}] is {_json_type(hit)}, not an object"
         problem = _field_problem(hit, _MATCH_FIELDS, f"matches[{index}].")
-    return problem
+        if problem is not None:
+            return problem
+    return None
 
 
 #: The fields of a signal and their JSON types (``schemas/signal-v1.json``), for readers.

@@ -77,6 +77,9 @@ def decode_item(topic: str, value: bytes | None, headers: Any) -> tuple[Item | N
         if ce_type is not None and ce_type != CLOUDEVENT_TYPE:
             return None, f"ce_type {ce_type[:80]!r} is not {CLOUDEVENT_TYPE} (this reader knows alert version 1)"
         problem = alert_problem(document)
+        if problem is None and document["severity"] not in SEVERITIES:
+            # Filters rank severities: one outside the contract's five cannot be placed.
+            problem = f"severity {document['severity'][:40]!r} is not one of {', '.join(SEVERITIES)}"
         if problem is not None:
             return None, problem
         article = document["article"]

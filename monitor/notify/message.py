@@ -225,7 +225,8 @@ class Renderer:
             return self._generic_signal(item)
         document = item.document
         latest, first = _mapping(document, "latest_article"), _mapping(document, "first_article")
-        outlets = [o for o in document.get("outlets") or () if isinstance(o, str)]
+        named = document.get("outlets")
+        outlets = [o for o in named if isinstance(o, str)] if isinstance(named, list) else []
         severity = f"[{item.severity}] " if item.severity else ""
         lines = [_md(headline, self.markdown, bold=True)]
         if outlets:
@@ -334,7 +335,7 @@ def _span(start: Any, end: Any) -> str:
     try:
         first, last = (datetime.fromisoformat(str(moment).replace("Z", "+00:00")) for moment in (start, end))
         seconds = (last - first).total_seconds()
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):  # unreadable, or one with a zone and one without
         return "a moment"
     if seconds < 60:
         return "a minute"

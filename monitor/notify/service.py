@@ -418,23 +418,34 @@ class NotifyService:
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _decode(self, entries: Sequence[Entry]) -> list[tuple[Item, int]]:
-        items = []
+    async def _decode(self, entries: Sequence[Entry]) -> list[tuple[Entry, Item, int]]:
+        decoded = []
         for entry in entries:
             item, _problem = decode_item(entry.topic, entry.value, entry.headers)
             if item is not None:  # it was decoded once already, before it was queued
-                items.append(item)
-        stories = [item.story_id for item in items if item.story_id]
+                decoded.append((entry, item))
+        stories = [item.story_id for _entry, item in decoded if item.story_id]
         sizes = await self.store.story_sizes(stories) if stories else {}
-        return [(item, sizes.get(item.story_id, 1) if item.story_id else 1) for item in items]
+        return [(entry, item, sizes.get(item.story_id, 1) if item.story_id else 1) for entry, item in decoded]
+
+    async def _unrenderable(self, route: Route, entries: list[Entry], exc: Exception) -> None:
+        """Entries the renderer fails on go to the dead-letter topic at once: another
+        attempt would fail the same way, and they must not hold up the others."""
+        reason = f"{route.name}: the message cannot be rendered ({type(exc).__name__}: {exc})"
+        log.error("notify.render.failed", destination=route.name, keys=[e.key for e in entries[:10]], error=f"{type(exc).__name__}: {exc}")
+        await self._dead_letter(route, entries, reason)
 
     async def _send_one(self, route: Route, entry: Entry) -> None:
         decoded = await self._decode([entry])
         if not decoded:  # pragma: no cover - only a record changed in the store after it was checked
             await self.store.done([entry.seq], route.name, None)
             return
-        [(item, size)] = decoded
-        message, problem = route.renderer.alert(item, size)
+        [(_entry, item, size)] = decoded
+        try:
+            message, problem = route.renderer.alert(item, size)
+        except Exception as exc:  # noqa: BLE001 - a record no renderer expected (garbage on the topic): dead-lettered
+            await self._unrenderable(route, [entry], exc)
+            return
         if problem is not None and entry.attempts == 0:
             self.metrics.template_fallbacks.labels(destination=route.name).inc()
             log.warning("notify.template.fallback", destination=route.name, key=item.key, reason=problem)
@@ -452,8 +463,14 @@ class NotifyService:
 
     async def _send_digest(self, route: Route, entries: list[Entry]) -> None:
         try:
-            pairs = await self._decode(entries)
-            message = route.renderer.digest(pairs)
+            decoded = await self._decode(entries)
+            pairs = [(item, size) for _entry, item, size in decoded]
+            try:
+                message = route.renderer.digest(pairs)
+            except Exception as exc:  # noqa: BLE001 - garbage on the topic: its entries leave, the rest go out next
+                broken = [entry for entry, item, size in decoded if not _renders(route.renderer, item, size)]
+                await self._unrenderable(route, broken or entries, exc)
+                return
             started = self.clock.now()
             error = await route.sender.send(message) if pairs else None
             if error is None:
@@ -567,6 +584,15 @@ class NotifyService:
                 "last_error": route.last_error,
             })  # fmt: skip
         return rows
+
+
+def _renders(renderer: Renderer, item: Item, size: int) -> bool:
+    """Whether ``item`` renders on its own (to find the one a digest fails on)."""
+    try:
+        renderer.digest([(item, size)])
+    except Exception:  # noqa: BLE001 - the question is whether it raises at all
+        return False
+    return True
 
 
 def _skip_reason(problem: str) -> str:

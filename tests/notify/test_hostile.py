@@ -1,0 +1,106 @@
+"""``news-monitor notify`` against garbage on its topics, on loopback: records that pass the
+structural check but carry values no renderer expects must neither stop the consumer nor
+hold up the good alerts around them."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from monitor.notify.message import Renderer
+from tests.notify.support import (
+    Webhook,
+    alert_value,
+    create_topics,
+    notify_settings,
+    produce,
+    running,
+    unique_prefix,
+    wait_until,
+)
+from tests.support import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def webhook():
+    server = await Webhook().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def _signal(signal_id: str, **fields: object) -> tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]:
+    document = {
+        "schema_version": 1, "signal_id": signal_id, "kind": "burst", "rule_id": "sanctions",
+        "detected_at": "2026-12-01T08:00:00Z", "counts": {"outlets": 3}, **fields,
+    }  # fmt: skip
+    return b"k", orjson.dumps(document), (("ce_type", b"news.signal.burst.v1"),)
+
+
+async def test_garbage_alerts_and_signals_neither_stop_the_consumer_nor_hold_up_good_alerts(broker, webhook, tmp_path):
+    prefix = unique_prefix()
+    topic = f"{prefix}.sanctions"
+    await create_topics(broker.bootstrap_servers, [topic, f"{topic}.signals"])
+    _key, value, headers = alert_value(0, tag=prefix)
+    unknown_severity = orjson.loads(value) | {"severity": "urgent", "alert_id": "urgent-1"}
+    # Structurally broken twice over: the check must not trip on the second problem.
+    no_article_matches_true = orjson.dumps({"schema_version": 1, "alert_id": "a", "matches": True})
+    await produce(broker.bootstrap_servers, topic, [
+        (b"k", orjson.dumps(unknown_severity), headers), (b"k", no_article_matches_true, ()), alert_value(1, tag=prefix),
+    ])  # fmt: skip
+    await produce(broker.bootstrap_servers, f"{topic}.signals", [
+        _signal("outlets-a-number", outlets=3),
+        _signal("naive-end", window={"start": "2026-12-01T08:00:00Z", "end": "2026-12-01T08:10:00"}),
+    ])  # fmt: skip
+    settings = notify_settings(
+        tmp_path, broker.bootstrap_servers, prefix,
+        [{"name": "each", "url": webhook.url("each"), "kinds": ["alerts", "signals"]}], max_attempts=2,
+    )  # fmt: skip
+    async with running(settings) as process:
+        await wait_until(lambda: len(webhook.messages) == 3, what="the good alert and both signals")
+        await produce(broker.bootstrap_servers, topic, [alert_value(2, tag=prefix)])
+        await wait_until(lambda: len(webhook.messages) == 4, what="an alert after the garbage")
+        skipped = process.metrics.registry.get_sample_value("news_monitor_notify_skipped_total", {"reason": "invalid"})
+        assert skipped == 2, "the alert of an unknown severity and the broken one are skipped, not a crash"
+        assert process.metrics.value("dead_lettered", "each") == 0
+    titles = webhook.titles("each")
+    assert f"[medium] sanctions: Story 1 {prefix}" in titles and f"[medium] sanctions: Story 2 {prefix}" in titles
+    assert sum(title.startswith("Breaking: sanctions — 3 outlets") for title in titles) == 2
+
+
+class _FailsOnBombs(Renderer):
+    """The destination's renderer, but one that raises on the signal ``bomb`` (a renderer
+    bug that a future record could hit)."""
+
+    def signal(self, item):
+        if item.key == "signal:bomb":
+            raise KeyError("a field the renderer did not expect")
+        return super().signal(item)
+
+
+async def test_an_item_the_renderer_fails_on_is_dead_lettered_at_once_and_the_rest_goes_out(broker, webhook, tmp_path):
+    prefix = unique_prefix()
+    topic = f"{prefix}.sanctions"
+    await create_topics(broker.bootstrap_servers, [topic, f"{topic}.signals"])
+    settings = notify_settings(tmp_path, broker.bootstrap_servers, prefix, [
+        {"name": "each", "url": webhook.url("each"), "kinds": ["alerts", "signals"]},
+        {"name": "digest", "url": webhook.url("digest"), "kinds": ["alerts", "signals"], "digest": "1s"},
+    ], dead_letter_topic=f"{prefix}-dead")  # fmt: skip
+    async with running(settings) as process:
+        assert process.service is not None
+        for route in process.service.routes:
+            route.renderer = _FailsOnBombs(markdown=route.renderer.markdown)
+        await produce(broker.bootstrap_servers, f"{topic}.signals", [_signal("bomb"), _signal("fine")])
+        await produce(broker.bootstrap_servers, topic, [alert_value(1, tag=prefix)])
+        await wait_until(
+            lambda: len(webhook.messages) == 3 and process.metrics.value("dead_lettered", "digest") == 1,
+            what="2 messages and a digest, one dead letter each",
+        )
+        assert process.metrics.value("dead_lettered", "each") == 1
+    assert webhook.titles("digest") == ["1 alert, 1 signal: sanctions 2"]
+    letters = await read_topic(broker.bootstrap_servers, f"{prefix}-dead", until=lambda r: len(r) >= 2)
+    assert {dict(letter.headers)["notify_destination"] for letter in letters} == {b"each", b"digest"}
+    assert all(b"cannot be rendered (KeyError" in dict(letter.headers)["dlq_reason"] for letter in letters)
