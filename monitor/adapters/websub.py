@@ -13,6 +13,7 @@ unknown token                          ``404`` (before the body is read)
 over ``rate_limit`` / ``feed_rate_limit``  ``429`` with ``Retry-After: 1``
 body over ``[feeds] max_bytes``        ``413`` (counted inflated: a gzip bomb stops at the limit)
 body not sent within ``[feeds] timeout``   ``408``
+body that cannot be read               ``400`` (a broken gzip, deflate or br encoding)
 push queue full                        ``503`` with ``Retry-After: 5``
 any other method                       ``405``
 =====================================  =========================================================

@@ -53,6 +53,9 @@ log = get_logger("websub")
 
 #: Share of a granted lease after which the subscription is renewed.
 RENEW_AT = 0.8
+#: Longest lease taken from a hub (a longer one is renewed as if it were this long): the
+#: end of a lease must stay a time people and the status tools can show.
+MAX_LEASE = 365 * 86400.0
 #: 307/308 hops followed for one request.
 MAX_HUB_REDIRECTS = 5
 #: Failed unsubscribe requests after which the row is dropped anyway.
@@ -205,7 +208,7 @@ class Subscriber:
             await self._forget(subscription)
             log.info("websub.unsubscribed", feed_url=subscription.feed_url, hub=subscription.hub)
             return 200, challenge
-        lease = _seconds(params.get("hub.lease_seconds")) or self.lease_seconds
+        lease = min(_seconds(params.get("hub.lease_seconds")) or self.lease_seconds, MAX_LEASE)
         subscription.lease_seconds, subscription.expires_at = lease, now + lease
         subscription.awaiting, subscription.attempts = None, 0
         subscription.next_action_at = now + RENEW_AT * lease
@@ -356,7 +359,8 @@ def _form(subscription: Subscription, mode: str, lease_seconds: float) -> dict[s
 
 
 def _seconds(value: str | None) -> float | None:
-    if value is None or not value.strip().isdigit():
+    # ASCII digits only: str.isdigit() takes '²', which float() refuses.
+    if value is None or not value.strip().isascii() or not value.strip().isdigit():
         return None
     seconds = float(value.strip())
     return seconds if seconds > 0 else None

@@ -4,6 +4,7 @@ and badly signed pushes; a good push after all that still goes through."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import hmac
@@ -116,3 +117,20 @@ async def test_an_unreadable_push_is_logged_with_a_reason_in_words(hub, running)
     # Before: a 500 and aiohttp's "Unhandled exception" traceback (its RequestPayloadError was not caught).
     assert refused["reason"] == "the body was cut off or malformed: Can not decode content-encoding: gzip"
     assert parts.inbox.stats.outcomes["bad_request"] == 1 and not parts.pushed
+
+
+async def test_a_non_ascii_signature_is_a_bad_signature_not_a_server_error(hub, running):
+    parts, sub = await subscribed(hub, running)
+    # Raw bytes: a client library would not send a header that is not Latin-1.
+    assert parts.server.address is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", parts.server.address[1])
+    writer.write(
+        f"POST /websub/{sub.token} HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nConnection: close\r\n".encode()
+        + b"X-Hub-Signature: sha256=\xc3\xa9\xff\r\n\r\n<rss/>"
+    )
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 202"), status_line
+    outcomes = parts.inbox.stats.outcomes
+    assert (outcomes["bad_signature"], outcomes["accepted"]) == (1, 0)
+    assert not parts.pushed

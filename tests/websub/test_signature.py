@@ -26,3 +26,9 @@ def test_missing_malformed_and_unknown_methods():
     assert check_signature("", BODY, "s") == "unsigned"
     assert check_signature("sha256", BODY, "s") == "bad"
     assert check_signature("md5=" + hashlib.md5(BODY).hexdigest(), BODY, "s") == "bad"
+
+
+def test_a_digest_with_non_ascii_characters_is_bad_not_a_crash():
+    # aiohttp hands header bytes that are not UTF-8 over as surrogate escapes.
+    assert check_signature("sha256=\udcc3\udca9", BODY, "s") == "bad"
+    assert check_signature("sha256=é" + "0" * 63, BODY, "s") == "bad"

@@ -15,6 +15,7 @@ import pytest
 
 from monitor.adapters.store import AsyncStore
 from monitor.model import Feed
+from monitor.timefmt import utc_iso
 from monitor.websub import PushLinks
 from tests.support import until
 from tests.websub.hub import Hub
@@ -80,6 +81,23 @@ async def test_renewal_comes_before_the_lease_ends_and_an_expired_lease_falls_ba
     await until(lambda: (s := parts.sub()) is not None and s.state == "failing", timeout=6, what="the lapsed lease")
     assert parts.changes[-1] == (TOPIC, False), "the poller is told to poll as usual"
     assert parts.subscriber.registry.push_interval(TOPIC) is None
+
+
+async def test_a_lease_too_long_to_show_is_taken_as_one_year(hub, running):
+    hub.lease = 10**20
+    parts = await running()
+    found(parts, hub)
+    await until(lambda: active(parts), what="an active subscription")
+    sub = parts.sub()
+    assert sub is not None and sub.lease_seconds == 365 * 86400
+    assert utc_iso(sub.expires_at or 0).startswith(str(time.gmtime().tm_year + 1)), "the status tools can show its end"
+    async with aiohttp.ClientSession() as session:
+        # A renewal's verification whose lease no float() takes keeps the configured one.
+        sub.awaiting = "subscribe"
+        query = {"hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c", "hub.lease_seconds": "\u00b2"}
+        async with session.get(parts.base + sub.token, params=query) as response:
+            assert (response.status, await response.text()) == (200, "c")
+    assert sub.lease_seconds == 3600.0
 
 
 async def test_hub_errors_are_retried_with_back_off(hub, running):
