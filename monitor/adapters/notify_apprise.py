@@ -3,7 +3,9 @@
 :class:`AppriseSender` turns a destination's URL into Apprise's plugin for it once, at
 start-up (a URL Apprise cannot use is a :class:`~monitor.errors.ConfigError` naming the
 table and key, exit 2), and sends each message in a thread (Apprise's plugins are
-blocking). A failure comes back as its reason: the last warning Apprise logged while
+blocking): a daemon thread of its own (:class:`SendThreads`), so that a send that never
+ends (a service that trickles its answer past Apprise's read timeout) cannot keep the
+process from exiting once ``[notify] shutdown_timeout`` is over. A failure comes back as its reason: the last warning Apprise logged while
 sending (``Failed to send JSON POST notification: Internal server error., error=500.``).
 
 Secrets: the destination's URL is never logged. What is shown is Apprise's privacy form
@@ -17,8 +19,9 @@ import asyncio
 import logging
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import apprise
@@ -28,9 +31,33 @@ from monitor.errors import ConfigError, error_text
 from monitor.notify.config import Destination
 from monitor.notify.message import Message
 
-__all__ = ["AppriseSender"]
+__all__ = ["AppriseSender", "SendThreads"]
 
 _capture = threading.local()
+_T = TypeVar("_T")
+
+
+class SendThreads(Executor):
+    """Runs each call in a new daemon thread. ThreadPoolExecutor's threads are joined when
+    the interpreter exits, so one hung send would keep a stopped process alive for good;
+    the number of sends at once is the service's to bound (``concurrency``)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine, as an executor does
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name=self._name, daemon=True).start()
+        return future
 
 
 class _Capture(logging.Handler):
@@ -59,7 +86,7 @@ def _preferred(plugin: Any) -> Any:
 class AppriseSender:
     """Sends one destination's messages through Apprise (see the module docstring)."""
 
-    def __init__(self, destination: Destination, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, destination: Destination, executor: Executor) -> None:
         _install_capture()
         self.destination = destination
         self._executor = executor

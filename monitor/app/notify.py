@@ -18,13 +18,12 @@ import fnmatch
 import os
 import signal
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError
 
 from monitor.adapters.kafka import KafkaPublisher, TopicReader, kafka_error_text, probe_broker
-from monitor.adapters.notify_apprise import AppriseSender
+from monitor.adapters.notify_apprise import AppriseSender, SendThreads
 from monitor.adapters.notify_store import AsyncNotifyStore
 from monitor.adapters.notify_web import NotifyWebServer
 from monitor.adapters.statelock import StateLock
@@ -143,9 +142,7 @@ class NotifyProcess:
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until :meth:`stop` (or SIGINT/SIGTERM); returns the exit code."""
         notify = self.settings.notify
-        executor = ThreadPoolExecutor(
-            max_workers=max(4, notify.concurrency * len(self.destinations)), thread_name_prefix="notify-send"
-        )
+        executor = SendThreads("notify-send")
         routes = [Route(d, AppriseSender(d, executor)) for d in self.destinations]
         lock = StateLock(
             self.settings.state_dir, "notify.lock",
@@ -153,7 +150,6 @@ class NotifyProcess:
         ).acquire()  # fmt: skip
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(lock.release)
-            stack.callback(executor.shutdown, wait=False)
             store = AsyncNotifyStore.open(self.settings.state_dir)
             stack.push_async_callback(store.close)
             publisher = KafkaPublisher(self.settings.kafka, self.bootstrap)
@@ -264,10 +260,9 @@ def sample_alert() -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
 async def send_test(destination: Destination) -> tuple[str, str | None]:
     """Send a sample alert to ``destination`` with its templates; (the URL as shown, the
     error or None)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-test") as executor:
-        sender = AppriseSender(destination, executor)
-        value, headers = sample_alert()
-        item, _problem = decode_item("alerts.news-monitor-test", value, headers)
-        assert item is not None
-        message, _broken = destination.renderer(sender.markdown).alert(item)
-        return sender.safe_url, await sender.send(message)
+    sender = AppriseSender(destination, SendThreads("notify-test"))
+    value, headers = sample_alert()
+    item, _problem = decode_item("alerts.news-monitor-test", value, headers)
+    assert item is not None
+    message, _broken = destination.renderer(sender.markdown).alert(item)
+    return sender.safe_url, await sender.send(message)

@@ -221,7 +221,7 @@ def _timezone(check: _Table) -> tzinfo:
     zone_name = check.text("timezone", "UTC", '"Europe/Berlin"') or "UTC"
     try:
         return ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory of zones, not one
         raise check.fail(
             f"timezone {zone_name!r} is not a time zone",
             "timezone",

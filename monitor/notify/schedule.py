@@ -172,9 +172,9 @@ def parse_rate_limit(text: str) -> RateLimit | None:
     if value in {"off", "", "none"}:
         return None
     count, slash, period = value.partition("/")
-    if not slash or not count.strip().isdigit() or int(count) < 1:
-        raise ValueError(f"{text!r} is not a rate limit: N/PERIOD with N at least 1, e.g. 10/1h or 30/15m")
     period = period.strip()
+    if not slash or not re.fullmatch(r"[0-9]+", count.strip()) or int(count) < 1 or not period:
+        raise ValueError(f"{text!r} is not a rate limit: N/PERIOD with N at least 1, e.g. 10/1h or 30/15m")
     seconds = parse_duration(period if period[:1].isdigit() else f"1{period}")
     return RateLimit(int(count), seconds)
 

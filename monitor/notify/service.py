@@ -243,6 +243,9 @@ class NotifyService:
                     sends=len(late),
                     hint="their entries stay queued and are sent again at the next start",
                 )
+                # Not waited for any longer: a send that never ends must not hold up the exit.
+                for task in late:
+                    task.cancel()
         for task in self._drivers:
             task.cancel()
         await asyncio.gather(*self._drivers, *self._sends, return_exceptions=True)

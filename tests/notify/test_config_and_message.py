@@ -182,3 +182,15 @@ def test_secrets_in_urls_come_from_the_environment_or_a_file_and_never_into_erro
     assert "slack" not in str(raised.value)
     with pytest.raises(ConfigError, match="has both url and url_file"):
         destination_from_table({**table, "url": "json://x"}, 0, where="m.toml", environ={})
+
+
+@pytest.mark.parametrize("zone", ["Europe", "x" * 300, "Mars/Olympus_Mons"])
+def test_a_time_zone_that_does_not_exist_is_an_error_naming_the_table_and_key(zone):
+    with pytest.raises(ConfigError, match=r"#1 \(desk\): timezone '.*' is not a time zone"):
+        destination_from_table({"name": "desk", "url": "json://h/x", "timezone": zone}, 0, where="m.toml", environ={})
+
+
+@pytest.mark.parametrize("text", ["10/", "\u00b2/h", "10 per hour"])
+def test_malformed_rate_limits_say_what_a_rate_limit_is(text):
+    with pytest.raises(ValueError, match="is not a rate limit: N/PERIOD"):
+        parse_rate_limit(text)

@@ -4,6 +4,7 @@ SIGKILL and restart, two instances in one consumer group, ``--test`` and start-u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -217,3 +218,41 @@ async def test_a_malformed_destination_is_a_start_up_error_naming_the_table_and_
     assert len(text.strip().splitlines()) == 1 and "Traceback" not in text
     assert re.search(expected, text), text
     assert "s3cr3t" not in text
+
+
+async def test_sigterm_exits_after_shutdown_timeout_while_a_destination_never_finishes_its_answer(broker, tmp_path):
+    prefix = unique_prefix()
+    topic = f"{prefix}.sanctions"
+    await create_topics(broker.bootstrap_servers, [topic])
+    asked = asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A byte of a header now and then: never silent for Apprise's read timeout, never done.
+        await reader.readuntil(b"\r\n\r\n")
+        asked.set()
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        with contextlib.suppress(ConnectionError):
+            while not writer.is_closing():
+                await asyncio.sleep(0.5)
+                writer.write(b"a")
+                await writer.drain()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    hook = server.sockets[0].getsockname()[1]
+    port = free_port()
+    destination = f'[[notify.destination]]\nname = "slow"\nurl = "json://127.0.0.1:{hook}/hook"\n'
+    config = _config(tmp_path, "n", broker.bootstrap_servers, prefix, destination, port=port, extra="shutdown_timeout = 1")
+    log = tmp_path / "notify.log"
+    process = await _start(config, log)
+    try:
+        await _until(lambda: _ready(port), what="notify ready")
+        await produce(broker.bootstrap_servers, topic, [alert_value(1, tag=prefix)])
+        await asyncio.wait_for(asked.wait(), 30)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0, "exit 0 once shutdown_timeout is over"
+        text = log.read_text()
+        assert '"notify.stop.in_flight"' in text and '"notify.stopped"' in text
+    finally:
+        if process.returncode is None:
+            process.kill()
+        server.close()
