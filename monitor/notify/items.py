@@ -3,7 +3,7 @@
 Alerts are records of ``schemas/alert-v1.json`` (``ce_type`` ``news.alert.v1``), checked by
 :func:`monitor.delivery.records.alert_problem`, the check ``news-monitor tail`` uses. Signals are
 records on ``<rule topic>.signals`` with ``ce_type`` ``news.signal.<kind>.v1`` and a JSON
-object with at least ``schema_version``, ``signal_id``, ``kind``, ``rule_id`` and
+object with at least ``schema_version`` (1), ``signal_id``, ``kind``, ``rule_id`` and
 ``detected_at`` (their full contract is ``schemas/signal-v1.json`` when it exists); a
 record is a signal by its ``ce_type`` header, or by its topic's ``.signals`` suffix when
 it has no ``ce_type``.
@@ -20,14 +20,14 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from monitor.delivery.records import CLOUDEVENT_TYPE, alert_problem
+from monitor.delivery.records import CLOUDEVENT_TYPE, SIGNAL_SCHEMA_VERSION, alert_problem
 
 __all__ = ["ALERT", "SEVERITIES", "SIGNAL", "Item", "decode_item", "record_kind"]
 
 ALERT = "alerts"
 SIGNAL = "signals"
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-_SIGNAL_TYPE = re.compile(r"news\.signal\.([a-z0-9_-]+)\.v(\d+)")
+_SIGNAL_TYPE = re.compile(r"news\.signal\.([a-z0-9_-]+)\.v1")
 _SIGNAL_FIELDS = {"schema_version": int, "signal_id": str, "kind": str, "rule_id": str, "detected_at": str}
 
 
@@ -98,9 +98,12 @@ def decode_item(topic: str, value: bytes | None, headers: Any) -> tuple[Item | N
 
 def _signal(document: Any, ce_type: str | None) -> tuple[Item | None, str]:
     if ce_type is not None and not _SIGNAL_TYPE.fullmatch(ce_type):
-        return None, f"ce_type {ce_type[:80]!r} is not news.signal.<kind>.v<N>"
+        return None, f"ce_type {ce_type[:80]!r} is not news.signal.<kind>.v1 (this reader knows signal version 1)"
     if not isinstance(document, dict):
         return None, "not a signal object"
+    version = document.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version != SIGNAL_SCHEMA_VERSION:
+        return None, f"schema_version {version} is not supported (this reader knows signal version {SIGNAL_SCHEMA_VERSION})"
     for name, kind in _SIGNAL_FIELDS.items():
         value = document.get(name)
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):

@@ -10,7 +10,8 @@ so text from feeds cannot add links, emphasis or HTML; Apprise turns Markdown in
 HTML of an email or the mrkdwn of Slack) or ``text`` (values as they are).
 
 An alert *breaks* a template when a field it uses has no value in that alert (``link``
-of an article without a link, ``published`` of an undated one, ``story``) or when the
+of an article without a link, or in Markdown one that is not http(s); ``published`` of an
+undated one, ``story``) or when the
 title and body come out blank: the alert is then rendered with the default template
 (:meth:`Renderer.alert` says so, for the caller to count and log). Signals always use a
 generic message listing their fields.
@@ -119,7 +120,7 @@ class Template:
             if name is None:
                 continue
             value = values.get(name)
-            if value is None or value == "":
+            if value is None or _absent(name, value, markdown):
                 return None
             if markdown:
                 value = safe_url(value) if name == "link" else escape_markdown(value)
@@ -202,7 +203,7 @@ class Renderer:
         if title is not None and body is not None and (title.strip() or body.strip()):
             return Message(_one_line(title), body, self.markdown), None
         used = (*(self.title.fields if self.title else ()), *(self.body.fields if self.body else ()))
-        missing = [name for name in used if not values.get(name)]
+        missing = [name for name in used if _absent(name, values.get(name), self.markdown)]
         return default, f"field {{{missing[0]}}} has no value" if missing else "the template renders blank"
 
     def _default(self, values: dict[str, str | None]) -> Message:
@@ -304,6 +305,14 @@ class Renderer:
         tail = " · ".join(_md(part, self.markdown) for part in (*extra, values["severity"] or "") if part)
         link = f" {values['link']}" if values["link"] and not self.markdown else ""
         return f"- {shown} — {tail}{link}"
+
+
+def _absent(name: str, value: str | None, markdown: bool) -> bool:
+    """Whether a field has no value for a template; in Markdown a ``link`` that is not
+    http(s) has none (a ``javascript:`` or ``data:`` target would become a live link)."""
+    if not value:
+        return True
+    return markdown and name == "link" and not value.startswith(("http://", "https://"))
 
 
 def _signal_headline(item: Item) -> str | None:

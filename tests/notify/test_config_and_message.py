@@ -134,6 +134,11 @@ def test_records_are_alerts_or_signals_by_ce_type_or_topic_suffix_and_the_rest_i
         "alerts.x.signals", b'{"schema_version": 1, "kind": "burst"}', [("ce_type", b"news.signal.burst.v1")]
     )
     assert item is None and problem == "no signal_id: not a signal"
+    signal = {"schema_version": 1, "signal_id": "s", "kind": "burst", "rule_id": "r", "detected_at": "x"}
+    item, problem = decode_item("alerts.x.signals", orjson.dumps(signal), [("ce_type", b"news.signal.burst.v2")])
+    assert item is None and problem.startswith("ce_type") and "version 1" in problem
+    item, problem = decode_item("alerts.x.signals", orjson.dumps(signal | {"schema_version": 2}), [])
+    assert item is None and problem.startswith("schema_version 2 is not supported")
 
 
 def test_templates_accept_only_known_plain_fields():
@@ -160,6 +165,11 @@ def test_markdown_messages_escape_what_comes_from_feeds_and_text_ones_keep_it():
     assert "Snippet of story 1 <b>bold</b>" in text.body and "https://example.net/a(b)-1" in text.body
     user = Renderer(title=Template.parse("{rule} [{title}]({link})"), markdown=True).alert(item)[0]
     assert user.title == "sanctions [Story 1 run](https://example.net/a%28b%29-1)"
+    # A record whose link is not http(s) (none of the monitor's): no live link, the default message.
+    hostile, _ = decode_item("alerts.x", value.replace(b"https://example.net/a(b)-1", b"javascript:alert(1)"), headers)
+    assert hostile is not None
+    message, problem = Renderer(body=Template.parse("[read]({link})"), markdown=True).alert(hostile)
+    assert problem == "field {link} has no value" and "](javascript" not in message.body
 
 
 def test_signals_get_a_generic_message_listing_their_fields():
