@@ -20,11 +20,13 @@ __all__ = ["HEAD_BYTES", "PushLinks", "discover", "parse_link_header"]
 #: Bytes of a document read for hub links, at most.
 HEAD_BYTES = 65536
 
-_ELEMENT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?link\b([^>]*)>", re.IGNORECASE)
+# [^<>]: no '<' may stand in an element or a URI reference, and each try stops at the next
+# one, so a head of unclosed '<link' (or a Link header of '<') costs linear time, not quadratic.
+_ELEMENT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?link\b([^<>]*)>", re.IGNORECASE)
 _ATTRIBUTE = re.compile(rb"""([A-Za-z_:][\w:.-]*)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _FIRST_ITEM = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)\b", re.IGNORECASE)
 # One link-value of a Link header: <uri> then ;-separated parameters (RFC 8288).
-_LINK_VALUE = re.compile(r"""<([^>]*)>((?:\s*;\s*[^;,"=\s]+(?:\s*=\s*(?:"[^"]*"|[^;,]*))?)*)""")
+_LINK_VALUE = re.compile(r"""<([^<>]*)>((?:\s*;\s*[^;,"=\s]+(?:\s*=\s*(?:"[^"]*"|[^;,]*))?)*)""")
 _PARAM = re.compile(r"""\s*;\s*([^=;,\s]+)(?:\s*=\s*(?:"([^"]*)"|([^;,]*)))?""")
 
 

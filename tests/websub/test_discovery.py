@@ -3,6 +3,8 @@ FeedBurner's atom10 prefix); the self link is the topic."""
 
 from __future__ import annotations
 
+import time
+
 from monitor.websub import discover, parse_link_header
 from monitor.websub.discovery import HEAD_BYTES
 
@@ -59,3 +61,22 @@ def test_no_hub_no_links_and_only_the_head_is_read():
 def test_a_feed_without_self_link_is_its_own_topic():
     links = discover('<https://hub.example/>; rel="hub"', None, FEED)
     assert links is not None and links.topic == FEED
+
+
+def _seconds(call) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_unclosed_brackets_cost_no_more_than_ordinary_text_of_the_same_size():
+    # Discovery runs on the event loop at every changed poll: a feed must not stall it.
+    plain_head, plain_header = b"x" * HEAD_BYTES, "x" * 30_000
+    hostile_head, hostile_header = (b"<link" * (HEAD_BYTES // 5 + 1))[:HEAD_BYTES], "<" * 30_000
+    baseline = _seconds(lambda: discover(plain_header, plain_head, FEED))
+    assert _seconds(lambda: discover(None, hostile_head, FEED)) < 50 * baseline + 0.05
+    assert _seconds(lambda: discover(hostile_header, None, FEED)) < 50 * baseline + 0.05
+    assert discover('<https://hub.example/>; rel="hub", <<<', None, FEED) is not None
