@@ -586,7 +586,7 @@ def _cmd_notify(args: argparse.Namespace) -> int:
         if not chosen:
             names = ", ".join(d.name for d in destinations) or "none"
             raise MonitorError(f"--test {args.test!r}: no [[notify.destination]] has that name", hint=f"destinations: {names}")
-        shown, error = asyncio.run(send_test(chosen[0]))
+        shown, error = asyncio.run(send_test(chosen[0], settings.notify.send_timeout))
         if error is not None:
             sys.stderr.write(f"news-monitor: test message to {args.test} ({shown}) failed: {error}\n")
             return EXIT_CHECK_FAILED

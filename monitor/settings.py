@@ -340,6 +340,8 @@ class NotifySettings:
     dedupe_days: float = 7.0
     #: Seconds from SIGTERM to exit (sends in flight finish within it).
     shutdown_timeout: float = 10.0
+    #: Seconds one send (a message or a digest) may take in all before it counts as failed.
+    send_timeout: float = 120.0
     #: The notify process's /metrics, /healthz, /readyz and status page ("" = off).
     listen: str = "127.0.0.1:8766"
     #: ``[[notify.destination]]`` tables (name, url, filters, digest, ...).
@@ -1148,6 +1150,8 @@ def _validate_notify(settings: Settings, loc: SourceLocation) -> None:
         )
     if notify.dedupe_days <= 0 or notify.shutdown_timeout < 0:
         raise ConfigError("[notify] dedupe_days must be above 0 and shutdown_timeout not negative", location=loc)
+    if notify.send_timeout <= 0:
+        raise ConfigError("[notify] send_timeout must be above 0", location=loc, hint="send_timeout = 120")
     if notify.listen.strip():
         try:
             parse_address(notify.listen, port_zero=True)

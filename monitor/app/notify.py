@@ -181,7 +181,7 @@ class NotifyProcess:
         options = NotifyOptions(
             max_attempts=notify.max_attempts, retry_backoff_initial=notify.retry_backoff_initial,
             retry_backoff_max=notify.retry_backoff_max, concurrency=notify.concurrency,
-            dedupe_days=notify.dedupe_days, shutdown_timeout=notify.shutdown_timeout,
+            dedupe_days=notify.dedupe_days, shutdown_timeout=notify.shutdown_timeout, send_timeout=notify.send_timeout,
         )  # fmt: skip
         return NotifyService(
             routes, store, _DeadLetters(publisher, notify.dead_letter_topic), options=options, clock=self.clock, metrics=self.metrics
@@ -257,12 +257,15 @@ def sample_alert() -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
     return record.value, record.headers
 
 
-async def send_test(destination: Destination) -> tuple[str, str | None]:
+async def send_test(destination: Destination, send_timeout: float = 120.0) -> tuple[str, str | None]:
     """Send a sample alert to ``destination`` with its templates; (the URL as shown, the
-    error or None)."""
+    error or None, also when it did not finish within ``send_timeout`` seconds)."""
     sender = AppriseSender(destination, SendThreads("notify-test"))
     value, headers = sample_alert()
     item, _problem = decode_item("alerts.news-monitor-test", value, headers)
     assert item is not None
     message, _broken = destination.renderer(sender.markdown).alert(item)
-    return sender.safe_url, await sender.send(message)
+    try:
+        return sender.safe_url, await asyncio.wait_for(sender.send(message), send_timeout)
+    except TimeoutError:
+        return sender.safe_url, f"{destination.name} did not finish within send_timeout ({send_timeout:g} s)"

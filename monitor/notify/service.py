@@ -151,6 +151,9 @@ class NotifyOptions:
     dedupe_days: float = 7.0
     #: Seconds from the stop signal to exit: sends in flight finish within it.
     shutdown_timeout: float = 10.0
+    #: Seconds one send may take in all (Apprise's timeouts are per socket operation: a
+    #: service that trickles its answer would hold a send, and its slot, for good).
+    send_timeout: float = 120.0
     #: Seconds between two prunes of the dedupe window.
     prune_interval: float = 600.0
 
@@ -453,7 +456,7 @@ class NotifyService:
             self.metrics.template_fallbacks.labels(destination=route.name).inc()
             log.warning("notify.template.fallback", destination=route.name, key=item.key, reason=problem)
         started = self.clock.now()
-        error = await route.sender.send(message)
+        error = await self._send(route, message)
         if error is None:
             await self.store.done([entry.seq], route.name, started)
             route.pending -= 1
@@ -475,7 +478,7 @@ class NotifyService:
                 await self._unrenderable(route, broken or entries, exc)
                 return
             started = self.clock.now()
-            error = await route.sender.send(message) if pairs else None
+            error = await self._send(route, message) if pairs else None
             if error is None:
                 await self.store.done([entry.seq for entry in entries], route.name, started)
                 route.held -= len(entries)
@@ -493,6 +496,14 @@ class NotifyService:
             await self._failed(route, entries, error, digest=True)
         finally:
             route.digest_in_flight = False
+
+    async def _send(self, route: Route, message: Message) -> str | None:
+        """The sender's answer, or a failure once ``send_timeout`` is over (the send goes on
+        in its thread: should the service take it after all, the retry is a repeat)."""
+        try:
+            return await asyncio.wait_for(route.sender.send(message), self.options.send_timeout)
+        except TimeoutError:
+            return f"{route.name} did not finish within send_timeout ({self.options.send_timeout:g} s)"
 
     async def _failed(self, route: Route, entries: list[Entry], error: str, *, digest: bool) -> None:
         now = self.clock.now()

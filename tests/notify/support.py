@@ -4,6 +4,7 @@ moves, alert records, and a notify process run in the test's own event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email
 import socket
@@ -119,6 +120,40 @@ class Webhook:
 
     def bodies(self, path: str | None = None) -> list[str]:
         return [m["message"] for m in self.messages if path is None or m["path"] == f"/{path}"]
+
+
+class Trickle:
+    """An HTTP server on 127.0.0.1 that never finishes its answer: a byte of a header every
+    half second, so Apprise's read timeout never fires. ``asked`` is set by the first request."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.requests = 0
+        self._server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        self.requests += 1
+        self.asked.set()
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        with contextlib.suppress(ConnectionError):
+            while not writer.is_closing():
+                await asyncio.sleep(0.5)
+                writer.write(b"a")
+                await writer.drain()
+
+    async def start(self) -> Trickle:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/hook"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
 
 
 class MailServer:

@@ -1,6 +1,7 @@
-"""``news-monitor notify`` against garbage on its topics, on loopback: records that pass the
-structural check but carry values no renderer expects must neither stop the consumer nor
-hold up the good alerts around them."""
+"""``news-monitor notify`` against garbage on its topics and a destination that never answers,
+on loopback: records that pass the structural check but carry values no renderer expects
+must neither stop the consumer nor hold up the good alerts around them, and a send that
+never ends must count as failed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from monitor.notify.message import Renderer
 from tests.notify.support import (
+    Trickle,
     Webhook,
     alert_value,
     create_topics,
@@ -104,3 +106,23 @@ async def test_an_item_the_renderer_fails_on_is_dead_lettered_at_once_and_the_re
     letters = await read_topic(broker.bootstrap_servers, f"{prefix}-dead", until=lambda r: len(r) >= 2)
     assert {dict(letter.headers)["notify_destination"] for letter in letters} == {b"each", b"digest"}
     assert all(b"cannot be rendered (KeyError" in dict(letter.headers)["dlq_reason"] for letter in letters)
+
+
+async def test_a_send_that_never_finishes_fails_after_send_timeout_and_is_dead_lettered(broker, webhook, tmp_path):
+    prefix = unique_prefix()
+    topic = f"{prefix}.sanctions"
+    await create_topics(broker.bootstrap_servers, [topic])
+    trickle = await Trickle().start()
+    try:
+        settings = notify_settings(tmp_path, broker.bootstrap_servers, prefix, [
+            {"name": "slow", "url": trickle.url()}, {"name": "fine", "url": webhook.url("fine")},
+        ], send_timeout=0.5, max_attempts=2, dead_letter_topic=f"{prefix}-dead")  # fmt: skip
+        async with running(settings) as process:
+            await produce(broker.bootstrap_servers, topic, [alert_value(1, tag=prefix)])
+            await wait_until(lambda: process.metrics.value("dead_lettered", "slow") == 1, what="the slow one dead-lettered")
+            assert process.metrics.value("failed", "slow") == 2 and trickle.requests == 2
+            assert webhook.titles("fine") == [f"[medium] sanctions: Story 1 {prefix}"]
+        [letter] = await read_topic(broker.bootstrap_servers, f"{prefix}-dead", until=lambda r: len(r) >= 1)
+        assert b"slow did not finish within send_timeout (0.5 s)" in dict(letter.headers)["dlq_reason"]
+    finally:
+        await trickle.stop()

@@ -4,7 +4,6 @@ SIGKILL and restart, two instances in one consumer group, ``--test`` and start-u
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.notify.support import Webhook, alert_value, create_topics, free_port, produce, unique_prefix, wait_until
+from tests.notify.support import Trickle, Webhook, alert_value, create_topics, free_port, produce, unique_prefix, wait_until
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
@@ -224,30 +223,16 @@ async def test_sigterm_exits_after_shutdown_timeout_while_a_destination_never_fi
     prefix = unique_prefix()
     topic = f"{prefix}.sanctions"
     await create_topics(broker.bootstrap_servers, [topic])
-    asked = asyncio.Event()
-
-    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A byte of a header now and then: never silent for Apprise's read timeout, never done.
-        await reader.readuntil(b"\r\n\r\n")
-        asked.set()
-        writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-        with contextlib.suppress(ConnectionError):
-            while not writer.is_closing():
-                await asyncio.sleep(0.5)
-                writer.write(b"a")
-                await writer.drain()
-
-    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
-    hook = server.sockets[0].getsockname()[1]
+    trickle = await Trickle().start()
     port = free_port()
-    destination = f'[[notify.destination]]\nname = "slow"\nurl = "json://127.0.0.1:{hook}/hook"\n'
+    destination = f'[[notify.destination]]\nname = "slow"\nurl = "{trickle.url()}"\n'
     config = _config(tmp_path, "n", broker.bootstrap_servers, prefix, destination, port=port, extra="shutdown_timeout = 1")
     log = tmp_path / "notify.log"
     process = await _start(config, log)
     try:
         await _until(lambda: _ready(port), what="notify ready")
         await produce(broker.bootstrap_servers, topic, [alert_value(1, tag=prefix)])
-        await asyncio.wait_for(asked.wait(), 30)
+        await asyncio.wait_for(trickle.asked.wait(), 30)
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0, "exit 0 once shutdown_timeout is over"
         text = log.read_text()
@@ -255,4 +240,26 @@ async def test_sigterm_exits_after_shutdown_timeout_while_a_destination_never_fi
     finally:
         if process.returncode is None:
             process.kill()
-        server.close()
+        await trickle.stop()
+
+
+async def test_notify_test_to_a_destination_that_never_finishes_fails_after_send_timeout(tmp_path):
+    trickle = await Trickle().start()
+    try:
+        config = tmp_path / "monitor.toml"
+        config.write_text(f'[notify]\nsend_timeout = 1\n\n[[notify.destination]]\nname = "slow"\nurl = "{trickle.url()}"\n')
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor", "notify", "--config", str(config), "--test", "slow",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), 30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+        assert process.returncode == 1 and out == b""
+        [line] = err.decode().splitlines()
+        assert line.startswith(f"news-monitor: test message to slow (json://127.0.0.1:{trickle.port}/hook")
+        assert line.endswith(" failed: slow did not finish within send_timeout (1 s)")
+    finally:
+        await trickle.stop()
