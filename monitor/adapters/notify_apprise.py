@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import re
 import threading
 from collections.abc import Callable
@@ -38,26 +39,40 @@ _T = TypeVar("_T")
 
 
 class SendThreads(Executor):
-    """Runs each call in a new daemon thread. ThreadPoolExecutor's threads are joined when
-    the interpreter exits, so one hung send would keep a stopped process alive for good;
-    the number of sends at once is the service's to bound (``concurrency``)."""
+    """Daemon threads for the blocking sends, reused, and one more started whenever none is
+    idle. ThreadPoolExecutor's threads are joined when the interpreter exits, and it never
+    has more than its maximum: a send that never ends would keep a stopped process alive
+    for good, or take a thread from the others. How many sends run at once is the
+    service's to bound (``concurrency``)."""
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._idle = 0
+        self._lock = threading.Lock()
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         future: Future[_T] = Future()
-
-        def run() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine, as an executor does
-                future.set_exception(exc)
-
-        threading.Thread(target=run, name=self._name, daemon=True).start()
+        self._work.put((future, fn, args, kwargs))
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # that thread takes it
+                return future
+        threading.Thread(target=self._serve, name=self._name, daemon=True).start()
         return future
+
+    def _serve(self) -> None:
+        while True:
+            future, fn, args, kwargs = self._work.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine, as an executor does
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
 
 
 class _Capture(logging.Handler):
