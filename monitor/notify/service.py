@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from monitor.errors import MonitorError, StoreError
+from monitor.errors import MonitorError, StoreError, error_text
 from monitor.log import get_logger
 from monitor.notify.config import Destination
 from monitor.notify.items import Item, decode_item
@@ -437,8 +437,8 @@ class NotifyService:
     async def _unrenderable(self, route: Route, entries: list[Entry], exc: Exception) -> None:
         """Entries the renderer fails on go to the dead-letter topic at once: another
         attempt would fail the same way, and they must not hold up the others."""
-        reason = f"{route.name}: the message cannot be rendered ({type(exc).__name__}: {exc})"
-        log.error("notify.render.failed", destination=route.name, keys=[e.key for e in entries[:10]], error=f"{type(exc).__name__}: {exc}")
+        reason = f"{route.name}: the message cannot be rendered ({error_text(exc)})"
+        log.error("notify.render.failed", destination=route.name, keys=[e.key for e in entries[:10]], error=error_text(exc))
         await self._dead_letter(route, entries, reason)
 
     async def _send_one(self, route: Route, entry: Entry) -> None:
