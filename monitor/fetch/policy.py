@@ -153,7 +153,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not '²', which isdigit() takes and float() refuses
         return float(value)
     moment = _http_date(value)
     if moment is None:

@@ -110,6 +110,13 @@ async def test_retry_after_is_read_on_429_and_503(server, transport):
     assert unavailable.value.retry_after <= 1
 
 
+def test_a_retry_after_of_other_digits_is_no_retry_after_not_an_error():
+    # aiohttp hands the header's UTF-8 over as text: '²' passes str.isdigit(), not float().
+    from monitor.fetch import retry_after_seconds
+
+    assert retry_after_seconds("\u00b2") is None and retry_after_seconds(" 120 ") == 120.0
+
+
 def test_retry_after_hint_reads_as_a_duration_and_names_the_cap():
     """An operator reads the hint at 3 a.m.: '1157d09h', never '1e+08s', and how long the
     monitor will really wait (docs/polling.md: Retry-After is honoured up to 24 h)."""
