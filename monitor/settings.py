@@ -1090,6 +1090,14 @@ def _validate_http_and_health(settings: Settings, loc: SourceLocation) -> None:
 def _validate_websub(websub: WebSubSettings, loc: SourceLocation) -> None:
     if websub.enabled:
         parts = urlsplit(websub.callback_url.strip())
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port (0-65535, digits) only when it is read
+        except ValueError as exc:
+            raise ConfigError(
+                f"[websub] callback_url = {websub.callback_url!r}: {exc}",
+                location=loc,
+                hint='the public URL hubs reach the callback listener at, e.g. "https://monitor.example.org/websub/"',
+            ) from exc
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ConfigError(
                 f"[websub] callback_url = {websub.callback_url!r} is not an http(s) base URL",

@@ -315,6 +315,8 @@ def test_websub_is_off_by_default_and_every_key_comes_from_the_environment_too(t
     [
         ("[websub]\nenabled = true\n", r"\[websub\] callback_url = '' is not an http\(s\) base URL"),
         ('[websub]\nenabled = true\ncallback_url = "ftp://x/"\n', r"callback_url = 'ftp://x/' is not an http\(s\) base URL"),
+        ('[websub]\nenabled = true\ncallback_url = "https://x:99999/"\n', r"callback_url = 'https://x:99999/': Port out of range 0-65535"),
+        ('[websub]\nenabled = true\ncallback_url = "https://x:8o/"\n', r"callback_url = 'https://x:8o/': Port could not be cast"),
         ('[websub]\nenabled = true\ncallback_url = "https://x/"\nlisten = "8767"\n', r"\[websub\] listen: '8767' has no port"),
         ("[websub]\nfallback_interval = 0\n", r"\[websub\] fallback_interval must be at least 1 second"),
         ("[websub]\nretry_initial = 10\nretry_max = 5\n", r"\[websub\] retry_max must be at least retry_initial"),
