@@ -20,7 +20,7 @@ from typing import Any
 
 from monitor.engine.languages import arabic_variants
 from monitor.engine.query import And, AtLeast, Lang, Near, Node, Not, Or, Term, TermKey
-from monitor.engine.text import FoldedText, fold
+from monitor.engine.text import WORD_START, FoldedText, fold, is_word_char, mark_class
 from monitor.model import FIELDS, Article, Hit
 
 __all__ = [
@@ -46,9 +46,9 @@ Span = tuple[str, int, int, int]
 #: Positions of a term in an article: (field index, folded start, folded end).
 TermHits = list[tuple[int, int, int]]
 
-# A word for NEAR distances: a run of letters/digits not glued to a previous word by an
-# apostrophe, so "Putin's summit" counts "Putin's" as one word.
-_WORD = re.compile(r"(?<![\w'])[^\W_]+")
+# Where a word for NEAR distances starts (a word's marks and an apostrophe inside it
+# do not start another: "Putin's summit" is two words, and so is "भारतीय संसद").
+_WORD = WORD_START
 
 
 class Context:
@@ -443,12 +443,15 @@ def find_term_hits(key: TermKey, text: FoldedText, field_index: int = 0, lang: s
     hits: TermHits = []
     if key.lang is not None and key.lang != lang:
         return hits
-    # Any punctuation in the pattern matches any non-alphanumeric character in the text.
+    # Any punctuation in the pattern matches any character of the text that is not part of
+    # a word (a letter, a digit or a mark: :func:`monitor.engine.text.is_word_char`).
+    marks = mark_class()
+    word, other = f"(?:[^\\W_]|[{marks}])", f"(?:[^\\w{marks}]|_)"
     forms = []
     for form in arabic_variants(key.pattern) if key.clitics else (key.pattern,):
-        forms.append("".join(re.escape(char) if char.isalnum() else r"[\W_]" for char in form))
-    tail = r"[^\W_]*" if key.wildcard else r"(?![^\W_])"
-    regex = re.compile(r"(?<![^\W_])(?=((?:" + "|".join(forms) + ")" + tail + "))")
+        forms.append("".join(re.escape(char) if is_word_char(char) else other for char in form))
+    tail = f"{word}*" if key.wildcard else f"(?!{word})"
+    regex = re.compile(f"(?<![^\\W_])(?<![{marks}])(?=((?:" + "|".join(forms) + ")" + tail + "))")
     for found in regex.finditer(text.lower):
         start, end = found.start(1), found.end(1)
         if key.cased is not None and text.cased[start : start + len(key.cased)] != key.cased:

@@ -18,6 +18,11 @@ spell out every variant of a word:
 * control whitespace becomes a space and runs of spaces collapse to one; invisible
   format characters (soft hyphen, zero-width space and joiners, bidi marks: :data:`_INVISIBLE`)
   are removed, so they never split a word;
+* a combining mark that NFKD keeps (the vowel signs of Devanagari, Bengali, Tamil, Thai,
+  Khmer...) is part of the word of the letter or digit before it (:func:`is_word_char`),
+  so ``भारत`` is not a word of ``भारतीय``; a mark that follows no letter, digit or such
+  mark (after a space or punctuation) becomes a space, so that every mark left in folded
+  text continues a word;
 * finally the text is lower-cased (``folded.lower``); case-sensitive terms are checked
   against the same text before lower-casing (``folded.cased``), which has exactly the
   same length, so one set of offsets serves both.
@@ -37,7 +42,17 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["FoldedText", "OffsetMap", "fold", "fold_char", "folding_table", "is_word_char", "scan_text"]
+__all__ = [
+    "WORD_START",
+    "FoldedText",
+    "OffsetMap",
+    "fold",
+    "fold_char",
+    "folding_table",
+    "is_word_char",
+    "mark_class",
+    "scan_text",
+]
 
 #: Characters that fold to a space (word separators that would otherwise break phrases).
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d"
@@ -57,15 +72,80 @@ _SPACES = "\t\n\r\x0b\x0c\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\
 #: One-to-one replacements applied to ASCII text (fast path of ``str.translate``).
 _ASCII_TABLE = {ord("-"): " ", ord("`"): "'", **{ord(c): " " for c in "\t\n\r\x0b\x0c"}}
 
-#: Punctuation (anything not a letter, digit or space) for :func:`scan_text`.
-_PUNCTUATION = re.compile(r"[^\w ]|_")
 _ASCII_REPLACEMENTS = tuple((chr(code), replacement) for code, replacement in _ASCII_TABLE.items())
 _ASCII_SCAN_TABLE = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
 
 
+def _mark_codes() -> list[int]:
+    """Every combining mark (Unicode categories Mn, Mc, Me), ascending."""
+    codes = [*range(0x300, _LAST_MARK + 1), *range(0xE0100, 0xE01F0)]
+    return [code for code, category in zip(codes, map(unicodedata.category, map(chr, codes))) if category[0] == "M"]
+
+
+def _mark_classes(marks: list[int]) -> tuple[str, str]:
+    """Regex class bodies of the combining marks ``marks``: those of the Basic Multilingual
+    Plane, and those beyond it. A class with many ranges beyond the BMP is checked range
+    by range for every character it does not hold (``re`` makes a bitmap of the BMP part
+    only), so the hot regexes test the astral planes as one range and these marks only
+    where an astral character stands."""
+    ranges: list[list[int]] = []
+    for code in marks:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    bmp = "".join(f"{chr(low)}-{chr(high)}" for low, high in ranges if high <= 0xFFFF)
+    astral = "".join(f"{chr(low)}-{chr(high)}" for low, high in ranges if low > 0xFFFF)
+    return bmp, astral
+
+
+#: The last combining mark below the variation selectors supplement (U+E0100-U+E01EF), the
+#: only marks past it; tests/engine/test_text.py checks both bounds against unicodedata.
+_LAST_MARK = 0x1E94A
+_MARK_CODES = _mark_codes()
+_MARKS, _ASTRAL_MARKS = _mark_classes(_MARK_CODES)
+#: The marks folding keeps (those without a canonical combining class, but the invisible
+#: variation selectors): the only ones folded text may hold, beside those of the few
+#: characters that fold to several (see :func:`_may_hold_marks`).
+_KEPT_MARKS = frozenset(chr(code) for code in _MARK_CODES if not unicodedata.combining(chr(code))) - set(_INVISIBLE)
+_ASTRAL = "\U00010000-\U0010ffff"
+#: What :func:`scan_text` turns into a space: anything but a letter, a digit, a space or a
+#: mark (``_`` and astral characters other than letters and marks are done apart, see there).
+_SEPARATOR = re.compile(f"[^\\w {_MARKS}{_ASTRAL}]")
+_ASTRAL_CHAR = re.compile(f"[{_ASTRAL}]")
+#: Where a word starts, for NEAR's word counts: a letter or digit after no letter, digit,
+#: mark or apostrophe, so "Putin's summit" counts "Putin's" as one word and "भारतीय" (the
+#: vowel signs are marks) as one. An astral character before it is tested for a mark only
+#: once it is known to be one (see :func:`_mark_classes`).
+WORD_START = re.compile(f"(?<![\\w'{_MARKS}])(?<!(?=[{_ASTRAL}])[{_ASTRAL_MARKS}])[^\\W_]+")
+#: A BMP mark after no letter, digit or BMP mark: some mark may not continue a word (the
+#: exact test, :func:`_detach_stray_marks`, also looks at astral characters).
+_STRAY_MARK = re.compile(f"[{_MARKS}](?<![^\\W_][{_MARKS}])(?<![{_MARKS}][{_MARKS}])")
+_MARK_OR_ASTRAL = re.compile(f"[{_MARKS}{_ASTRAL}]")
+_MARK = re.compile(f"[{_MARKS}]")
+
+
+@lru_cache(maxsize=65536)
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char)[0] == "M"
+
+
 def is_word_char(char: str) -> bool:
-    """True for characters that continue a word (letters and digits, in any script)."""
-    return char.isalnum()
+    """True for characters of words: letters and digits in any script, and the combining
+    marks folded text keeps after them (folding turns any other mark into a space)."""
+    return char.isalnum() or _is_mark(char)
+
+
+def mark_class() -> str:
+    """A regex character class body holding every combining mark (for a reference search;
+    slow where a character is not one, see :func:`_mark_classes`)."""
+    return _MARKS + _ASTRAL_MARKS
+
+
+def _has_astral(text: str) -> bool:
+    """Whether ``text`` has a character beyond the BMP: its UTF-16 form is then longer than
+    two bytes a character (one C pass, several times cheaper than a regex search)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) != 2 * len(text)
 
 
 #: Latin letters that Unicode does not decompose into a base letter plus a mark, so NFKD
@@ -235,7 +315,7 @@ def _non_ascii(text: str) -> set[str]:
     return set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
 
 
-def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
+def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool, bool]:
     """Fold every non-ASCII character of ``text``; record those whose length changed.
 
     A regex over the whole text is slow on non-ASCII strings (~12 ns a character), so
@@ -243,17 +323,30 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool]:
     and each one-to-one fold is a ``str.replace``; only characters that fold to another
     length are located one by one. Past :data:`_PASSES` characters, the rest are folded
     in one ``translate`` pass and located in one regex pass. Also says whether letters
-    of a script written without spaces occur (see :func:`_split_unspaced`).
+    of a script written without spaces occur (see :func:`_split_unspaced`), and whether
+    the folded text may hold a combining mark (see :func:`_detach_stray_marks`).
     """
     others = _non_ascii(text)
     if "\uff9e" in others or "\uff9f" in others:  # found in the set: free for other text
         text = _HALF_WIDTH_VOICED.sub(_compose_half_width, text)
         others = _non_ascii(text)
     text, expanding, unspaced = _fold_same_length(text, others)
+    marks = _may_hold_marks(others, expanding)
     if not expanding:
-        return text, None, unspaced
+        return text, None, unspaced, marks
     folded, offsets = _fold_expanding(text, expanding)
-    return folded, offsets, unspaced
+    return folded, offsets, unspaced, marks
+
+
+def _may_hold_marks(chars: set[str], expanding: list[str]) -> bool:
+    """Whether folding ``chars`` may give a combining mark: one of them is a mark folding
+    keeps, or folds to several characters with one (Thai ำ is ํ and า; no other character
+    folds to a mark, a test checks). Looked up for the distinct characters, not searched
+    in the text: a search of every text for marks would cost English news a third of its
+    folding, and Arabic text (whose harakat fold away) a tenth."""
+    if not _KEPT_MARKS.isdisjoint(chars):
+        return True
+    return bool(expanding) and not all(_KEPT_MARKS.isdisjoint(fold_char(char)) for char in expanding)
 
 
 def _fold_same_length(text: str, chars: set[str]) -> tuple[str, list[str], bool]:
@@ -343,23 +436,32 @@ def _is_unspaced(char: str) -> bool:
     return _UNSPACED_RUN.match(char) is not None
 
 
-def _split_unspaced(text: str) -> tuple[str, OffsetMap | None]:
+def _split_unspaced(text: str, marks: bool) -> tuple[str, OffsetMap | None]:
     """Make every letter of a script written without spaces a word of its own, as
     Lucene's standard tokenizer makes each ideograph a token: a space goes between it and
     any letter or digit beside it, so the term 北京 (folded to the phrase 北 京) matches
-    inside 峰会在北京举行. Each inserted space is recorded as the character after it
-    growing by one (" 京"), so offsets map back with the other breaks."""
+    inside 峰会在北京举行. The marks after a letter (Thai and Khmer vowel signs) stay with
+    it: สามี is ส า มี. Each inserted space is recorded as the character after it
+    growing by one (" 京"), so offsets map back with the other breaks. ``marks``: whether
+    the text may hold a combining mark (else none is looked for)."""
     pieces: list[str] = []
     before: list[int] = []  # original positions that get a space before them
     last = 0
     for run in _UNSPACED_RUN.finditer(text):
         start, end = run.span()
         pieces.append(text[last:start])
-        if start and text[start - 1].isalnum():
+        letters = run.group()
+        after_word = start and (text[start - 1].isalnum() or (marks and _is_mark(text[start - 1])))
+        if after_word and not (marks and _is_mark(letters[0])):  # a mark stays with its letter
             before.append(start)
             pieces.append(" ")
-        pieces.append(" ".join(run.group()))
-        before.extend(range(start + 1, end))
+        if not marks or _MARK.search(letters) is None:
+            pieces.append(" ".join(letters))
+            before.extend(range(start + 1, end))
+        else:
+            spaced = [index for index in range(1, len(letters)) if not _is_mark(letters[index])]
+            pieces.append(" ".join(letters[a:b] for a, b in zip([0, *spaced], [*spaced, len(letters)])))
+            before.extend(start + index for index in spaced)
         if end < len(text) and text[end].isalnum():
             before.append(end)
             pieces.append(" ")
@@ -380,6 +482,22 @@ def _compose_half_width(found: re.Match[str]) -> str:
     so offsets stay put. A pair that is no syllable (ｱﾞ) is left alone."""
     composed = unicodedata.normalize("NFKC", found.group())
     return composed + found.group()[1] if len(composed) == 1 else found.group()
+
+
+def _detach_stray_marks(text: str) -> str:
+    """``text`` with every combining mark that does not continue a word (after a space,
+    punctuation or nothing, and the marks right after such a mark) replaced by a space, one
+    for one, so that :func:`scan_text` and :data:`WORD_START` may take any mark for part of
+    a word. Most text has none (one search tells); text with one, or with an astral
+    character, is then checked character by character where a mark or astral character is."""
+    if _STRAY_MARK.search(text) is None and not _has_astral(text):
+        return text
+    chars = list(text)
+    for found in _MARK_OR_ASTRAL.finditer(text):
+        index = found.start()
+        if _is_mark(chars[index]) and not (index and is_word_char(chars[index - 1])):
+            chars[index] = " "
+    return "".join(chars)
 
 
 def _collapse_spaces(text: str) -> tuple[str, OffsetMap | None]:
@@ -409,11 +527,13 @@ def fold(text: str) -> FoldedText:
     maps: list[OffsetMap] = []
     cased = text
     if not text.isascii():
-        cased, offset_map, unspaced = _fold_non_ascii(cased)
+        cased, offset_map, unspaced, marks = _fold_non_ascii(cased)
         if offset_map is not None:
             maps.append(offset_map)
+        if marks:
+            cased = _detach_stray_marks(cased)
         if unspaced:
-            cased, offset_map = _split_unspaced(cased)
+            cased, offset_map = _split_unspaced(cased, marks)
             if offset_map is not None:
                 maps.append(offset_map)
     for char, replacement in _ASCII_REPLACEMENTS:
@@ -432,15 +552,28 @@ def fold(text: str) -> FoldedText:
 
 
 def scan_text(lower: str) -> str:
-    """Folded text with every punctuation character replaced by a space, one for one.
+    """Folded text with every character that is not part of a word (:func:`is_word_char`)
+    replaced by a space, one for one.
 
     Searching ``" " + pattern + " "`` in ``" " + scan_text(text) + " "`` finds whole-word
     occurrences only, so the automaton itself enforces word boundaries; offsets are those
-    of ``lower`` plus one (the leading pad).
+    of ``lower`` plus one (the leading pad). Every mark of folded text continues a word
+    (:func:`fold`), so marks are kept without looking at what is before them.
     """
     if lower.isascii():
         return lower.translate(_ASCII_SCAN_TABLE)
-    return _PUNCTUATION.sub(" ", lower)
+    # One character class and a C replace are cheaper than one regex with "|_".
+    scan = _SEPARATOR.sub(" ", lower)
+    if "_" in scan:
+        scan = scan.replace("_", " ")
+    if _has_astral(scan):
+        scan = _ASTRAL_CHAR.sub(_scan_astral, scan)
+    return scan
+
+
+def _scan_astral(found: re.Match[str]) -> str:
+    char = found.group()
+    return char if is_word_char(char) else " "
 
 
 _EMPTY = FoldedText("", "", "")

@@ -183,6 +183,107 @@ class TestNormalisedMatching:
         assert [hit.text for hit in match.hits] == [f"Pu{run}tin", "Trump"]
 
 
+class TestCombiningMarks:
+    """The vowel signs of Indic scripts, Thai, Khmer... are combining marks that folding
+    keeps: they used to separate words, so भारत (India) matched inside भारतीय (Indian)."""
+
+    @pytest.mark.parametrize(
+        "term, alone, longer",
+        [
+            ("भारत", "भारत की संसद", "भारतीय संसद"),  # Hindi: India / Indian
+            ("रूस", "रूस और अमेरिका", "रूसी तेल"),  # Russia / Russian
+            ("ভারত", "ভারত ও বাংলাদেশ", "ভারতীয় দল"),  # Bengali: India / Indian
+            ("ঢাক", "ঢাক বাজছে", "ঢাকায় বৈঠক"),  # drum / in Dhaka
+            ("இந்திய", "இந்திய அணி", "இந்தியா வென்றது"),  # Tamil: Indian / India
+            ("สาม", "สามคน", "สามีของเธอ"),  # Thai: three (people) / (her) husband
+        ],
+    )
+    def test_a_term_matches_alone_but_not_as_the_start_of_a_longer_word(self, term: str, alone: str, longer: str) -> None:
+        assert fires(term, alone)
+        assert not fires(term, longer)
+        assert fires(f"{term}*", longer)  # what a wildcard is for
+
+    def test_a_trailing_vowel_sign_is_part_of_the_term(self) -> None:
+        # It was cut from the term: रूसी (Russian) matched रूस (Russia), இந்தியா (India) இந்திய.
+        assert fires("रूसी", "रूसी तेल") and not fires("रूसी", "रूस और अमेरिका")
+        assert fires("இந்தியா", "இந்தியா வென்றது") and not fires("இந்தியா", "இந்திய அணி")
+        assert fires("ঢাকা", "ঢাকা শহর") and not fires("ঢাকা", "ঢাক বাজছে")
+
+    def test_phrases_and_near_count_whole_words(self) -> None:
+        body = "भारत सरकार ने कहा कि प्रधानमंत्री मोदी और राष्ट्रपति ट्रंप की मुलाकात होगी"
+        assert fires('"भारत सरकार"', body) and not fires('"भारत सर"', body)
+        assert fires("मोदी NEAR/2 ट्रंप", body) and not fires("मोदी NEAR/1 ट्रंप", body)
+        assert fires("प्रधानमंत्री NEAR/0 मोदी", body)
+        (match,) = one_rule("भारतीय").match(article("कल भारतीय टीम"))
+        assert [(h.start, h.end, h.text) for h in match.hits] == [(3, 9, "भारतीय")]
+
+    def test_marks_of_scripts_without_spaces_stay_with_their_letter(self) -> None:
+        assert fold("สามี").lower == "ส า มี"
+        assert fires("กรุงเทพ", "การประชุมที่กรุงเทพวันนี้")
+
+    def test_a_mark_after_no_letter_separates_words(self) -> None:
+        # A stray vowel sign (after a space or punctuation, with any marks right after it)
+        # is a space; one after a letter stays in its word.
+        assert fold("(ि) x, ाा भारत").lower == "( ) x, भारत"
+        assert fold("िx").lower == " x"
+        assert fires("भारत", "ा भारत") and fires("x", "x ि")
+
+    def test_accents_and_harakat_are_still_dropped(self) -> None:
+        # Marks with a combining class (Latin accents, Arabic harakat, the virama and nukta
+        # of Indic scripts, Thai tone marks) fold away as before and split nothing.
+        assert fold("Kyi\u0308v مُحَمَّد क्ष ड़ ที่ ปู").lower == "kyiv محمد कष ड ที ป"
+        assert fires("Kyiv", "Kyi\u0308v talks") and fires("محمد", "قال مُحَمَّد")
+
+    def test_the_matcher_agrees_with_the_reference_search(self) -> None:
+        import unicodedata
+
+        from monitor.engine.evaluate import find_term_hits, fold_fields
+        from monitor.engine.query import iter_terms
+        from monitor.engine.text import WORD_START
+        from monitor.model import FIELDS
+
+        # ... with an enclosing mark (U+20DD) and an astral one (Chakma, U+11127) too.
+        words = ["भारत", "भारतीय", "रूस", "रूसी", "ঢাক", "ঢাকা", "abc", "x", "สามี", "abc\u20dd", "x\U00011127"]
+        ruleset = one_rule(" OR ".join([*words[:8], "abc*", "भार*"]))
+        matcher = ruleset._matcher
+        keys = {term.key for term in iter_terms(ruleset.query("r"))}
+        rng = random.Random(3)
+        for _ in range(60):
+            text = "".join(rng.choice(words) + rng.choice([" ", ", ", "ि ", " ा", "-", "ः"]) for _ in range(12))
+            fields = fold_fields(article(text))
+            _present, context = matcher.scan(fields)
+            hits = context.load_keys({matcher._key_ids[key] for key in keys})
+            for key in keys:
+                expected = [hit for index in range(len(FIELDS)) for hit in find_term_hits(key, fields[index], index)]
+                assert sorted(hits.get(matcher._key_ids[key], [])) == sorted(expected), (key, text)
+            # NEAR's words are the scan view's: a word starts where a run of letters, digits
+            # and marks does.
+            lower = fields[FIELDS.index("body")].lower
+            runs = [i for i, c in enumerate(lower) if (c.isalnum() or unicodedata.category(c)[0] == "M")
+                    and (i == 0 or not (lower[i - 1].isalnum() or unicodedata.category(lower[i - 1])[0] == "M"))]
+            assert [found.start() for found in WORD_START.finditer(lower)] == runs, text
+
+    def test_the_mark_table_covers_every_mark(self) -> None:
+        import sys
+        import unicodedata
+
+        from monitor.engine import text as text_module
+
+        marks = [code for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code))[0] == "M"]
+        beyond = [code for code in marks if code > text_module._LAST_MARK and not 0xE0100 <= code <= 0xE01EF]
+        assert max(code for code in marks if code < 0xE0000) == text_module._LAST_MARK and not beyond
+        classes = "[" + text_module.mark_class() + "]"
+        assert all(__import__("re").fullmatch(classes, chr(code)) for code in marks)
+        # Folding gives a mark only for a mark it keeps, or a character folding to several
+        # (Thai ำ): what fold() looks up to know whether to look for stray marks.
+        folding = [chr(code) for code in range(0x80, sys.maxunicode + 1) if not 0xD800 <= code < 0xE000]
+        folding = [char for char in folding if unicodedata.decomposition(char) or unicodedata.category(char)[0] == "M"]
+        for char in folding:
+            folded = text_module.fold_char(char)
+            if any(unicodedata.category(c)[0] == "M" for c in folded):
+                assert char in text_module._KEPT_MARKS or len(folded) > 1, f"U+{ord(char):04X}"
+
+
 DOCS = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "rules.md"
 TABLE_MARK = "<!-- generated from monitor.engine.text.folding_table(); tests/engine/test_text.py checks it -->"
 
