@@ -24,7 +24,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from monitor.engine.query import CompiledRule, QueryError, TermSpec, can_match_without_terms, parse_query, parse_term
+from monitor.engine.query import CompiledRule, QueryError, TermKey, TermSpec, can_match_without_terms, parse_query, parse_term
 from monitor.engine.query import Node as QueryNode
 from monitor.engine.ruleset import RuleSet
 from monitor.errors import RuleError
@@ -100,6 +100,8 @@ class _State:
     #: the list is undefined.
     refused_lists: set[str] = field(default_factory=set)
     ids: dict[str, SourceLocation] = field(default_factory=dict)
+    #: What ``rules check`` warns about beyond errors, ``file:line:col: warning: ...``.
+    warnings: list[str] = field(default_factory=list)
 
     def error(self, message: str, location: SourceLocation, hint: str | None = None) -> None:
         self.errors.append(RuleError(message, location=location, hint=hint))
@@ -255,12 +257,25 @@ def _collect_lists(source: _Source, node: Node, state: _State) -> None:
             state.refused_lists.add(name)
             continue
         specs: list[TermSpec] = []
+        # Entries that fold to one term ("Xi" and "XI") are one entry: two would let one
+        # mention count twice in "K OF @list".
+        firsts: dict[TermKey, str] = {}
         for lang, items in sections:
             for text, item_node in items:
                 try:
-                    specs.append(parse_term(text, lang=lang))
+                    spec = parse_term(text, lang=lang)
                 except QueryError as exc:
                     state.error(exc.message, _at(source.path, item_node), exc.hint)
+                    continue
+                first = firsts.get(spec.key)
+                if first is not None:
+                    state.warnings.append(
+                        f"{_at(source.path, item_node)}: warning: list {name!r} has {text!r} twice: "
+                        f"it is the same term as {first!r} once folded, and counts once"
+                    )
+                    continue
+                firsts[spec.key] = text
+                specs.append(spec)
         state.list_locations[name] = location
         state.lists[name] = tuple(specs)
         if isinstance(value, MappingNode):
@@ -734,7 +749,7 @@ def _load_sources(sources: Sequence[_Source], state: _State) -> RuleSet:
             item = _parse_rule(source, node, state)
             if item is not None:
                 compiled.append(item)
-    return RuleSet(compiled, state.lists, state.list_languages)
+    return RuleSet(compiled, state.lists, state.list_languages, state.warnings)
 
 
 @contextmanager

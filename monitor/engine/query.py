@@ -570,13 +570,31 @@ class _Parser:
                 token.offset,
                 "write K OF (a, b, c) or K OF @list",
             )
+        written = len(items)
+        items = _distinct_terms(items)
         if not 1 <= k <= len(items):
+            repeated = f" ({written - len(items)} repeating an earlier one counted once)" if written > len(items) else ""
             raise QueryError(
-                f"{token.text} with {len(items)} item(s): K must be between 1 and {len(items)}",
+                f"{token.text} with {len(items)} item(s){repeated}: K must be between 1 and {len(items)}",
                 token.offset,
                 "separate items with commas, as in 2 OF (Putin, Trump, Xi)",
             )
         return AtLeast(k, tuple(items))
+
+
+def _distinct_terms(items: list[Node]) -> list[Node]:
+    """``K OF`` items without the terms that repeat an earlier item (the same folded term
+    in the same fields: ``2 OF (@leaders, Putin)`` with Putin in @leaders), which would
+    let one mention count twice."""
+    seen: set[tuple[TermKey, tuple[str, ...]]] = set()
+    kept: list[Node] = []
+    for item in items:
+        if isinstance(item, Term):
+            if (item.key, item.fields) in seen:
+                continue
+            seen.add((item.key, item.fields))
+        kept.append(item)
+    return kept
 
 
 def _positional(node: Node, operand: bool = True) -> bool:

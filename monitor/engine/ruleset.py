@@ -24,12 +24,16 @@ class RuleSet:
         compiled: Sequence[CompiledRule],
         lists: Mapping[str, tuple[TermSpec, ...]],
         list_languages: Mapping[str, frozenset[str]] | None = None,
+        warnings: Sequence[str] = (),
     ) -> None:
         self._compiled = tuple(compiled)
         self.rules: tuple[Rule, ...] = tuple(item.rule for item in self._compiled)
         self.lists = dict(lists)
         #: The language sections of each list written with them (docs/languages.md).
         self.list_languages: dict[str, frozenset[str]] = dict(list_languages or {})
+        #: What the load found questionable but not wrong (a list entry given twice), as
+        #: ``file:line:col: warning: ...`` lines for ``rules check``.
+        self.warnings: tuple[str, ...] = tuple(warnings)
         self._matcher = Matcher([item for item in self._compiled if item.rule.enabled])
         self.version: str = _version(self.rules, self.lists)
 

@@ -47,14 +47,14 @@ def _load(paths: Iterable[PathLike], out: TextIO) -> RuleSet | None:
 def check(paths: Iterable[PathLike], out: TextIO) -> int:
     """Validate rule files; print every error as ``file:line:col: message (hint)``.
 
-    Returns 1 if anything is invalid, else 0 after the warnings (:func:`language_warnings`)
-    and a one-line summary.
+    Returns 1 if anything is invalid, else 0 after the warnings (the load's, as a list
+    entry given twice, then :func:`language_warnings`) and a one-line summary.
     """
     paths = list(paths)
     ruleset = _load(paths, out)
     if ruleset is None:
         return 1
-    for warning in language_warnings(ruleset):
+    for warning in [*ruleset.warnings, *language_warnings(ruleset)]:
         _print(out, warning)
     files, _ = rule_files(paths)
     enabled = sum(rule.enabled for rule in ruleset.rules)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from monitor.engine import RuleSetError
 from monitor.engine.query import And, AtLeast, Near, Not, Or, Term, parse_query
 from tests.engine.helpers import article, fires, one_rule
 
@@ -167,6 +168,43 @@ class TestAtLeast:
     def test_items_can_be_expressions(self) -> None:
         assert isinstance(parse_query("1 OF (a b, c)"), AtLeast)
 
+    def test_list_entries_that_fold_to_one_term_count_once(self) -> None:
+        # "Xi" and "XI" (or "Kyiv" and "Kyïv") are one term once folded: two entries let
+        # one mention count twice, so "2 OF @leaders" held for "Xi" alone.
+        lists = "lists:\n  leaders: [Putin, Xi, XI, Kyïv, Kyiv, Trump]\n"
+        assert not fires("2 OF @leaders", "Xi arrived", lists=lists)
+        assert not fires("2 OF @leaders NEAR/5 talks", "Xi held talks", lists=lists)
+        assert fires("2 OF @leaders", "Xi met Putin", lists=lists)
+        ruleset = one_rule("@leaders", lists)
+        assert [spec.label for spec in ruleset.lists["leaders"]] == ["Putin", "Xi", "Kyïv", "Trump"]
+        (match,) = ruleset.match(article("XI spoke"))
+        assert [hit.term for hit in match.hits] == ["@leaders:Xi"]
+
+    def test_items_repeating_a_term_count_once(self) -> None:
+        # Across lists, and between a list and a term item, in the same fields.
+        lists = "lists:\n  leaders: [Putin, Xi]\n  hosts: [xi, Trump]\n"
+        assert not fires("2 OF (@leaders, @hosts)", "Xi arrived", lists=lists)
+        assert not fires("2 OF (@leaders, Putin)", "Putin arrived", lists=lists)
+        assert fires("2 OF (@leaders, @hosts)", "Xi met Trump", lists=lists)
+        assert fires("2 OF (title:Xi, Xi)", "Xi arrived", title="Xi") and not fires("2 OF (title:Xi, Xi)", "Xi arrived")
+        with pytest.raises(RuleSetError, match=r"2 OF with 1 item\(s\) \(1 repeating an earlier one counted once\)"):
+            one_rule("2 OF (Xi, XI)")
+
+    def test_check_warns_about_a_list_entry_given_twice(self, tmp_path) -> None:
+        import io
+
+        from monitor.engine.tools import check
+
+        (tmp_path / "r.yaml").write_text(
+            "lists:\n  leaders:\n    - Xi\n    - Putin\n    - XI\nrules:\n  - id: r\n    query: '2 OF @leaders'\n"
+        )
+        out = io.StringIO()
+        assert check([tmp_path], out) == 0
+        assert out.getvalue().splitlines()[0] == (
+            f"{tmp_path / 'r.yaml'}:5:7: warning: list 'leaders' has 'XI' twice: "
+            "it is the same term as 'Xi' once folded, and counts once"
+        )
+
 
 class TestLists:
     def test_list_is_or_of_entries(self) -> None:
@@ -204,3 +242,4 @@ def test_any_whitespace_separates_terms_and_operators(space: str) -> None:
     assert fires(f"putin{space}AND{space}trump", "Trump said that Putin would come.")
     assert fires(f"putin{space}NEAR/3{space}trump", "Trump and Putin")
     assert not fires(f"putin{space}NOT{space}trump", "Trump and Putin")
+
