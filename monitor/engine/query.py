@@ -20,6 +20,11 @@ Grammar (operators are upper-case; lower-case ``and``/``or``/``not``/``near`` ar
 Precedence, tightest first: NOT, NEAR/N, AND (explicit or implicit), OR. ``=`` marks a
 term case-sensitive; a trailing ``*`` makes it a prefix wildcard. See docs/rules.md.
 
+The full-width forms of ASCII (U+FF01-U+FF5E, what a CJK input method types: ``ＯＲ``,
+``（``, ``，``, ``ＮＥＡＲ／３``) are read as the ASCII characters they stand for, as NFKC
+reads them, in operators, numbers, list and field names and a term's ``=``, ``*`` and
+quotes (:data:`_FULL_WIDTH`); a term keeps them as written in its label.
+
 Parsing happens once per rule at load time; errors are :class:`QueryError` carrying the
 offset in the query string, which the loader turns into a file:line:col location.
 """
@@ -186,6 +191,9 @@ class CompiledRule:
     query: Node
 
 _QUOTES = '"\u201c\u201d\u201e'
+#: Full-width ASCII (U+FF01-U+FF5E) to ASCII, one for one (so offsets stay those of the
+#: query): NFKC maps each to its ASCII character, and folding does the same to a term.
+_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
 _WORD_STOP = set(" \t\r\n(),") | set(_QUOTES)
 _WORD_END = re.compile(r"[\s" + re.escape("".join(sorted(_WORD_STOP))) + "]")
 _QUOTE = re.compile("[" + re.escape(_QUOTES) + "]")
@@ -214,6 +222,7 @@ def _parse_term(raw: str, case_sensitive: bool, lang: str | None = None) -> Term
     offset = 0
     text = raw.strip()
     label = text
+    text = text.translate(_FULL_WIDTH)  # folding would make the same letters of them
     if text.startswith("="):
         case_sensitive = True
         text = text[1:].strip()
@@ -277,22 +286,24 @@ def _lex(query: str) -> list[_Token]:
     pos = 0
     n = len(query)
     case_next: int | None = None  # offset of a pending "=" prefix
+    # The syntax is read in ASCII; a term's text is taken from the query as written.
+    syntax = query.translate(_FULL_WIDTH)
     while pos < n:
-        char = query[pos]
+        char = syntax[pos]
         if char.isspace() or char in _PUNCTUATION:
             if case_next is not None:
                 raise _case_error(case_next)
             if not char.isspace():
-                tokens.append(_Token(_PUNCTUATION[char], pos, char))
+                tokens.append(_Token(_PUNCTUATION[char], pos, query[pos]))
             pos += 1
         elif char == "=":
             case_next = pos
             pos += 1
         elif char in _QUOTES:
-            pos = _lex_phrase(query, pos, case_next, tokens)
+            pos = _lex_phrase(query, syntax, pos, case_next, tokens)
             case_next = None
         else:
-            pos = _lex_word(query, pos, case_next, tokens)
+            pos = _lex_word(query, syntax, pos, case_next, tokens)
             case_next = None
     if case_next is not None:
         raise _case_error(case_next)
@@ -300,9 +311,9 @@ def _lex(query: str) -> list[_Token]:
     return tokens
 
 
-def _lex_phrase(query: str, pos: int, case_next: int | None, tokens: list[_Token]) -> int:
+def _lex_phrase(query: str, syntax: str, pos: int, case_next: int | None, tokens: list[_Token]) -> int:
     """A quoted phrase starting at ``pos``; returns where the next token starts."""
-    closing = _QUOTE.search(query, pos + 1)
+    closing = _QUOTE.search(syntax, pos + 1)
     end = closing.start() if closing else len(query)
     if end >= len(query):
         raise QueryError("unterminated quoted phrase", pos, 'close the phrase with a matching "')
@@ -311,15 +322,16 @@ def _lex_phrase(query: str, pos: int, case_next: int | None, tokens: list[_Token
     return end + 1
 
 
-def _lex_word(query: str, pos: int, case_next: int | None, tokens: list[_Token]) -> int:
+def _lex_word(query: str, syntax: str, pos: int, case_next: int | None, tokens: list[_Token]) -> int:
     """A list reference, a field scope, an operator or a term starting at ``pos``; returns
     where the next token starts."""
-    stop = _WORD_END.search(query, pos)
+    stop = _WORD_END.search(syntax, pos)
     end = stop.start() if stop else len(query)
-    word = query[pos:end]
+    word = syntax[pos:end]
+    written = query[pos:end]
     if word.startswith("@"):
         if _LIST_NAME.fullmatch(word[1:]) is None or case_next is not None:
-            raise QueryError(f"bad list reference {word!r}", pos, "write @name, where name is defined under lists:")
+            raise QueryError(f"bad list reference {written!r}", pos, "write @name, where name is defined under lists:")
         tokens.append(_Token("LIST", pos, word[1:]))
         return end
     field, colon, _rest = word.partition(":")
@@ -327,14 +339,16 @@ def _lex_word(query: str, pos: int, case_next: int | None, tokens: list[_Token])
         tokens.append(_Token("FIELD", pos, field))
         return pos + len(field) + 1
     if case_next is None and word in ("AND", "OR", "NOT"):
-        tokens.append(_Token(word, pos, word))
+        tokens.append(_Token(word, pos, written))
     elif case_next is None and (word == "NEAR" or word.startswith("NEAR/")):
-        tokens.append(_near_token(word, pos))
+        tokens.append(_near_token(word, written, pos))
     elif case_next is None and word == "OF":
-        if not tokens or tokens[-1].kind != "TERM" or not _is_number(tokens[-1].text):
+        number = tokens[-1] if tokens and tokens[-1].kind == "TERM" else None
+        if number is None or not _is_number(number.text.translate(_FULL_WIDTH)):
             raise QueryError("OF needs a number before it", pos, "write K OF (a, b, c), as in 2 OF (Putin, Trump, Xi)")
-        number = tokens.pop()
-        tokens.append(_Token("ATLEAST", number.offset, number.text + " OF", number=int(number.text)))
+        tokens.pop()
+        k = int(number.text.translate(_FULL_WIDTH))
+        tokens.append(_Token("ATLEAST", number.offset, f"{number.text} {written}", number=k))
     else:
         start = pos if case_next is None else case_next
         tokens.append(_Token("TERM", start, query[start:end], case_sensitive=case_next is not None))
@@ -342,20 +356,20 @@ def _lex_word(query: str, pos: int, case_next: int | None, tokens: list[_Token])
 
 
 def _is_number(text: str) -> bool:
-    # ASCII digits only: str.isdigit() also holds for "²" and "٣", which int() refuses
-    # or reads as a number the operator did not see.
+    # ASCII digits only (the full-width ones are read as ASCII before): str.isdigit() also
+    # holds for "²" and "٣", which int() refuses or reads as a number the operator did not see.
     return text.isascii() and text.isdigit()
 
 
-def _near_token(word: str, pos: int) -> _Token:
+def _near_token(word: str, written: str, pos: int) -> _Token:
     digits = word[5:]
     if not _is_number(digits) or int(digits) > MAX_NEAR:
         raise QueryError(
-            f"bad proximity operator {word!r}",
+            f"bad proximity operator {written!r}",
             pos,
             f"write NEAR/N with N a whole number of words from 0 to {MAX_NEAR}, as in Putin NEAR/5 Trump",
         )
-    return _Token("NEAR", pos, word, number=int(digits))
+    return _Token("NEAR", pos, written, number=int(digits))
 
 
 _STARTS_OPERAND = {"TERM", "LIST", "LPAREN", "NOT", "FIELD", "ATLEAST"}
@@ -502,11 +516,12 @@ class _Parser:
             code = self.take()
             if code.kind != "TERM":
                 raise QueryError("lang: needs a language code", code.offset, hint)
-            if code.text not in ISO_639_1:
-                close = difflib.get_close_matches(code.text.lower(), sorted(ISO_639_1), n=1)
+            name = code.text.translate(_FULL_WIDTH)
+            if name not in ISO_639_1:
+                close = difflib.get_close_matches(name.lower(), sorted(ISO_639_1), n=1)
                 did = f"did you mean {close[0]}? " if close else ""
                 raise QueryError(f"unknown language code {code.text!r}", code.offset, did + hint)
-            codes.add(code.text)
+            codes.add(name)
             if opening is None or self.peek.kind != "OR":
                 break
             self.take()

@@ -92,14 +92,15 @@ class TestQueryErrors:
         assert "unknown list @leadrs" in error.message and error.location.line == 5
         assert error.location.column == 13 + 7 and "@leaders" in (error.hint or "")
 
-    @pytest.mark.parametrize("operator", ["NEAR/\u00b2", "NEAR/\u0663", "NEAR/\uff13"])
+    @pytest.mark.parametrize("operator", ["NEAR/\u00b2", "NEAR/\u0663"])
     def test_near_with_a_digit_that_is_not_ascii(self, operator: str) -> None:
         # "²" passed str.isdigit() and then crashed int() with a ValueError (a traceback
-        # from rules check, a crashed reload); "٣" was read as 3 unseen.
+        # from rules check, a crashed reload); "٣" was read as 3 unseen. A full-width "３"
+        # is read as 3, as the full-width NEAR is (test_query.TestFullWidthSyntax).
         error = query_error(f"putin {operator} trump")
         assert "bad proximity operator" in error.message and position(error) == (3, 13 + 6)
 
-    @pytest.mark.parametrize("k", ["\u00b2", "\u0662", "\uff12"])
+    @pytest.mark.parametrize("k", ["\u00b2", "\u0662"])
     def test_k_of_with_a_digit_that_is_not_ascii(self, k: str) -> None:
         error = query_error(f"{k} OF (putin, trump)")
         assert "OF needs a number before it" in error.message and position(error) == (3, 13 + 2)

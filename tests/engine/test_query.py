@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from monitor.engine import RuleSetError
-from monitor.engine.query import And, AtLeast, Near, Not, Or, Term, parse_query
+from monitor.engine.query import And, AtLeast, Near, Not, Or, QueryError, Term, parse_query
 from tests.engine.helpers import article, fires, one_rule
 
 LEADERS = "lists:\n  leaders: [Putin, Trump, Xi Jinping, zelensk*]\n"
@@ -243,3 +243,56 @@ def test_any_whitespace_separates_terms_and_operators(space: str) -> None:
     assert fires(f"putin{space}NEAR/3{space}trump", "Trump and Putin")
     assert not fires(f"putin{space}NOT{space}trump", "Trump and Putin")
 
+
+class TestFullWidthSyntax:
+    """A CJK input method in full-width mode types ＯＲ, （ ）, ， and ＮＥＡＲ／３: NFKC
+    reads them as OR, ( ), , and NEAR/3, and so does the parser (they were words)."""
+
+    @pytest.mark.parametrize(
+        "written, ascii_query",
+        [
+            ("Putin ＯＲ Trump", "Putin OR Trump"),
+            ("Putin ＡＮＤ ＮＯＴ Trump", "Putin AND NOT Trump"),
+            ("Putin ＮＥＡＲ／３ Trump", "Putin NEAR/3 Trump"),
+            ("Putin ＮＥＡＲ/３ Trump", "Putin NEAR/3 Trump"),
+            ("（Putin ＯＲ Xi）　Trump", "(Putin OR Xi) Trump"),
+            ("２ ＯＦ （Putin，Trump，Xi）", "2 OF (Putin, Trump, Xi)"),
+            ("２ ＯＦ ＠leaders", "2 OF @leaders"),
+            ("ｔｉｔｌｅ：Putin ＡＮＤ ｌａｎｇ：ｆｒ", "title:Putin AND lang:fr"),
+            ("＝ＮＡＴＯ ＯＲ ＂arms control＂ ＯＲ sanction＊", "=NATO OR \"arms control\" OR sanction*"),
+        ],
+    )
+    def test_full_width_operators_are_operators(self, written: str, ascii_query: str) -> None:
+        lists = {"leaders": one_rule("@leaders", LEADERS).lists["leaders"]}
+        assert _keys(parse_query(written, lists)) == _keys(parse_query(ascii_query, lists))
+
+    def test_they_match_as_the_ascii_query_does(self) -> None:
+        assert fires("Putin ＮＥＡＲ／２ Trump", "Putin met Trump") and not fires("Putin ＮＥＡＲ／０ Trump", "Putin met Trump")
+        assert fires("２ ＯＦ （Putin，Trump，Xi）", "Putin and Xi") and not fires("２ ＯＦ （Putin，Trump，Xi）", "Putin")
+        assert fires("峰会 ＡＮＤ （北京 ＯＲ 上海）", "峰会在北京举行") and not fires("峰会 ＡＮＤ 北京", "峰会在上海举行")
+
+    def test_a_term_keeps_what_was_written_as_its_label(self) -> None:
+        (match,) = one_rule("ＮＡＴＯ ＯＲ Ｇ７").match(article("the G7 met"))
+        assert [hit.term for hit in match.hits] == ["Ｇ７"]
+
+    def test_lower_case_and_other_digits_are_still_words_or_errors(self) -> None:
+        assert isinstance(parse_query("Putin ｏｒ Trump"), And)  # a word, as "or" is
+        with pytest.raises(QueryError, match="bad proximity operator 'ＮＥＡＲ／٣'"):
+            parse_query("Putin ＮＥＡＲ／٣ Trump")
+        with pytest.raises(QueryError, match="unexpected '，'"):
+            parse_query("Putin，Trump")
+
+
+def _keys(node: object) -> object:
+    """A query's shape with its terms' keys and fields (not their labels or offsets)."""
+    if isinstance(node, Term):
+        return ("term", node.key, node.fields)
+    if isinstance(node, Not):
+        return ("not", _keys(node.child))
+    if isinstance(node, Near):
+        return ("near", node.distance, _keys(node.left), _keys(node.right))
+    if isinstance(node, AtLeast):
+        return ("of", node.k, tuple(_keys(child) for child in node.children))
+    if isinstance(node, (And, Or)):
+        return (type(node).__name__, tuple(_keys(child) for child in node.children))
+    return node
