@@ -41,6 +41,7 @@ import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import filterfalse
 
 __all__ = [
     "WORD_START",
@@ -108,6 +109,7 @@ _MARKS, _ASTRAL_MARKS = _mark_classes(_MARK_CODES)
 #: variation selectors): the only ones folded text may hold, beside those of the few
 #: characters that fold to several (see :func:`_may_hold_marks`).
 _KEPT_MARKS = frozenset(chr(code) for code in _MARK_CODES if not unicodedata.combining(chr(code))) - set(_INVISIBLE)
+_KEPT_ASTRAL_MARKS = frozenset(char for char in _KEPT_MARKS if char > "\uffff")
 _ASTRAL = "\U00010000-\U0010ffff"
 #: What :func:`scan_text` turns into a space: anything but a letter, a digit, a space or a
 #: mark (``_`` and astral characters other than letters and marks are done apart, see there).
@@ -118,11 +120,12 @@ _ASTRAL_CHAR = re.compile(f"[{_ASTRAL}]")
 #: vowel signs are marks) as one. An astral character before it is tested for a mark only
 #: once it is known to be one (see :func:`_mark_classes`).
 WORD_START = re.compile(f"(?<![\\w'{_MARKS}])(?<!(?=[{_ASTRAL}])[{_ASTRAL_MARKS}])[^\\W_]+")
-#: A BMP mark after no letter, digit or BMP mark: some mark may not continue a word (the
-#: exact test, :func:`_detach_stray_marks`, also looks at astral characters).
-_STRAY_MARK = re.compile(f"[{_MARKS}](?<![^\\W_][{_MARKS}])(?<![{_MARKS}][{_MARKS}])")
+#: A run of BMP marks after no letter, digit or BMP mark (tested on its first mark, so
+#: that the search looks at marks only), in text without astral marks.
+_STRAY_MARKS = re.compile(f"[{_MARKS}](?<![^\\W_][{_MARKS}])(?<![{_MARKS}][{_MARKS}])[{_MARKS}]*")
 _MARK_OR_ASTRAL = re.compile(f"[{_MARKS}{_ASTRAL}]")
 _MARK = re.compile(f"[{_MARKS}]")
+_SPACE_BEFORE_MARK = re.compile(f" (?=[{_MARKS}])")
 
 
 @lru_cache(maxsize=65536)
@@ -315,7 +318,7 @@ def _non_ascii(text: str) -> set[str]:
     return set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
 
 
-def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool, bool]:
+def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool, tuple[bool, bool]]:
     """Fold every non-ASCII character of ``text``; record those whose length changed.
 
     A regex over the whole text is slow on non-ASCII strings (~12 ns a character), so
@@ -324,7 +327,8 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool, bool]:
     length are located one by one. Past :data:`_PASSES` characters, the rest are folded
     in one ``translate`` pass and located in one regex pass. Also says whether letters
     of a script written without spaces occur (see :func:`_split_unspaced`), and whether
-    the folded text may hold a combining mark (see :func:`_detach_stray_marks`).
+    the folded text may hold a combining mark, and one beyond the BMP (see
+    :func:`_detach_stray_marks`).
     """
     others = _non_ascii(text)
     if "\uff9e" in others or "\uff9f" in others:  # found in the set: free for other text
@@ -338,15 +342,20 @@ def _fold_non_ascii(text: str) -> tuple[str, OffsetMap | None, bool, bool]:
     return folded, offsets, unspaced, marks
 
 
-def _may_hold_marks(chars: set[str], expanding: list[str]) -> bool:
-    """Whether folding ``chars`` may give a combining mark: one of them is a mark folding
-    keeps, or folds to several characters with one (Thai ำ is ํ and า; no other character
-    folds to a mark, a test checks). Looked up for the distinct characters, not searched
-    in the text: a search of every text for marks would cost English news a third of its
-    folding, and Arabic text (whose harakat fold away) a tenth."""
-    if not _KEPT_MARKS.isdisjoint(chars):
-        return True
-    return bool(expanding) and not all(_KEPT_MARKS.isdisjoint(fold_char(char)) for char in expanding)
+def _may_hold_marks(chars: set[str], expanding: list[str]) -> tuple[bool, bool]:
+    """Whether folding ``chars`` may give a combining mark, and one beyond the BMP: one of
+    them is a mark folding keeps, or folds to several characters with one (Thai ำ is ํ
+    and า; no other character folds to a mark, a test checks). Looked up for the distinct
+    characters, not searched in the text: a search of every text for marks would cost
+    English news a third of its folding, and Arabic text (whose harakat fold away) a tenth."""
+    if _KEPT_MARKS.isdisjoint(chars) and not (
+        expanding and not all(_KEPT_MARKS.isdisjoint(fold_char(char)) for char in expanding)
+    ):
+        return False, False
+    astral = not _KEPT_ASTRAL_MARKS.isdisjoint(chars) or any(
+        not _KEPT_ASTRAL_MARKS.isdisjoint(fold_char(char)) for char in expanding
+    )
+    return True, astral
 
 
 def _fold_same_length(text: str, chars: set[str]) -> tuple[str, list[str], bool]:
@@ -450,18 +459,11 @@ def _split_unspaced(text: str, marks: bool) -> tuple[str, OffsetMap | None]:
     for run in _UNSPACED_RUN.finditer(text):
         start, end = run.span()
         pieces.append(text[last:start])
-        letters = run.group()
-        after_word = start and (text[start - 1].isalnum() or (marks and _is_mark(text[start - 1])))
-        if after_word and not (marks and _is_mark(letters[0])):  # a mark stays with its letter
+        if start and (text[start - 1].isalnum() or (marks and _is_mark(text[start - 1]))):
             before.append(start)
             pieces.append(" ")
-        if not marks or _MARK.search(letters) is None:
-            pieces.append(" ".join(letters))
-            before.extend(range(start + 1, end))
-        else:
-            spaced = [index for index in range(1, len(letters)) if not _is_mark(letters[index])]
-            pieces.append(" ".join(letters[a:b] for a, b in zip([0, *spaced], [*spaced, len(letters)])))
-            before.extend(start + index for index in spaced)
+        pieces.append(" ".join(run.group()))
+        before.extend(range(start + 1, end))
         if end < len(text) and text[end].isalnum():
             before.append(end)
             pieces.append(" ")
@@ -469,8 +471,14 @@ def _split_unspaced(text: str, marks: bool) -> tuple[str, OffsetMap | None]:
     if not before:
         return text, None
     pieces.append(text[last:])
+    spaced = "".join(pieces)
+    if marks and (marks_at := {found.start() for found in _MARK.finditer(text)}):
+        # Every mark continues a word (see fold), so a space before one was put there
+        # above, between it and its letter: taken out, one pass for the whole text.
+        before = list(filterfalse(marks_at.__contains__, before))
+        spaced = _SPACE_BEFORE_MARK.sub("", spaced)
     breaks = [(position + shift, 2, position, 1) for shift, position in enumerate(before)]
-    return "".join(pieces), _build_map(breaks)
+    return spaced, _build_map(breaks)
 
 
 _HALF_WIDTH_VOICED = re.compile("[\uff66-\uff9d][\uff9e\uff9f]")
@@ -484,20 +492,24 @@ def _compose_half_width(found: re.Match[str]) -> str:
     return composed + found.group()[1] if len(composed) == 1 else found.group()
 
 
-def _detach_stray_marks(text: str) -> str:
+def _detach_stray_marks(text: str, astral: bool) -> str:
     """``text`` with every combining mark that does not continue a word (after a space,
     punctuation or nothing, and the marks right after such a mark) replaced by a space, one
     for one, so that :func:`scan_text` and :data:`WORD_START` may take any mark for part of
-    a word. Most text has none (one search tells); text with one, or with an astral
-    character, is then checked character by character where a mark or astral character is."""
-    if _STRAY_MARK.search(text) is None and not _has_astral(text):
-        return text
+    a word. One regex pass over BMP marks; text holding a mark beyond the BMP (``astral``,
+    Chakma, Adlam...) is checked a character at a time where a mark or astral character is."""
+    if not astral:
+        return _STRAY_MARKS.sub(_spaces, text)
     chars = list(text)
     for found in _MARK_OR_ASTRAL.finditer(text):
         index = found.start()
         if _is_mark(chars[index]) and not (index and is_word_char(chars[index - 1])):
             chars[index] = " "
     return "".join(chars)
+
+
+def _spaces(found: re.Match[str]) -> str:
+    return " " * (found.end() - found.start())
 
 
 def _collapse_spaces(text: str) -> tuple[str, OffsetMap | None]:
@@ -530,10 +542,10 @@ def fold(text: str) -> FoldedText:
         cased, offset_map, unspaced, marks = _fold_non_ascii(cased)
         if offset_map is not None:
             maps.append(offset_map)
-        if marks:
-            cased = _detach_stray_marks(cased)
+        if marks[0]:
+            cased = _detach_stray_marks(cased, marks[1])
         if unspaced:
-            cased, offset_map = _split_unspaced(cased, marks)
+            cased, offset_map = _split_unspaced(cased, marks[0])
             if offset_map is not None:
                 maps.append(offset_map)
     for char, replacement in _ASCII_REPLACEMENTS:
