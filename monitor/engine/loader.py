@@ -257,9 +257,12 @@ def _collect_lists(source: _Source, node: Node, state: _State) -> None:
             state.refused_lists.add(name)
             continue
         specs: list[TermSpec] = []
-        # Entries that fold to one term ("Xi" and "XI") are one entry: two would let one
-        # mention count twice in "K OF @list".
+        # Entries that are one term ("Xi" and "XI" folded, "sommet" and "sommets" cut to
+        # their stem) are one entry: two would let one mention count twice in "K OF @list".
+        # Only the folded duplicates are warned about: listing the forms a stem covers is
+        # how the lists were written before stems.
         firsts: dict[TermKey, str] = {}
+        written: dict[tuple[str | None, TermKey], str] = {}
         for lang, items in sections:
             for text, item_node in items:
                 try:
@@ -267,14 +270,17 @@ def _collect_lists(source: _Source, node: Node, state: _State) -> None:
                 except QueryError as exc:
                     state.error(exc.message, _at(source.path, item_node), exc.hint)
                     continue
-                first = firsts.get(spec.key)
-                if first is not None:
-                    state.warnings.append(
-                        f"{_at(source.path, item_node)}: warning: list {name!r} has {text!r} twice: "
-                        f"it is the same term as {first!r} once folded, and counts once"
-                    )
+                if spec.key in firsts:
+                    first = written.get((lang, parse_term(text).key)) if lang is not None else firsts[spec.key]
+                    if first is not None:
+                        state.warnings.append(
+                            f"{_at(source.path, item_node)}: warning: list {name!r} has {text!r} twice: "
+                            f"it is the same term as {first!r} once folded, and counts once"
+                        )
                     continue
                 firsts[spec.key] = text
+                if lang is not None:
+                    written.setdefault((lang, parse_term(text).key), text)
                 specs.append(spec)
         state.list_locations[name] = location
         state.lists[name] = tuple(specs)

@@ -184,7 +184,9 @@ class TestTools:
         from monitor.engine import load_rules
         from tests.engine.helpers import RULES_DIR
 
-        assert language_warnings(load_rules([RULES_DIR])) == []
+        ruleset = load_rules([RULES_DIR])
+        assert language_warnings(ruleset) == []
+        assert ruleset.warnings == ()  # no list entry given twice (Lai Ching-te was)
 
     def test_eval_by_language(self, tmp_path) -> None:
         (tmp_path / "r.yaml").write_text(LISTS + "rules:\n  - id: summit\n    query: '@summit_words'\n", encoding="utf-8")

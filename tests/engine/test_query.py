@@ -205,6 +205,15 @@ class TestAtLeast:
             "it is the same term as 'Xi' once folded, and counts once"
         )
 
+    def test_entries_of_a_section_with_one_stem_count_once_without_a_warning(self) -> None:
+        lists = "lists:\n  summit_words:\n    fr: [sommet, sommets, Sommet]\n    de: [sommet]\n"
+        ruleset = one_rule("2 OF @summit_words", "lists:\n  summit_words:\n    fr: [sommet, sommets, Sommet, G7]\n")
+        assert [spec.label for spec in ruleset.lists["summit_words"]] == ["fr:sommet", "fr:G7"]
+        assert [warning.split(": ", 2)[2] for warning in ruleset.warnings] == [
+            "list 'summit_words' has 'Sommet' twice: it is the same term as 'sommet' once folded, and counts once"
+        ]
+        assert len(one_rule("@summit_words", lists).lists["summit_words"]) == 2  # another section, another term
+
 
 class TestLists:
     def test_list_is_or_of_entries(self) -> None:
