@@ -222,7 +222,8 @@ def _parse_term(raw: str, case_sensitive: bool, lang: str | None = None) -> Term
     offset = 0
     text = raw.strip()
     label = text
-    text = text.translate(_FULL_WIDTH)  # folding would make the same letters of them
+    if not text.isascii():
+        text = text.translate(_FULL_WIDTH)  # folding would make the same letters of them
     if text.startswith("="):
         case_sensitive = True
         text = text[1:].strip()
@@ -287,7 +288,7 @@ def _lex(query: str) -> list[_Token]:
     n = len(query)
     case_next: int | None = None  # offset of a pending "=" prefix
     # The syntax is read in ASCII; a term's text is taken from the query as written.
-    syntax = query.translate(_FULL_WIDTH)
+    syntax = query if query.isascii() else query.translate(_FULL_WIDTH)
     while pos < n:
         char = syntax[pos]
         if char.isspace() or char in _PUNCTUATION:

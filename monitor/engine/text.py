@@ -18,8 +18,9 @@ spell out every variant of a word:
 * control whitespace becomes a space and runs of spaces collapse to one; invisible
   format characters (soft hyphen, zero-width space and joiners, bidi marks: :data:`_INVISIBLE`)
   are removed, so they never split a word;
-* a combining mark that NFKD keeps (the vowel signs of Devanagari, Bengali, Tamil, Thai,
-  Khmer...) is part of the word of the letter or digit before it (:func:`is_word_char`),
+* a combining mark that folding keeps (one without a canonical combining class: the
+  vowel signs of Devanagari, Bengali, Tamil, Thai, Khmer...) is part of the word of the
+  letter or digit before it (:func:`is_word_char`),
   so ``भारत`` is not a word of ``भारतीय``; a mark that follows no letter, digit or such
   mark (after a space or punctuation) becomes a space, so that every mark left in folded
   text continues a word;
@@ -122,8 +123,8 @@ _SEPARATOR = re.compile(f"[^\\w {_MARKS}{_ASTRAL}]")
 _ASTRAL_CHAR = re.compile(f"[{_ASTRAL}]")
 #: Where a word starts, for NEAR's word counts: a letter or digit after no letter, digit,
 #: mark or apostrophe, so "Putin's summit" counts "Putin's" as one word and "भारतीय" (the
-#: vowel signs are marks) as one. An astral character before it is tested for a mark only
-#: once it is known to be one (see :func:`_mark_classes`).
+#: vowel signs are marks) as one. The character before it is tested against the astral
+#: marks only when it is astral (see :func:`_mark_classes`).
 WORD_START = re.compile(f"(?<![\\w'{_MARKS}])(?<!(?=[{_ASTRAL}])[{_ASTRAL_MARKS}])[^\\W_]+")
 #: A run of BMP marks after no letter, digit or BMP mark (tested on its first mark, so
 #: that the search looks at marks only), in text without astral marks.
