@@ -49,6 +49,7 @@ from monitor.cluster import FeedRecordError, feed_from_record, feed_partition, i
 from monitor.cluster.admission import PollerAdmission
 from monitor.delivery.dead_letters import dead_letter
 from monitor.errors import BrokerError, MonitorError, RecordRejected, error_text
+from monitor.feeds.schedule import MAX_RETRY_AFTER
 from monitor.feeds.state import FeedState, FeedStates
 from monitor.language import preload as preload_language_model
 from monitor.lifecycle import finish
@@ -314,11 +315,27 @@ class PollerRole:
 
     def _honour_next_polls(self, states: Iterable[FeedState]) -> None:
         now, monotonic = time.time(), time.monotonic()
-        schedule = self.poller.schedule
+        schedule, feeds = self.poller.schedule, self.poller.feeds
         for state in states:
-            if state.next_poll is not None and state.next_poll > now and state.url in schedule:
-                schedule.set(state.url, monotonic + (state.next_poll - now))
+            if state.next_poll is None or state.next_poll <= now or state.url not in schedule:
+                continue
+            if (wait := state.next_poll - now) > (longest := self._longest_wait(feeds.get(state.url))):
+                # A damaged or hostile record, or a writer's clock far ahead: waiting for it
+                # could silence the feed for good, so it is polled as an overdue one.
+                log.warning(
+                    "poller.state.next_poll_ignored", feed_url=state.url, next_poll=state.next_poll, wait=round(wait),
+                    longest=round(longest), hint="polled now: no poller schedules a poll that far ahead; check the pollers' clocks",
+                )  # fmt: skip
+                continue
+            schedule.set(state.url, monotonic + wait)
         self.poller.wake()
+
+    def _longest_wait(self, feed: Feed | None) -> float:
+        """The longest wait before a poll that any poller schedules for ``feed``: its interval,
+        ``[feeds] max_interval``, a Retry-After, the push fallback, each with the most jitter."""
+        settings = self.settings
+        longest = max(MAX_RETRY_AFTER, settings.feeds.max_interval, settings.websub.fallback_interval)
+        return max(longest, feed.interval if feed is not None else 0.0) * (1.0 + settings.feeds.jitter)
 
     async def _dead_letter(self, record: Any, reason: str) -> None:
         """A feeds-topic record that is not a feed: to the dead-letter topic with the reason."""

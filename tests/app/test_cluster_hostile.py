@@ -1,0 +1,50 @@
+"""What other producers may put on the cluster's topics (a damaged record, a writer whose
+clock is far ahead, a hand-written one) must not silence a feed or stop a role
+(docs/scaling.md, "Feed state", "What happens on failure")."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from monitor.adapters.kafka import KafkaPublisher
+from monitor.cluster import feed_partition
+from monitor.cluster.feed_state import feed_state_to_value
+from monitor.feeds.state import FeedState
+from monitor.model import Feed, Record
+from monitor.settings import Settings
+from tests.app.test_poller_role import RunningPoller, articles, cluster_settings, ids, write_feeds
+from tests.support import FeedServer, rss, until
+
+
+async def write_state(settings: Settings, state: FeedState, owner: str) -> None:
+    """A feed-state record as another poller would write it, in the feed's partition."""
+    topic = settings.cluster.feed_state_topic
+    publisher = KafkaPublisher(settings.kafka, settings.kafka.bootstrap_servers)
+    await publisher.start()
+    try:
+        partition = feed_partition(state.url, await publisher.partition_count(topic))
+        value = feed_state_to_value(state, {}, owner=owner, written_at=time.time())
+        await publisher.publish(Record("", state.url, topic, state.url.encode(), value, ()), partition=partition)
+    finally:
+        await publisher.stop()
+
+
+async def test_a_restored_next_poll_no_poller_would_schedule_is_not_waited_for(
+    broker: Any, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag)
+    far = feed_server.serve(f"/{tag}/far.xml", rss([("far", "far", "x")]))
+    near = feed_server.serve(f"/{tag}/near.xml", rss([("near", "near", "y")]))
+    await write_feeds(settings, Feed(url=far, interval=60.0), Feed(url=near, interval=60.0))
+    # A month ahead (a damaged record, a clock far ahead): waited for, the feed would go
+    # unpolled for a month. Ten minutes ahead is a schedule a poller does make: honoured.
+    await write_state(settings, FeedState(url=far, next_poll=time.time() + 30 * 86400.0, interval=60.0), "poller-old")
+    await write_state(settings, FeedState(url=near, next_poll=time.time() + 600.0, interval=60.0), "poller-old")
+    async with RunningPoller(settings) as role:
+        assert ids(await articles(settings, 1)) == ["urn:t:far"]
+        await until(lambda: role.counts["restored"] == 2, what="both states restored")
+    assert feed_server.resources[f"/{tag}/near.xml"].hits == 0
