@@ -85,7 +85,7 @@ def state_from_record(key: bytes | None, value: bytes | None) -> RememberedArtic
         raise MatcherStateError(f"not UTF-8 JSON: {exc}") from exc
     if not isinstance(document, Mapping):
         raise MatcherStateError(f"the value is JSON {type(document).__name__}, not an object")
-    if document.get("v") != _VERSION:
+    if isinstance(document.get("v"), bool) or document.get("v") != _VERSION:  # JSON true is not 1
         raise MatcherStateError(f"unknown version {document.get('v')!r} (this monitor reads {_VERSION})")
     for name in ("id", "feed_url", "content_hash"):
         if not isinstance(document.get(name), str) or not document[name]:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ import orjson
 
 from monitor.language import AUTO, feed_language_problem, language_tag
 from monitor.model import Feed
+from monitor.settings import feed_location_problem, header_problem
 
 __all__ = ["MARKER_KEY", "FeedRecordError", "feed_from_record", "feed_to_record", "is_marker", "url_document"]
 
@@ -48,7 +50,7 @@ def url_document(key: bytes | None, value: bytes, version: int, error: type[Valu
         raise error(f"not UTF-8 JSON: {exc}") from exc
     if not isinstance(document, Mapping):
         raise error(f"the value is JSON {type(document).__name__}, not an object")
-    if document.get("v") != version:
+    if isinstance(document.get("v"), bool) or document.get("v") != version:  # JSON true is not 1
         raise error(f"unknown version {document.get('v')!r} (this monitor reads {version})")
     if document.get("url") != url:
         raise error(f"the value's url {document.get('url')!r} differs from the key {url!r}")
@@ -80,6 +82,12 @@ def feed_from_record(key: bytes | None, value: bytes) -> Feed:
     """The :class:`Feed` a (non-tombstone) record of the feeds topic holds;
     :class:`FeedRecordError` with the reason for anything else."""
     url, document = url_document(key, value, _VERSION, FeedRecordError)
+    # What a config file may not list, the topic may not either: a poller would poll it.
+    problem = feed_location_problem(url)
+    if problem is None and "://" not in url and not PurePath(url).is_absolute():
+        problem = f"url {url!r} is a relative path ('feeds sync' writes a path feed's absolute path)"
+    if problem is not None:
+        raise FeedRecordError(problem)
     return Feed(
         url=url,
         interval=_seconds(document, "interval", required=True),  # type: ignore[arg-type]
@@ -127,4 +135,7 @@ def _headers(document: Mapping[str, Any]) -> dict[str, str]:
     value = document.get("headers", {})
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise FeedRecordError(f"headers must be an object of strings, got {value!r}")
+    for name, text in value.items():
+        if (problem := header_problem(name, text)) is not None:
+            raise FeedRecordError(f"headers: {problem}")
     return dict(value)

@@ -55,6 +55,12 @@ def test_a_feed_round_trips_through_its_record_with_stable_bytes():
         (b"https://a.example/f", b'{"v": 1, "url": "https://a.example/f", "interval": 0, "enabled": true, "fulltext": false}', "interval must be"),
         (b"https://a.example/f", b'{"v": 1, "url": "https://a.example/f", "interval": 60, "enabled": "yes", "fulltext": false}', "enabled must be"),
         (b"https://a.example/f", b'{"v": 1, "url": "https://a.example/f", "interval": 60, "enabled": true, "fulltext": false, "headers": {"a": 1}}', "headers must be"),
+        (b"https://a.example/f", b'{"v": 1, "url": "https://a.example/f", "interval": 60, "enabled": true, "fulltext": false, "headers": {"X-A": "a\\r\\nHost: b"}}', "line break or control character"),
+        (b"https://a.example/f", b'{"v": 1, "url": "https://a.example/f", "interval": 60, "enabled": true, "fulltext": false, "headers": {"X A": "a"}}', "not a valid HTTP header name"),
+        (b"ftp://a.example/f", b'{"v": 1, "url": "ftp://a.example/f", "interval": 60, "enabled": true, "fulltext": false}', "has the scheme 'ftp'"),
+        (b"https:///f", b'{"v": 1, "url": "https:///f", "interval": 60, "enabled": true, "fulltext": false}', "has no host"),
+        (b"feeds/a.xml", b'{"v": 1, "url": "feeds/a.xml", "interval": 60, "enabled": true, "fulltext": false}', "relative path"),
+        (b"https://a.example/f", b'{"v": true, "url": "https://a.example/f", "interval": 60, "enabled": true, "fulltext": false}', "unknown version True"),
     ],
 )
 def test_a_bad_feed_record_is_refused_with_its_reason(key, value, reason):
