@@ -250,23 +250,29 @@ class MatcherRole:
         """The articles remembered in ``partitions`` of the matcher-state topic; how many
         records were skipped (not a state) and expired (past retention)."""
         context = self._context
-        remembered: list[RememberedArticle] = []
+        # The latest record per key (partition and key bytes), as compaction would leave the topic.
+        latest: dict[tuple[int, bytes], RememberedArticle] = {}
         skipped = expired = 0
         # What retention has forgotten here is not taken over either.
         oldest = time.time() - context.settings.state.retention_days * 86400.0
         async for record in read_to_end(context.publisher, context.settings.kafka, context.bootstrap_servers,
                                         self._cluster.matcher_state_topic, partitions):  # fmt: skip
+            if record.key and record.value is None:
+                # A tombstone forgets the article, before compaction as after it.
+                latest.pop((record.partition, record.key), None)
+                continue
             try:
                 article = state_from_record(record.key, record.value)
             except MatcherStateError as exc:
                 skipped += 1
                 log.warning("matcher.state.skipped", partition=record.partition, offset=record.offset, reason=str(exc))
                 continue
+            latest.pop((record.partition, record.key), None)
             if article.seen_at < oldest:
                 expired += 1
             else:
-                remembered.append(article)
-        return remembered, skipped, expired
+                latest[(record.partition, record.key)] = article
+        return list(latest.values()), skipped, expired
 
     def _restore_stories(self, remembered: list[RememberedArticle]) -> None:
         if self._stories is None:

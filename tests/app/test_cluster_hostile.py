@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from monitor.adapters.kafka import KafkaPublisher
-from monitor.cluster import feed_partition
+from monitor.app.matcher_role import MatcherRole
+from monitor.app.roles import RoleContext
+from monitor.cluster import RememberedArticle, feed_partition, state_to_record
 from monitor.cluster.feed_state import feed_state_to_value
 from monitor.feeds.state import FeedState
+from monitor.lifecycle import Shutdown
 from monitor.model import Feed, Record
+from monitor.observe.observer import Observer
 from monitor.settings import Settings
 from tests.app.test_poller_role import RunningPoller, articles, cluster_settings, ids, write_feeds
 from tests.support import FeedServer, rss, until
@@ -48,3 +52,30 @@ async def test_a_restored_next_poll_no_poller_would_schedule_is_not_waited_for(
         assert ids(await articles(settings, 1)) == ["urn:t:far"]
         await until(lambda: role.counts["restored"] == 2, what="both states restored")
     assert feed_server.resources[f"/{tag}/near.xml"].hits == 0
+
+
+async def test_a_tombstone_on_the_matcher_state_forgets_the_article_before_compaction_too(broker: Any, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "matcher-a", tag)
+    topic = settings.cluster.matcher_state_topic
+    publisher = KafkaPublisher(settings.kafka, settings.kafka.bootstrap_servers)
+    await publisher.start()
+    try:
+        await publisher.ensure_topics([], compacted=[topic])
+
+        def remembered(key: str, rules: frozenset[str]) -> Record:
+            article = RememberedArticle(key, key, None, "https://f.example/rss", "h", rules, None, time.time())
+            return Record("", key, topic, *state_to_record(article), ())
+
+        for record in (remembered("kept", frozenset()), remembered("kept", frozenset({"summit"})), remembered("forgotten", frozenset())):
+            await publisher.publish(record, partition=0)
+        await publisher.publish(Record("", "forgotten", topic, b"forgotten", b"", ()), partition=0, tombstone=True)
+        context = RoleContext(settings=settings, bootstrap_servers=settings.kafka.bootstrap_servers, publisher=publisher,
+                              rules=object(), observer=Observer([]), shutdown=Shutdown(5.0), instance_id="matcher-a")  # type: ignore[arg-type]
+        articles, skipped, expired = await MatcherRole(context)._read_state({0})
+    finally:
+        await publisher.stop()
+    # The tombstoned article is not taken over (it was, and the tombstone was logged as unreadable);
+    # of the kept one, its latest record only.
+    assert [(a.key, a.rules) for a in articles] == [("kept", frozenset({"summit"}))]
+    assert (skipped, expired) == (0, 0)
