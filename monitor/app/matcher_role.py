@@ -37,6 +37,7 @@ group (docs/scaling.md, "A matcher's stop").
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections import Counter
@@ -267,11 +268,13 @@ class MatcherRole:
                 skipped += 1
                 log.warning("matcher.state.skipped", partition=record.partition, offset=record.offset, reason=str(exc))
                 continue
-            latest.pop((record.partition, record.key), None)
+            earlier = latest.pop((record.partition, record.key), None)
             if article.seen_at < oldest:
                 expired += 1
             else:
-                latest[(record.partition, record.key)] = article
+                # Rules an earlier record named stay alerted (two writers of one key, a rebalance apart).
+                rules = article.rules | earlier.rules if earlier is not None else article.rules
+                latest[(record.partition, record.key)] = dataclasses.replace(article, rules=rules)
         return list(latest.values()), skipped, expired
 
     def _restore_stories(self, remembered: list[RememberedArticle]) -> None:
