@@ -63,7 +63,7 @@ async def run_backtest(
     backtest = Backtest(ruleset, since=since, until=until)
     since_ms = None if since is None else int(since * 1000)
     async for record in reader.records(since_ms):
-        problem = backtest.add(record.value, record.timestamp / 1000)
+        problem = backtest.add(record.value, record.timestamp / 1000, record.key)
         if problem is not None:
             errors.write(f"news-monitor: skipped {topic} partition {record.partition} offset {record.offset}: {problem}\n")
     return backtest.result(), reader.starts

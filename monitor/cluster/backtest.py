@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -133,19 +133,27 @@ class Backtest:
         """Whether a record written at ``timestamp`` (Unix seconds) is in ``[since, until]``."""
         return (self.since is None or timestamp >= self.since) and (self.until is None or timestamp <= self.until)
 
-    def add(self, value: bytes | None, timestamp: float) -> str | None:
+    def add(self, value: bytes | None, timestamp: float, key: bytes | None | Literal[False] = False) -> str | None:
         """Match one record of the articles topic (written at ``timestamp``); why it is not
-        an article (the record is counted as bad), or None."""
+        an article (the record is counted as bad), or None. ``key``, the record's key, must
+        be the article's id, as the live matcher dead-letters a record whose key is not
+        (False: not checked)."""
         counts = self._result
         counts.read += 1
         if not self.in_span(timestamp):
             counts.outside += 1
             return None
+        if value is None:
+            counts.bad += 1
+            return "no value (a tombstone): not an article"
         try:
-            article = article_from_dict(orjson.loads(value or b"null"))
+            article = article_from_dict(orjson.loads(value))
         except (orjson.JSONDecodeError, ArticleDocumentError) as exc:
             counts.bad += 1
             return str(exc) if isinstance(exc, ArticleDocumentError) else f"not JSON ({exc})"
+        if key is not False and (name := key.decode("utf-8", "replace") if key else None) != article.id:
+            counts.bad += 1
+            return f"the key {name!r} is not the article's id {article.id!r}"
         counts.articles += 1
         self._ids.add(article.id)
         fired = []

@@ -65,13 +65,16 @@ def test_counts_per_rule_once_per_article_id_with_the_first_version_that_fired()
     assert backtest.add(_value("a4", "Peace summit ends"), NOW + 60) is None  # after it
     assert (backtest.add(b"not json", NOW - 100) or "").startswith("not JSON (")
     assert "schema_version" in (backtest.add(b'{"id": "x"}', NOW - 100) or "")
-    assert backtest.add(None, NOW - 100) is not None
+    assert backtest.add(None, NOW - 100) == "no value (a tombstone): not an article"
+    # What the live matcher dead-letters: a key that is not the article's id.
+    assert backtest.add(_value("a5", "Peace summit"), NOW - 100, b"a1") == "the key 'a1' is not the article's id 'a5'"
+    assert backtest.add(_value("a5", "Peace summit"), NOW - 100, None) == "the key None is not the article's id 'a5'"
     result = backtest.result()
     assert result.rules == {"summit": 1, "grain": 2, "never": 0}
     assert [(m.rule_id, m.article_id, m.time) for m in result.matches] == [
         ("summit", "a1", NOW - 3000), ("grain", "a1", NOW - 2000), ("grain", "a2", NOW - 500),
     ]
-    assert (result.read, result.articles, result.distinct, result.bad, result.outside) == (9, 4, 2, 3, 2)
+    assert (result.read, result.articles, result.distinct, result.bad, result.outside) == (11, 4, 2, 5, 2)
     assert result.to_dict()["matches"][0] == {
         "rule_id": "summit", "article_id": "a1", "title": "Peace summit opens", "time": "2026-12-04T11:10:00Z",
         "feed_url": "https://news.example/rss", "url": None,
