@@ -495,6 +495,8 @@ def feed_location_problem(url: str) -> str | None:
     """Why ``url`` is not a feed location (http(s) URL, file:// URL or a path), or None."""
     if not url.strip():
         return "url is empty"
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        return f"url {url!r} has a control character"
     if "://" not in url:
         return None
     parts = urlsplit(url.strip())

@@ -69,10 +69,10 @@ def _cells(
 ) -> tuple[str, ...]:
     error = ""
     if row.last_error:
-        error = f"{when(row.last_error_at, now)}: {' '.join(scrub(row.last_error).split())[:200]}"
+        error = f"{when(row.last_error_at, now)}: {' '.join(_printable(scrub(row.last_error), ' ').split())[:200]}"
     cells: tuple[str, ...] = (
         # A feed url may carry credentials (user:pw@, ?token=): shown masked.
-        mask_url(row.url),
+        _printable(mask_url(row.url)),
         row.health,
         when(row.last_success, now),
         error or "-",
@@ -89,7 +89,13 @@ def _cells(
 
 
 def _owner(row: FeedRow, owners: Mapping[str, str]) -> str:
-    return " ".join(owners.get(row.url, "").split()) or "-"
+    return " ".join(_printable(owners.get(row.url, "")).split()) or "-"
+
+
+def _printable(text: str, instead: str = "?") -> str:
+    """``text`` without control characters: a terminal escape in a record of the cluster's
+    topics (any producer can write them) must not reach the operator's terminal."""
+    return text if text.isprintable() else "".join(c if c.isprintable() or c == " " else instead for c in text)
 
 
 def _columns(owners: Owners, push: Push = None) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ clock is far ahead, a hand-written one) must not silence a feed or stop a role
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from pathlib import Path
@@ -14,10 +15,12 @@ from monitor.app.matcher_role import MatcherRole
 from monitor.app.roles import RoleContext
 from monitor.cluster import RememberedArticle, feed_partition, state_to_record
 from monitor.cluster.feed_state import feed_state_to_value
+from monitor.feeds.health import FeedHealthTracker, HealthPolicy
 from monitor.feeds.state import FeedState
 from monitor.lifecycle import Shutdown
 from monitor.model import Feed, Record
 from monitor.observe.observer import Observer
+from monitor.observe.status import status
 from monitor.settings import Settings
 from tests.app.test_poller_role import RunningPoller, articles, cluster_settings, ids, write_feeds
 from tests.support import FeedServer, rss, until
@@ -80,3 +83,18 @@ async def test_a_tombstone_on_the_matcher_state_forgets_the_article_before_compa
     # of the kept one, its latest record, with every rule any of its records named.
     assert [(a.key, a.rules) for a in articles] == [("kept", frozenset({"grain", "summit"}))]
     assert (skipped, expired) == (0, 0)
+
+
+def test_status_cluster_shows_no_terminal_escape_a_record_carries() -> None:
+    # The url is a config's or the feeds topic's, the owner and the last error a feed-state record's.
+    url = "/srv/feeds/a\x1b]0;title\x07.xml"
+    tracker = FeedHealthTracker([Feed(url=url)], HealthPolicy(failing_after=1), started=1000.0)
+    tracker.load_all([FeedState(url=url, last_error="boom\x1b[2J", last_error_at=990.0, consecutive_errors=3, health="failing")])
+    tracker.sweep(1000.0)
+    for fmt in ("plain", "table"):
+        out = io.StringIO()
+        assert status(tracker, out, now=1000.0, fmt=fmt, owners={url: "poller\x1b[31m-7"}, err=io.StringIO()) == 1
+        assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    out = io.StringIO()
+    status(tracker, out, now=1000.0, fmt="plain", owners={url: "poller\x1b[31m-7"}, err=io.StringIO())
+    assert "poller?[31m-7  /srv/feeds/a?]0;title?.xml" in out.getvalue() and "boom [2J" in out.getvalue()

@@ -59,6 +59,7 @@ def test_a_feed_round_trips_through_its_record_with_stable_bytes():
         (b"https://a.example/f", b'{"v": 1, "url": "https://a.example/f", "interval": 60, "enabled": true, "fulltext": false, "headers": {"X A": "a"}}', "not a valid HTTP header name"),
         (b"ftp://a.example/f", b'{"v": 1, "url": "ftp://a.example/f", "interval": 60, "enabled": true, "fulltext": false}', "has the scheme 'ftp'"),
         (b"https:///f", b'{"v": 1, "url": "https:///f", "interval": 60, "enabled": true, "fulltext": false}', "has no host"),
+        (b"https://a.example/\x1b[2J", b'{"v": 1, "url": "https://a.example/\\u001b[2J", "interval": 60, "enabled": true, "fulltext": false}', "control character"),
         (b"feeds/a.xml", b'{"v": 1, "url": "feeds/a.xml", "interval": 60, "enabled": true, "fulltext": false}', "relative path"),
         (b"https://a.example/f", b'{"v": true, "url": "https://a.example/f", "interval": 60, "enabled": true, "fulltext": false}', "unknown version True"),
     ],
