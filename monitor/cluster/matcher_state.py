@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from monitor.cluster.records import json_type
+
 __all__ = ["MatcherStateError", "RememberedArticle", "state_from_record", "state_to_record"]
 
 _VERSION = 1
@@ -84,7 +86,7 @@ def state_from_record(key: bytes | None, value: bytes | None) -> RememberedArtic
     except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MatcherStateError(f"not UTF-8 JSON: {exc}") from exc
     if not isinstance(document, Mapping):
-        raise MatcherStateError(f"the value is JSON {type(document).__name__}, not an object")
+        raise MatcherStateError(f"the value is JSON {json_type(document)}, not an object")
     if isinstance(document.get("v"), bool) or document.get("v") != _VERSION:  # JSON true is not 1
         raise MatcherStateError(f"unknown version {document.get('v')!r} (this monitor reads {_VERSION})")
     for name in ("id", "feed_url", "content_hash"):

@@ -38,6 +38,12 @@ def is_marker(key: bytes | None) -> bool:
     return key == MARKER_KEY
 
 
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type (``null``, not Python's ``NoneType``)."""
+    names = ((bool, "true or false"), (dict, "object"), (list, "array"), (str, "string"), (int, "number"), (float, "number"))
+    return next((name for kind, name in names if isinstance(value, kind)), "null")
+
+
 def url_document(key: bytes | None, value: bytes, version: int, error: type[ValueError]) -> tuple[str, Mapping[str, Any]]:
     """The feed URL (the key) and the JSON object (the value) of a record keyed by feed URL,
     checked for ``"v": version`` and a ``"url"`` equal to the key; ``error`` with the reason."""
@@ -49,7 +55,7 @@ def url_document(key: bytes | None, value: bytes, version: int, error: type[Valu
     except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
         raise error(f"not UTF-8 JSON: {exc}") from exc
     if not isinstance(document, Mapping):
-        raise error(f"the value is JSON {type(document).__name__}, not an object")
+        raise error(f"the value is JSON {json_type(document)}, not an object")
     if isinstance(document.get("v"), bool) or document.get("v") != version:  # JSON true is not 1
         raise error(f"unknown version {document.get('v')!r} (this monitor reads {version})")
     if document.get("url") != url:

@@ -29,6 +29,7 @@ def test_a_remembered_article_round_trips_with_its_story_signature():
         (b"k", None, "tombstone"),
         (b"k", b"{not json", "not UTF-8 JSON"),
         (b"k", b"[1]", "not an object"),
+        (b"k", b"null", "the value is JSON null, not an object"),
         (b"k", b'{"v": 2}', "unknown version 2"),
         (b"k", b'{"v": true, "id": "a", "feed_url": "f", "content_hash": "h", "rules": [], "seen_at": 1}', "unknown version True"),
         (b"k", b'{"v": 1, "id": "", "feed_url": "f", "content_hash": "h"}', "id must be a non-empty string"),

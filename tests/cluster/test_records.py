@@ -49,7 +49,8 @@ def test_a_feed_round_trips_through_its_record_with_stable_bytes():
     [
         (None, b"{}", "no key"),
         (b"https://a.example/f", b"\xff", "not UTF-8 JSON"),
-        (b"https://a.example/f", b"[1]", "not an object"),
+        (b"https://a.example/f", b"[1]", "the value is JSON array, not an object"),
+        (b"https://a.example/f", b"null", "the value is JSON null, not an object"),
         (b"https://a.example/f", b'{"v": 2, "url": "https://a.example/f"}', "unknown version 2"),
         (b"https://a.example/f", b'{"v": 1, "url": "https://b.example/f", "interval": 60, "enabled": true, "fulltext": false}', "differs from the key"),
         (b"https://a.example/f", b'{"v": 1, "url": "https://a.example/f", "interval": 0, "enabled": true, "fulltext": false}', "interval must be"),
