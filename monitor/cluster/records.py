@@ -20,7 +20,7 @@ import orjson
 
 from monitor.language import AUTO, feed_language_problem, language_tag
 from monitor.model import Feed
-from monitor.settings import feed_location_problem, header_problem
+from monitor.settings import WEBSUB_MODES, feed_location_problem, header_problem
 
 __all__ = ["MARKER_KEY", "FeedRecordError", "feed_from_record", "feed_to_record", "is_marker", "url_document"]
 
@@ -81,6 +81,9 @@ def feed_to_record(feed: Feed) -> tuple[bytes, bytes]:
         document["expected_update_period"] = feed.expected_update_period
     if feed.language is not None:
         document["language"] = feed.language
+    if feed.websub != WEBSUB_MODES[0]:
+        # Only when not the default: the records of feeds that do not set it keep their bytes.
+        document["websub"] = feed.websub
     return feed.url.encode("utf-8"), orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
@@ -103,7 +106,15 @@ def feed_from_record(key: bytes | None, value: bytes) -> Feed:
         fulltext=_flag(document, "fulltext"),
         expected_update_period=_seconds(document, "expected_update_period", required=False),
         language=_language(document),
+        websub=_websub(document),
     )
+
+
+def _websub(document: Mapping[str, Any]) -> str:
+    value = document.get("websub", WEBSUB_MODES[0])
+    if value not in WEBSUB_MODES:
+        raise FeedRecordError(f"websub must be one of {', '.join(WEBSUB_MODES)}, got {value!r}")
+    return str(value)
 
 
 def _language(document: Mapping[str, Any]) -> str | None:

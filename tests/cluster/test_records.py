@@ -77,3 +77,14 @@ def test_a_feeds_configured_language_travels_in_its_record():
     key, value = feed_to_record(Feed(url="https://example.org/fr.xml"))
     with pytest.raises(FeedRecordError, match="language must be an ISO 639-1 code"):
         feed_from_record(key, value.replace(b'"v":1', b'"language":"french","v":1'))
+
+
+def test_a_feeds_websub_off_travels_in_its_record():
+    # Lost on the topic, the pollers subscribed a feed its operator had set to never be.
+    off = Feed(url="https://example.org/a.xml", websub="off")
+    assert feed_from_record(*feed_to_record(off)) == off
+    # The default is left out: the records of feeds that do not set it keep their bytes.
+    assert b"websub" not in feed_to_record(Feed(url="https://example.org/a.xml"))[1]
+    key, value = feed_to_record(Feed(url="https://example.org/a.xml"))
+    with pytest.raises(FeedRecordError, match="websub must be one of auto, off"):
+        feed_from_record(key, value.replace(b'"v":1', b'"v":1,"websub":"never"'))
