@@ -133,9 +133,9 @@ class Backtest:
         """Whether a record written at ``timestamp`` (Unix seconds) is in ``[since, until]``."""
         return (self.since is None or timestamp >= self.since) and (self.until is None or timestamp <= self.until)
 
-    def add(self, value: bytes | None, timestamp: float, key: bytes | None | Literal[False] = False) -> str | None:
+    def add(self, value: bytes | None, timestamp: float, record_key: bytes | Literal[False] | None = False) -> str | None:
         """Match one record of the articles topic (written at ``timestamp``); why it is not
-        an article (the record is counted as bad), or None. ``key``, the record's key, must
+        an article (the record is counted as bad), or None. ``record_key``, the record's key, must
         be the article's id, as the live matcher dead-letters a record whose key is not
         (False: not checked)."""
         counts = self._result
@@ -151,7 +151,7 @@ class Backtest:
         except (orjson.JSONDecodeError, ArticleDocumentError) as exc:
             counts.bad += 1
             return str(exc) if isinstance(exc, ArticleDocumentError) else f"not JSON ({exc})"
-        if key is not False and (name := key.decode("utf-8", "replace") if key else None) != article.id:
+        if record_key is not False and (name := record_key.decode("utf-8", "replace") if record_key else None) != article.id:
             counts.bad += 1
             return f"the key {name!r} is not the article's id {article.id!r}"
         counts.articles += 1

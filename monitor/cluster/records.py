@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import math
-from pathlib import PurePath
 from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any
 
 import orjson
