@@ -11,6 +11,7 @@ from xml.sax import SAXParseException
 import feedparser
 
 from monitor.parse._common import MarkupText, RawEntry, one_line
+from monitor.parse._xmlguard import replace_invalid_charrefs
 from monitor.redact import link_base
 
 __all__ = ["FeedparserResult", "read_feedparser"]
@@ -58,8 +59,9 @@ def read_feedparser(data: bytes, feed_url: str, content_type: str | None) -> Fee
     headers = {"content-location": link_base(feed_url), "content-type": content_type or "application/xml"}
     # A BytesIO, never the bytes themselves: given bytes that look like a path or URL,
     # feedparser would open that file or fetch that URL.
+    # Its lenient parser would raise on a reference to a surrogate (see _xmlguard).
     result = feedparser.parse(
-        io.BytesIO(data),
+        io.BytesIO(replace_invalid_charrefs(data)),
         response_headers=headers,
         sanitize_html=False,
         resolve_relative_uris=False,

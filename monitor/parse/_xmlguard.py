@@ -24,14 +24,17 @@ prolog the way an XML parser does:
   nor the network is read.
 
 The lenient fallback parser feedparser uses for broken XML only expands the entities it
-is given, which after this rewrite are the safe ones.
+is given, which after this rewrite are the safe ones. It also turns every character
+reference into ``chr(n).encode("utf-8")``, which raises for a surrogate (``&#xD800;``) or
+a number past U+10FFFF, and the whole feed would be lost: :func:`replace_invalid_charrefs`
+makes those U+FFFD first (they name no XML character; a strict parser refuses them).
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_ENTITY_VALUE", "UnsafeDoctype", "defuse_doctype"]
+__all__ = ["MAX_ENTITY_VALUE", "UnsafeDoctype", "defuse_doctype", "replace_invalid_charrefs"]
 
 #: Longest literal entity value kept from an internal subset.
 MAX_ENTITY_VALUE = 32
@@ -61,6 +64,14 @@ _SAFE_VALUE = re.compile(
 )
 
 
+# Character references that can name a surrogate or a number past U+10FFFF: five or more
+# decimal digits, four or more hex digits (leading zeros aside). Shorter ones are never
+# looked at, so the usual &#8217; costs nothing.
+_WIDE_CHARREF = "&#(?:[xX]0*([0-9A-Fa-f]{4,})|0*([0-9]{5,}));"
+_WIDE_CHARREF_TEXT = re.compile(_WIDE_CHARREF)
+_WIDE_CHARREF_BYTES = re.compile(_WIDE_CHARREF.encode())
+
+
 class UnsafeDoctype(ValueError):
     """The DOCTYPE's internal subset could not be delimited, so it cannot be defused."""
 
@@ -71,14 +82,7 @@ def defuse_doctype(data: bytes) -> tuple[bytes, bool]:
     Raises :class:`UnsafeDoctype` when a DOCTYPE has an internal subset whose end cannot
     be found: an XML parser might read it differently from us, so nothing is parsed.
     """
-    codec, bom = "latin-1", 0  # latin-1 maps bytes 1:1, so positions are byte offsets
-    for marker, name, bom_length in _WIDE_ENCODINGS:
-        if data.startswith(marker):
-            codec, bom = name, bom_length
-            break
-    else:
-        if data.startswith(b"\xef\xbb\xbf"):
-            bom = 3
+    codec, bom = _codec(data)
     # Decoding errors in a wide encoding are the XML parser's problem, not ours: they
     # can only be after the prolog (or the parser rejects the document outright).
     text = data[bom:].decode(codec, "replace")
@@ -86,6 +90,54 @@ def defuse_doctype(data: bytes) -> tuple[bytes, bool]:
     if rewritten is None:
         return data, False
     return data[:bom] + rewritten.encode(codec, "replace"), dropped
+
+
+def replace_invalid_charrefs(data: bytes) -> bytes:
+    """Return ``data`` with every character reference to a surrogate or to a number past
+    U+10FFFF replaced by ``&#xFFFD;`` (the document itself when there is none)."""
+    codec, bom = _codec(data)
+    if codec == "latin-1":  # ASCII-compatible: "&#" and digits are the same bytes in all of them
+        if b"&#" not in data:
+            return data
+        return _WIDE_CHARREF_BYTES.sub(_charref_bytes, data)
+    text = data[bom:].decode(codec, "replace")
+    if "&#" not in text:
+        return data
+    replaced = _WIDE_CHARREF_TEXT.sub(_charref_text, text)
+    return data if replaced == text else data[:bom] + replaced.encode(codec, "replace")
+
+
+def _is_xml_char_number(hex_digits: str | bytes | None, digits: str | bytes | None) -> bool:
+    if hex_digits is not None:
+        if len(hex_digits) > 6:
+            return False
+        number = int(hex_digits, 16)
+    else:
+        assert digits is not None
+        if len(digits) > 7:  # int() of a long digit string is slow, and past U+10FFFF anyway
+            return False
+        number = int(digits)
+    return number <= 0x10FFFF and not 0xD800 <= number <= 0xDFFF
+
+
+def _charref_bytes(match: re.Match[bytes]) -> bytes:
+    return match.group(0) if _is_xml_char_number(match.group(1), match.group(2)) else b"&#xFFFD;"
+
+
+def _charref_text(match: re.Match[str]) -> str:
+    return match.group(0) if _is_xml_char_number(match.group(1), match.group(2)) else "&#xFFFD;"
+
+
+def _codec(data: bytes) -> tuple[str, int]:
+    """The codec to read the document's markup with, and the length of its byte order mark.
+
+    latin-1 for every ASCII-compatible encoding: it maps bytes 1:1, so positions are byte
+    offsets and the markup reads the same.
+    """
+    for marker, name, bom_length in _WIDE_ENCODINGS:
+        if data.startswith(marker):
+            return name, bom_length
+    return "latin-1", 3 if data.startswith(b"\xef\xbb\xbf") else 0
 
 
 def _defuse_text(text: str) -> tuple[str | None, bool]:

@@ -299,3 +299,19 @@ def test_json_feed_links_resolve_against_home_page_and_drop_other_schemes() -> N
     parsed = parse_feed(feed, "/srv/feeds/feed.json")
     assert [a.url for a in parsed.articles] == ["https://j.example.org/posts/1", None]
     assert parsed.links_dropped == {"not_http": 1}
+
+
+@pytest.mark.parametrize("ref", ["&#xD800;", "&#55296;", "&#xDFFF;", "&#x110000;", "&#99999999999999999999;", "&#x0000D800;"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_reference_to_no_character_costs_only_that_character(ref: str, encoding: str) -> None:
+    # feedparser's lenient parser raised on these (UnicodeEncodeError, ValueError,
+    # OverflowError), and the poll crashed with every other item of the feed.
+    feed = (
+        f'<?xml version="1.0" encoding="{encoding}"?><rss version="2.0"><channel><title>t</title>'
+        f"<item><title>Summit {ref} talks</title><guid>g{ref}1</guid><link>https://news.example.com/1</link>"
+        f"<description>a{ref}b</description></item>"
+        "<item><title>Sanctions &#8217;eased&#x2019;</title><link>https://news.example.com/2</link></item></channel></rss>"
+    ).encode(encoding)
+    parsed = parse_feed(feed, FEED_URL)
+    assert [(a.title, a.summary) for a in parsed.articles] == [("Summit \ufffd talks", "a\ufffdb"), ("Sanctions \u2019eased\u2019", "")]
+    assert parsed.articles[0].id == "https://news.example.com/g\ufffd1"
