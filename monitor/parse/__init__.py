@@ -29,7 +29,7 @@ from monitor.language import AUTO, language_tag
 from monitor.model import Article
 from monitor.parse._common import ParsedFeed, RawEntry, build_article, link_resolver, one_line
 from monitor.parse._fastrss import read_fast_rss
-from monitor.parse._feedparser import read_feedparser
+from monitor.parse._feedparser import FeedparserFailed, read_feedparser
 from monitor.parse._jsonfeed import NotAJsonFeed, read_json_feed
 from monitor.parse._sniff import BodyKind, gunzip, looks_like_html_page, sniff
 from monitor.parse._xmlguard import UnsafeDoctype, defuse_doctype
@@ -87,7 +87,12 @@ def _parse_xml(
         raise _error(feed_url, f"not parsed: {error}") from error
     result = read_fast_rss(data, feed_url, content_type) if fast else None
     if result is None:
-        result = read_feedparser(data, feed_url, content_type)
+        try:
+            result = read_feedparser(data, feed_url, content_type)
+        except FeedparserFailed as error:
+            raise _error(
+                feed_url, f"not parsed: feedparser failed on this document ({error})", hint="the feed is malformed; tell its publisher"
+            ) from error
     if not result.entries and (result.warning or not result.recognised):
         # Nothing usable: either not a feed at all, or a feed so broken no entry survived.
         if looks_like_html_page(body):

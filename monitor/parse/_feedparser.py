@@ -14,7 +14,7 @@ from monitor.parse._common import MarkupText, RawEntry, one_line
 from monitor.parse._xmlguard import replace_invalid_charrefs
 from monitor.redact import link_base
 
-__all__ = ["FeedparserResult", "read_feedparser"]
+__all__ = ["FeedparserFailed", "FeedparserResult", "read_feedparser"]
 
 
 class FeedparserResult:
@@ -46,6 +46,10 @@ class FeedparserResult:
         self.language = language
 
 
+class FeedparserFailed(ValueError):
+    """feedparser raised on the document (its own bug, reached by malformed input)."""
+
+
 def read_feedparser(data: bytes, feed_url: str, content_type: str | None) -> FeedparserResult:
     """Parse ``data`` with feedparser (no sanitising or URI rewriting: we only need text).
 
@@ -60,12 +64,17 @@ def read_feedparser(data: bytes, feed_url: str, content_type: str | None) -> Fee
     # A BytesIO, never the bytes themselves: given bytes that look like a path or URL,
     # feedparser would open that file or fetch that URL.
     # Its lenient parser would raise on a reference to a surrogate (see _xmlguard).
-    result = feedparser.parse(
-        io.BytesIO(replace_invalid_charrefs(data)),
-        response_headers=headers,
-        sanitize_html=False,
-        resolve_relative_uris=False,
-    )
+    try:
+        result = feedparser.parse(
+            io.BytesIO(replace_invalid_charrefs(data)),
+            response_headers=headers,
+            sanitize_html=False,
+            resolve_relative_uris=False,
+        )
+    except Exception as error:  # whatever feedparser raises is about this document
+        # Hostile or broken bytes trip feedparser's own code (KeyError 'textinput' on a stray
+        # </guid>, ValueError on a NUL in the XML declaration...): a feed error, not a crash.
+        raise FeedparserFailed(f"{type(error).__name__}: {one_line(str(error), 160)}") from error
     feed = result.get("feed", {})
     warning = None
     exception = result.get("bozo_exception")
@@ -134,9 +143,10 @@ def _ttl_seconds(value: Any) -> float | None:
     if value is None:
         return None
     text = str(value).strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # isdigit alone takes "²" and other digits int() refuses
         return None
-    minutes = int(text)
+    # Past a billion minutes the scheduler's cap decides anyway; int() refuses 4,300 digits.
+    minutes = int(text) if len(text) <= 9 else 10**9
     return float(minutes * 60) if minutes > 0 else None
 
 

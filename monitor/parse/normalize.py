@@ -78,6 +78,11 @@ def _html_parser() -> etree.HTMLParser:
 # ZWJ/ZWNJ are kept: they change how Persian, Indic scripts and emoji read.
 _INVISIBLE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u200b\u2060\ufeff\ud800-\udfff]")
 
+# What lxml's HTML parser reads (raw, or as a reference such as &#12;) but will not take
+# as an element's text: characters XML does not allow. Vertical tab and form feed are line
+# breaks to clean_text, so they stay breaks; the rest it would drop anyway.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
 _TAG_START = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)[\s/>]")
 _ENTITY_REF = re.compile(r"&(#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
 _HTML_TAG_NAMES = frozenset(
@@ -142,10 +147,19 @@ def html_to_text(markup: str) -> str:
         return ""
     etree.strip_elements(root, *_DROP_TAGS, with_tail=False)
     for element in root.iter(*_BLOCK_TAGS):
-        element.text = "\n" + element.text if element.text else "\n"
-        element.tail = "\n" + element.tail if element.tail else "\n"
+        text, tail = element.text, element.tail
+        try:
+            element.text = "\n" + text if text else "\n"
+            element.tail = "\n" + tail if tail else "\n"
+        except ValueError:  # lxml parsed a character it refuses to set (\x0c, &#11;): see _NOT_XML
+            element.text = "\n" + _xml_text(text) if text else "\n"
+            element.tail = "\n" + _xml_text(tail) if tail else "\n"
     # An HTML tree holds text only: itertext() yields str (lxml-stubs say str | bytes).
     return clean_text("".join(root.itertext()))  # type: ignore[arg-type]
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub(lambda match: "\n" if match.group() in "\x0b\x0c" else "", text)
 
 
 def looks_like_html(text: str) -> bool:

@@ -77,6 +77,14 @@ class TestHtmlToText:
     def test_result_is_clean(self) -> None:
         assert html_to_text("<p>Cafe\u0301\x00</p>") == "Caf\u00e9"
 
+    @pytest.mark.parametrize(
+        ("html", "text"),
+        [("<p>a&#12;b</p>", "a\nb"), ("<p>a\x0bb</p>c", "a\nb\nc"), ("<div>a&#1;b</div>", "ab"), ("<p>a&#xFFFF;b\x1f</p>", "ab")],
+    )
+    def test_characters_xml_does_not_allow_are_read_not_raised(self, html: str, text: str) -> None:
+        # lxml parses them but refuses them as an element's text: ValueError, and the whole feed was lost.
+        assert html_to_text(html) == text
+
 
 class TestLooksLikeHtml:
     @pytest.mark.parametrize("text", ["<p>x</p>", "a<br/>b", "Tom &amp; Jerry", "it&#8217;s", "</b>"])

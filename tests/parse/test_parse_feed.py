@@ -215,7 +215,7 @@ class TestGzip:
 
 
 class TestTtl:
-    @pytest.mark.parametrize(("ttl", "seconds"), [("60", 3600.0), (" 5 ", 300.0), ("0", None), ("-5", None), ("soon", None)])
+    @pytest.mark.parametrize(("ttl", "seconds"), [("60", 3600.0), (" 5 ", 300.0), ("0", None), ("-5", None), ("soon", None), ("\u00b25", None), ("9" * 5000, 6e10)])
     def test_ttl(self, ttl: str, seconds: float | None) -> None:
         body = f'<rss version="2.0"><channel><ttl>{ttl}</ttl><item><title>t</title></item></channel></rss>'.encode()
         assert parse_feed(body, FEED_URL).ttl == seconds
@@ -315,3 +315,27 @@ def test_a_reference_to_no_character_costs_only_that_character(ref: str, encodin
     parsed = parse_feed(feed, FEED_URL)
     assert [(a.title, a.summary) for a in parsed.articles] == [("Summit \ufffd talks", "a\ufffdb"), ("Sanctions \u2019eased\u2019", "")]
     assert parsed.articles[0].id == "https://news.example.com/g\ufffd1"
+
+
+def test_a_form_feed_in_escaped_html_is_a_line_break() -> None:
+    # Well-formed XML whose escaped HTML holds &#12;: the fast path read it, html_to_text raised.
+    body = b"""<rss version="2.0"><channel><title>t</title><item><title>Summit</title><link>https://news.example.com/1</link>
+<description>&lt;p&gt;Leaders met&amp;#12;in Geneva&lt;/p&gt;</description></item></channel></rss>"""
+    [article] = parse_feed(body, FEED_URL).articles
+    assert article.summary == "Leaders met\nin Geneva"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<?xml version="1.0" encoding="utf-8\x00"?><rss version="2.0"><channel><item><title>a</title></item></channel></rss>',
+        b'<rss version="2.0"><channel><item><title>a</title><guid>rss-0<textInput>1</guid></item></channel></rss>',
+    ],
+)
+def test_a_document_that_trips_feedparser_is_a_feed_error(body: bytes) -> None:
+    # feedparser raised ValueError (a NUL in the declaration) and KeyError 'textinput' (an
+    # element left open in a guid): the poll crashed with a traceback instead of failing.
+    with pytest.raises(FeedError) as raised:
+        parse_feed(body, FEED_URL)
+    assert str(raised.value).startswith(f"{FEED_URL}: not parsed: feedparser failed on this document (")
+    assert raised.value.hint
