@@ -155,3 +155,37 @@ async def test_poller_survives_every_hostile_feed_at_once(broker, hostile, tmp_p
         assert state.feed_state(hostile.url("/healthy.rss")).consecutive_errors == 0
     finally:
         state.close()
+
+
+async def test_bytes_that_trip_the_parsers_cost_one_feed_at_most_never_a_crash(broker, tmp_path):
+    """A character reference to a surrogate, a form feed in escaped HTML and an element left
+    open in a guid: each crashed the poll (feed.poll.crashed, a traceback, every item of the
+    feed lost, and nothing in the feed's state or the run's summary). Now the first two
+    alert and the third is a feed error the status page shows."""
+    from tests.support import PollServer, stored
+
+    summit = "Leaders gather at the summit in Geneva"
+    text = "Heads of state met to discuss the agreement signed last week in the capital."
+    other = "Ministers will sign a trade pact on Friday after months of difficult negotiations."
+    server = await PollServer().start()
+    try:
+        surrogate = server.feed("/surrogate.rss", _rss(f"<title>{summit} &#xD800;</title><guid>s1</guid><description>{text}</description>", "s"))
+        form_feed = server.feed("/form-feed.rss", _rss(f"<title>{summit}</title><guid>f1</guid><description>&lt;p&gt;{other}&amp;#12;&lt;/p&gt;</description>", "f"))
+        open_guid = server.feed("/open-guid.rss", _rss(f"<title>{summit}</title><guid>rss-0<textInput>1</guid>", "o"))
+        settings = make_settings(tmp_path, broker.bootstrap_servers, [surrogate, form_feed, open_guid])
+        summary = await Monitor(settings).run(once=True, handle_signals=False)
+    finally:
+        await server.stop()
+    assert summary.polls == 3
+    assert [url for url, _ in summary.failed] == [open_guid]
+    alerts = await read_alerts(broker.bootstrap_servers, [surrogate, form_feed], expect=2)
+    assert sorted((a["article"]["feed_url"], a["rule_id"]) for a in alerts) == [(form_feed, "summit"), (surrogate, "summit")]
+    state = stored(settings, open_guid)
+    assert state.consecutive_errors == 1 and "feedparser failed" in (state.last_error or "")
+
+
+def _rss(item: str, slug: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        f"<item>{item}<link>https://example.net/{slug}</link></item></channel></rss>"
+    ).encode()
