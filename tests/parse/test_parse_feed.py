@@ -339,3 +339,20 @@ def test_a_document_that_trips_feedparser_is_a_feed_error(body: bytes) -> None:
         parse_feed(body, FEED_URL)
     assert str(raised.value).startswith(f"{FEED_URL}: not parsed: feedparser failed on this document (")
     assert raised.value.hint
+
+
+def test_a_feed_of_more_entries_than_the_limit_keeps_its_newest_in_feed_order() -> None:
+    # 250,000 tiny items (18 MB, under max_bytes) held the daemon's loop ~0.5 s and its RSS ~500 MB.
+    from monitor.parse import MAX_ENTRIES
+
+    extra = 5
+    items = "".join(
+        f"<item><title>t{n}</title><link>https://news.example.com/{n}</link>"
+        f"<pubDate>{datetime.fromtimestamp(1.7e9 + n * 60, UTC):%a, %d %b %Y %H:%M:%S} +0000</pubDate></item>"
+        for n in range(MAX_ENTRIES + extra)  # oldest first: the cap must not keep the first ones
+    )
+    undated = "<item><title>undated</title><link>https://news.example.com/u</link></item>"
+    parsed = parse_feed(f'<rss version="2.0"><channel><title>t</title>{undated}{items}</channel></rss>'.encode(), FEED_URL)
+    # The undated entry and the five oldest are left out.
+    assert [a.title for a in parsed.articles] == [f"t{n}" for n in range(extra, MAX_ENTRIES + extra)]
+    assert parsed.warning == f"{MAX_ENTRIES + extra + 1:,} entries: only the {MAX_ENTRIES:,} newest were read"
