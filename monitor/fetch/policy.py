@@ -154,7 +154,8 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # not '²', which isdigit() takes and float() refuses
-        return float(value)
+        # Past ten digits (317 years) the 24 h cap decides anyway; 309 digits are float infinity.
+        return float(value) if len(value) <= 10 else 1e10
     moment = _http_date(value)
     if moment is None:
         return None

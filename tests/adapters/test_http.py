@@ -117,6 +117,17 @@ def test_a_retry_after_of_other_digits_is_no_retry_after_not_an_error():
     assert retry_after_seconds("\u00b2") is None and retry_after_seconds(" 120 ") == 120.0
 
 
+def test_a_retry_after_of_hundreds_of_digits_is_a_long_wait_not_a_crash():
+    # float() made it infinity and the error's hint raised OverflowError: the poll crashed,
+    # nothing was recorded, and the feed was polled again at its interval, not backed off.
+    from monitor.fetch import retry_after_seconds
+
+    seconds = retry_after_seconds("9" * 400)
+    assert seconds is not None and 86_400 < seconds < float("inf")
+    error = FeedHttpError("https://example.org/feed", 429, "Too Many Requests", retry_after=seconds)
+    assert "the next poll is in 24h00m" in str(error)
+
+
 def test_retry_after_hint_reads_as_a_duration_and_names_the_cap():
     """An operator reads the hint at 3 a.m.: '1157d09h', never '1e+08s', and how long the
     monitor will really wait (docs/polling.md: Retry-After is honoured up to 24 h)."""
