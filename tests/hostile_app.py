@@ -173,6 +173,10 @@ class HostileServer(LocalServer):
     async def _gone(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=410, text="gone")
 
+    async def _always_304(self, request: web.Request) -> web.StreamResponse:
+        """304 Not Modified to every request, conditional or not."""
+        return web.Response(status=304, headers={"ETag": '"v1"'})
+
     async def _to_file(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("file:///etc/passwd")
 

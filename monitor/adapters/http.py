@@ -311,6 +311,12 @@ class HttpTransport(SessionClient):
 
         async def answer(response: aiohttp.ClientResponse, current: str, moved_to: str | None, started: float) -> FetchResult:
             if response.status == 304:
+                if not any(name.lower() in _CONDITIONAL for name in request_headers):
+                    # Nothing was cached to reuse: taken as "unchanged", the feed would never be read.
+                    raise FeedError(
+                        f"{url}: HTTP 304 Not Modified to a request without If-None-Match or If-Modified-Since",
+                        hint="the server answers 304 to every request; tell its operator",
+                    )
                 return FetchResult(
                     url=current,
                     status=304,
@@ -346,6 +352,10 @@ def _feed_url(url: str) -> URL:
     """``url`` parsed, once per feed location rather than once per poll (yarl's own cache
     holds only a few hundred urls; parsing one is a noticeable share of a 304 poll)."""
     return URL(url)
+
+
+#: The request headers that make a GET conditional (a 304 answers only those).
+_CONDITIONAL = frozenset({"if-none-match", "if-modified-since"})
 
 
 async def read_bounded(

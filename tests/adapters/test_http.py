@@ -54,6 +54,16 @@ async def test_conditional_get_sends_validators_and_304_costs_no_body(server, tr
     assert sent["If-Modified-Since"] == first.last_modified
 
 
+async def test_a_304_to_an_unconditional_request_is_an_error(server, transport):
+    # Taken as "unchanged", such a feed was never read, and its health said all was well.
+    with pytest.raises(FeedError, match="304 Not Modified to a request without If-None-Match"):
+        await transport.fetch(server.url("/always-304"), NONE, {})
+    answer = await transport.fetch(server.url("/always-304"), Validators(etag='"v1"'), {})
+    assert answer.not_modified
+    answer = await transport.fetch(server.url("/always-304"), NONE, {"if-none-match": '"v0"'})
+    assert answer.not_modified
+
+
 async def test_user_agent_names_product_and_url(server, transport):
     await transport.fetch(server.url("/conditional"), NONE, {})
     agent = server.headers["/conditional"][-1]["User-Agent"]
