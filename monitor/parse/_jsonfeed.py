@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,15 @@ from monitor.parse._common import MarkupText, RawEntry
 __all__ = ["JsonFeed", "NotAJsonFeed", "read_json_feed"]
 
 _VERSION_PREFIX = "https://jsonfeed.org/version/"
+
+
+# A high surrogate escape with the low one that completes it (kept), or any other surrogate
+# escape (unpaired: replaced).
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _unpaired_to_replacement(match: re.Match[bytes]) -> bytes:
+    return match.group(0) if len(match.group(0)) == 12 else b"\\ufffd"
 
 
 class NotAJsonFeed(ValueError):
@@ -50,7 +60,14 @@ def read_json_feed(data: bytes) -> JsonFeed:
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        raise NotAJsonFeed(f"invalid JSON ({error})") from error
+        if "surrogate" not in str(error):
+            raise NotAJsonFeed(f"invalid JSON ({error})") from error
+        # One "\ud800" escape without its pair (JSON allows it, orjson does not) would lose
+        # the whole feed: such escapes become U+FFFD and the document is read again.
+        try:
+            document = orjson.loads(_LONE_SURROGATE.sub(_unpaired_to_replacement, data))
+        except orjson.JSONDecodeError:
+            raise NotAJsonFeed(f"invalid JSON ({error})") from error
     if not isinstance(document, dict):
         raise NotAJsonFeed(f"JSON {type(document).__name__}, not a JSON Feed object")
     version = document.get("version")

@@ -356,3 +356,14 @@ def test_a_feed_of_more_entries_than_the_limit_keeps_its_newest_in_feed_order() 
     # The undated entry and the five oldest are left out.
     assert [a.title for a in parsed.articles] == [f"t{n}" for n in range(extra, MAX_ENTRIES + extra)]
     assert parsed.warning == f"{MAX_ENTRIES + extra + 1:,} entries: only the {MAX_ENTRIES:,} newest were read"
+
+
+def test_an_unpaired_surrogate_escape_in_a_json_feed_costs_only_that_character() -> None:
+    # orjson refuses "\ud800" without its pair, and the whole feed was "invalid JSON".
+    feed = rb"""{"version": "https://jsonfeed.org/version/1.1", "items": [
+    {"id": "1", "url": "https://j.example.org/1", "title": "a\ud800b"},
+    {"id": "2", "url": "https://j.example.org/2", "title": "pair \ud83d\ude00, low \udc00, high at the end\ud83d"}]}"""
+    parsed = parse_feed(feed, FEED_URL)
+    assert [a.title for a in parsed.articles] == ["a\ufffdb", "pair \U0001f600, low \ufffd, high at the end\ufffd"]
+    with pytest.raises(FeedError, match="invalid JSON"):
+        parse_feed(feed.replace(b'"items"', b'"items" "'), FEED_URL)
