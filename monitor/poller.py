@@ -278,6 +278,7 @@ class Poller:
                 self.schedule.reschedule(feed.url, time.monotonic(), feed.interval)
         except Exception as exc:  # one poll's bug must not end a poller (and a share of polling)
             log.exception("feed.poll.crashed", feed_url=feed.url, error=error_text(exc), hint="a bug: please report it")
+            self.observer.poll_crashed(feed.url, error_text(exc))
             if reschedule and not self.shutdown.asked and feed.url in self.feeds:
                 self.schedule.reschedule(feed.url, time.monotonic(), feed.interval)
 

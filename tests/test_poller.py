@@ -75,3 +75,27 @@ async def test_the_single_process_detects_the_language_of_new_and_changed_articl
     languages = {orjson.loads(r.value)["id"]: orjson.loads(r.value)["lang"] for r in records}
     assert languages == {"urn:t:de0": "de", "urn:t:de1": "de", "urn:t:de2": "de", "urn:t:fr1": "fr"}
 
+
+
+async def test_a_poll_that_a_bug_ends_is_a_failed_poll_in_the_run_summary(broker, server, tmp_path, monkeypatch):
+    """A bug in one poll is logged with its traceback, and counted: run --once's summary and
+    the status page said 0 polls and 0 failures for a feed whose every poll crashed."""
+    from monitor.pipeline import Pipeline
+
+    bad = server.feed("/crash.rss", rss([("c1", "EU adopts sanctions", "Sanctions against Russia.")]))
+    good = server.feed("/fine.rss", rss([("f1", "EU adopts sanctions", "Sanctions against Russia.")]))
+    process = Pipeline._process
+
+    async def crash_on_one_feed(self, feed, *args, **kwargs):
+        if feed.url == bad:
+            raise RuntimeError("injected bug")
+        return await process(self, feed, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "_process", crash_on_one_feed)
+    settings = make_settings(tmp_path, broker.bootstrap_servers, [bad, good])
+    async with Running(settings) as monitor:
+        summary = monitor.observer.summary
+        await until(lambda: summary.polls >= 2, what="both feeds' first polls")
+        assert summary.failures == 1
+        assert summary.failed[0][0] == bad
+        assert "the poll failed on a bug (RuntimeError: injected bug" in summary.failed[0][1]

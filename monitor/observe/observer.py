@@ -111,6 +111,10 @@ class Observer:
         """A poll the state store failed (no report: nothing it did was recorded)."""
         self.summary.store_failed(url, error)
 
+    def poll_crashed(self, url: str, error: str) -> None:
+        """A poll a bug ended (no report): counted as a failed poll in the run's summary."""
+        self.summary.poll_crashed(url, error)
+
     def feeds_changed(self, feeds: Sequence[Feed], states: Sequence[FeedState] = ()) -> None:
         """A reload changed the feed list; ``states`` are the stored states of added feeds
         (from a previous run), taken as their starting point as at start-up."""

@@ -82,6 +82,12 @@ class RunSummary:
         self.failures += 1
         self.failed.append((url, f"{url}: {error}"))
 
+    def poll_crashed(self, url: str, error: str) -> None:
+        """A poll a bug ended (logged as ``feed.poll.crashed``; its feed is polled again later)."""
+        self.polls += 1
+        self.failures += 1
+        self.failed.append((url, f"{url}: the poll failed on a bug ({error}; see feed.poll.crashed in the log)"))
+
     @property
     def alerts_raised(self) -> int:
         return sum(self.alerts.values())
