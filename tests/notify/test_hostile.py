@@ -11,7 +11,6 @@ import pytest
 from monitor.notify.message import Renderer
 from tests.notify.support import (
     Trickle,
-    Webhook,
     alert_value,
     create_topics,
     notify_settings,
@@ -23,15 +22,6 @@ from tests.notify.support import (
 from tests.support import read_topic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def webhook():
-    server = await Webhook().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def _signal(signal_id: str, **fields: object) -> tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]:

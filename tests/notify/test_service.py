@@ -28,15 +28,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def webhook():
-    server = await Webhook().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def mail():
     server = await MailServer().start()
     try:
