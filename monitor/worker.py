@@ -220,6 +220,9 @@ class Monitor:
 
     def apply_feeds(self, feeds: list[Feed]) -> None:
         """Poll ``feeds`` from now on (see :meth:`Poller.apply_feeds`); the health tracker follows."""
+        if self.poller.pipeline is not None:
+            # Before the added feeds are scheduled: one a 410 disabled comes back enabled.
+            daemon.enable_removed(self.poller.pipeline.feed_states, feeds)
         added, removed, changed = self.poller.apply_feeds(feeds)
         self.feeds = list(feeds)
         if self.parts.websub is not None:

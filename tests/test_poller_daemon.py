@@ -330,3 +330,35 @@ def test_pending_articles_are_never_forgotten(tmp_path):
     # The newest version of a feed is kept however old it is (a feed silent for months).
     assert store.forget_articles_before(10_000.0) == 0
     assert store.find_article("current-1", None) is not None
+
+
+async def test_a_gone_feed_taken_off_the_list_is_polled_again_when_it_comes_back(broker, server, tmp_path):
+    # docs/polling.md: skipped "until it is removed from the feed list". The disabled mark
+    # stayed in the store, so a feed put back (by a reload or across a restart) was skipped
+    # for good, and nothing short of editing the database polled it again.
+    gone = server.status("/back.rss", 410)
+    other = server.feed("/other.rss", rss([("o1", "Other", "Other news.")]))
+    settings = _settings(tmp_path, broker, [gone, other])
+    await Monitor(settings).run(once=True, handle_signals=False)
+    assert stored(settings, gone).disabled
+
+    # A restart without it, then with it again.
+    without = _settings(tmp_path, broker, [other])
+    await Monitor(without).run(once=True, handle_signals=False)
+    assert stored(settings, gone).disabled is None
+    server.feed("/back.rss", rss([("g1", "Back", "The feed is back.")]))
+    await Monitor(settings).run(once=True, handle_signals=False)
+    assert len(server.of("/back.rss")) == 2
+
+    # A 410 again, then a reload without it and one with it.
+    server.status("/back.rss", 410)
+    await Monitor(settings).run(once=True, handle_signals=False)
+    assert stored(settings, gone).disabled
+    polled = len(server.of("/other.rss"))
+    async with Running(settings) as monitor:
+        await until(lambda: len(server.of("/other.rss")) > polled, what="the daemon's first poll")
+        feeds = monitor.feeds
+        monitor.apply_feeds([feed for feed in feeds if feed.url != gone])
+        server.feed("/back.rss", rss([("g2", "Back again", "The feed is back again.")]))
+        monitor.apply_feeds(feeds)
+        await until(lambda: len(server.of("/back.rss")) >= 4, what="the feed polled again after the reload")

@@ -53,6 +53,7 @@ from monitor.upkeep import Probe, flush_feed_states
 __all__ = [
     "Parts",
     "broker_probe",
+    "enable_removed",
     "feed_transport",
     "flush_signals",
     "fulltext_enricher",
@@ -78,6 +79,13 @@ class Parts:
     delivery: Delivery | None = None
     pipeline: Pipeline | None = None
     websub: WebSub | None = None
+
+
+def enable_removed(feed_states: FeedStates, feeds: list[Feed]) -> None:
+    """Feeds a 410 disabled that are no longer in the feed list are polled if they come back."""
+    enabled = feed_states.enable_removed(feed.url for feed in feeds)
+    if enabled:
+        log.info("feeds.gone.forgotten", feeds=len(enabled), first=enabled[:5], reason="no longer in the feed list")
 
 
 async def start(
@@ -109,6 +117,7 @@ async def start(
     parts.signals = await _signals(settings, store, rules, observer, stack) if settings.signals.enabled else None
     feed_states = FeedStates(store)
     await feed_states.load()
+    enable_removed(feed_states, feeds)
     # The new articles' languages are detected here, after dedupe: the model (~0.5 s) now, not in a poll.
     await asyncio.to_thread(preload_language_model)
     # Everything built so far lives as long as the daemon: the cyclic GC need not re-scan it.

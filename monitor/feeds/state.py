@@ -135,6 +135,16 @@ class FeedStates:
         state.interval = interval
         self._dirty.add(url)
 
+    def enable_removed(self, listed: Iterable[str]) -> list[str]:
+        """Forget the 410 Gone of every feed not in ``listed`` (the feed list): a feed it
+        disabled is skipped until it leaves the list, and polled again if it comes back.
+        Returns their urls (written at the next :meth:`flush`)."""
+        keep = set(listed)
+        enabled = [url for url, state in self._states.items() if state.disabled and url not in keep]
+        for url in enabled:
+            self.put(self._states[url].evolve(disabled=None))
+        return enabled
+
     def forget(self, urls: Iterable[str]) -> None:
         """Drop the cached states of ``urls`` (feeds this process no longer polls), changed
         or not: flush first to keep their changes."""
