@@ -29,7 +29,16 @@ from monitor import USER_AGENT
 from monitor.errors import FeedError, error_text
 from monitor.fetch import FeedHttpError, FeedTimeout, FetchResult, Validators, cache_max_age, retry_after_seconds
 
-__all__ = ["FileTransport", "HttpTransport", "RoutingTransport", "SessionClient", "local_path", "read_bounded"]
+__all__ = [
+    "FileTransport",
+    "HttpTransport",
+    "RoutingTransport",
+    "SessionClient",
+    "client_error_text",
+    "local_path",
+    "payload_error_text",
+    "read_bounded",
+]
 
 T = TypeVar("T")
 #: What a fetch does with the final (non-redirect) response: (response, its url, the
@@ -172,10 +181,7 @@ def client_error_text(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection before it answered"
     if isinstance(exc, aiohttp.ClientPayloadError):
-        # aiohttp puts the parser's error (e.g. "received 3 of 1000 bytes") in the cause.
-        parser_error = exc.__cause__
-        detail = str(getattr(parser_error, "message", None) or parser_error or "").rstrip(".")
-        return " ".join(f"the body was cut off or malformed{': ' + detail if detail else ''}".split())
+        return payload_error_text(exc)
     if isinstance(exc, aiohttp.InvalidURL):
         return f"invalid url {str(exc.url)[:200]!r}"
     if isinstance(exc, aiohttp.ClientResponseError):
@@ -183,6 +189,15 @@ def client_error_text(exc: aiohttp.ClientError) -> str:
         # Its message is several lines, the last a caret under the bad byte.
         return "invalid HTTP answer: " + " ".join(word for word in exc.message.split() if word != "^")
     return error_text(exc)
+
+
+def payload_error_text(exc: Exception) -> str:
+    """Why a body could not be read (a client's ClientPayloadError, a server's
+    RequestPayloadError), in one line: aiohttp puts the parser's error, e.g. "received 3
+    of 1000 bytes", in the exception's cause."""
+    parser_error = exc.__cause__
+    detail = str(getattr(parser_error, "message", None) or parser_error or "").rstrip(".")
+    return " ".join(f"the body was cut off or malformed{': ' + detail if detail else ''}".split())
 
 
 class _SilenceWatch:

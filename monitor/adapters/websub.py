@@ -35,7 +35,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from yarl import URL
 
-from monitor.adapters.http import client_error_text
+from monitor.adapters.http import client_error_text, payload_error_text
 from monitor.adapters.pages import AddressPolicy, BlockedAddress, PageFetcher
 from monitor.adapters.web import serve
 from monitor.errors import FeedError, error_text
@@ -155,8 +155,7 @@ def _unreadable(exc: Exception) -> str:
     if isinstance(exc, aiohttp.ClientError):
         return client_error_text(exc)
     if isinstance(exc, RequestPayloadError):
-        detail = str(getattr(exc.__cause__, "message", None) or exc.__cause__ or exc)
-        return f"the body was cut off or malformed: {' '.join(detail.split())}"
+        return payload_error_text(exc)
     return f"unreadable body: {error_text(exc)}"
 
 
