@@ -17,7 +17,7 @@ import gc
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -263,6 +263,7 @@ def _collect_lists(source: _Source, node: Node, state: _State) -> None:
         # how the lists were written before stems.
         firsts: dict[TermKey, str] = {}
         written: dict[tuple[str | None, TermKey], str] = {}
+        kept: list[tuple[str | None, str, Node]] = []
         for lang, items in sections:
             for text, item_node in items:
                 try:
@@ -282,10 +283,55 @@ def _collect_lists(source: _Source, node: Node, state: _State) -> None:
                 if lang is not None:
                     written.setdefault((lang, parse_term(text).key), text)
                 specs.append(spec)
+                kept.append((lang, text, item_node))
         state.list_locations[name] = location
-        state.lists[name] = tuple(specs)
         if isinstance(value, MappingNode):
+            specs = _entries(source, name, specs, kept, state)
             state.list_languages[name] = frozenset(lang for lang, _items in sections if lang is not None)
+        state.lists[name] = tuple(specs)
+
+
+def _entries(
+    source: _Source, name: str, specs: list[TermSpec], kept: list[tuple[str | None, str, Node]], state: _State
+) -> list[TermSpec]:
+    """The specs of a list with language sections, each numbered with its entry
+    (``TermSpec.entry``). An ``all:`` entry counts in every article, so in one of language
+    L it is matched beside L's section: an entry of that section that is the same term as
+    it read as L's (folded, and cut to the same stem where L has a stemmer) is one entry
+    with it, or one mention would count twice in ``K OF``. Warned about, as a repeat in
+    one section is, when the two are written as the same term once folded."""
+    parent = list(range(len(specs)))  # union-find; an entry's number is its first spec's
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    everywhere = [index for index, (lang, _text, _node) in enumerate(kept) if lang is None]
+    for lang in dict.fromkeys(lang for lang, _text, _node in kept if lang is not None):
+        as_read: dict[TermKey, list[int]] = {}
+        for index in everywhere:
+            as_read.setdefault(parse_term(kept[index][1], lang=lang).key, []).append(index)
+        for index, (section, text, node) in enumerate(kept):
+            if section != lang:
+                continue
+            for other in as_read.get(specs[index].key, ()):
+                low, high = sorted((root(index), root(other)))
+                parent[high] = low
+                other_text, other_node = kept[other][1], kept[other][2]
+                if parse_term(text).key != parse_term(other_text).key:
+                    continue  # one stem, written as two words ("sommets" under all:, "sommet" under fr:)
+                later, later_text, first = (node, text, other_text) if _position(node) > _position(other_node) else (other_node, other_text, text)
+                state.warnings.append(
+                    f"{_at(source.path, later)}: warning: list {name!r} has {later_text!r} in its all: and {lang}: sections: "
+                    f"it is the same term as {first!r} once folded, and counts once"
+                )
+    return [replace(spec, entry=root(index)) for index, spec in enumerate(specs)]
+
+
+def _position(node: Node) -> tuple[int, int]:
+    return node.start_mark.line, node.start_mark.column
 
 
 #: The section of a list with per-language entries that holds its entries for every language.

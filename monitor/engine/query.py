@@ -125,6 +125,11 @@ class TermSpec:
 
     key: TermKey
     label: str
+    #: For an entry of a list with language sections: the number of the entry it is part
+    #: of. An ``all:`` entry and the entries of a language's section that are the same
+    #: term in that language share one, and ``K OF`` counts them as one item (in an
+    #: article of that language both match one mention). None elsewhere.
+    entry: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,11 +562,22 @@ class _Parser:
         terms = self.list_terms(token)
         return terms[0] if len(terms) == 1 else Or(tuple(terms))
 
+    def list_items(self, token: _Token) -> list[Node]:
+        """A list's ``K OF`` items: one per entry, the specs of one entry (``TermSpec.entry``:
+        the same term under ``all:`` and a language's section) as one OR of them."""
+        entries: dict[int, list[Term]] = {}
+        for index, spec in enumerate(self.list_entries(token)):
+            term = Term(spec.key, f"@{token.text}:{spec.label}", self.fields, token.offset)
+            entries.setdefault(-1 - index if spec.entry is None else spec.entry, []).append(term)
+        return [terms[0] if len(terms) == 1 else Or(tuple(terms)) for terms in entries.values()]
+
     def parse_at_least(self, token: _Token) -> Node:
         k = token.number
-        items: list[Node] = []
+        # Each item, and whether it is a term or a list entry (an OR of its terms), which
+        # merges with an earlier item holding one of its terms.
+        items: list[tuple[Node, bool]] = []
         if self.peek.kind == "LIST":
-            items = self.list_terms(self.take())
+            items = [(item, True) for item in self.list_items(self.take())]
         elif self.peek.kind == "LPAREN":
             opening = self.take()
             self.enter(opening)
@@ -571,9 +587,10 @@ class _Parser:
             while True:
                 # A bare @list item contributes its entries, so "2 OF (@leaders)" counts names.
                 if self.peek.kind == "LIST" and self.tokens[self.index + 1].kind in ("COMMA", "RPAREN"):
-                    items.extend(self.list_terms(self.take()))
+                    items.extend((item, True) for item in self.list_items(self.take()))
                 else:
-                    items.append(self.parse_or())
+                    item = self.parse_or()
+                    items.append((item, isinstance(item, Term)))
                 if self.peek.kind != "COMMA":
                     break
                 self.take()
@@ -586,31 +603,44 @@ class _Parser:
                 token.offset,
                 "write K OF (a, b, c) or K OF @list",
             )
-        written = len(items)
-        items = _distinct_terms(items)
-        if not 1 <= k <= len(items):
-            repeated = f" ({written - len(items)} repeating an earlier one counted once)" if written > len(items) else ""
+        written = sum(len(item.children) if merges and isinstance(item, Or) else 1 for item, merges in items)
+        distinct = _distinct_terms(items)
+        if not 1 <= k <= len(distinct):
+            repeated = f" ({written - len(distinct)} repeating an earlier one counted once)" if written > len(distinct) else ""
             raise QueryError(
-                f"{token.text} with {len(items)} item(s){repeated}: K must be between 1 and {len(items)}",
+                f"{token.text} with {len(distinct)} item(s){repeated}: K must be between 1 and {len(distinct)}",
                 token.offset,
                 "separate items with commas, as in 2 OF (Putin, Trump, Xi)",
             )
-        return AtLeast(k, tuple(items))
+        return AtLeast(k, tuple(distinct))
 
 
-def _distinct_terms(items: list[Node]) -> list[Node]:
+def _distinct_terms(items: list[tuple[Node, bool]]) -> list[Node]:
     """``K OF`` items without the terms that repeat an earlier item (the same folded term
     in the same fields: ``2 OF (@leaders, Putin)`` with Putin in @leaders), which would
-    let one mention count twice."""
-    seen: set[tuple[TermKey, tuple[str, ...]]] = set()
-    kept: list[Node] = []
-    for item in items:
-        if isinstance(item, Term):
-            if (item.key, item.fields) in seen:
-                continue
-            seen.add((item.key, item.fields))
-        kept.append(item)
-    return kept
+    let one mention count twice. ``items``: each item, and whether it is a term or a list
+    entry (an OR of the terms of one entry, see :meth:`_Parser.list_items`): those are
+    merged with the earlier item that has one of their terms, the new terms joining it."""
+    kept: list[Node | None] = []  # None: the place of a merged item, in ``merged``
+    merged: dict[int, list[Term]] = {}
+    owner: dict[tuple[TermKey, tuple[str, ...]], int] = {}
+    for item, merges in items:
+        if not merges:
+            kept.append(item)
+            continue
+        terms = [item] if isinstance(item, Term) else [child for child in item.children if isinstance(child, Term)]
+        index = next((owner[(term.key, term.fields)] for term in terms if (term.key, term.fields) in owner), len(kept))
+        if index == len(kept):
+            kept.append(None)
+        group = merged.setdefault(index, [])
+        for term in terms:
+            if (term.key, term.fields) not in owner:
+                owner[(term.key, term.fields)] = index
+                group.append(term)
+    return [
+        item if item is not None else merged[index][0] if len(merged[index]) == 1 else Or(tuple(merged[index]))
+        for index, item in enumerate(kept)
+    ]
 
 
 def _positional(node: Node, operand: bool = True) -> bool:

@@ -76,6 +76,61 @@ class TestLanguageSections:
         assert [e.message for e in error.value.errors] == ["unknown language code 'xx' in list 'w'"]
 
 
+LEADERS = """\
+lists:
+  leaders:
+    all: [Putin, Trump]
+    fr: [Putin, Macron]
+"""
+
+
+class TestOneEntryAcrossSections:
+    """An all: entry counts in every article, so in a French one it is matched beside the
+    fr: section: the same term in both is one entry, and one mention counts once."""
+
+    def test_one_mention_is_one_entry_of_k_of(self) -> None:
+        assert not fires_in("2 OF @leaders", "Putin est arrivé à Paris.", "fr", LEADERS)
+        assert fires_in("2 OF @leaders", "Putin et Macron sont arrivés.", "fr", LEADERS)
+        assert fires_in("2 OF @leaders", "Putin and Trump arrived.", "en", LEADERS)
+        assert not fires_in("2 OF (@leaders, Putin)", "Putin est arrivé.", "fr", LEADERS)
+        assert not fires_in("2 OF (Putin, @leaders)", "Putin est arrivé.", "fr", LEADERS)
+
+    def test_one_mention_is_one_entry_of_k_of_near(self) -> None:
+        query = "2 OF @leaders NEAR/5 sommet"
+        assert not fires_in(query, "Putin arrive au sommet.", "fr", LEADERS)
+        assert fires_in(query, "Putin et Macron arrivent au sommet.", "fr", LEADERS)
+
+    def test_both_spellings_still_match_and_name_their_section(self) -> None:
+        lists = "lists:\n  w:\n    all: [Sanktion]\n    de: [Sanktion, Embargo]\n"
+        assert fires_in("@w", "Die Sanktionen", "de", lists)  # the de: entry's stem
+        assert not fires_in("@w", "Die Sanktionen", "fr", lists)
+        assert fires_in("@w", "une Sanktion", "fr", lists)  # the all: entry
+        (match,) = one_rule("2 OF @w", lists).match(lang_article("Sanktion und Embargo", "de"))
+        assert [hit.term for hit in match.hits] == ["@w:Sanktion", "@w:de:Sanktion", "@w:de:Embargo"]
+        assert not fires_in("2 OF @w", "Sanktion, Sanktionen", "de", lists)
+
+    def test_an_all_entry_and_a_section_entry_cut_to_one_stem_are_one_entry_without_a_warning(self) -> None:
+        lists = "lists:\n  w:\n    all: [sommets, G7]\n    fr: [sommet]\n"
+        ruleset = one_rule("2 OF @w", lists)
+        assert ruleset.warnings == ()
+        assert not ruleset.match(lang_article("les sommets", "fr"))
+        assert ruleset.match(lang_article("les sommets du G7", "fr"))
+
+    def test_k_counts_the_entries(self) -> None:
+        with pytest.raises(RuleSetError, match=r"2 OF with 1 item\(s\) \(1 repeating an earlier one counted once\)"):
+            one_rule("2 OF @w", "lists:\n  w:\n    all: [Putin]\n    fr: [Putin]\n")
+        one_rule("2 OF @w", "lists:\n  w:\n    fr: [Putin]\n    de: [Putin]\n")  # never in one article
+
+    def test_check_warns_at_the_later_entry(self, tmp_path) -> None:
+        (tmp_path / "r.yaml").write_text(LEADERS + "rules:\n  - id: r\n    query: '2 OF @leaders'\n", encoding="utf-8")
+        out = io.StringIO()
+        assert check([tmp_path], out) == 0
+        assert out.getvalue().splitlines()[0] == (
+            f"{tmp_path / 'r.yaml'}:4:10: warning: list 'leaders' has 'Putin' in its all: and fr: sections: "
+            "it is the same term as 'Putin' once folded, and counts once"
+        )
+
+
 class TestStems:
     @pytest.mark.parametrize(
         ("lang", "entry", "text"),
