@@ -3,7 +3,9 @@
 Exact duplicates (same id or canonical link) are caught by the dedupe stage. This stage
 catches the rest: the same agency text on five sites, each with its own URL, headline
 tweaks and trimmed paragraphs. Each new article's matchable text is normalised
-(case-folded words), cut into overlapping word shingles and summarised as a MinHash
+(its words as the rule engine sees them, :func:`monitor.engine.text.words`: folded,
+lower case, a combining mark part of the word of the letter before it), cut into
+overlapping word shingles and summarised as a MinHash
 signature (datasketch); a MinHash LSH index over the signatures of the last
 ``[stories] window_hours`` finds earlier articles whose estimated Jaccard similarity
 is at least ``[stories] threshold``. The article joins the oldest such article's story;
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import re
 import sys
 from array import array
 from collections import deque
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from monitor.engine.text import words
 from monitor.model import Article
 from monitor.parse import ParsedFeed, parse_feed
 
@@ -63,8 +65,6 @@ __all__ = [
     "story_text",
 ]
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-
 #: Members of one story kept in the LSH index; later copies join without being indexed.
 INDEXED_PER_STORY = 8
 #: LSH candidates compared with a new article, at most.
@@ -80,11 +80,13 @@ def story_text(article: Article) -> str:
 
 
 def shingles(text: str, size: int) -> set[bytes]:
-    """Overlapping ``size``-word shingles of case-folded words, as bytes."""
-    words = _WORD.findall(text.casefold())
-    if len(words) < size:
+    """Overlapping ``size``-word shingles of the words of ``text`` as the rule engine reads
+    them (:func:`monitor.engine.text.words`: a Hindi or Thai vowel sign does not split a
+    word, each letter of Chinese or Thai is a word), as bytes."""
+    found = words(text)
+    if len(found) < size:
         return set()
-    return {" ".join(words[i : i + size]).encode("utf-8", "surrogatepass") for i in range(len(words) - size + 1)}
+    return {" ".join(found[i : i + size]).encode("utf-8", "surrogatepass") for i in range(len(found) - size + 1)}
 
 
 def _template(num_perm: int, seed: int) -> tuple[object, object]:

@@ -54,6 +54,7 @@ __all__ = [
     "is_word_char",
     "mark_class",
     "scan_text",
+    "words",
 ]
 
 #: Characters that fold to a space (word separators that would otherwise break phrases).
@@ -587,6 +588,15 @@ def scan_text(lower: str) -> str:
     if _has_astral(scan):
         scan = _ASTRAL_CHAR.sub(_scan_astral, scan)
     return scan
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` as matching compares them, in order: folded (:func:`fold`),
+    lower case, split wherever :func:`scan_text` puts a space. A word is a run of letters,
+    digits and the combining marks after them (``भारतीय`` is one word, not three
+    fragments), and each letter of a script written without spaces (Chinese, Thai...) is
+    a word of its own with its marks; ``Putin's`` is ``putin`` and ``s``, as for terms."""
+    return scan_text(fold(text).lower).split()
 
 
 def _scan_astral(found: re.Match[str]) -> str:
