@@ -262,6 +262,30 @@ def test_a_hindi_headline_alone_is_not_clustered():
     assert index.assign(Article(id="a", feed_url="f", title="भारत और पाकिस्तान के विदेश मंत्रियों की बैठक"), now=0.0) is None
 
 
+CHINESE = (
+    "新华社莫斯科5月8日电 国家主席习近平8日在莫斯科克里姆林宫同俄罗斯总统普京举行会谈。"
+    "两国元首一致同意，进一步深化新时代全面战略协作伙伴关系，扩大能源、农业和人工智能领域合作。"
+    "会谈后，两国元首签署并发表联合声明。"
+)
+CHINESE_OTHER = (
+    "新华社阿斯塔纳6月17日电 第二届中国—中亚峰会17日在哈萨克斯坦首都阿斯塔纳举行。习近平同中亚五国元首共同签署"
+    "《永久睦邻友好合作条约》，并宣布2025年和2026年为“中国—中亚合作高质量发展年”。"
+)
+
+
+def test_two_copies_of_a_chinese_story_are_one_story_and_another_story_is_not():
+    # Each character is a word, as for rules: \w+ took a clause for a word, so few Chinese
+    # texts had the 8 shingles to be clustered at all (1 of the 29 passages of tests/data).
+    index = StoryIndex(threshold=0.5, window=3600.0)
+    first = index.assign(Article(id="urn:a:1", feed_url="https://a.example/rss", summary=CHINESE), now=0.0)
+    trimmed = "【环球网】" + CHINESE.rsplit("会谈后", 1)[0]
+    copy = index.assign(Article(id="urn:b:1", feed_url="https://b.example/rss", summary=trimmed), now=1.0)
+    assert first is not None and copy is not None
+    assert copy.copy and copy.story_id == first.story_id
+    other = index.assign(Article(id="urn:c:1", feed_url="https://c.example/rss", summary=CHINESE_OTHER), now=2.0)
+    assert other is not None and not other.copy and other.story_id != first.story_id
+
+
 def test_story_rules_are_recorded_in_the_articles_own_transaction(tmp_path):
     """If the article's row or its alerts cannot be written, the story must not record the
     rule as alerted: otherwise every later copy would be silenced for an alert never sent."""
