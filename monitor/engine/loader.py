@@ -364,30 +364,36 @@ def _list_sections(source: _Source, name: str, node: Node, state: _State) -> lis
 
 
 def _query_location(source: _Source, node: ScalarNode, offset: int) -> SourceLocation:
-    """The file position of character ``offset`` of a query scalar (best effort for
-    multi-line scalars: each content line is stripped of its indentation and joined)."""
+    """The file position of character ``offset`` of a query scalar, in any style.
+
+    A query's characters other than whitespace stand in the file in the same order: block
+    and plain scalars hold them as written, whatever the indentation of each line, and
+    quoted ones too but for their escapes, whose backslash or doubled quote is stepped
+    over. So the query and the file are walked together. Where that fails (an escape such
+    as ``\\u00e9``), the column is counted from the scalar's start on its first line.
+    """
     start, end = node.start_mark, node.end_mark
-    quoted = node.style in ("'", '"')
-    if node.style in (None, "'", '"') and start.line == end.line:
-        return SourceLocation(source.path, start.line + 1, start.column + 1 + int(quoted) + offset)
-    first = start.line + (1 if node.style in ("|", ">") else 0)
-    segments: list[tuple[int, int, str]] = []
-    for line_no in range(first, min(end.line, len(source.lines) - 1) + 1):
-        raw = source.lines[line_no]
-        if line_no == start.line:
-            column = start.column + int(quoted)
-            text = raw[column:].rstrip()
-        else:
-            text = raw.strip()
-            column = len(raw) - len(raw.lstrip())
-        if text:
-            segments.append((line_no, column, text))
-    position = 0
-    for line_no, column, text in segments:
-        if offset <= position + len(text):
-            return SourceLocation(source.path, line_no + 1, column + 1 + (offset - position))
-        position += len(text) + 1
-    return _at(source.path, node)
+    lines = source.lines[start.line : end.line + 1]
+    text = "\n".join(lines)
+    style = node.style
+    skipped = {"'": "'", '"': "\\"}.get(style or "", "")
+    position = len(lines[0]) + 1 if style in ("|", ">") else start.column + int(bool(skipped))
+    target = None
+    for index, char in enumerate(str(node.value)):
+        if char.isspace():
+            continue
+        while position < len(text) and text[position] != char and (text[position].isspace() or text[position] in skipped):
+            position += 1
+        if position >= len(text) or text[position] != char:
+            return SourceLocation(source.path, start.line + 1, start.column + 1 + int(bool(skipped)) + offset)
+        if index >= offset:
+            target = position
+            break
+        position += 1
+    if target is None:  # at the end of the query
+        target = position
+    line = start.line + text.count("\n", 0, target)
+    return SourceLocation(source.path, line + 1, target - (text.rfind("\n", 0, target) + 1) + 1)
 
 
 def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | None:

@@ -157,6 +157,27 @@ class TestQueryErrors:
         assert position(error) == (4, 13)
 
     @pytest.mark.parametrize(
+        ("query", "where"),
+        [
+            # A more-indented line keeps its extra spaces in a block scalar's value.
+            ("query: >-\n      (putin OR trump)\n        AND titel:x\n", (5, 13)),
+            ("query: |\n      (putin OR trump)\n\n        AND ab*\n", (6, 13)),
+            ("query: >-\n      putin\n\n      AND ab*\n", (6, 11)),
+            # Escapes take two characters of the file for one of the query.
+            ("query: 'putin''s talks AND ab*'\n", (3, 32)),
+            ('query: "putin \\"x\\" AND ab*"\n', (3, 29)),
+            ("query: putin AND\n      trump NEAR/y x\n", (4, 13)),
+        ],
+        ids=["folded-more-indented", "literal-blank-line", "folded-blank-line", "single-quoted", "double-quoted", "plain"],
+    )
+    def test_the_location_is_the_character_in_the_file_whatever_the_style(self, query: str, where: tuple[int, int]) -> None:
+        # The lines of a block scalar were taken stripped of all indentation and joined with
+        # one character, so a more-indented line or a blank line in a literal block moved
+        # the column, and an escape moved the rest of a quoted query.
+        error = only_error(f"rules:\n  - id: r\n    {query}")
+        assert position(error) == where
+
+    @pytest.mark.parametrize(
         ("query", "column"),
         [
             ("(" * 5000 + "putin" + ")" * 5000, 13 + MAX_NESTING),
