@@ -160,6 +160,10 @@ class TestStems:
         # Snowball cuts the Spanish "desarme" to "des", which would match "después".
         assert stem_prefix("es", "desarme") == "desar"
 
+    def test_a_word_with_a_digit_is_not_stemmed(self) -> None:
+        lists = "lists:\n  w:\n    fr: [COVID19, sommet]\n"
+        assert fires_in("@w", "le COVID19", "fr", lists) and not fires_in("@w", "les COVID19s", "fr", lists)
+
 
 class TestArabic:
     def test_attached_prefixes(self) -> None:
@@ -174,6 +178,12 @@ class TestArabic:
         assert fires_in("القمة", "عقدت القِمّـة في الرياض", None, "")
         assert fires_in("أمريكا", "قالت امريكا", None, "")
         assert fires_in("مصطفى", "مصطفي", None, "")
+
+    def test_quoted_terms_take_prefixes_and_case_sensitive_ones_are_matched_as_written(self) -> None:
+        # docs/rules.md said "any term in Arabic script"; an = term never took them.
+        assert fires_in('"عقوبات"', "والعقوبات", None, "")
+        assert not fires_in("=عقوبات", "والعقوبات", None, "")
+        assert fires_in("=عقوبات", "فرض عقوبات", None, "")
 
     def test_variants_of_a_word_with_the_article(self) -> None:
         assert arabic_variants("القمه")[:2] == ("القمه", "والقمه")
