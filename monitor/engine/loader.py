@@ -58,8 +58,10 @@ SIGNAL_KINDS = ("burst", "spike")
 #: Articles one signal example may stand for, its repeats counted (``rules test`` runs each).
 MAX_EXAMPLE_ARTICLES = 20_000
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-# Kafka topic names: these characters, at most 249 of them.
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+#: The longest Kafka topic name.
+MAX_TOPIC = 249
+# Kafka topic names: these characters, at most MAX_TOPIC of them.
+_TOPIC = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_TOPIC}}}")
 _LIST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 # libyaml's composer keeps the same node marks and is much faster on large rule sets.
@@ -415,9 +417,11 @@ def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | No
     description = _string(source, values["description"], "description", state) if "description" in values else ""
     topic = _string(source, values["topic"], "topic", state, empty_ok=False) if "topic" in values else None
     if topic is not None and not _TOPIC.fullmatch(topic):
-        state.error(f"bad topic {topic!r}", _at(path, values["topic"]), "Kafka topics use letters, digits, '.', '_' and '-'")
+        hint = f"Kafka topics use letters, digits, '.', '_' and '-', at most {MAX_TOPIC} of them"
+        state.error(f"bad topic {topic!r}", _at(path, values["topic"]), hint)
     severity = _choice(source, values.get("severity"), "severity", SEVERITIES, "medium", state)
     mode = _choice(source, values.get("mode"), "mode", MODES, "live", state)
+    _check_topic_length(source, values, rule_id, topic, mode, state)
     enabled = _enabled(source, values.get("enabled"), state)
     tags: tuple[str, ...] = ()
     if "tags" in values:
@@ -446,6 +450,26 @@ def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | No
     return CompiledRule(rule, parsed)
 
 
+def _check_topic_length(
+    source: _Source, values: dict[str, Node], rule_id: str | None, topic: str | None, mode: str, state: _State
+) -> None:
+    """Refuse a rule whose alerts' topic (``alerts.<id>`` without ``topic:``, and
+    ``.shadow`` after it in shadow mode) is longer than Kafka allows: the broker would
+    refuse every alert."""
+    if rule_id is None or (topic is not None and not _TOPIC.fullmatch(topic)):
+        return
+    output = (topic or f"alerts.{rule_id}") + (".shadow" if mode == "shadow" else "")
+    if len(output) <= MAX_TOPIC:
+        return
+    where = values.get("topic") or values["id"]
+    state.error(
+        f"the rule's alerts topic is {len(output)} characters long, more than Kafka's {MAX_TOPIC}",
+        _at(source.path, where),
+        "shorten the topic: (a shadow rule's topic gets .shadow after it)" if topic is not None
+        else "shorten the id, or set a shorter topic: (without one the topic is alerts.<id>)",
+    )
+
+
 def _rule_id(source: _Source, values: dict[str, Node], location: SourceLocation, state: _State) -> str | None:
     """The rule's id, when it is one: present, well formed and not taken by an earlier rule."""
     if "id" not in values:
@@ -456,7 +480,7 @@ def _rule_id(source: _Source, values: dict[str, Node], location: SourceLocation,
         return None
     where = _at(source.path, values["id"])
     if not _ID.fullmatch(rule_id):
-        state.error(f"bad rule id {rule_id!r}", where, "use letters, digits, '.', '_' and '-'")
+        state.error(f"bad rule id {rule_id!r}", where, "use letters, digits, '.', '_' and '-', starting with a letter or digit")
     elif rule_id in state.ids:
         state.error(f"duplicate rule id {rule_id!r}", where, f"first defined at {state.ids[rule_id]}")
     else:

@@ -212,6 +212,25 @@ class TestFileErrors:
         assert "unknown key 'severty'" in error.message and position(error) == (4, 5)
         assert "did you mean 'severity'?" in (error.hint or "")
 
+    def test_a_bad_id_is_told_what_an_id_starts_with(self) -> None:
+        error = only_error("rules:\n  - id: _x\n    query: a\n")
+        assert error.message == "bad rule id '_x'" and "starting with a letter or digit" in (error.hint or "")
+
+    @pytest.mark.parametrize(
+        ("rule", "where"),
+        [
+            ("id: " + "x" * 243, (2, 9)),  # alerts.<id>: 250 characters
+            ("id: x\n    mode: shadow\n    topic: " + "t" * 243, (4, 12)),  # <topic>.shadow
+        ],
+        ids=["default-topic", "shadow"],
+    )
+    def test_a_topic_kafka_would_refuse_is_an_error(self, rule: str, where: tuple[int, int]) -> None:
+        # Loaded before, and then every alert of the rule was refused by the broker.
+        error = only_error(f"rules:\n  - {rule}\n    query: a\n")
+        assert error.message == "the rule's alerts topic is 250 characters long, more than Kafka's 249"
+        assert position(error) == where
+        parse_rules(f"rules:\n  - id: {'x' * 242}\n    query: a\n", "r.yaml")  # 249 is allowed
+
     def test_unknown_top_level_key(self) -> None:
         error = only_error("rule:\n  - id: r\n")
         assert "unknown key 'rule'" in error.message and "'rules'" in (error.hint or "")
