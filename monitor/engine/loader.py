@@ -453,20 +453,19 @@ def _parse_rule(source: _Source, node: Node, state: _State) -> CompiledRule | No
 def _check_topic_length(
     source: _Source, values: dict[str, Node], rule_id: str | None, topic: str | None, mode: str, state: _State
 ) -> None:
-    """Refuse a rule whose alerts' topic (``alerts.<id>`` without ``topic:``, and
-    ``.shadow`` after it in shadow mode) is longer than Kafka allows: the broker would
-    refuse every alert."""
+    """Refuse a rule whose longest topic is longer than Kafka allows: its signals topic,
+    ``.signals`` after its alerts' topic (``alerts.<id>`` without ``topic:``, ``.shadow``
+    after it in shadow mode; docs/signals.md). The broker would refuse the rule's records."""
     if rule_id is None or (topic is not None and not _TOPIC.fullmatch(topic)):
         return
-    output = (topic or f"alerts.{rule_id}") + (".shadow" if mode == "shadow" else "")
-    if len(output) <= MAX_TOPIC:
+    longest = (topic or f"alerts.{rule_id}") + (".shadow" if mode == "shadow" else "") + ".signals"
+    if len(longest) <= MAX_TOPIC:
         return
-    where = values.get("topic") or values["id"]
     state.error(
-        f"the rule's alerts topic is {len(output)} characters long, more than Kafka's {MAX_TOPIC}",
-        _at(source.path, where),
-        "shorten the topic: (a shadow rule's topic gets .shadow after it)" if topic is not None
-        else "shorten the id, or set a shorter topic: (without one the topic is alerts.<id>)",
+        f"the rule's signals topic would be {len(longest)} characters long, more than Kafka's {MAX_TOPIC}",
+        _at(source.path, values.get("topic") or values["id"]),
+        f"its topics are the alerts topic and that with .signals after it, at most {MAX_TOPIC - len('.signals')} characters "
+        "for the alerts topic: " + ("shorten the topic:" if topic is not None else "shorten the id, or set a shorter topic: (without one it is alerts.<id>)"),
     )
 
 

@@ -219,17 +219,17 @@ class TestFileErrors:
     @pytest.mark.parametrize(
         ("rule", "where"),
         [
-            ("id: " + "x" * 243, (2, 9)),  # alerts.<id>: 250 characters
-            ("id: x\n    mode: shadow\n    topic: " + "t" * 243, (4, 12)),  # <topic>.shadow
+            ("id: " + "x" * 235, (2, 9)),  # alerts.<id>.signals: 250 characters
+            ("id: x\n    mode: shadow\n    topic: " + "t" * 235, (4, 12)),  # <topic>.shadow.signals
         ],
         ids=["default-topic", "shadow"],
     )
     def test_a_topic_kafka_would_refuse_is_an_error(self, rule: str, where: tuple[int, int]) -> None:
         # Loaded before, and then every alert of the rule was refused by the broker.
         error = only_error(f"rules:\n  - {rule}\n    query: a\n")
-        assert error.message == "the rule's alerts topic is 250 characters long, more than Kafka's 249"
+        assert error.message == "the rule's signals topic would be 250 characters long, more than Kafka's 249"
         assert position(error) == where
-        parse_rules(f"rules:\n  - id: {'x' * 242}\n    query: a\n", "r.yaml")  # 249 is allowed
+        parse_rules(f"rules:\n  - id: {'x' * 234}\n    query: a\n", "r.yaml")  # 249 is allowed
 
     def test_unknown_top_level_key(self) -> None:
         error = only_error("rule:\n  - id: r\n")
