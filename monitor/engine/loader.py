@@ -324,7 +324,9 @@ def _entries(
                 other_text, other_node = kept[other][1], kept[other][2]
                 if parse_term(text).key != parse_term(other_text).key:
                     continue  # one stem, written as two words ("sommets" under all:, "sommet" under fr:)
-                later, later_text, first = (node, text, other_text) if _position(node) > _position(other_node) else (other_node, other_text, text)
+                later, later_text, first = (node, text, other_text)
+                if _position(node) < _position(other_node):
+                    later, later_text, first = other_node, other_text, text
                 state.warnings.append(
                     f"{_at(source.path, later)}: warning: list {name!r} has {later_text!r} in its all: and {lang}: sections: "
                     f"it is the same term as {first!r} once folded, and counts once"
@@ -461,11 +463,12 @@ def _check_topic_length(
     longest = (topic or f"alerts.{rule_id}") + (".shadow" if mode == "shadow" else "") + ".signals"
     if len(longest) <= MAX_TOPIC:
         return
+    shorten = "shorten the topic:" if topic is not None else "shorten the id, or set a shorter topic: (without one it is alerts.<id>)"
     state.error(
         f"the rule's signals topic would be {len(longest)} characters long, more than Kafka's {MAX_TOPIC}",
         _at(source.path, values.get("topic") or values["id"]),
         f"its topics are the alerts topic and that with .signals after it, at most {MAX_TOPIC - len('.signals')} characters "
-        "for the alerts topic: " + ("shorten the topic:" if topic is not None else "shorten the id, or set a shorter topic: (without one it is alerts.<id>)"),
+        f"for the alerts topic: {shorten}",
     )
 
 

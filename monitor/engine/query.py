@@ -628,7 +628,7 @@ def _distinct_terms(items: list[tuple[Node, bool]]) -> list[Node]:
         if not merges:
             kept.append(item)
             continue
-        terms = [item] if isinstance(item, Term) else [child for child in item.children if isinstance(child, Term)]
+        terms = [item] if isinstance(item, Term) else iter_terms(item)
         index = next((owner[(term.key, term.fields)] for term in terms if (term.key, term.fields) in owner), len(kept))
         if index == len(kept):
             kept.append(None)
