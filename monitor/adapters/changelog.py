@@ -94,12 +94,17 @@ async def read_latest(
     on_malformed: Callable[[Any, ValueError], None],
     *,
     timeout: float = 60.0,
+    refuse: Callable[[Any], str | None] | None = None,
 ) -> dict[str, T]:
     """The latest value per key (UTF-8) of a compacted topic's ``partitions``, as
     :func:`read_to_end` reads them, each ``decode(key, value)``d: a tombstone removes its
-    key; a record ``decode`` refuses (a ValueError) goes to ``on_malformed`` and is passed over."""
+    key; a record ``decode`` refuses (a ValueError), or a record or tombstone for which
+    ``refuse(record)`` gives a reason, goes to ``on_malformed`` and is passed over."""
     latest: dict[str, T] = {}
     async for record in read_to_end(publisher, settings, bootstrap_servers, topic, partitions, timeout=timeout):
+        if refuse is not None and (reason := refuse(record)) is not None:
+            on_malformed(record, ValueError(reason))
+            continue
         key = record.key.decode("utf-8", "replace") if record.key else ""
         if record.value is None:
             latest.pop(key, None)

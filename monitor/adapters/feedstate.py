@@ -21,6 +21,7 @@ from typing import Any
 from monitor.adapters.changelog import read_latest
 from monitor.adapters.kafka import KafkaPublisher
 from monitor.cluster.feed_state import feed_state_from_record, feed_state_to_value
+from monitor.cluster.sharding import misplaced
 from monitor.feeds.state import FeedState
 from monitor.log import get_logger
 from monitor.model import Record
@@ -68,6 +69,9 @@ class KafkaFeedStateStore:
         self.seen: dict[str, dict[str, str]] = {}
         #: Feed url -> the partition its state is written to; a feed not here is not written.
         self.partitions: dict[str, int] = {}
+        #: The feeds topic's partition count (0: unknown): a state record found in another
+        #: partition than its feed's host's is passed over at a restore.
+        self.feed_partitions = 0
         #: States read by the last restore, until :meth:`FeedStates.load` took them.
         self._restored: dict[str, FeedState] = {}
         #: Feeds whose restored state another instance wrote: written again, as ours, once polled from here.
@@ -84,8 +88,9 @@ class KafkaFeedStateStore:
 
     async def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> list[str]:
         """Read ``partitions`` to their end; the urls whose state was found (their seen maps
-        are set here, their states wait for :meth:`all_feed_states`). A malformed record is
-        logged and passed over (its feed goes on from the record before it, or afresh).
+        are set here, their states wait for :meth:`all_feed_states`). A malformed record, or
+        one in another partition than its feed's (:func:`~monitor.cluster.sharding.misplaced`),
+        is logged and passed over (its feed goes on from the record before it, or afresh).
         BrokerError when the end cannot be reached."""
 
         def malformed(record: Any, exc: ValueError) -> None:
@@ -96,9 +101,13 @@ class KafkaFeedStateStore:
                 hint="passed over: the feed goes on from its state before this record, or afresh",
             )
 
+        def elsewhere(record: Any) -> str | None:
+            return misplaced(record.key, record.partition, self.feed_partitions) if self.feed_partitions else None
+
         found = await read_latest(
-            self._publisher, self._settings, self._bootstrap, self.topic, partitions, feed_state_from_record, malformed, timeout=timeout
-        )
+            self._publisher, self._settings, self._bootstrap, self.topic, partitions, feed_state_from_record, malformed,
+            timeout=timeout, refuse=elsewhere,
+        )  # fmt: skip
         for url, restored in found.items():
             self._written.pop(url, None)
             self._restored[url] = restored.state

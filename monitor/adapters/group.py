@@ -118,6 +118,10 @@ class GroupMember:
         self.rebalancing.set()
         self._consumer.subscribe([self.topic], listener=_Listener(self))
 
+    def partition_count(self) -> int:
+        """The topic's partition count as the member's metadata knows it (0 when it does not)."""
+        return len(self._consumer.partitions_for_topic(self.topic) or ())
+
     async def leave(self, within: float) -> bool:
         """:meth:`stop` within ``within`` s of a stop's deadline (at least 1 s), a rebalance
         under way given at most :data:`REBALANCE_WAIT` s of it; False when the leave did not

@@ -7,7 +7,8 @@ The feeds are the latest record per URL on ``[cluster] feeds_topic`` (tombstones
 is assessed from that state exactly as ``news-monitor status`` assesses the single
 process's (:func:`monitor.app.status.health_policy`), so a feed that cannot be reached
 shows the same health, last error and counts either way. A feed no poller has polled yet
-has no owner ("-").
+has no owner ("-"). A record in another partition than its feed's host's is passed over
+(logged), as the pollers pass it over.
 
 Both topics are read to their end with a marker record (:mod:`monitor.adapters.changelog`):
 the command writes one small record to each of their partitions, which every reader skips.
@@ -24,7 +25,7 @@ from aiokafka.errors import KafkaError
 from monitor.adapters.changelog import read_latest
 from monitor.adapters.kafka import KafkaPublisher, connection_options, kafka_error_text
 from monitor.app.status import health_policy
-from monitor.cluster import feed_from_record
+from monitor.cluster import feed_from_record, misplaced
 from monitor.cluster.feed_state import FeedStateRecord, feed_state_from_record
 from monitor.errors import BrokerError, MonitorError
 from monitor.feeds.health import FeedHealthTracker
@@ -92,7 +93,7 @@ async def _partitions(settings: Settings, topics: list[str]) -> dict[str, int]:
 async def _feeds(publisher: KafkaPublisher, settings: Settings, partitions: int, timeout: float) -> dict[str, Feed]:
     feeds = await read_latest(
         publisher, settings.kafka, settings.kafka.bootstrap_servers, settings.cluster.feeds_topic, range(partitions),
-        feed_from_record, _malformed, timeout=timeout,
+        feed_from_record, _malformed, timeout=timeout, refuse=lambda record: misplaced(record.key, record.partition, partitions),
     )
     return {url: feed for url, feed in feeds.items() if feed.enabled}
 
@@ -100,7 +101,7 @@ async def _feeds(publisher: KafkaPublisher, settings: Settings, partitions: int,
 async def _states(publisher: KafkaPublisher, settings: Settings, partitions: int, timeout: float) -> dict[str, FeedStateRecord]:
     return await read_latest(
         publisher, settings.kafka, settings.kafka.bootstrap_servers, settings.cluster.feed_state_topic, range(partitions),
-        feed_state_from_record, _malformed, timeout=timeout,
+        feed_state_from_record, _malformed, timeout=timeout, refuse=lambda record: misplaced(record.key, record.partition, partitions),
     )
 
 

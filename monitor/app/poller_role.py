@@ -23,7 +23,10 @@ owner needs (a background flush woken by each poll, and every ``[state] flush_in
 while writes fail; :meth:`~monitor.adapters.feedstate.KafkaFeedStateStore.save_feed_rows`
 says what counts), and as they are on a hand-over and at the stop, with this instance as
 the owner. A malformed record on the feeds topic goes to
-the dead-letter topic with its reason, and the partition moves on.
+the dead-letter topic with its reason, and the partition moves on. A feed's record (or
+state) in another partition than its host's is passed over (``poller.feed.misplaced``):
+a feed is polled only from the partition ``feeds sync`` writes it to, so one poller polls
+it and its state is written where the next owner of that partition reads it.
 
 With ``[websub] enabled``, the poller subscribes to its feeds' hubs and takes their pushes
 (:mod:`monitor.app.poller_websub`): a feed's subscription moves with the feed.
@@ -45,7 +48,7 @@ from monitor.adapters.kafka import kafka_error_text
 from monitor.adapters.parser_pool import ParserPool
 from monitor.app import daemon
 from monitor.app.poller_websub import PollerWebSub
-from monitor.cluster import FeedRecordError, feed_from_record, feed_partition, is_marker
+from monitor.cluster import FeedRecordError, feed_from_record, is_marker, misplaced
 from monitor.cluster.admission import PollerAdmission
 from monitor.delivery.dead_letters import dead_letter
 from monitor.errors import BrokerError, MonitorError, RecordRejected, error_text
@@ -174,7 +177,7 @@ class PollerRole:
             "feeds": len(self.poller.feeds),
             "states_unwritten": self.feed_states.dirty,
             "articles_published": self.admission.published if self.admission is not None else 0,
-            **{key: self.counts[key] for key in ("restored", "rebalances", "feed_records_dead_lettered")},
+            **{key: self.counts[key] for key in ("restored", "rebalances", "feed_records_dead_lettered", "feed_records_misplaced")},
         }
 
     def problems(self) -> list[str]:
@@ -195,6 +198,8 @@ class PollerRole:
                        self.counts["restored"]),
             RoleMetric("poller_feed_records_dead_lettered", "Feeds-topic records sent to the dead-letter topic (not feeds).",
                        self.counts["feed_records_dead_lettered"]),
+            RoleMetric("poller_feed_records_misplaced", "Feeds-topic records passed over: not in their host's partition.",
+                       self.counts["feed_records_misplaced"]),
             RoleMetric("poller_partitions", "Partitions of the feeds topic this poller owns.", len(self.owned), counter=False),
             RoleMetric("poller_feeds", "Feeds this poller polls.", len(self.poller.feeds), counter=False),
             RoleMetric("poller_feed_states_unwritten", "Feed states changed and not yet on news.feed-state.",
@@ -210,7 +215,7 @@ class PollerRole:
         await self.publisher.ensure_topics(
             [cluster.articles_topic, settings.kafka.dead_letter_topic], compacted=[cluster.feeds_topic, *state_topics]
         )
-        self._partitions = await self.publisher.partition_count(cluster.feeds_topic)
+        self._partitions = self.store.feed_partitions = await self.publisher.partition_count(cluster.feeds_topic)
         for topic in state_topics:
             state_partitions = await self.publisher.partition_count(topic)
             if state_partitions != self._partitions:
@@ -263,8 +268,14 @@ class PollerRole:
 
     async def _apply_records(self, records: list[Any]) -> None:
         """Take a batch of feed records (of owned partitions) into the feed list, then poll from it."""
+        stray: list[tuple[Any, str]] = []
         for record in records:
             if is_marker(record.key):
+                continue
+            if (reason := misplaced(record.key, record.partition, self._partitions)) is not None:
+                # Another partition's owner polls the feed from its host's partition: polled here
+                # too, it would be polled twice, and its state written where no next owner reads it.
+                stray.append((record, reason))
                 continue
             feeds = self.feeds.setdefault(record.partition, {})
             if record.value is None and record.key:
@@ -280,13 +291,20 @@ class PollerRole:
                 continue
             feeds[feed.url] = feed
             self.store.partitions[feed.url] = record.partition
-            if feed_partition(feed.url, self._partitions) != record.partition:
-                log.warning(
-                    "poller.feed.misplaced", feed_url=feed.url, partition=record.partition,
-                    expected=feed_partition(feed.url, self._partitions),
-                    hint="write news.feeds with 'news-monitor feeds sync': a host split over two partitions is polled by two pollers",
-                )
+        if stray:
+            self._misplaced(stray)
         await self._follow(self._apply())
+
+    def _misplaced(self, stray: list[tuple[Any, str]]) -> None:
+        """Log a batch's misplaced records in one line (after partitions are added, about half
+        of the feeds are, until the next ``feeds sync`` moves them)."""
+        self.counts["feed_records_misplaced"] += len(stray)
+        record, reason = stray[0]
+        log.error(
+            "poller.feed.misplaced", records=len(stray), feed_url=record.key.decode("utf-8", "replace"),
+            record=f"{record.topic} partition {record.partition} offset {record.offset}", reason=reason,
+            hint="not polled from there: run 'news-monitor feeds sync', which moves each feed to its host's partition",
+        )  # fmt: skip
 
     async def _follow(self, wanted: list[Feed]) -> None:
         if self.websub is not None:
@@ -375,6 +393,9 @@ class PollerRole:
         """Restore the state of partitions new to this poller (the group then reads every
         given partition of the feeds topic from its beginning). A restore that fails raises:
         the group marks itself failed and :meth:`run` stops the process."""
+        # Partitions may have been added to the feeds topic (the group then rebalances).
+        if self._group is not None and (count := self._group.partition_count()):
+            self._partitions = self.store.feed_partitions = count
         kept = set(self._parked.values()) & partitions
         self._forget({url for url, partition in self._parked.items() if partition not in partitions})
         # Kept across the rebalance: no one else polled them meanwhile, so memory is up to date.

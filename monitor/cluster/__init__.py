@@ -12,7 +12,7 @@ lives in :mod:`monitor.adapters`, the roles themselves in :mod:`monitor.app`.
 from monitor.cluster.matcher_state import MatcherStateError, RememberedArticle, state_from_record, state_to_record
 from monitor.cluster.records import MARKER_KEY, FeedRecordError, feed_from_record, feed_to_record, is_marker
 from monitor.cluster.roles import ROLES, parse_roles
-from monitor.cluster.sharding import feed_partition, shard_key
+from monitor.cluster.sharding import feed_partition, misplaced, shard_key
 
 __all__ = [
     "MARKER_KEY",
@@ -24,6 +24,7 @@ __all__ = [
     "feed_partition",
     "feed_to_record",
     "is_marker",
+    "misplaced",
     "parse_roles",
     "shard_key",
     "state_from_record",

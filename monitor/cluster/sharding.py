@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from urllib.parse import urlsplit
 
-__all__ = ["feed_partition", "shard_key"]
+__all__ = ["feed_partition", "misplaced", "shard_key"]
 
 
 def shard_key(url: str) -> str:
@@ -30,3 +30,19 @@ def feed_partition(url: str, partitions: int) -> int:
     if partitions < 1:
         raise ValueError(f"a topic has at least one partition, not {partitions}")
     return zlib.crc32(shard_key(url).encode("utf-8", "surrogatepass")) % partitions
+
+
+def misplaced(key: bytes | None, partition: int, partitions: int) -> str | None:
+    """Why a record of a feed's ``key`` (its URL) found in ``partition`` is not its feed's
+    (another than :func:`feed_partition` gives: a producer with another partitioner, or a
+    topic whose partitions were added since), or None when it is in place (or has no key)."""
+    if not key:
+        return None
+    url = key.decode("utf-8", "replace")
+    expected = feed_partition(url, partitions)
+    if expected == partition:
+        return None
+    return (
+        f"in partition {partition}, but its host's partition is {expected} of {partitions}"
+        " (not written by 'news-monitor feeds sync', or before partitions were added)"
+    )

@@ -26,13 +26,15 @@ from tests.app.test_poller_role import RunningPoller, articles, cluster_settings
 from tests.support import FeedServer, rss, until
 
 
-async def write_state(settings: Settings, state: FeedState, owner: str) -> None:
-    """A feed-state record as another poller would write it, in the feed's partition."""
+async def write_state(settings: Settings, state: FeedState, owner: str, *, elsewhere: bool = False) -> None:
+    """A feed-state record as another poller would write it, in the feed's partition (or,
+    ``elsewhere``, in the next one, as a producer with another partitioner would)."""
     topic = settings.cluster.feed_state_topic
     publisher = KafkaPublisher(settings.kafka, settings.kafka.bootstrap_servers)
     await publisher.start()
     try:
-        partition = feed_partition(state.url, await publisher.partition_count(topic))
+        partitions = await publisher.partition_count(topic)
+        partition = (feed_partition(state.url, partitions) + elsewhere) % partitions
         value = feed_state_to_value(state, {}, owner=owner, written_at=time.time())
         await publisher.publish(Record("", state.url, topic, state.url.encode(), value, ()), partition=partition)
     finally:
@@ -55,6 +57,21 @@ async def test_a_restored_next_poll_no_poller_would_schedule_is_not_waited_for(
         assert ids(await articles(settings, 1)) == ["urn:t:far"]
         await until(lambda: role.counts["restored"] == 2, what="both states restored")
     assert feed_server.resources[f"/{tag}/near.xml"].hits == 0
+
+
+async def test_a_feed_state_outside_its_feeds_partition_is_not_restored(
+    broker: Any, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """Only the feed's own partition holds its state: a record elsewhere (here one that
+    says the feed is gone) is passed over, so it cannot stand for the feed's state."""
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag, topic_partitions=2)
+    url = feed_server.serve(f"/{tag}/a.xml", rss([("a", "a", "x")]))
+    await write_feeds(settings, Feed(url=url, interval=60.0))
+    await write_state(settings, FeedState(url=url, disabled="410 Gone", interval=60.0), "poller-old", elsewhere=True)
+    async with RunningPoller(settings) as role:
+        assert ids(await articles(settings, 1)) == ["urn:t:a"]
+    assert role.counts["restored"] == 0
 
 
 async def test_a_tombstone_on_the_matcher_state_forgets_the_article_before_compaction_too(broker: Any, tmp_path: Path) -> None:

@@ -552,3 +552,51 @@ async def test_a_second_stop_ends_the_pollers_leave_when_the_broker_is_down(feed
             await poller.publisher.stop(0.0)
     finally:
         await proxy.stop()
+
+
+async def test_a_feed_record_outside_its_hosts_partition_moves_nothing_and_stops_no_state_write(
+    broker: Any, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """A copy of a feed's record in another partition than its host's (a producer with
+    another partitioner) is passed over (docs/scaling.md, "a misplaced record"): a rebalance
+    that takes that partition away neither stops the feed's state writes nor forgets its seen
+    items, and a feed whose only record is misplaced is polled by no one."""
+    tag = uuid.uuid4().hex[:10]
+    first = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag, topic_partitions=2)
+    second = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-b", tag, topic_partitions=2)
+    path, stray_path = f"/{tag}/a.xml", f"/{tag}/stray.xml"
+    url = feed_server.serve(path, rss([("1", "one", "x")]), etag='"a1"')
+    stray = feed_server.serve(stray_path, rss([("s", "stray", "s")]))
+    home = feed_partition(url, 2)
+    await write_feeds(first, Feed(url=url, interval=1.0))
+    joining = RunningPoller(second)
+    try:
+        async with RunningPoller(first) as a:
+            assert ids(await articles(first, 1)) == ["urn:t:1"]
+            await until(lambda: feed_server.resources[path].hits >= 2, what="a conditional poll")
+            publisher = KafkaPublisher(first.kafka, first.kafka.bootstrap_servers)
+            await publisher.start()
+            try:
+                for feed in (Feed(url=url, interval=1.0), Feed(url=stray, interval=1.0)):
+                    key, value = feed_to_record(feed)
+                    record = Record("", feed.url, first.cluster.feeds_topic, key, value, ())
+                    await publisher.publish(record, partition=1 - home)
+            finally:
+                await publisher.stop()
+            read = lambda: a.counts["feed_records_misplaced"] >= 2 or feed_server.resources[stray_path].hits > 0  # noqa: E731
+            await until(read, what="the misplaced records read")
+            b = await joining.__aenter__()
+            await until(lambda: len(a.owned) == len(b.owned) == 1, timeout=40, what="the partitions split between two pollers")
+            owner = a if home in a.owned else b
+            polls = (owner.feed_states.peek(url) or FeedState(url)).polls
+            feed_server.serve(path, rss([("2", "two", "y"), ("1", "one", "x")]), etag='"a2"')
+            states = await feed_states(first, lambda s: s.get(url, {}).get("etag") == '"a2"')
+            assert states[url]["polls"] > polls and states[url]["owner"] == owner.owner
+            published = await articles(first, 2)
+    finally:
+        if joining.task is not None:
+            await joining.__aexit__(None, None, None)
+    assert ids(published) == ["urn:t:1", "urn:t:2"]
+    assert feed_server.resources[stray_path].hits == 0
+    written = await read_topic(first.kafka.bootstrap_servers, first.cluster.feed_state_topic)
+    assert {r.partition for r in written if r.key == url.encode()} == {home}
