@@ -269,6 +269,7 @@ class PollerRole:
     async def _apply_records(self, records: list[Any]) -> None:
         """Take a batch of feed records (of owned partitions) into the feed list, then poll from it."""
         stray: list[tuple[Any, str]] = []
+        removed: list[str] = []
         for record in records:
             if is_marker(record.key):
                 continue
@@ -279,7 +280,9 @@ class PollerRole:
                 continue
             feeds = self.feeds.setdefault(record.partition, {})
             if record.value is None and record.key:
-                feeds.pop(record.key.decode("utf-8", "replace"), None)
+                url = record.key.decode("utf-8", "replace")
+                feeds.pop(url, None)
+                removed += self._forget_gone(url, record)
                 continue
             try:
                 feed = feed_from_record(record.key, record.value or b"")
@@ -288,12 +291,31 @@ class PollerRole:
                 continue
             if not feed.enabled:
                 feeds.pop(feed.url, None)
+                removed += self._forget_gone(feed.url, record)
                 continue
             feeds[feed.url] = feed
             self.store.partitions[feed.url] = record.partition
         if stray:
             self._misplaced(stray)
+        if removed:
+            log.info("feeds.gone.forgotten", feeds=len(removed), first=removed[:5], reason="removed from the feeds topic")
+            self.writer.poll_finished(None)
         await self._follow(self._apply())
+
+    def _forget_gone(self, url: str, record: Any) -> list[str]:
+        """A feed removed from the list (a tombstone, ``"enabled": false``) loses the mark of
+        a 410 that came before the removal, as in one process: put back, it is polled again.
+        The state is written without it, so the next owner knows too; ``[url]`` when cleared."""
+        state = self.feed_states.peek(url)
+        if state is None or not state.disabled:
+            return []
+        # Replayed at each assignment (a topic not compacted): a 410 after the feed came back stays.
+        removed_at = record.timestamp / 1000 if record.timestamp and record.timestamp > 0 else None
+        if removed_at is not None and state.last_error_at is not None and state.last_error_at > removed_at:
+            return []
+        self.feed_states.put(state.evolve(disabled=None))
+        self.store.partitions[url] = record.partition
+        return [url]
 
     def _misplaced(self, stray: list[tuple[Any, str]]) -> None:
         """Log a batch's misplaced records in one line (after partitions are added, about half

@@ -600,3 +600,22 @@ async def test_a_feed_record_outside_its_hosts_partition_moves_nothing_and_stops
     assert feed_server.resources[stray_path].hits == 0
     written = await read_topic(first.kafka.bootstrap_servers, first.cluster.feed_state_topic)
     assert {r.partition for r in written if r.key == url.encode()} == {home}
+
+
+async def test_a_feed_a_410_disabled_is_polled_again_once_removed_and_put_back(
+    broker: Any, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """As in one process (docs/polling.md): the feed's removal from the feeds topic clears
+    its 410 mark, on news.feed-state too, so put back it is polled again."""
+    tag = uuid.uuid4().hex[:10]
+    settings = cluster_settings(tmp_path, broker.bootstrap_servers, "poller-a", tag)
+    path = f"/{tag}/back.xml"
+    url = feed_server.serve(path, "", status=410)
+    await write_feeds(settings, Feed(url=url, interval=1.0))
+    async with RunningPoller(settings):
+        await feed_states(settings, lambda s: "410" in s.get(url, {}).get("disabled", ""))
+        await write_feeds(settings, url)
+        await feed_states(settings, lambda s: url in s and "disabled" not in s[url])
+        feed_server.serve(path, rss([("back", "back", "x")]))
+        await write_feeds(settings, Feed(url=url, interval=1.0))
+        assert ids(await articles(settings, 1)) == ["urn:t:back"]
