@@ -5,7 +5,10 @@ context as keys (``feed_url``, ``rule_id``, ``article_id``...), so logs can be f
 and counted without parsing prose. ``docs/operations.md`` lists the events.
 
 Libraries that log through the standard ``logging`` module (aiokafka, aiohttp, asyncio)
-are routed through the same renderer, so a JSON log stays one JSON object per line.
+are routed through the same renderer, so a JSON log stays one JSON object per line. A
+library line repeated word for word is logged once per :data:`REPEAT_WINDOW` seconds
+(unless the level is debug), the next one saying how many were left out (``repeated``):
+aiokafka retries a broker that is away several times a second per connection.
 
 Secrets never reach a line: values of keys that name a secret (password, token,
 authorization, ...) are masked, and credentials inside URLs (``https://user:pw@host``,
@@ -19,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
@@ -27,7 +31,10 @@ import structlog
 
 from monitor.redact import MASK, scrub
 
-__all__ = ["SECRET_KEYS", "configure_logging", "get_logger", "redact"]
+__all__ = ["REPEAT_WINDOW", "SECRET_KEYS", "configure_logging", "get_logger", "redact"]
+
+#: Seconds during which a library's line, once logged, is not logged again word for word.
+REPEAT_WINDOW = 30.0
 
 #: Key names (or parts of them) whose values never reach a log line.
 SECRET_KEYS = frozenset(
@@ -128,6 +135,8 @@ def _route_stdlib_logging(
         )
     )
     handler.set_name("news-monitor")
+    if level > logging.DEBUG:
+        handler.addFilter(_Repeats(REPEAT_WINDOW))
     root = logging.getLogger()
     for existing in list(root.handlers):
         if existing.get_name() == "news-monitor":
@@ -135,6 +144,42 @@ def _route_stdlib_logging(
     root.addHandler(handler)
     # Libraries are chatty at INFO (aiokafka reconnects): keep them at WARNING unless debugging.
     root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+
+
+class _Repeats(logging.Filter):
+    """Lets a library's line through once per ``window`` seconds: the same logger, level and
+    text within it are left out, and the first one let through after it carries
+    ``repeated``, how many were. A line with a traceback always goes through."""
+
+    #: Distinct lines remembered at most (the oldest are forgotten first).
+    _LIMIT = 1000
+
+    def __init__(self, window: float) -> None:
+        super().__init__()
+        self._window = window
+        #: (logger, level, text) -> [when last let through (monotonic), left out since].
+        self._seen: dict[tuple[str, int, str], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        now = _clock()
+        seen = self._seen.pop(key, None)
+        if seen is not None and now - seen[0] < self._window:
+            seen[1] += 1
+            self._seen[key] = seen
+            return False
+        if seen is not None and seen[1]:
+            record.repeated = int(seen[1])
+        if len(self._seen) >= self._LIMIT:
+            del self._seen[next(iter(self._seen))]
+        self._seen[key] = [now, 0]
+        return True
+
+
+#: The clock of :class:`_Repeats` (tests move it).
+_clock = time.monotonic
 
 
 def _masked_traceback(out: TextIO, exc_info: Any) -> None:
@@ -149,6 +194,9 @@ def _name_foreign_event(_logger: Any, _name: str, event: MutableMapping[str, Any
     logger_name = event.pop("logger", None) or "root"
     event["message"] = event.get("event")
     event["event"] = f"lib.{logger_name}"
+    repeated = getattr(event.get("_record"), "repeated", 0)
+    if repeated:
+        event["repeated"] = repeated
     return event
 
 

@@ -158,10 +158,37 @@ async def test_auto_idempotence_probe_logs_no_error_but_real_errors_still_show(s
     logging.getLogger("aiokafka.producer.sender").error("Unexpected error during InitProducerIdRequest: %s", UnknownError)
     assert _lines(stream)[-1]["level"] == "error"
 
-    # With idempotence asked for explicitly the refusal is an error the operator must see.
+    # With idempotence asked for explicitly the refusal is an error the operator must see
+    # (a fresh set-up: the same line just logged would count as a repeat).
     stream.truncate(0)
     stream.seek(0)
+    configure_logging("info", "json", stream)
     explicit = KafkaPublisher(KafkaSettings(enable_idempotence="true", connect_timeout=1), broker.bootstrap_servers)
     with pytest.raises(Exception, match="refused the producer"):
         await explicit.start(timeout=1)
     assert any(line["level"] == "error" and "InitProducerIdRequest" in line["message"] for line in _lines(stream))
+
+
+def test_a_library_line_repeated_word_for_word_is_logged_once_per_window_with_the_count(stream, monkeypatch):
+    """aiokafka retries a broker that is away several times a second per connection: 1,643
+    error lines in 20 s from one poller before. Each distinct line once per window, then the count."""
+    import monitor.log
+
+    now = [1000.0]
+    monkeypatch.setattr(monitor.log, "_clock", lambda: now[0])
+    configure_logging("info", "json", stream)
+    conn = logging.getLogger("aiokafka.conn")
+    for _ in range(50):
+        conn.error("Unable connect to node with id %s: %s", 1, "KafkaConnectionError: Connection at 127.0.0.1:9 closed")
+        conn.error("Unable to update metadata from [%s]", 1)
+        now[0] += 0.1
+    logging.getLogger("aiokafka").warning("another line")
+    now[0] += monitor.log.REPEAT_WINDOW
+    conn.error("Unable to update metadata from [%s]", 1)
+    lines = _lines(stream)
+    assert [(line["message"], line.get("repeated")) for line in lines] == [
+        ("Unable connect to node with id 1: KafkaConnectionError: Connection at 127.0.0.1:9 closed", None),
+        ("Unable to update metadata from [1]", None),
+        ("another line", None),
+        ("Unable to update metadata from [1]", 49),
+    ]
