@@ -394,7 +394,14 @@ def _parse_time(value: Any, name: str) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ArticleDocumentError(f"{name} {value!r} is not an ISO 8601 time") from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        # Alerts, stories and signals take it in UTC: a time past year 9999 or before year 1
+        # there (9999-12-31T23:59:59-14:00) raised OverflowError in matching, every restart again.
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ArticleDocumentError(f"{name} {value!r} is outside the years 1 to 9999 in UTC") from exc
 
 
 def article_record(article: Article, topic: str, observed_at: datetime | None = None) -> Record:
