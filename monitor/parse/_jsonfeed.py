@@ -132,4 +132,7 @@ def _rfc3339(value: Any) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # before year 1 or after 9999 in UTC: no date, as an unreadable one
+        return None

@@ -367,3 +367,15 @@ def test_an_unpaired_surrogate_escape_in_a_json_feed_costs_only_that_character()
     assert [a.title for a in parsed.articles] == ["a\ufffdb", "pair \U0001f600, low \ufffd, high at the end\ufffd"]
     with pytest.raises(FeedError, match="invalid JSON"):
         parse_feed(feed.replace(b'"items"', b'"items" "'), FEED_URL)
+
+
+def test_a_json_feed_date_that_utc_cannot_hold_is_no_date() -> None:
+    # 0001-01-01T00:00:00+14:00 is in year 0 in UTC: OverflowError, and the whole feed was lost.
+    items = ", ".join(
+        f'{{"id": "{n}", "url": "https://j.example.org/{n}", "title": "t{n}", "date_published": "{date}"}}'
+        for n, date in enumerate(["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-12-05T03:00:00+01:00"])
+    )
+    parsed = parse_feed(f'{{"version": "https://jsonfeed.org/version/1.1", "items": [{items}]}}'.encode(), FEED_URL)
+    assert [(a.title, a.published) for a in parsed.articles] == [
+        ("t0", None), ("t1", None), ("t2", datetime(2026, 12, 5, 2, 0, tzinfo=UTC))
+    ]
