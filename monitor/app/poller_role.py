@@ -273,13 +273,14 @@ class PollerRole:
         for record in records:
             if is_marker(record.key):
                 continue
-            if (reason := misplaced(record.key, record.partition, self._partitions)) is not None:
-                # Another partition's owner polls the feed from its host's partition: polled here
-                # too, it would be polled twice, and its state written where no next owner reads it.
-                stray.append((record, reason))
-                continue
+            # Another partition's owner polls the feed from its host's partition: taken here
+            # too, it would be polled twice, and its state written where no next owner reads it.
+            stray_reason = misplaced(record.key, record.partition, self._partitions)
             feeds = self.feeds.setdefault(record.partition, {})
             if record.value is None and record.key:
+                if stray_reason is not None:
+                    stray.append((record, stray_reason))
+                    continue
                 url = record.key.decode("utf-8", "replace")
                 feeds.pop(url, None)
                 removed += self._forget_gone(url, record)
@@ -288,6 +289,9 @@ class PollerRole:
                 feed = feed_from_record(record.key, record.value or b"")
             except FeedRecordError as exc:
                 await self._dead_letter(record, str(exc))
+                continue
+            if stray_reason is not None:
+                stray.append((record, stray_reason))
                 continue
             if not feed.enabled:
                 feeds.pop(feed.url, None)
