@@ -581,10 +581,14 @@ async def test_a_feed_record_outside_its_hosts_partition_moves_nothing_and_stops
                     key, value = feed_to_record(feed)
                     record = Record("", feed.url, first.cluster.feeds_topic, key, value, ())
                     await publisher.publish(record, partition=1 - home)
+                # Not a feed at all (a key that is not UTF-8): dead-lettered, wherever it is.
+                bad = next(k for k in (b"\xff", b"\xff\xff", b"x\xff", b"y\xff", b"z\xff") if feed_partition(k.decode("utf-8", "replace"), 2) != 1 - home)
+                await publisher.publish(Record("", "", first.cluster.feeds_topic, bad, b"{}", ()), partition=1 - home)
             finally:
                 await publisher.stop()
             read = lambda: a.counts["feed_records_misplaced"] >= 2 or feed_server.resources[stray_path].hits > 0  # noqa: E731
             await until(read, what="the misplaced records read")
+            await until(lambda: a.counts["feed_records_dead_lettered"] == 1, what="the record that is not a feed dead-lettered")
             b = await joining.__aenter__()
             await until(lambda: len(a.owned) == len(b.owned) == 1, timeout=40, what="the partitions split between two pollers")
             owner = a if home in a.owned else b
