@@ -631,6 +631,55 @@ class _TableLines:
         return keys.get(key, start) if key else start
 
 
+class _KeyLines:
+    """Where each ``[section]`` header and each key under it starts in the config text.
+    Best effort: a dotted key (``feeds.interval = 60``) or an inline table has no line."""
+
+    _SECTION = re.compile(r"\s*\[\s*([A-Za-z0-9_-]+)\s*\]")
+    _HEADER = re.compile(r"\s*\[")
+    _KEY = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[tuple[str, str | None], int] = {}
+        section: str | None = None
+        for number, line in enumerate(text.splitlines(), start=1):
+            if header := self._SECTION.match(line):
+                section = header.group(1)
+                self._lines.setdefault((section, None), number)
+            elif self._HEADER.match(line):
+                section = None  # [[feeds.feed]], [feeds.x]: not a key of a section
+            elif section is not None and (key := self._KEY.match(line)):
+                self._lines.setdefault((section, key.group(1)), number)
+
+    def line(self, section: str, key: str | None = None) -> int | None:
+        """The line of ``key`` in ``[section]``, else of the section's header, else None."""
+        return self._lines.get((section, key)) or self._lines.get((section, None))
+
+
+#: The start of every message about settings: ``[feeds] interval must be ...``,
+#: ``unknown key 'x' in [feeds]``, ``unknown section [x]``.
+_SETTING_MESSAGE = re.compile(r"(?:unknown key '(?P<unknown>[A-Za-z0-9_-]+)' in |unknown section )?\[(?P<section>[A-Za-z0-9_-]+)\]")
+
+
+def _located(exc: ConfigError, where: str, lines: _KeyLines, environ: Mapping[str, str]) -> ConfigError:
+    """``exc`` at the line of the setting its message names (``[section] key ...``): the
+    line of the one named key the file sets, else the section's header; or the
+    environment variable that set the value. Errors that are not about the file's
+    settings (a bad variable name or value) are returned as they are."""
+    found = _SETTING_MESSAGE.match(exc.message)
+    if found is None or exc.location is None or exc.location.path != where or exc.location.line is not None:
+        return exc
+    section, unknown = found.group("section"), found.group("unknown")
+    keys = typing.get_type_hints(_SECTIONS[section]) if section in _SECTIONS else {}
+    named = [unknown] if unknown else [word for word in re.findall(r"[a-z_]+", exc.message[found.end() :]) if word in keys]
+    in_env = [key for key in named if _env_name(section, key) in environ]
+    in_file = [key for key in named if key not in in_env and lines.line(section, key) != lines.line(section)]
+    if len(in_env) == 1 and not in_file:
+        return ConfigError(exc.message, location=SourceLocation(f"environment variable {_env_name(section, in_env[0])}"), hint=exc.hint)
+    line = lines.line(section, in_file[0] if len(in_file) == 1 else None)
+    return exc if line is None else ConfigError(exc.message, location=SourceLocation(where, line), hint=exc.hint)
+
+
 def load_settings(
     path: Path | str | None = None,
     *,
@@ -648,13 +697,16 @@ def load_settings(
     source = _config_file(path, required)
     text, raw = _read_config(source)
     where = str(source) if source is not None else "<defaults>"
-    sections = _build_sections(raw, where)
-    for section_name, section_type in _SECTIONS.items():
-        current = sections.get(section_name, section_type())
-        sections[section_name] = _apply_env(section_name, current, environ)
-    _check_env_names(environ)
-    settings = Settings(**sections, source=source)
-    _validate(settings, where)
+    try:
+        sections = _build_sections(raw, where)
+        for section_name, section_type in _SECTIONS.items():
+            current = sections.get(section_name, section_type())
+            sections[section_name] = _apply_env(section_name, current, environ)
+        _check_env_names(environ)
+        settings = Settings(**sections, source=source)
+        _validate(settings, where)
+    except ConfigError as exc:
+        raise _located(exc, where, _KeyLines(text), environ) from exc.__cause__
     lines = _TableLines(text)
     for index, table in enumerate(settings.feeds.feed):
         _feed_from_table(table, index, settings, where=where, lines=lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -337,3 +338,40 @@ def test_an_empty_sightings_topic_is_for_the_matchers_and_only_news_monitor_sign
     assert settings.signals.sightings_topic == "" and settings.signals.source == "sightings"
     with pytest.raises(ConfigError, match='source = "sightings" needs a sightings_topic'):
         SignalsProcess(settings)
+
+
+_SECTIONS_FILE = '[kafka]\nbootstrap_servers = "k:9092"\n\n[feeds]\nopml = "f.opml"\n\n[[feeds.feed]]\nurl = "https://a.example/rss"\n\n[state]\n'
+
+
+@pytest.mark.parametrize(
+    ("lines", "at", "problem"),
+    [
+        ("flush_interval = 0", 11, "[state] retention_check and flush_interval must be above 0 seconds"),
+        ("retention_days = -1", 11, "[state] retention_days must be above 0"),
+        ("retention_dayz = 1", 11, "unknown key 'retention_dayz' in [state]"),
+        ('retention_days = "30"', 11, "[state] retention_days must be a number, got '30'"),
+        ("# a comment\nflush_interval = 1\ndir = ''", 13, "[state] dir is empty"),
+        ("retention_check = 0\nflush_interval = 0", 10, "[state] retention_check and flush_interval"),
+        ("[statez]", 11, "unknown section [statez]"),
+    ],
+)
+def test_a_bad_setting_is_reported_at_its_line(tmp_path, lines, at, problem):
+    # The file and line of the key (its section's header when the message names several
+    # keys the file sets), as docs/operations.md says of every error: <file>:<line>: <problem>.
+    path = _write(tmp_path, _SECTIONS_FILE + lines + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value).startswith(f"{path}:{at}: {problem}")
+
+
+def test_a_bad_value_from_the_environment_names_the_variable_not_a_line(tmp_path):
+    path = _write(tmp_path, "[feeds]\ninterval = 60\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={"NEWS_MONITOR_FEEDS_INTERVAL": "0"})
+    assert str(caught.value) == "environment variable NEWS_MONITOR_FEEDS_INTERVAL: [feeds] interval must be at least 1 second"
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor", "run", "--once", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "NEWS_MONITOR_FEEDS_MAX_INTERVAL": "30"},
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"news-monitor: error: {path}:2: [feeds] interval (60) is above max_interval (30)")
