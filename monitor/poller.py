@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.errors import PublishError, StoreError, error_text
-from monitor.feeds.schedule import Schedule, next_interval
+from monitor.feeds.schedule import Schedule, earliest_poll, next_interval
 from monitor.feeds.state import FeedState
 from monitor.lifecycle import Shutdown
 from monitor.log import get_logger
@@ -314,7 +314,7 @@ class Poller:
             # Pushes bring the news; the poll is the safety net.
             interval = max(interval, pushed)
         now = time.monotonic()
-        when = self.schedule.reschedule(current.url, now, interval)
+        when = self.schedule.reschedule(current.url, now, interval, not_before=earliest_poll(report.outcome))
         if when < self._sleeping_until:
             # The loop sleeps until a later feed is due: without this a 1 s feed among
             # 300 s feeds would wait for the next of those.

@@ -130,6 +130,23 @@ async def test_errors_are_counted_per_feed_by_kind(broker, server, tmp_path):
         assert state.last_error and url in state.last_error
 
 
+async def test_a_retry_after_is_never_cut_short_by_the_jitter(broker, server, tmp_path):
+    # docs/polling.md: Retry-After on 429/503 is honoured. The jitter (up to ±50 %) was
+    # applied to that wait too, so half the feeds came back before the server allowed.
+    urls = [server.status(f"/busy/{n}.rss", 429, **{"Retry-After": "1000"}) for n in range(20)]
+    settings = _settings(tmp_path, broker, urls, interval=100.0, max_interval=200.0, jitter=0.5)
+
+    def wait(monitor: Monitor, n: int) -> float:
+        hits = server.of(f"/busy/{n}.rss")
+        return (monitor.poller.schedule.due_at(urls[n]) or 0.0) - hits[0].at if hits else 0.0
+
+    async with Running(settings) as monitor:
+        await until(lambda: all(wait(monitor, n) > 1 for n in range(20)), what="every feed rescheduled")
+        waits = [wait(monitor, n) for n in range(20)]
+    assert min(waits) >= 1000 - 1, f"polled again after {min(waits):.0f} s, before the server's Retry-After of 1000 s"
+    assert max(waits) <= 1000 * 1.5 + 1
+
+
 async def test_a_new_failing_feed_has_its_health_stored(broker, server, tmp_path):
     broken = server.status("/down.rss", 503)
     settings = make_settings(

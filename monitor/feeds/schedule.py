@@ -16,7 +16,8 @@ Every feed is polled once at start-up; the first polls are spread over a short w
 * Freshness the server grants (``Cache-Control: max-age``, ``Expires``) and RSS
   ``<ttl>`` lengthen the wait, up to ``max_interval``: the publisher asked for it.
 
-Each wait gets a few percent of random jitter so feeds never synchronise.
+Each wait gets a few percent of random jitter so feeds never synchronise, but never
+comes before a server's ``Retry-After``.
 Pure: the clock and the random source are passed in.
 """
 
@@ -27,7 +28,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["MAX_RETRY_AFTER", "PollOutcome", "Schedule", "next_interval", "publish_gap"]
+__all__ = ["MAX_RETRY_AFTER", "PollOutcome", "Schedule", "earliest_poll", "next_interval", "publish_gap"]
 
 #: Longest ``Retry-After`` honoured, in seconds; a server asking for a year gets a day.
 MAX_RETRY_AFTER = 24 * 3600.0
@@ -83,6 +84,12 @@ def next_interval(
     if outcome.retry_after is not None:
         interval = max(interval, min(outcome.retry_after, MAX_RETRY_AFTER))
     return interval
+
+
+def earliest_poll(outcome: PollOutcome) -> float:
+    """Seconds before which the feed must not be polled again whatever the jitter: the
+    server's ``Retry-After`` (up to :data:`MAX_RETRY_AFTER`), else 0."""
+    return 0.0 if outcome.retry_after is None else min(outcome.retry_after, MAX_RETRY_AFTER)
 
 
 def _activity_interval(base: float, low: float, high: float, outcome: PollOutcome) -> float:
@@ -177,10 +184,11 @@ class Schedule:
         self._due[url] = (when, self._counter)
         heapq.heappush(self._heap, (when, self._counter, url))
 
-    def reschedule(self, url: str, now: float, interval: float) -> float:
-        """Schedule the next poll ``interval`` seconds (± jitter) from ``now``; returns the time."""
+    def reschedule(self, url: str, now: float, interval: float, *, not_before: float = 0.0) -> float:
+        """Schedule the next poll ``interval`` seconds (± jitter) from ``now``, never sooner
+        than ``not_before`` seconds (a server's ``Retry-After``); returns the time."""
         jitter = interval * self._jitter
-        when = now + max(0.5, interval + self._rng.uniform(-jitter, jitter))
+        when = now + max(0.5, not_before, interval + self._rng.uniform(-jitter, jitter))
         self.set(url, when)
         return when
 
