@@ -71,6 +71,29 @@ def test_schema_rejects_broken_alerts(breakage):
         validate_alert(alert)
 
 
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda a: a.update(matches=a["matches"] * 101),
+        lambda a: a["matches"][0].update(text="x" * 201),
+        lambda a: a.update(snippet="s" * 401),
+        lambda a: a.update(match_counts={f"term{n}": 1 for n in range(1001)}),
+        lambda a: a.update(detected_at="2026-11-25T08:00:01+00:00"),
+        lambda a: a["article"].update(published="2025-08-14T18:30:00+02:00"),
+    ],
+)
+def test_the_schema_itself_refuses_what_docs_delivery_md_rules_out(breakage):
+    # Outside consumers validate against the schema alone: the bounds on the evidence and
+    # the UTC "Z" are in it (they were only in docs/delivery.md and this suite's helper).
+    from jsonschema import Draft202012Validator
+
+    schema = Draft202012Validator(orjson.loads((ROOT / "schemas" / "alert-v1.json").read_bytes()))
+    alert = alert_to_dict(_alert())
+    assert not list(schema.iter_errors(alert))
+    breakage(alert)
+    assert list(schema.iter_errors(alert))
+
+
 def test_record_is_a_cloudevent_keyed_by_article():
     alert = _alert()
     record = alert_record(alert)
