@@ -41,10 +41,11 @@ def test_built_alert_matches_schema():
     validate_alert(alert_to_dict(_alert(url=None, published=None, mode="shadow", topic="alerts.sanctions.shadow")))
 
 
-def test_documented_example_matches_schema_and_serialiser():
-    text = DOC.read_text(encoding="utf-8")
-    example = re.search(r"<!-- alert-example -->\s*```json\n(.*?)```", text, re.S)
-    assert example, "docs/delivery.md must hold the alert example after <!-- alert-example -->"
+@pytest.mark.parametrize("doc", [DOC, ROOT / "README.md"], ids=["delivery.md", "README"])
+def test_documented_example_matches_schema_and_serialiser(doc):
+    text = doc.read_text(encoding="utf-8")
+    example = re.search(r"(?:<!-- alert-example -->\s*|## Alerts on Kafka.*?)```json\n(.*?)```", text, re.S)
+    assert example, f"{doc.name} must hold the alert example"
     documented = orjson.loads(example.group(1))
     validate_alert(documented)
     # Same fields as the serialiser writes: the doc cannot drift from the code.
