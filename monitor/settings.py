@@ -788,8 +788,14 @@ def _build_section(section_name: str, values: Mapping[str, Any], where: str) -> 
                 location=SourceLocation(where),
                 hint=_suggest(key, hints),
             )
+        if (section_name, key) in _AUTO_OR_BOOLEAN and isinstance(value, bool):
+            value = str(value).lower()  # "auto", or true/false written as a TOML boolean
         kwargs[key] = _coerce(value, hints[key], f"[{section_name}] {key}", where)
     return section_type(**kwargs)
+
+
+#: String settings whose values are "auto" or a boolean: true/false may be TOML booleans.
+_AUTO_OR_BOOLEAN = {("kafka", "enable_idempotence")}
 
 
 def _coerce(value: Any, annotation: Any, label: str, where: str) -> Any:

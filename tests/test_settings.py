@@ -375,3 +375,10 @@ def test_a_bad_value_from_the_environment_names_the_variable_not_a_line(tmp_path
     )  # fmt: skip
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"news-monitor: error: {path}:2: [feeds] interval (60) is above max_interval (30)")
+
+
+def test_enable_idempotence_takes_a_toml_boolean_as_the_readme_writes_it(tmp_path):
+    # README: "auto", "or true/false"; a TOML boolean was refused ("must be a string, got False").
+    for text, expected in (("false", False), ("true", True), ('"false"', False), ('"auto"', True)):
+        path = _write(tmp_path, f'[kafka]\nbootstrap_servers = "k:9092"\nenable_idempotence = {text}\n')
+        assert load_settings(path, environ={}).kafka.idempotence is expected, text
