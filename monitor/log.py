@@ -190,10 +190,12 @@ def _masked_traceback(out: TextIO, exc_info: Any) -> None:
 
 
 def _name_foreign_event(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A library's message becomes ``message``; the event name is ``lib.<logger>``, stable per logger."""
+    """A library's message becomes ``message``; the event name is ``lib.<logger>``, stable per
+    logger, and the component the library (``aiokafka``), as every line has one."""
     logger_name = event.pop("logger", None) or "root"
     event["message"] = event.get("event")
     event["event"] = f"lib.{logger_name}"
+    event.setdefault("component", logger_name.partition(".")[0])
     repeated = getattr(event.get("_record"), "repeated", 0)
     if repeated:
         event["repeated"] = repeated

@@ -77,6 +77,8 @@ def test_library_logs_are_json_too(stream):
     logging.getLogger("aiokafka.conn").info("chatty library detail")
     [line] = _lines(stream)
     assert line["event"] == "lib.aiokafka.conn" and line["message"] == "Unable to connect to node 1"
+    # docs/operations.md: each line has event, level, timestamp and component.
+    assert line["level"] == "warning" and line["timestamp"].endswith("Z") and line["component"] == "aiokafka"
 
 
 _EVENT = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
