@@ -928,9 +928,17 @@ def _check_env_names(environ: Mapping[str, str]) -> None:
         for section, section_type in _SECTIONS.items()
         for key in typing.get_type_hints(section_type)
     }
+    # The table arrays ([[feeds.feed]], [[notify.destination]]) have a name, but setting it is
+    # an error: a hint never offers them.
+    settable = {
+        _env_name(section, key)
+        for section, section_type in _SECTIONS.items()
+        for key, annotation in typing.get_type_hints(section_type).items()
+        if typing.get_origin(annotation) is not tuple or typing.get_args(annotation)[0] in (str, int)
+    }
     for name in environ:
         if name.startswith(ENV_PREFIX) and name not in known and name not in _NON_KEY_VARIABLES:
-            raise ConfigError(f"environment variable {name} matches no setting", hint=_env_hint(name, known))
+            raise ConfigError(f"environment variable {name} matches no setting", hint=_env_hint(name, settable))
 
 
 def _env_hint(name: str, known: set[str]) -> str:

@@ -91,6 +91,8 @@ def test_an_unknown_environment_variable_names_the_closest_and_its_section_only(
     message = str(caught.value)
     assert "NEWS_MONITOR_FEEDS_INTERVALL matches no setting" in message and "did you mean 'NEWS_MONITOR_FEEDS_INTERVAL'" in message
     assert "NEWS_MONITOR_FEEDS_PER_HOST" in message and "NEWS_MONITOR_KAFKA_" not in message
+    # The feed tables are file-only (README): their variable is never offered.
+    assert "NEWS_MONITOR_FEEDS_FEED" not in message
     with pytest.raises(ConfigError, match=r"NEWS_MONITOR_<SECTION>_<KEY>, sections: cluster, delivery, feeds") as caught:
         load_settings(_write(tmp_path, ""), environ={"NEWS_MONITOR_NOSUCH_THING": "1"})
     assert "NEWS_MONITOR_FEEDS_" not in str(caught.value)
