@@ -343,8 +343,18 @@ class KafkaPublisher:
     async def ensure_topics(self, topics: Iterable[str], *, compacted: Iterable[str] = ()) -> TopicReport:
         """Create missing topics (``compacted`` ones compacted); :class:`PublishError` when
         the broker cannot be asked."""
+        topics = list(topics)
         try:
-            return await self.admin.ensure(topics, compacted=compacted)
+            report = await self.admin.ensure(topics, compacted=compacted)
+            if self._producer is not None:
+                # The producer learns of a topic at its first send and then asks the broker
+                # about the topics sent to so far alone; a topic just created among existing
+                # ones left sends to those stalled for request_timeout_ms (Tansu answered
+                # NotLeaderForPartition). Tracking all of them from the start avoids that.
+                for topic in topics:
+                    self._producer.client.add_topic(topic)
+                await self._producer.client.force_metadata_update()
+            return report
         except PublishError:
             raise
         except BrokerError as exc:

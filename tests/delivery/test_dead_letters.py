@@ -156,6 +156,29 @@ async def test_articles_topic_carries_every_new_article_keyed_by_id(broker, feed
     assert len(await read_topic(broker.bootstrap_servers, topic, idle=0.5)) == 2
 
 
+async def test_an_articles_topic_created_among_existing_topics_does_not_stall_the_alerts(broker, feed_server: FeedServer, tmp_path):
+    # A run that created the articles topic while the alert topics already existed had its
+    # alerts refused (NotLeaderForPartition) until request_timeout_ms ran out: 30 s at the
+    # default, every restart with a new articles topic or a rule's first signal topic.
+    run = uuid.uuid4().hex[:8]
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "sanctions.yaml").write_text(_rule("sanctions", f"alerts.stall-{run}", "sanctions"))
+    url = feed_server.serve(f"/stall-{run}.rss", _RSS.format(items=_ITEM.format(run=run, n=0, title="EU sanctions", text=SANCTIONS_TEXT)))
+    kafka = {"enable_idempotence": "false", "request_timeout_ms": 8000}
+    first = make_settings(tmp_path / "first", broker.bootstrap_servers, [url], rules=[rules], overrides={"kafka": kafka})
+    assert (await Monitor(first).run(once=True, handle_signals=False)).published == 1
+
+    second = make_settings(tmp_path / "second", broker.bootstrap_servers, [url], rules=[rules],
+                           overrides={"kafka": {**kafka, "articles_topic": f"news.articles.stall-{run}"}})  # fmt: skip
+    started = asyncio.get_running_loop().time()
+    summary = await Monitor(second).run(once=True, handle_signals=False)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert summary.published == 1 and summary.undelivered == 0
+    assert summary.delivery is not None and summary.delivery.failed_attempts == 0, "the alert was refused before it went through"
+    assert elapsed < 8.0, f"run --once took {elapsed:.1f} s: the alert waited for request_timeout_ms"
+
+
 # -- errors that never go away, and outages that do ---------------------------------
 
 
