@@ -14,6 +14,7 @@ shared with the article-page fetcher (:mod:`monitor.adapters.pages`): :class:`Se
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -174,7 +175,9 @@ def client_error_text(exc: aiohttp.ClientError) -> str:
         return f"the TLS certificate of {exc.host}:{exc.port} is not trusted: {why}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         if isinstance(exc, aiohttp.ClientSSLError):
-            return f"TLS with {exc.host}:{exc.port} failed: {getattr(exc, 'reason', None) or error_text(exc.os_error)}"
+            why = getattr(exc, "reason", None) or error_text(exc.os_error)
+            # OpenSSL's words stay; CPython's source line after them ("(_ssl.c:1006)") goes.
+            return f"TLS with {exc.host}:{exc.port} failed: {_SSL_SOURCE.sub('', why)}"
         if isinstance(exc.os_error, socket.gaierror):
             return f"cannot resolve the host name {exc.host}: {error_text(exc.os_error)}"
         return f"cannot connect to {exc.host}:{exc.port}: {error_text(exc.os_error)}"
@@ -189,6 +192,9 @@ def client_error_text(exc: aiohttp.ClientError) -> str:
         # Its message is several lines, the last a caret under the bad byte.
         return "invalid HTTP answer: " + " ".join(word for word in exc.message.split() if word != "^")
     return error_text(exc)
+
+
+_SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
 
 
 def payload_error_text(exc: Exception) -> str:

@@ -287,3 +287,25 @@ async def test_a_failed_fetch_says_what_failed_in_words(transport, answer, expec
         if running is not None:
             running.close()
     assert str(caught.value) == f"{url}: {expected.format(port=port)} (the server is unreachable or answered badly; it is retried later)"
+
+
+async def test_a_tls_failure_says_what_failed_without_python_source_lines(transport):
+    # An https url to a server that answers in plain HTTP: OpenSSL's words, not CPython's
+    # "(_ssl.c:1006)" after them (docs/operations.md: never Python's vocabulary).
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            await reader.read(1)
+        writer.close()
+
+    running = await asyncio.start_server(plain, "127.0.0.1", 0)
+    port = running.sockets[0].getsockname()[1]
+    url = f"https://127.0.0.1:{port}/feed"
+    try:
+        with pytest.raises(FeedError) as caught:
+            await transport.fetch(url, NONE, {})
+    finally:
+        running.close()
+    assert str(caught.value).startswith(f"{url}: TLS with 127.0.0.1:{port} failed: [SSL: WRONG_VERSION_NUMBER] wrong version number (")
+    assert "_ssl.c" not in str(caught.value)
