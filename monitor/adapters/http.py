@@ -172,7 +172,7 @@ def client_error_text(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cause = exc.certificate_error
         why = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or error_text(cause)
-        return f"the TLS certificate of {exc.host}:{exc.port} is not trusted: {why}"
+        return f"the TLS certificate of {exc.host}:{exc.port} is not trusted: {_SSL_SOURCE.sub('', why)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         if isinstance(exc, aiohttp.ClientSSLError):
             why = getattr(exc, "reason", None) or error_text(exc.os_error)
