@@ -56,7 +56,9 @@ MASK = "***"
 # scheme://user-info@ : the user-info runs to the last "@" before the host ends. Quotes
 # and backslashes end it too, so a URL inside JSON text never swallows its neighbours.
 _USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/?#\s\"'\\<>]*@", re.IGNORECASE)
-_PARAM = re.compile(r"(?P<lead>[?&;](?P<name>[^=&#;?\s\"'\\<>]+)=)(?P<value>[^&#;\s\"'\\<>]*)")
+# A value ends at the next delimiter; in text, a ":", "," or ")" right before a space or the
+# end is the sentence's ("<url>: HTTP 410 Gone"), not the value's, and stays.
+_PARAM = re.compile(r"(?P<lead>[?&;](?P<name>[^=&#;?\s\"'\\<>]+)=)(?P<value>[^&#;\s\"'\\<>]*?)(?=[:,)]?(?:[&#;\s\"'\\<>]|$))")
 _WORDS = re.compile(r"[_.\-]+|(?<=[a-z0-9])(?=[A-Z])")
 
 _params: frozenset[str] = frozenset(DEFAULT_SECRET_PARAMS)

@@ -46,6 +46,16 @@ def test_urls_inside_text_and_json_are_masked():
     )
 
 
+def test_the_text_around_a_masked_url_keeps_its_punctuation():
+    # A feed error is "<url>: <problem>"; the ":" was taken as the secret's last character
+    # and masked with it ("...?token=*** HTTP 410 Gone" in the summary, last_error, logs).
+    assert scrub("https://a.example/f?token=abc: HTTP 410 Gone") == "https://a.example/f?token=***: HTTP 410 Gone"
+    assert scrub("(see https://a.example/f?key=k1, then https://b.example/?sig=s2)") == (
+        "(see https://a.example/f?key=***, then https://b.example/?sig=***)"
+    )
+    assert scrub("https://a.example/f?token=ab:cd&n=1:") == "https://a.example/f?token=***&n=1:"
+
+
 def test_a_feed_path_is_published_as_an_absolute_file_uri(tmp_path):
     feed = tmp_path / "my feeds" / "world.xml"
     assert public_feed_url(str(feed)) == "file://" + str(feed).replace(" ", "%20")
