@@ -22,7 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.codec import has_lz4, has_zstd
+from aiokafka.codec import has_lz4, has_snappy, has_zstd
 from aiokafka.errors import (
     BrokerResponseError,
     CommitFailedError,
@@ -43,7 +43,7 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import TopicPartition
 
-from monitor.errors import BrokerError, PublishError, RecordRefused, RecordRejected, error_text
+from monitor.errors import BrokerError, ConfigError, PublishError, RecordRefused, RecordRejected, error_text
 from monitor.log import get_logger
 from monitor.model import Record
 from monitor.settings import KafkaSettings
@@ -128,7 +128,14 @@ def connection_options(settings: KafkaSettings, bootstrap_servers: str) -> dict[
 
 def _compression(setting: str) -> str | None:
     if setting != "auto":
-        return None if setting in {"", "none"} else setting
+        if setting in {"", "none"}:
+            return None
+        if setting != "gzip" and not has_snappy():  # snappy, lz4 and zstd: all through cramjam
+            raise ConfigError(
+                f"[kafka] compression_type = {setting!r} needs its codec, which is not installed",
+                hint='pip install cramjam, or compression_type = "auto" (zstd or lz4 when installed, else gzip)',
+            )
+        return setting
     if has_zstd():
         return "zstd"
     if has_lz4():

@@ -64,3 +64,18 @@ def test_sasl_without_password_is_a_config_error(tmp_path):
     path = _config(tmp_path, 'security_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\nsasl_username = "monitor"')
     with pytest.raises(ConfigError, match=r"sasl_password|NEWS_MONITOR_KAFKA_SASL_PASSWORD"):
         load_settings(path, environ={})
+
+
+@pytest.mark.parametrize("codec", ["snappy", "lz4", "zstd"])
+def test_a_compression_whose_codec_is_missing_is_a_config_error_not_a_traceback(tmp_path, codec):
+    # README: compression_type gzip, snappy, lz4, zstd or none. Without cramjam aiokafka raised
+    # RuntimeError('Compression library for zstd not found'): a traceback and exit 1 at start.
+    from aiokafka.codec import has_snappy
+
+    settings = load_settings(_config(tmp_path, f'compression_type = "{codec}"'), environ={})
+    if has_snappy():
+        assert producer_options(settings.kafka, "kafka-1:9093")["compression_type"] == codec
+        return
+    with pytest.raises(ConfigError, match=rf"\[kafka\] compression_type = '{codec}' needs its codec, which is not installed"):
+        producer_options(settings.kafka, "kafka-1:9093")
+    assert producer_options(load_settings(_config(tmp_path, 'compression_type = "gzip"'), environ={}).kafka, "k:1")["compression_type"] == "gzip"
