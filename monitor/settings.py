@@ -905,20 +905,33 @@ def _parse_env(raw: str, annotation: Any, name: str) -> Any:
                 return False
             raise ValueError("expected true or false")
         if annotation is int:
-            return int(text)
+            return _env_int(text, "expected a whole number, e.g. 10")
         if annotation is float:
-            number = float(text)
-            if not math.isfinite(number):
-                raise ValueError("expected a finite number")
-            return number
+            if not _ENV_FLOAT.fullmatch(text) or not math.isfinite(float(text)):
+                raise ValueError("expected a finite number, e.g. 30 or 0.5")
+            return float(text)
         if typing.get_origin(annotation) is tuple:
             item = typing.get_args(annotation)[0]
             if item not in (str, int):
                 raise ValueError("this key can only be set in the config file")
-            return tuple(item(part.strip()) for part in text.split(",") if part.strip())
+            parts = [part.strip() for part in text.split(",") if part.strip()]
+            if item is int:
+                return tuple(_env_int(part, "expected whole numbers separated by commas, e.g. 3,10,30") for part in parts)
+            return tuple(parts)
     except ValueError as exc:
         raise ConfigError(f"environment variable {name}={raw!r} is invalid: {exc}") from exc
     return raw
+
+
+# What a TOML file accepts, in ASCII (int() and float() also take "1_000", "٣" and "inf").
+_ENV_INT = re.compile(r"[+-]?[0-9]+")
+_ENV_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _env_int(text: str, expected: str) -> int:
+    if not _ENV_INT.fullmatch(text):
+        raise ValueError(expected)
+    return int(text)
 
 
 def _check_env_names(environ: Mapping[str, str]) -> None:

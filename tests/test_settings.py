@@ -384,3 +384,28 @@ def test_enable_idempotence_takes_a_toml_boolean_as_the_readme_writes_it(tmp_pat
     for text, expected in (("false", False), ("true", True), ('"false"', False), ('"auto"', True)):
         path = _write(tmp_path, f'[kafka]\nbootstrap_servers = "k:9092"\nenable_idempotence = {text}\n')
         assert load_settings(path, environ={}).kafka.idempotence is expected, text
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("NEWS_MONITOR_FEEDS_CONCURRENCY", "2.5", "expected a whole number, e.g. 10"),
+        ("NEWS_MONITOR_FEEDS_CONCURRENCY", "٣", "expected a whole number, e.g. 10"),
+        ("NEWS_MONITOR_FEEDS_INTERVAL", "abc", "expected a finite number, e.g. 30 or 0.5"),
+        ("NEWS_MONITOR_FEEDS_INTERVAL", "1_000", "expected a finite number, e.g. 30 or 0.5"),
+        ("NEWS_MONITOR_SIGNALS_ESCALATION", "3,x", "expected whole numbers separated by commas, e.g. 3,10,30"),
+    ],
+)
+def test_a_bad_environment_number_says_what_it_must_be_in_words(tmp_path, variable, value, expected):
+    # It was int()'s and float()'s own words: "invalid literal for int() with base 10: '2.5'"
+    # (docs/operations.md: never Python's vocabulary), and "1_000" or "٣" were taken as numbers.
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, ""), environ={variable: value})
+    assert str(caught.value) == f"environment variable {variable}={value!r} is invalid: {expected}"
+
+
+def test_environment_numbers_read_as_toml_writes_them(tmp_path):
+    environ = {"NEWS_MONITOR_FEEDS_INTERVAL": " 90.5 ", "NEWS_MONITOR_FEEDS_CONCURRENCY": "+8", "NEWS_MONITOR_SIGNALS_ESCALATION": "3, 10",
+               "NEWS_MONITOR_FEEDS_MAX_INTERVAL": "1e4"}  # fmt: skip
+    settings = load_settings(_write(tmp_path, ""), environ=environ)
+    assert (settings.feeds.interval, settings.feeds.concurrency, settings.signals.escalation, settings.feeds.max_interval) == (90.5, 8, (3, 10), 1e4)
