@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, error_text
 from monitor.language import AUTO, feed_language_problem, language_tag
 from monitor.model import Feed, SourceLocation
 from monitor.redact import DEFAULT_SECRET_PARAMS
@@ -738,9 +738,17 @@ def _read_config(source: Path | None) -> tuple[str, dict[str, Any]]:
         text = source.read_text(encoding="utf-8")
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", location=_location_of(source, exc)) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config: {exc}", location=SourceLocation(str(source))) from exc
+        location, problem = _location_of(source, exc)
+        raise ConfigError(f"invalid TOML: {problem}", location=location) from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"not UTF-8: byte 0x{exc.object[exc.start]:02x} is not valid here", location=SourceLocation(str(source), line),
+            hint="save the file as UTF-8",
+        ) from exc  # fmt: skip
+    except OSError as exc:
+        # The location names the file already: the system's words alone.
+        raise ConfigError(f"cannot read config: {exc.strerror or error_text(exc)}", location=SourceLocation(str(source))) from exc
 
 
 def _build_sections(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -762,11 +770,16 @@ def _build_sections(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     return sections
 
 
-def _location_of(source: Path, exc: tomllib.TOMLDecodeError) -> SourceLocation:
-    # tomllib puts "(at line N, column M)" in the message but also exposes them on 3.14+.
-    line = getattr(exc, "lineno", None)
-    column = getattr(exc, "colno", None)
-    return SourceLocation(str(source), line, column)
+def _location_of(source: Path, exc: tomllib.TOMLDecodeError) -> tuple[SourceLocation, str]:
+    """Where tomllib found the problem, and the problem without its "(at line N, column M)"
+    (the attributes exist from Python 3.14 on; before, only the message has them)."""
+    problem = str(exc)
+    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", problem)
+    line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+    if found is not None:
+        problem = problem[: found.start()]
+        line, column = line or int(found.group(1)), column or int(found.group(2))
+    return SourceLocation(str(source), line, column), problem
 
 
 def _suggest(name: str, valid: typing.Iterable[str]) -> str:

@@ -106,7 +106,7 @@ def test_invalid_toml_exits_2_with_line(tmp_path):
     config = _config(tmp_path, "[kafka]\nbootstrap_servers = \n")
     result = _cli("run", "--once", "--config", str(config))
     assert result.returncode == 2
-    assert "invalid TOML" in result.stderr and "line 2" in result.stderr
+    assert f"{config}:2:21: invalid TOML: Invalid value" in result.stderr
 
 
 def test_invalid_rule_file_stops_startup_with_exit_2(tmp_path):

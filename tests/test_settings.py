@@ -409,3 +409,17 @@ def test_environment_numbers_read_as_toml_writes_them(tmp_path):
                "NEWS_MONITOR_FEEDS_MAX_INTERVAL": "1e4"}  # fmt: skip
     settings = load_settings(_write(tmp_path, ""), environ=environ)
     assert (settings.feeds.interval, settings.feeds.concurrency, settings.signals.escalation, settings.feeds.max_interval) == (90.5, 8, (3, 10), 1e4)
+
+
+def test_a_config_file_that_does_not_read_is_reported_at_its_line_in_words(tmp_path):
+    # "<file>:<line>:<column>: problem" (docs/operations.md), as rule files are; it was the file
+    # alone with tomllib's "(at line 3, column 14)" inside, and Python's codec words for a
+    # file that is not UTF-8 ("'utf-8' codec can't decode byte 0xe9 in position 33: ...").
+    path = _write(tmp_path, "[feeds]\ninterval = 10\ninterval = 11\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value) == f"{path}:3:14: invalid TOML: Cannot overwrite a value"
+    path.write_bytes(b"[feeds]\ninterval = 10\n\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value) == f"{path}:4: not UTF-8: byte 0xe9 is not valid here (save the file as UTF-8)"
