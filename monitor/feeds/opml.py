@@ -40,7 +40,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, error_text
 from monitor.language import AUTO, feed_language_problem, language_tag
 from monitor.model import Feed, SourceLocation
 from monitor.settings import WEBSUB_MODES, feed_location_problem, header_problem
@@ -57,13 +57,20 @@ def feeds_from_opml(path: Path, default_interval: float) -> list[Feed]:
     """Read every feed outline in an OPML file; local feed paths resolve against its folder."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False)
     try:
-        tree = etree.parse(str(path), parser)
+        data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError("cannot read OPML file", location=SourceLocation(str(path)), hint=str(exc)) from exc
+        # lxml's own error named the path three times and no errno: read it ourselves.
+        raise ConfigError(
+            f"cannot read OPML file: {exc.strerror or error_text(exc)}", location=SourceLocation(str(path)),
+            hint="check [feeds] opml (a relative path is relative to the config file)",
+        ) from exc  # fmt: skip
+    try:
+        root = etree.fromstring(data, parser, base_url=str(path))
     except etree.XMLSyntaxError as exc:
         line, column = exc.position if exc.position else (None, None)
-        raise ConfigError(f"invalid OPML: {exc.msg}", location=SourceLocation(str(path), line, column)) from exc
-    root = tree.getroot()
+        # The position is in the location already: not again at the end of lxml's message.
+        why = re.sub(r", line \d+, column \d+$", "", exc.msg)
+        raise ConfigError(f"invalid OPML: {why}", location=SourceLocation(str(path), line, column)) from exc
     body = root.find("body")
     if root.tag != "opml" or body is None:
         raise ConfigError(
