@@ -195,6 +195,21 @@ class HostileServer(LocalServer):
         data = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[encoding](body)
         return web.Response(body=data, headers={"Content-Encoding": encoding, "Content-Type": "application/rss+xml"})
 
+    async def _corrupt(self, request: web.Request) -> web.StreamResponse:
+        """A feed whose compressed body is cut off (the HTTP answer itself is whole) or is not
+        of its encoding at all."""
+        body = rss("corrupt", [(f"k{n}", f"Corrupt {n}", "An item of a feed with a broken compressed body.") for n in range(40)])
+        encoding = request.query.get("with", "gzip")
+        data = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[encoding](body)
+        data = data[: len(data) // 2] if request.query.get("how") == "truncated" else b"no compression here, " * 50
+        return web.Response(body=data, headers={"Content-Encoding": encoding, "Content-Type": "application/rss+xml", "ETag": '"c1"'})
+
+    async def _gzip_members(self, request: web.Request) -> web.StreamResponse:
+        """Two gzip members (one body, as ``gzip -d`` reads them), or one and trailing bytes."""
+        first = rss("members", [("m1", "Member", "First member")])
+        after = b"\0\0\n" if request.query.get("tail") else gzip.compress(b"<!-- second member -->")
+        return web.Response(body=gzip.compress(first) + after, headers={"Content-Encoding": "gzip", "Content-Type": "application/rss+xml"})
+
     async def _moved(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPMovedPermanently("/conditional")
 

@@ -8,6 +8,7 @@ choose reaches the store through the batched feed-state flush (no store write pe
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 import uuid
 
@@ -99,3 +100,27 @@ async def test_a_poll_that_a_bug_ends_is_a_failed_poll_in_the_run_summary(broker
         assert summary.failures == 1
         assert summary.failed[0][0] == bad
         assert "the poll failed on a bug (RuntimeError: injected bug" in summary.failed[0][1]
+
+
+async def test_a_feed_whose_gzip_body_is_cut_off_is_a_failed_poll_that_advances_nothing(broker, server, tmp_path):
+    """aiohttp handed back the first half of a cut-off gzip stream as the body: the lenient
+    parser read the items in it, the ETag was stored, and the rest of the feed was lost
+    until it changed. Now the poll fails, naming the encoding, and the next one reads all."""
+    items = [(f"gz{n}", f"Gzip item {n}", "An item of a feed served compressed.") for n in range(40)]
+    whole = gzip.compress(rss(items))
+    headers = {"Content-Encoding": "gzip", "ETag": '"gz1"'}
+    url = server.feed("/cut-gzip.rss", whole[: len(whole) // 2], **headers)
+    topic = f"articles-{uuid.uuid4().hex[:10]}"
+    settings = make_settings(tmp_path, broker.bootstrap_servers, [url], overrides={"kafka": {"articles_topic": topic}})
+    async with Running(settings) as monitor:
+        summary = monitor.observer.summary
+        await until(lambda: summary.polls >= 1, what="the first poll")
+        assert summary.failures == 1
+        assert summary.failed[0] == (url, summary.failed[0][1])
+        assert "the compressed body is corrupt (Content-Encoding: gzip)" in summary.failed[0][1]
+        state = monitor.poller.pipeline.feed_states.peek(url)
+        assert state.etag is None and state.consecutive_errors == 1 and state.last_success is None
+        server.feed("/cut-gzip.rss", whole, **headers)
+        records = await read_topic(broker.bootstrap_servers, topic, until=lambda rs: len(rs) >= 40, timeout=20)
+    assert len({orjson.loads(r.value)["id"] for r in records}) == 40
+    assert stored(settings, url).etag == '"gz1"'

@@ -4,8 +4,11 @@ http(s), the disk for files.
 The HTTP transport makes conditional GETs, follows a bounded number of redirects itself
 (so it can tell a permanent move from a temporary one), and enforces the body-size
 limit while streaming: a 1 GB answer is aborted, never buffered. Compressed answers
-(gzip, deflate, brotli) are inflated chunk by chunk (aiohttp >= 3.13.3 caps each step),
-and the limit counts inflated bytes, so a gzip bomb stops at the limit too.
+(gzip, deflate, brotli) are inflated here, not by aiohttp, in steps of at most 64 KiB,
+and the limit counts inflated bytes, so a gzip bomb stops at the limit too. A compressed
+body that is corrupt or ends before its stream does is an error naming the encoding:
+aiohttp hands back the part it could inflate of a cut-off gzip or brotli stream (or
+nothing) without a word, which a lenient parser took for the whole feed.
 
 The redirect loop and the mapping of aiohttp's exceptions to :class:`FeedError` are
 shared with the article-page fetcher (:mod:`monitor.adapters.pages`): :class:`SessionClient`.
@@ -17,13 +20,15 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import zlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
+import brotli
 from yarl import URL
 
 from monitor import USER_AGENT
@@ -49,6 +54,9 @@ Answer = Callable[[aiohttp.ClientResponse, str, "str | None", float], Awaitable[
 _REDIRECTS = {301, 302, 303, 307, 308}
 _PERMANENT = {301, 308}
 _ACCEPT = "application/rss+xml, application/atom+xml, application/feed+json, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
+#: The Content-Encodings asked for: those :class:`_Inflater` decodes (aiohttp's default
+#: list would name zstd wherever a zstd module is installed).
+_ACCEPT_ENCODING = "gzip, deflate, br"
 
 
 def local_path(url: str) -> Path | None:
@@ -100,7 +108,9 @@ class SessionClient:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
                 connector=self._connector(),
-                headers={"User-Agent": self._user_agent, "Accept": self._accept},
+                headers={"User-Agent": self._user_agent, "Accept": self._accept, "Accept-Encoding": _ACCEPT_ENCODING},
+                # read_bounded inflates, so that a corrupt or cut-off stream is an error.
+                auto_decompress=False,
                 **self._session_options(),  # type: ignore[arg-type]
             )
         return self._session
@@ -382,29 +392,141 @@ _CONDITIONAL = frozenset({"if-none-match", "if-modified-since"})
 async def read_bounded(
     response: aiohttp.ClientResponse, url: str, max_bytes: int, setting: str, *, on_chunk: Callable[[], None] | None = None
 ) -> bytes:
-    """The response body, or :class:`FeedError` as soon as it passes ``max_bytes``.
+    """The response body, inflated as its Content-Encoding says, or :class:`FeedError` as
+    soon as it passes ``max_bytes``, or when its compressed stream is corrupt or cut off.
 
-    Counted after decompression, chunk by chunk, so neither a huge body nor a gzip bomb
-    is ever held in memory beyond the limit plus one chunk. ``on_chunk`` is called as
-    each chunk arrives.
+    Counted after decompression, step by step, so neither a huge body nor a gzip bomb
+    is ever held in memory beyond the limit plus one step. ``on_chunk`` is called as
+    each chunk arrives. An encoding other than gzip (x-gzip), deflate and br is passed
+    through as it came, as aiohttp does; so is an empty body, whatever its encoding.
     """
     declared = response.content_length
-    encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
-    if declared is not None and declared > max_bytes and not encoded:
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if declared is not None and declared > max_bytes and encoding in ("", "identity"):
         raise FeedError(
             f"{url}: body of {declared} bytes is over the {max_bytes}-byte limit", hint=f"raise {setting} if it is really that large"
         )
+    inflater = _Inflater(encoding) if encoding in _INFLATED else None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_chunked(65536):
-        if on_chunk is not None:
-            on_chunk()
-        size += len(chunk)
-        if size > max_bytes:
-            response.close()
-            raise FeedError(f"{url}: body exceeds the {max_bytes}-byte limit", hint=f"raise {setting} if it is really that large")
-        chunks.append(chunk)
+
+    def over() -> FeedError:
+        response.close()
+        return FeedError(f"{url}: body exceeds the {max_bytes}-byte limit", hint=f"raise {setting} if it is really that large")
+
+    try:
+        async for chunk in response.content.iter_chunked(_STEP):
+            if on_chunk is not None:
+                on_chunk()
+            for piece in inflater.feed(chunk) if inflater is not None else (chunk,):
+                size += len(piece)
+                if size > max_bytes:
+                    raise over()
+                chunks.append(piece)
+            # The compressed bytes count too: a stream of empty blocks inflates to nothing, for ever.
+            if inflater is not None and inflater.compressed > max_bytes:
+                raise over()
+        if inflater is not None and not inflater.complete():
+            raise _CorruptStream(f"it ends before its {inflater.name} stream does, after {inflater.compressed} compressed bytes")
+    except _CorruptStream as exc:
+        response.close()
+        raise FeedError(
+            f"{url}: the compressed body is corrupt (Content-Encoding: {encoding}): {exc}",
+            hint="nothing of the body was used and the poll counts as failed; tell the feed's operator if it lasts",
+        ) from exc
     return b"".join(chunks)
+
+
+#: The size of a step: of the chunks read from the socket, and of the output of one inflate call.
+_STEP = 65536
+#: The gzip members one body may concatenate (aiohttp's cap too; real bodies have one or a few).
+_MAX_MEMBERS = 1024
+#: Content-Encoding -> the name of the stream format, for those :class:`_Inflater` decodes.
+_INFLATED = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "br": "brotli"}
+
+
+class _CorruptStream(Exception):
+    """A compressed body that cannot be inflated; the message says why, in one line."""
+
+
+class _Inflater:
+    """Inflates one body of a Content-Encoding of :data:`_INFLATED`, at most :data:`_STEP`
+    bytes of output per call, and tells whether the stream it was fed is complete.
+
+    Concatenated gzip members are one body (as ``gzip -d`` reads them); other bytes after
+    a complete gzip or deflate stream are ignored, as browsers ignore them (aiohttp
+    refused the body; the brotli decoder refuses them too).
+    """
+
+    def __init__(self, encoding: str) -> None:
+        self.name = _INFLATED[encoding]
+        #: The compressed bytes fed so far.
+        self.compressed = 0
+        self._brotli = brotli.Decompressor() if self.name == "brotli" else None
+        # Made at the first byte: a deflate body is zlib-wrapped or raw (servers send both).
+        self._zlib: Any = None
+        self._members = 0
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The output of ``data``, piece by piece; raises _CorruptStream."""
+        self.compressed += len(data)
+        try:
+            if self._brotli is not None:
+                yield from self._feed_brotli(data)
+            else:
+                yield from self._feed_zlib(data)
+        except (zlib.error, brotli.error) as exc:
+            # zlib's "Error -3 while decompressing data: " says nothing to an operator.
+            raise _CorruptStream(f"not a valid {self.name} stream ({str(exc).rpartition(': ')[2]})") from exc
+
+    def complete(self) -> bool:
+        """Whether the stream ended (or nothing at all was fed: an empty body)."""
+        if self.compressed == 0:
+            return True
+        if self._brotli is not None:
+            return bool(self._brotli.is_finished())
+        return self._zlib is not None and self._zlib.eof
+
+    def _feed_zlib(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self._zlib is None or (self._zlib.eof and self.name == "gzip" and data[:1] == b"\x1f"):
+                self._members += 1
+                if self._members > _MAX_MEMBERS:
+                    # Each member costs a copy of the rest of its chunk: a stream of tiny ones is quadratic.
+                    raise _CorruptStream(f"more than {_MAX_MEMBERS} concatenated gzip members")
+                self._zlib = zlib.decompressobj(self._wbits(data))
+            elif self._zlib.eof:
+                return
+            inflater = self._zlib
+            while True:
+                out = inflater.decompress(data, _STEP)
+                data = inflater.unconsumed_tail
+                if out:
+                    yield out
+                # A full step may leave output inside zlib: ask again until one falls short.
+                if not data and len(out) < _STEP:
+                    break
+            data = inflater.unused_data if inflater.eof else b""
+
+    def _wbits(self, data: bytes) -> int:
+        if self.name == "gzip":
+            return 16 + zlib.MAX_WBITS
+        # RFC 1950's header names method 8; a raw deflate stream has no header.
+        return zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+
+    def _feed_brotli(self, data: bytes) -> Iterator[bytes]:
+        inflater = self._brotli
+        assert inflater is not None
+        if inflater.is_finished():
+            return
+        out = inflater.process(data, output_buffer_limit=_STEP)
+        # Brotli keeps input it has not inflated yet: ask again until it gives nothing more.
+        while out or not inflater.can_accept_more_data():
+            if out:
+                yield out
+            if inflater.is_finished():
+                break
+            out = inflater.process(b"", output_buffer_limit=_STEP)
 
 
 def _redirect_target(url: str, current: str, location: str) -> str:

@@ -82,6 +82,31 @@ async def test_compressed_bodies_are_decoded(server, transport, encoding):
     assert encoding in server.headers["/encoded"][-1]["Accept-Encoding"]
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+async def test_a_corrupt_compressed_body_is_reported_as_such(server, transport, encoding, how):
+    # aiohttp handed back the first half of a cut-off gzip or brotli stream without a word
+    # (a lenient parser took it for the whole feed), and a garbage one as "cut off or malformed".
+    url = server.url(f"/corrupt?with={encoding}&how={how}")
+    with pytest.raises(FeedError) as caught:
+        await transport.fetch(url, NONE, {})
+    message = str(caught.value)
+    assert message.startswith(f"{url}: the compressed body is corrupt (Content-Encoding: {encoding}): ")
+    name = {"br": "brotli"}.get(encoding, encoding)
+    if how == "truncated":
+        assert f"it ends before its {name} stream does" in message
+    else:
+        assert f"not a valid {name} stream" in message
+    assert "tell the feed's operator" in message
+
+
+async def test_concatenated_gzip_members_are_one_body_and_bytes_after_the_stream_are_ignored(server, transport):
+    members = await transport.fetch(server.url("/gzip-members"), NONE, {})
+    assert b"First member" in members.body and members.body.endswith(b"<!-- second member -->")
+    trailing = await transport.fetch(server.url("/gzip-members?tail=1"), NONE, {})
+    assert b"First member" in trailing.body and trailing.body.endswith(b"</rss>")
+
+
 async def test_permanent_redirect_reports_new_address(server, transport):
     result = await transport.fetch(server.url("/moved"), NONE, {})
     assert result.moved_to == server.url("/conditional")
