@@ -23,6 +23,8 @@ Modules:
     :class:`PushInbox`: pushes checked (token, signature), queued and handed to the pipeline.
 ``ratelimit``
     token buckets for the callback listener.
+``refusals``
+    :class:`RefusalLog`: a flood of refused verifications costs a log line a minute.
 
 Core: no network library; the listener and the hub client are adapters
 (:mod:`monitor.adapters.websub`), the store is :class:`monitor.adapters.store.Store`.

@@ -34,6 +34,7 @@ from monitor.errors import FeedError, error_text
 from monitor.log import get_logger
 from monitor.model import Feed
 from monitor.websub.discovery import PushLinks
+from monitor.websub.refusals import REFUSAL_LOG_INTERVAL, RefusalLog
 from monitor.websub.registry import Registry
 from monitor.websub.subscriptions import (
     ACTIVE,
@@ -85,7 +86,10 @@ class Subscriber:
         retry_initial: float,
         retry_max: float,
         clock: Callable[[], float] = time.time,
+        refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
+        """``refusal_log_interval``: seconds between two lines that count a flood of refused
+        verifications (:mod:`monitor.websub.refusals`)."""
         self._store = store
         self._hub = hub
         self.callback_base = callback_base if callback_base.endswith("/") else callback_base + "/"
@@ -102,6 +106,7 @@ class Subscriber:
         self._requests = asyncio.Semaphore(HUB_CONCURRENCY)
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refusals = RefusalLog(refusal_log_interval)
 
     # -- the feed list ------------------------------------------------------------------
 
@@ -185,7 +190,11 @@ class Subscriber:
         subscription = self.registry.for_token(token)
         mode, topic, challenge = params.get("hub.mode", ""), params.get("hub.topic"), params.get("hub.challenge", "")
         if subscription is None or topic != subscription.topic:
-            log.warning("websub.verify.refused", mode=mode, reason="unknown token or topic")
+            # One key for them all: anyone may send these, with as many made-up tokens as they like.
+            self._refusals.refused(
+                "", mode=mode[:100], reason="unknown token or topic",
+                hint="a hub verifying a subscription this process no longer has, or requests from elsewhere; nothing to do",
+            )  # fmt: skip
             return 404, ""
         now = self.clock()
         if mode == "denied" and subscription.state == UNSUBSCRIBING:
@@ -201,7 +210,8 @@ class Subscriber:
             await self._save(subscription)
             return 200, ""
         if mode != subscription.awaiting or not challenge:
-            log.warning("websub.verify.refused", feed_url=subscription.feed_url, mode=mode, reason=f"waiting for {subscription.awaiting}")
+            waiting = subscription.awaiting or "no verification"
+            self._refusals.refused(subscription.feed_url, feed_url=subscription.feed_url, mode=mode[:100], reason=f"waiting for {waiting}")
             return 404, ""
         if mode == "unsubscribe":
             self.registry.remove(subscription)
@@ -237,6 +247,7 @@ class Subscriber:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._refusals.flush()
         for subscription in self.registry.take_dirty():
             await self._save(subscription)
 

@@ -134,3 +134,53 @@ async def test_a_non_ascii_signature_is_a_bad_signature_not_a_server_error(hub, 
     outcomes = parts.inbox.stats.outcomes
     assert (outcomes["bad_signature"], outcomes["accepted"]) == (1, 0)
     assert not parts.pushed
+
+
+async def test_a_flood_of_refused_verifications_costs_a_few_log_lines_and_a_one_off_refusal_is_logged_in_full(hub, running):
+    # One warning line per refused GET: ~200 lines a second under a flood of made-up tokens.
+    from structlog.testing import capture_logs
+
+    parts, sub = await subscribed(hub, running)
+    flood = 200
+    with capture_logs() as logs:
+        async with aiohttp.ClientSession() as session:
+
+            async def verify(token: str, mode: str) -> int:
+                query = {"hub.mode": mode, "hub.topic": TOPIC, "hub.challenge": "c"}
+                async with session.get(parts.base + token, params=query) as response:
+                    return response.status
+
+            statuses = [await verify(f"made-up-{n}", "subscribe") for n in range(flood - 1)]
+            # A real subscription's one-off refusal, in the middle of the flood: not folded into it.
+            assert await verify(sub.token, "unsubscribe") == 404
+            statuses.append(await verify("made-up-last", "mode-of-the-last"))
+        assert statuses == [404] * flood
+        await parts.subscriber.stop()  # the count not yet logged is logged at shutdown
+    lines = [e for e in logs if e["event"].startswith("websub.verify.refused")]
+    assert [e["event"] for e in lines] == ["websub.verify.refused", "websub.verify.refused", "websub.verify.refused.repeated"]
+    first, one_off, repeated = lines
+    assert first["reason"] == "unknown token or topic" and "feed_url" not in first
+    assert one_off["feed_url"] == TOPIC and one_off["mode"] == "unsubscribe" and one_off["reason"] == "waiting for no verification"
+    assert repeated["count"] == flood - 1 and repeated["mode"] == "mode-of-the-last"
+    assert parts.inbox.stats.outcomes["verify_refused"] == flood + 1
+
+
+async def test_refusals_are_counted_once_per_interval_while_they_last_and_in_full_again_after_a_quiet_one():
+    from structlog.testing import capture_logs
+
+    from monitor.websub.refusals import RefusalLog
+
+    refusals = RefusalLog(interval=0.05)
+    with capture_logs() as logs:
+        for n in range(5):
+            refusals.refused("", reason=f"made-up {n}")
+        await until(lambda: any(e["event"] == "websub.verify.refused.repeated" for e in logs), what="the count of the flood")
+        await until(lambda: not refusals._windows, what="a quiet interval")
+        refusals.refused("", reason="one-off")
+    events = [(e["event"], e.get("count"), e["reason"]) for e in logs]
+    assert events == [
+        ("websub.verify.refused", None, "made-up 0"),
+        ("websub.verify.refused.repeated", 4, "made-up 4"),
+        ("websub.verify.refused", None, "one-off"),
+    ]
+    refusals.flush()
