@@ -59,7 +59,7 @@ class _DeadLetters:
 
     def __init__(self, publisher: KafkaPublisher, topic: str) -> None:
         self._publisher = publisher
-        self._topic = topic
+        self.topic = topic
 
     async def publish(self, entry: Entry, reason: str) -> None:
         ours = {DLQ_REASON_HEADER, DLQ_ORIGINAL_TOPIC_HEADER, DESTINATION_HEADER}
@@ -74,7 +74,7 @@ class _DeadLetters:
             Record(
                 alert_id=entry.key,
                 article_id=key.decode("utf-8", "replace"),
-                topic=self._topic,
+                topic=self.topic,
                 key=key,
                 value=entry.value,
                 headers=headers,

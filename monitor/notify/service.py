@@ -127,6 +127,9 @@ class Sender(Protocol):
 
 
 class DeadLetters(Protocol):
+    #: The dead-letter topic, for the log lines that send an operator there.
+    topic: str
+
     async def publish(self, entry: Entry, reason: str) -> None:
         """Put ``entry``'s record on the dead-letter topic; raises when Kafka did not take it."""
         ...
@@ -424,15 +427,35 @@ class NotifyService:
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _decode(self, entries: Sequence[Entry]) -> list[tuple[Entry, Item, int]]:
-        decoded = []
+    async def _decode(self, route: Route, entries: Sequence[Entry]) -> list[tuple[Entry, Item, int]]:
+        """The entries' items, each with its story's size. An entry this version refuses
+        (queued by an earlier one that accepted it) is dead-lettered, never dropped."""
+        decoded, refused = [], []
         for entry in entries:
-            item, _problem = decode_item(entry.topic, entry.value, entry.headers)
-            if item is not None:  # it was decoded once already, before it was queued
+            item, problem = decode_item(entry.topic, entry.value, entry.headers)
+            if item is not None:
                 decoded.append((entry, item))
+            else:
+                refused.append((entry, problem))
+        if refused:
+            await self._outdated(route, refused)
         stories = [item.story_id for _entry, item in decoded if item.story_id]
         sizes = await self.store.story_sizes(stories) if stories else {}
         return [(entry, item, sizes.get(item.story_id, 1) if item.story_id else 1) for entry, item in decoded]
+
+    async def _outdated(self, route: Route, refused: list[tuple[Entry, str]]) -> None:
+        """Queued entries this version cannot decode: an earlier version checked them when
+        it queued them, and accepted what this one refuses (a record of another version)."""
+        for entry, problem in refused:
+            log.error(
+                "notify.entry.refused", destination=route.name, key=entry.key, topic=entry.topic, partition=entry.partition,
+                offset=entry.offset, reason=problem,
+                hint=f"queued by an earlier version of news-monitor, which accepted it; it goes to the dead-letter topic "
+                f"{self.dead_letters.topic} with its record: read it there (news-monitor tail {self.dead_letters.topic}) "
+                "and send it by hand if it matters",
+            )  # fmt: skip
+            reason = f"{route.name}: queued by an earlier version, refused by this one: {problem}"
+            await self._dead_letter(route, [entry], reason)
 
     async def _unrenderable(self, route: Route, entries: list[Entry], exc: Exception) -> None:
         """Entries the renderer fails on go to the dead-letter topic at once: another
@@ -442,9 +465,8 @@ class NotifyService:
         await self._dead_letter(route, entries, reason)
 
     async def _send_one(self, route: Route, entry: Entry) -> None:
-        decoded = await self._decode([entry])
-        if not decoded:  # pragma: no cover - only a record changed in the store after it was checked
-            await self.store.done([entry.seq], route.name, None)
+        decoded = await self._decode(route, [entry])
+        if not decoded:  # dead-lettered by _decode
             return
         [(_entry, item, size)] = decoded
         try:
@@ -469,7 +491,10 @@ class NotifyService:
 
     async def _send_digest(self, route: Route, entries: list[Entry]) -> None:
         try:
-            decoded = await self._decode(entries)
+            decoded = await self._decode(route, entries)
+            if not decoded:  # every entry dead-lettered by _decode
+                return
+            entries = [entry for entry, _item, _size in decoded]
             pairs = [(item, size) for _entry, item, size in decoded]
             try:
                 message = route.renderer.digest(pairs)

@@ -116,3 +116,51 @@ async def test_a_send_that_never_finishes_fails_after_send_timeout_and_is_dead_l
         assert b"slow did not finish within send_timeout (0.5 s)" in dict(letter.headers)["dlq_reason"]
     finally:
         await trickle.stop()
+
+
+async def test_entries_an_earlier_version_queued_and_this_one_refuses_are_dead_lettered_not_dropped(broker, webhook, tmp_path):
+    """An upgrade: a release that took ce_type news.signal.<kind>.v2 queued such a signal and
+    committed its offset; this one refuses it at send. It was deleted without a word (a
+    message of its own), or left out of its digest and deleted with it."""
+    import time
+
+    from structlog.testing import capture_logs
+
+    from monitor.adapters.notify_store import NotifyStore
+    from monitor.notify.service import NewEntry
+
+    prefix = unique_prefix()
+    topic = f"{prefix}.sanctions.signals"
+    await create_topics(broker.bootstrap_servers, [topic])
+    settings = notify_settings(tmp_path, broker.bootstrap_servers, prefix, [
+        {"name": "each", "url": webhook.url("each"), "kinds": ["alerts", "signals"]},
+        {"name": "digest", "url": webhook.url("digest"), "kinds": ["alerts", "signals"], "digest": "1s"},
+    ], dead_letter_topic=f"{prefix}-dead")  # fmt: skip
+    _key, v2_value, _headers = _signal("v2-burst")
+    v2_headers = (("ce_type", b"news.signal.burst.v2"),)
+    _key, fine_value, fine_headers = _signal("fine")
+
+    def entry(destination: str, key: str, offset: int, value: bytes, headers: tuple[tuple[str, bytes], ...]) -> NewEntry:
+        return NewEntry(destination, key, destination == "digest", topic, 0, offset, b"k", value, headers)
+
+    store = NotifyStore(settings.state_dir)
+    store.enqueue([
+        entry("each", "signal:v2-burst", 0, v2_value, v2_headers),
+        entry("digest", "signal:v2-burst", 0, v2_value, v2_headers),
+        entry("digest", "signal:fine", 1, fine_value, fine_headers),
+    ], time.time())  # fmt: skip
+    store.close()
+    with capture_logs() as logs:
+        async with running(settings) as process:
+            await wait_until(
+                lambda: webhook.titles("digest") and all(process.metrics.value("dead_lettered", d) == 1 for d in ("each", "digest")),
+                what="the digest of the good signal, and a dead letter for each destination",
+            )
+    assert webhook.titles("each") == [] and webhook.titles("digest") == ["1 signal: sanctions 1"]
+    refused = [e for e in logs if e["event"] == "notify.entry.refused"]
+    assert sorted(e["destination"] for e in refused) == ["digest", "each"]
+    assert all(e["key"] == "signal:v2-burst" and e["topic"] == topic and e["offset"] == 0 for e in refused)
+    assert all("news.signal.burst.v2" in e["reason"] and f"news-monitor tail {prefix}-dead" in e["hint"] for e in refused)
+    letters = await read_topic(broker.bootstrap_servers, f"{prefix}-dead", until=lambda r: len(r) >= 2)
+    assert sorted(letter.value for letter in letters) == [v2_value, v2_value]
+    assert all(b"queued by an earlier version, refused by this one" in dict(letter.headers)["dlq_reason"] for letter in letters)
