@@ -38,7 +38,9 @@ from monitor.adapters.kafka import KafkaPublisher, TopicReader, kafka_error_text
 from monitor.adapters.statelock import StateLock
 from monitor.adapters.store import AsyncStore
 from monitor.app.notify import topic_pattern
+from monitor.delivery.dead_letters import DeadLetters
 from monitor.delivery.records import alert_problem, sighting_problem, signal_record
+from monitor.delivery.sender import Sender
 from monitor.engine import load_rules
 from monitor.engine.loader import MAX_DURATION
 from monitor.errors import BrokerError, ConfigError, PublishError, RecordRejected
@@ -229,7 +231,20 @@ class SignalsProcess:
                         self._ensured.add(record.topic)
                     await publisher.publish(record)
                 except RecordRejected as exc:
-                    log.error("signals.record.rejected", topic=record.topic, signal_id=record.alert_id, error=str(exc))
+                    # Retrying cannot help, and acknowledging it lost it: it was deleted from the outbox.
+                    dead_letter_topic = self.settings.kafka.dead_letter_topic
+                    log.error(
+                        "signals.record.rejected", topic=record.topic, signal_id=record.alert_id, error=str(exc),
+                        hint=f"it goes to the dead-letter topic {dead_letter_topic} (the reason in its dlq_reason header); "
+                        f"read it there (news-monitor tail {dead_letter_topic}) and send it by hand if it matters",
+                    )  # fmt: skip
+                    letters = DeadLetters(
+                        Sender(publisher, dead_letter_topic=dead_letter_topic),
+                        ack=lambda r: store.ack(r.alert_id, r.topic, r.article_id),
+                        max_attempts=self.settings.delivery.max_attempts,
+                    )
+                    # Acknowledged once the dead-letter topic took it; else kept for the next start.
+                    await letters.send(record, str(exc))
                     break
                 except (PublishError, TimeoutError) as exc:
                     log.warning("signals.publish.failed", topic=record.topic, error=str(exc), retry_in=backoff)
@@ -241,6 +256,6 @@ class SignalsProcess:
                     continue
                 self.published += 1
                 log.info("signal.published", topic=record.topic, signal_id=record.alert_id)
+                await store.ack(record.alert_id, record.topic, record.article_id)
                 break
-            await store.ack(record.alert_id, record.topic, record.article_id)
         return True
