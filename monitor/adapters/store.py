@@ -53,7 +53,8 @@ import orjson
 
 from monitor.cluster.matcher_state import RememberedArticle
 from monitor.dedupe import SeenArticle
-from monitor.errors import StoreError
+from monitor.delivery.records import DLQ_REASON_HEADER
+from monitor.errors import StoreError, error_text
 from monitor.feeds.state import FEED_COLUMNS as _FEED_COLUMNS
 from monitor.feeds.state import FeedState
 from monitor.log import get_logger
@@ -451,10 +452,7 @@ class Store:
         sql = "SELECT alert_id, article_id, topic, key, value, headers FROM outbox ORDER BY seq"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [
-            Record(row[0], row[1], row[2], row[3], row[4], _load_headers(row[5]))
-            for row in self._db.execute(sql)
-        ]
+        return [_outbox_record(*row) for row in self._db.execute(sql)]
 
     def pending_page(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, Record]]:
         """Up to ``limit`` unacknowledged records after outbox position ``after_seq``, oldest first.
@@ -465,7 +463,7 @@ class Store:
             "SELECT seq, alert_id, article_id, topic, key, value, headers FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
             (int(after_seq), int(limit)),
         )
-        return [(row[0], Record(row[1], row[2], row[3], row[4], row[5], _load_headers(row[6]))) for row in rows]
+        return [(row[0], _outbox_record(*row[1:])) for row in rows]
 
     def pending_count(self) -> int:
         """How many records wait in the outbox."""
@@ -675,6 +673,28 @@ def _dump_headers(headers: Iterable[tuple[str, bytes]]) -> bytes:
 
 def _load_headers(blob: bytes) -> tuple[tuple[str, bytes], ...]:
     return tuple((k, v.encode("latin-1")) for k, v in orjson.loads(blob))
+
+
+def _outbox_record(alert_id: str, article_id: str, topic: str, key: Any, value: Any, headers: Any) -> Record:
+    """An outbox row as a Record. A row this version cannot read (headers not in its
+    format: written by another version, or damaged) becomes a record marked for the
+    dead-letter topic (its ``dlq_reason`` says why), kept whole there; it must not stop the
+    resend of every row after it, at every start."""
+    key = key.encode() if isinstance(key, str) else key
+    value = value.encode() if isinstance(value, str) else value if value is not None else b""
+    try:
+        loaded = _load_headers(headers)
+        if all(isinstance(name, str) for name, _value in loaded):
+            return Record(alert_id, article_id, topic, key, value, loaded)
+        problem = "a header name is not text"
+    except (ValueError, TypeError, AttributeError, UnicodeError) as exc:  # orjson's JSONDecodeError is a ValueError
+        problem = error_text(exc)
+    reason = f"the outbox row's headers cannot be read (written by another version of news-monitor, or damaged): {problem}"
+    log.error(
+        "delivery.outbox.unreadable", alert_id=alert_id, topic=topic, error=problem,
+        hint="it goes to the dead-letter topic with its key and value, the reason in dlq_reason; send it by hand if it matters",
+    )  # fmt: skip
+    return Record(alert_id, article_id, topic, key, value, ((DLQ_REASON_HEADER, reason.encode("utf-8", "replace")),))
 
 
 class AsyncStore:

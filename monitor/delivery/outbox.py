@@ -162,6 +162,11 @@ class Delivery:
                 self._resending = max(0, self._resending - 1)
                 self.stats.resent += 1
                 await self.submit([record])
+        except StoreError as exc:
+            # Unhandled, it ended this task with "Task exception was never retrieved", and
+            # the rest of the outbox waited for the next start.
+            self._sweep_needed = True
+            log.warning("delivery.outbox.resend_failed", error=str(exc), hint="the rest is sent once the state store works again")
         finally:
             self._resending = 0
             self._maybe_idle()

@@ -23,7 +23,7 @@ from monitor.adapters.store import AsyncStore
 from monitor.delivery import Delivery
 from monitor.delivery.records import alert_record
 from monitor.engine.evaluate import MAX_HITS_PER_TERM
-from monitor.model import Alert, Hit, alert_id_for
+from monitor.model import Alert, Hit, Record, alert_id_for
 from monitor.worker import Monitor
 from tests.kafka_proxy import KafkaProxy
 from tests.support import FeedServer, alerts_from, make_settings, read_topic
@@ -359,3 +359,82 @@ async def test_a_record_the_dead_letter_topic_refuses_too_is_kept_in_the_outbox(
         await publisher.stop()
         await store.close()
         await proxy.stop()
+
+
+async def test_an_outbox_row_this_version_cannot_read_is_dead_lettered_and_the_rows_after_it_are_sent(broker, tmp_path):
+    """Headers not in this version's format (another version's row, or a damaged one): the
+    exception ended the resend at that row, with a traceback, and the rows after it waited
+    for a next start that stopped there again."""
+    run = uuid.uuid4().hex[:8]
+    dead_letters = f"alerts.dead-letter.{run}"
+    topic = f"alerts.outbox.{run}"
+    settings = make_settings(tmp_path, broker.bootstrap_servers, overrides={"kafka": {"enable_idempotence": "false"}})
+    store = AsyncStore.open(settings.state_dir)
+    publisher = KafkaPublisher(settings.kafka, broker.bootstrap_servers)
+    await publisher.start()
+
+    def record(n: int) -> Record:
+        return Record(f"{run}-{n}", f"urn:{run}:{n}", topic, b"k", b'{"n": %d}' % n, (("ce_id", f"{run}-{n}".encode()),))
+
+    try:
+        await store.enqueue([record(1)])
+        store.sync._db.execute(
+            "INSERT INTO outbox (alert_id, article_id, topic, key, value, headers, created) VALUES (?, ?, ?, ?, ?, ?, 0)",
+            (f"{run}-old", f"urn:{run}:old", topic, "k", b'{"n": "old"}', b"ce_id=1;ce_type=news.alert.v0"),
+        )
+        await store.enqueue([record(2)])
+        delivery = Delivery(publisher, store, dead_letter_topic=dead_letters)
+        assert await delivery.start() == 3
+        assert await delivery.wait_idle(15)
+        await delivery.stop(1)
+        assert delivery.stats.published == 2 and delivery.stats.dead_lettered == 1
+        assert await store.pending_count() == 0
+    finally:
+        await publisher.stop()
+        await store.close()
+    sent = await read_topic(broker.bootstrap_servers, topic, until=lambda rs: len(rs) >= 2)
+    assert sorted(r.value for r in sent) == [b'{"n": 1}', b'{"n": 2}']
+    (letter,) = await read_topic(broker.bootstrap_servers, dead_letters, until=lambda rs: len(rs) >= 1)
+    assert letter.value == b'{"n": "old"}' and letter.key == b"k"
+    assert _headers(letter)["dlq_reason"].startswith(b"the outbox row's headers cannot be read (written by another version")
+
+
+async def test_an_outbox_the_failing_store_cannot_read_at_start_is_sent_when_it_recovers(broker, tmp_path):
+    # The StoreError ended the resend task ("Task exception was never retrieved") and the
+    # outbox waited for the next start, though the store recovered meanwhile.
+    from structlog.testing import capture_logs
+
+    from monitor.errors import StoreError
+
+    run = uuid.uuid4().hex[:8]
+    topic = f"alerts.outbox.{run}"
+    settings = make_settings(tmp_path, broker.bootstrap_servers, overrides={"kafka": {"enable_idempotence": "false"}})
+    store = AsyncStore.open(settings.state_dir)
+    await store.enqueue([Record(f"{run}-1", f"urn:{run}:1", topic, b"k", b"{}", ())])
+    read = store.pending_page
+    failures = [StoreError("monitor.sqlite3: disk I/O error", kind="unavailable")]
+
+    async def failing_once(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return await read(*args, **kwargs)
+
+    store.pending_page = failing_once  # type: ignore[method-assign]
+    publisher = KafkaPublisher(settings.kafka, broker.bootstrap_servers)
+    await publisher.start()
+    try:
+        delivery = Delivery(publisher, store, dead_letter_topic=f"dead-{run}")
+        with capture_logs() as logs:
+            assert await delivery.start() == 1
+            assert await delivery.wait_idle(15)
+            assert delivery.stats.published == 0
+            for recovered in store.recovery_listeners:
+                recovered()
+            await asyncio.sleep(0)  # the sweep starts
+            assert await delivery.wait_idle(15)
+        await delivery.stop(1)
+        assert delivery.stats.published == 1 and await store.pending_count() == 0
+        assert [e["event"] for e in logs if e["event"].startswith("delivery.outbox")][:1] == ["delivery.outbox.resend_failed"]
+    finally:
+        await publisher.stop()
+        await store.close()
