@@ -481,12 +481,16 @@ class Store:
 
     def ack(self, alert_id: str, topic: str, article_id: str) -> None:
         """Kafka acknowledged an alert: drop it from the outbox, finish its article when last."""
+        self.ack_many([(alert_id, topic, article_id)])
+
+    def ack_many(self, acks: Sequence[tuple[str, str, str]]) -> None:
+        """:meth:`ack` for each (alert id, topic, article id), in one transaction."""
         with self._transaction() as db:
-            db.execute("DELETE FROM outbox WHERE alert_id = ? AND topic = ?", (alert_id, topic))
-            db.execute(
+            db.executemany("DELETE FROM outbox WHERE alert_id = ? AND topic = ?", [(alert_id, topic) for alert_id, topic, _ in acks])
+            db.executemany(
                 """UPDATE articles SET state = 'published'
                    WHERE id = ? AND NOT EXISTS (SELECT 1 FROM outbox WHERE article_id = ?)""",
-                (article_id, article_id),
+                [(article_id, article_id) for article_id in dict.fromkeys(article_id for _, _, article_id in acks)],
             )
 
     # -- feeds -------------------------------------------------------------------------
@@ -780,6 +784,9 @@ class AsyncStore:
 
     async def ack(self, alert_id: str, topic: str, article_id: str) -> None:
         await self.call(self.sync.ack, alert_id, topic, article_id)
+
+    async def ack_many(self, acks: Sequence[tuple[str, str, str]]) -> None:
+        await self.call(self.sync.ack_many, acks)
 
     async def feed_state(self, url: str) -> FeedState:
         return await self.call(self.sync.feed_state, url)
