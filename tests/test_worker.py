@@ -330,6 +330,26 @@ def test_state_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path):
     StateLock(tmp_path).acquire().release()
 
 
+def test_a_state_dir_where_the_lock_file_cannot_be_written_is_one_line_naming_the_file_and_exit_2(tmp_path):
+    # A full disk at start: the lock file is created (no block needed) and writing the PID
+    # fails; the line was "news-monitor: error: No space left on device", naming no file.
+    # No file may grow here (RLIMIT_FSIZE 0): the write fails as on a full disk, with EFBIG.
+    import resource
+
+    config = write_config(tmp_path, "127.0.0.1:9", ["http://127.0.0.1:9/feed.rss"], http_port=free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWS_MONITOR_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor", "run", "--once", "--config", str(config)], cwd=ROOT, capture_output=True, text=True,
+        timeout=60, env=env, stdin=subprocess.DEVNULL, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    lock = tmp_path / "state" / "monitor.lock"
+    assert result.stderr == (
+        f"news-monitor: error: [state] dir: cannot write {lock}: File too large (the file size limit (ulimit -f) of this "
+        f"process allows no file in {lock.parent}; raise it)\n"
+    )
+
+
 async def test_a_second_daemon_on_the_same_state_dir_exits_2_naming_the_first(broker, feed_server: FeedServer, monitors, tmp_path):
     url = feed_server.serve("/wire.rss", sanctions_feed(uuid.uuid4().hex[:8], range(5)))
     config = write_config(tmp_path, broker.bootstrap_servers, [url], http_port=free_port())

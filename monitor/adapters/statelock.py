@@ -19,6 +19,7 @@ directory on a network filesystem may not honour it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -77,8 +78,17 @@ class StateLock:
             os.close(fd)
             raise
         # For the next one to name us; written only once the lock is ours.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            # A full disk: the only line was "No space left on device", naming no file.
+            os.close(fd)
+            raise ConfigError(
+                f"cannot write {self.path}: {exc.strerror or exc}",
+                location=SourceLocation(self._setting),
+                hint=_WRITE_HINTS.get(exc.errno or 0, "give it a directory this user can create and write").format(self.path.parent),
+            ) from exc
         self._fd = fd
         return self
 
@@ -97,6 +107,14 @@ class StateLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+#: What to do when the lock file cannot be written, by errno ({} is the state directory).
+_WRITE_HINTS = {
+    errno.ENOSPC: "free space on the disk of {}; nothing was started",
+    errno.EDQUOT: "this user's disk quota is used up on {}; free space or raise the quota",
+    errno.EFBIG: "the file size limit (ulimit -f) of this process allows no file in {}; raise it",
+}
 
 
 def _read_pid(fd: int) -> int | None:
