@@ -109,8 +109,6 @@ class SessionClient:
                 timeout=self._timeout,
                 connector=self._connector(),
                 headers={"User-Agent": self._user_agent, "Accept": self._accept, "Accept-Encoding": _ACCEPT_ENCODING},
-                # read_bounded inflates, so that a corrupt or cut-off stream is an error.
-                auto_decompress=False,
                 **self._session_options(),  # type: ignore[arg-type]
             )
         return self._session
@@ -152,7 +150,8 @@ class SessionClient:
         try:
             for _hop in range(self.max_redirects + 1):
                 self._check(current)
-                async with session.get(self._target(current), headers=headers, allow_redirects=False) as response:
+                # read_bounded inflates the body, so that a corrupt or cut-off stream is an error.
+                async with session.get(self._target(current), headers=headers, allow_redirects=False, auto_decompress=False) as response:
                     if heard is not None:
                         heard()
                     if response.status not in _REDIRECTS:
