@@ -12,6 +12,7 @@ import os
 from monitor.model import SourceLocation
 
 __all__ = [
+    "SYSTEM_FAULTS",
     "BrokerError",
     "ConfigError",
     "FeedError",
@@ -92,6 +93,12 @@ class StoreError(MonitorError):
     def __init__(self, message: str, *, kind: str, location: SourceLocation | None = None, hint: str | None = None) -> None:
         super().__init__(message, location=location, hint=hint)
         self.kind = kind
+
+
+#: What a step of one article's matching may raise without it being that article's own
+#: fault (docs/scaling.md, "An article that fails"): the store, the broker, the CPU pool,
+#: memory. These keep their paths; anything else raised there is a bug met on that article.
+SYSTEM_FAULTS: tuple[type[BaseException], ...] = (StoreError, BrokerError, FeedError, MemoryError)
 
 
 #: What an operating-system error with no text of its own means.

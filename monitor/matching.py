@@ -4,6 +4,11 @@ dedupe (seen before?) -> language (detected for what is new or changed) -> enric
 text) -> stories (near-duplicate wire copy) ->
 match (the rule engine) -> admit (record the articles and queue their alerts, atomically).
 
+An article whose own matching raises (a bug met on it: the rule engine, its story, its
+alert or records; anything but ``SYSTEM_FAULTS`` of :mod:`monitor.errors`) is left out of
+its batch, in ``Admission.failed``, with nothing of it recorded or queued; the rest of the
+batch is admitted. The caller says what becomes of it (docs/scaling.md, "An article that fails").
+
 This is the half of a poll that needs the seen-article store and the rules, and none of
 the feed's own state: the part a matcher process runs on articles it consumes, while a
 poller process fetches and parses (see docs/architecture.md).
@@ -17,11 +22,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
-from monitor.dedupe import Admission, Candidate, MakeSighting, SeenArticle, Verdict, admit, needs_matching
+from monitor.dedupe import Admission, ArticleFailure, Candidate, MakeSighting, SeenArticle, Verdict, admit, needs_matching
 from monitor.dedupe.stories import Assignment, StoryIndex, story_text
 from monitor.delivery.records import alert_record, article_record, build_alert, sighting_record, signal_record
 from monitor.enrich.fulltext import FulltextEnricher
-from monitor.errors import FeedError
+from monitor.errors import SYSTEM_FAULTS, FeedError
 from monitor.language import detect_samples, sample, with_language
 from monitor.log import get_logger
 from monitor.model import Alert, Article, Feed, Match, Record, Signal
@@ -118,8 +123,24 @@ THREAD_MATCH_CHARS = 32_768
 async def _match(ruleset: Matcher, article: Article) -> list[Match]:
     """``ruleset.match(article)``, in a thread for an article of over THREAD_MATCH_CHARS."""
     if len(article.title) + len(article.summary) + len(article.body) > THREAD_MATCH_CHARS:
-        return await asyncio.to_thread(ruleset.match, article)
+        # The match's own exception comes back as a value: one the thread hand-off raises is no article's.
+        matches = await asyncio.to_thread(_attempt, ruleset.match, article)
+        if isinstance(matches, _Raised):
+            raise matches.error
+        return matches
     return ruleset.match(article)
+
+
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    error: Exception
+
+
+def _attempt(function: Callable[[Article], T], article: Article) -> T | _Raised:
+    try:
+        return function(article)
+    except Exception as exc:  # noqa: BLE001 - raised again on the loop, where it is classified
+        return _Raised(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,17 +202,26 @@ class Matching:
         unique = unique_articles(articles)
         seen = await self._store.find_articles([(a.id, a.url) for a in unique])
         ruleset = self._rules()
-        candidates = await self._candidates(unique, seen, feed, ruleset, signatures or {})
+        failed: dict[int, ArticleFailure] = {}
+        every = await self._candidates(unique, seen, feed, ruleset, signatures or {}, failed)
 
         def make_alert(match: Match, article: Article) -> Alert:
             return build_alert(match, article, ruleset_version=ruleset.version)
 
-        articles_out = self._article_records(unique, seen)
+        articles_out = self._article_records(unique, seen, failed)
         if articles_out:
             # Into the outbox before the articles are recorded as seen, so a crash in
             # between re-sends them rather than losing them.
             await self._store.enqueue(articles_out)
+        candidates = [candidate for i, candidate in enumerate(every) if i not in failed]
         admission = await self._store.atomically(admit, candidates, make_alert, alert_record, None, self._sighting_maker())
+        if admission.failed:
+            left_out = {id(failure.article) for failure in admission.failed}
+            candidates = [candidate for candidate in candidates if id(candidate.article) not in left_out]
+            for failure in admission.failed:
+                # Its story membership stays in memory only: nothing of the article is saved.
+                self._pending_members.pop(failure.article.id, None)
+        admission.failed[:0] = [failed[i] for i in sorted(failed)]
         await self._remember_story_members(candidates)
         admission.records.extend(articles_out)
         await self._signal(candidates, admission)
@@ -202,9 +232,16 @@ class Matching:
         return admission
 
     async def _candidates(
-        self, unique: list[Article], seen: list[SeenArticle | None], feed: Feed | None, ruleset: Matcher, signed: dict[int, bytes | None]
+        self,
+        unique: list[Article],
+        seen: list[SeenArticle | None],
+        feed: Feed | None,
+        ruleset: Matcher,
+        signed: dict[int, bytes | None],
+        failed: dict[int, ArticleFailure],
     ) -> list[Candidate]:
-        """Each article with its matches; full text fetched and story assigned for what needs matching."""
+        """Each article with its matches; full text fetched and story assigned for what
+        needs matching. One whose matching raised goes in ``failed`` (by index) instead."""
         todo = await self._enrich(unique, seen, feed, signed)
         signatures = await self._signatures(unique, seen, todo.indexes, feed, signed)
         candidates = [Candidate(article, []) for article in unique]
@@ -213,8 +250,16 @@ class Matching:
             for i in todo.indexes:
                 await lane.pause()
                 article = unique[i]
-                story = self._stories.assign(article, now, signatures[i]) if self._stories is not None and i in signatures else None
-                candidates[i] = _candidate(article, await _match(ruleset, article), story, todo.feed_hashes.get(i))
+                try:
+                    # Matched before its story is assigned: an article that fails joins no story.
+                    matches = await _match(ruleset, article)
+                    story = self._stories.assign(article, now, signatures[i]) if self._stories is not None and i in signatures else None
+                except SYSTEM_FAULTS:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a bug met on this article costs this article only
+                    failed[i] = ArticleFailure(article, exc, "matching")
+                    continue
+                candidates[i] = _candidate(article, matches, story, todo.feed_hashes.get(i))
                 if story is not None:
                     self._pending_members[article.id] = (story.story_id, now, story.signature)
         return candidates
@@ -309,17 +354,23 @@ class Matching:
         if members:
             await self._store.save_story_members(members)
 
-    def _article_records(self, articles: list[Article], seen: list[SeenArticle | None]) -> list[Record]:
-        """Records for the raw article stream: new or changed articles, under the id they are known by."""
+    def _article_records(self, articles: list[Article], seen: list[SeenArticle | None], failed: dict[int, ArticleFailure]) -> list[Record]:
+        """Records for the raw article stream: new or changed articles, under the id they
+        are known by. One whose record cannot be made goes in ``failed`` (by index)."""
         if not self._articles_topic:
             return []
         records = []
-        for article, known in zip(articles, seen):
-            if not needs_matching(known, article):
+        for i, (article, known) in enumerate(zip(articles, seen)):
+            if i in failed or not needs_matching(known, article):
                 continue
             if known is not None and known.id != article.id:
                 article = replace(article, id=known.id)
-            records.append(article_record(article, self._articles_topic))
+            try:
+                records.append(article_record(article, self._articles_topic))
+            except SYSTEM_FAULTS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug met on this article costs this article only
+                failed[i] = ArticleFailure(articles[i], exc, "alert")
         return records
 
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from monitor.dedupe import Admission, Verdict
 from monitor.dedupe.stories import SignedFeed, StoryIndex
 from monitor.enrich.fulltext import FulltextEnricher
-from monitor.errors import FeedError
+from monitor.errors import FeedError, error_text
 from monitor.feeds.health import learn_cadence
 from monitor.feeds.schedule import PollOutcome, publish_gap
 from monitor.feeds.state import FeedState, FeedStates
@@ -369,6 +369,12 @@ def _log_poll(feed: Feed, report: PollReport, admission: Admission, *, pushed: b
         log.info("feed.push.ok", **fields)
     else:
         log.info("feed.poll.ok", **fields)
+    for failure in admission.failed:
+        # Not recorded as seen: its next changed body matches it again (docs/operations.md).
+        log.error(
+            "feed.article.failed", feed_url=feed.url, article_id=failure.article.id, step=failure.step, error=error_text(failure.error),
+            hint="a bug: please report it; the feed's other articles were matched", exc_info=failure.error,
+        )  # fmt: skip
     for alert in admission.alerts:
         log.info(
             "alert.created",

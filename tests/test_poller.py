@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import time
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
@@ -100,6 +101,37 @@ async def test_a_poll_that_a_bug_ends_is_a_failed_poll_in_the_run_summary(broker
         assert summary.failures == 1
         assert summary.failed[0][0] == bad
         assert "the poll failed on a bug (RuntimeError: injected bug" in summary.failed[0][1]
+
+
+async def test_an_article_whose_matching_raises_costs_that_article_only(broker, server, tmp_path, monkeypatch):
+    """A bug met on one article (here the rule engine raising on it) is logged and leaves
+    that article out; the feed's other articles alert. It ended the whole poll, every poll."""
+    from monitor.adapters.store import Store
+    from monitor.engine import RuleSet
+
+    real_match = RuleSet.match
+
+    def match(self: RuleSet, article):
+        if article.id == "urn:t:poison":
+            raise ValueError("injected bug")
+        return real_match(self, article)
+
+    monkeypatch.setattr(RuleSet, "match", match)
+    items = [(slug, "EU adopts sanctions", "Sanctions against Russia.") for slug in ("before", "poison", "after")]
+    url = server.feed("/poison.rss", rss(items))
+    settings = make_settings(tmp_path, broker.bootstrap_servers, [url])
+    async with Running(settings) as monitor:
+        summary = monitor.observer.summary
+        await until(lambda: summary.polls >= 1, what="the first poll")
+        assert summary.failures == 0 and summary.new_articles == 2
+        assert summary.alerts[("sanctions", "alerts.sanctions")] == 2
+    store = Store(Path(settings.state_dir))
+    try:
+        # Not recorded as seen: nothing of it was written (its next changed body matches it again).
+        assert store.find_article("urn:t:poison", None) is None
+        assert store.find_article("urn:t:after", None) is not None
+    finally:
+        store.close()
 
 
 async def test_a_feed_whose_gzip_body_is_cut_off_is_a_failed_poll_that_advances_nothing(broker, server, tmp_path):

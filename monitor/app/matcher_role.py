@@ -17,7 +17,11 @@ Per batch, under a lock a rebalance waits for:
    not an article goes to the dead-letter topic, through the outbox, with the reason in
    ``dlq_reason`` (the partition moves on);
 2. ``Matching.admit`` the articles (in rounds with no id twice, so an edit that follows
-   its original in one batch is matched as in the single process);
+   its original in one batch is matched as in the single process); an article whose own
+   matching raised (a bug met on it, not a fault of the store or broker: see
+   ``SYSTEM_FAULTS``) is left out with nothing of it written, logged with its traceback
+   (``matcher.article.failed``) and dead-lettered like a record that is not an article,
+   and the batch goes on (docs/scaling.md, "An article that fails");
 3. wait until every alert of the batch, and its sightings (``[signals] sightings_topic``:
    a record per new article that counted for a rule, queued in the article's own
    transaction, see :func:`~monitor.dedupe.admit`), is acknowledged by Kafka (through an
@@ -52,11 +56,11 @@ from monitor.adapters.store import AsyncStore
 from monitor.app import daemon
 from monitor.app.signals import check_sightings_topic
 from monitor.cluster import MatcherStateError, RememberedArticle, state_from_record, state_to_record
-from monitor.dedupe import Admission, Verdict
+from monitor.dedupe import Admission, ArticleFailure, Verdict
 from monitor.dedupe.stories import StoryIndex
 from monitor.delivery import Delivery
 from monitor.delivery.records import DLQ_REASON_HEADER, ArticleDocumentError, article_from_dict
-from monitor.errors import ConfigError, PublishError, RecordRejected
+from monitor.errors import ConfigError, PublishError, RecordRejected, error_text
 from monitor.lifecycle import finish
 from monitor.log import get_logger
 from monitor.matching import Matching
@@ -73,7 +77,7 @@ __all__ = ["MatcherRole", "rounds"]
 log = get_logger("matcher")
 
 #: The counts ``status()`` shows.
-_STATUS_COUNTS = ("records", "new", "updated", "duplicate", "alerts", "sightings", "dead_lettered", "restored")
+_STATUS_COUNTS = ("records", "new", "updated", "duplicate", "alerts", "sightings", "dead_lettered", "failed", "restored")
 #: Seconds between two attempts to write the matcher state while the broker is away.
 _STATE_RETRY = 1.0
 
@@ -199,6 +203,8 @@ class MatcherRole:
             RoleMetric("matcher_records", "Records consumed from the articles topic.", counts["records"]),
             RoleMetric("matcher_records_dead_lettered", "Articles-topic records sent to the dead-letter topic (not articles).",
                        counts["dead_lettered"]),
+            RoleMetric("matcher_articles_failed", "Articles whose matching raised on a bug (dead-lettered; see matcher.article.failed).",
+                       counts["failed"]),
             RoleMetric("matcher_batches", "Batches matched and committed.", counts["batches"]),
             RoleMetric("matcher_sightings", "Sighting records queued for news-monitor signals ([signals] sightings_topic).",
                        counts["sightings"]),
@@ -301,13 +307,22 @@ class MatcherRole:
         for record in records:
             article, reason = _decode(record)
             if article is None:
+                log.warning("matcher.record.rejected", partition=record.partition, offset=record.offset, reason=reason)
                 letters.append(self._letter(record, reason))
             else:
                 articles.append((record, article))
         if letters:
             await self._dead_letter(letters)
+            self.counts["dead_lettered"] += len(letters)
+        pairs = iter(articles)
         for chunk in rounds([article for _record, article in articles]):
-            self._account(await self._matching.admit(chunk))
+            # rounds() keeps the order: the chunk's records are the next ones (no id twice in a round).
+            record_of = {article.id: next(pairs)[0] for article in chunk}
+            admission = await self._matching.admit(chunk)
+            self._account(admission)
+            if admission.failed:
+                await self._dead_letter([self._failed(record_of[failure.article.id], failure) for failure in admission.failed])
+                self.counts["failed"] += len(admission.failed)
         if not await self._acknowledged():
             return
         offsets: dict[int, int] = {}
@@ -346,12 +361,20 @@ class MatcherRole:
             self.counts["alerts"] += 1
             observer.alert_raised(alert)
 
+    def _failed(self, record: Any, failure: ArticleFailure) -> Record:
+        """The dead letter of an article whose own matching raised, logged once with the traceback."""
+        error, letters = error_text(failure.error), self._context.settings.kafka.dead_letter_topic
+        log.error(
+            "matcher.article.failed", partition=record.partition, offset=record.offset, article_id=failure.article.id,
+            step=failure.step, error=error, hint=f"a bug: please report it; the record is in {letters}", exc_info=failure.error,
+        )  # fmt: skip
+        return self._letter(record, f"matching the article failed on a bug ({error}): please report it")
+
     def _letter(self, record: Any, reason: str) -> Record:
-        """The dead letter of a record that is not an article (its key, value and headers kept)."""
+        """The dead letter of a record (its key, value and headers kept), with the reason in ``dlq_reason``."""
         origin = f"{record.topic}\x1f{record.partition}\x1f{record.offset}"
         letter_id = hashlib.blake2b(origin.encode(), digest_size=16).hexdigest()
         key = record.key.decode("utf-8", "replace") if record.key else ""
-        log.warning("matcher.record.rejected", partition=record.partition, offset=record.offset, reason=reason)
         return Record(
             alert_id=letter_id,
             article_id=key,
@@ -365,7 +388,6 @@ class MatcherRole:
         assert self._store is not None and self._delivery is not None
         await self._store.enqueue(letters)
         await self._delivery.submit(letters)
-        self.counts["dead_lettered"] += len(letters)
 
     async def _remember(self, articles: list[tuple[Any, Article]]) -> bool:
         """Write the batch's articles to the matcher-state topic, each to its record's

@@ -5,6 +5,16 @@ articles are copies of one story.
 :mod:`monitor.dedupe.stories`   near duplicates: wire copy republished under other URLs (MinHash LSH)
 """
 
-from monitor.dedupe.articles import Admission, Candidate, MakeSighting, SeenArticle, SeenStore, Verdict, admit, needs_matching
+from monitor.dedupe.articles import (
+    Admission,
+    ArticleFailure,
+    Candidate,
+    MakeSighting,
+    SeenArticle,
+    SeenStore,
+    Verdict,
+    admit,
+    needs_matching,
+)
 
-__all__ = ["Admission", "Candidate", "MakeSighting", "SeenArticle", "SeenStore", "Verdict", "admit", "needs_matching"]
+__all__ = ["Admission", "ArticleFailure", "Candidate", "MakeSighting", "SeenArticle", "SeenStore", "Verdict", "admit", "needs_matching"]

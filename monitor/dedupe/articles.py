@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
 
+from monitor.errors import SYSTEM_FAULTS
 from monitor.model import Alert, Article, Match, Record, Signal
 
-__all__ = ["Admission", "Candidate", "MakeSighting", "SeenArticle", "SeenStore", "Verdict", "admit", "needs_matching"]
+__all__ = ["Admission", "ArticleFailure", "Candidate", "MakeSighting", "SeenArticle", "SeenStore", "Verdict", "admit", "needs_matching"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,17 @@ class Candidate:
         return self.content_hash or self.article.content_hash
 
 
+@dataclass(frozen=True, slots=True)
+class ArticleFailure:
+    """One article whose own matching raised (a bug met on it): left out of its batch,
+    nothing of it recorded or queued (see ``SYSTEM_FAULTS`` in :mod:`monitor.errors`)."""
+
+    article: Article
+    error: Exception
+    #: What failed: ``matching`` (the rule engine, the story), ``alert`` (the alert, sighting or article record).
+    step: str
+
+
 @dataclass(slots=True)
 class Admission:
     """What :func:`admit` decided for a batch."""
@@ -104,6 +116,8 @@ class Admission:
     signals: list[Signal] = field(default_factory=list)
     #: Sighting records queued (a matcher's, for ``news-monitor signals``; they are in ``records``).
     sightings: int = 0
+    #: Articles left out on a bug of their own (no verdict: not recorded, nothing queued).
+    failed: list[ArticleFailure] = field(default_factory=list)
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for v in self.verdicts if v is verdict)
@@ -133,6 +147,10 @@ def admit(
     (a matcher publishing sightings) a new article's record for the rules it counts for
     (every rule that matched it; an updated one's: the rules it newly alerts on) goes
     into that transaction's outbox rows too.
+
+    An article whose alerts or records cannot be built (``make_alert``, ``make_record``
+    or ``make_sighting`` raise anything but a ``SYSTEM_FAULTS`` error) is left out, in
+    ``failed``: nothing of it is written, and the articles after it are admitted.
     """
     now = time.time() if now is None else now
     result = Admission()
@@ -169,16 +187,23 @@ def _admit_one(
         # another url is counted, not alerted again.
         story_rules = store.story_rules(story_id) or frozenset()
         fresh = [m for m in fresh if m.rule.id not in story_rules]
-        if candidate.story_copy and seen is None:
-            result.story_copies += 1
-    alerts = [make_alert(m, article) for m in fresh]
-    if story_id is not None:
-        alerts = [replace(alert, story_id=story_id) for alert in alerts]
-    records = [make_record(a) for a in alerts]
     # What the daemon's detectors count (monitor.signals.feed.matches_of): a new article's every match, an edit's new alerts.
     counted = candidate.matches if seen is None else fresh
+    try:
+        alerts = [make_alert(m, article) for m in fresh]
+        if story_id is not None:
+            alerts = [replace(alert, story_id=story_id) for alert in alerts]
+        records = [make_record(a) for a in alerts]
+        if make_sighting is not None and counted:
+            records.append(make_sighting(candidate, counted, article.id))
+    except SYSTEM_FAULTS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug met on this article costs this article only (docs/scaling.md)
+        result.failed.append(ArticleFailure(candidate.article, exc, "alert"))
+        return
+    if candidate.story_copy and seen is None and story_id is not None:
+        result.story_copies += 1
     if make_sighting is not None and counted:
-        records.append(make_sighting(candidate, counted, article.id))
         result.sightings += 1
     store.record_article(
         article_id=article.id,

@@ -308,3 +308,45 @@ async def test_a_matcher_refuses_a_state_topic_not_co_partitioned_with_the_artic
     with pytest.raises(ConfigError, match=r"has 2 partitions but news\.matcher-state\.\w+ has 3") as caught:
         await RoleHost(settings, ("matcher",)).run(handle_signals=False)
     assert "give news.matcher-state" in str(caught.value)
+
+
+async def test_an_article_whose_matching_raises_is_dead_lettered_and_its_neighbours_alert(broker, tmp_path, monkeypatch):
+    """A bug met on one article of a batch (here building its alert raises) dead-letters
+    that article, with nothing of it written; the articles before and after it alert and
+    the batch commits past it, so a restart does not read it again. It ended the matcher, and
+    every restart read the same uncommitted batch and ended again."""
+    from monitor import matching
+
+    run = uuid.uuid4().hex[:8]
+    settings = _settings(tmp_path, broker.bootstrap_servers, run)
+    topic = settings.cluster.articles_topic
+    before, poison, after = (_seed_article(run, n) for n in range(3))
+    real_build = matching.build_alert
+
+    def build_alert(match, article, **kwargs):
+        if article.id == poison.id:
+            raise ValueError("injected bug")
+        return real_build(match, article, **kwargs)
+
+    monkeypatch.setattr(matching, "build_alert", build_alert)
+    # Made before the records are published to it, with the partitions of the state topic.
+    await TopicAdmin(settings.kafka, broker.bootstrap_servers).ensure([topic, settings.cluster.matcher_state_topic])
+    publisher = await _publisher(settings)
+    try:
+        for article in (before, poison, after):
+            await publisher.publish(article_record(article, topic), partition=0)
+        async with _matcher(settings) as matcher:
+            await until(lambda: matcher.status()["committed"].get("0") == 3, timeout=30, what="the batch committed")
+            assert matcher.status()["failed"] == 1 and matcher.counts["alerts"] == 6 and matcher.counts["new"] == 2
+            assert [m.value for m in matcher.metrics() if m.name == "matcher_articles_failed"] == [1]
+        letters = await read_topic(broker.bootstrap_servers, settings.kafka.dead_letter_topic, until=bool)
+        assert [letter.key for letter in letters] == [poison.id.encode()]
+        reason = dict(letters[0].headers)["dlq_reason"].decode()
+        assert reason == "matching the article failed on a bug (ValueError: injected bug): please report it"
+        assert orjson.loads(letters[0].value)["id"] == poison.id
+        # Committed in the group past the poison: a restart (or a new owner) reads on from there.
+        assert (await _committed(settings, topic))[0] == 3
+    finally:
+        await publisher.stop()
+    alerts = await read_alerts(broker.bootstrap_servers, [before.feed_url], expect=6)
+    assert {a["article"]["id"] for a in alerts} == {before.id, after.id} and len(alerts) == 6

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from monitor.adapters.store import Store
 from monitor.dedupe import Candidate, Verdict, admit
 from monitor.delivery.records import alert_record, build_alert
+from monitor.errors import StoreError
 from monitor.model import Article, Match, Rule
 
 SUMMIT = Rule(id="summit", query="summit", topic="alerts.summit")
@@ -86,3 +89,28 @@ def test_store_survives_reopen(tmp_path):
     reopened = Store(tmp_path)
     assert len(reopened.pending()) == 1
     assert reopened.find_article("guid-1", None) is not None
+
+
+def test_an_article_whose_alert_cannot_be_built_is_left_out_and_the_others_admitted(tmp_path):
+    """A bug met on one article costs that article only: nothing of it is written (a
+    restart would otherwise find half of it), the articles around it are admitted. A
+    fault of the system (the store) is no article's: it is raised, as before."""
+    store = Store(tmp_path)
+    articles = [_article(id=f"guid-{n}", url=f"https://a.example/{n}") for n in range(3)]
+
+    def make_alert(match: Match, article: Article):
+        if article.id == "guid-1":
+            raise ValueError("injected bug")
+        return build_alert(match, article, ruleset_version="v1")
+
+    result = admit(store, [Candidate(a, [Match(SUMMIT, ())]) for a in articles], make_alert, alert_record)
+    assert result.verdicts == [Verdict.NEW, Verdict.NEW]
+    assert [(f.article.id, f.step, str(f.error)) for f in result.failed] == [("guid-1", "alert", "injected bug")]
+    assert store.find_article("guid-1", None) is None
+    assert {r.article_id for r in store.pending()} == {"guid-0", "guid-2"}
+
+    def store_fails(match: Match, article: Article):
+        raise StoreError("state.db: disk I/O error", kind="unavailable")
+
+    with pytest.raises(StoreError):
+        admit(store, [Candidate(_article(id="guid-3", url="https://a.example/3"), [Match(SUMMIT, ())])], store_fails, alert_record)

@@ -298,10 +298,10 @@ def test_story_rules_are_recorded_in_the_articles_own_transaction(tmp_path):
     def unserialisable(alert):
         raise ValueError("cannot serialise the alert")
 
-    # Admission fails between deciding on the alert and writing it (standing in for a
-    # crash at that moment): nothing of it may be left, the story's rule record included.
-    with pytest.raises(ValueError):
-        admit(store, [candidate], lambda m, a: build_alert(m, a, ruleset_version="v1"), unserialisable)
+    # Admission fails between deciding on the alert and writing it (a bug met on the
+    # article, left out): nothing of it may be left, the story's rule record included.
+    failed = admit(store, [candidate], lambda m, a: build_alert(m, a, ruleset_version="v1"), unserialisable)
+    assert failed.verdicts == [] and [f.step for f in failed.failed] == ["alert"]
     assert store.story_rules("story-x") is None
     assert store.find_article(article.id, None) is None and store.pending() == []
     # The articles table refusing the row (feed_url NOT NULL) is the same: nothing noted.
