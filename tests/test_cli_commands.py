@@ -95,6 +95,15 @@ def test_missing_config_file_exits_2_naming_it(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_rules_eval_of_a_missing_labeled_file_exits_2_naming_it(tmp_path):
+    """It printed '[Errno 2] ...' on stdout and exited 1, as if the rules had failed."""
+    missing = tmp_path / "labeled.jsonl"
+    result = _cli("rules", "eval", str(missing), "--rules", "rules/")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"news-monitor: error: {missing}: cannot read the labeled file: No such file or directory (give ")
+    assert "tests/data/labeled.jsonl" in result.stderr and len(result.stderr.splitlines()) == 1 and "Errno" not in result.stderr
+
+
 def test_unknown_config_key_exits_2_with_suggestion(tmp_path):
     config = _config(tmp_path, "[feeds]\nintervall = 60\n")
     result = _cli("run", "--once", "--config", str(config))

@@ -17,6 +17,7 @@ from monitor.engine.loader import collect_rules, format_duration, rule_files
 from monitor.engine.query import iter_terms
 from monitor.engine.ruleset import RuleSet
 from monitor.engine.text import snippet
+from monitor.errors import MonitorError, error_text
 from monitor.language import detect, language_of, language_tag
 from monitor.model import FIELDS, Article, Hit, Match, Rule, Signal, SignalArticle, SignalExample
 from monitor.signals import Signals, outlet_of
@@ -259,8 +260,9 @@ def evaluate(labeled_path: PathLike, rule_paths: Iterable[PathLike], out: TextIO
     Each line: ``{"id": ..., "text": ... | "title"/"summary"/"body": ..., "labels": [rule ids]}``,
     and optionally ``"lang"``: the passage's declared language (else it is detected).
     Prints precision, recall and F1 per rule (and with ``by_lang``, per rule and
-    language) and every false positive and negative; returns 1 if the rules or the
-    labeled file are invalid, else 0.
+    language) and every false positive and negative; returns 1 if the rules or a line of
+    the labeled file are invalid, else 0. Raises :class:`MonitorError` (naming the file)
+    when the labeled file cannot be read (missing, a directory, unreadable).
     """
     ruleset = _load(rule_paths, out)
     if ruleset is None:
@@ -285,8 +287,11 @@ def score(labeled_path: PathLike, ruleset: RuleSet, out: TextIO, *, by_lang: boo
                 if line.strip():
                     _score_line(labeled_path, line_no, line, ruleset, tally, out)
     except OSError as exc:
-        _print(out, f"{labeled_path}: cannot read: {exc}")
-        return 1
+        # Not a failed check but input to fix: the CLI's one line on stderr, exit 2.
+        raise MonitorError(
+            f"{labeled_path}: cannot read the labeled file: {exc.strerror or error_text(exc)}",
+            hint='give a file of JSON lines, {"id": ..., "text": ..., "labels": [rule ids]}, such as tests/data/labeled.jsonl',
+        ) from exc
     if tally.errors:
         return 1
     tally.report(out)
