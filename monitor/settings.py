@@ -603,26 +603,37 @@ def _feed_from_table(table: Any, index: int, settings: Settings, *, where: str |
     )
 
 
+#: A header line: ``[section]`` or ``[[section.name]]`` (any line starting with ``[`` ends the keys before it).
+_CONFIG_HEADER = re.compile(r"\s*(\[\[|\[)([^\[\]]*)\]")
+_CONFIG_KEY = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def _config_blocks(text: str) -> list[tuple[str, int, dict[str, int]]]:
+    """Each header of the config text (``[feeds]``, ``[[feeds.feed]]``: spaces inside left
+    out; ``[`` for a line it cannot read), its line, and the line where each key under it
+    first starts. Best effort, for error locations: keys written inline or dotted have none."""
+    blocks: list[tuple[str, int, dict[str, int]]] = []
+    keys: dict[str, int] | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("["):
+            header = _CONFIG_HEADER.match(line)
+            opening = header.group(1) if header else ""
+            name = f"{opening}{''.join(header.group(2).split())}{']' * len(opening)}" if header else "["
+            keys = {}
+            blocks.append((name, number, keys))
+        elif keys is not None and (key := _CONFIG_KEY.match(line)):
+            keys.setdefault(key.group(1), number)
+    return blocks
+
+
 class _TableLines:
     """Where each ``[[feeds.feed]]`` table (or ``[[notify.destination]]``, by ``section`` and
     ``name``) and each key in it starts in the config text: the N-th header is table N.
     Best effort: tables written inline (``feed = [{...}]``) have no line."""
 
-    _HEADER = re.compile(r"\s*\[")
-    _KEY = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
-
     def __init__(self, text: str, section: str = "feeds", name: str = "feed") -> None:
-        table_header = re.compile(rf"\s*\[\[\s*{section}\s*\.\s*{name}\s*\]\]")
-        self._tables: list[tuple[int, dict[str, int]]] = []
-        keys: dict[str, int] | None = None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if table_header.match(line):
-                keys = {}
-                self._tables.append((number, keys))
-            elif self._HEADER.match(line):
-                keys = None
-            elif keys is not None and (key := self._KEY.match(line)):
-                keys.setdefault(key.group(1), number)
+        header = f"[[{section}.{name}]]"
+        self._tables = [(number, keys) for found, number, keys in _config_blocks(text) if found == header]
 
     def line(self, index: int, key: str | None) -> int | None:
         if index >= len(self._tables):
@@ -635,21 +646,15 @@ class _KeyLines:
     """Where each ``[section]`` header and each key under it starts in the config text.
     Best effort: a dotted key (``feeds.interval = 60``) or an inline table has no line."""
 
-    _SECTION = re.compile(r"\s*\[\s*([A-Za-z0-9_-]+)\s*\]")
-    _HEADER = re.compile(r"\s*\[")
-    _KEY = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
+    _SECTION = re.compile(r"\[([A-Za-z0-9_-]+)\]")
 
     def __init__(self, text: str) -> None:
         self._lines: dict[tuple[str, str | None], int] = {}
-        section: str | None = None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if header := self._SECTION.match(line):
-                section = header.group(1)
-                self._lines.setdefault((section, None), number)
-            elif self._HEADER.match(line):
-                section = None  # [[feeds.feed]], [feeds.x]: not a key of a section
-            elif section is not None and (key := self._KEY.match(line)):
-                self._lines.setdefault((section, key.group(1)), number)
+        for header, number, keys in _config_blocks(text):
+            if section := self._SECTION.fullmatch(header):
+                self._lines.setdefault((section.group(1), None), number)
+                for key, line in keys.items():
+                    self._lines.setdefault((section.group(1), key), line)
 
     def line(self, section: str, key: str | None = None) -> int | None:
         """The line of ``key`` in ``[section]``, else of the section's header, else None."""
