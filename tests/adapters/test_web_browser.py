@@ -72,12 +72,14 @@ def _on_one_rendering(check) -> None:
     so a check that straddles a reload is run again, whole, on the new rendering."""
     from selenium.common.exceptions import StaleElementReferenceException
 
-    for attempt in range(5):
+    # Under load one pass over the page can take most of a refresh: allow many reloads.
+    attempts = 20
+    for attempt in range(attempts):
         try:
             check()
             return
         except StaleElementReferenceException:
-            if attempt == 4:
+            if attempt == attempts - 1:
                 raise
 
 
